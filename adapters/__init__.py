@@ -1,0 +1,1 @@
+"""Adapters for SpikingJelly, snnTorch and HuggingFace models (installed as ``sb_adapters``)."""

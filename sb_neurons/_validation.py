@@ -1,0 +1,80 @@
+"""Input checks shared by the public functions of :mod:`sb_neurons`.
+
+Every public entry point validates its arguments with these helpers so that a bad value fails early
+with an error naming the argument and the allowed range, instead of propagating NaNs or being
+silently clipped or cast.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_tensor(x: object, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def check_float_tensor(x: object, name: str, *, finite: bool = True) -> torch.Tensor:
+    """``x`` must be a floating-point tensor (float16/bfloat16/float32/float64), finite by default."""
+    x = check_tensor(x, name)
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must have a floating dtype among float16, bfloat16, float32, float64; got {x.dtype}"
+        )
+    if finite and x.numel() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf; spike coding needs finite values")
+    return x
+
+
+def check_integer_valued(x: object, name: str) -> torch.Tensor:
+    """``x`` must hold integers: an integer dtype, or a float dtype whose values are all whole."""
+    x = check_tensor(x, name)
+    if x.dtype == torch.bool:
+        return x
+    if x.is_floating_point():
+        if x.numel() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or Inf; counts must be finite integers")
+        if x.numel() and not bool((x == torch.round(x)).all()):
+            raise ValueError(f"{name} must hold integer counts; found non-integer values")
+    elif x.is_complex():
+        raise TypeError(f"{name} must be real, got {x.dtype}")
+    return x
+
+
+def check_positive(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number > 0, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)
+
+
+def check_int(value: object, name: str, *, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def normalize_dims(dim: int | Iterable[int], ndim: int, name: str = "dim") -> tuple[int, ...]:
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    if not dims:
+        raise ValueError(f"{name} must name at least one dimension")
+    out = []
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, int):
+            raise TypeError(f"{name} must be an int or a sequence of ints, got {dim!r}")
+        if not -ndim <= d < ndim:
+            raise ValueError(f"{name}={d} is out of range for a tensor with {ndim} dimensions")
+        out.append(d % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name} repeats a dimension: {dim!r}")
+    return tuple(out)

@@ -1,0 +1,1 @@
+"""Command-line entry point and demo of the spikingbrain distribution."""
