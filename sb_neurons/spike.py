@@ -135,13 +135,14 @@ def spike_count(
 
     Returns:
         ``SpikeCount(counts, v_th)``: ``counts`` has ``x``'s shape and holds integers in float32
-        (float64 for float64 input); ``v_th`` has ``x``'s shape with ``dim`` reduced to size 1.
+        (float64 for float64 input); ``v_th`` (detached) has ``x``'s shape with ``dim`` reduced to 1.
         Gradients flow straight through to ``x`` (``d counts / d x = 1 / v_th`` where unclamped).
     """
-    v_th = adaptive_threshold(x, k, dim)
+    # v_th is a constant of the backward pass (straight-through estimator), hence detached.
+    v_th = adaptive_threshold(x, k, dim).detach()
     bounds = resolve_clamp(clamp)
     low, high = (None, None) if bounds is None else (float(bounds[0]), float(bounds[1]))
-    scaled = x.to(v_th.dtype) / v_th.detach()
+    scaled = x.to(v_th.dtype) / v_th
     return SpikeCount(_RoundStraightThrough.apply(scaled, low, high), v_th)
 
 
