@@ -1,0 +1,54 @@
+"""The ``spikingbrain`` command: --help, and a demo that prints its table and writes its plots."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from spikingbrain.cli import main
+from spikingbrain.demo import run_demo, synthetic_activations
+from sb_neurons import CODEC_NAMES
+
+
+def test_help_lists_demo():
+    result = subprocess.run(
+        [sys.executable, "-m", "spikingbrain.cli", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0
+    assert "demo" in result.stdout
+
+
+def test_bad_k_is_rejected(capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["demo", "--k", "0"])
+    assert err.value.code == 2
+    assert "must be > 0" in capsys.readouterr().err
+
+
+def test_synthetic_activations_are_reproducible_and_heavy_tailed():
+    a, b = synthetic_activations(64, 256, seed=3), synthetic_activations(64, 256, seed=3)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, synthetic_activations(64, 256, seed=4))
+    # heavy tails: the largest entries sit far beyond a Gaussian's ~4.5 sigma at this size
+    assert float(a.abs().max() / a.std()) > 8.0
+
+
+def test_demo_prints_table_and_writes_plots(tmp_path, capsys):
+    ks = (1.0, 3.0, 8.0)
+    rows = run_demo(out=tmp_path, ks=ks, tokens=32, features=256, seed=0)
+    out = capsys.readouterr().out
+    assert len(rows) == len(ks) * len(CODEC_NAMES)
+    for header in ("rate", "sparsity", "spk/ch", "silent", "rel.err", "vs FP16", "vs INT8"):
+        assert header in out
+    for name in ("spike_raster.png", "count_histogram.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    errors = {r.k: r.relative_error for r in rows}
+    assert errors[1.0] > errors[3.0] > errors[8.0], "a lower threshold must code activations more finely"
+    for r in rows:
+        assert 0.0 <= r.firing_rate <= 1.0 and 0.0 <= r.sparsity <= 1.0
+        assert r.energy_pj_per_mac == pytest.approx(r.mean_spikes_per_channel * 0.03)
+    by = {(r.k, r.codec): r for r in rows}
+    # bitwise coding spends exponentially fewer steps than ternary on the same counts
+    assert by[(3.0, "bitwise_bidirectional")].time_steps < by[(3.0, "ternary")].time_steps
