@@ -50,7 +50,7 @@ done
 SPIKINGJELLY_DEPS=(h5py "loguru>=0.7,<1" packaging requests SciencePlots scipy tensorboard)
 
 # The installed torch is passed along so that no requirement can swap it for another build.
-TORCH_PIN="torch==$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')"
+TORCH_PIN="torch==$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null)"
 pip_install "$TORCH_PIN" "${DEPS[@]}" "${SPIKINGJELLY_DEPS[@]}"
 pip_install --no-deps "$SPIKINGJELLY"
 pip_install --no-deps -e .
