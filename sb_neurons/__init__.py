@@ -3,6 +3,8 @@
 Depends on torch only.
 """
 
+from .codecs import CODEC_NAMES, Codec, get_codec, spike_train_matmul
+from .energy import EnergyEstimate, energy_estimate
 from .spike import (
     V_TH_MAX,
     V_TH_MIN,
@@ -14,8 +16,17 @@ from .spike import (
     spike_count,
     spike_quantize,
 )
+from .stats import SpikeStats, spike_stats
 
 __all__ = [
+    "CODEC_NAMES",
+    "Codec",
+    "EnergyEstimate",
+    "SpikeStats",
+    "energy_estimate",
+    "get_codec",
+    "spike_stats",
+    "spike_train_matmul",
     "V_TH_MAX",
     "V_TH_MIN",
     "AdaptiveThresholdSpike",

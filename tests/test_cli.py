@@ -39,7 +39,7 @@ def test_demo_prints_table_and_writes_plots(tmp_path, capsys):
     rows = run_demo(out=tmp_path, ks=ks, tokens=32, features=256, seed=0)
     out = capsys.readouterr().out
     assert len(rows) == len(ks) * len(CODEC_NAMES)
-    for header in ("rate", "sparsity", "spk/ch", "silent", "rel.err", "vs FP16", "vs INT8"):
+    for header in ("rate", "sparsity", "spk/act", "silent", "rel.err", "vs FP16", "vs INT8"):
         assert header in out
     for name in ("spike_raster.png", "count_histogram.png"):
         data = (tmp_path / name).read_bytes()
@@ -48,7 +48,9 @@ def test_demo_prints_table_and_writes_plots(tmp_path, capsys):
     assert errors[1.0] > errors[3.0] > errors[8.0], "a lower threshold must code activations more finely"
     for r in rows:
         assert 0.0 <= r.firing_rate <= 1.0 and 0.0 <= r.sparsity <= 1.0
-        assert r.energy_pj_per_mac == pytest.approx(r.mean_spikes_per_channel * 0.03)
+        assert r.energy_pj_per_mac == pytest.approx(r.mean_spikes_per_activation * 0.03)
     by = {(r.k, r.codec): r for r in rows}
+    # an on/off pair spends as many spikes as the signed code of the same counts
+    assert by[(3.0, "binary")].mean_spikes_per_activation == pytest.approx(by[(3.0, "ternary")].mean_spikes_per_activation)
     # bitwise coding spends exponentially fewer steps than ternary on the same counts
     assert by[(3.0, "bitwise_bidirectional")].time_steps < by[(3.0, "ternary")].time_steps
