@@ -4,7 +4,9 @@ Depends on torch only.
 """
 
 from .codecs import CODEC_NAMES, Codec, get_codec, spike_train_matmul
+from .delta import DeltaEncoder, SigmaDeltaEncoder
 from .energy import EnergyEstimate, energy_estimate
+from .neurons import AdaptiveIFNode, AdaptiveLIFNode, heaviside, multistep_neuron_forward
 from .spike import (
     V_TH_MAX,
     V_TH_MIN,
@@ -17,8 +19,19 @@ from .spike import (
     spike_quantize,
 )
 from .stats import SpikeStats, spike_stats
+from .surrogate import ATan, Sigmoid, SurrogateSpike, get_surrogate
 
 __all__ = [
+    "ATan",
+    "AdaptiveIFNode",
+    "AdaptiveLIFNode",
+    "DeltaEncoder",
+    "Sigmoid",
+    "SigmaDeltaEncoder",
+    "SurrogateSpike",
+    "get_surrogate",
+    "heaviside",
+    "multistep_neuron_forward",
     "CODEC_NAMES",
     "Codec",
     "EnergyEstimate",

@@ -1,0 +1,107 @@
+"""Temporal-change encoders: delta (on/off events) and sigma-delta (residual feedback).
+
+Both take time-major input ``[T, ...]`` and keep streaming state, so a sequence encoded in pieces
+gives the same spikes as encoded at once; :meth:`reset` starts a new sequence.
+
+- :class:`DeltaEncoder` fires +1 where the input rose by at least ``threshold`` since the previous
+  step and (with ``off_spike``) -1 where it fell by at least ``threshold``, as snnTorch's
+  ``spikegen.delta`` does. It is lossy: it reports changes, not amounts.
+- :class:`SigmaDeltaEncoder` emits integer counts ``q_t = round((x_t - r_{t-1}) / threshold)`` where
+  ``r`` is its own reconstruction ``threshold * sum_{i<=t} q_i``. Feeding back the reconstruction, not
+  the input, is what prevents drift: ``|x_t - r_t| <= threshold / 2`` at every step, however long the
+  sequence; and ``r_t == x_t`` exactly when inputs are integer multiples of ``threshold``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._validation import check_float_tensor, check_integer_valued, check_positive
+
+
+def _check_sequence(x: object, name: str) -> torch.Tensor:
+    x = check_float_tensor(x, name)
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(f"{name} must have shape [T, ...] with T >= 1, got {tuple(x.shape)}")
+    return x
+
+
+class DeltaEncoder(nn.Module):
+    """On/off spikes on temporal change of at least ``threshold`` (> 0).
+
+    Args:
+        threshold: smallest change that fires.
+        off_spike: also fire -1 on decreases (otherwise only +1 on increases).
+        padding: compare the very first step with itself (no spike) instead of with zeros.
+
+    ``forward(x [T, ...]) -> spikes [T, ...]`` in ``x.dtype`` with values in {-1, 0, 1}.
+    """
+
+    def __init__(self, threshold: float = 0.1, off_spike: bool = True, padding: bool = False) -> None:
+        super().__init__()
+        self.threshold = check_positive(threshold, "threshold")
+        self.off_spike = bool(off_spike)
+        self.padding = bool(padding)
+        self.previous: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        self.previous = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _check_sequence(x, "x")
+        if self.previous is None:
+            first = x[:1] if self.padding else torch.zeros_like(x[:1])
+        else:
+            first = self.previous.unsqueeze(0)
+        change = x - torch.cat([first, x[:-1]], dim=0)
+        spikes = (change >= self.threshold).to(x.dtype)
+        if self.off_spike:
+            spikes = spikes - (change <= -self.threshold).to(x.dtype)
+        self.previous = x[-1].detach()
+        return spikes
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}, off_spike={self.off_spike}, padding={self.padding}"
+
+
+class SigmaDeltaEncoder(nn.Module):
+    """Sigma-delta modulation into integer counts of ``threshold`` (> 0), with exact integer state.
+
+    ``forward(x [T, ...]) -> counts [T, ...]`` (int64); :meth:`decode` turns counts back into the
+    reconstruction ``threshold * cumsum(counts)`` (continuing from the decoder state it is given).
+    The running integer sum is kept exactly (int64), so the reconstruction never drifts.
+    """
+
+    def __init__(self, threshold: float = 0.1) -> None:
+        super().__init__()
+        self.threshold = check_positive(threshold, "threshold")
+        self.level: torch.Tensor | None = None  # int64 sum of all counts emitted so far
+
+    def reset(self) -> None:
+        self.level = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _check_sequence(x, "x")
+        level = torch.zeros(x.shape[1:], dtype=torch.int64, device=x.device) if self.level is None else self.level
+        compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+        counts = []
+        for x_t in x.detach().to(compute):
+            q = torch.round((x_t - level.to(compute) * self.threshold) / self.threshold).to(torch.int64)
+            level = level + q
+            counts.append(q)
+        self.level = level
+        return torch.stack(counts)
+
+    def decode(self, counts: torch.Tensor, level: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Reconstruction ``[T, ...]`` of ``counts`` starting from the integer ``level`` (default 0)."""
+        counts = check_integer_valued(counts, "counts").to(torch.int64)
+        if counts.ndim < 1:
+            raise ValueError(f"counts must have shape [T, ...], got {tuple(counts.shape)}")
+        running = counts.cumsum(dim=0)
+        if level is not None:
+            running = running + check_integer_valued(level, "level").to(torch.int64)
+        return running.to(dtype) * self.threshold
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}"

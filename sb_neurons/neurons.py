@@ -1,0 +1,326 @@
+"""Multi-step integrate-and-fire neurons with SpikingBrain's adaptive threshold.
+
+Dynamics (facts section 1, Eq. 9 and 20). The state ``u`` is the potential carried into the next step
+(``u = v_init`` after reset). At every step t:
+
+    charge   v_t = u_{t-1} + x_t
+    fire     s_t = +1 if v_t >= theta_up;  (signed only) -1 if v_t < theta_down;  else 0
+    reset    soft: u_t = decay * v_t - v_th * s_t
+             hard: u_t = decay * (1 - |s_t|) * v_t + v_reset * |s_t|
+
+``decay`` is 1 for the IF neuron (Eq. 20: ``v_{t+1} = v_t - V_th s_t + x_{t+1}``) and ``lambda`` in (0, 1)
+for the LIF neuron (Eq. 9). Plain firing uses ``theta_up = v_th`` and ``theta_down = -v_th``; *rounding*
+firing uses ``theta_up = v_th / 2`` and ``theta_down = -v_th / 2``, so that a soft-reset IF neuron keeps
+its potential in ``[-v_th / 2, v_th / 2)`` and its spike count rounds instead of flooring.
+
+Adaptive threshold. ``threshold="total"`` takes ``v_th = mean(|sum_t x_t|) / k`` over ``dim`` of the
+per-step input: the threshold of the collapsed input ``x = sum_t x_t`` (report Eq. 19). It needs the
+whole sequence, so it exists in multi-step mode only. ``threshold="first_step"`` takes
+``v_th = mean(|x_0|) / k`` from the first input after a reset and keeps it, in both step modes. A float
+gives a fixed threshold (learnable with ``learn_threshold=True``). Thresholds are clamped to
+``[1e-5, 1e4]`` as in :func:`sb_neurons.adaptive_threshold`, and held constant in the backward pass.
+
+Collapse of Eq. 20 into Eq. 21 (tested). Take a soft-reset IF neuron (decay 1) with ``signed=True``,
+``rounding=True``, ``v_init = 0`` and threshold ``v_th``. Its potential stays in ``[-v_th/2, v_th/2)``
+as long as each step needs at most one spike to return there, and then, after T steps of inputs
+``x_t`` summing to ``x``, its net spike count is
+
+    sum_t s_t = floor(x / v_th + 1/2)
+
+This holds (1) for ``x`` delivered at step 0 followed by zeros, when ``T >= |floor(x / v_th + 1/2)|``,
+and (2) for ``x`` spread evenly, ``x_t = x / T``, when ``-v_th <= x / T < v_th``. ``floor(y + 1/2)``
+equals ``round(y)`` (half to even, Eq. 21) except at exact ties ``y = n + 1/2`` with ``n`` even, where
+the neuron rounds up. Without ``signed`` no negative count can be emitted; without ``rounding`` the
+neuron floors (``v_init = v_th / 2`` restores rounding for non-negative inputs).
+
+Homeostasis (optional, facts section 1): after each step
+``v_th <- max(v_th + alpha * (rate_t - beta), 1e-5)`` with ``rate_t`` the mean ``|s_t|`` over ``dim``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ._validation import check_float_tensor, check_positive, normalize_dims
+from .spike import V_TH_MAX, V_TH_MIN
+from .surrogate import get_surrogate
+
+ResetMode = Literal["soft", "hard"]
+ThresholdMode = Literal["total", "first_step"]
+
+
+def heaviside(x: torch.Tensor) -> torch.Tensor:
+    """Step function with zero gradient: 1 where ``x >= 0``."""
+    return (x >= 0).to(x.dtype)
+
+
+def multistep_neuron_forward(
+    x_seq: torch.Tensor,
+    v_th: torch.Tensor | float,
+    v_init: torch.Tensor | float = 0.0,
+    decay: torch.Tensor | float = 1.0,
+    reset: ResetMode = "soft",
+    v_reset: float = 0.0,
+    signed: bool = False,
+    rounding: bool = False,
+    surrogate: Callable[[torch.Tensor], torch.Tensor] = heaviside,
+    detach_reset: bool = False,
+    homeostasis: tuple[float, float] | None = None,
+    homeostasis_dims: tuple[int, ...] = (-1,),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reference multi-step neuron: the update of the module docstring, step by step.
+
+    Args:
+        x_seq: input ``[T, ...]`` (float).
+        v_th: threshold, a float or a tensor broadcastable to ``x_seq[0]``.
+        v_init: potential carried in (``u_{-1}``), broadcastable to ``x_seq[0]``.
+        decay: 1 for IF, in (0, 1) for LIF; a float or a 0-d tensor (may require grad).
+        reset: ``"soft"`` (subtract) or ``"hard"`` (to ``v_reset``).
+        signed: also fire -1 below the negative threshold.
+        rounding: fire at half the threshold (counts round instead of floor).
+        surrogate: spike function of ``v - theta`` (Heaviside forward, surrogate backward).
+        detach_reset: cut the gradient through the spikes of the reset term.
+        homeostasis: ``(alpha, beta)`` to adapt the threshold after each step, or None.
+        homeostasis_dims: dimensions of a step's input whose mean spike rate drives homeostasis.
+
+    Returns:
+        ``(spikes [T, ...], u_seq [T, ...], v_th_final)``: spikes in ``x_seq.dtype`` with values in
+        {0, 1} ({-1, 0, 1} when signed), the potential carried out of every step, and the threshold
+        after the last step (changed only by homeostasis).
+    """
+    if x_seq.ndim < 1 or x_seq.shape[0] < 1:
+        raise ValueError(f"x_seq must have shape [T, ...] with T >= 1, got {tuple(x_seq.shape)}")
+    if reset not in ("soft", "hard"):
+        raise ValueError(f"reset must be 'soft' or 'hard', got {reset!r}")
+    dtype = x_seq.dtype
+    th = torch.as_tensor(v_th, dtype=dtype, device=x_seq.device)
+    u = torch.as_tensor(v_init, dtype=dtype, device=x_seq.device).expand_as(x_seq[0])
+    scale = 0.5 if rounding else 1.0
+    spikes, states = [], []
+    for x in x_seq:
+        v = u + x
+        s = surrogate(v - scale * th)
+        if signed:
+            # v < -scale*th, i.e. -(v + scale*th) > 0; the strict side keeps ties on the +1 side.
+            s = s - (1.0 - surrogate(v + scale * th))
+        s_reset = s.detach() if detach_reset else s
+        if reset == "soft":
+            u = decay * v - th * s_reset
+        else:
+            fired = s_reset.abs()
+            u = decay * (1.0 - fired) * v + v_reset * fired
+        if homeostasis is not None:
+            alpha, beta = homeostasis
+            rate = s.detach().abs().mean(dim=homeostasis_dims, keepdim=True)
+            th = (th + alpha * (rate - beta)).clamp(min=V_TH_MIN)
+        spikes.append(s)
+        states.append(u)
+    return torch.stack(spikes), torch.stack(states), th
+
+
+class AdaptiveIFNode(nn.Module):
+    """Integrate-and-fire neuron with SpikingBrain's adaptive threshold (decay 1).
+
+    Args:
+        k: ``k > 0`` of the adaptive threshold ``mean|x| / k``.
+        threshold: ``"total"`` (multi-step only), ``"first_step"``, or a fixed float ``> 0``.
+        dim: dimension(s) of a step's input sharing one threshold (default the last: one per row).
+        reset: ``"soft"`` (default, Eq. 20) or ``"hard"``.
+        v_reset: potential after a hard reset.
+        v_init: potential after :meth:`reset` (0 by default).
+        signed: fire -1 spikes too (ternary neuron, for signed activations).
+        rounding: fire at half the threshold so that counts round (see the module docstring).
+        surrogate: ``"atan"`` (default), ``"sigmoid"`` or a callable spike function.
+        surrogate_alpha: slope of a named surrogate.
+        detach_reset: detach the spikes in the reset term.
+        homeostasis: ``(alpha, beta)``: ``v_th += alpha * (rate - beta)`` after each step.
+        step_mode: ``"s"`` (input ``[B, ...]`` per call) or ``"m"`` (input ``[T, B, ...]``).
+        store_v_seq: keep the carried potential of every step in ``v_seq`` (multi-step mode).
+        learn_threshold: make a fixed float threshold a learnable parameter.
+
+    Shapes: single step ``[B, ...] -> [B, ...]``; multi-step ``[T, B, ...] -> [T, B, ...]``.
+    Spikes have the input's dtype. State: ``v`` (carried potential) and ``v_th`` (current threshold),
+    cleared by :meth:`reset`; a sequence fed in pieces gives the same spikes as fed at once
+    (``threshold="total"`` excepted, as it needs the whole sequence).
+    """
+
+    def __init__(
+        self,
+        k: float = 3.0,
+        threshold: ThresholdMode | float = "first_step",
+        dim: int | tuple[int, ...] = -1,
+        reset: ResetMode = "soft",
+        v_reset: float = 0.0,
+        v_init: float = 0.0,
+        signed: bool = False,
+        rounding: bool = False,
+        surrogate: str | Callable = "atan",
+        surrogate_alpha: float | None = None,
+        detach_reset: bool = False,
+        homeostasis: tuple[float, float] | None = None,
+        step_mode: Literal["s", "m"] = "s",
+        store_v_seq: bool = False,
+        learn_threshold: bool = False,
+    ) -> None:
+        super().__init__()
+        self.k = check_positive(k, "k")
+        if isinstance(threshold, str):
+            if threshold not in ("total", "first_step"):
+                raise ValueError(f"threshold must be 'total', 'first_step' or a float > 0, got {threshold!r}")
+            if learn_threshold:
+                raise ValueError("learn_threshold needs a fixed float threshold, not an adaptive one")
+            self.threshold_mode: str = threshold
+            self.fixed_threshold = None
+        else:
+            value = check_positive(threshold, "threshold")
+            self.threshold_mode = "fixed"
+            tensor = torch.tensor(value)
+            self.fixed_threshold = nn.Parameter(tensor) if learn_threshold else None
+            if not learn_threshold:
+                self.register_buffer("_fixed_threshold_value", tensor, persistent=False)
+        if reset not in ("soft", "hard"):
+            raise ValueError(f"reset must be 'soft' or 'hard', got {reset!r}")
+        if homeostasis is not None:
+            alpha, beta = homeostasis
+            check_positive(alpha, "homeostasis alpha")
+            if not 0.0 <= beta <= 1.0:
+                raise ValueError(f"homeostasis beta (target rate) must be in [0, 1], got {beta}")
+        self.dim = dim
+        self.reset_mode = reset
+        self.v_reset = float(v_reset)
+        self.v_init = float(v_init)
+        self.signed = bool(signed)
+        self.rounding = bool(rounding)
+        self.surrogate = get_surrogate(surrogate, surrogate_alpha)
+        self.detach_reset = bool(detach_reset)
+        self.homeostasis = homeostasis
+        self.step_mode = step_mode
+        self.store_v_seq = bool(store_v_seq)
+        self.v: torch.Tensor | None = None
+        self.v_th: torch.Tensor | None = None
+        self.v_seq: torch.Tensor | None = None
+
+    # -- parameters --------------------------------------------------------------------------
+    @property
+    def decay(self) -> torch.Tensor | float:
+        return 1.0
+
+    @property
+    def step_mode(self) -> str:
+        return self._step_mode
+
+    @step_mode.setter
+    def step_mode(self, mode: str) -> None:
+        if mode not in ("s", "m"):
+            raise ValueError(f"step_mode must be 's' or 'm', got {mode!r}")
+        self._step_mode = mode
+
+    def reset(self) -> None:
+        """Forget the carried potential and the threshold (start of a new sequence)."""
+        self.v = None
+        self.v_th = None
+        self.v_seq = None
+
+    # -- threshold -------------------------------------------------------------------------------
+    def _mean_abs_threshold(self, drive: torch.Tensor) -> torch.Tensor:
+        dims = normalize_dims(self.dim, drive.ndim)
+        if 0 in dims and drive.ndim > 1:
+            raise ValueError("dim must not include the batch dimension 0 of a step's input")
+        mean_abs = drive.detach().abs().mean(dim=dims, keepdim=True)
+        return (mean_abs / self.k).clamp(V_TH_MIN, V_TH_MAX)
+
+    def _threshold_for(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if self.v_th is not None:
+            return self.v_th
+        if self.threshold_mode == "fixed":
+            value = self.fixed_threshold if self.fixed_threshold is not None else self._fixed_threshold_value
+            return value.to(x_seq.dtype)
+        if self.threshold_mode == "total":
+            return self._mean_abs_threshold(x_seq.sum(dim=0))
+        return self._mean_abs_threshold(x_seq[0])
+
+    # -- forward ---------------------------------------------------------------------------------
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        check_float_tensor(x_seq, "x_seq")
+        if x_seq.ndim < 2:
+            raise ValueError(f"x_seq must be [T, B, ...] in multi-step mode, got shape {tuple(x_seq.shape)}")
+        if self.threshold_mode == "total" and self.v is not None:
+            raise ValueError(
+                "threshold='total' sets the threshold from a whole sequence: call reset() before the next "
+                "sequence, or use threshold='first_step' to feed a sequence in pieces"
+            )
+        v_th = self._threshold_for(x_seq)
+        v_init = self.v if self.v is not None else self.v_init
+        dims = normalize_dims(self.dim, x_seq.ndim - 1)
+        spikes, u_seq, v_th_out = multistep_neuron_forward(
+            x_seq,
+            v_th,
+            v_init,
+            decay=self.decay,
+            reset=self.reset_mode,
+            v_reset=self.v_reset,
+            signed=self.signed,
+            rounding=self.rounding,
+            surrogate=self.surrogate,
+            detach_reset=self.detach_reset,
+            homeostasis=self.homeostasis,
+            homeostasis_dims=dims,
+        )
+        self.v = u_seq[-1]
+        # Adaptive thresholds hold for the rest of the sequence and homeostasis evolves them; a fixed
+        # (possibly learnable) threshold is read afresh at every call.
+        if self.threshold_mode != "fixed" or self.homeostasis is not None:
+            self.v_th = v_th_out
+        if self.store_v_seq:
+            self.v_seq = u_seq
+        return spikes
+
+    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.threshold_mode == "total":
+            raise ValueError(
+                "threshold='total' needs the whole sequence: use step_mode='m', or threshold='first_step'"
+            )
+        check_float_tensor(x, "x")
+        return self.multi_step_forward(x.unsqueeze(0))[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.step_mode == "m":
+            return self.multi_step_forward(x)
+        return self.single_step_forward(x)
+
+    def extra_repr(self) -> str:
+        threshold = self.threshold_mode if self.threshold_mode != "fixed" else "fixed"
+        return (
+            f"k={self.k}, threshold={threshold}, reset={self.reset_mode}, signed={self.signed}, "
+            f"rounding={self.rounding}, step_mode={self.step_mode}"
+        )
+
+
+class AdaptiveLIFNode(AdaptiveIFNode):
+    """Leaky integrate-and-fire neuron (Eq. 9) with the adaptive threshold.
+
+    ``decay`` is lambda in (0, 1). With ``learn_decay=True`` it is learned through a logit parameter,
+    so that it stays inside (0, 1). Other arguments as :class:`AdaptiveIFNode`.
+    """
+
+    def __init__(self, decay: float = 0.5, *args, learn_decay: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 < decay < 1.0:
+            raise ValueError(f"decay must be a number in (0, 1), got {decay!r}")
+        logit = torch.tensor(math.log(decay / (1.0 - decay)))
+        if learn_decay:
+            self.decay_logit = nn.Parameter(logit)
+        else:
+            self.register_buffer("decay_logit", logit, persistent=False)
+
+    @property
+    def decay(self) -> torch.Tensor:
+        return torch.sigmoid(self.decay_logit)
+
+    def extra_repr(self) -> str:
+        return f"decay={float(self.decay):.4g}, " + super().extra_repr()
