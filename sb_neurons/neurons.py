@@ -323,4 +323,4 @@ class AdaptiveLIFNode(AdaptiveIFNode):
         return torch.sigmoid(self.decay_logit)
 
     def extra_repr(self) -> str:
-        return f"decay={float(self.decay):.4g}, " + super().extra_repr()
+        return f"decay={float(self.decay.detach()):.4g}, " + super().extra_repr()

@@ -1,0 +1,29 @@
+"""Hypothesis strategies shared by the property tests."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import strategies as st
+
+shapes = st.lists(st.integers(1, 6), min_size=1, max_size=3).map(tuple)
+
+
+@st.composite
+def float_tensors(draw, dtype=torch.float64, min_dims=1, max_side=8, scale=(1e-3, 1e3)):
+    """Finite tensors of random shape whose entries span several orders of magnitude."""
+    shape = tuple(draw(st.lists(st.integers(1, max_side), min_size=min_dims, max_size=3)))
+    seed = draw(st.integers(0, 2**31 - 1))
+    magnitude = draw(st.floats(*scale))
+    g = torch.Generator().manual_seed(seed)
+    heavy = torch.randn(shape, generator=g, dtype=torch.float64) / torch.rand(shape, generator=g, dtype=torch.float64).clamp_min(0.05)
+    return (heavy * magnitude).to(dtype)
+
+
+@st.composite
+def int_counts(draw, signed=True, max_abs=300):
+    shape = draw(shapes)
+    seed = draw(st.integers(0, 2**31 - 1))
+    bound = draw(st.integers(0, max_abs))
+    g = torch.Generator().manual_seed(seed)
+    low = -bound if signed else 0
+    return torch.randint(low, bound + 1, shape, generator=g, dtype=torch.int64)

@@ -1,0 +1,112 @@
+"""Spike codecs: exact round trips, event-driven matmul identity, step counts, errors."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sb_neurons import CODEC_NAMES, get_codec, spike_count, spike_train_matmul
+from strategies import float_tensors, int_counts
+
+SIGNED = [n for n in CODEC_NAMES if get_codec(n).signed]
+UNSIGNED = [n for n in CODEC_NAMES if not get_codec(n).signed]
+
+
+@pytest.mark.parametrize("name", CODEC_NAMES)
+@given(data=st.data())
+def test_decode_inverts_encode(name, data):
+    codec = get_codec(name)
+    counts = data.draw(int_counts(signed=codec.signed))
+    extra = data.draw(st.integers(0, 3))
+    for T in (None, codec.min_steps(counts) + extra):
+        train = codec.encode(counts, T)
+        assert train.dtype == torch.int8
+        assert train.shape == (T or codec.min_steps(counts),) + counts.shape
+        assert torch.equal(codec.decode(train), counts)
+
+
+@given(int_counts(signed=True))
+def test_bidirectional_and_twos_complement_agree(counts):
+    a, b = get_codec("bitwise_bidirectional"), get_codec("bitwise_twos_complement")
+    assert torch.equal(a.decode(a.encode(counts)), b.decode(b.encode(counts)))
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("ternary", [[-1], [-1], [-1], [-1], [-1]]),
+        ("bitwise_bidirectional", [[-1], [0], [-1]]),
+        ("bitwise_twos_complement", [[1], [0], [1], [1]]),
+    ],
+)
+def test_minus_five(name, expected):
+    train = get_codec(name).encode(torch.tensor([-5]))
+    assert train.tolist() == expected
+
+
+@pytest.mark.parametrize("name", CODEC_NAMES)
+@given(data=st.data())
+def test_min_steps_is_minimal(name, data):
+    codec = get_codec(name)
+    counts = data.draw(int_counts(signed=codec.signed))
+    T = codec.min_steps(counts)
+    floor = 2 if name == "bitwise_twos_complement" else 1
+    if T > floor:
+        with pytest.raises(ValueError, match="T"):
+            codec.encode(counts, T - 1)
+
+
+@pytest.mark.parametrize("name", CODEC_NAMES)
+@given(data=st.data())
+def test_event_driven_matmul_is_exact_in_integers(name, data):
+    codec = get_codec(name)
+    counts = data.draw(int_counts(signed=codec.signed, max_abs=60))
+    n_out = data.draw(st.integers(1, 5))
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1)))
+    weight = torch.randint(-128, 128, (n_out, counts.shape[-1]), generator=g).to(torch.float64)
+    train = codec.encode(counts)
+    assert torch.equal(spike_train_matmul(train, weight, name), counts.to(torch.float64) @ weight.T)
+
+
+@given(float_tensors(min_dims=2), st.floats(0.5, 8.0), st.sampled_from(SIGNED))
+def test_event_driven_projection_equals_single_step(x, k, name):
+    counts, v_th = spike_count(x, k)
+    weight = torch.randn(3, x.shape[-1], dtype=torch.float64)
+    spiking = v_th * spike_train_matmul(get_codec(name).encode(counts), weight, name)
+    single_step = (counts * v_th) @ weight.T
+    torch.testing.assert_close(spiking, single_step, rtol=1e-12, atol=1e-9)
+
+
+def test_zero_counts_take_one_step():
+    for name in CODEC_NAMES:
+        codec = get_codec(name)
+        zeros = torch.zeros(3, dtype=torch.int64)
+        assert codec.min_steps(zeros) == (2 if name == "bitwise_twos_complement" else 1)
+        assert not codec.encode(zeros).any()
+
+
+def test_float_counts_from_spike_count_are_accepted():
+    counts, _ = spike_count(torch.randn(4, 16))
+    codec = get_codec("ternary")
+    assert torch.equal(codec.decode(codec.encode(counts)), counts.to(torch.int64))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: get_codec("quaternary"), "codec"),
+        (lambda: get_codec("binary").encode(torch.tensor([-1, 2])), "counts"),
+        (lambda: get_codec("bitwise").encode(torch.tensor([-3])), "counts"),
+        (lambda: get_codec("ternary").encode(torch.tensor([1.5])), "counts"),
+        (lambda: get_codec("ternary").encode(torch.tensor([float("nan")])), "counts"),
+        (lambda: get_codec("ternary").encode(torch.tensor([7]), T=6), "T"),
+        (lambda: get_codec("bitwise").encode(torch.tensor([8]), T=3), "T"),
+        (lambda: get_codec("ternary").encode(torch.tensor([1]), T=0), "T"),
+        (lambda: get_codec("binary").decode(torch.tensor([[-1]])), "train"),
+        (lambda: get_codec("ternary").decode(torch.tensor([[2]])), "train"),
+        (lambda: spike_train_matmul(torch.ones(2, 3, dtype=torch.int8), torch.ones(4, 5), "ternary"), "train"),
+    ],
+)
+def test_bad_input_names_the_argument(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()

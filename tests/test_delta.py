@@ -1,0 +1,70 @@
+"""Delta and sigma-delta encoders: event semantics, bounded error without drift, streaming."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sb_neurons import DeltaEncoder, SigmaDeltaEncoder
+
+
+def test_delta_fires_on_changes_of_at_least_threshold():
+    x = torch.tensor([[0.0], [0.5], [0.55], [0.1], [0.1]])
+    enc = DeltaEncoder(threshold=0.4)
+    assert enc(x).flatten().tolist() == [0.0, 1.0, 0.0, -1.0, 0.0]
+    on_only = DeltaEncoder(threshold=0.4, off_spike=False)
+    assert on_only(x).flatten().tolist() == [0.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def test_delta_padding_controls_the_first_step():
+    x = torch.tensor([[1.0], [1.0]])
+    assert DeltaEncoder(0.5)(x).flatten().tolist() == [1.0, 0.0]
+    assert DeltaEncoder(0.5, padding=True)(x).flatten().tolist() == [0.0, 0.0]
+
+
+@given(seed=st.integers(0, 10_000), cut=st.integers(1, 19))
+def test_encoders_stream_in_pieces(seed, cut):
+    x = torch.randn(20, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).cumsum(0)
+    for make in (lambda: DeltaEncoder(0.3), lambda: SigmaDeltaEncoder(0.3)):
+        whole = make()(x)
+        enc = make()
+        assert torch.equal(torch.cat([enc(x[:cut]), enc(x[cut:])]), whole)
+
+
+@given(seed=st.integers(0, 10_000), threshold=st.floats(1e-3, 10.0), scale=st.floats(1e-2, 1e3))
+def test_sigma_delta_error_bounded_at_every_step_of_long_sequences(seed, threshold, scale):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(2000, 4, generator=g, dtype=torch.float64) * scale).cumsum(0) / 10
+    enc = SigmaDeltaEncoder(threshold)
+    counts = enc(x)
+    recon = enc.decode(counts, dtype=torch.float64)
+    error = (recon - x).abs()
+    slack = 1e-12 * float(x.abs().max() + threshold)  # one float rounding of the products
+    assert bool((error <= threshold / 2 + slack).all())
+    assert torch.equal(enc.level, counts.sum(0))
+
+
+@given(seed=st.integers(0, 10_000))
+def test_sigma_delta_is_exact_on_integer_multiples(seed):
+    threshold = 0.25  # a power of two: multiples are exact in float
+    levels = torch.randint(-50, 50, (100, 5), generator=torch.Generator().manual_seed(seed))
+    x = levels.to(torch.float64) * threshold
+    enc = SigmaDeltaEncoder(threshold)
+    counts = enc(x)
+    assert torch.equal(enc.decode(counts, dtype=torch.float64), x)
+    assert torch.equal(counts.cumsum(0), levels)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: DeltaEncoder(threshold=0), "threshold"),
+        (lambda: SigmaDeltaEncoder(threshold=-1.0), "threshold"),
+        (lambda: DeltaEncoder()(torch.tensor([1, 2])), "x"),
+        (lambda: SigmaDeltaEncoder()(torch.tensor([float("inf")])), "x"),
+        (lambda: SigmaDeltaEncoder().decode(torch.tensor([0.5])), "counts"),
+    ],
+)
+def test_bad_input_names_the_argument(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()

@@ -1,0 +1,118 @@
+"""Adaptive-threshold spike counting (Eq. 19-21): bounds, rounding rule, clamp, gradient, errors."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sb_neurons import (
+    V_TH_MAX,
+    V_TH_MIN,
+    AdaptiveThresholdSpike,
+    adaptive_threshold,
+    clamped_mask,
+    resolve_clamp,
+    spike_count,
+    spike_quantize,
+)
+from strategies import float_tensors
+
+ks = st.floats(0.25, 16.0)
+
+
+@given(float_tensors(), ks)
+def test_threshold_is_mean_abs_over_k_clamped(x, k):
+    v_th = adaptive_threshold(x, k)
+    expected = (x.abs().mean(-1, keepdim=True) / k).clamp(V_TH_MIN, V_TH_MAX)
+    assert v_th.shape == x.shape[:-1] + (1,)
+    torch.testing.assert_close(v_th, expected, rtol=0, atol=0)
+
+
+@given(float_tensors(), ks)
+def test_counts_are_integers_within_half_threshold(x, k):
+    counts, v_th = spike_count(x, k)
+    assert torch.equal(counts, torch.round(counts))
+    # |v_th * counts - x| <= v_th / 2 (the float64 product adds at most one rounding of slack)
+    error = (counts * v_th - x).abs()
+    assert bool((error <= v_th / 2 * (1 + 1e-12)).all())
+
+
+@given(float_tensors(), ks)
+def test_counts_round_half_to_even(x, k):
+    counts, v_th = spike_count(x, k)
+    assert torch.equal(counts, torch.round(x / v_th))
+
+
+def test_ties_round_to_even():
+    # mean |x| = 1, k = 1 -> v_th = 1: 0.5 -> 0, 1.5 -> 2, 2.5 -> 2, -0.5 -> -0, -1.5 -> -2
+    x = torch.tensor([[0.5, 1.5, 2.5, -0.5, -1.5, -0.5, 0.0, 1.5]], dtype=torch.float64)
+    x = x / x.abs().mean()
+    counts, v_th = spike_count(x, k=1.0)
+    assert torch.equal(counts, torch.round(x / v_th))
+    assert counts[0, :3].tolist() == [round(v) for v in (x[0, :3] / v_th[0, 0]).tolist()]
+
+
+@given(float_tensors(), ks, st.integers(2, 6))
+def test_clamp_bounds_counts_and_mask_reports_it(x, k, bits):
+    low, high = resolve_clamp(bits)
+    counts, v_th = spike_count(x, k, clamp=bits)
+    assert bool(((counts >= low) & (counts <= high)).all())
+    mask = clamped_mask(x, k, clamp=bits)
+    free, _ = spike_count(x, k)
+    assert torch.equal(mask, (free < low) | (free > high))
+    assert torch.equal(counts[~mask], free[~mask])
+
+
+def test_clamp_is_never_applied_unless_asked():
+    x = torch.zeros(1, 64, dtype=torch.float64)
+    x[0, 0] = 1000.0  # one outlier: its count is about k * 64, far past 127
+    counts, _ = spike_count(x, k=3.0)
+    assert counts[0, 0] == 192
+    assert not clamped_mask(x, 3.0).any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_low_precision_inputs_compute_in_float32(dtype):
+    x = torch.randn(5, 33, dtype=dtype)
+    counts, v_th = spike_count(x, 3.0)
+    assert counts.dtype == torch.float32 and v_th.dtype == torch.float32
+    assert torch.equal(counts, torch.round(x.float() / v_th))
+    assert spike_quantize(x).dtype == dtype
+
+
+@given(float_tensors(), ks, st.one_of(st.none(), st.integers(2, 5)))
+def test_straight_through_gradient_is_identity_where_unclamped(x, k, bits):
+    x = x.clone().requires_grad_(True)
+    y = spike_quantize(x, k, clamp=bits)
+    weights = torch.randn_like(x)
+    (y * weights).sum().backward()
+    inside = ~clamped_mask(x.detach(), k, clamp=bits)
+    torch.testing.assert_close(x.grad[inside], weights[inside])
+    assert bool((x.grad[~inside] == 0).all())
+
+
+def test_module_matches_function_and_dims():
+    x = torch.randn(2, 3, 8)
+    layer = AdaptiveThresholdSpike(k=2.0, dim=(-2, -1))
+    counts, v_th = layer.encode(x)
+    assert v_th.shape == (2, 1, 1)
+    torch.testing.assert_close(layer(x), (counts * v_th).to(x.dtype))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: spike_count(torch.tensor([[1.0, float("nan")]])), "x"),
+        (lambda: spike_count(torch.tensor([[1.0, float("inf")]])), "x"),
+        (lambda: spike_count(torch.tensor([[1, 2]])), "x"),
+        (lambda: spike_count(torch.ones(2, 2), k=0.0), "k"),
+        (lambda: spike_count(torch.ones(2, 2), k=-1.0), "k"),
+        (lambda: spike_count(torch.ones(2, 2), dim=3), "dim"),
+        (lambda: spike_count(torch.ones(2, 2), clamp=1), "clamp"),
+        (lambda: spike_count(torch.ones(2, 2), clamp=(1, 5)), "clamp"),
+        (lambda: spike_count([1.0, 2.0]), "x"),
+    ],
+)
+def test_bad_input_names_the_argument(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
