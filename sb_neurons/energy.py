@@ -57,7 +57,9 @@ def energy_estimate(
 
     Args:
         stats: :class:`SpikeStats`, or the mean number of spikes per channel directly (>= 0).
-        fp16_mac_pj, int8_mac_pj, add_pj: energies in pJ (> 0), default the report's 45 nm values.
+        fp16_mac_pj: energy of an FP16 MAC in pJ (> 0), default the report's 45 nm value.
+        int8_mac_pj: energy of an INT8 MAC in pJ (> 0).
+        add_pj: energy of the add one spike triggers, in pJ (> 0).
     """
     if isinstance(stats, SpikeStats):
         spikes = stats.mean_spikes_per_channel
