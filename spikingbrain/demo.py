@@ -120,6 +120,7 @@ def plot_raster(counts: torch.Tensor, path: Path, codec: str = RASTER_CODEC) -> 
         ax.scatter(t.numpy(), c.numpy(), marker="|" if sign > 0 else "_", s=120, color=color, label=label)
     ax.set_xlabel(f"time step (MSB first, T = {steps})")
     ax.set_ylabel("channel")
+    ax.set_xticks(range(steps))
     ax.set_xlim(-0.5, steps - 0.5)
     ax.set_ylim(-0.5, channels - 0.5)
     ax.set_title(f"Spike raster, {codec} coding, token 0")
