@@ -1,0 +1,295 @@
+"""Gated linear attention (GLA), SpikingBrain-7B's linear-attention mixer (facts section 4).
+
+Per head, with a per-channel log decay ``g_t <= 0`` (``gk``), keys ``k_t``, values ``v_t``, queries ``q_t``:
+
+    S_t = diag(exp(g_t)) S_{t-1} + k_t^T v_t          S: [Dk, Dv]
+    o_t = (scale * q_t) S_t
+
+Three forms compute the same outputs and final state: :func:`gla_recurrent` (token by token),
+:func:`gla_chunked` (parallel within chunks, recurrent across them; pure PyTorch, any length and
+chunk size) and flash-linear-attention's ``chunk_gla`` kernel (GPU, optional). Feeding a sequence in
+pieces with the state carried gives the same outputs as one call.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sb_neurons import spike_quantize
+
+from .rms_norm import RMSNorm
+from .spiking_linear import SpikeCoding, make_linear
+
+GLAMode = Literal["chunk", "recurrent", "fla", "auto"]
+
+
+def _check_gla_inputs(q, k, v, gk, initial_state):
+    for name, t in (("q", q), ("k", k), ("v", v), ("gk", gk)):
+        if not isinstance(t, torch.Tensor) or t.ndim != 4:
+            raise ValueError(f"{name} must be a 4-d tensor [B, H, L, D], got {getattr(t, 'shape', type(t))}")
+    if q.shape != k.shape or gk.shape != k.shape:
+        raise ValueError(f"q, k and gk must share one shape [B, H, L, Dk]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(gk.shape)}")
+    if v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"v must be [B, H, L, Dv] with B, H, L of q {tuple(q.shape[:3])}, got {tuple(v.shape)}")
+    batch, heads, _, dk = q.shape
+    expected = (batch, heads, dk, v.shape[-1])
+    if initial_state is not None and tuple(initial_state.shape) != expected:
+        raise ValueError(f"initial_state must have shape (B, H, Dk, Dv) = {expected}, got {tuple(initial_state.shape)}")
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def gla_recurrent(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    gk: torch.Tensor,
+    scale: float,
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-by-token GLA. ``q, k, gk``: ``[B, H, L, Dk]``; ``v``: ``[B, H, L, Dv]``; state ``[B, H, Dk, Dv]``.
+
+    Returns ``(o [B, H, L, Dv] in v.dtype, final_state [B, H, Dk, Dv] in float32/float64)``.
+    """
+    _check_gla_inputs(q, k, v, gk, initial_state)
+    compute = _compute_dtype(v.dtype)
+    batch, heads, length, dk = q.shape
+    state = (
+        torch.zeros(batch, heads, dk, v.shape[-1], dtype=compute, device=q.device)
+        if initial_state is None
+        else initial_state.to(compute)
+    )
+    q, k, v, gk = (t.to(compute) for t in (q, k, v, gk))
+    outputs = []
+    for t in range(length):
+        state = state * gk[:, :, t].exp().unsqueeze(-1) + k[:, :, t].unsqueeze(-1) * v[:, :, t].unsqueeze(-2)
+        outputs.append(torch.einsum("bhk,bhkv->bhv", q[:, :, t] * scale, state))
+    o = torch.stack(outputs, dim=2) if outputs else v.new_zeros(v.shape)
+    return o.to(v.dtype), state
+
+
+def gla_chunked(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    gk: torch.Tensor,
+    scale: float,
+    initial_state: torch.Tensor | None = None,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunk-parallel GLA, equal to :func:`gla_recurrent` (same arguments, plus ``chunk_size >= 1``).
+
+    Within a chunk, with inclusive cumulative log decays ``b_t = sum_{r <= t} g_r``:
+    ``o_t = (scale q_t * exp(b_t)) S_0 + sum_{s <= t} (scale q_t . (k_s * exp(b_t - b_s))) v_s``. Decay
+    differences ``b_t - b_s <= 0`` are exponentiated pairwise, so no term overflows however strong the
+    decay (at the cost of a ``[chunk, chunk, Dk]`` intermediate).
+    """
+    _check_gla_inputs(q, k, v, gk, initial_state)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    compute = _compute_dtype(v.dtype)
+    batch, heads, length, dk = q.shape
+    state = (
+        torch.zeros(batch, heads, dk, v.shape[-1], dtype=compute, device=q.device)
+        if initial_state is None
+        else initial_state.to(compute)
+    )
+    q, k, v, gk = (t.to(compute) for t in (q, k, v, gk))
+    outputs = []
+    for start in range(0, length, chunk_size):
+        qc, kc, vc = q[:, :, start : start + chunk_size] * scale, k[:, :, start : start + chunk_size], v[:, :, start : start + chunk_size]
+        b = gk[:, :, start : start + chunk_size].cumsum(dim=2)  # [B, H, C, Dk]
+        size = b.shape[2]
+        causal = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
+        # decay[t, s] = exp(b_t - b_s) for s <= t (masked to 0 above the diagonal before exp)
+        diff = (b.unsqueeze(3) - b.unsqueeze(2)).masked_fill(~causal[..., None], float("-inf"))
+        scores = torch.einsum("bhtk,bhsk,bhtsk->bhts", qc, kc, diff.exp())
+        inter = torch.einsum("bhtk,bhkv->bhtv", qc * b.exp(), state)
+        outputs.append(inter + scores @ vc)
+        total = b[:, :, -1]  # [B, H, Dk]
+        carry = (total.unsqueeze(2) - b).exp() * kc  # k_s * exp(b_C - b_s)
+        state = state * total.exp().unsqueeze(-1) + carry.transpose(-1, -2) @ vc
+    o = torch.cat(outputs, dim=2) if outputs else v.new_zeros(v.shape, dtype=compute)
+    return o.to(v.dtype), state
+
+
+def gla_fla(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    gk: torch.Tensor,
+    scale: float,
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """flash-linear-attention's ``chunk_gla`` on CUDA, in this module's ``[B, H, L, D]`` layout.
+
+    fla takes ``[B, L, H, D]`` tensors and applies ``scale`` to q itself; the final state keeps our
+    ``[B, H, Dk, Dv]`` layout. Raises ``RuntimeError`` when fla is missing or the tensors are not on CUDA.
+    """
+    _check_gla_inputs(q, k, v, gk, initial_state)
+    if not q.is_cuda:
+        raise RuntimeError("the fla GLA kernel needs CUDA tensors; use mode='chunk' on CPU")
+    try:
+        from fla.ops.gla import chunk_gla
+    except ImportError as err:
+        raise RuntimeError("mode='fla' needs flash-linear-attention: pip install 'spikingbrain[gpu]'") from err
+    to_fla = lambda t: t.transpose(1, 2).contiguous()  # noqa: E731
+    o, state = chunk_gla(
+        to_fla(q), to_fla(k), to_fla(v), to_fla(gk),
+        scale=scale,
+        initial_state=None if initial_state is None else initial_state.float(),
+        output_final_state=True,
+    )
+    return o.transpose(1, 2), state
+
+
+def _fla_available() -> bool:
+    try:
+        import fla.ops.gla  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class GatedLinearAttention(nn.Module):
+    """SpikingBrain-7B's GLA layer, optionally spike-coded.
+
+    Projections (release names): ``q_proj`` (hidden -> H * Dk, bias), ``k_proj`` and ``v_proj``
+    (hidden -> Hkv * D, bias), the gate ``gk_proj`` (``"low_rank"``: ``Linear(hidden, 16)`` then
+    ``Linear(16, Hkv * Dk, bias)``; ``"merged"``: one ``Linear(hidden, Hkv * Dk, bias)`` as in the W8ASpike
+    release), ``g_norm`` (RMSNorm over Dv per head) and ``o_proj`` (H * Dv -> hidden, no bias). The log
+    decay is ``logsigmoid(gk_proj(x)) / gate_logit_normalizer``; with ``gate="tied_key"`` (the 76B
+    variant) there is no gate projection and ``g = 1 - k``, i.e. log decay ``log(1 - k)``, with
+    ``feature_map="sigmoid"``. q and k pass the feature map (ReLU by default), k, v and the decay are
+    shared by groups of ``num_heads / num_kv_heads`` heads (GQA), q is scaled by ``head_dim ** -0.5``.
+
+    Args:
+        coding: spike-code the q/k/v/o (and gate) projections' inputs (:class:`SpikingLinear`), or None.
+        spike_qk: also spike-code the non-negative q/k feature maps per head vector (with ``coding``'s
+            k and clamp, or the defaults).
+        mode: ``"chunk"``, ``"recurrent"``, ``"fla"`` (GPU kernel) or ``"auto"`` (fla on CUDA when
+            installed, else chunk).
+
+    ``forward(hidden_states [B, L, hidden], attention_mask [B, L] | None, state [B, H, Dk, Dv] | None)``
+    returns ``(output [B, L, hidden], new_state)``. ``attention_mask`` (1 keep, 0 pad) zeroes the padded
+    values before the recurrence, as the release does: with left padding and a zero initial state the
+    real tokens' outputs equal those of the unpadded sequence.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        gate: Literal["low_rank", "merged", "tied_key"] = "low_rank",
+        gate_low_rank_dim: int = 16,
+        gate_logit_normalizer: float = 16.0,
+        feature_map: Literal["relu", "sigmoid"] = "relu",
+        norm_eps: float = 1e-6,
+        coding: SpikeCoding | None = None,
+        spike_qk: bool = False,
+        mode: GLAMode = "chunk",
+        chunk_size: int = 64,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if num_heads < 1 or num_kv_heads < 1 or num_heads % num_kv_heads:
+            raise ValueError(f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads}")
+        if head_dim is None:
+            if hidden_size % num_heads:
+                raise ValueError(f"num_heads={num_heads} must divide hidden_size={hidden_size} (or give head_dim)")
+            head_dim = hidden_size // num_heads
+        if gate not in ("low_rank", "merged", "tied_key"):
+            raise ValueError(f"gate must be 'low_rank', 'merged' or 'tied_key', got {gate!r}")
+        if feature_map not in ("relu", "sigmoid"):
+            raise ValueError(f"feature_map must be 'relu' or 'sigmoid', got {feature_map!r}")
+        if mode not in ("chunk", "recurrent", "fla", "auto"):
+            raise ValueError(f"mode must be 'chunk', 'recurrent', 'fla' or 'auto', got {mode!r}")
+        self.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim = hidden_size, num_heads, num_kv_heads, head_dim
+        self.gate, self.feature_map = gate, feature_map
+        self.gate_logit_normalizer = float(gate_logit_normalizer)
+        self.spike_qk = bool(spike_qk)
+        self.coding = coding
+        self.mode, self.chunk_size = mode, chunk_size
+        self.scale = head_dim**-0.5
+        factory = dict(device=device, dtype=dtype)
+        kv_dim = num_kv_heads * head_dim
+        self.q_proj = make_linear(hidden_size, num_heads * head_dim, True, coding, **factory)
+        self.k_proj = make_linear(hidden_size, kv_dim, True, coding, **factory)
+        self.v_proj = make_linear(hidden_size, kv_dim, True, coding, **factory)
+        if gate == "low_rank":
+            self.gk_proj = nn.Sequential(
+                make_linear(hidden_size, gate_low_rank_dim, False, coding, **factory),
+                make_linear(gate_low_rank_dim, kv_dim, True, coding, **factory),
+            )
+        elif gate == "merged":
+            self.gk_proj = make_linear(hidden_size, kv_dim, True, coding, **factory)
+        self.g_norm = RMSNorm(head_dim, eps=norm_eps, **factory)
+        self.o_proj = make_linear(num_heads * head_dim, hidden_size, False, coding, **factory)
+
+    def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, heads, self.head_dim).transpose(1, 2)  # [B, heads, L, D]
+
+    def _repeat_kv(self, x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
+
+    def _resolve_mode(self, hidden_states: torch.Tensor) -> str:
+        if self.mode != "auto":
+            return self.mode
+        return "fla" if hidden_states.is_cuda and _fla_available() else "chunk"
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if hidden_states.ndim != 3 or hidden_states.shape[-1] != self.hidden_size:
+            raise ValueError(f"hidden_states must be [B, L, {self.hidden_size}], got {tuple(hidden_states.shape)}")
+        batch, length, _ = hidden_states.shape
+        if attention_mask is not None and tuple(attention_mask.shape) != (batch, length):
+            raise ValueError(f"attention_mask must have shape (B, L) = {(batch, length)}, got {tuple(attention_mask.shape)}")
+        expected_state = (batch, self.num_heads, self.head_dim, self.head_dim)
+        if state is not None and tuple(state.shape) != expected_state:
+            raise ValueError(f"state must have shape (B, H, Dk, Dv) = {expected_state}, got {tuple(state.shape)}")
+
+        q = self._heads(self.q_proj(hidden_states), self.num_heads)
+        k_logits = self._heads(self.k_proj(hidden_states), self.num_kv_heads)
+        v = self._heads(self.v_proj(hidden_states), self.num_kv_heads)
+        if self.feature_map == "relu":
+            q, k = F.relu(q), F.relu(k_logits)
+        else:
+            q, k = torch.sigmoid(q), torch.sigmoid(k_logits)
+        if self.gate == "tied_key":
+            gk = F.logsigmoid(-k_logits.float())  # log(1 - sigmoid(z)), exact for large z
+        else:
+            gk = F.logsigmoid(self._heads(self.gk_proj(hidden_states), self.num_kv_heads).float()) / self.gate_logit_normalizer
+        if self.spike_qk:
+            coding = self.coding or SpikeCoding()
+            q, k = spike_quantize(q, coding.k, -1, coding.clamp), spike_quantize(k, coding.k, -1, coding.clamp)
+        if attention_mask is not None:
+            v = v * attention_mask[:, None, :, None].to(v.dtype)
+        k, v, gk = self._repeat_kv(k), self._repeat_kv(v), self._repeat_kv(gk)
+
+        mode = self._resolve_mode(hidden_states)
+        if mode == "recurrent":
+            o, new_state = gla_recurrent(q, k, v, gk, self.scale, state)
+        elif mode == "fla":
+            o, new_state = gla_fla(q, k, v, gk, self.scale, state)
+        else:
+            o, new_state = gla_chunked(q, k, v, gk, self.scale, state, self.chunk_size)
+        o = self.g_norm(o.transpose(1, 2).to(hidden_states.dtype))  # [B, L, H, Dv]
+        return self.o_proj(o.reshape(batch, length, self.num_heads * self.head_dim)), new_state
+
+    def extra_repr(self) -> str:
+        return f"gate={self.gate}, feature_map={self.feature_map}, mode={self.mode}, spike_qk={self.spike_qk}"

@@ -1,0 +1,212 @@
+"""Sliding-window softmax attention (SWA) with RoPE, GQA, a rolling KV cache and optional sink tokens.
+
+Window semantics (the release disagrees with itself, facts section 4; we pick its SDPA path and its
+decode cache): the query at sequence index ``i`` attends the keys ``j`` with ``i - window < j <= i``,
+i.e. ``window`` keys including itself. Prefill and token-by-token decode use exactly this rule, and the
+cache holds at most ``window`` entries (plus the sinks). ``window=None`` is full causal attention.
+
+Padding: ``attention_mask`` (1 keep, 0 pad) hides padded keys; rotary positions count real tokens only
+(they start at 0 at the first real token), so left padding does not change real tokens' outputs. A
+padded query attends only to itself, so that its output (which callers discard) stays finite.
+
+Sinks (76B variant, facts section 5): with ``num_sinks = S`` the first S tokens of the first call
+are sink tokens: they attend each other without a causal mask and never the regular tokens; every
+regular token attends all sinks whatever the window; sinks are not rotated and never leave the cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .rotary import apply_rotary, rotary_cos_sin
+from .spiking_linear import SpikeCoding, make_linear
+
+
+@dataclass
+class RollingKVCache:
+    """Streaming state of one SWA layer: rotated keys and values of at most ``window`` recent tokens.
+
+    Attributes:
+        window: the layer's window (None: keep everything).
+        keys, values: ``[B, Hkv, n, D]`` regular entries, ``n <= window``.
+        key_mask: ``[B, n]`` bool, False for padded tokens.
+        key_index: ``[n]`` int64 sequence index of each entry.
+        sink_keys, sink_values: ``[B, Hkv, S, D]`` sink entries (never evicted), or None.
+        seen_tokens: ``[B]`` int64 real (unpadded) tokens seen: the next rotary position.
+        length: tokens appended so far (sinks excluded): the next sequence index.
+    """
+
+    window: int | None
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    key_mask: torch.Tensor | None = None
+    key_index: torch.Tensor | None = None
+    sink_keys: torch.Tensor | None = None
+    sink_values: torch.Tensor | None = None
+    seen_tokens: torch.Tensor | None = None
+    length: int = 0
+
+    @property
+    def num_entries(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[2]
+
+    def append(self, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> None:
+        """Add entries and evict all but the newest ``window``."""
+        if self.keys is None:
+            self.keys, self.values, self.key_mask, self.key_index = keys, values, mask, index
+        else:
+            self.keys = torch.cat([self.keys, keys], dim=2)
+            self.values = torch.cat([self.values, values], dim=2)
+            self.key_mask = torch.cat([self.key_mask, mask], dim=1)
+            self.key_index = torch.cat([self.key_index, index])
+        if self.window is not None and self.keys.shape[2] > self.window:
+            keep = slice(self.keys.shape[2] - self.window, None)
+            self.keys, self.values = self.keys[:, :, keep], self.values[:, :, keep]
+            self.key_mask, self.key_index = self.key_mask[:, keep], self.key_index[keep]
+
+
+class SlidingWindowAttention(nn.Module):
+    """SpikingBrain-7B's SWA layer: ``q_proj``, ``k_proj``, ``v_proj`` (bias), ``o_proj`` (no bias).
+
+    Args:
+        hidden_size, num_heads, num_kv_heads, head_dim: sizes (``num_kv_heads`` divides ``num_heads``).
+        window: keys per query including itself (None: full causal attention).
+        rope_theta: rotary base (1e6 as released).
+        qkv_bias: bias on q/k/v (True as released).
+        num_sinks: number of leading sink tokens (0: none).
+        coding: spike-code the projections' inputs (:class:`SpikingLinear`), or None.
+
+    ``forward(hidden_states [B, L, hidden], attention_mask [B, L] | None, cache | None)`` returns
+    ``(output [B, L, hidden], cache)``; pass the returned cache back to continue the sequence. Without a
+    cache the call is a whole sequence. Attention runs in PyTorch SDPA with an explicit boolean mask.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        window: int | None = 4096,
+        rope_theta: float = 1e6,
+        qkv_bias: bool = True,
+        num_sinks: int = 0,
+        coding: SpikeCoding | None = None,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if num_heads < 1 or num_kv_heads < 1 or num_heads % num_kv_heads:
+            raise ValueError(f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads}")
+        if head_dim is None:
+            if hidden_size % num_heads:
+                raise ValueError(f"num_heads={num_heads} must divide hidden_size={hidden_size} (or give head_dim)")
+            head_dim = hidden_size // num_heads
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise ValueError(f"window must be None or an int >= 1, got {window!r}")
+        if isinstance(num_sinks, bool) or not isinstance(num_sinks, int) or num_sinks < 0:
+            raise ValueError(f"num_sinks must be an int >= 0, got {num_sinks!r}")
+        self.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim = hidden_size, num_heads, num_kv_heads, head_dim
+        self.window, self.rope_theta, self.num_sinks = window, float(rope_theta), num_sinks
+        factory = dict(device=device, dtype=dtype)
+        self.q_proj = make_linear(hidden_size, num_heads * head_dim, qkv_bias, coding, **factory)
+        self.k_proj = make_linear(hidden_size, num_kv_heads * head_dim, qkv_bias, coding, **factory)
+        self.v_proj = make_linear(hidden_size, num_kv_heads * head_dim, qkv_bias, coding, **factory)
+        self.o_proj = make_linear(num_heads * head_dim, hidden_size, False, coding, **factory)
+
+    def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: RollingKVCache | None = None,
+    ) -> tuple[torch.Tensor, RollingKVCache]:
+        if hidden_states.ndim != 3 or hidden_states.shape[-1] != self.hidden_size:
+            raise ValueError(f"hidden_states must be [B, L, {self.hidden_size}], got {tuple(hidden_states.shape)}")
+        batch, length, _ = hidden_states.shape
+        device = hidden_states.device
+        if attention_mask is None:
+            mask = torch.ones(batch, length, dtype=torch.bool, device=device)
+        elif tuple(attention_mask.shape) != (batch, length):
+            raise ValueError(f"attention_mask must have shape (B, L) = {(batch, length)}, got {tuple(attention_mask.shape)}")
+        else:
+            mask = attention_mask.to(torch.bool)
+        if cache is None:
+            cache = RollingKVCache(self.window)
+        elif not isinstance(cache, RollingKVCache):
+            raise TypeError(f"cache must be a RollingKVCache, got {type(cache).__name__}")
+        elif cache.window != self.window:
+            raise ValueError(f"cache window {cache.window} differs from the layer's window {self.window}")
+        if cache.seen_tokens is None:
+            cache.seen_tokens = torch.zeros(batch, dtype=torch.int64, device=device)
+        elif cache.seen_tokens.shape[0] != batch:
+            raise ValueError(f"cache holds batch size {cache.seen_tokens.shape[0]}, input has {batch}")
+
+        # Sinks: the first num_sinks tokens of the first call.
+        sinks = self.num_sinks if cache.length == 0 and cache.sink_keys is None else 0
+        if sinks and length < sinks:
+            raise ValueError(f"the first call must start with the {sinks} sink tokens, got length {length}")
+        regular = length - sinks
+        regular_mask = mask[:, sinks:]
+
+        q = self._heads(self.q_proj(hidden_states), self.num_heads)
+        k = self._heads(self.k_proj(hidden_states), self.num_kv_heads)
+        v = self._heads(self.v_proj(hidden_states), self.num_kv_heads)
+        positions = cache.seen_tokens[:, None] + regular_mask.long().cumsum(dim=1) - 1
+        cos, sin = rotary_cos_sin(positions.clamp(min=0), self.head_dim, self.rope_theta, q.dtype)
+        q_reg = apply_rotary(q[:, :, sinks:], cos, sin)
+        k_reg = apply_rotary(k[:, :, sinks:], cos, sin)
+        q = torch.cat([q[:, :, :sinks], q_reg], dim=2)
+
+        if sinks:
+            cache.sink_keys, cache.sink_values = k[:, :, :sinks], v[:, :, :sinks]
+        num_sink = 0 if cache.sink_keys is None else cache.sink_keys.shape[2]
+        new_index = torch.arange(cache.length, cache.length + regular, device=device)
+
+        # Key list: [sinks | cached regular | new regular].
+        parts_k = [t for t in (cache.sink_keys, cache.keys, k_reg) if t is not None]
+        parts_v = [t for t in (cache.sink_values, cache.values, v[:, :, sinks:]) if t is not None]
+        keys, values = torch.cat(parts_k, dim=2), torch.cat(parts_v, dim=2)
+        old_index = cache.key_index if cache.key_index is not None else new_index[:0]
+        old_mask = cache.key_mask if cache.key_mask is not None else regular_mask[:, :0]
+        key_index = torch.cat([old_index, new_index])
+        key_valid = torch.cat([old_mask, regular_mask], dim=1)  # [B, n_regular_keys]
+
+        # Regular queries: causal window over regular keys + every sink.
+        distance = new_index[:, None] - key_index[None, :]  # [L_reg, n]
+        in_window = distance >= 0
+        if self.window is not None:
+            in_window &= distance < self.window
+        allowed = in_window[None] & key_valid[:, None, :]
+        allowed |= distance[None] == 0  # a padded query sees itself only: finite, discarded output
+        sink_cols = torch.ones(batch, regular, num_sink, dtype=torch.bool, device=device)
+        allowed = torch.cat([sink_cols, allowed], dim=2)
+        if sinks:
+            # Sink queries: all sinks, no regular key.
+            sink_rows = torch.zeros(batch, sinks, allowed.shape[2], dtype=torch.bool, device=device)
+            sink_rows[:, :, :num_sink] = True
+            allowed = torch.cat([sink_rows, allowed], dim=1)
+
+        groups = self.num_heads // self.num_kv_heads
+        out = F.scaled_dot_product_attention(
+            q,
+            keys.repeat_interleave(groups, dim=1),
+            values.repeat_interleave(groups, dim=1),
+            attn_mask=allowed[:, None],
+        )
+        cache.append(k_reg, v[:, :, sinks:], regular_mask, new_index)
+        cache.length += regular
+        cache.seen_tokens = cache.seen_tokens + regular_mask.long().sum(dim=1)
+        out = out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
+        return self.o_proj(out), cache
+
+    def extra_repr(self) -> str:
+        return f"window={self.window}, rope_theta={self.rope_theta}, num_sinks={self.num_sinks}"

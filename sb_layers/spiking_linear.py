@@ -1,0 +1,257 @@
+"""SpikingLinear: the W8ASpike projection (spike-coded activations, optionally int8 weights).
+
+``y = v_th * (W_q counts) + b`` with ``counts, v_th = spike_count(x, k)`` per token row (report Eq. 22)
+and ``W_q`` the weight, or its symmetric int8 fake quantization (the release's layout: per output
+channel, or per group of 128 input features, with a ``weight_quantizer.scales`` buffer of shape
+``(out, in / group, 1)`` and ``W_q = round(W / scale) * scale``).
+
+Two forms of the same function:
+
+- ``mode="count"``: one step with integer counts, what GPUs run: ``F.linear(v_th * counts, W_q, b)``.
+- ``mode="spike"``: the counts expanded into a spike train with a codec and accumulated event by event,
+  ``v_th * sum_t w_t (W_q s_t) + b`` (:func:`sb_neurons.spike_train_matmul`).
+
+Identity: both modes agree to float rounding (exactly in integer arithmetic before the ``v_th`` scale).
+Gradients are straight-through in both modes (rounding skipped, ``v_th`` constant; the spike form
+takes its gradient from the count form), so quantization-aware fine-tuning works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sb_neurons import SpikeStats, get_codec, resolve_clamp, spike_count, spike_stats, spike_train_matmul
+from sb_neurons.spike import ClampSpec
+
+Backend = Literal["torch", "triton", "auto"]
+Mode = Literal["count", "spike"]
+
+WEIGHT_SCALE_MIN = 1e-5
+
+
+@dataclass(frozen=True)
+class SpikeCoding:
+    """How a layer spike-codes its projection inputs (plain values, JSON-friendly).
+
+    Attributes:
+        k: ``k > 0`` of the adaptive threshold ``mean|x| / k`` (3.0 as released).
+        clamp: ``None`` (counts unbounded), a signed bit width, or a ``(low, high)`` range.
+        codec: codec of the ``"spike"`` mode, one of :data:`sb_neurons.CODEC_NAMES`.
+        mode: ``"count"`` (single step) or ``"spike"`` (expanded train).
+        weight_bits: ``None`` (float weights) or the bit width of symmetric weight quantization (2..8).
+        group_size: input features per weight scale; ``None`` for one scale per output channel.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (Triton on CUDA when available).
+    """
+
+    k: float = 3.0
+    clamp: ClampSpec = None
+    codec: str = "bitwise_bidirectional"
+    mode: Mode = "count"
+    weight_bits: int | None = None
+    group_size: int | None = 128
+    backend: Backend = "torch"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, float)) or not self.k > 0:
+            raise ValueError(f"k must be a number > 0, got {self.k!r}")
+        resolve_clamp(self.clamp)
+        get_codec(self.codec)
+        if self.mode not in ("count", "spike"):
+            raise ValueError(f"mode must be 'count' or 'spike', got {self.mode!r}")
+        if self.weight_bits is not None and (
+            isinstance(self.weight_bits, bool) or not isinstance(self.weight_bits, int) or not 2 <= self.weight_bits <= 8
+        ):
+            raise ValueError(f"weight_bits must be None or an int in [2, 8], got {self.weight_bits!r}")
+        if self.group_size is not None and (
+            isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or self.group_size < 1
+        ):
+            raise ValueError(f"group_size must be None or an int >= 1, got {self.group_size!r}")
+        if self.backend not in ("torch", "triton", "auto"):
+            raise ValueError(f"backend must be 'torch', 'triton' or 'auto', got {self.backend!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class WeightQuantizer(nn.Module):
+    """Symmetric per-group weight quantization: ``scale = max|w_group| / (2^(bits-1) - 1)``.
+
+    Holds the ``scales`` buffer ``(out_features, in_features / group_size, 1)`` (float32) of the release's
+    W8ASpike checkpoints. Scales are clamped below at 1e-5 so that an all-zero group stays zero.
+    """
+
+    def __init__(self, out_features: int, in_features: int, bits: int = 8, group_size: int | None = 128) -> None:
+        super().__init__()
+        group = in_features if group_size is None else group_size
+        if in_features % group:
+            raise ValueError(f"group_size={group_size} must divide in_features={in_features}")
+        self.bits = bits
+        self.group_size = group
+        self.qmax = 2 ** (bits - 1) - 1
+        self.register_buffer("scales", torch.ones(out_features, in_features // group, 1, dtype=torch.float32))
+
+    def _grouped(self, weight: torch.Tensor) -> torch.Tensor:
+        out_features, in_features = weight.shape
+        return weight.reshape(out_features, in_features // self.group_size, self.group_size)
+
+    @torch.no_grad()
+    def calibrate(self, weight: torch.Tensor) -> None:
+        """Set the scales from ``weight`` ``(out, in)``."""
+        amax = self._grouped(weight.detach().float()).abs().amax(dim=-1, keepdim=True)
+        self.scales.copy_((amax / self.qmax).clamp_min(WEIGHT_SCALE_MIN))
+
+    def quantize(self, weight: torch.Tensor) -> torch.Tensor:
+        """Integer weights ``round(w / scale)`` in ``[-qmax, qmax]`` (int8 tensor ``(out, in)``)."""
+        grouped = torch.round(self._grouped(weight.detach().float()) / self.scales)
+        return grouped.clamp(-self.qmax, self.qmax).reshape(weight.shape).to(torch.int8)
+
+    def fake_quantize(self, weight: torch.Tensor) -> torch.Tensor:
+        """``round(w / scale) * scale`` in ``weight.dtype`` with a straight-through gradient."""
+        grouped = self._grouped(weight.float())
+        q = torch.round(grouped / self.scales).clamp(-self.qmax, self.qmax) * self.scales
+        q = q.reshape(weight.shape).to(weight.dtype)
+        return weight + (q - weight).detach()
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, group_size={self.group_size}"
+
+
+def _resolve_backend(backend: Backend, x: torch.Tensor) -> str:
+    if backend == "torch":
+        return "torch"
+    kernel_available = False
+    try:
+        from sb_kernels import w8aspike_linear  # noqa: F401
+
+        kernel_available = True
+    except ImportError:
+        pass
+    if backend == "triton":
+        if not kernel_available:
+            raise RuntimeError("backend='triton' needs sb_kernels.w8aspike_linear, which this installation lacks")
+        return "triton"
+    return "triton" if kernel_available and x.is_cuda else "torch"
+
+
+class SpikingLinear(nn.Linear):
+    """Drop-in ``nn.Linear`` whose input is spike-coded per token (W8ASpike).
+
+    Same ``weight`` ``(out, in)`` and ``bias`` ``(out,)`` as ``nn.Linear``, so state dicts load
+    unchanged; with weight quantization a ``weight_quantizer.scales`` buffer is added.
+
+    Args:
+        in_features, out_features, bias, device, dtype: as ``nn.Linear``.
+        coding: :class:`SpikeCoding` options (k, clamp, codec, mode, weight_bits, group_size, backend).
+        record_stats: accumulate :class:`sb_neurons.SpikeStats` of the input counts in ``spike_stats``.
+
+    Shapes: ``[..., in_features] -> [..., out_features]``, output in the input's dtype.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        coding: SpikeCoding | None = None,
+        record_stats: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.coding = SpikeCoding() if coding is None else coding
+        if not isinstance(self.coding, SpikeCoding):
+            raise TypeError(f"coding must be a SpikeCoding, got {type(self.coding).__name__}")
+        self.record_stats = bool(record_stats)
+        self.spike_stats: SpikeStats | None = None
+        self.weight_quantizer: WeightQuantizer | None = None
+        self._attach_weight_quantizer()
+
+    def _attach_weight_quantizer(self) -> None:
+        if self.coding.weight_bits is None:
+            self.weight_quantizer = None
+            return
+        quantizer = WeightQuantizer(self.out_features, self.in_features, self.coding.weight_bits, self.coding.group_size)
+        self.weight_quantizer = quantizer.to(self.weight.device)
+        if self.weight.device.type != "meta":
+            self.weight_quantizer.calibrate(self.weight)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, coding: SpikeCoding | None = None, record_stats: bool = False) -> SpikingLinear:
+        """A SpikingLinear sharing ``linear``'s weight and bias Parameters (no copy).
+
+        Weight scales, if asked for, are calibrated from the shared weight.
+        """
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+        module = cls(
+            linear.in_features, linear.out_features, bias=linear.bias is not None,
+            coding=coding, record_stats=record_stats, device="meta",
+        )
+        module.weight = linear.weight
+        module.bias = linear.bias
+        module._attach_weight_quantizer()
+        return module
+
+    def effective_weight(self) -> torch.Tensor:
+        """The weight the projection uses: fake-quantized when weight quantization is on."""
+        if self.weight_quantizer is None:
+            return self.weight
+        return self.weight_quantizer.fake_quantize(self.weight)
+
+    def reset_spike_stats(self) -> None:
+        self.spike_stats = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"input's last dimension must be in_features={self.in_features}, got shape {tuple(x.shape)}")
+        coding = self.coding
+        if _resolve_backend(coding.backend, x) == "triton" and coding.mode == "count":
+            return self._forward_triton(x)
+        counts, v_th = spike_count(x, coding.k, -1, coding.clamp)
+        if self.record_stats:
+            stats = spike_stats(counts=counts.detach(), codec=coding.codec)
+            self.spike_stats = stats if self.spike_stats is None else self.spike_stats.merge(stats)
+        weight = self.effective_weight()
+        dense = F.linear((counts * v_th).to(x.dtype), weight, self.bias)
+        if coding.mode == "count":
+            return dense
+        train = get_codec(coding.codec).encode(counts.detach())
+        compute = counts.dtype
+        events = spike_train_matmul(train, weight.detach().to(compute), coding.codec)
+        spiking = (v_th * events).to(x.dtype)
+        if self.bias is not None:
+            spiking = spiking + self.bias.detach()
+        # Value of the event-driven form, gradient of the (equal) count form.
+        return dense + (spiking - dense).detach()
+
+    def _forward_triton(self, x: torch.Tensor) -> torch.Tensor:
+        from sb_kernels import w8aspike_linear
+
+        if self.weight_quantizer is None:
+            raise RuntimeError("backend='triton' runs int8 weights: set SpikeCoding.weight_bits=8")
+        q = self.weight_quantizer.quantize(self.weight)
+        return w8aspike_linear(x, q, self.weight_quantizer.scales, self.bias, k=self.coding.k, clamp=self.coding.clamp)
+
+    def extra_repr(self) -> str:
+        c = self.coding
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"k={c.k}, mode={c.mode}, codec={c.codec}, clamp={c.clamp}, weight_bits={c.weight_bits}"
+        )
+
+
+def make_linear(in_features: int, out_features: int, bias: bool, coding: SpikeCoding | None, **factory) -> nn.Linear:
+    """``nn.Linear`` when ``coding`` is None, else a :class:`SpikingLinear` with that coding."""
+    if coding is None:
+        return nn.Linear(in_features, out_features, bias=bias, **factory)
+    return SpikingLinear(in_features, out_features, bias=bias, coding=coding, **factory)
+
+
+__all__ = ["SpikeCoding", "SpikingLinear", "WeightQuantizer", "make_linear"]
