@@ -1,0 +1,156 @@
+"""GLU feed-forward and mixture of experts, with upcycling from a dense GLU (facts section 5).
+
+- :class:`GLUMLP`: ``down_proj(silu(gate_proj(x)) * up_proj(x))``, no biases (the release's MLP).
+- :class:`MoE`: ``N`` routed GLU experts chosen top-k per token by a softmax or sigmoid router, plus
+  ``S`` shared experts every token uses; a load-balancing auxiliary loss and per-expert load statistics.
+- :func:`upcycle`: a MoE whose experts all start as copies of a dense GLU, rescaled so that the MoE
+  computes exactly the dense function at initialization.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .spiking_linear import SpikeCoding, make_linear
+
+RouterKind = Literal["softmax", "sigmoid"]
+
+
+class GLUMLP(nn.Module):
+    """``down_proj(silu(gate_proj(x)) * up_proj(x))``: ``[..., hidden] -> [..., hidden]``.
+
+    ``coding`` spike-codes the three projections' inputs (None: dense).
+    """
+
+    def __init__(self, hidden_size: int, intermediate_size: int, coding: SpikeCoding | None = None, device=None, dtype=None) -> None:
+        super().__init__()
+        for name, value in (("hidden_size", hidden_size), ("intermediate_size", intermediate_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        factory = dict(device=device, dtype=dtype)
+        self.hidden_size, self.intermediate_size = hidden_size, intermediate_size
+        self.gate_proj = make_linear(hidden_size, intermediate_size, False, coding, **factory)
+        self.up_proj = make_linear(hidden_size, intermediate_size, False, coding, **factory)
+        self.down_proj = make_linear(intermediate_size, hidden_size, False, coding, **factory)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.hidden_size:
+            raise ValueError(f"input's last dimension must be hidden_size={self.hidden_size}, got shape {tuple(x.shape)}")
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class MoE(nn.Module):
+    """Mixture of GLU experts: ``y = sum_shared E_s(x) + sum_{i in topk(p)} p_i E_i(x)``.
+
+    Router ``p = softmax(W_r x)`` or ``sigmoid(W_r x)`` over ``num_experts``; the top ``top_k`` experts of
+    each token run, weighted by their (unrenormalized) router probabilities.
+
+    After each forward:
+        ``aux_loss``: the Switch-Transformer load-balancing loss ``N * sum_i f_i P_i`` (``f_i`` the
+        fraction of routed token slots sent to expert i, ``P_i`` its mean router probability; 1 when
+        balanced), differentiable through ``P``.
+        ``expert_load``: ``f`` as a tensor ``[N]`` (sums to 1), and :attr:`routing_skew` = max/mean load.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        intermediate_size: int,
+        num_experts: int,
+        top_k: int = 1,
+        num_shared: int = 0,
+        router: RouterKind = "softmax",
+        coding: SpikeCoding | None = None,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts < 1:
+            raise ValueError(f"num_experts must be an int >= 1, got {num_experts!r}")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= num_experts:
+            raise ValueError(f"top_k must be an int in [1, num_experts={num_experts}], got {top_k!r}")
+        if isinstance(num_shared, bool) or not isinstance(num_shared, int) or num_shared < 0:
+            raise ValueError(f"num_shared must be an int >= 0, got {num_shared!r}")
+        if router not in ("softmax", "sigmoid"):
+            raise ValueError(f"router must be 'softmax' or 'sigmoid', got {router!r}")
+        factory = dict(device=device, dtype=dtype)
+        self.hidden_size, self.num_experts, self.top_k, self.router_kind = hidden_size, num_experts, top_k, router
+        self.router = nn.Linear(hidden_size, num_experts, bias=False, **factory)
+        self.experts = nn.ModuleList(GLUMLP(hidden_size, intermediate_size, coding, **factory) for _ in range(num_experts))
+        self.shared_experts = nn.ModuleList(GLUMLP(hidden_size, intermediate_size, coding, **factory) for _ in range(num_shared))
+        self.aux_loss: torch.Tensor | None = None
+        self.expert_load: torch.Tensor | None = None
+
+    @property
+    def routing_skew(self) -> float:
+        """Largest expert load over the mean load (1 when perfectly balanced)."""
+        if self.expert_load is None:
+            raise RuntimeError("routing_skew is known after a forward pass")
+        return float(self.expert_load.max() * self.num_experts)
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(probs [T, N], top-k weights [T, k], top-k indices [T, k])`` for tokens ``x [T, hidden]``."""
+        logits = self.router(x).float()
+        probs = logits.softmax(-1) if self.router_kind == "softmax" else torch.sigmoid(logits)
+        weights, indices = probs.topk(self.top_k, dim=-1)
+        return probs, weights, indices
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.hidden_size:
+            raise ValueError(f"input's last dimension must be hidden_size={self.hidden_size}, got shape {tuple(x.shape)}")
+        tokens = x.reshape(-1, self.hidden_size)
+        probs, weights, indices = self.route(tokens)
+        out = torch.zeros_like(tokens)
+        for expert_id, expert in enumerate(self.experts):
+            token_ids, slot = torch.nonzero(indices == expert_id, as_tuple=True)
+            if token_ids.numel():
+                contribution = expert(tokens[token_ids]) * weights[token_ids, slot, None].to(tokens.dtype)
+                out = out.index_add(0, token_ids, contribution)
+        for expert in self.shared_experts:
+            out = out + expert(tokens)
+        counts = torch.bincount(indices.flatten(), minlength=self.num_experts).to(probs.dtype)
+        self.expert_load = counts / counts.sum()
+        self.aux_loss = self.num_experts * (self.expert_load * probs.mean(0)).sum()
+        return out.reshape(x.shape)
+
+
+def upcycle(
+    dense_mlp: GLUMLP,
+    num_experts: int,
+    top_k: int = 1,
+    num_shared: int = 1,
+    router: RouterKind = "softmax",
+) -> MoE:
+    """A :class:`MoE` whose experts are copies of ``dense_mlp``, equal to it at initialization.
+
+    The router starts at zero, so every token gives each expert the same probability ``p0``
+    (``1/N`` softmax, ``1/2`` sigmoid) and the MoE output is ``(S + k p0) E(x)`` for the dense GLU ``E``
+    (the report's ``a_MoE = (S + k/N) a_dense``, Eq. 15-18). Each expert is rescaled by
+    ``c = 1 / (S + k p0)``: the report spreads ``c^(1/3)`` over the three matrices (alpha = 0.98 for
+    S = 1, k = 1, N = 16), which is exact only for a homogeneous activation; SiLU is not, so we scale the
+    two linear factors ``up_proj`` and ``down_proj`` by ``c^(1/2)`` each.
+
+    Identity: ``upcycle(mlp, ...)(x) == mlp(x)`` for every ``x`` (to float rounding), whatever N, k, S.
+    The dense module is not modified.
+    """
+    if not isinstance(dense_mlp, GLUMLP):
+        raise TypeError(f"dense_mlp must be a GLUMLP, got {type(dense_mlp).__name__}")
+    ref = dense_mlp.gate_proj.weight
+    moe = MoE(
+        dense_mlp.hidden_size, dense_mlp.intermediate_size, num_experts, top_k, num_shared, router,
+        coding=getattr(dense_mlp.gate_proj, "coding", None), device=ref.device, dtype=ref.dtype,
+    )
+    p0 = 1.0 / num_experts if router == "softmax" else 0.5
+    factor = (1.0 / (num_shared + top_k * p0)) ** 0.5
+    with torch.no_grad():
+        moe.router.weight.zero_()
+        for expert in list(moe.experts) + list(moe.shared_experts):
+            expert.load_state_dict(copy.deepcopy(dense_mlp.state_dict()))
+            expert.up_proj.weight.mul_(factor)
+            expert.down_proj.weight.mul_(factor)
+    return moe
