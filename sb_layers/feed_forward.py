@@ -95,7 +95,8 @@ class MoE(nn.Module):
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(probs [T, N], top-k weights [T, k], top-k indices [T, k])`` for tokens ``x [T, hidden]``."""
-        logits = self.router(x).float()
+        logits = self.router(x)
+        logits = logits.double() if logits.dtype == torch.float64 else logits.float()
         probs = logits.softmax(-1) if self.router_kind == "softmax" else torch.sigmoid(logits)
         weights, indices = probs.topk(self.top_k, dim=-1)
         return probs, weights, indices

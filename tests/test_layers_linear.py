@@ -1,0 +1,137 @@
+"""SpikingLinear: drop-in for nn.Linear, count == spike mode, convergence in k, quantization, gradients."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sb_layers import SpikeCoding, SpikingLinear, WeightQuantizer
+from sb_neurons import CODEC_NAMES, get_codec
+
+SIGNED_CODECS = [n for n in CODEC_NAMES if get_codec(n).signed]
+
+
+def test_state_dict_is_that_of_nn_linear():
+    linear = torch.nn.Linear(16, 8)
+    spiking = SpikingLinear(16, 8)
+    assert spiking.load_state_dict(linear.state_dict()) is not None
+    assert list(spiking.state_dict()) == list(linear.state_dict())
+    quantized = SpikingLinear(256, 8, coding=SpikeCoding(weight_bits=8))
+    assert set(quantized.state_dict()) == {"weight", "bias", "weight_quantizer.scales"}
+    assert quantized.weight_quantizer.scales.shape == (8, 2, 1)
+
+
+def test_from_linear_shares_parameters():
+    linear = torch.nn.Linear(12, 5)
+    spiking = SpikingLinear.from_linear(linear)
+    assert spiking.weight is linear.weight and spiking.bias is linear.bias
+
+
+@pytest.mark.parametrize("codec", SIGNED_CODECS)
+@given(seed=st.integers(0, 10_000), k=st.floats(0.5, 8.0), weight_bits=st.sampled_from([None, 8, 4]))
+def test_spike_mode_equals_count_mode(codec, seed, k, weight_bits):
+    torch.manual_seed(seed)
+    linear = torch.nn.Linear(32, 6).double()
+    coding = dict(k=k, codec=codec, weight_bits=weight_bits, group_size=16)
+    count = SpikingLinear.from_linear(linear, SpikeCoding(mode="count", **coding))
+    spike = SpikingLinear.from_linear(linear, SpikeCoding(mode="spike", **coding))
+    x = torch.randn(3, 4, 32, dtype=torch.float64) * 3
+    torch.testing.assert_close(spike(x), count(x), rtol=1e-10, atol=1e-10)
+
+
+def test_error_against_nn_linear_shrinks_as_k_grows():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 64).double()
+    x = torch.randn(32, 256, dtype=torch.float64)
+    reference = linear(x).detach()
+    errors = []
+    for k in (1.0, 3.0, 10.0, 30.0, 100.0):
+        with torch.no_grad():
+            out = SpikingLinear.from_linear(linear, SpikeCoding(k=k))(x)
+        errors.append(float((out - reference).norm() / reference.norm()))
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 0.01
+
+
+@given(seed=st.integers(0, 10_000), bits=st.integers(2, 8), group=st.sampled_from([None, 8, 32]))
+def test_weight_quantizer_is_symmetric_per_group(seed, bits, group):
+    w = torch.randn(4, 64, generator=torch.Generator().manual_seed(seed))
+    quantizer = WeightQuantizer(4, 64, bits, group)
+    quantizer.calibrate(w)
+    q = quantizer.quantize(w)
+    qmax = 2 ** (bits - 1) - 1
+    assert int(q.abs().max()) <= qmax
+    grouped = (q.float().reshape(4, -1, quantizer.group_size) * quantizer.scales).reshape(4, 64)
+    torch.testing.assert_close(grouped, quantizer.fake_quantize(w))
+    # the largest magnitude of every group is represented exactly by +-qmax
+    assert bool((q.reshape(4, -1, quantizer.group_size).abs().amax(-1) == qmax).all())
+    assert bool(((grouped - w).abs() <= quantizer.scales.repeat_interleave(quantizer.group_size, 1).reshape(4, 64) / 2 + 1e-6).all())
+
+
+@pytest.mark.parametrize("mode", ["count", "spike"])
+def test_gradients_reach_weight_bias_and_input(mode):
+    layer = SpikingLinear(16, 4, coding=SpikeCoding(mode=mode, weight_bits=8, group_size=8))
+    x = torch.randn(5, 16, requires_grad=True)
+    layer(x).pow(2).sum().backward()
+    for tensor in (x, layer.weight, layer.bias):
+        assert tensor.grad is not None and tensor.grad.abs().sum() > 0
+
+
+def test_quantization_aware_fine_tuning_lowers_the_loss():
+    torch.manual_seed(0)
+    teacher = torch.nn.Linear(32, 8)
+    student = SpikingLinear(32, 8, coding=SpikeCoding(k=3.0, weight_bits=8, group_size=16))
+    optimizer = torch.optim.Adam(student.parameters(), lr=1e-2)
+    x = torch.randn(256, 32)
+    target = teacher(x).detach()
+    losses = []
+    for _ in range(40):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(student(x), target)
+        loss.backward()
+        optimizer.step()
+        student.weight_quantizer.calibrate(student.weight)
+        losses.append(float(loss))
+    assert losses[-1] < 0.2 * losses[0]
+
+
+def test_statistics_recording_accumulates_over_calls():
+    layer = SpikingLinear(16, 4, record_stats=True)
+    layer(torch.randn(3, 16))
+    layer(torch.randn(5, 16))
+    assert layer.spike_stats.num_channels == 8 * 16
+    layer.reset_spike_stats()
+    assert layer.spike_stats is None
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: SpikingLinear(16, 4)(torch.randn(2, 15)), "in_features"),
+        (lambda: SpikeCoding(k=0), "k"),
+        (lambda: SpikeCoding(codec="morse"), "codec"),
+        (lambda: SpikeCoding(mode="burst"), "mode"),
+        (lambda: SpikeCoding(weight_bits=9), "weight_bits"),
+        (lambda: SpikeCoding(backend="cuda"), "backend"),
+        (lambda: SpikingLinear(100, 4, coding=SpikeCoding(weight_bits=8, group_size=64)), "group_size"),
+        (lambda: SpikingLinear.from_linear(torch.nn.Conv1d(2, 2, 1)), "linear"),
+        (lambda: SpikingLinear(8, 2)(torch.full((1, 8), float("nan"))), "x"),
+    ],
+)
+def test_bad_input_names_the_argument(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+def test_triton_backend_without_kernel_is_a_clear_error():
+    try:
+        import sb_kernels
+
+        has_kernel = hasattr(sb_kernels, "w8aspike_linear")
+    except ImportError:
+        has_kernel = False
+    if has_kernel:
+        pytest.skip("sb_kernels provides the kernel")
+    layer = SpikingLinear(8, 2, coding=SpikeCoding(backend="triton", weight_bits=8, group_size=8))
+    with pytest.raises(RuntimeError, match="triton"):
+        layer(torch.randn(1, 8))
