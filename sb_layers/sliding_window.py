@@ -73,7 +73,10 @@ class SlidingWindowAttention(nn.Module):
     """SpikingBrain-7B's SWA layer: ``q_proj``, ``k_proj``, ``v_proj`` (bias), ``o_proj`` (no bias).
 
     Args:
-        hidden_size, num_heads, num_kv_heads, head_dim: sizes (``num_kv_heads`` divides ``num_heads``).
+        hidden_size: model width.
+        num_heads: query heads.
+        num_kv_heads: key/value heads, dividing ``num_heads`` (default ``num_heads``).
+        head_dim: per-head width (default ``hidden_size / num_heads``).
         window: keys per query including itself (None: full causal attention).
         rope_theta: rotary base (1e6 as released).
         qkv_bias: bias on q/k/v (True as released).

@@ -145,9 +145,13 @@ class SpikingLinear(nn.Linear):
     unchanged; with weight quantization a ``weight_quantizer.scales`` buffer is added.
 
     Args:
-        in_features, out_features, bias, device, dtype: as ``nn.Linear``.
+        in_features: size of each input sample.
+        out_features: size of each output sample.
+        bias: learn an additive bias (as ``nn.Linear``).
         coding: :class:`SpikeCoding` options (k, clamp, codec, mode, weight_bits, group_size, backend).
         record_stats: accumulate :class:`sb_neurons.SpikeStats` of the input counts in ``spike_stats``.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
 
     Shapes: ``[..., in_features] -> [..., out_features]``, output in the input's dtype.
     """
