@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from sb_layers import SpikeCoding, SpikingLinear
 from sb_neurons import CODEC_NAMES, energy_estimate, get_codec, spike_count, spike_stats
 
 RASTER_CHANNELS = 48
@@ -90,6 +91,56 @@ def spike_code_table(x: torch.Tensor, ks: Sequence[float]) -> list[DemoRow]:
     return rows
 
 
+@dataclass(frozen=True)
+class LayerCheck:
+    """A spike-coded projection against its dense twin on the demo's activations."""
+
+    k: float
+    relative_error_vs_dense: float
+    spike_vs_count_max_abs: float
+    firing_rate: float
+    mean_spikes_per_channel: float
+    silent_channel_fraction: float
+
+
+def spiking_layer_check(x: torch.Tensor, ks: Sequence[float], out_features: int = 256, seed: int = 0) -> list[LayerCheck]:
+    """Run a random projection densely and spike-coded (count and event-driven spike modes, W8ASpike
+    int8 weights) on ``x``: agreement with the dense output and the input's spike statistics."""
+    torch.manual_seed(seed)
+    dense = torch.nn.Linear(x.shape[-1], out_features)
+    checks = []
+    with torch.no_grad():
+        reference = dense(x)
+        for k in ks:
+            coding = dict(k=k, codec="bitwise_bidirectional", weight_bits=8, group_size=128 if x.shape[-1] % 128 == 0 else None)
+            count = SpikingLinear.from_linear(dense, SpikeCoding(mode="count", **coding), record_stats=True)
+            spike = SpikingLinear.from_linear(dense, SpikeCoding(mode="spike", **coding))
+            y_count, y_spike = count(x), spike(x)
+            stats = count.spike_stats
+            checks.append(
+                LayerCheck(
+                    k=k,
+                    relative_error_vs_dense=float((y_count - reference).norm() / reference.norm()),
+                    spike_vs_count_max_abs=float((y_spike - y_count).abs().max()),
+                    firing_rate=stats.firing_rate,
+                    mean_spikes_per_channel=stats.mean_spikes_per_channel,
+                    silent_channel_fraction=stats.silent_channel_fraction,
+                )
+            )
+    return checks
+
+
+def format_layer_checks(checks: Sequence[LayerCheck]) -> str:
+    header = f"{'k':>5} {'rel.err vs dense':>17} {'|spike - count|':>16} {'rate':>7} {'spk/ch':>7} {'silent':>7}"
+    lines = [header, "-" * len(header)]
+    for c in checks:
+        lines.append(
+            f"{c.k:>5g} {c.relative_error_vs_dense:>17.4f} {c.spike_vs_count_max_abs:>16.2e} "
+            f"{c.firing_rate:>7.4f} {c.mean_spikes_per_channel:>7.3f} {c.silent_channel_fraction:>7.2%}"
+        )
+    return "\n".join(lines)
+
+
 def format_table(rows: Sequence[DemoRow]) -> str:
     header = (
         f"{'k':>5} {'codec':<24} {'T':>4} {'rate':>7} {'sparsity':>8} {'spk/act':>7} "
@@ -161,7 +212,8 @@ def run_demo(
     features: int = 1024,
     seed: int = 0,
 ) -> list[DemoRow]:
-    """Print the spike-coding table and write ``spike_raster.png`` and ``count_histogram.png`` to ``out``."""
+    """Print the spike-coding table and a spike-coded layer check; write ``spike_raster.png`` and
+    ``count_histogram.png`` to ``out``."""
     if not ks or any(not (isinstance(k, (int, float)) and math.isfinite(k) and k > 0) for k in ks):
         raise ValueError(f"ks must be a non-empty sequence of finite numbers > 0, got {ks!r}")
     x = synthetic_activations(tokens, features, seed)
@@ -171,6 +223,9 @@ def run_demo(
     print("(unsigned codecs, binary and bitwise, carry signed counts as an on/off pair of channels)\n")
     rows = spike_code_table(x, ks)
     print(format_table(rows))
+
+    print("\nSpikingLinear (W8ASpike: int8 weights per group of 128, bitwise bidirectional spikes) vs nn.Linear")
+    print(format_layer_checks(spiking_layer_check(x, ks, seed=seed)))
 
     out.mkdir(parents=True, exist_ok=True)
     raster_k = 3.0 if 3.0 in ks else ks[0]

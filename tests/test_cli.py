@@ -39,7 +39,7 @@ def test_demo_prints_table_and_writes_plots(tmp_path, capsys):
     rows = run_demo(out=tmp_path, ks=ks, tokens=32, features=256, seed=0)
     out = capsys.readouterr().out
     assert len(rows) == len(ks) * len(CODEC_NAMES)
-    for header in ("rate", "sparsity", "spk/act", "silent", "rel.err", "vs FP16", "vs INT8"):
+    for header in ("rate", "sparsity", "spk/act", "silent", "rel.err", "vs FP16", "vs INT8", "SpikingLinear"):
         assert header in out
     for name in ("spike_raster.png", "count_histogram.png"):
         data = (tmp_path / name).read_bytes()
@@ -54,3 +54,15 @@ def test_demo_prints_table_and_writes_plots(tmp_path, capsys):
     assert by[(3.0, "binary")].mean_spikes_per_activation == pytest.approx(by[(3.0, "ternary")].mean_spikes_per_activation)
     # bitwise coding spends exponentially fewer steps than ternary on the same counts
     assert by[(3.0, "bitwise_bidirectional")].time_steps < by[(3.0, "ternary")].time_steps
+
+
+def test_demo_layer_check_agrees_with_dense_and_between_modes(capsys):
+    from spikingbrain.demo import spiking_layer_check
+
+    x = synthetic_activations(16, 256, seed=1)
+    checks = spiking_layer_check(x, (1.0, 3.0, 8.0), out_features=32)
+    errors = [c.relative_error_vs_dense for c in checks]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 0.05
+    for c in checks:
+        assert c.spike_vs_count_max_abs < 1e-4  # float32 event accumulation vs one matmul
+        assert 0.0 < c.firing_rate < 1.0
