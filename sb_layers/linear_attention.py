@@ -13,6 +13,7 @@ pieces with the state carried gives the same outputs as one call.
 
 from __future__ import annotations
 
+import inspect
 from typing import Literal
 
 import torch
@@ -21,6 +22,9 @@ from torch import nn
 
 from sb_neurons import spike_quantize
 
+from sb_neurons._validation import check_int, check_positive, check_tensor
+
+from ._checks import check_attention_mask, check_head_layout, check_hidden_states
 from .rms_norm import RMSNorm
 from .spiking_linear import SpikeCoding, make_linear
 
@@ -127,34 +131,35 @@ def gla_fla(
     scale: float,
     initial_state: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """flash-linear-attention's ``chunk_gla`` on CUDA, in this module's ``[B, H, L, D]`` layout.
+    """flash-linear-attention's GLA kernels on CUDA, in this module's ``[B, H, L, D]`` layout.
 
-    fla takes ``[B, L, H, D]`` tensors and applies ``scale`` to q itself; the final state keeps our
-    ``[B, H, Dk, Dv]`` layout. Raises ``RuntimeError`` when fla is missing or the tensors are not on CUDA.
+    Same arguments and results as :func:`gla_recurrent`. Runs ``fused_recurrent_gla`` for a single token
+    (decoding) and ``chunk_gla`` otherwise. fla works in ``[B, L, H, D]`` and applies ``scale`` to q
+    itself; its state is ``[B, H, Dk, Dv]`` float32 like ours. fla is imported here, never at module
+    import. Raises ``RuntimeError`` when fla is missing or the tensors are not on CUDA.
     """
     _check_gla_inputs(q, k, v, gk, initial_state)
     if not q.is_cuda:
-        raise RuntimeError("the fla GLA kernel needs CUDA tensors; use mode='chunk' on CPU")
+        raise RuntimeError("the fla GLA kernels need CUDA tensors; use mode='chunk' on CPU")
     try:
-        from fla.ops.gla import chunk_gla
+        from fla.ops.gla import chunk_gla, fused_recurrent_gla
     except ImportError as err:
-        raise RuntimeError("mode='fla' needs flash-linear-attention: pip install 'spikingbrain[gpu]'") from err
+        raise RuntimeError("mode='fla' needs flash-linear-attention (package 'fla'), which is not installed") from err
+    kernel = fused_recurrent_gla if q.shape[2] == 1 else chunk_gla
+    gate_name = "gk" if kernel is fused_recurrent_gla else "g"
+    layout = {}
+    if "head_first" in inspect.signature(kernel).parameters:
+        layout["head_first"] = False  # older fla releases default to [B, H, L, D]; say which we pass
     to_fla = lambda t: t.transpose(1, 2).contiguous()  # noqa: E731
-    o, state = chunk_gla(
-        to_fla(q), to_fla(k), to_fla(v), to_fla(gk),
+    o, state = kernel(
+        to_fla(q), to_fla(k), to_fla(v),
+        **{gate_name: to_fla(gk)},
         scale=scale,
-        initial_state=None if initial_state is None else initial_state.float(),
+        initial_state=None if initial_state is None else initial_state.float().contiguous(),
         output_final_state=True,
+        **layout,
     )
-    return o.transpose(1, 2), state
-
-
-def _fla_available() -> bool:
-    try:
-        import fla.ops.gla  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return o.transpose(1, 2).to(v.dtype), state
 
 
 class GatedLinearAttention(nn.Module):
@@ -170,16 +175,30 @@ class GatedLinearAttention(nn.Module):
     shared by groups of ``num_heads / num_kv_heads`` heads (GQA), q is scaled by ``head_dim ** -0.5``.
 
     Args:
+        hidden_size: model width.
+        num_heads: query heads H; ``num_kv_heads`` (default H) must divide it.
+        head_dim: per-head width (default ``hidden_size / num_heads``); Dk = Dv = head_dim.
+        gate: ``"low_rank"`` (7B release), ``"merged"`` (W8ASpike release) or ``"tied_key"`` (76B).
+        gate_low_rank_dim: width of the low-rank gate (16 as released).
+        gate_logit_normalizer: divisor of the log decay (16 as released).
+        feature_map: ``"relu"`` (7B) or ``"sigmoid"`` (76B) on q and k.
+        norm_eps: epsilon of ``g_norm``.
         coding: spike-code the q/k/v/o (and gate) projections' inputs (:class:`SpikingLinear`), or None.
-        spike_qk: also spike-code the non-negative q/k feature maps per head vector (with ``coding``'s
-            k and clamp, or the defaults).
+        spike_qk: also spike-code the non-negative q/k feature maps per head vector, count form
+            ``v_th * round(x / v_th)`` (with ``coding``'s k and clamp, or the defaults).
         mode: ``"chunk"``, ``"recurrent"``, ``"fla"`` (GPU kernel) or ``"auto"`` (fla on CUDA when
-            installed, else chunk).
+            installed, else chunk). All three compute the same function.
+        chunk_size: chunk length of the ``"chunk"`` form (any sequence length works).
+
+    Identities: the three modes agree (float rounding); a layer with ``coding.mode="spike"`` equals the
+    same layer with ``coding.mode="count"``; as ``coding.k`` grows a spike-coded layer approaches the
+    dense one (``coding=None``) with the same weights.
 
     ``forward(hidden_states [B, L, hidden], attention_mask [B, L] | None, state [B, H, Dk, Dv] | None)``
     returns ``(output [B, L, hidden], new_state)``. ``attention_mask`` (1 keep, 0 pad) zeroes the padded
-    values before the recurrence, as the release does: with left padding and a zero initial state the
-    real tokens' outputs equal those of the unpadded sequence.
+    values before the recurrence, as the release does, and also their log decays: a padded step leaves
+    the state unchanged, so the real tokens' outputs and the final state equal those of the unpadded
+    sequence (left padding, or padding anywhere). Padded positions' outputs are meaningless.
     """
 
     def __init__(
@@ -201,19 +220,20 @@ class GatedLinearAttention(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        if num_heads < 1 or num_kv_heads < 1 or num_heads % num_kv_heads:
-            raise ValueError(f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads}")
-        if head_dim is None:
-            if hidden_size % num_heads:
-                raise ValueError(f"num_heads={num_heads} must divide hidden_size={hidden_size} (or give head_dim)")
-            head_dim = hidden_size // num_heads
+        num_kv_heads, head_dim = check_head_layout(hidden_size, num_heads, num_kv_heads, head_dim)
+        check_int(gate_low_rank_dim, "gate_low_rank_dim", minimum=1)
+        check_positive(gate_logit_normalizer, "gate_logit_normalizer")
+        check_int(chunk_size, "chunk_size", minimum=1)
         if gate not in ("low_rank", "merged", "tied_key"):
             raise ValueError(f"gate must be 'low_rank', 'merged' or 'tied_key', got {gate!r}")
         if feature_map not in ("relu", "sigmoid"):
             raise ValueError(f"feature_map must be 'relu' or 'sigmoid', got {feature_map!r}")
+        if gate == "tied_key" and feature_map != "sigmoid":
+            raise ValueError("gate='tied_key' (g = 1 - k) needs feature_map='sigmoid' so that 0 < g < 1")
         if mode not in ("chunk", "recurrent", "fla", "auto"):
             raise ValueError(f"mode must be 'chunk', 'recurrent', 'fla' or 'auto', got {mode!r}")
+        if coding is not None and not isinstance(coding, SpikeCoding):
+            raise TypeError(f"coding must be a SpikeCoding or None, got {type(coding).__name__}")
         self.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim = hidden_size, num_heads, num_kv_heads, head_dim
         self.gate, self.feature_map = gate, feature_map
         self.gate_logit_normalizer = float(gate_logit_normalizer)
@@ -254,14 +274,19 @@ class GatedLinearAttention(nn.Module):
         attention_mask: torch.Tensor | None = None,
         state: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if hidden_states.ndim != 3 or hidden_states.shape[-1] != self.hidden_size:
-            raise ValueError(f"hidden_states must be [B, L, {self.hidden_size}], got {tuple(hidden_states.shape)}")
+        """``(output [B, L, hidden], new_state [B, H, Dk, Dv])`` for ``hidden_states [B, L, hidden]``.
+
+        ``attention_mask`` ``[B, L]`` covers this call's tokens only (a wrapper holding HuggingFace's
+        ``[B, past + L]`` mask passes its last L columns); ``state`` is the previous call's ``new_state``.
+        """
+        check_hidden_states(hidden_states, self.hidden_size)
         batch, length, _ = hidden_states.shape
-        if attention_mask is not None and tuple(attention_mask.shape) != (batch, length):
-            raise ValueError(f"attention_mask must have shape (B, L) = {(batch, length)}, got {tuple(attention_mask.shape)}")
+        check_attention_mask(attention_mask, batch, length)
         expected_state = (batch, self.num_heads, self.head_dim, self.head_dim)
-        if state is not None and tuple(state.shape) != expected_state:
-            raise ValueError(f"state must have shape (B, H, Dk, Dv) = {expected_state}, got {tuple(state.shape)}")
+        if state is not None:
+            check_tensor(state, "state")
+            if tuple(state.shape) != expected_state:
+                raise ValueError(f"state must have shape (B, H, Dk, Dv) = {expected_state}, got {tuple(state.shape)}")
 
         q = self._heads(self.q_proj(hidden_states), self.num_heads)
         k_logits = self._heads(self.k_proj(hidden_states), self.num_kv_heads)
@@ -270,15 +295,20 @@ class GatedLinearAttention(nn.Module):
             q, k = F.relu(q), F.relu(k_logits)
         else:
             q, k = torch.sigmoid(q), torch.sigmoid(k_logits)
+        compute = torch.float64 if hidden_states.dtype == torch.float64 else torch.float32
         if self.gate == "tied_key":
-            gk = F.logsigmoid(-k_logits.float())  # log(1 - sigmoid(z)), exact for large z
+            gk = F.logsigmoid(-k_logits.to(compute))  # log(1 - sigmoid(z)) without cancellation for large z
         else:
-            gk = F.logsigmoid(self._heads(self.gk_proj(hidden_states), self.num_kv_heads).float()) / self.gate_logit_normalizer
+            gate_logits = self._heads(self.gk_proj(hidden_states), self.num_kv_heads).to(compute)
+            gk = F.logsigmoid(gate_logits) / self.gate_logit_normalizer
         if self.spike_qk:
             coding = self.coding or SpikeCoding()
             q, k = spike_quantize(q, coding.k, -1, coding.clamp), spike_quantize(k, coding.k, -1, coding.clamp)
         if attention_mask is not None:
-            v = v * attention_mask[:, None, :, None].to(v.dtype)
+            # The release zeroes padded values; zeroing their log decay too makes a padded step leave the
+            # state exactly as it was, so padding is a no-op even with a non-zero incoming state.
+            keep = attention_mask[:, None, :, None]
+            v, gk = v * keep.to(v.dtype), gk * keep.to(gk.dtype)
         k, v, gk = self._repeat_kv(k), self._repeat_kv(v), self._repeat_kv(gk)
 
         mode = self._resolve_mode(hidden_states)

@@ -22,6 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sb_neurons._validation import check_positive
+
+from ._checks import check_attention_mask, check_head_layout, check_hidden_states
 from .rotary import apply_rotary, rotary_cos_sin
 from .spiking_linear import SpikeCoding, make_linear
 
@@ -103,13 +106,10 @@ class SlidingWindowAttention(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        if num_heads < 1 or num_kv_heads < 1 or num_heads % num_kv_heads:
-            raise ValueError(f"num_kv_heads={num_kv_heads} must divide num_heads={num_heads}")
-        if head_dim is None:
-            if hidden_size % num_heads:
-                raise ValueError(f"num_heads={num_heads} must divide hidden_size={hidden_size} (or give head_dim)")
-            head_dim = hidden_size // num_heads
+        num_kv_heads, head_dim = check_head_layout(hidden_size, num_heads, num_kv_heads, head_dim)
+        check_positive(rope_theta, "rope_theta")
+        if head_dim % 2:
+            raise ValueError(f"head_dim must be even for rotary embeddings, got {head_dim}")
         if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
             raise ValueError(f"window must be None or an int >= 1, got {window!r}")
         if isinstance(num_sinks, bool) or not isinstance(num_sinks, int) or num_sinks < 0:
@@ -132,16 +132,14 @@ class SlidingWindowAttention(nn.Module):
         attention_mask: torch.Tensor | None = None,
         cache: RollingKVCache | None = None,
     ) -> tuple[torch.Tensor, RollingKVCache]:
-        if hidden_states.ndim != 3 or hidden_states.shape[-1] != self.hidden_size:
-            raise ValueError(f"hidden_states must be [B, L, {self.hidden_size}], got {tuple(hidden_states.shape)}")
+        check_hidden_states(hidden_states, self.hidden_size)
         batch, length, _ = hidden_states.shape
         device = hidden_states.device
+        check_attention_mask(attention_mask, batch, length)
         if attention_mask is None:
             mask = torch.ones(batch, length, dtype=torch.bool, device=device)
-        elif tuple(attention_mask.shape) != (batch, length):
-            raise ValueError(f"attention_mask must have shape (B, L) = {(batch, length)}, got {tuple(attention_mask.shape)}")
         else:
-            mask = attention_mask.to(torch.bool)
+            mask = attention_mask.to(device=device, dtype=torch.bool)
         if cache is None:
             cache = RollingKVCache(self.window)
         elif not isinstance(cache, RollingKVCache):

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sb_neurons import SpikeStats, get_codec, resolve_clamp, spike_count, spike_stats, spike_train_matmul
-from sb_neurons.spike import ClampSpec
+from sb_neurons._validation import check_int
+from sb_neurons.spike import ClampSpec, compute_dtype
 
 Backend = Literal["torch", "triton", "auto"]
 Mode = Literal["count", "spike"]
@@ -73,21 +74,38 @@ class SpikeCoding:
             raise ValueError(f"group_size must be None or an int >= 1, got {self.group_size!r}")
         if self.backend not in ("torch", "triton", "auto"):
             raise ValueError(f"backend must be 'torch', 'triton' or 'auto', got {self.backend!r}")
+        if self.backend == "triton" and (self.mode != "count" or self.weight_bits is None):
+            raise ValueError(
+                "backend='triton' runs the count form with int8 weights: it needs mode='count' and weight_bits set, "
+                f"got mode={self.mode!r}, weight_bits={self.weight_bits!r}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class WeightQuantizer(nn.Module):
-    """Symmetric per-group weight quantization: ``scale = max|w_group| / (2^(bits-1) - 1)``.
+    """Symmetric per-group weight quantization: ``scale = max|w_group| / qmax``, ``qmax = 2^(bits-1) - 1``.
 
     Holds the ``scales`` buffer ``(out_features, in_features / group_size, 1)`` (float32) of the release's
-    W8ASpike checkpoints. Scales are clamped below at 1e-5 so that an all-zero group stays zero.
+    W8ASpike checkpoints; ``group_size=None`` gives one scale per output channel (shape ``(out, 1, 1)``).
+    Scales are clamped below at 1e-5 so that an all-zero group stays zero instead of dividing by zero.
+
+    Quantized weight: ``round(w / scale)`` (half to even) clamped to ``[-qmax, qmax]``; the clamp is a no-op
+    for scales from :meth:`calibrate` (and for the release's, computed the same way). Arithmetic runs in
+    float32, or float64 for float64 weights.
+
+    Identity: ``|fake_quantize(w) - w| <= scale / 2`` elementwise, and every group's largest ``|w|`` maps
+    to exactly ``qmax``.
     """
 
     def __init__(self, out_features: int, in_features: int, bits: int = 8, group_size: int | None = 128) -> None:
         super().__init__()
-        group = in_features if group_size is None else group_size
+        check_int(out_features, "out_features", minimum=1)
+        check_int(in_features, "in_features", minimum=1)
+        if check_int(bits, "bits", minimum=2) > 8:
+            raise ValueError(f"bits must be in [2, 8] (int8 storage), got {bits}")
+        group = in_features if group_size is None else check_int(group_size, "group_size", minimum=1)
         if in_features % group:
             raise ValueError(f"group_size={group_size} must divide in_features={in_features}")
         self.bits = bits
@@ -96,53 +114,82 @@ class WeightQuantizer(nn.Module):
         self.register_buffer("scales", torch.ones(out_features, in_features // group, 1, dtype=torch.float32))
 
     def _grouped(self, weight: torch.Tensor) -> torch.Tensor:
+        if weight.shape != (self.scales.shape[0], self.scales.shape[1] * self.group_size):
+            expected = (self.scales.shape[0], self.scales.shape[1] * self.group_size)
+            raise ValueError(f"weight must have shape (out, in) = {expected}, got {tuple(weight.shape)}")
         out_features, in_features = weight.shape
-        return weight.reshape(out_features, in_features // self.group_size, self.group_size)
+        return weight.to(compute_dtype(weight.dtype)).reshape(out_features, in_features // self.group_size, self.group_size)
 
     @torch.no_grad()
     def calibrate(self, weight: torch.Tensor) -> None:
-        """Set the scales from ``weight`` ``(out, in)``."""
-        amax = self._grouped(weight.detach().float()).abs().amax(dim=-1, keepdim=True)
+        """Set the scales from ``weight`` ``(out, in)``: ``max|w_group| / qmax``, at least 1e-5."""
+        amax = self._grouped(weight.detach()).abs().amax(dim=-1, keepdim=True)
         self.scales.copy_((amax / self.qmax).clamp_min(WEIGHT_SCALE_MIN))
+
+    def _rounded(self, grouped: torch.Tensor) -> torch.Tensor:
+        return torch.round(grouped / self.scales.to(grouped.dtype)).clamp(-self.qmax, self.qmax)
 
     def quantize(self, weight: torch.Tensor) -> torch.Tensor:
         """Integer weights ``round(w / scale)`` in ``[-qmax, qmax]`` (int8 tensor ``(out, in)``)."""
-        grouped = torch.round(self._grouped(weight.detach().float()) / self.scales)
-        return grouped.clamp(-self.qmax, self.qmax).reshape(weight.shape).to(torch.int8)
+        return self._rounded(self._grouped(weight.detach())).reshape(weight.shape).to(torch.int8)
 
     def fake_quantize(self, weight: torch.Tensor) -> torch.Tensor:
         """``round(w / scale) * scale`` in ``weight.dtype`` with a straight-through gradient."""
-        grouped = self._grouped(weight.float())
-        q = torch.round(grouped / self.scales).clamp(-self.qmax, self.qmax) * self.scales
-        q = q.reshape(weight.shape).to(weight.dtype)
+        grouped = self._grouped(weight.detach())
+        q = (self._rounded(grouped) * self.scales.to(grouped.dtype)).reshape(weight.shape).to(weight.dtype)
         return weight + (q - weight).detach()
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, group_size={self.group_size}"
 
 
-def _resolve_backend(backend: Backend, x: torch.Tensor) -> str:
-    if backend == "torch":
-        return "torch"
-    kernel_available = False
+def _kernel_available() -> bool:
     try:
         from sb_kernels import w8aspike_linear  # noqa: F401
-
-        kernel_available = True
     except ImportError:
-        pass
-    if backend == "triton":
-        if not kernel_available:
+        return False
+    return True
+
+
+def _needs_grad(x: torch.Tensor, layer: nn.Linear) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, layer.weight, layer.bias))
+
+
+def resolve_backend(coding: SpikeCoding, x: torch.Tensor, layer: SpikingLinear) -> str:
+    """The backend one forward of ``layer`` on ``x`` runs: ``"torch"`` or ``"triton"``.
+
+    ``"torch"`` always runs PyTorch. ``"triton"`` always runs ``sb_kernels.w8aspike_linear`` and raises
+    ``RuntimeError`` when that kernel is missing (never falls back). ``"auto"`` runs the kernel only where it
+    computes the same function and is worth it: count mode, int8 weights, a CUDA input, the kernel
+    installed, and no gradient needed (the kernel is forward-only); PyTorch everywhere else.
+    """
+    if coding.backend == "torch":
+        return "torch"
+    if coding.backend == "triton":
+        if not _kernel_available():
             raise RuntimeError("backend='triton' needs sb_kernels.w8aspike_linear, which this installation lacks")
         return "triton"
-    return "triton" if kernel_available and x.is_cuda else "torch"
+    usable = (
+        coding.mode == "count"
+        and layer.weight_quantizer is not None
+        and x.is_cuda
+        and not _needs_grad(x, layer)
+        and _kernel_available()
+    )
+    return "triton" if usable else "torch"
 
 
 class SpikingLinear(nn.Linear):
     """Drop-in ``nn.Linear`` whose input is spike-coded per token (W8ASpike).
 
     Same ``weight`` ``(out, in)`` and ``bias`` ``(out,)`` as ``nn.Linear``, so state dicts load
-    unchanged; with weight quantization a ``weight_quantizer.scales`` buffer is added.
+    unchanged; with weight quantization a ``weight_quantizer.scales`` buffer is added (the release's
+    W8ASpike layout). Loading a state dict without scales (an ``nn.Linear``'s) into a quantized layer
+    calibrates the scales from the loaded weight; a state dict with scales (a W8ASpike checkpoint)
+    loads them as they are.
+
+    Backends (``coding.backend``): see :func:`resolve_backend`. The Triton kernel computes the count form
+    with the int8 weights ``round(W / scale)`` and the same scales, and is forward-only.
 
     Args:
         in_features: size of each input sample.
@@ -182,7 +229,7 @@ class SpikingLinear(nn.Linear):
         quantizer = WeightQuantizer(self.out_features, self.in_features, self.coding.weight_bits, self.coding.group_size)
         self.weight_quantizer = quantizer.to(self.weight.device)
         if self.weight.device.type != "meta":
-            self.weight_quantizer.calibrate(self.weight)
+            self.weight_quantizer.calibrate(self.weight_out_in())
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, coding: SpikeCoding | None = None, record_stats: bool = False) -> SpikingLinear:
@@ -201,11 +248,39 @@ class SpikingLinear(nn.Linear):
         module._attach_weight_quantizer()
         return module
 
-    def effective_weight(self) -> torch.Tensor:
-        """The weight the projection uses: fake-quantized when weight quantization is on."""
+    @torch.no_grad()
+    def calibrate_weight_scales(self) -> None:
+        """Recompute ``weight_quantizer.scales`` from the current weight (``max|w_group| / qmax``).
+
+        Call it after changing the weight outside :meth:`load_state_dict` (for example after each
+        optimizer step of quantization-aware fine-tuning, if the scales should follow the weights).
+        Raises ``RuntimeError`` when the layer has no weight quantization.
+        """
         if self.weight_quantizer is None:
-            return self.weight
-        return self.weight_quantizer.fake_quantize(self.weight)
+            raise RuntimeError("this SpikingLinear has no weight quantization (SpikeCoding.weight_bits is None)")
+        self.weight_quantizer.calibrate(self.weight)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # A float checkpoint (an nn.Linear's) carries no scales: derive them from the weight it loads, so
+        # that it loads into a quantized layer strictly and the scales match the loaded weight.
+        scales_key, weight_key = prefix + "weight_quantizer.scales", prefix + "weight"
+        if self.weight_quantizer is not None and scales_key not in state_dict and weight_key in state_dict:
+            weight = state_dict[weight_key]
+            if tuple(weight.shape) == tuple(self.weight.shape):
+                quantizer = WeightQuantizer(self.out_features, self.in_features, self.weight_quantizer.bits, self.weight_quantizer.group_size)
+                quantizer.calibrate(weight.to(self.weight_quantizer.scales.device))
+                state_dict[scales_key] = quantizer.scales
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+    def weight_out_in(self) -> torch.Tensor:
+        """The weight as ``(out_features, in_features)``; subclasses storing it transposed override this."""
+        return self.weight
+
+    def effective_weight(self) -> torch.Tensor:
+        """The ``(out, in)`` weight the projection uses: fake-quantized when weight quantization is on."""
+        if self.weight_quantizer is None:
+            return self.weight_out_in()
+        return self.weight_quantizer.fake_quantize(self.weight_out_in())
 
     def reset_spike_stats(self) -> None:
         self.spike_stats = None
@@ -216,12 +291,11 @@ class SpikingLinear(nn.Linear):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input's last dimension must be in_features={self.in_features}, got shape {tuple(x.shape)}")
         coding = self.coding
-        if _resolve_backend(coding.backend, x) == "triton" and coding.mode == "count":
+        if resolve_backend(coding, x, self) == "triton":
             return self._forward_triton(x)
         counts, v_th = spike_count(x, coding.k, -1, coding.clamp)
         if self.record_stats:
-            stats = spike_stats(counts=counts.detach(), codec=coding.codec)
-            self.spike_stats = stats if self.spike_stats is None else self.spike_stats.merge(stats)
+            self._record(counts)
         weight = self.effective_weight()
         dense = F.linear((counts * v_th).to(x.dtype), weight, self.bias)
         if coding.mode == "count":
@@ -238,10 +312,14 @@ class SpikingLinear(nn.Linear):
     def _forward_triton(self, x: torch.Tensor) -> torch.Tensor:
         from sb_kernels import w8aspike_linear
 
-        if self.weight_quantizer is None:
-            raise RuntimeError("backend='triton' runs int8 weights: set SpikeCoding.weight_bits=8")
-        q = self.weight_quantizer.quantize(self.weight)
+        if self.record_stats:
+            self._record(spike_count(x, self.coding.k, -1, self.coding.clamp).counts)
+        q = self.weight_quantizer.quantize(self.weight_out_in())
         return w8aspike_linear(x, q, self.weight_quantizer.scales, self.bias, k=self.coding.k, clamp=self.coding.clamp)
+
+    def _record(self, counts: torch.Tensor) -> None:
+        stats = spike_stats(counts=counts.detach(), codec=self.coding.codec)
+        self.spike_stats = stats if self.spike_stats is None else self.spike_stats.merge(stats)
 
     def extra_repr(self) -> str:
         c = self.coding
@@ -258,4 +336,4 @@ def make_linear(in_features: int, out_features: int, bias: bool, coding: SpikeCo
     return SpikingLinear(in_features, out_features, bias=bias, coding=coding, **factory)
 
 
-__all__ = ["SpikeCoding", "SpikingLinear", "WeightQuantizer", "make_linear"]
+__all__ = ["SpikeCoding", "SpikingLinear", "WeightQuantizer", "make_linear", "resolve_backend"]
