@@ -1,0 +1,112 @@
+"""Backend resolution and kernel launching shared by every op of :mod:`sb_kernels`.
+
+Each op takes ``backend="torch" | "triton" | "auto"``:
+
+- ``"torch"``: the pure-PyTorch reference, any device.
+- ``"triton"``: the Triton kernel. On CUDA tensors it is compiled; on CPU tensors it runs in Triton's
+  interpreter, and only when ``TRITON_INTERPRET=1`` is set (that is how CI tests the kernels' logic).
+  Anything else is a ``RuntimeError`` that says why: asking for Triton never falls back silently.
+- ``"auto"``: Triton on CUDA tensors when Triton is importable, the reference otherwise.
+
+Triton reads ``TRITON_INTERPRET`` when ``@triton.jit`` decorates a function, so a module imported before
+the variable was set would hold compiled-only kernels. :class:`LazyKernel` decides per launch instead:
+interpreted for CPU tensors, compiled for CUDA tensors, each built once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import cache
+from typing import Any, Literal
+
+import torch
+
+Backend = Literal["torch", "triton", "auto"]
+BACKENDS = ("torch", "triton", "auto")
+
+
+@cache
+def triton_importable() -> bool:
+    """Whether ``import triton`` works in this environment."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def interpreter_enabled() -> bool:
+    """Whether ``TRITON_INTERPRET`` asks for Triton's CPU interpreter (read at every call)."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+
+
+def resolve_backend(backend: object, *tensors: torch.Tensor, op: str) -> Literal["torch", "triton"]:
+    """The backend an op runs on, given the user's choice and the tensors' device.
+
+    Raises ``ValueError`` for an unknown name and ``RuntimeError`` when ``"triton"`` cannot run here.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    on_cuda = all(t.is_cuda for t in tensors)
+    on_cpu = all(t.device.type == "cpu" for t in tensors)
+    if backend == "torch":
+        return "torch"
+    if backend == "auto":
+        return "triton" if on_cuda and triton_importable() else "torch"
+    if not triton_importable():
+        raise RuntimeError(f"{op}: backend='triton' needs the triton package, which is not importable")
+    if on_cuda:
+        return "triton"
+    if on_cpu and interpreter_enabled():
+        return "triton"
+    if on_cpu:
+        raise RuntimeError(
+            f"{op}: backend='triton' on CPU tensors runs only in Triton's interpreter; set TRITON_INTERPRET=1, "
+            "move the tensors to CUDA, or use backend='torch'"
+        )
+    raise RuntimeError(f"{op}: backend='triton' needs all tensors on one CUDA device (or CPU with TRITON_INTERPRET=1)")
+
+
+class LazyKernel:
+    """A Triton kernel built on first launch: compiled for CUDA tensors, interpreted for CPU tensors.
+
+    ``kernel[grid](*args, **meta)`` as with ``@triton.jit``; the first tensor argument picks the mode.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self._compiled: Any = None
+        self._interpreted: Any = None
+        self.__doc__ = fn.__doc__
+        self.__name__ = fn.__name__
+
+    def for_device(self, device: torch.device) -> Any:
+        if device.type == "cpu":
+            if self._interpreted is None:
+                from triton.runtime.interpreter import InterpretedFunction
+
+                self._interpreted = InterpretedFunction(self.fn)
+            return self._interpreted
+        if self._compiled is None:
+            from triton.runtime.jit import JITFunction
+
+            self._compiled = JITFunction(self.fn)
+        return self._compiled
+
+    def __getitem__(self, grid: Any) -> Callable[..., Any]:
+        def launch(*args: Any, **kwargs: Any) -> Any:
+            device = next(a.device for a in args if isinstance(a, torch.Tensor))
+            return self.for_device(device)[grid](*args, **kwargs)
+
+        return launch
+
+
+def lazy_jit(fn: Callable[..., Any]) -> LazyKernel:
+    """Decorator: a :class:`LazyKernel` of ``fn`` (use in place of ``@triton.jit``)."""
+    return LazyKernel(fn)
+
+
+def is_compiled_launch(device: torch.device) -> bool:
+    """True on CUDA (libdevice and tensor cores available), False in the interpreter."""
+    return device.type != "cpu"
