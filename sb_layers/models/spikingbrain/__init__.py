@@ -1,0 +1,29 @@
+"""SpikingBrain-7B and a 76B-style variant assembled from sb_layers parts, as transformers models.
+
+Importing this package registers the model types ``"spikingbrain"`` and the release's ``"gla_swa"`` with
+``AutoConfig`` and ``AutoModelForCausalLM``, so released checkpoints load without remote code.
+"""
+
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from .cache import SpikingBrainCache
+from .configuration import GLASwaConfig, SpikingBrainConfig
+from .layout import adapt_config_to_checkpoint, checkpoint_shapes, save_released_checkpoint
+from .modeling import GLAswaForCausalLM, SpikingBrainForCausalLM, SpikingBrainModel, SpikingBrainPreTrainedModel
+
+for _model_class in (SpikingBrainForCausalLM, GLAswaForCausalLM):
+    AutoConfig.register(_model_class.config_class.model_type, _model_class.config_class, exist_ok=True)
+    AutoModelForCausalLM.register(_model_class.config_class, _model_class, exist_ok=True)
+
+__all__ = [
+    "GLASwaConfig",
+    "GLAswaForCausalLM",
+    "SpikingBrainCache",
+    "SpikingBrainConfig",
+    "SpikingBrainForCausalLM",
+    "SpikingBrainModel",
+    "SpikingBrainPreTrainedModel",
+    "adapt_config_to_checkpoint",
+    "checkpoint_shapes",
+    "save_released_checkpoint",
+]

@@ -1,0 +1,121 @@
+"""The released checkpoint layout: read its weight names, adapt the config to them, write the layout.
+
+A released SpikingBrain-7B directory holds ``config.json`` (``model_type: "gla_swa"``, architecture
+``GLAswaForCausalLM``) and safetensors shards with ``model.safetensors.index.json`` (facts section 4). The
+W8ASpike variant ships the same config.json; its layout is told only by its weights:
+``<linear>.weight_quantizer.scales`` buffers ``(out, in / group, 1)`` and a merged ``gk_proj.weight``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .configuration import SpikingBrainConfig
+
+RELEASE_MODEL_TYPE = "gla_swa"
+RELEASE_ARCHITECTURE = "GLAswaForCausalLM"
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+
+def checkpoint_shapes(directory: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in the directory's safetensors files (headers only, no data read)."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ValueError(f"directory must be an existing directory, got {directory!r}")
+    files = sorted(root.glob("*.safetensors"))
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():
+                shapes[name] = tuple(handle.get_slice(name).get_shape())
+    return shapes
+
+
+def adapt_config_to_checkpoint(config: SpikingBrainConfig, directory: str | os.PathLike) -> SpikingBrainConfig:
+    """A copy of ``config`` matching the weights in ``directory`` (unchanged when they already match).
+
+    - ``...weight_quantizer.scales`` present: ``spiking=True``, ``weight_bits=8`` (unless set) and
+      ``group_size = in_features / scales.shape[1]`` (the stored group size).
+    - ``...attn.gk_proj.weight`` (no ``gk_proj.0``) present: ``gla_gate="merged"``.
+    """
+    if not isinstance(config, SpikingBrainConfig):
+        raise TypeError(f"config must be a SpikingBrainConfig, got {type(config).__name__}")
+    shapes = checkpoint_shapes(directory)
+    adapted = copy.deepcopy(config)
+    scales = {name: shape for name, shape in shapes.items() if name.endswith(".weight_quantizer.scales")}
+    if scales:
+        name, shape = next((n, s) for n, s in scales.items() if ".mlp.down_proj." not in n)
+        in_features = shapes[name.replace("weight_quantizer.scales", "weight")][1]
+        adapted.spiking = True
+        adapted.weight_bits = adapted.weight_bits or 8
+        adapted.group_size = in_features // shape[1]
+    if any(name.endswith("attn.gk_proj.weight") for name in shapes):
+        adapted.gla_gate = "merged"
+    return adapted
+
+
+def save_released_checkpoint(
+    state_dict: Mapping[str, torch.Tensor],
+    config: SpikingBrainConfig | Mapping,
+    directory: str | os.PathLike,
+    *,
+    max_shard_bytes: int = 5 * 2**30,
+    dtype: torch.dtype | None = torch.bfloat16,
+) -> Path:
+    """Write ``state_dict`` in the release's layout: ``config.json`` (``model_type: "gla_swa"``) and shards.
+
+    Args:
+        state_dict: release names (``model.embeddings.weight``, ``model.layers.{i}...``, ``lm_head.weight``).
+        config: a :class:`SpikingBrainConfig` or a plain dict of config.json fields.
+        directory: created if missing.
+        max_shard_bytes: shard size limit; more than one shard adds ``model.safetensors.index.json``.
+        dtype: floating tensors are stored in this dtype (bfloat16 as released); None keeps them; float32
+            buffers named ``...scales`` are kept in float32 as released.
+
+    Returns the directory path.
+    """
+    if isinstance(max_shard_bytes, bool) or not isinstance(max_shard_bytes, int) or max_shard_bytes < 1:
+        raise ValueError(f"max_shard_bytes must be an int >= 1, got {max_shard_bytes!r}")
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    fields = config.to_dict() if isinstance(config, SpikingBrainConfig) else dict(config)
+    fields.update(model_type=RELEASE_MODEL_TYPE, architectures=[RELEASE_ARCHITECTURE])
+    if dtype is not None:
+        fields["torch_dtype"] = str(dtype).removeprefix("torch.")
+    (root / "config.json").write_text(json.dumps(fields, indent=2, sort_keys=True))
+
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    used = 0
+    for name, tensor in state_dict.items():
+        tensor = tensor.detach().contiguous().cpu()
+        if dtype is not None and tensor.is_floating_point() and not name.endswith("scales"):
+            tensor = tensor.to(dtype)
+        size = tensor.numel() * tensor.element_size()
+        if shards[-1] and used + size > max_shard_bytes:
+            shards.append({})
+            used = 0
+        shards[-1][name] = tensor
+        used += size
+    if len(shards) == 1:
+        save_file(shards[0], str(root / SINGLE_FILE), metadata={"format": "pt"})
+        return root
+    weight_map = {}
+    for number, shard in enumerate(shards, start=1):
+        file = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(root / file), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, file))
+    total = sum(t.numel() * t.element_size() for shard in shards for t in shard.values())
+    (root / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    return root
+
+
+__all__ = ["adapt_config_to_checkpoint", "checkpoint_shapes", "save_released_checkpoint"]

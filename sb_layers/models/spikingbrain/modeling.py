@@ -1,0 +1,372 @@
+"""SpikingBrain-7B (and a 76B-style variant) as a transformers ``PreTrainedModel``, built from sb_layers parts.
+
+Structure and state-dict names follow the release (facts section 4), so released checkpoints load as is::
+
+    model.embeddings                    nn.Embedding(vocab, hidden)
+    model.layers.{i}                    sb_layers.HybridBlock: attn_norm, attn, mlp_norm, mlp
+        .attn                           GatedLinearAttention | SlidingWindowAttention | ParallelMixer
+        .mlp                            GLUMLP | MoE
+    model.norm                          RMSNorm
+    model.sink_embeddings               [num_sink_tokens, hidden] (76B-style only)
+    lm_head                             Linear(hidden, vocab, bias=False)
+
+Padding and positions: ``attention_mask`` (1 real, 0 pad) is passed to every layer; the SWA layers place
+rotary positions on real tokens only and GLA zeroes padded values, so with left padding a row's real-token
+logits equal those of the row alone. ``position_ids``, when given, must equal those positions
+(``cumsum(mask) - 1`` continuing from the cache) on real tokens: the layers derive positions from the mask,
+and a mismatch raises instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPast, MoeCausalLMOutputWithPast
+from transformers.modeling_utils import slice_logits_to_keep
+
+from sb_layers.blocks import HybridBlock, ParallelMixer
+from sb_layers.feed_forward import GLUMLP, MoE
+from sb_layers.linear_attention import GatedLinearAttention
+from sb_layers.rms_norm import RMSNorm
+from sb_layers.sliding_window import SlidingWindowAttention
+from sb_layers.spiking_linear import SpikingLinear
+
+from .cache import SpikingBrainCache
+from .configuration import GLASwaConfig, SpikingBrainConfig
+from .layout import adapt_config_to_checkpoint
+
+
+def _plain_linear_like(linear: nn.Linear) -> nn.Linear:
+    """An ``nn.Linear`` sharing ``linear``'s Parameters (un-spiking a projection without a copy)."""
+    plain = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+    plain.weight, plain.bias = linear.weight, linear.bias
+    return plain
+
+
+def build_mixer(config: SpikingBrainConfig, index: int) -> nn.Module:
+    """The token mixer of layer ``index``: GLA or SWA (inter-layer), or both in parallel (intra-layer)."""
+    coding = config.spike_coding()
+    sizes = dict(
+        hidden_size=config.hidden_size, num_heads=config.num_attention_heads,
+        num_kv_heads=config.num_key_value_heads, head_dim=config.head_dim,
+    )
+
+    def linear_attention() -> GatedLinearAttention:
+        return GatedLinearAttention(
+            **sizes, gate=config.gla_gate, gate_low_rank_dim=config.gate_low_rank_dim,
+            gate_logit_normalizer=config.gate_logit_normalizer, feature_map=config.feature_map,
+            norm_eps=config.norm_eps, coding=coding, spike_qk=config.spike_qk, mode=config.gla_mode,
+            chunk_size=config.gla_chunk_size,
+        )
+
+    def softmax_attention(window: int | None, sinks: int) -> SlidingWindowAttention:
+        return SlidingWindowAttention(
+            **sizes, window=window, rope_theta=config.rope_theta, qkv_bias=True, num_sinks=sinks, coding=coding,
+        )
+
+    if config.variant == "inter_layer":
+        return softmax_attention(config.sliding_window, 0) if config.is_swa_layer(index) else linear_attention()
+    window = None if index in config.full_attn_layers else config.sliding_window
+    return ParallelMixer(linear_attention(), softmax_attention(window, config.num_sink_tokens), config.norm_eps)
+
+
+def build_mlp(config: SpikingBrainConfig, index: int) -> nn.Module:
+    """The FFN of layer ``index``: a GLU MLP, or a MoE of GLU experts (76B-style MoE layers)."""
+    coding = config.spike_coding()
+    if config.is_moe_layer(index):
+        mlp = MoE(
+            config.hidden_size, config.intermediate_size, config.num_experts, config.num_experts_per_tok,
+            config.num_shared_experts, config.router, coding=coding,
+        )
+        experts = list(mlp.experts) + list(mlp.shared_experts)
+    else:
+        mlp = GLUMLP(config.hidden_size, config.intermediate_size, coding=coding)
+        experts = [mlp]
+    if coding is not None and not config.spike_down_proj:
+        # The release feeds silu(gate) * up to down_proj's float weight, unspiked (facts section 4).
+        for expert in experts:
+            expert.down_proj = _plain_linear_like(expert.down_proj)
+    return mlp
+
+
+class SpikingBrainPreTrainedModel(PreTrainedModel):
+    """Weight initialization, gradient checkpointing and loading rules shared by the SpikingBrain models."""
+
+    config: SpikingBrainConfig
+    config_class = SpikingBrainConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["HybridBlock"]
+    _skip_keys_device_placement = ["past_key_values"]
+    # The W8ASpike release stores scales for down_proj although its forward never uses them.
+    _keys_to_ignore_on_load_unexpected = [r"mlp\.down_proj\.weight_quantizer\.scales"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)  # Linear/Embedding: normal(0, initializer_range); RMSNorm: ones
+        if isinstance(module, SpikingBrainModel) and module.sink_embeddings is not None:
+            init.normal_(module.sink_embeddings, mean=0.0, std=self.config.initializer_range)
+        if isinstance(module, SpikingLinear) and module.weight_quantizer is not None:
+            scales = module.weight_quantizer.scales
+            if not getattr(scales, "_is_hf_initialized", False) and scales.device.type != "meta":
+                module.weight_quantizer.calibrate(module.weight)  # scales follow the (new or loaded) weight
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
+        """``PreTrainedModel.from_pretrained``, also for the release's layout (``model_type: "gla_swa"``).
+
+        For a local directory the config is read with ``AutoConfig`` (``"gla_swa"`` is registered by this
+        package, so no remote code runs) and adapted to the weights found: ``weight_quantizer.scales`` keys
+        switch on W8ASpike (int8 weight groups of the stored size, spike-coded activations), a merged
+        ``gk_proj.weight`` selects the merged GLA gate.
+        """
+        path = os.fspath(pretrained_model_name_or_path)
+        if os.path.isdir(path):
+            config = kwargs.pop("config", None)
+            if config is None:
+                from transformers import AutoConfig
+
+                config = AutoConfig.from_pretrained(path)
+            if not isinstance(config, SpikingBrainConfig):
+                raise TypeError(f"config must be a SpikingBrainConfig, got {type(config).__name__}")
+            kwargs["config"] = adapt_config_to_checkpoint(config, path)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @classmethod
+    def build(cls, config: SpikingBrainConfig, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        """Construct the model directly on ``device`` (``"meta"`` for shape-only) in ``dtype``.
+
+        Parameters are allocated on ``device`` from the start (a ``torch.device`` context), so a 7B model
+        is never materialized with random weights on the CPU first. On ``"meta"`` nothing is allocated;
+        fill it with ``load_state_dict(..., assign=True)`` or use :meth:`from_pretrained`.
+        """
+        if not isinstance(config, SpikingBrainConfig):
+            raise TypeError(f"config must be a SpikingBrainConfig, got {type(config).__name__}")
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        with torch.device(device if device is not None else "cpu"):
+            return cls._from_config(config, dtype=dtype) if dtype is not None else cls._from_config(config)
+
+
+class SpikingBrainModel(SpikingBrainPreTrainedModel):
+    """The decoder stack without the LM head: ``input_ids [B, L] -> last_hidden_state [B, L, hidden]``."""
+
+    def __init__(self, config: SpikingBrainConfig) -> None:
+        super().__init__(config)
+        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.layers = nn.ModuleList(
+            HybridBlock(config.hidden_size, build_mixer(config, i), build_mlp(config, i), config.norm_eps)
+            for i in range(config.num_hidden_layers)
+        )
+        self.norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.sink_embeddings = (
+            nn.Parameter(torch.empty(config.num_sink_tokens, config.hidden_size)) if config.num_sink_tokens else None
+        )
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings = value
+
+    def _check_position_ids(self, position_ids: torch.Tensor, mask: torch.Tensor, cache: SpikingBrainCache | None) -> None:
+        batch, length = mask.shape
+        if position_ids.ndim != 2 or position_ids.shape[1] != length or position_ids.shape[0] not in (1, batch):
+            raise ValueError(f"position_ids must have shape (B, L) or (1, L) with L = {length}, got {tuple(position_ids.shape)}")
+        start = cache.real_tokens if cache is not None and cache.real_tokens is not None else 0
+        expected = mask.long().cumsum(dim=1) - 1 + (start[:, None] if torch.is_tensor(start) else start)
+        real = mask.bool()
+        if not torch.equal(position_ids.expand(batch, length)[real], expected[real].to(position_ids.dtype)):
+            raise ValueError(
+                "position_ids must count real tokens (cumsum(attention_mask) - 1, continuing from the cache): "
+                "the sliding-window layers place rotary positions from the mask"
+            )
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: SpikingBrainCache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPast:
+        """Run the stack. ``attention_mask`` may span the cached positions too (``[B, past + L]``).
+
+        Returns ``BaseModelOutputWithPast(last_hidden_state [B, L, hidden], past_key_values, hidden_states)``.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids and inputs_embeds")
+        if input_ids is not None and (input_ids.ndim != 2 or input_ids.dtype not in (torch.int32, torch.int64)):
+            raise ValueError(f"input_ids must be an integer tensor [B, L], got {input_ids.dtype} {tuple(input_ids.shape)}")
+        hidden = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        if hidden.ndim != 3 or hidden.shape[-1] != self.config.hidden_size:
+            raise ValueError(f"inputs_embeds must be [B, L, {self.config.hidden_size}], got {tuple(hidden.shape)}")
+        batch, length = hidden.shape[:2]
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        checkpointing = self.gradient_checkpointing and self.training
+        if checkpointing and use_cache and past_key_values is None:
+            use_cache = False  # recomputation in backward must not append to a cache twice
+        if past_key_values is not None and not isinstance(past_key_values, SpikingBrainCache):
+            raise TypeError(f"past_key_values must be a SpikingBrainCache, got {type(past_key_values).__name__}")
+        cache = past_key_values if past_key_values is not None else (SpikingBrainCache(len(self.layers)) if use_cache else None)
+        if cache is not None and len(cache) != len(self.layers):
+            raise ValueError(f"past_key_values has {len(cache)} layers, the model {len(self.layers)}")
+
+        mask = self._regular_mask(attention_mask, batch, length, hidden.device)
+        if position_ids is not None:
+            self._check_position_ids(position_ids, mask, cache)
+        first_call = cache is None or cache.seen_tokens == 0
+        sinks = self.config.num_sink_tokens if first_call else 0
+        layer_mask = None if bool(mask.all()) else mask
+        if sinks:
+            hidden = torch.cat([self.sink_embeddings.to(hidden.dtype).expand(batch, -1, -1), hidden], dim=1)
+            if layer_mask is not None:
+                layer_mask = torch.cat([layer_mask.new_ones(batch, sinks), layer_mask], dim=1)
+
+        states = cache.states if cache is not None else [None] * len(self.layers)
+        all_hidden: tuple[torch.Tensor, ...] = ()
+        for index, layer in enumerate(self.layers):
+            if output_hidden_states:
+                all_hidden += (hidden[:, sinks:],)
+            if checkpointing:
+                hidden, state = self._gradient_checkpointing_func(layer.__call__, hidden, layer_mask, states[index])
+            else:
+                hidden, state = layer(hidden, layer_mask, states[index])
+            if cache is not None:
+                cache.states[index] = state
+        hidden = self.norm(hidden)[:, sinks:]
+        if output_hidden_states:
+            all_hidden += (hidden,)
+        if cache is not None:
+            cache.advance(mask)
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden, past_key_values=cache, hidden_states=all_hidden if output_hidden_states else None,
+        )
+
+    @staticmethod
+    def _regular_mask(attention_mask: torch.Tensor | None, batch: int, length: int, device: torch.device) -> torch.Tensor:
+        """The ``[B, L]`` 0/1 mask of the new positions (the last ``L`` columns of a longer mask)."""
+        if attention_mask is None:
+            return torch.ones(batch, length, dtype=torch.long, device=device)
+        if attention_mask.ndim != 2 or attention_mask.shape[0] != batch or attention_mask.shape[1] < length:
+            raise ValueError(f"attention_mask must be [B, >= L] = [{batch}, >= {length}], got {tuple(attention_mask.shape)}")
+        mask = attention_mask[:, -length:]
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
+        return mask.to(device=device, dtype=torch.long)
+
+
+class SpikingBrainForCausalLM(SpikingBrainPreTrainedModel, GenerationMixin):
+    """SpikingBrain causal LM: :class:`SpikingBrainModel` plus an untied ``lm_head`` (release layout).
+
+    ``forward(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, labels, use_cache,
+    logits_to_keep)`` returns logits ``[B, L, vocab]``; with ``labels`` ``[B, L]`` the loss is the mean
+    cross-entropy of position ``t`` predicting ``labels[t + 1]`` (``-100`` ignored), plus
+    ``router_aux_loss_coef`` times the MoE load-balancing loss when MoE layers exist. ``generate()`` keeps
+    a :class:`SpikingBrainCache` (GLA states and rolling SWA windows).
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
+
+    def __init__(self, config: SpikingBrainConfig) -> None:
+        super().__init__(config)
+        self.model = SpikingBrainModel(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embeddings = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def moe_aux_loss(self) -> torch.Tensor | None:
+        """Mean load-balancing loss of the MoE layers in the last forward (None without MoE)."""
+        losses = [m.aux_loss for m in self.modules() if isinstance(m, MoE) and m.aux_loss is not None]
+        return torch.stack([loss.float() for loss in losses]).mean() if losses else None
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: SpikingBrainCache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs: Any,
+    ) -> MoeCausalLMOutputWithPast:
+        outputs = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        aux_loss = self.moe_aux_loss()
+        loss = None
+        if labels is not None:
+            if labels.shape != logits.shape[:2]:
+                raise ValueError(f"labels must have shape {tuple(logits.shape[:2])} (keep all logits), got {tuple(labels.shape)}")
+            extra = {"num_items_in_batch": kwargs["num_items_in_batch"]} if "num_items_in_batch" in kwargs else {}
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **extra)
+            if aux_loss is not None and self.config.router_aux_loss_coef > 0:
+                loss = loss + self.config.router_aux_loss_coef * aux_loss.to(loss.dtype)
+        output = MoeCausalLMOutputWithPast(
+            loss=loss, aux_loss=aux_loss, logits=logits, past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs) -> None:
+        """``generate()`` hook: a :class:`SpikingBrainCache` instead of transformers' KV caches."""
+        cache = model_kwargs.get("past_key_values")
+        if cache is not None:
+            if not isinstance(cache, SpikingBrainCache):
+                raise TypeError(f"past_key_values must be a SpikingBrainCache, got {type(cache).__name__}")
+            cache._is_user_defined = True
+            return
+        if generation_config.use_cache is False:
+            return
+        model_kwargs["past_key_values"] = SpikingBrainCache(self.config.num_hidden_layers)
+
+    @classmethod
+    def from_qwen2(cls, model_or_dir, **overrides: Any) -> SpikingBrainForCausalLM:
+        """Convert a Qwen2 causal LM (module or local directory) into SpikingBrain-7B (facts section 6).
+
+        See :func:`sb_layers.models.spikingbrain.convert.convert_qwen2`.
+        """
+        from .convert import convert_qwen2
+
+        return convert_qwen2(model_or_dir, **overrides)
+
+
+class GLAswaForCausalLM(SpikingBrainForCausalLM):
+    """The release's architecture name for :class:`SpikingBrainForCausalLM` (``model_type: "gla_swa"``).
+
+    Exists so that ``AutoModelForCausalLM`` maps the release's config class to a model class whose
+    ``config_class`` matches; it adds nothing.
+    """
+
+    config_class = GLASwaConfig
+
+
+__all__ = ["GLAswaForCausalLM", "SpikingBrainForCausalLM", "SpikingBrainModel", "SpikingBrainPreTrainedModel", "build_mixer", "build_mlp"]
