@@ -1,40 +1,47 @@
 """Multi-step integrate-and-fire neurons with SpikingBrain's adaptive threshold.
 
 Dynamics (facts section 1, Eq. 9 and 20). The state ``u`` is the potential carried into the next step
-(``u = v_init`` after reset). At every step t:
+(``u = v_init`` after reset). At every step t, in this order:
 
-    charge   v_t = u_{t-1} + x_t
-    fire     s_t = +1 if v_t >= theta_up;  (signed only) -1 if v_t < theta_down;  else 0
-    reset    soft: u_t = decay * v_t - v_th * s_t
-             hard: u_t = decay * (1 - |s_t|) * v_t + v_reset * |s_t|
+    1. charge   v_t = u_{t-1} + x_t
+    2. fire     s_t = +1 if v_t >= theta;   (signed only) -1 if v_t <= -theta (plain) / v_t < -theta (rounding);
+                else 0
+    3. reset    soft: u_t = decay * v_t - v_th * s_t
+                hard: u_t = decay * (1 - |s_t|) * v_t + v_reset * |s_t|
+    4. (modules only, optional homeostasis) v_th <- max(v_th + alpha * (rate_t - beta), 1e-5)
 
 ``decay`` is 1 for the IF neuron (Eq. 20: ``v_{t+1} = v_t - V_th s_t + x_{t+1}``) and ``lambda`` in (0, 1)
-for the LIF neuron (Eq. 9). Plain firing uses ``theta_up = v_th`` and ``theta_down = -v_th``; *rounding*
-firing uses ``theta_up = v_th / 2`` and ``theta_down = -v_th / 2``, so that a soft-reset IF neuron keeps
-its potential in ``[-v_th / 2, v_th / 2)`` and its spike count rounds instead of flooring.
+for the LIF neuron (Eq. 9, soft ``v <- lambda v - V_th s + x``, hard ``v <- lambda (1-s) v + v_reset s + x``).
+Plain firing uses ``theta = v_th``; both sides are closed, so a signed plain neuron is odd-symmetric
+(the spikes of ``-x`` are minus those of ``x``). *Rounding* firing uses ``theta = v_th / 2``: a
+soft-reset IF neuron then keeps its potential in ``[-v_th / 2, v_th / 2)`` and its count rounds instead
+of truncating. The negative side is open there on purpose: closing both sides at ``+-v_th / 2`` makes a
+neuron sitting exactly on a tie fire +1, land on ``-v_th / 2``, fire -1, and oscillate forever.
 
-Adaptive threshold. ``threshold="total"`` takes ``v_th = mean(|sum_t x_t|) / k`` over ``dim`` of the
-per-step input: the threshold of the collapsed input ``x = sum_t x_t`` (report Eq. 19). It needs the
-whole sequence, so it exists in multi-step mode only. ``threshold="first_step"`` takes
-``v_th = mean(|x_0|) / k`` from the first input after a reset and keeps it, in both step modes. A float
-gives a fixed threshold (learnable with ``learn_threshold=True``). Thresholds are clamped to
-``[1e-5, 1e4]`` as in :func:`sb_neurons.adaptive_threshold`, and held constant in the backward pass.
+Adaptive threshold (modules). ``threshold="total"`` takes ``v_th = mean(|sum_t x_t|) / k`` over ``dim``:
+the threshold of the collapsed input ``x = sum_t x_t`` (report Eq. 19). It needs the whole sequence, so
+it exists in multi-step mode only, and one call is one sequence (a second call without :meth:`reset`
+raises). ``threshold="first_step"`` takes ``v_th = mean(|x_0|) / k`` from the first input after a
+reset and keeps it, identically in both step modes and when a sequence is fed in pieces. A float gives a
+fixed threshold (learnable with ``learn_threshold=True``). Adaptive thresholds are clamped to
+``[1e-5, 1e4]`` as in :func:`sb_neurons.adaptive_threshold` and held constant in the backward pass.
 
-Collapse of Eq. 20 into Eq. 21 (tested). Take a soft-reset IF neuron (decay 1) with ``signed=True``,
-``rounding=True``, ``v_init = 0`` and threshold ``v_th``. Its potential stays in ``[-v_th/2, v_th/2)``
-as long as each step needs at most one spike to return there, and then, after T steps of inputs
-``x_t`` summing to ``x``, its net spike count is
+Collapse of Eq. 20 into Eq. 21 (tested in ``tests/test_neurons.py``). Let ``x = sum_t x_t`` and
+``n = floor(x / v_th + 1/2)``. A soft-reset IF neuron (decay 1) with ``signed=True``, ``rounding=True``,
+``v_init = 0`` and a threshold ``v_th`` held for the whole sequence emits net spikes
+``sum_t s_t = n`` and ends with ``u_T = x - v_th * n`` in ``[-v_th / 2, v_th / 2)`` when the input is
+delivered so that one spike per step can keep up:
 
-    sum_t s_t = floor(x / v_th + 1/2)
+    (a) all of ``x`` at step 0 and zeros after, with ``T >= max(|n|, 1)``; or
+    (b) spread evenly, ``x_t = x / T``, with ``-v_th <= x / T < v_th`` (i.e. ``T > |x| / v_th``).
 
-This holds (1) for ``x`` delivered at step 0 followed by zeros, when ``T >= |floor(x / v_th + 1/2)|``,
-and (2) for ``x`` spread evenly, ``x_t = x / T``, when ``-v_th <= x / T < v_th``. ``floor(y + 1/2)``
-equals ``round(y)`` (half to even, Eq. 21) except at exact ties ``y = n + 1/2`` with ``n`` even, where
-the neuron rounds up. Without ``signed`` no negative count can be emitted; without ``rounding`` the
-neuron floors (``v_init = v_th / 2`` restores rounding for non-negative inputs).
-
-Homeostasis (optional, facts section 1): after each step
-``v_th <- max(v_th + alpha * (rate_t - beta), 1e-5)`` with ``rate_t`` the mean ``|s_t|`` over ``dim``.
+``n`` equals ``round(x / v_th)`` (round half to even, Eq. 21) everywhere except at exact ties
+``x / v_th = m + 1/2`` with ``m`` even, where the neuron rounds up (half up): a neuron's threshold
+comparison cannot see the parity of its count, so round-half-to-even is a property of the collapsed
+form only. Without ``signed`` no negative count is emitted; without ``rounding`` the plain neuron
+truncates toward zero; an unsigned plain neuron started at ``v_init = v_th / 2`` also gives ``n`` for
+``x >= 0`` (the classic ANN-to-SNN conversion offset). The module form holds the same with
+``threshold="total"``, whose ``v_th`` is the one :func:`sb_neurons.spike_count` computes from ``x``.
 """
 
 from __future__ import annotations
@@ -59,57 +66,58 @@ def heaviside(x: torch.Tensor) -> torch.Tensor:
     return (x >= 0).to(x.dtype)
 
 
-def multistep_neuron_forward(
+def _check_reset_mode(reset_mode: object) -> str:
+    if reset_mode not in ("soft", "hard"):
+        raise ValueError(f"reset_mode must be 'soft' or 'hard', got {reset_mode!r}")
+    return reset_mode  # type: ignore[return-value]
+
+
+def _as_state(value: torch.Tensor | float, name: str, like: torch.Tensor) -> torch.Tensor:
+    """A float or tensor broadcastable to one step ``like``, finite, in ``like``'s dtype and device."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+        raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
+    if isinstance(value, torch.Tensor):
+        check_float_tensor(value, name)
+    elif not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    tensor = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    try:
+        torch.broadcast_shapes(tensor.shape, like.shape)
+    except RuntimeError:
+        raise ValueError(f"{name} of shape {tuple(tensor.shape)} does not broadcast to a step {tuple(like.shape)}") from None
+    return tensor
+
+
+def _integrate_and_fire(
     x_seq: torch.Tensor,
-    v_th: torch.Tensor | float,
-    v_init: torch.Tensor | float = 0.0,
-    decay: torch.Tensor | float = 1.0,
-    reset: ResetMode = "soft",
-    v_reset: float = 0.0,
-    signed: bool = False,
-    rounding: bool = False,
-    surrogate: Callable[[torch.Tensor], torch.Tensor] = heaviside,
-    detach_reset: bool = False,
-    homeostasis: tuple[float, float] | None = None,
-    homeostasis_dims: tuple[int, ...] = (-1,),
+    v_th: torch.Tensor,
+    u: torch.Tensor,
+    decay: torch.Tensor | float,
+    reset_mode: str,
+    signed: bool,
+    v_reset: float,
+    rounding: bool,
+    surrogate: Callable[[torch.Tensor], torch.Tensor],
+    detach_reset: bool,
+    homeostasis: tuple[float, float] | None,
+    homeostasis_dims: tuple[int, ...],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Reference multi-step neuron: the update of the module docstring, step by step.
-
-    Args:
-        x_seq: input ``[T, ...]`` (float).
-        v_th: threshold, a float or a tensor broadcastable to ``x_seq[0]``.
-        v_init: potential carried in (``u_{-1}``), broadcastable to ``x_seq[0]``.
-        decay: 1 for IF, in (0, 1) for LIF; a float or a 0-d tensor (may require grad).
-        reset: ``"soft"`` (subtract) or ``"hard"`` (to ``v_reset``).
-        signed: also fire -1 below the negative threshold.
-        rounding: fire at half the threshold (counts round instead of floor).
-        surrogate: spike function of ``v - theta`` (Heaviside forward, surrogate backward).
-        detach_reset: cut the gradient through the spikes of the reset term.
-        homeostasis: ``(alpha, beta)`` to adapt the threshold after each step, or None.
-        homeostasis_dims: dimensions of a step's input whose mean spike rate drives homeostasis.
-
-    Returns:
-        ``(spikes [T, ...], u_seq [T, ...], v_th_final)``: spikes in ``x_seq.dtype`` with values in
-        {0, 1} ({-1, 0, 1} when signed), the potential carried out of every step, and the threshold
-        after the last step (changed only by homeostasis).
-    """
-    if x_seq.ndim < 1 or x_seq.shape[0] < 1:
-        raise ValueError(f"x_seq must have shape [T, ...] with T >= 1, got {tuple(x_seq.shape)}")
-    if reset not in ("soft", "hard"):
-        raise ValueError(f"reset must be 'soft' or 'hard', got {reset!r}")
-    dtype = x_seq.dtype
-    th = torch.as_tensor(v_th, dtype=dtype, device=x_seq.device)
-    u = torch.as_tensor(v_init, dtype=dtype, device=x_seq.device).expand_as(x_seq[0])
+    """The update of the module docstring (steps 1-4); inputs already validated."""
     scale = 0.5 if rounding else 1.0
+    th = v_th
     spikes, states = [], []
     for x in x_seq:
         v = u + x
         s = surrogate(v - scale * th)
         if signed:
-            # v < -scale*th, i.e. -(v + scale*th) > 0; the strict side keeps ties on the +1 side.
-            s = s - (1.0 - surrogate(v + scale * th))
+            if rounding:
+                # -1 where v < -th/2: 1 - H(v + th/2); the open side keeps a tie from oscillating.
+                s = s - (1.0 - surrogate(v + scale * th))
+            else:
+                # -1 where v <= -th: H(-th - v), the mirror image of the +1 side.
+                s = s - surrogate(-v - scale * th)
         s_reset = s.detach() if detach_reset else s
-        if reset == "soft":
+        if reset_mode == "soft":
             u = decay * v - th * s_reset
         else:
             fired = s_reset.abs()
@@ -121,6 +129,67 @@ def multistep_neuron_forward(
         spikes.append(s)
         states.append(u)
     return torch.stack(spikes), torch.stack(states), th
+
+
+def multistep_neuron_forward(
+    x_seq: torch.Tensor,
+    v_th: torch.Tensor | float,
+    v_init: torch.Tensor | float = 0.0,
+    decay: torch.Tensor | float = 1.0,
+    reset_mode: ResetMode = "soft",
+    signed: bool = False,
+    v_reset: float = 0.0,
+    *,
+    rounding: bool = False,
+    surrogate: Callable[[torch.Tensor], torch.Tensor] = heaviside,
+    detach_reset: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float reference of the multi-step neuron: steps 1-3 of the module docstring, t = 0 .. T-1.
+
+    Per step: charge ``v = u + x_t``; fire ``s = +1`` if ``v >= theta``, ``-1`` (signed only) if
+    ``v <= -theta`` (``v < -theta`` with ``rounding``), with ``theta = v_th`` (``v_th / 2`` with
+    ``rounding``); reset ``u = decay * v - v_th * s`` (soft) or
+    ``u = decay * (1 - |s|) * v + v_reset * |s|`` (hard). The threshold is constant over the call.
+    This is the function a fused kernel reproduces; the modules add adaptive thresholds and homeostasis.
+
+    Args:
+        x_seq: input ``[T, ...]``, floating, finite, ``T >= 1``.
+        v_th: threshold ``> 0``, a float or a tensor broadcastable to ``x_seq[0]`` (e.g. ``[B, 1]``).
+        v_init: potential carried in (``u_{-1}``), float or tensor broadcastable to ``x_seq[0]``.
+        decay: 1 for IF, in (0, 1] for LIF; a float or a 0-d tensor (may require grad).
+        reset_mode: ``"soft"`` (subtract the threshold) or ``"hard"`` (to ``v_reset``).
+        signed: also fire -1 spikes (ternary neuron).
+        v_reset: potential after a hard reset.
+        rounding: fire at half the threshold, so that counts round instead of truncating.
+        surrogate: spike function of ``v - theta`` (Heaviside forward; a surrogate gives gradients).
+        detach_reset: cut the gradient through the spikes of the reset term.
+
+    Returns:
+        ``(spikes, v_seq)``, both ``[T, ...]`` in ``x_seq.dtype`` (broadcast shape of the inputs):
+        spikes in {0, 1} ({-1, 0, 1} when signed) and the potential ``u_t`` carried out of every step
+        (``v_seq[-1]`` is the state to pass as ``v_init`` to continue the sequence).
+    """
+    check_float_tensor(x_seq, "x_seq")
+    if x_seq.ndim < 1 or x_seq.shape[0] < 1:
+        raise ValueError(f"x_seq must have shape [T, ...] with T >= 1, got {tuple(x_seq.shape)}")
+    th = _as_state(v_th, "v_th", x_seq[0])
+    if th.numel() and not bool((th > 0).all()):
+        raise ValueError("v_th must be > 0 everywhere")
+    u = _as_state(v_init, "v_init", x_seq[0])
+    decay_value = _as_state(decay, "decay", x_seq[0])
+    if decay_value.ndim or not 0.0 < float(decay_value) <= 1.0:
+        raise ValueError(f"decay must be a number (or 0-d tensor) in (0, 1], got {decay!r}")
+    if isinstance(v_reset, bool) or not isinstance(v_reset, (int, float)) or not math.isfinite(v_reset):
+        raise ValueError(f"v_reset must be a finite float, got {v_reset!r}")
+    reset_mode = _check_reset_mode(reset_mode)
+    if not callable(surrogate):
+        raise TypeError(f"surrogate must be callable, got {type(surrogate).__name__}")
+    u = u.expand(torch.broadcast_shapes(u.shape, x_seq[0].shape, th.shape))
+    spikes, v_seq, _ = _integrate_and_fire(
+        x_seq, th, u, decay, reset_mode, bool(signed), float(v_reset), bool(rounding), surrogate,
+        bool(detach_reset), None, (),
+    )
+    return spikes, v_seq
 
 
 class AdaptiveIFNode(nn.Module):
@@ -186,10 +255,16 @@ class AdaptiveIFNode(nn.Module):
         if reset not in ("soft", "hard"):
             raise ValueError(f"reset must be 'soft' or 'hard', got {reset!r}")
         if homeostasis is not None:
+            if not isinstance(homeostasis, (tuple, list)) or len(homeostasis) != 2:
+                raise TypeError(f"homeostasis must be None or an (alpha, beta) pair, got {homeostasis!r}")
             alpha, beta = homeostasis
             check_positive(alpha, "homeostasis alpha")
-            if not 0.0 <= beta <= 1.0:
-                raise ValueError(f"homeostasis beta (target rate) must be in [0, 1], got {beta}")
+            if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
+                raise ValueError(f"homeostasis beta (target rate) must be in [0, 1], got {beta!r}")
+            homeostasis = (float(alpha), float(beta))
+        for name, value in (("v_reset", v_reset), ("v_init", v_init)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite float, got {value!r}")
         self.dim = dim
         self.reset_mode = reset
         self.v_reset = float(v_reset)
@@ -257,19 +332,19 @@ class AdaptiveIFNode(nn.Module):
         v_th = self._threshold_for(x_seq)
         v_init = self.v if self.v is not None else self.v_init
         dims = normalize_dims(self.dim, x_seq.ndim - 1)
-        spikes, u_seq, v_th_out = multistep_neuron_forward(
+        spikes, u_seq, v_th_out = _integrate_and_fire(
             x_seq,
             v_th,
-            v_init,
-            decay=self.decay,
-            reset=self.reset_mode,
-            v_reset=self.v_reset,
-            signed=self.signed,
-            rounding=self.rounding,
-            surrogate=self.surrogate,
-            detach_reset=self.detach_reset,
-            homeostasis=self.homeostasis,
-            homeostasis_dims=dims,
+            torch.as_tensor(v_init, dtype=x_seq.dtype, device=x_seq.device).expand_as(x_seq[0]),
+            self.decay,
+            self.reset_mode,
+            self.signed,
+            self.v_reset,
+            self.rounding,
+            self.surrogate,
+            self.detach_reset,
+            self.homeostasis,
+            dims,
         )
         self.v = u_seq[-1]
         # Adaptive thresholds hold for the rest of the sequence and homeostasis evolves them; a fixed

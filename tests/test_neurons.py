@@ -31,7 +31,7 @@ def test_collapse_input_at_first_step(x, k):
     T = int(expected.abs().max()) + 1
     x_seq = torch.zeros((T,) + x.shape, dtype=x.dtype)
     x_seq[0] = x
-    spikes, _, _ = multistep_neuron_forward(x_seq, v_th, 0.0, signed=True, rounding=True)
+    spikes, _ = multistep_neuron_forward(x_seq, v_th, 0.0, signed=True, rounding=True)
     assert torch.equal(spikes.sum(0), expected)
     not_tie = (x / v_th - torch.floor(x / v_th)) != 0.5
     assert torch.equal(spikes.sum(0)[not_tie], counts[not_tie])
@@ -43,7 +43,7 @@ def test_collapse_input_spread_evenly(x, k, extra_steps):
     # every step's input must lie in [-v_th, v_th): T > max |x| / v_th
     T = int(torch.floor((x.abs() / v_th).max())) + 1 + extra_steps
     x_seq = (x / T).expand((T,) + x.shape).clone()
-    spikes, u_seq, _ = multistep_neuron_forward(x_seq, v_th, 0.0, signed=True, rounding=True)
+    spikes, u_seq = multistep_neuron_forward(x_seq, v_th, 0.0, signed=True, rounding=True)
     net = spikes.sum(0)
     # the residual potential stays in [-v_th/2, v_th/2) and equals x - v_th * net
     assert bool((u_seq[-1] >= -v_th / 2 - 1e-9).all() and (u_seq[-1] < v_th / 2 + 1e-9).all())
@@ -57,9 +57,9 @@ def test_without_rounding_the_neuron_floors_and_unsigned_cannot_go_negative():
     v_th = torch.tensor([[1.0]], dtype=torch.float64)
     x_seq = torch.zeros(5, 1, 3, dtype=torch.float64)
     x_seq[0] = x
-    floor_spikes, _, _ = multistep_neuron_forward(x_seq, v_th, 0.0, signed=True)
+    floor_spikes, _ = multistep_neuron_forward(x_seq, v_th, 0.0, signed=True)
     assert floor_spikes.sum(0).tolist() == [[2.0, -2.0, 0.0]]
-    unsigned, _, _ = multistep_neuron_forward(x_seq, v_th, 0.5)
+    unsigned, _ = multistep_neuron_forward(x_seq, v_th, 0.5)
     assert unsigned.sum(0).tolist() == [[3.0, 0.0, 1.0]]  # v_init = v_th/2 rounds non-negative inputs
 
 
