@@ -1,0 +1,166 @@
+"""snnTorch adapter: SBLeaky, snnTorch's ``Leaky`` neuron with SpikingBrain's adaptive threshold.
+
+``from sb_adapters.snntorch import SBLeaky`` (after that import also ``snntorch.SBLeaky``). It is a
+subclass of ``snntorch.Leaky`` and keeps its conventions: ``beta``, ``threshold``, ``spike_grad`` (any
+``snntorch.surrogate`` function), ``surrogate_disable``, ``init_hidden``, ``reset_mechanism``
+(``"subtract"``, ``"zero"``, ``"none"``), ``output``, ``learn_beta`` / ``learn_threshold``;
+``forward(input_, mem)`` returns ``(spk, mem)``, or ``spk`` alone with ``init_hidden=True``; its state is
+cleared by ``snntorch.utils.reset(net)`` or ``init_leaky()``.
+
+The adaptive threshold: with ``threshold="adaptive"`` (default) the neuron takes
+``v_th = mean(|x_0|, dim) / k`` (clamped to ``[1e-5, 1e4]``, one per sample row by default) from the first
+input after a reset and keeps it for the sequence: SpikingBrain's ``threshold="first_step"``
+(:mod:`sb_neurons.neurons`). A float gives snnTorch's fixed threshold.
+
+Dynamics: snnTorch's ``Leaky`` with the default ``reset_delay=True``, which are those of
+:func:`sb_neurons.multistep_neuron_forward` with ``decay = beta``:
+``mem_t = beta * mem_{t-1} - v_th * s_{t-1} + x_t`` (subtract), ``beta * (1 - s_{t-1}) * mem_{t-1} + x_t``
+(zero), ``beta * mem_{t-1} + x_t`` (none); ``s_t = H(mem_t - v_th)``; the reset is detached from the graph
+as in snnTorch. ``mem`` is the potential before the reset of its own spike, as snnTorch returns it.
+Spikes fire at ``mem >= v_th`` (snnTorch's surrogates fire at ``>``; the two differ only on equality).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import snntorch
+import torch
+
+from sb_neurons import adaptive_threshold, heaviside, multistep_neuron_forward
+from sb_neurons._validation import check_float_tensor, check_positive, normalize_dims
+
+_RESET_MODES = {"subtract": "soft", "zero": "hard"}
+
+
+class SBLeaky(snntorch.Leaky):
+    """``snntorch.Leaky`` with SpikingBrain's adaptive threshold.
+
+    Args:
+        beta: membrane decay in ``(0, 1]`` (a float or tensor; learnable with ``learn_beta``).
+        k: ``k > 0`` of the adaptive threshold ``mean|x_0| / k``; larger k, lower threshold, more spikes.
+        threshold: ``"adaptive"`` (default) or a fixed float ``> 0`` (learnable with ``learn_threshold``).
+        spike_grad: an ``snntorch.surrogate`` function (default ``atan()``, as snnTorch).
+        surrogate_disable: Heaviside forward and zero gradient (no surrogate).
+        init_hidden: keep the membrane inside the module; ``forward(x)`` then returns ``spk`` only.
+        learn_beta: make ``beta`` a parameter.
+        learn_threshold: make a fixed ``threshold`` a parameter.
+        reset_mechanism: ``"subtract"`` (SpikingBrain's soft reset), ``"zero"`` or ``"none"``.
+        output: return ``(spk, mem)`` even with ``init_hidden=True``.
+        dim: dimension(s) of the input sharing one adaptive threshold (default the last; never 0).
+
+    Shapes: ``input_`` ``[B, *]`` per time step; ``spk`` and ``mem`` have its shape. State: ``mem`` and
+    ``v_th`` (the adaptive threshold in use, ``None`` until the first step of a sequence).
+    """
+
+    def __init__(
+        self,
+        beta: float | torch.Tensor,
+        k: float = 3.0,
+        threshold: float | Literal["adaptive"] = "adaptive",
+        spike_grad: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        surrogate_disable: bool = False,
+        init_hidden: bool = False,
+        learn_beta: bool = False,
+        learn_threshold: bool = False,
+        reset_mechanism: str = "subtract",
+        output: bool = False,
+        dim: int | tuple[int, ...] = -1,
+    ) -> None:
+        adaptive = isinstance(threshold, str)
+        if adaptive and threshold != "adaptive":
+            raise ValueError(f"threshold must be 'adaptive' or a float > 0, got {threshold!r}")
+        if adaptive and learn_threshold:
+            raise ValueError("learn_threshold needs a fixed float threshold, not threshold='adaptive'")
+        fixed = 1.0 if adaptive else check_positive(threshold, "threshold")
+        beta_value = float(beta) if isinstance(beta, (int, float)) and not isinstance(beta, bool) else None
+        if beta_value is not None and not 0.0 < beta_value <= 1.0:
+            raise ValueError(f"beta must be in (0, 1], got {beta!r}")
+        super().__init__(
+            beta,
+            threshold=fixed,
+            spike_grad=spike_grad,
+            surrogate_disable=surrogate_disable,
+            init_hidden=init_hidden,
+            learn_beta=learn_beta,
+            learn_threshold=learn_threshold,
+            reset_mechanism=reset_mechanism,
+            output=output,
+        )
+        self.k = check_positive(k, "k")
+        self.dim = dim
+        self.adaptive = adaptive
+        self.v_th: torch.Tensor | None = None
+        if adaptive:
+            # An adaptive neuron has no scalar threshold: code reading one must fail, not use a placeholder.
+            del self.threshold
+
+    # -- state: snntorch.utils.reset assigns ``mem``; a new membrane starts a new sequence -------------
+    def _init_mem(self) -> None:
+        self.register_buffer("membrane", torch.zeros(0), persistent=False)
+
+    @property
+    def mem(self) -> torch.Tensor:
+        return self.membrane
+
+    @mem.setter
+    def mem(self, value: torch.Tensor) -> None:
+        self.membrane = value
+        self.v_th = None
+
+    def reset_mem(self) -> torch.Tensor:
+        """Zero the membrane and forget the adaptive threshold; returns the membrane."""
+        self.mem = torch.zeros_like(self.membrane)
+        return self.mem
+
+    # -- dynamics --------------------------------------------------------------------------------
+    def _threshold(self, input_: torch.Tensor) -> torch.Tensor:
+        if not self.adaptive:
+            return self.threshold.to(input_.dtype)
+        if self.v_th is None:
+            dims = normalize_dims(self.dim, input_.ndim)
+            if 0 in dims and input_.ndim > 1:
+                raise ValueError(f"dim={self.dim!r} includes the batch dimension 0; thresholds are per sample")
+            self.v_th = adaptive_threshold(input_.detach(), self.k, dims).to(input_.dtype)
+        return self.v_th
+
+    def _step(self, input_: torch.Tensor, mem: torch.Tensor, v_th: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One snnTorch step through sb_neurons: returns ``(spk, mem)``."""
+        decay = self.beta.clamp(0, 1)
+        surrogate = heaviside if self.surrogate_disable else self.spike_grad
+        common = dict(decay=decay, rounding=False, surrogate=surrogate, detach_reset=True)
+        if self.reset_mechanism == "none":
+            carried = decay * mem  # leak only: no reset to take from the neuron
+        else:
+            # Step 0 replays the previous potential (v = 0 + mem) to apply its delayed reset; the
+            # carried potential u_0 is what the new input charges.
+            _, u_seq = multistep_neuron_forward(
+                mem.unsqueeze(0), v_th, 0.0, reset_mode=_RESET_MODES[self.reset_mechanism], v_reset=0.0, **common
+            )
+            carried = u_seq[0]
+        spikes, _ = multistep_neuron_forward(input_.unsqueeze(0), v_th, carried, reset_mode="soft", **common)
+        return spikes[0], carried + input_
+
+    def forward(self, input_: torch.Tensor, mem: torch.Tensor | None = None):
+        check_float_tensor(input_, "input_")
+        if self.init_hidden and mem is not None:
+            raise TypeError("`mem` should not be passed as an argument while `init_hidden=True`")
+        if mem is not None:
+            self.membrane = mem
+        if self.membrane.shape != input_.shape:
+            self.mem = torch.zeros_like(input_)
+        spk, new_mem = self._step(input_, self.membrane, self._threshold(input_))
+        self.membrane = new_mem
+        if self.output or not self.init_hidden:
+            return spk, new_mem
+        return spk
+
+    def extra_repr(self) -> str:
+        threshold = "adaptive" if self.adaptive else f"{float(self.threshold):.4g}"
+        return f"k={self.k}, threshold={threshold}, reset_mechanism={self.reset_mechanism}, init_hidden={self.init_hidden}"
+
+
+snntorch.SBLeaky = SBLeaky
+
+__all__ = ["SBLeaky"]

@@ -1,0 +1,294 @@
+"""SpikingJelly adapter: SpikingBrain's adaptive-threshold neurons as native SpikingJelly neurons.
+
+``import sb_adapters.spikingjelly`` registers two classes in ``spikingjelly.activation_based.neuron``:
+
+- :class:`SBLIFNode`: the adaptive-threshold IF (``tau=None``, report Eq. 20) or LIF neuron, a
+  ``neuron.BaseNode`` with SpikingJelly's conventions: ``step_mode`` ``'s'`` / ``'m'``
+  (``functional.set_step_mode``), state cleared by ``functional.reset_net``, ``surrogate_function`` from
+  ``spikingjelly.activation_based.surrogate``, ``detach_reset``, ``store_v_seq``, ``v_reset=None`` for the
+  soft (subtractive) reset and a float for the hard one. Its dynamics are those of
+  :func:`sb_neurons.multistep_neuron_forward` (see :mod:`sb_neurons.neurons`): SpikingJelly's
+  charge / fire / reset hooks of BaseNode, ``single_step_functional_forward`` and
+  ``multi_step_functional_forward``, both delegate to it, with the state (``v``, ``v_th``) held as
+  SpikingJelly memories.
+- :class:`SBSpikeCountNode`: the single-step (collapsed) neuron of Eq. 21, ``v_th * round(x / v_th)``
+  (or the integer counts), stateless, applied per time step in multi-step mode.
+
+Identity (tested): a single-step loop over ``x_seq[t]`` gives the same spikes and state as one
+multi-step call on ``x_seq`` (``v_threshold="total"`` excepted: it needs the whole sequence).
+
+SpikingJelly 2.0 nodes take no ``backend`` argument; ours does: ``"torch"`` (default) or ``"triton"``,
+the latter only when ``sb_kernels.multistep_neuron`` exists (never a silent fallback).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from spikingjelly.activation_based import base, neuron, surrogate
+
+from sb_neurons import adaptive_threshold, multistep_neuron_forward, spike_count, spike_quantize
+from sb_neurons._validation import check_float_tensor, check_positive, normalize_dims
+from sb_neurons.spike import ClampSpec, resolve_clamp
+
+ThresholdSpec = Literal["first_step", "total"] | float
+NodeBackend = Literal["torch", "triton"]
+
+
+def _triton_neuron() -> Callable[..., Any] | None:
+    try:
+        from sb_kernels import multistep_neuron
+    except ImportError:
+        return None
+    return multistep_neuron
+
+
+def _check_step_dims(dim: int | tuple[int, ...], step_ndim: int) -> tuple[int, ...]:
+    dims = normalize_dims(dim, step_ndim)
+    if 0 in dims and step_ndim > 1:
+        raise ValueError(f"dim={dim!r} includes the batch dimension 0 of a step's input; thresholds are per sample")
+    return dims
+
+
+class SBLIFNode(neuron.BaseNode):
+    """SpikingBrain's adaptive-threshold IF/LIF neuron as a SpikingJelly ``BaseNode``.
+
+    Dynamics (:mod:`sb_neurons.neurons`): ``v_t = u_{t-1} + x_t``; ``s_t = H(v_t - theta)``;
+    soft reset ``u_t = decay * v_t - v_th * s_t`` (``v_reset=None``) or hard reset
+    ``u_t = decay * (1 - s_t) * v_t + v_reset * s_t``; ``decay = 1 - 1 / tau`` (1 for ``tau=None``: IF).
+    With ``v_reset=0`` this is SpikingJelly's ``LIFNode(tau, decay_input=False)`` up to the order of
+    leak and reset, and with ``tau=None`` and a float threshold it is ``IFNode``.
+
+    Args:
+        tau: membrane time constant ``> 1`` (LIF), or ``None`` for the IF neuron of Eq. 20 (default).
+        k: ``k > 0`` of the adaptive threshold ``v_th = mean(|x|, dim) / k``.
+        v_threshold: ``"first_step"`` (adaptive, from the first input after a reset; both step modes),
+            ``"total"`` (adaptive, from the sum of the whole input sequence, Eq. 19; multi-step only),
+            or a fixed float ``> 0``.
+        v_reset: ``None`` (soft reset, the SpikingBrain neuron) or the hard-reset potential.
+        surrogate_function: a ``spikingjelly.activation_based.surrogate`` function (default ``Sigmoid()``).
+        detach_reset: detach the spikes of the reset term.
+        step_mode: ``'s'`` (input ``[N, *]``) or ``'m'`` (input ``[T, N, *]``).
+        store_v_seq: keep the potential of every step in ``v_seq`` (``[T, N, *]``).
+        backend: ``"torch"`` or ``"triton"`` (needs ``sb_kernels.multistep_neuron``).
+        dim: dimension(s) of a step's input ``[N, *]`` sharing one threshold (default the last);
+            never 0, the batch dimension.
+        signed: also fire ``-1`` below ``-theta`` (ternary spikes for signed activations).
+        rounding: fire at half the threshold so that spike counts round (Eq. 21) instead of floor.
+        learn_threshold: make a fixed float ``v_threshold`` a learnable parameter.
+
+    State (SpikingJelly memories, cleared by ``reset()`` / ``functional.reset_net``): ``v``, the
+    potential carried to the next step (``[N, *]``), and ``v_th``, the threshold in use (size-1 along
+    ``dim``), ``None`` until the first step of a sequence.
+    """
+
+    def __init__(
+        self,
+        tau: float | None = None,
+        k: float = 3.0,
+        v_threshold: ThresholdSpec = "first_step",
+        v_reset: float | None = None,
+        surrogate_function: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        detach_reset: bool = False,
+        step_mode: str = "s",
+        store_v_seq: bool = False,
+        backend: NodeBackend = "torch",
+        dim: int | tuple[int, ...] = -1,
+        signed: bool = False,
+        rounding: bool = False,
+        learn_threshold: bool = False,
+    ) -> None:
+        if isinstance(v_threshold, str):
+            if v_threshold not in ("first_step", "total"):
+                raise ValueError(f"v_threshold must be 'first_step', 'total' or a float > 0, got {v_threshold!r}")
+            if learn_threshold:
+                raise ValueError("learn_threshold needs a fixed float v_threshold, not an adaptive one")
+            fixed = None
+        else:
+            fixed = check_positive(v_threshold, "v_threshold")
+        if v_reset is not None and (isinstance(v_reset, bool) or not isinstance(v_reset, (int, float))):
+            raise TypeError(f"v_reset must be None (soft reset) or a float, got {v_reset!r}")
+        if not isinstance(detach_reset, bool):
+            raise TypeError(f"detach_reset must be a bool, got {detach_reset!r}")
+        super().__init__(
+            v_threshold=1.0 if fixed is None else fixed,
+            v_reset=None if v_reset is None else float(v_reset),
+            surrogate_function=surrogate.Sigmoid() if surrogate_function is None else surrogate_function,
+            detach_reset=detach_reset,
+            step_mode=step_mode,
+            store_v_seq=store_v_seq,
+        )
+        self.v_threshold: ThresholdSpec = v_threshold if fixed is None else fixed
+        if tau is not None:
+            tau = check_positive(tau, "tau")
+            if tau <= 1.0:
+                raise ValueError(f"tau must be > 1 (decay = 1 - 1/tau in (0, 1)) or None for IF, got {tau}")
+        self.tau = tau
+        self.k = check_positive(k, "k")
+        self.dim = dim
+        self.signed = bool(signed)
+        self.rounding = bool(rounding)
+        if backend not in ("torch", "triton"):
+            raise ValueError(f"backend must be 'torch' or 'triton', got {backend!r}")
+        if backend == "triton" and _triton_neuron() is None:
+            raise RuntimeError("backend='triton' needs sb_kernels.multistep_neuron, which this installation lacks")
+        self.backend = backend
+        self.learn_threshold = bool(learn_threshold)
+        if fixed is not None and learn_threshold:
+            self.threshold_parameter = torch.nn.Parameter(torch.tensor(fixed))
+        self.register_memory("v_th", None)
+
+    @property
+    def supported_backends(self) -> tuple[str, ...]:
+        return ("torch", "triton") if _triton_neuron() is not None else ("torch",)
+
+    @property
+    def decay(self) -> float:
+        return 1.0 if self.tau is None else 1.0 - 1.0 / self.tau
+
+    # -- threshold -------------------------------------------------------------------------------
+    def _fixed_threshold(self, like: torch.Tensor) -> torch.Tensor:
+        if self.learn_threshold:
+            return self.threshold_parameter.to(like.dtype)
+        return torch.tensor(self.v_threshold, dtype=like.dtype, device=like.device)
+
+    def _initial_threshold(self, x: torch.Tensor, step_mode: str) -> torch.Tensor | None:
+        """Threshold of a new sequence, ``None`` for a fixed one (read afresh at each step: it may be learned)."""
+        if not isinstance(self.v_threshold, str):
+            return None
+        step = x[0] if step_mode == "m" else x
+        dims = _check_step_dims(self.dim, step.ndim)
+        if self.v_threshold == "total":
+            if step_mode == "s":
+                raise ValueError("v_threshold='total' needs the whole sequence: use step_mode='m', or 'first_step'")
+            step = x.sum(dim=0)
+        return adaptive_threshold(step.detach(), self.k, dims).to(x.dtype)
+
+    def materialize_states(self, inputs: tuple[torch.Tensor, ...], states: tuple[object, ...], step_mode: str) -> tuple[object, ...]:
+        check_float_tensor(inputs[0], "x_seq" if step_mode == "m" else "x")
+        if step_mode == "m" and inputs[0].ndim < 2:
+            raise ValueError(f"multi-step input must be [T, N, *], got shape {tuple(inputs[0].shape)}")
+        v, v_th = super().materialize_states(inputs, states, step_mode)
+        if v_th is None:
+            v_th = self._initial_threshold(inputs[0], step_mode)
+        elif self.v_threshold == "total" and step_mode == "m":
+            raise ValueError(
+                "v_threshold='total' sets the threshold from a whole sequence: call functional.reset_net(net) "
+                "before the next sequence, or use v_threshold='first_step' to feed a sequence in pieces"
+            )
+        return (v, v_th)
+
+    # -- dynamics (sb_neurons) -------------------------------------------------------------------
+    def _run(self, x_seq: torch.Tensor, v: torch.Tensor, v_th: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(spikes [T, N, *], u_seq [T, N, *])`` of :func:`sb_neurons.multistep_neuron_forward`."""
+        run = multistep_neuron_forward if self.backend == "torch" else _triton_neuron()
+        return run(
+            x_seq,
+            self._fixed_threshold(x_seq) if v_th is None else v_th,
+            v,
+            decay=self.decay,
+            reset_mode="soft" if self.v_reset is None else "hard",
+            signed=self.signed,
+            v_reset=0.0 if self.v_reset is None else self.v_reset,
+            rounding=self.rounding,
+            surrogate=self.surrogate_function,
+            detach_reset=self.detach_reset,
+        )
+
+    def single_step_functional_forward(self, inputs, states, **kwargs):
+        v, v_th = states
+        spikes, u_seq = self._run(inputs[0].unsqueeze(0), v, v_th)
+        return (spikes[0],), (u_seq[0], v_th)
+
+    def multi_step_functional_forward(self, inputs, states, **kwargs):
+        v, v_th = states
+        spikes, u_seq = self._run(inputs[0], v, v_th)
+        return (spikes,), (u_seq[-1], v_th)
+
+    def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
+        if not self.store_v_seq:
+            return super().multi_step_forward(x_seq, *args, **kwargs)
+        v, v_th = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")
+        spikes, u_seq = self._run(x_seq, v, v_th)
+        self.v, self.v_th, self.v_seq = u_seq[-1], v_th, u_seq
+        return spikes
+
+    def extra_repr(self) -> str:
+        return (
+            f"tau={self.tau}, k={self.k}, v_threshold={self.v_threshold!r}, v_reset={self.v_reset}, "
+            f"detach_reset={self.detach_reset}, step_mode={self.step_mode}, backend={self.backend}, "
+            f"signed={self.signed}, rounding={self.rounding}"
+        )
+
+
+class SBSpikeCountNode(torch.nn.Module, base.StepModule):
+    """The collapsed (single-step) SpikingBrain neuron, Eq. 21, as a stateless SpikingJelly module.
+
+    ``output="value"`` returns ``v_th * round(x / v_th)`` in ``x.dtype`` (what a spike-coded layer feeds
+    forward); ``output="count"`` returns the integer counts (float32, float64 for float64 input).
+    ``v_th = clamp(mean(|x|, dim) / k, 1e-5, 1e4)`` per sample; the gradient is straight-through.
+
+    Shapes: ``'s'``: ``[N, *] -> [N, *]``; ``'m'``: ``[T, N, *] -> [T, N, *]``, each step on its own, so a
+    single-step loop equals the multi-step call exactly.
+
+    Args:
+        k: ``k > 0``.
+        dim: dimension(s) of a step's input sharing one threshold (default the last; never 0).
+        clamp: ``None`` (counts unbounded), a signed bit width, or a ``(low, high)`` range.
+        output: ``"value"`` or ``"count"``.
+        step_mode: ``'s'`` or ``'m'``.
+    """
+
+    def __init__(
+        self,
+        k: float = 3.0,
+        dim: int | tuple[int, ...] = -1,
+        clamp: ClampSpec = None,
+        output: Literal["value", "count"] = "value",
+        step_mode: str = "s",
+    ) -> None:
+        super().__init__()
+        self.k = check_positive(k, "k")
+        resolve_clamp(clamp)
+        if output not in ("value", "count"):
+            raise ValueError(f"output must be 'value' or 'count', got {output!r}")
+        self.dim = dim
+        self.clamp = clamp
+        self.output = output
+        self.step_mode = step_mode
+
+    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_float_tensor(x, "x")
+        dims = _check_step_dims(self.dim, x.ndim)
+        if self.output == "value":
+            return spike_quantize(x, self.k, dims, self.clamp)
+        return spike_count(x, self.k, dims, self.clamp).counts
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        check_float_tensor(x_seq, "x_seq")
+        if x_seq.ndim < 2:
+            raise ValueError(f"multi-step input must be [T, N, *], got shape {tuple(x_seq.shape)}")
+        out = self.single_step_forward(x_seq.flatten(0, 1))
+        return out.reshape(x_seq.shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.single_step_forward(x) if self.step_mode == "s" else self.multi_step_forward(x)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, dim={self.dim}, clamp={self.clamp}, output={self.output}, step_mode={self.step_mode}"
+
+
+def register() -> None:
+    """Make ``neuron.SBLIFNode`` and ``neuron.SBSpikeCountNode`` available (idempotent)."""
+    for cls in (SBLIFNode, SBSpikeCountNode):
+        setattr(neuron, cls.__name__, cls)
+        names = getattr(neuron, "__all__", None)
+        if isinstance(names, list) and cls.__name__ not in names:
+            names.append(cls.__name__)
+
+
+register()
+
+__all__ = ["SBLIFNode", "SBSpikeCountNode", "register"]
