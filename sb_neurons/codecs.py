@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._validation import check_int, check_integer_valued, check_tensor
+from ._validation import check_float_tensor, check_int, check_integer_valued, check_tensor
 
 CODEC_NAMES = ("binary", "ternary", "bitwise", "bitwise_bidirectional", "bitwise_twos_complement")
 
@@ -118,31 +118,48 @@ class Codec:
             return bits if sign is None else bits * sign
         return train.to(torch.int8)
 
-    def decode(self, train: object) -> torch.Tensor:
-        """Integer counts (int64) of a train ``[T, ...]``: ``sum_t w_t s_t``."""
+    @property
+    def spike_values(self) -> tuple[int, ...]:
+        """Values a train of this codec holds: (0, 1), or (-1, 0, 1) for ternary and bidirectional."""
+        return (-1, 0, 1) if self.signed and self.name != "bitwise_twos_complement" else (0, 1)
+
+    def check_train(self, train: object) -> torch.Tensor:
+        """``train`` itself after checking it is ``[T, ...]`` (T >= 1) with values in :attr:`spike_values`."""
         s = check_tensor(train, "train")
         if s.ndim < 1 or s.shape[0] < 1:
             raise ValueError(f"train must have shape [T, ...] with T >= 1, got {tuple(s.shape)}")
-        s = check_integer_valued(s, "train").to(torch.int64)
-        allowed_min = -1 if self.signed and self.name != "bitwise_twos_complement" else 0
-        if s.numel() and (bool((s < allowed_min).any()) or bool((s > 1).any())):
-            values = "{-1, 0, 1}" if allowed_min < 0 else "{0, 1}"
+        check_integer_valued(s, "train")
+        low = self.spike_values[0]
+        if s.numel() and (bool((s < low).any()) or bool((s > 1).any())):
+            values = "{" + ", ".join(map(str, self.spike_values)) + "}"
             raise ValueError(f"train must hold spikes in {values} for the {self.name} codec")
+        return s
+
+    def decode(self, train: object) -> torch.Tensor:
+        """Integer counts (int64) of a train ``[T, ...]``: ``sum_t w_t s_t``."""
+        s = self.check_train(train).to(torch.int64)
         weights = self.step_weights(s.shape[0], device=s.device).view((-1,) + (1,) * (s.ndim - 1))
         return (weights * s).sum(dim=0)
 
-    def spikes_per_element(self, counts: object) -> torch.Tensor:
-        """Number of nonzero spikes each count becomes (int64, shape of ``counts``) without expanding.
+    def spikes_per_element(self, counts: object, T: int | None = None) -> torch.Tensor:
+        """Nonzero spikes each count becomes in a ``T``-step train (int64, shape of ``counts``), without
+        expanding it: ``encode(counts, T).ne(0).sum(0)``.
 
-        Binary/ternary: ``|c|``; bitwise kinds: the number of one bits; two's complement uses the
-        minimal width :meth:`min_steps` of the whole tensor (its sign bits depend on T).
+        Binary/ternary: ``|c|``; bitwise and bidirectional: the one bits of ``|c|``; two's complement: the
+        one bits of ``c mod 2^T``, which depend on ``T`` (a negative count sign-extends into extra ones).
+        ``T`` defaults to :meth:`min_steps` and must be at least that.
         """
         c = self.validate_counts(counts)
+        needed = self.min_steps(c)
+        T = needed if T is None else check_int(T, "T", minimum=1)
+        if T < needed:
+            raise ValueError(f"T={T} is too small for the {self.name} codec: these counts need T >= {needed}")
         if not self.bitwise:
             return c.abs()
         if self.name == "bitwise_twos_complement":
-            width = self.min_steps(c)
-            value = c & ((1 << width) - 1)
+            if T > 62:
+                raise ValueError(f"T must be <= 62 for bitwise codecs (int64 step weights), got {T}")
+            value = c & ((1 << T) - 1)
         else:
             value = c.abs()
         ones = torch.zeros_like(value)
@@ -184,11 +201,12 @@ def spike_train_matmul(train: torch.Tensor, weight: torch.Tensor, codec: str | C
     """
     codec = get_codec(codec)
     s = check_tensor(train, "train")
-    w = check_tensor(weight, "weight")
+    w = check_float_tensor(weight, "weight")
     if w.ndim != 2:
         raise ValueError(f"weight must be [N, K], got shape {tuple(w.shape)}")
     if s.ndim < 2 or s.shape[-1] != w.shape[1]:
         raise ValueError(f"train must be [T, ..., K] with K = weight.shape[1] = {w.shape[1]}, got {tuple(s.shape)}")
+    codec.check_train(s)
     step_weights = codec.step_weights(s.shape[0], dtype=w.dtype, device=w.device)
     out = None
     for t in range(s.shape[0]):

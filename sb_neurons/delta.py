@@ -7,9 +7,13 @@ gives the same spikes as encoded at once; :meth:`reset` starts a new sequence.
   step and (with ``off_spike``) -1 where it fell by at least ``threshold``, as snnTorch's
   ``spikegen.delta`` does. It is lossy: it reports changes, not amounts.
 - :class:`SigmaDeltaEncoder` emits integer counts ``q_t = round((x_t - r_{t-1}) / threshold)`` where
-  ``r`` is its own reconstruction ``threshold * sum_{i<=t} q_i``. Feeding back the reconstruction, not
-  the input, is what prevents drift: ``|x_t - r_t| <= threshold / 2`` at every step, however long the
-  sequence; and ``r_t == x_t`` exactly when inputs are integer multiples of ``threshold``.
+  ``r`` is its own reconstruction ``threshold * L_{t-1}``, ``L_{t-1} = sum_{i<t} q_i``. Feeding back the
+  reconstruction, not the input, is what prevents drift: ``|x_t - r_t| <= threshold / 2`` at every step,
+  however long the sequence; and ``r_t == x_t`` exactly when inputs are integer multiples of
+  ``threshold``. Because ``L`` is an integer, ``round(x_t / threshold - L_{t-1}) = round(x_t / threshold)
+  - L_{t-1}``: the feedback loop has the closed form ``L_t = round(x_t / threshold)``,
+  ``q_t = L_t - L_{t-1}``, which is how it is computed (vectorized over T, exact integer state, and no
+  accumulated float error: each step's error is that of one division and one rounding).
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._validation import check_float_tensor, check_integer_valued, check_positive
+from ._validation import FLOAT_DTYPES, check_float_tensor, check_integer_valued, check_positive
+
+
+_MAX_LEVEL = 2.0**62
 
 
 def _check_sequence(x: object, name: str) -> torch.Tensor:
@@ -68,9 +75,10 @@ class DeltaEncoder(nn.Module):
 class SigmaDeltaEncoder(nn.Module):
     """Sigma-delta modulation into integer counts of ``threshold`` (> 0), with exact integer state.
 
-    ``forward(x [T, ...]) -> counts [T, ...]`` (int64); :meth:`decode` turns counts back into the
-    reconstruction ``threshold * cumsum(counts)`` (continuing from the decoder state it is given).
-    The running integer sum is kept exactly (int64), so the reconstruction never drifts.
+    ``forward(x [T, ...]) -> counts [T, ...]`` (int64, any float ``x``; computed in float32, float64 for
+    float64 input); :meth:`decode` turns counts back into the reconstruction
+    ``threshold * cumsum(counts)``. State: ``level`` (int64 ``[...]``), the sum of all counts emitted
+    since :meth:`reset`, exact, so the reconstruction never drifts and pieces encode like the whole.
     """
 
     def __init__(self, threshold: float = 0.1) -> None:
@@ -83,25 +91,32 @@ class SigmaDeltaEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _check_sequence(x, "x")
-        level = torch.zeros(x.shape[1:], dtype=torch.int64, device=x.device) if self.level is None else self.level
         compute = torch.float64 if x.dtype == torch.float64 else torch.float32
-        counts = []
-        for x_t in x.detach().to(compute):
-            q = torch.round((x_t - level.to(compute) * self.threshold) / self.threshold).to(torch.int64)
-            level = level + q
-            counts.append(q)
-        self.level = level
-        return torch.stack(counts)
+        scaled = torch.round(x.detach().to(compute) / self.threshold)
+        if bool((scaled.abs() > _MAX_LEVEL).any()):
+            raise ValueError(f"x / threshold must stay within +-2^62 (int64 counts); threshold={self.threshold} is too small for x")
+        levels = scaled.to(torch.int64)
+        previous = torch.zeros_like(levels[:1]) if self.level is None else self.level.unsqueeze(0)
+        self.level = levels[-1]
+        return torch.diff(levels, dim=0, prepend=previous)
 
     def decode(self, counts: torch.Tensor, level: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Reconstruction ``[T, ...]`` of ``counts`` starting from the integer ``level`` (default 0)."""
+        """Reconstruction ``threshold * (level + cumsum(counts))``, ``[T, ...]`` in ``dtype``.
+
+        Args:
+            counts: integer counts ``[T, ...]`` as :meth:`forward` returns them.
+            level: integer state to continue from (the encoder's ``level`` before these counts); 0 if None.
+            dtype: floating dtype of the result; the product is formed in float64, then cast.
+        """
         counts = check_integer_valued(counts, "counts").to(torch.int64)
-        if counts.ndim < 1:
-            raise ValueError(f"counts must have shape [T, ...], got {tuple(counts.shape)}")
+        if counts.ndim < 1 or counts.shape[0] < 1:
+            raise ValueError(f"counts must have shape [T, ...] with T >= 1, got {tuple(counts.shape)}")
+        if dtype not in FLOAT_DTYPES:
+            raise TypeError(f"dtype must be a floating dtype among {FLOAT_DTYPES}, got {dtype}")
         running = counts.cumsum(dim=0)
         if level is not None:
             running = running + check_integer_valued(level, "level").to(torch.int64)
-        return running.to(dtype) * self.threshold
+        return (running.to(torch.float64) * self.threshold).to(dtype)
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold}"

@@ -21,7 +21,11 @@ INT8_ADD_PJ = 0.03
 
 @dataclass(frozen=True)
 class EnergyEstimate:
-    """Energy per MAC in picojoules, and the fraction saved against FP16 and INT8 MACs."""
+    """Energy per MAC in picojoules, and the fraction saved against FP16 and INT8 MACs.
+
+    ``spiking_pj_per_mac = mean_spikes_per_channel x add_pj``; ``saving_vs_fp16 = 1 - spiking / fp16``
+    and ``saving_vs_int8 = 1 - spiking / int8`` (fractions; negative when spiking costs more).
+    """
 
     mean_spikes_per_channel: float
     spiking_pj_per_mac: float
@@ -35,6 +39,17 @@ class EnergyEstimate:
     @property
     def saving_vs_int8(self) -> float:
         return 1.0 - self.spiking_pj_per_mac / self.int8_pj_per_mac
+
+    def as_dict(self) -> dict[str, float]:
+        """Plain-Python view (JSON-serializable), savings as fractions in [0, 1] (negative if worse)."""
+        return {
+            "mean_spikes_per_channel": self.mean_spikes_per_channel,
+            "spiking_pj_per_mac": self.spiking_pj_per_mac,
+            "fp16_pj_per_mac": self.fp16_pj_per_mac,
+            "int8_pj_per_mac": self.int8_pj_per_mac,
+            "saving_vs_fp16": self.saving_vs_fp16,
+            "saving_vs_int8": self.saving_vs_int8,
+        }
 
     def total_pj(self, macs: int) -> dict[str, float]:
         """Energy of ``macs`` multiply-accumulates in each arithmetic, picojoules."""

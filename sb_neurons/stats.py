@@ -1,19 +1,22 @@
 """Spike statistics: firing rate, sparsity, spikes per channel, silent channels, count histogram.
 
 Definitions (the release's, and the report's Fig. 9). A *channel* is one activation element (one
-feature of one token); its train has T steps.
+feature of one token); its train has T steps with values in {-1, 0, 1}, so every nonzero entry is one
+spike.
 
-- ``firing_rate = total |spikes| / (channels x T)``
-- ``sparsity`` = fraction of zero entries of the train (``1 - firing_rate`` for {-1, 0, 1} trains)
+- ``firing_rate = total |spikes| / (channels x T)`` (the release's definition)
+- ``sparsity`` = fraction of zero entries of the train, ``1 - firing_rate``
 - ``mean_spikes_per_channel = total |spikes| / channels`` (the report's 1.13 for SpikingBrain-7B)
 - ``silent_channel_fraction`` = channels that never spike (the report's 18.4%)
-- ``count_histogram[n]`` = channels whose decoded ``|count|`` equals ``n``
+- ``count_histogram[n]`` = channels whose decoded ``|count|`` equals ``n``, for ``n = 0 .. max |count|``
 
-Statistics of several batches combine exactly with :meth:`SpikeStats.merge`.
+Statistics of several batches combine exactly (integer sums) with :meth:`SpikeStats.merge` or
+:meth:`SpikeStats.accumulate`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -32,17 +35,37 @@ def _pad_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class SpikeStats:
-    """Spike statistics of one tensor, or of several merged. All counts are exact integers."""
+    """Spike statistics of one tensor, or of several merged. All stored fields are exact integers.
+
+    Fields: ``time_steps`` (T; the largest T of merged parts), ``num_channels`` (activation elements),
+    ``total_spikes`` (nonzero train entries), ``spike_slots`` (sum of channels x T over merged parts:
+    the firing-rate denominator), ``silent_channels`` (channels with no spike) and ``count_histogram``
+    (int64 ``[max |count| + 1]``). Rates and fractions are derived properties.
+    """
 
     time_steps: int
     num_channels: int
     total_spikes: int
-    spike_slots: int  # sum over merged parts of channels x T: the firing-rate denominator
+    spike_slots: int
     silent_channels: int
-    count_histogram: torch.Tensor = field(repr=False)  # int64 [max|count| + 1]
+    count_histogram: torch.Tensor = field(repr=False)
+
+    @classmethod
+    def empty(cls) -> SpikeStats:
+        """Statistics of nothing: the neutral element of :meth:`merge`."""
+        return cls(0, 0, 0, 0, 0, torch.zeros(1, dtype=torch.int64))
+
+    @classmethod
+    def accumulate(cls, parts: Iterable[SpikeStats]) -> SpikeStats:
+        """Merge of all ``parts`` (e.g. one per batch); :meth:`empty` when there are none."""
+        total = cls.empty()
+        for part in parts:
+            total = total.merge(part)
+        return total
 
     @property
     def num_elements(self) -> int:
+        """Same as ``num_channels``: one channel per activation element."""
         return self.num_channels
 
     @property
@@ -80,10 +103,14 @@ class SpikeStats:
         )
 
     def as_dict(self) -> dict[str, float | int | list[int]]:
+        """Plain-Python view (JSON-serializable): stored fields and derived rates."""
         return {
             "time_steps": self.time_steps,
+            "num_elements": self.num_channels,
             "num_channels": self.num_channels,
             "total_spikes": self.total_spikes,
+            "spike_slots": self.spike_slots,
+            "silent_channels": self.silent_channels,
             "firing_rate": self.firing_rate,
             "sparsity": self.sparsity,
             "mean_spikes_per_channel": self.mean_spikes_per_channel,
@@ -100,49 +127,50 @@ def _histogram(magnitudes: torch.Tensor) -> torch.Tensor:
 
 
 def spike_stats(
-    train: torch.Tensor | None = None,
+    x: torch.Tensor | None = None,
+    T: int | None = None,
+    codec: str | Codec | None = None,
     *,
     counts: torch.Tensor | None = None,
-    codec: str | Codec = "ternary",
-    T: int | None = None,
 ) -> SpikeStats:
-    """Statistics of a spike train, or of the train that ``codec`` would make of ``counts``.
+    """Statistics of a spike train ``x``, or of the train that ``codec`` would make of ``counts``.
 
     Give exactly one of:
-        train: spikes ``[T, ...]`` (time-major) of ``codec``; ``T`` must then be ``None``.
-        counts: integer counts of any shape; the train is not materialized. ``T`` defaults to
+        x: a spike train ``[T, ...]`` (time-major, values in {-1, 0, 1}); ``T``, if given, must equal
+            ``x.shape[0]``. ``codec`` says how the train decodes into the counts of the histogram;
+            ``None`` reads it with unit step weights (binary/ternary), so pass it for bitwise trains.
+        counts: integer counts of any shape (integer dtype or whole floats), keyword only; the train is
+            not materialized. ``codec`` defaults to ``"ternary"``; ``T`` defaults to
             ``codec.min_steps(counts)`` and must be at least that.
 
-    ``codec`` (default ``"ternary"``) tells how a train decodes into the counts of the histogram.
+    Returns:
+        :class:`SpikeStats` with ``num_channels = x[0].numel()`` (or ``counts.numel()``).
     """
-    codec = get_codec(codec)
-    if (train is None) == (counts is None):
-        raise ValueError("give exactly one of train and counts")
-    if train is not None:
-        if T is not None:
-            raise ValueError("T must be None when a train is given: it is train.shape[0]")
-        s = check_tensor(train, "train")
-        decoded = codec.decode(s)
+    if (x is None) == (counts is None):
+        raise ValueError("give exactly one of x (a spike train [T, ...]) and counts= (integer counts)")
+    reader = get_codec("ternary" if codec is None else codec)
+    if x is not None:
+        s = check_tensor(x, "x")
+        if s.ndim < 1 or s.shape[0] < 1:
+            raise ValueError(f"x must be a spike train [T, ...] with T >= 1, got shape {tuple(s.shape)}")
+        if T is not None and check_int(T, "T", minimum=1) != s.shape[0]:
+            raise ValueError(f"T={T} disagrees with the train's x.shape[0]={s.shape[0]}; pass counts= for counts")
+        try:
+            decoded = reader.decode(s)
+        except ValueError as error:
+            raise ValueError(f"x is not a valid {reader.name} spike train: {error}") from None
         steps = s.shape[0]
-        nonzero = s != 0
-        spikes_per_channel = nonzero.sum(dim=0)
-        total = int(nonzero.sum())
+        spikes_per_channel = (s != 0).sum(dim=0)
     else:
-        c = codec.validate_counts(check_integer_valued(counts, "counts"))
-        needed = codec.min_steps(c)
-        steps = needed if T is None else check_int(T, "T", minimum=1)
-        if steps < needed:
-            raise ValueError(f"T={steps} is too small for the {codec.name} codec: these counts need T >= {needed}")
-        if codec.name == "bitwise_twos_complement" and steps != needed:
-            raise ValueError("T must equal min_steps(counts) for bitwise_twos_complement statistics from counts")
+        c = reader.validate_counts(check_integer_valued(counts, "counts"))
+        steps = reader.min_steps(c) if T is None else check_int(T, "T", minimum=1)
+        spikes_per_channel = reader.spikes_per_element(c, steps)
         decoded = c
-        spikes_per_channel = codec.spikes_per_element(c)
-        total = int(spikes_per_channel.sum())
     channels = decoded.numel()
     return SpikeStats(
         time_steps=steps,
         num_channels=channels,
-        total_spikes=total,
+        total_spikes=int(spikes_per_channel.sum()),
         spike_slots=channels * steps,
         silent_channels=int((spikes_per_channel == 0).sum()),
         count_histogram=_histogram(decoded.abs()),
