@@ -5,14 +5,26 @@ Every op takes ``backend="torch" | "triton" | "auto"`` (see :mod:`sb_kernels._di
 
 from ._dispatch import BACKENDS, Backend, interpreter_enabled, resolve_backend
 from .spike_quant import QuantizedSpikes, QuantizedSpikesWithStats, spike_quantize, spike_quantize_reference
+from .w8aspike import (
+    dequantize_weight,
+    int8_matmul_int32,
+    split_int8_digits,
+    w8aspike_linear,
+    w8aspike_linear_reference,
+)
 
 __all__ = [
     "BACKENDS",
     "Backend",
     "QuantizedSpikes",
     "QuantizedSpikesWithStats",
+    "dequantize_weight",
+    "int8_matmul_int32",
     "interpreter_enabled",
     "resolve_backend",
     "spike_quantize",
     "spike_quantize_reference",
+    "split_int8_digits",
+    "w8aspike_linear",
+    "w8aspike_linear_reference",
 ]
