@@ -380,7 +380,9 @@ class AdaptiveLIFNode(AdaptiveIFNode):
     """Leaky integrate-and-fire neuron (Eq. 9) with the adaptive threshold.
 
     ``decay`` is lambda in (0, 1). With ``learn_decay=True`` it is learned through a logit parameter,
-    so that it stays inside (0, 1). Other arguments as :class:`AdaptiveIFNode`.
+    ``decay = sigmoid(decay_logit)``, so that no optimizer step can leave (0, 1) (float rounding can
+    only saturate it at 1.0, the IF neuron, for logits beyond about 17). Other arguments as
+    :class:`AdaptiveIFNode`.
     """
 
     def __init__(self, decay: float = 0.5, *args, learn_decay: bool = False, **kwargs) -> None:
