@@ -10,8 +10,9 @@ from .feed_forward import GLUMLP, MoE, upcycle
 from .linear_attention import GatedLinearAttention, gla_chunked, gla_fla, gla_recurrent
 from .rms_norm import RMSNorm
 from .rotary import apply_rotary, rotary_cos_sin
+from .sinks import SinkTokens
 from .sliding_window import RollingKVCache, SlidingWindowAttention
-from .spiking_linear import SpikeCoding, SpikingLinear, WeightQuantizer, make_linear
+from .spiking_linear import SpikeCoding, SpikingLinear, WeightQuantizer, make_linear, resolve_backend
 
 __all__ = [
     "GLUMLP",
@@ -21,6 +22,7 @@ __all__ = [
     "ParallelMixer",
     "RMSNorm",
     "RollingKVCache",
+    "SinkTokens",
     "SlidingWindowAttention",
     "SpikeCoding",
     "SpikingLinear",
@@ -30,6 +32,7 @@ __all__ = [
     "gla_fla",
     "gla_recurrent",
     "make_linear",
+    "resolve_backend",
     "rotary_cos_sin",
     "run_mixer",
     "upcycle",

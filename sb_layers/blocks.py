@@ -73,6 +73,9 @@ class HybridBlock(nn.Module):
         super().__init__()
         if not isinstance(mixer, (GatedLinearAttention, SlidingWindowAttention, ParallelMixer)):
             raise TypeError(f"mixer must be a GatedLinearAttention, SlidingWindowAttention or ParallelMixer, got {type(mixer).__name__}")
+        mixer_width = mixer.linear_attn.hidden_size if isinstance(mixer, ParallelMixer) else mixer.hidden_size
+        if mixer_width != hidden_size:
+            raise ValueError(f"hidden_size={hidden_size} differs from the mixer's hidden_size={mixer_width}")
         ref = next(mixer.parameters())
         self.attn_norm = RMSNorm(hidden_size, norm_eps, device=ref.device, dtype=ref.dtype)
         self.attn = mixer

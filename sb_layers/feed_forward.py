@@ -9,12 +9,13 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from sb_neurons._validation import check_int
 
 from .spiking_linear import SpikeCoding, make_linear
 
@@ -70,12 +71,11 @@ class MoE(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts < 1:
-            raise ValueError(f"num_experts must be an int >= 1, got {num_experts!r}")
+        check_int(hidden_size, "hidden_size", minimum=1)
+        check_int(num_experts, "num_experts", minimum=1)
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= num_experts:
             raise ValueError(f"top_k must be an int in [1, num_experts={num_experts}], got {top_k!r}")
-        if isinstance(num_shared, bool) or not isinstance(num_shared, int) or num_shared < 0:
-            raise ValueError(f"num_shared must be an int >= 0, got {num_shared!r}")
+        check_int(num_shared, "num_shared", minimum=0)
         if router not in ("softmax", "sigmoid"):
             raise ValueError(f"router must be 'softmax' or 'sigmoid', got {router!r}")
         factory = dict(device=device, dtype=dtype)
@@ -126,32 +126,46 @@ def upcycle(
     top_k: int = 1,
     num_shared: int = 1,
     router: RouterKind = "softmax",
+    scaling: Literal["exact", "report"] = "exact",
 ) -> MoE:
-    """A :class:`MoE` whose experts are copies of ``dense_mlp``, equal to it at initialization.
+    """A :class:`MoE` whose experts are copies of ``dense_mlp`` (report Eq. 15-18).
 
     The router starts at zero, so every token gives each expert the same probability ``p0``
-    (``1/N`` softmax, ``1/2`` sigmoid) and the MoE output is ``(S + k p0) E(x)`` for the dense GLU ``E``
-    (the report's ``a_MoE = (S + k/N) a_dense``, Eq. 15-18). Each expert is rescaled by
-    ``c = 1 / (S + k p0)``: the report spreads ``c^(1/3)`` over the three matrices (alpha = 0.98 for
-    S = 1, k = 1, N = 16), which is exact only for a homogeneous activation; SiLU is not, so we scale the
-    two linear factors ``up_proj`` and ``down_proj`` by ``c^(1/2)`` each.
+    (``1/N`` softmax, ``1/2`` sigmoid) and, before rescaling, the MoE output is ``(S + k p0) E(x)`` for
+    the dense GLU ``E`` (the report's ``a_MoE = (S + k/N) a_dense``). Each expert is rescaled by
+    ``c = 1 / (S + k p0)``:
 
-    Identity: ``upcycle(mlp, ...)(x) == mlp(x)`` for every ``x`` (to float rounding), whatever N, k, S.
-    The dense module is not modified.
+    - ``scaling="exact"`` (default) scales the two linear factors ``up_proj`` and ``down_proj`` by
+      ``c^(1/2)`` each. Identity: ``upcycle(mlp, ...)(x) == mlp(x)`` for every ``x`` (to float
+      rounding), whatever N, k, S and router.
+    - ``scaling="report"`` scales all three matrices by ``alpha = c^(1/3)`` as the report does
+      (alpha = 0.98 for S = 1, k = 1, N = 16). That is exact only for a homogeneous activation; with
+      SiLU inside ``silu(alpha * gate x)`` the MoE equals the dense MLP only approximately.
+
+    The dense module is not modified; expert projections keep its spike coding.
     """
     if not isinstance(dense_mlp, GLUMLP):
         raise TypeError(f"dense_mlp must be a GLUMLP, got {type(dense_mlp).__name__}")
+    if scaling not in ("exact", "report"):
+        raise ValueError(f"scaling must be 'exact' or 'report', got {scaling!r}")
     ref = dense_mlp.gate_proj.weight
     moe = MoE(
         dense_mlp.hidden_size, dense_mlp.intermediate_size, num_experts, top_k, num_shared, router,
         coding=getattr(dense_mlp.gate_proj, "coding", None), device=ref.device, dtype=ref.dtype,
     )
     p0 = 1.0 / num_experts if router == "softmax" else 0.5
-    factor = (1.0 / (num_shared + top_k * p0)) ** 0.5
+    c = 1.0 / (num_shared + top_k * p0)
+    if scaling == "exact":
+        factors = {"up_proj": c**0.5, "down_proj": c**0.5}
+    else:
+        factors = dict.fromkeys(("gate_proj", "up_proj", "down_proj"), c ** (1 / 3))
     with torch.no_grad():
         moe.router.weight.zero_()
         for expert in list(moe.experts) + list(moe.shared_experts):
-            expert.load_state_dict(copy.deepcopy(dense_mlp.state_dict()))
-            expert.up_proj.weight.mul_(factor)
-            expert.down_proj.weight.mul_(factor)
+            expert.load_state_dict(dense_mlp.state_dict())
+            for name, factor in factors.items():
+                getattr(expert, name).weight.mul_(factor)
+            for projection in (expert.gate_proj, expert.up_proj, expert.down_proj):
+                if getattr(projection, "weight_quantizer", None) is not None:
+                    projection.calibrate_weight_scales()  # the copied scales belong to the unscaled weight
     return moe

@@ -10,13 +10,14 @@ Padding: ``attention_mask`` (1 keep, 0 pad) hides padded keys; rotary positions 
 padded query attends only to itself, so that its output (which callers discard) stays finite.
 
 Sinks (76B variant, facts section 5): with ``num_sinks = S`` the first S tokens of the first call
-are sink tokens: they attend each other without a causal mask and never the regular tokens; every
+are sink tokens (the learnable embeddings :class:`sb_layers.SinkTokens` prepends): they attend each other without a causal mask and never the regular tokens; every
 regular token attends all sinks whatever the window; sinks are not rotated and never leave the cache.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,33 @@ from sb_neurons._validation import check_positive
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
 from .rotary import apply_rotary, rotary_cos_sin
 from .spiking_linear import SpikeCoding, make_linear
+
+
+AttentionBackend = Literal["sdpa", "flex"]
+
+
+def masked_attention(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor, backend: AttentionBackend = "sdpa"
+) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(D), masked to allowed) v`` with grouped key/value heads.
+
+    ``q`` ``[B, H, Lq, D]``, ``keys`` and ``values`` ``[B, Hkv, Lk, D]`` (Hkv divides H), ``allowed``
+    ``[B, Lq, Lk]`` bool with at least one True per row. Returns ``[B, H, Lq, D]``. ``backend`` picks
+    PyTorch SDPA or FlexAttention (imported on first use).
+    """
+    groups = q.shape[1] // keys.shape[1]
+    if backend == "sdpa":
+        return F.scaled_dot_product_attention(
+            q, keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1), attn_mask=allowed[:, None]
+        )
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    def mask_mod(b, h, q_index, kv_index):
+        return allowed[b, q_index, kv_index]
+
+    batch, _, q_len, _ = q.shape
+    block_mask = create_block_mask(mask_mod, batch, None, q_len, keys.shape[2], device=q.device)
+    return flex_attention(q, keys, values, block_mask=block_mask, enable_gqa=groups > 1)
 
 
 @dataclass
@@ -83,12 +111,20 @@ class SlidingWindowAttention(nn.Module):
         window: keys per query including itself (None: full causal attention).
         rope_theta: rotary base (1e6 as released).
         qkv_bias: bias on q/k/v (True as released).
-        num_sinks: number of leading sink tokens (0: none).
+        num_sinks: number of leading sink tokens (0: none); see :class:`sb_layers.SinkTokens`.
         coding: spike-code the projections' inputs (:class:`SpikingLinear`), or None.
+        attention_backend: ``"sdpa"`` (PyTorch scaled_dot_product_attention) or ``"flex"``
+            (FlexAttention; compile the model with ``torch.compile`` for its fused kernel; PyTorch has no
+            FlexAttention backward on CPU). Both take the same boolean mask and compute the same function.
 
     ``forward(hidden_states [B, L, hidden], attention_mask [B, L] | None, cache | None)`` returns
-    ``(output [B, L, hidden], cache)``; pass the returned cache back to continue the sequence. Without a
-    cache the call is a whole sequence. Attention runs in PyTorch SDPA with an explicit boolean mask.
+    ``(output [B, L, hidden], cache)``; pass the returned cache back to continue the sequence (the cache
+    is updated in place and returned). Without a cache the call is a whole sequence. ``attention_mask``
+    covers this call's tokens only.
+
+    Identity: one call over a sequence equals any split of it into pieces fed with the cache carried
+    (prefill and token-by-token decode see the same window), and equals the dense masked softmax
+    ``softmax(q k^T / sqrt(D) + mask) v`` with RoPE on q and k.
     """
 
     def __init__(
@@ -102,10 +138,14 @@ class SlidingWindowAttention(nn.Module):
         qkv_bias: bool = True,
         num_sinks: int = 0,
         coding: SpikeCoding | None = None,
+        attention_backend: AttentionBackend = "sdpa",
         device=None,
         dtype=None,
     ) -> None:
         super().__init__()
+        if attention_backend not in ("sdpa", "flex"):
+            raise ValueError(f"attention_backend must be 'sdpa' or 'flex', got {attention_backend!r}")
+        self.attention_backend = attention_backend
         num_kv_heads, head_dim = check_head_layout(hidden_size, num_heads, num_kv_heads, head_dim)
         check_positive(rope_theta, "rope_theta")
         if head_dim % 2:
@@ -196,13 +236,7 @@ class SlidingWindowAttention(nn.Module):
             sink_rows[:, :, :num_sink] = True
             allowed = torch.cat([sink_rows, allowed], dim=1)
 
-        groups = self.num_heads // self.num_kv_heads
-        out = F.scaled_dot_product_attention(
-            q,
-            keys.repeat_interleave(groups, dim=1),
-            values.repeat_interleave(groups, dim=1),
-            attn_mask=allowed[:, None],
-        )
+        out = masked_attention(q, keys, values, allowed, self.attention_backend)
         cache.append(k_reg, v[:, :, sinks:], regular_mask, new_index)
         cache.length += regular
         cache.seen_tokens = cache.seen_tokens + regular_mask.long().sum(dim=1)
@@ -210,4 +244,7 @@ class SlidingWindowAttention(nn.Module):
         return self.o_proj(out), cache
 
     def extra_repr(self) -> str:
-        return f"window={self.window}, rope_theta={self.rope_theta}, num_sinks={self.num_sinks}"
+        return (
+            f"window={self.window}, rope_theta={self.rope_theta}, num_sinks={self.num_sinks}, "
+            f"attention_backend={self.attention_backend}"
+        )

@@ -1,6 +1,4 @@
-"""GLA and SWA: forms agree, streaming equals one call, references, padding, sinks, errors."""
-
-import math
+"""Gated linear attention: recurrent == chunked, streaming == one call, spike == count, padding, errors."""
 
 import pytest
 import torch
@@ -8,9 +6,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sb_layers import GatedLinearAttention, RollingKVCache, SlidingWindowAttention, SpikeCoding, gla_chunked, gla_recurrent
-
-
+from sb_layers import GatedLinearAttention, SpikeCoding, gla_chunked, gla_fla, gla_recurrent
 
 @pytest.fixture(autouse=True)
 def float64_default():
@@ -103,81 +99,75 @@ def test_gla_gradients_reach_every_parameter_through_spiking_forms():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def dense_swa_reference(layer, x, window):
-    """Masked softmax attention written out: RoPE, GQA, window of `window` keys including self."""
-    batch, length, _ = x.shape
-    h, hkv, d = layer.num_heads, layer.num_kv_heads, layer.head_dim
-    q = layer.q_proj(x).view(batch, length, h, d)
-    k = layer.k_proj(x).view(batch, length, hkv, d).repeat_interleave(h // hkv, 2)
-    v = layer.v_proj(x).view(batch, length, hkv, d).repeat_interleave(h // hkv, 2)
-    pos = torch.arange(length, dtype=torch.float64)
-    freq = layer.rope_theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
-    ang = torch.cat([pos[:, None] * freq, pos[:, None] * freq], -1)[:, None]
-
-    def rope(t):
-        a, b = t[..., : d // 2], t[..., d // 2 :]
-        return t * ang.cos() + torch.cat([-b, a], -1) * ang.sin()
-
-    q, k = rope(q), rope(k)
-    scores = torch.einsum("bihd,bjhd->bhij", q, k) / math.sqrt(d)
-    i, j = torch.arange(length)[:, None], torch.arange(length)[None]
-    allowed = (j <= i) & ((i - j < window) if window else True)
-    probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
-    out = torch.einsum("bhij,bjhd->bihd", probs, v).reshape(batch, length, h * d)
-    return layer.o_proj(out)
+@pytest.mark.parametrize("codec", ["ternary", "bitwise_twos_complement"])
+def test_spiking_gla_spike_mode_equals_count_mode(codec):
+    count = make_gla(coding=SpikeCoding(mode="count", codec=codec, weight_bits=8, group_size=8), spike_qk=True)
+    spike = make_gla(coding=SpikeCoding(mode="spike", codec=codec, weight_bits=8, group_size=8), spike_qk=True)
+    spike.load_state_dict(count.state_dict())
+    x = torch.randn(2, 7, 24)
+    (out_count, state_count), (out_spike, state_spike) = count(x), spike(x)
+    torch.testing.assert_close(out_spike, out_count, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(state_spike, state_count, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("window", [1, 3, 7, None])
-def test_swa_equals_dense_masked_softmax(window):
-    torch.manual_seed(1)
-    layer = SlidingWindowAttention(24, 4, 2, window=window, rope_theta=50.0)
-    x = torch.randn(2, 12, 24)
-    torch.testing.assert_close(layer(x)[0], dense_swa_reference(layer, x, window))
+def test_spiking_gla_approaches_dense_gla_as_k_grows():
+    dense = make_gla()
+    x = torch.randn(2, 9, 24)
+    reference, _ = dense(x)
+    errors = []
+    for k in (2.0, 8.0, 32.0, 128.0):
+        spiking = make_gla(coding=SpikeCoding(k=k), spike_qk=True)
+        spiking.load_state_dict(dense.state_dict())
+        with torch.no_grad():
+            errors.append(float((spiking(x)[0] - reference).norm() / reference.norm()))
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 0.02
 
 
-@given(seed=st.integers(0, 1000), window=st.integers(1, 6), cuts=st.lists(st.integers(1, 15), max_size=4))
-def test_swa_streaming_across_the_window_boundary(seed, window, cuts):
-    torch.manual_seed(seed)
-    layer = SlidingWindowAttention(16, 2, 1, window=window, rope_theta=100.0)
-    x = torch.randn(2, 16, 16)
-    whole, _ = layer(x)
-    bounds = [0, *sorted(set(cuts)), 16]
-    cache, outs = None, []
-    for a, b in zip(bounds, bounds[1:]):
-        out, cache = layer(x[:, a:b], cache=cache)
-        outs.append(out)
-        assert cache.num_entries <= window
-    torch.testing.assert_close(torch.cat(outs, 1), whole)
+@given(seed=st.integers(0, 1000), pad=st.integers(1, 5), start=st.integers(0, 4))
+def test_gla_padding_leaves_state_and_real_tokens_unchanged(seed, pad, start):
+    """Padded steps are a no-op on the state, even with a non-zero incoming state and padding mid-way."""
+    layer = make_gla(chunk_size=3)
+    g = torch.Generator().manual_seed(seed)
+    real = torch.randn(1, 8, 24, generator=g)
+    state = torch.randn(1, 4, 6, 6, generator=g).abs()
+    padded = torch.cat([real[:, :start], torch.randn(1, pad, 24, generator=g), real[:, start:]], dim=1)
+    mask = torch.ones(1, 8 + pad)
+    mask[:, start : start + pad] = 0
+    out, final = layer(padded, attention_mask=mask, state=state)
+    alone, final_alone = layer(real, state=state)
+    keep = mask[0].bool()
+    torch.testing.assert_close(out[:, keep], alone)
+    torch.testing.assert_close(final, final_alone)
 
 
-def test_swa_left_padding_leaves_real_tokens_unchanged():
-    torch.manual_seed(2)
-    layer = SlidingWindowAttention(16, 2, 2, window=4)
-    x = torch.randn(2, 10, 16)
-    mask = torch.ones(2, 10)
-    mask[0, :3] = 0
-    padded, _ = layer(x, attention_mask=mask)
-    alone, _ = layer(x[:1, 3:])
-    torch.testing.assert_close(padded[0, 3:], alone[0])
-    assert torch.isfinite(padded).all()
+def test_tied_key_gate_is_one_minus_key():
+    """76B variant: with sigmoid features the decay of each channel is exactly g = 1 - k."""
+    layer = make_gla(gate="tied_key", feature_map="sigmoid")
+    x = torch.randn(1, 1, 24)
+    state = torch.rand(1, 4, 6, 6)
+    _, new_state = layer(x, state=state)
+    k = torch.sigmoid(layer.k_proj(x)).view(1, 2, 6).repeat_interleave(2, dim=1)  # [B, H, Dk]
+    v = layer.v_proj(x).view(1, 2, 6).repeat_interleave(2, dim=1)
+    expected = state * (1 - k).unsqueeze(-1) + k.unsqueeze(-1) * v.unsqueeze(-2)
+    torch.testing.assert_close(new_state, expected)
 
 
-def test_sinks_are_seen_by_every_token_and_see_only_sinks():
-    torch.manual_seed(3)
-    layer = SlidingWindowAttention(16, 2, 2, window=2, num_sinks=3)
-    x = torch.randn(1, 12, 16)
-    out, cache = layer(x)
-    # sinks see only sinks: changing regular tokens leaves sink outputs unchanged
-    y = x.clone()
-    y[:, 3:] = torch.randn(1, 9, 16)
-    torch.testing.assert_close(layer(y)[0][:, :3], out[:, :3])
-    # sinks attend each other without a causal mask: the first sink depends on the last one
-    z = x.clone()
-    z[:, 2] += 1.0
-    assert not torch.allclose(layer(z)[0][:, 0], out[:, 0])
-    # the last token is far beyond the window from the sinks, yet depends on them
-    assert not torch.allclose(layer(z)[0][:, -1], out[:, -1])
-    assert cache.sink_keys.shape[2] == 3 and cache.num_entries == 2
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("length", [1, 37])
+def test_fla_kernel_matches_chunked_reference(length):
+    pytest.importorskip("fla")
+    q, k, v, gk, state = (t.float().cuda() for t in random_gla_inputs(0, 2, 2, length, 64, 64))
+    o_ref, s_ref = gla_chunked(q, k, v, gk, 0.125, state, chunk_size=16)
+    o_fla, s_fla = gla_fla(q, k, v, gk, 0.125, state)
+    torch.testing.assert_close(o_fla, o_ref, rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(s_fla.float(), s_ref, rtol=2e-3, atol=2e-3)
+
+
+def test_fla_mode_on_cpu_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="CUDA"):
+        gla_fla(*random_gla_inputs(0, 1, 1, 3, 2, 2)[:4], 1.0)
 
 
 @pytest.mark.parametrize(
@@ -185,14 +175,15 @@ def test_sinks_are_seen_by_every_token_and_see_only_sinks():
     [
         (lambda: GatedLinearAttention(24, 5), "num_heads"),
         (lambda: GatedLinearAttention(24, 4, 3), "num_kv_heads"),
+        (lambda: GatedLinearAttention(24, 4, gate="tied_key"), "sigmoid"),
+        (lambda: GatedLinearAttention(24, 4, mode="fast"), "mode"),
+        (lambda: GatedLinearAttention(24, 4, chunk_size=0), "chunk_size"),
         (lambda: make_gla()(torch.randn(1, 3, 23)), "hidden_states"),
         (lambda: make_gla()(torch.randn(1, 3, 24), attention_mask=torch.ones(1, 4)), "attention_mask"),
+        (lambda: make_gla()(torch.randn(1, 3, 24), attention_mask=torch.full((1, 3), 2.0)), "attention_mask"),
         (lambda: make_gla()(torch.randn(1, 3, 24), state=torch.zeros(1, 4, 6, 5)), "state"),
         (lambda: gla_chunked(*random_gla_inputs(0, 1, 1, 3, 2, 2)[:4], 1.0, chunk_size=0), "chunk_size"),
-        (lambda: SlidingWindowAttention(16, 2, window=0), "window"),
-        (lambda: SlidingWindowAttention(16, 3), "num_heads"),
-        (lambda: SlidingWindowAttention(16, 2)(torch.randn(1, 3, 16), attention_mask=torch.ones(2, 3)), "attention_mask"),
-        (lambda: SlidingWindowAttention(16, 2, window=3)(torch.randn(1, 3, 16), cache=RollingKVCache(4)), "window"),
+        (lambda: gla_recurrent(*random_gla_inputs(0, 1, 1, 3, 2, 2)[:4], 1.0, torch.zeros(1, 1, 3, 2)), "initial_state"),
     ],
 )
 def test_bad_input_names_the_argument(call, match):

@@ -1,11 +1,11 @@
-"""SpikingLinear: drop-in for nn.Linear, count == spike mode, convergence in k, quantization, gradients."""
+"""SpikingLinear: drop-in for nn.Linear, count == spike mode, convergence in k, quantization, backends, gradients."""
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sb_layers import SpikeCoding, SpikingLinear, WeightQuantizer
+from sb_layers import SpikeCoding, SpikingLinear, WeightQuantizer, resolve_backend
 from sb_neurons import CODEC_NAMES, get_codec
 
 SIGNED_CODECS = [n for n in CODEC_NAMES if get_codec(n).signed]
@@ -91,7 +91,7 @@ def test_quantization_aware_fine_tuning_lowers_the_loss():
         loss.backward()
         optimizer.step()
         student.weight_quantizer.calibrate(student.weight)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < 0.2 * losses[0]
 
 
@@ -104,6 +104,43 @@ def test_statistics_recording_accumulates_over_calls():
     assert layer.spike_stats is None
 
 
+def test_float_checkpoint_loads_strictly_into_a_quantized_layer_with_matching_scales():
+    linear = torch.nn.Linear(256, 8)
+    quantized = SpikingLinear(256, 8, coding=SpikeCoding(weight_bits=8))
+    quantized.load_state_dict(linear.state_dict())  # strict: the missing scales are derived, not missing
+    expected = WeightQuantizer(8, 256)
+    expected.calibrate(linear.weight)
+    torch.testing.assert_close(quantized.weight_quantizer.scales, expected.scales)
+
+
+def test_w8aspike_checkpoint_scales_load_as_they_are():
+    source = SpikingLinear(256, 8, coding=SpikeCoding(weight_bits=8))
+    with torch.no_grad():
+        source.weight_quantizer.scales.mul_(2.0)  # scales that calibration would not give
+    target = SpikingLinear(256, 8, coding=SpikeCoding(weight_bits=8))
+    target.load_state_dict(source.state_dict())
+    assert torch.equal(target.weight_quantizer.scales, source.weight_quantizer.scales)
+    torch.testing.assert_close(target.effective_weight(), source.effective_weight())
+
+
+def test_float64_weights_are_fake_quantized_in_float64():
+    w = torch.randn(3, 16, dtype=torch.float64)
+    quantizer = WeightQuantizer(3, 16, 8, None)
+    quantizer.calibrate(w)
+    expected = torch.round(w / quantizer.scales[:, :, 0].double()) * quantizer.scales[:, :, 0].double()
+    assert quantizer.fake_quantize(w).dtype == torch.float64
+    torch.testing.assert_close(quantizer.fake_quantize(w), expected, rtol=0, atol=1e-15)
+
+
+def test_auto_backend_runs_torch_on_cpu_and_where_the_kernel_does_not_apply():
+    x = torch.randn(2, 16)
+    for coding in (SpikeCoding(backend="auto"), SpikeCoding(backend="auto", weight_bits=8, group_size=8),
+                   SpikeCoding(backend="auto", mode="spike", weight_bits=8, group_size=8)):
+        layer = SpikingLinear(16, 4, coding=coding)
+        assert resolve_backend(coding, x, layer) == "torch"
+    assert resolve_backend(SpikeCoding(), x, SpikingLinear(16, 4)) == "torch"
+
+
 @pytest.mark.parametrize(
     "call, match",
     [
@@ -113,13 +150,19 @@ def test_statistics_recording_accumulates_over_calls():
         (lambda: SpikeCoding(mode="burst"), "mode"),
         (lambda: SpikeCoding(weight_bits=9), "weight_bits"),
         (lambda: SpikeCoding(backend="cuda"), "backend"),
+        (lambda: SpikeCoding(backend="triton", mode="spike", weight_bits=8), "mode='count'"),
+        (lambda: SpikeCoding(backend="triton"), "weight_bits"),
+        (lambda: WeightQuantizer(4, 16, bits=9), "bits"),
+        (lambda: WeightQuantizer(4, 16, group_size=8).calibrate(torch.randn(4, 8)), "weight"),
+        (lambda: SpikingLinear(16, 4).calibrate_weight_scales(), "weight quantization"),
         (lambda: SpikingLinear(100, 4, coding=SpikeCoding(weight_bits=8, group_size=64)), "group_size"),
+        (lambda: SpikingLinear(16, 4, coding=dict(k=3.0)), "coding"),
         (lambda: SpikingLinear.from_linear(torch.nn.Conv1d(2, 2, 1)), "linear"),
         (lambda: SpikingLinear(8, 2)(torch.full((1, 8), float("nan"))), "x"),
     ],
 )
 def test_bad_input_names_the_argument(call, match):
-    with pytest.raises((ValueError, TypeError), match=match):
+    with pytest.raises((ValueError, TypeError, RuntimeError), match=match):
         call()
 
 

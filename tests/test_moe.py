@@ -1,20 +1,11 @@
-"""GLU, MoE (auxiliary loss, load statistics, upcycling identity) and hybrid blocks."""
+"""GLU and MoE: upcycling identity at initialization, auxiliary loss and load statistics, routing."""
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sb_layers import (
-    GLUMLP,
-    GatedLinearAttention,
-    HybridBlock,
-    MoE,
-    ParallelMixer,
-    SlidingWindowAttention,
-    SpikeCoding,
-    upcycle,
-)
+from sb_layers import GLUMLP, MoE, SpikeCoding, upcycle
 
 
 @given(seed=st.integers(0, 1000), experts=st.integers(1, 8), data=st.data(), router=st.sampled_from(["softmax", "sigmoid"]))
@@ -73,49 +64,28 @@ def test_aux_loss_is_differentiable_into_the_router():
     assert moe.router.weight.grad is not None and moe.router.weight.grad.abs().sum() > 0
 
 
-def build_block(kind, coding=None):
-    torch.manual_seed(5)
-    gla = GatedLinearAttention(16, 4, 2, coding=coding, chunk_size=3)
-    swa = SlidingWindowAttention(16, 4, 2, window=3, coding=coding)
-    mixer = {"gla": gla, "swa": swa, "parallel": ParallelMixer(gla, swa)}[kind]
-    mlp = upcycle(GLUMLP(16, 24, coding=coding), 4, 1, 1) if kind == "parallel" else GLUMLP(16, 24, coding=coding)
-    return HybridBlock(16, mixer, mlp).double()
+def test_report_scaling_spreads_alpha_over_three_matrices():
+    """scaling='report': every matrix times alpha = (1/(S + k/N))^(1/3); equal to dense only approximately."""
+    torch.manual_seed(6)
+    dense = GLUMLP(8, 16).double()
+    moe = upcycle(dense, num_experts=16, top_k=1, num_shared=1, scaling="report")
+    alpha = (1 / (1 + 1 / 16)) ** (1 / 3)
+    for name in ("gate_proj", "up_proj", "down_proj"):
+        torch.testing.assert_close(getattr(moe.experts[3], name).weight, alpha * getattr(dense, name).weight)
+    x = torch.randn(6, 8, dtype=torch.float64)
+    relative = float((moe(x) - dense(x)).detach().norm() / dense(x).detach().norm())
+    assert 0 < relative < 0.05
 
 
-@pytest.mark.parametrize("kind", ["gla", "swa", "parallel"])
-def test_block_in_pieces_equals_one_call(kind):
-    block = build_block(kind)
-    x = torch.randn(2, 11, 16, dtype=torch.float64)
-    whole, _ = block(x)
-    state, outs = None, []
-    for a, b in ((0, 4), (4, 5), (5, 11)):
-        out, state = block(x[:, a:b], state=state)
-        outs.append(out)
-    torch.testing.assert_close(torch.cat(outs, 1), whole)
-
-
-def test_block_is_pre_norm_residual():
-    block = build_block("gla")
-    x = torch.randn(1, 4, 16, dtype=torch.float64)
-    mixed, _ = block.attn(block.attn_norm(x))
-    h = x + mixed
-    torch.testing.assert_close(block(x)[0], h + block.mlp(block.mlp_norm(h)))
-
-
-@pytest.mark.parametrize("kind", ["gla", "swa", "parallel"])
-def test_gradients_reach_every_parameter_of_spiking_blocks(kind):
-    block = build_block(kind, coding=SpikeCoding(mode="spike", codec="ternary"))
-    out, _ = block(torch.randn(2, 5, 16, dtype=torch.float64))
-    out.pow(2).sum().backward()
-    idle = set()
-    if kind == "parallel":
-        # an expert no token was routed to rightly gets no gradient; a zero router's top-1 may too
-        idle = {f"mlp.experts.{i}." for i, load in enumerate(block.mlp.expert_load.tolist()) if load == 0}
-        idle.add("mlp.router.")
-    for name, p in block.named_parameters():
-        if any(name.startswith(prefix) for prefix in idle):
-            continue
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+@pytest.mark.parametrize("weight_bits", [None, 8])
+def test_upcycle_keeps_spike_coding_and_identity(weight_bits):
+    """Quantized experts get scales recalibrated to their rescaled weights, so the identity survives."""
+    torch.manual_seed(7)
+    dense = GLUMLP(8, 16, coding=SpikeCoding(k=4.0, weight_bits=weight_bits, group_size=8)).double()
+    moe = upcycle(dense, num_experts=4, top_k=2, num_shared=1)
+    assert moe.experts[0].gate_proj.coding == dense.gate_proj.coding
+    x = torch.randn(5, 8, dtype=torch.float64)
+    torch.testing.assert_close(moe(x), dense(x))
 
 
 @pytest.mark.parametrize(
@@ -123,13 +93,16 @@ def test_gradients_reach_every_parameter_of_spiking_blocks(kind):
     [
         (lambda: GLUMLP(0, 4), "hidden_size"),
         (lambda: GLUMLP(4, 8)(torch.randn(2, 5)), "hidden_size"),
+        (lambda: MoE(4, 8, num_experts=0), "num_experts"),
         (lambda: MoE(4, 8, num_experts=2, top_k=3), "top_k"),
+        (lambda: MoE(4, 8, num_experts=2, num_shared=-1), "num_shared"),
         (lambda: MoE(4, 8, num_experts=2, router="relu"), "router"),
+        (lambda: MoE(4, 8, num_experts=2)(torch.randn(3, 5)), "hidden_size"),
+        (lambda: MoE(4, 8, num_experts=2).routing_skew, "forward"),
         (lambda: upcycle(torch.nn.Linear(2, 2), 2), "dense_mlp"),
-        (lambda: HybridBlock(16, torch.nn.Linear(16, 16), GLUMLP(16, 8)), "mixer"),
-        (lambda: ParallelMixer(GatedLinearAttention(16, 2), SlidingWindowAttention(8, 2)), "hidden_size"),
+        (lambda: upcycle(GLUMLP(4, 8), 2, scaling="cube"), "scaling"),
     ],
 )
 def test_bad_input_names_the_argument(call, match):
-    with pytest.raises((ValueError, TypeError), match=match):
+    with pytest.raises((ValueError, TypeError, RuntimeError), match=match):
         call()

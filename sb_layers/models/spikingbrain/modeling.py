@@ -7,7 +7,7 @@ Structure and state-dict names follow the release (facts section 4), so released
         .attn                           GatedLinearAttention | SlidingWindowAttention | ParallelMixer
         .mlp                            GLUMLP | MoE
     model.norm                          RMSNorm
-    model.sink_embeddings               [num_sink_tokens, hidden] (76B-style only)
+    model.sink_tokens                   sb_layers.SinkTokens, weight [num_sink_tokens, hidden] (76B-style only)
     lm_head                             Linear(hidden, vocab, bias=False)
 
 Padding and positions: ``attention_mask`` (1 real, 0 pad) is passed to every layer; the SWA layers place
@@ -33,6 +33,7 @@ from sb_layers.blocks import HybridBlock, ParallelMixer
 from sb_layers.feed_forward import GLUMLP, MoE
 from sb_layers.linear_attention import GatedLinearAttention
 from sb_layers.rms_norm import RMSNorm
+from sb_layers.sinks import SinkTokens
 from sb_layers.sliding_window import SlidingWindowAttention
 from sb_layers.spiking_linear import SpikingLinear
 
@@ -108,12 +109,12 @@ class SpikingBrainPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)  # Linear/Embedding: normal(0, initializer_range); RMSNorm: ones
-        if isinstance(module, SpikingBrainModel) and module.sink_embeddings is not None:
-            init.normal_(module.sink_embeddings, mean=0.0, std=self.config.initializer_range)
+        if isinstance(module, SinkTokens):
+            init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
         if isinstance(module, SpikingLinear) and module.weight_quantizer is not None:
             scales = module.weight_quantizer.scales
             if not getattr(scales, "_is_hf_initialized", False) and scales.device.type != "meta":
-                module.weight_quantizer.calibrate(module.weight)  # scales follow the (new or loaded) weight
+                module.calibrate_weight_scales()  # scales follow the (new or loaded) weight
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
@@ -163,9 +164,7 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
             for i in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
-        self.sink_embeddings = (
-            nn.Parameter(torch.empty(config.num_sink_tokens, config.hidden_size)) if config.num_sink_tokens else None
-        )
+        self.sink_tokens = SinkTokens(config.num_sink_tokens, config.hidden_size) if config.num_sink_tokens else None
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -227,10 +226,8 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
         first_call = cache is None or cache.seen_tokens == 0
         sinks = self.config.num_sink_tokens if first_call else 0
         layer_mask = None if bool(mask.all()) else mask
-        if sinks:
-            hidden = torch.cat([self.sink_embeddings.to(hidden.dtype).expand(batch, -1, -1), hidden], dim=1)
-            if layer_mask is not None:
-                layer_mask = torch.cat([layer_mask.new_ones(batch, sinks), layer_mask], dim=1)
+        if sinks:  # the sink-aware SWA layers take the first call's leading tokens as the sinks
+            hidden, layer_mask = self.sink_tokens.prepend(hidden, layer_mask)
 
         states = cache.states if cache is not None else [None] * len(self.layers)
         all_hidden: tuple[torch.Tensor, ...] = ()

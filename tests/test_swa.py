@@ -1,0 +1,172 @@
+"""Sliding-window attention: dense masked-softmax reference, streaming across the window, padding, sinks."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sb_layers import RollingKVCache, SinkTokens, SlidingWindowAttention
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """Exactness claims are checked in float64; restore the default for the other test modules."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def dense_swa_reference(layer, x, window):
+    """Masked softmax attention written out: RoPE, GQA, window of `window` keys including self."""
+    batch, length, _ = x.shape
+    h, hkv, d = layer.num_heads, layer.num_kv_heads, layer.head_dim
+    q = layer.q_proj(x).view(batch, length, h, d)
+    k = layer.k_proj(x).view(batch, length, hkv, d).repeat_interleave(h // hkv, 2)
+    v = layer.v_proj(x).view(batch, length, hkv, d).repeat_interleave(h // hkv, 2)
+    pos = torch.arange(length, dtype=torch.float64)
+    freq = layer.rope_theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    ang = torch.cat([pos[:, None] * freq, pos[:, None] * freq], -1)[:, None]
+
+    def rope(t):
+        a, b = t[..., : d // 2], t[..., d // 2 :]
+        return t * ang.cos() + torch.cat([-b, a], -1) * ang.sin()
+
+    q, k = rope(q), rope(k)
+    scores = torch.einsum("bihd,bjhd->bhij", q, k) / math.sqrt(d)
+    i, j = torch.arange(length)[:, None], torch.arange(length)[None]
+    allowed = (j <= i) & ((i - j < window) if window else True)
+    probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+    out = torch.einsum("bhij,bjhd->bihd", probs, v).reshape(batch, length, h * d)
+    return layer.o_proj(out)
+
+
+@pytest.mark.parametrize("window", [1, 3, 7, None])
+def test_swa_equals_dense_masked_softmax(window):
+    torch.manual_seed(1)
+    layer = SlidingWindowAttention(24, 4, 2, window=window, rope_theta=50.0)
+    x = torch.randn(2, 12, 24)
+    torch.testing.assert_close(layer(x)[0], dense_swa_reference(layer, x, window))
+
+
+@given(seed=st.integers(0, 1000), window=st.integers(1, 6), cuts=st.lists(st.integers(1, 15), max_size=4))
+def test_swa_streaming_across_the_window_boundary(seed, window, cuts):
+    torch.manual_seed(seed)
+    layer = SlidingWindowAttention(16, 2, 1, window=window, rope_theta=100.0)
+    x = torch.randn(2, 16, 16)
+    whole, _ = layer(x)
+    bounds = [0, *sorted(set(cuts)), 16]
+    cache, outs = None, []
+    for a, b in zip(bounds, bounds[1:]):
+        out, cache = layer(x[:, a:b], cache=cache)
+        outs.append(out)
+        assert cache.num_entries <= window
+    torch.testing.assert_close(torch.cat(outs, 1), whole)
+
+
+def test_swa_left_padding_leaves_real_tokens_unchanged():
+    torch.manual_seed(2)
+    layer = SlidingWindowAttention(16, 2, 2, window=4)
+    x = torch.randn(2, 10, 16)
+    mask = torch.ones(2, 10)
+    mask[0, :3] = 0
+    padded, _ = layer(x, attention_mask=mask)
+    alone, _ = layer(x[:1, 3:])
+    torch.testing.assert_close(padded[0, 3:], alone[0])
+    assert torch.isfinite(padded).all()
+
+
+def test_sinks_are_seen_by_every_token_and_see_only_sinks():
+    torch.manual_seed(3)
+    layer = SlidingWindowAttention(16, 2, 2, window=2, num_sinks=3)
+    x = torch.randn(1, 12, 16)
+    out, cache = layer(x)
+    # sinks see only sinks: changing regular tokens leaves sink outputs unchanged
+    y = x.clone()
+    y[:, 3:] = torch.randn(1, 9, 16)
+    torch.testing.assert_close(layer(y)[0][:, :3], out[:, :3])
+    # sinks attend each other without a causal mask: the first sink depends on the last one
+    z = x.clone()
+    z[:, 2] += 1.0
+    assert not torch.allclose(layer(z)[0][:, 0], out[:, 0])
+    # the last token is far beyond the window from the sinks, yet depends on them
+    assert not torch.allclose(layer(z)[0][:, -1], out[:, -1])
+    assert cache.sink_keys.shape[2] == 3 and cache.num_entries == 2
+
+
+@given(seed=st.integers(0, 1000), cuts=st.lists(st.integers(4, 13), max_size=3))
+def test_swa_with_sinks_streams_like_one_call(seed, cuts):
+    """Sinks come with the first call; later pieces attend them from the cache."""
+    torch.manual_seed(seed)
+    layer = SlidingWindowAttention(16, 2, 1, window=3, num_sinks=2, rope_theta=100.0)
+    x = torch.randn(1, 14, 16)
+    whole, _ = layer(x)
+    bounds = [0, *sorted(set(cuts)), 14]
+    cache, outs = None, []
+    for a, b in zip(bounds, bounds[1:]):
+        out, cache = layer(x[:, a:b], cache=cache)
+        outs.append(out)
+        assert cache.num_entries <= 3 and cache.sink_keys.shape[2] == 2
+    torch.testing.assert_close(torch.cat(outs, 1), whole)
+
+
+def test_sink_tokens_prepend_learnable_embeddings_and_strip_them():
+    sinks = SinkTokens(3, 16)
+    layer = SlidingWindowAttention(16, 2, window=2, num_sinks=3)
+    x = torch.randn(2, 5, 16)
+    mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
+    h, m = sinks.prepend(x, mask)
+    assert h.shape == (2, 8, 16) and m.tolist()[0] == [1, 1, 1, 0, 1, 1, 1, 1]
+    torch.testing.assert_close(h[:, :3], sinks.weight.expand(2, -1, -1))
+    out, _ = layer(h, attention_mask=m)
+    assert sinks.strip(out).shape == (2, 5, 16)
+    sinks.strip(out).sum().backward()
+    assert sinks.weight.grad is not None and sinks.weight.grad.abs().sum() > 0
+
+
+def test_decode_cache_never_exceeds_the_window():
+    layer = SlidingWindowAttention(8, 2, window=4)
+    cache = None
+    for _ in range(9):
+        _, cache = layer(torch.randn(1, 1, 8), cache=cache)
+        assert cache.num_entries <= 4
+    assert cache.length == 9 and cache.key_index.tolist() == [5, 6, 7, 8]
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: SlidingWindowAttention(16, 2, window=0), "window"),
+        (lambda: SlidingWindowAttention(16, 3), "num_heads"),
+        (lambda: SlidingWindowAttention(16, 4, 3), "num_kv_heads"),
+        (lambda: SlidingWindowAttention(16, 2, head_dim=5), "head_dim"),
+        (lambda: SlidingWindowAttention(16, 2, rope_theta=-1.0), "rope_theta"),
+        (lambda: SlidingWindowAttention(16, 2, num_sinks=-1), "num_sinks"),
+        (lambda: SlidingWindowAttention(16, 2, attention_backend="xformers"), "attention_backend"),
+        (lambda: SlidingWindowAttention(16, 2)(torch.randn(1, 3, 15)), "hidden_states"),
+        (lambda: SlidingWindowAttention(16, 2)(torch.randn(1, 3, 16), attention_mask=torch.ones(2, 3)), "attention_mask"),
+        (lambda: SlidingWindowAttention(16, 2, window=3)(torch.randn(1, 3, 16), cache=RollingKVCache(4)), "window"),
+        (lambda: SlidingWindowAttention(16, 2, window=3)(torch.randn(2, 1, 16), cache=SlidingWindowAttention(16, 2, window=3)(torch.randn(1, 1, 16))[1]), "batch"),
+        (lambda: SlidingWindowAttention(16, 2, num_sinks=4)(torch.randn(1, 3, 16)), "sink"),
+        (lambda: SinkTokens(0, 16), "num_sinks"),
+        (lambda: SinkTokens(2, 16).prepend(torch.randn(1, 3, 8)), "hidden_states"),
+    ],
+)
+def test_bad_input_names_the_argument(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # eager FlexAttention warns that it is unfused
+def test_flex_attention_backend_equals_sdpa():
+    torch.manual_seed(4)
+    sdpa = SlidingWindowAttention(16, 4, 2, window=3, num_sinks=1)
+    flex = SlidingWindowAttention(16, 4, 2, window=3, num_sinks=1, attention_backend="flex")
+    flex.load_state_dict(sdpa.state_dict())
+    x = torch.randn(2, 9, 16)
+    mask = torch.ones(2, 9)
+    mask[1, 1:3] = 0
+    with torch.no_grad():  # PyTorch's FlexAttention has no backward on CPU
+        torch.testing.assert_close(flex(x, attention_mask=mask)[0], sdpa(x, attention_mask=mask)[0])
