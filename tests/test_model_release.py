@@ -1,0 +1,163 @@
+"""Loading the released SpikingBrain-7B layout (facts section 4) without remote code.
+
+The checkpoint is written here from the release's documented names and config.json fields, not from our
+model, so these tests check that our module tree matches the release's names and shapes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from sb_layers.models.spikingbrain import (
+    GLASwaConfig,
+    SpikingBrainConfig,
+    SpikingBrainForCausalLM,
+    checkpoint_shapes,
+    save_released_checkpoint,
+)
+from sb_layers.spiking_linear import SpikingLinear
+
+HIDDEN, HEADS, KV_HEADS, INTER, VOCAB, LAYERS = 32, 4, 2, 48, 101, 4
+HEAD_DIM = HIDDEN // HEADS
+KV = KV_HEADS * HEAD_DIM
+
+RELEASED_CONFIG = {  # the release's config.json fields (facts section 4), at tiny size
+    "architectures": ["GLAswaForCausalLM"],
+    "auto_map": {"AutoConfig": "configuration_gla_swa.GLAswaConfig", "AutoModelForCausalLM": "modeling_gla_swa.GLAswaForCausalLM"},
+    "model_type": "gla_swa",
+    "vocab_size": VOCAB,
+    "hidden_size": HIDDEN,
+    "num_hidden_layers": LAYERS,
+    "num_attention_heads": HEADS,
+    "num_key_value_heads": KV_HEADS,
+    "intermediate_size": INTER,
+    "hidden_act": "swish",
+    "sliding_window": 6,
+    "rope_theta": 1000000.0,
+    "norm_eps": 1e-06,
+    "max_position_embeddings": 131072,
+    "attn_mode": "chunk",
+    "use_short_conv": False,
+    "conv_size": 4,
+    "attn_layers": [1, 3],
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "torch_dtype": "bfloat16",
+    "fuse_cross_entropy": True,  # an extra field of the release we do not use: kept, not rejected
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def released_shapes(w8aspike: bool = False) -> dict[str, tuple[int, ...]]:
+    """State-dict names and shapes of the release (prefix ``model.``), from facts section 4."""
+    shapes = {"model.embeddings.weight": (VOCAB, HIDDEN), "model.norm.weight": (HIDDEN,), "lm_head.weight": (VOCAB, HIDDEN)}
+    for i in range(LAYERS):
+        p = f"model.layers.{i}."
+        shapes.update({p + "attn_norm.weight": (HIDDEN,), p + "mlp_norm.weight": (HIDDEN,)})
+        shapes.update({p + "attn.q_proj.weight": (HIDDEN, HIDDEN), p + "attn.q_proj.bias": (HIDDEN,)})
+        for name in ("k_proj", "v_proj"):
+            shapes.update({p + f"attn.{name}.weight": (KV, HIDDEN), p + f"attn.{name}.bias": (KV,)})
+        shapes[p + "attn.o_proj.weight"] = (HIDDEN, HIDDEN)
+        if i % 2 == 0:  # GLA
+            if w8aspike:
+                shapes.update({p + "attn.gk_proj.weight": (KV, HIDDEN), p + "attn.gk_proj.bias": (KV,)})
+            else:
+                shapes.update({p + "attn.gk_proj.0.weight": (16, HIDDEN), p + "attn.gk_proj.1.weight": (KV, 16), p + "attn.gk_proj.1.bias": (KV,)})
+            shapes[p + "attn.g_norm.weight"] = (HEAD_DIM,)
+        shapes.update({p + "mlp.gate_proj.weight": (INTER, HIDDEN), p + "mlp.up_proj.weight": (INTER, HIDDEN), p + "mlp.down_proj.weight": (HIDDEN, INTER)})
+    return shapes
+
+
+def write_released_checkpoint(directory, w8aspike: bool = False, group: int = 16) -> dict[str, torch.Tensor]:
+    """Two bfloat16 safetensors shards + index + config.json, as the release ships them."""
+    gen = torch.Generator().manual_seed(0)
+    tensors = {name: (0.2 * torch.randn(shape, generator=gen)).to(torch.bfloat16) for name, shape in released_shapes(w8aspike).items()}
+    if w8aspike:
+        for name in [n for n in tensors if n.endswith("_proj.weight") and ".g_norm" not in n]:
+            out_features, in_features = tensors[name].shape
+            scales = tensors[name].float().reshape(out_features, in_features // group, group).abs().amax(-1, keepdim=True) / 127
+            tensors[name.replace(".weight", ".weight_quantizer.scales")] = scales
+    names = sorted(tensors)
+    half = len(names) // 2
+    shards = {"model-00001-of-00002.safetensors": names[:half], "model-00002-of-00002.safetensors": names[half:]}
+    for file, members in shards.items():
+        save_file({n: tensors[n] for n in members}, str(directory / file), metadata={"format": "pt"})
+    index = {"metadata": {"total_size": 0}, "weight_map": {n: f for f, members in shards.items() for n in members}}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index))
+    (directory / "config.json").write_text(json.dumps(RELEASED_CONFIG))
+    return tensors
+
+
+def test_released_layout_loads_without_remote_code(tmp_path):
+    tensors = write_released_checkpoint(tmp_path)
+    model = SpikingBrainForCausalLM.from_pretrained(tmp_path)
+    assert isinstance(model.config, GLASwaConfig) and model.config.model_type == "gla_swa"
+    assert model.config.fuse_cross_entropy is True
+    assert model.dtype == torch.bfloat16
+    state = model.state_dict()
+    assert set(state) == set(tensors)
+    for name, tensor in tensors.items():
+        assert torch.equal(state[name], tensor), name
+    ids = torch.randint(3, VOCAB, (1, 9))
+    with torch.no_grad():
+        assert torch.isfinite(model(ids).logits).all()
+
+
+def test_auto_classes_map_the_release_model_type(tmp_path):
+    write_released_checkpoint(tmp_path)
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert type(config) is GLASwaConfig
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    assert isinstance(model, SpikingBrainForCausalLM)
+    assert model.config.attn_layers == [1, 3] and model.config.gla_gate == "low_rank"
+
+
+def test_released_w8aspike_layout_loads_with_scales_and_merged_gate(tmp_path):
+    tensors = write_released_checkpoint(tmp_path, w8aspike=True, group=16)
+    model = SpikingBrainForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    config = model.config
+    assert config.spiking and config.weight_bits == 8 and config.group_size == 16 and config.gla_gate == "merged"
+    layer0 = model.model.layers[0]
+    assert isinstance(layer0.attn.gk_proj, SpikingLinear)
+    assert isinstance(layer0.mlp.gate_proj, SpikingLinear)
+    assert type(layer0.mlp.down_proj) is torch.nn.Linear  # the release feeds down_proj unspiked float input
+    state = model.state_dict()
+    for name, tensor in tensors.items():
+        if ".mlp.down_proj.weight_quantizer" in name:
+            assert name not in state  # stored by the release, unused by its forward
+        else:
+            torch.testing.assert_close(state[name], tensor.float(), rtol=0, atol=0, msg=name)
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randint(3, VOCAB, (1, 7))).logits).all()
+
+
+def test_writer_produces_the_released_layout_and_round_trips(tmp_path):
+    config = SpikingBrainConfig(**{k: v for k, v in RELEASED_CONFIG.items() if k not in ("architectures", "auto_map", "model_type", "torch_dtype")})
+    source = SpikingBrainForCausalLM(config).eval()
+    save_released_checkpoint(source.state_dict(), config, tmp_path, max_shard_bytes=20_000, dtype=None)
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert written["model_type"] == "gla_swa" and written["architectures"] == ["GLAswaForCausalLM"]
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    assert set(checkpoint_shapes(tmp_path)) == set(released_shapes())
+    loaded = SpikingBrainForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    ids = torch.randint(3, VOCAB, (2, 8))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, source(ids).logits)
+
+
+def test_writer_rejects_bad_shard_size(tmp_path):
+    with pytest.raises(ValueError, match="max_shard_bytes"):
+        save_released_checkpoint({}, SpikingBrainConfig(), tmp_path, max_shard_bytes=0)
