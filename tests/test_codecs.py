@@ -36,12 +36,37 @@ def test_bidirectional_and_twos_complement_agree(counts):
     [
         ("ternary", [[-1], [-1], [-1], [-1], [-1]]),
         ("bitwise_bidirectional", [[-1], [0], [-1]]),
-        ("bitwise_twos_complement", [[1], [0], [1], [1]]),
+        ("bitwise_twos_complement", [[1], [0], [1], [1]]),  # -8 + 2 + 1
     ],
 )
 def test_minus_five(name, expected):
     train = get_codec(name).encode(torch.tensor([-5]))
     assert train.tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("binary", [[1]] * 5),
+        ("ternary", [[1]] * 5),
+        ("bitwise", [[1], [0], [1]]),
+        ("bitwise_bidirectional", [[1], [0], [1]]),
+        ("bitwise_twos_complement", [[0], [1], [0], [1]]),  # a clear sign bit first
+    ],
+)
+def test_plus_five(name, expected):
+    assert get_codec(name).encode(torch.tensor([5])).tolist() == expected
+
+
+@pytest.mark.parametrize("name", CODEC_NAMES)
+@given(data=st.data())
+def test_spikes_per_element_counts_the_nonzero_steps(name, data):
+    codec = get_codec(name)
+    counts = data.draw(int_counts(signed=codec.signed, max_abs=50))
+    T = codec.min_steps(counts) + data.draw(st.integers(0, 3))
+    train = codec.encode(counts, T)
+    assert torch.equal(codec.spikes_per_element(counts, T), (train != 0).sum(0))
+    assert set(train.unique().tolist()) <= set(codec.spike_values)
 
 
 @pytest.mark.parametrize("name", CODEC_NAMES)
@@ -105,6 +130,11 @@ def test_float_counts_from_spike_count_are_accepted():
         (lambda: get_codec("binary").decode(torch.tensor([[-1]])), "train"),
         (lambda: get_codec("ternary").decode(torch.tensor([[2]])), "train"),
         (lambda: spike_train_matmul(torch.ones(2, 3, dtype=torch.int8), torch.ones(4, 5), "ternary"), "train"),
+        (lambda: spike_train_matmul(torch.full((2, 3), 2, dtype=torch.int8), torch.ones(4, 3), "ternary"), "train"),
+        (lambda: spike_train_matmul(torch.ones(2, 3, dtype=torch.int8), torch.ones(4, 3, dtype=torch.int64), "binary"), "weight"),
+        (lambda: get_codec("bitwise").step_weights(63), "T"),
+        (lambda: get_codec("bitwise").spikes_per_element(torch.tensor([9]), T=3), "T"),
+        (lambda: get_codec("ternary").encode([1, 2]), "counts"),
     ],
 )
 def test_bad_input_names_the_argument(call, match):

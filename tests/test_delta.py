@@ -22,6 +22,16 @@ def test_delta_padding_controls_the_first_step():
     assert DeltaEncoder(0.5, padding=True)(x).flatten().tolist() == [0.0, 0.0]
 
 
+@pytest.mark.parametrize("off_spike", [True, False])
+@pytest.mark.parametrize("padding", [True, False])
+@given(seed=st.integers(0, 10_000), threshold=st.floats(0.05, 2.0))
+def test_delta_matches_snntorch_spikegen_delta(off_spike, padding, seed, threshold):
+    spikegen = pytest.importorskip("snntorch.spikegen")
+    x = torch.randn(12, 2, 5, generator=torch.Generator().manual_seed(seed)).cumsum(0)
+    ours = DeltaEncoder(threshold, off_spike=off_spike, padding=padding)(x)
+    assert torch.equal(ours, spikegen.delta(x, threshold=threshold, padding=padding, off_spike=off_spike))
+
+
 @given(seed=st.integers(0, 10_000), cut=st.integers(1, 19))
 def test_encoders_stream_in_pieces(seed, cut):
     x = torch.randn(20, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).cumsum(0)
@@ -44,6 +54,31 @@ def test_sigma_delta_error_bounded_at_every_step_of_long_sequences(seed, thresho
     assert torch.equal(enc.level, counts.sum(0))
 
 
+@given(seed=st.integers(0, 10_000), T=st.integers(1, 60))
+def test_sigma_delta_equals_its_residual_feedback_loop(seed, T):
+    """The closed form L_t = round(x_t / threshold) is the feedback loop q_t = round((x_t - r_{t-1}) / threshold)."""
+    threshold = 0.125  # a power of two and inputs on a 2^-20 grid keep every float step exact
+    g = torch.Generator().manual_seed(seed)
+    x = torch.round(torch.randn(T, 3, generator=g, dtype=torch.float64).cumsum(0) * 2**20) / 2**20
+    reconstruction = torch.zeros(3, dtype=torch.float64)
+    expected = []
+    for x_t in x:
+        q = torch.round((x_t - reconstruction) / threshold)
+        reconstruction = reconstruction + q * threshold
+        expected.append(q.to(torch.int64))
+    assert torch.equal(SigmaDeltaEncoder(threshold)(x), torch.stack(expected))
+
+
+def test_sigma_delta_decode_continues_from_a_level():
+    x = torch.randn(30, 4, dtype=torch.float64).cumsum(0)
+    enc = SigmaDeltaEncoder(0.2)
+    first = enc(x[:10])
+    level = enc.level.clone()
+    second = enc(x[10:])
+    whole = enc.decode(torch.cat([first, second]), dtype=torch.float64)
+    assert torch.equal(enc.decode(second, level=level, dtype=torch.float64), whole[10:])
+
+
 @given(seed=st.integers(0, 10_000))
 def test_sigma_delta_is_exact_on_integer_multiples(seed):
     threshold = 0.25  # a power of two: multiples are exact in float
@@ -63,6 +98,9 @@ def test_sigma_delta_is_exact_on_integer_multiples(seed):
         (lambda: DeltaEncoder()(torch.tensor([1, 2])), "x"),
         (lambda: SigmaDeltaEncoder()(torch.tensor([float("inf")])), "x"),
         (lambda: SigmaDeltaEncoder().decode(torch.tensor([0.5])), "counts"),
+        (lambda: SigmaDeltaEncoder().decode(torch.tensor([1]), dtype=torch.int32), "dtype"),
+        (lambda: SigmaDeltaEncoder(1e-30)(torch.tensor([1e10])), "threshold"),
+        (lambda: DeltaEncoder()(torch.ones(0, 3)), "x"),
     ],
 )
 def test_bad_input_names_the_argument(call, match):

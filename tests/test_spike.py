@@ -44,12 +44,11 @@ def test_counts_round_half_to_even(x, k):
 
 
 def test_ties_round_to_even():
-    # mean |x| = 1, k = 1 -> v_th = 1: 0.5 -> 0, 1.5 -> 2, 2.5 -> 2, -0.5 -> -0, -1.5 -> -2
-    x = torch.tensor([[0.5, 1.5, 2.5, -0.5, -1.5, -0.5, 0.0, 1.5]], dtype=torch.float64)
-    x = x / x.abs().mean()
-    counts, v_th = spike_count(x, k=1.0)
-    assert torch.equal(counts, torch.round(x / v_th))
-    assert counts[0, :3].tolist() == [round(v) for v in (x[0, :3] / v_th[0, 0]).tolist()]
+    # mean |x| = 12.5 / 8 = 1.5625 = k gives v_th = 1 exactly, so x / v_th are exact ties
+    x = torch.tensor([[0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5, 0.0]], dtype=torch.float64)
+    counts, v_th = spike_count(x, k=1.5625)
+    assert v_th.item() == 1.0
+    assert counts.tolist() == [[0.0, 2.0, 2.0, 0.0, -2.0, -2.0, 4.0, 0.0]]
 
 
 @given(float_tensors(), ks, st.integers(2, 6))
@@ -61,6 +60,13 @@ def test_clamp_bounds_counts_and_mask_reports_it(x, k, bits):
     free, _ = spike_count(x, k)
     assert torch.equal(mask, (free < low) | (free > high))
     assert torch.equal(counts[~mask], free[~mask])
+    # Unclamped elements keep the half-threshold bound; clamped ones sit on a bound, their error beyond it.
+    error = (counts * v_th - x).abs()
+    v_th_full = v_th.expand_as(x)
+    assert bool((error[~mask] <= v_th_full[~mask] / 2 * (1 + 1e-12)).all())
+    assert bool(((counts[mask] == low) | (counts[mask] == high)).all())
+    assert bool((error[mask] > v_th_full[mask] / 2).all())
+    torch.testing.assert_close(error[mask], (x - torch.where(x > 0, high, low) * v_th_full)[mask].abs())
 
 
 def test_clamp_is_never_applied_unless_asked():
@@ -72,12 +78,18 @@ def test_clamp_is_never_applied_unless_asked():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-def test_low_precision_inputs_compute_in_float32(dtype):
-    x = torch.randn(5, 33, dtype=dtype)
-    counts, v_th = spike_count(x, 3.0)
+@given(x=float_tensors(scale=(1e-2, 1e2)), k=ks)
+def test_low_precision_inputs_compute_in_float32(dtype, x, k):
+    """Counts and v_th are float32 for float16/bfloat16/float32 input; spike_quantize keeps x's dtype."""
+    x = x.to(dtype)
+    counts, v_th = spike_count(x, k)
     assert counts.dtype == torch.float32 and v_th.dtype == torch.float32
+    torch.testing.assert_close(v_th, adaptive_threshold(x.float(), k), rtol=0, atol=0)
     assert torch.equal(counts, torch.round(x.float() / v_th))
-    assert spike_quantize(x).dtype == dtype
+    assert bool(((counts * v_th - x.float()).abs() <= v_th / 2 * (1 + 1e-6)).all())
+    quantized = spike_quantize(x, k)
+    assert quantized.dtype == dtype
+    assert torch.equal(quantized, (counts * v_th).to(dtype))
 
 
 @given(float_tensors(), ks, st.one_of(st.none(), st.integers(2, 5)))
