@@ -77,6 +77,11 @@ class SBLeaky(snntorch.Leaky):
         beta_value = float(beta) if isinstance(beta, (int, float)) and not isinstance(beta, bool) else None
         if beta_value is not None and not 0.0 < beta_value <= 1.0:
             raise ValueError(f"beta must be in (0, 1], got {beta!r}")
+        # Validate before snnTorch's constructor: it registers every instance in a class-wide list that
+        # snntorch.utils.reset walks, so a half-built neuron would break later resets.
+        if reset_mechanism not in ("subtract", "zero", "none"):
+            raise ValueError(f"reset_mechanism must be 'subtract', 'zero' or 'none', got {reset_mechanism!r}")
+        k = check_positive(k, "k")
         super().__init__(
             beta,
             threshold=fixed,
@@ -88,7 +93,7 @@ class SBLeaky(snntorch.Leaky):
             reset_mechanism=reset_mechanism,
             output=output,
         )
-        self.k = check_positive(k, "k")
+        self.k = k
         self.dim = dim
         self.adaptive = adaptive
         self.v_th: torch.Tensor | None = None

@@ -1,0 +1,117 @@
+"""snnTorch adapter: SBLeaky keeps snnTorch's Leaky conventions and adds the adaptive threshold."""
+
+from __future__ import annotations
+
+import pytest
+import snntorch
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from snntorch import spikegen, surrogate, utils
+from snntorch import functional as SF
+
+from sb_adapters.snntorch import SBLeaky
+from sb_neurons import adaptive_threshold
+
+
+def run(neuron: torch.nn.Module, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mem = neuron.init_leaky()
+    spikes, mems = [], []
+    for x in x_seq:
+        spk, mem = neuron(x, mem)
+        spikes.append(spk)
+        mems.append(mem)
+    return torch.stack(spikes), torch.stack(mems)
+
+
+def test_exposed_as_snntorch_attribute_and_is_a_leaky():
+    assert snntorch.SBLeaky is SBLeaky
+    assert isinstance(SBLeaky(beta=0.9), snntorch.Leaky)
+
+
+@pytest.mark.parametrize("reset_mechanism", ["subtract", "zero", "none"])
+@given(seed=st.integers(0, 2**31 - 1), beta=st.floats(0.1, 1.0), threshold=st.floats(0.2, 2.0))
+def test_fixed_threshold_reproduces_snntorch_leaky(reset_mechanism, seed, beta, threshold):
+    x_seq = torch.randn(6, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    options = dict(beta=beta, threshold=threshold, reset_mechanism=reset_mechanism, spike_grad=surrogate.fast_sigmoid())
+    spk_ref, mem_ref = run(snntorch.Leaky(**options), x_seq)
+    spk, mem = run(SBLeaky(**options), x_seq)
+    assert torch.equal(spk, spk_ref.to(spk.dtype))
+    assert torch.allclose(mem, mem_ref, rtol=0, atol=1e-12)  # same sums, associated differently
+
+
+def test_adaptive_threshold_is_taken_from_the_first_step_and_kept():
+    x_seq = torch.randn(5, 4, 6, dtype=torch.float64)
+    lif = SBLeaky(beta=0.9, k=2.0)
+    run(lif, x_seq)
+    assert torch.equal(lif.v_th, adaptive_threshold(x_seq[0], 2.0))
+    # With that threshold fixed, the adaptive neuron is the plain Leaky neuron of that threshold, row by row.
+    row = 1
+    fixed = SBLeaky(beta=0.9, threshold=float(lif.v_th[row]))
+    spk_adaptive, _ = run(lif, x_seq)
+    spk_fixed, _ = run(fixed, x_seq[:, row : row + 1])
+    assert torch.equal(spk_adaptive[:, row : row + 1], spk_fixed)
+
+
+def test_init_hidden_output_and_reset_through_snntorch_utils():
+    x_seq = torch.randn(4, 2, 3)
+    net = torch.nn.Sequential(torch.nn.Identity(), SBLeaky(beta=0.8, init_hidden=True))
+    first = torch.stack([net(x) for x in x_seq])
+    assert first.shape == x_seq.shape
+    assert net[1].v_th is not None
+    utils.reset(net)
+    assert net[1].v_th is None and not net[1].mem.any()
+    assert torch.equal(first, torch.stack([net(x) for x in x_seq]))
+    spk, mem = SBLeaky(beta=0.8, init_hidden=True, output=True)(x_seq[0])
+    assert spk.shape == mem.shape == x_seq[0].shape
+    with pytest.raises(TypeError, match="mem"):
+        SBLeaky(beta=0.8, init_hidden=True)(x_seq[0], torch.zeros(2, 3))
+
+
+def test_learnable_beta_and_threshold_receive_gradients():
+    lif = SBLeaky(beta=0.7, threshold=0.5, learn_beta=True, learn_threshold=True)
+    spk, mem = run(lif, torch.randn(5, 3, 4))
+    (spk.sum() + mem.sum()).backward()
+    assert lif.beta.grad is not None and lif.threshold.grad is not None
+
+
+def test_errors_name_the_argument():
+    with pytest.raises(ValueError, match="threshold"):
+        SBLeaky(beta=0.9, threshold="sometimes")
+    with pytest.raises(ValueError, match="learn_threshold"):
+        SBLeaky(beta=0.9, learn_threshold=True)
+    with pytest.raises(ValueError, match="beta"):
+        SBLeaky(beta=1.5)
+    with pytest.raises(ValueError, match="k"):
+        SBLeaky(beta=0.9, k=0)
+    with pytest.raises(ValueError, match="reset_mechanism"):
+        SBLeaky(beta=0.9, reset_mechanism="sometimes")
+    with pytest.raises(AttributeError):
+        SBLeaky(beta=0.9).threshold  # noqa: B018 - an adaptive neuron has no scalar threshold
+
+
+def test_snntorch_style_network_trains():
+    torch.manual_seed(0)
+    steps, classes = 10, 3
+    net = torch.nn.Sequential(
+        torch.nn.Linear(12, 24),
+        SBLeaky(beta=0.9, init_hidden=True, spike_grad=surrogate.fast_sigmoid(slope=25)),
+        torch.nn.Linear(24, classes),
+        SBLeaky(beta=0.9, threshold=1.0, init_hidden=True, output=True, spike_grad=surrogate.fast_sigmoid(slope=25)),
+    )
+    labels = torch.arange(16) % classes
+    prototypes = torch.rand(classes, 12)
+    images = (prototypes[labels] + 0.1 * torch.rand(16, 12)).clamp(0, 1)
+    loss_fn = SF.ce_rate_loss()
+    optimizer = torch.optim.Adam(net.parameters(), lr=2e-2)
+    losses = []
+    for _ in range(25):
+        data = spikegen.rate(images, num_steps=steps)
+        utils.reset(net)
+        spk_rec = torch.stack([net(data[t])[0] for t in range(steps)])
+        loss = loss_fn(spk_rec, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.85 * sum(losses[:5]) / 5

@@ -1,0 +1,173 @@
+"""SpikingJelly adapter: SBLIFNode / SBSpikeCountNode behave as native SpikingJelly neurons and keep the
+dynamics of sb_neurons."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import sb_adapters.spikingjelly  # noqa: F401 - registers the neurons
+from sb_neurons import AdaptiveIFNode, AdaptiveLIFNode, spike_quantize
+from spikingjelly.activation_based import functional, layer, monitor, neuron, surrogate
+
+NODE_OPTIONS = [
+    dict(),
+    dict(tau=2.0),
+    dict(v_reset=0.0),
+    dict(signed=True, rounding=True),
+    dict(v_threshold=0.4),
+    dict(tau=4.0, v_threshold=0.3, learn_threshold=True, detach_reset=True),
+]
+
+
+def test_registered_in_spikingjelly_neuron_namespace():
+    assert neuron.SBLIFNode is sb_adapters.spikingjelly.SBLIFNode
+    assert neuron.SBSpikeCountNode is sb_adapters.spikingjelly.SBSpikeCountNode
+    assert isinstance(neuron.SBLIFNode(), neuron.BaseNode)
+
+
+@pytest.mark.parametrize("options", NODE_OPTIONS, ids=str)
+@pytest.mark.parametrize("store_v_seq", [False, True])
+@given(seed=st.integers(0, 2**31 - 1), steps=st.integers(1, 6))
+def test_single_step_loop_equals_multi_step_call(options, store_v_seq, seed, steps):
+    x_seq = torch.randn(steps, 3, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    node = neuron.SBLIFNode(step_mode="m", store_v_seq=store_v_seq, surrogate_function=surrogate.ATan(), **options)
+    spikes_m = node(x_seq)
+    v_m, v_th_m, v_seq_m = node.v, node.v_th, node.v_seq
+    functional.reset_net(node)
+    functional.set_step_mode(node, "s")
+    spikes_s = torch.stack([node(x) for x in x_seq])
+    assert torch.equal(spikes_m, spikes_s)
+    assert torch.equal(v_m, node.v)
+    assert (v_th_m is None and node.v_th is None) or torch.equal(v_th_m, node.v_th)
+    if store_v_seq:
+        assert v_seq_m.shape == x_seq.shape and torch.equal(v_seq_m, node.v_seq)
+        assert torch.equal(v_seq_m[-1], v_m)
+
+
+@pytest.mark.parametrize("threshold", ["first_step", "total"])
+@pytest.mark.parametrize("tau", [None, 2.0])
+def test_dynamics_are_those_of_sb_neurons(threshold, tau):
+    x_seq = torch.randn(5, 4, 6, dtype=torch.float64)
+    reference = (
+        AdaptiveIFNode(k=2.0, threshold=threshold, surrogate="sigmoid", step_mode="m")
+        if tau is None
+        else AdaptiveLIFNode(1.0 - 1.0 / tau, k=2.0, threshold=threshold, surrogate="sigmoid", step_mode="m")
+    )
+    node = neuron.SBLIFNode(tau=tau, k=2.0, v_threshold=threshold, step_mode="m")
+    assert torch.equal(node(x_seq), reference(x_seq))
+    assert torch.allclose(node.v, reference.v, rtol=0, atol=1e-12)
+
+
+def test_state_is_cleared_by_reset_net_and_sequences_can_be_split():
+    x_seq = torch.randn(6, 2, 5, dtype=torch.float64)
+    node = neuron.SBLIFNode(step_mode="m")
+    whole = node(x_seq)
+    functional.reset_net(node)
+    assert node.v_th is None and node.v == 0.0
+    pieces = torch.cat([node(x_seq[:2]), node(x_seq[2:])])
+    assert torch.equal(whole, pieces)
+
+
+def test_total_threshold_needs_a_whole_sequence():
+    node = neuron.SBLIFNode(v_threshold="total", step_mode="m")
+    node(torch.randn(3, 2, 4))
+    with pytest.raises(ValueError, match="reset_net"):
+        node(torch.randn(3, 2, 4))
+    with pytest.raises(ValueError, match="step_mode='m'"):
+        neuron.SBLIFNode(v_threshold="total")(torch.randn(2, 4))
+
+
+def test_total_threshold_collapses_to_spike_count():
+    # Eq. 20 -> Eq. 21: all input at step 0, T >= |count|; signed rounding IF neuron.
+    x = torch.randn(4, 8, dtype=torch.float64) * 3
+    steps = 40
+    x_seq = torch.zeros(steps, *x.shape, dtype=torch.float64)
+    x_seq[0] = x
+    node = neuron.SBLIFNode(k=3.0, v_threshold="total", signed=True, rounding=True, step_mode="m")
+    counts = node(x_seq).sum(dim=0)
+    expected = spike_quantize(x, 3.0) / node.v_th
+    assert torch.allclose(counts, expected, atol=1e-9)
+
+
+def test_errors_name_the_argument():
+    with pytest.raises(ValueError, match="v_threshold"):
+        neuron.SBLIFNode(v_threshold="sometimes")
+    with pytest.raises(ValueError, match="tau"):
+        neuron.SBLIFNode(tau=0.5)
+    with pytest.raises(ValueError, match="learn_threshold"):
+        neuron.SBLIFNode(learn_threshold=True)
+    with pytest.raises(ValueError, match="backend"):
+        neuron.SBLIFNode(backend="cupy")
+    with pytest.raises(ValueError, match="batch dimension"):
+        neuron.SBLIFNode(dim=0)(torch.randn(2, 3))
+    with pytest.raises(ValueError, match=r"\[T, N"):
+        neuron.SBLIFNode(step_mode="m")(torch.randn(3))
+
+
+def test_triton_backend_is_explicit():
+    try:
+        from sb_kernels import multistep_neuron  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="sb_kernels.multistep_neuron"):
+            neuron.SBLIFNode(backend="triton")
+        assert neuron.SBLIFNode().supported_backends == ("torch",)
+    else:
+        assert neuron.SBLIFNode(backend="triton").backend == "triton"
+
+
+@given(seed=st.integers(0, 2**31 - 1), steps=st.integers(1, 4))
+def test_spike_count_node_single_equals_multi_and_matches_eq21(seed, steps):
+    x_seq = torch.randn(steps, 3, 2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    node = neuron.SBSpikeCountNode(k=3.0, dim=(1, 2), step_mode="m")
+    multi = node(x_seq)
+    functional.set_step_mode(node, "s")
+    assert torch.equal(multi, torch.stack([node(x) for x in x_seq]))
+    assert torch.equal(multi[0], spike_quantize(x_seq[0], 3.0, dim=(1, 2)))
+    counts = neuron.SBSpikeCountNode(output="count", dim=(1, 2))(x_seq[0])
+    assert torch.equal(counts, torch.round(counts))
+
+
+class TutorialNet(torch.nn.Module):
+    """The CSNN of SpikingJelly's tutorials, with SBLIFNode as the neuron."""
+
+    def __init__(self, channels: int = 4, classes: int = 3) -> None:
+        super().__init__()
+        self.conv = layer.SeqToANNContainer(
+            torch.nn.Conv2d(1, channels, 3, padding=1, bias=False), torch.nn.BatchNorm2d(channels)
+        )
+        self.sn1 = neuron.SBLIFNode(tau=2.0, k=2.0, surrogate_function=surrogate.ATan(), detach_reset=True)
+        self.pool = layer.SeqToANNContainer(torch.nn.AvgPool2d(2), torch.nn.Flatten())
+        self.fc = layer.SeqToANNContainer(torch.nn.Linear(channels * 4 * 4, classes))
+        self.sn2 = neuron.SBLIFNode(tau=2.0, v_threshold=1.0, surrogate_function=surrogate.ATan())
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        return self.sn2(self.fc(self.pool(self.sn1(self.conv(x_seq))))).mean(dim=0)
+
+
+def test_tutorial_style_network_trains_and_is_monitored():
+    torch.manual_seed(0)
+    net = TutorialNet()
+    functional.set_step_mode(net, "m")
+    images = torch.rand(16, 1, 8, 8)
+    labels = torch.randint(0, 3, (16,))
+    images[labels == 1, :, :4] += 1.0  # make the classes separable
+    images[labels == 2, :, 4:] += 1.0
+    x_seq = images.unsqueeze(0).repeat(4, 1, 1, 1, 1)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
+    target = torch.nn.functional.one_hot(labels, 3).float()
+    losses = []
+    for _ in range(12):
+        loss = torch.nn.functional.mse_loss(net(x_seq), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        functional.reset_net(net)
+        losses.append(loss.item())
+    assert min(losses[-3:]) < 0.8 * losses[0]
+    with monitor.OutputMonitor(net, neuron.SBLIFNode) as spikes:
+        net(x_seq)
+    assert len(spikes.records) == 2
+    assert all(set(torch.unique(r).tolist()) <= {0.0, 1.0} for r in spikes.records)

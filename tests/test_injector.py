@@ -1,0 +1,330 @@
+"""PEFT-style injector: SpikingConfig, target matching, inject/unload, spiking_report, calibrate.
+
+Tiny HuggingFace models are built from configs (no downloads): GPT-2 (Conv1D projections), Llama and
+Qwen2 (nn.Linear projections).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from peft import LoraConfig
+from peft.tuners.tuners_utils import check_target_module_exists
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers.pytorch_utils import Conv1D
+
+from sb_adapters import (
+    SpikingConfig,
+    SpikingConv1D,
+    calibrate,
+    get_spiking_config,
+    inject_spiking,
+    spiking_layers,
+    spiking_report,
+    unload_spiking,
+)
+from sb_adapters.matching import layer_index, spec_matches
+from sb_layers import GatedLinearAttention, SpikingLinear
+from sb_neurons import CODEC_NAMES
+
+VOCAB = 64
+
+
+def tiny_gpt2() -> nn.Module:
+    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=32, bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(config).eval()
+
+
+def tiny_llama() -> nn.Module:
+    config = LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def tiny_qwen2() -> nn.Module:
+    config = Qwen2Config(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+    )
+    return Qwen2ForCausalLM(config).eval()
+
+
+MODELS = {"gpt2": tiny_gpt2, "llama": tiny_llama, "qwen2": tiny_qwen2}
+
+
+def token_ids(seed: int = 0, batch: int = 2, length: int = 8) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+
+# -- SpikingConfig ----------------------------------------------------------------------------------
+
+configs = st.builds(
+    SpikingConfig,
+    target_modules=st.one_of(
+        st.just("all-linear"), st.just(r".*\.(q|k)_proj"), st.lists(st.sampled_from(["q_proj", "c_attn", "mlp.up_proj"]), min_size=1, unique=True)
+    ),
+    exclude_modules=st.one_of(st.none(), st.just(["lm_head"]), st.just(r".*\.0\..*")),
+    k=st.floats(0.1, 100.0),
+    coding=st.sampled_from(CODEC_NAMES[1:]),
+    mode=st.sampled_from(["count", "spike"]),
+    clamp=st.one_of(st.none(), st.integers(2, 16), st.tuples(st.integers(-64, 0), st.integers(0, 64))),
+    weight_bits=st.one_of(st.none(), st.integers(2, 8)),
+    group_size=st.one_of(st.none(), st.sampled_from([16, 32, 128])),
+    spike_qk=st.booleans(),
+    dense_layers=st.one_of(st.none(), st.lists(st.integers(0, 30), min_size=1, max_size=4)),
+    record_stats=st.booleans(),
+)
+
+
+@given(config=configs)
+def test_config_round_trips_through_json(config):
+    assert SpikingConfig.from_json_string(config.to_json_string()) == config
+    assert SpikingConfig.from_dict(config.to_dict()) == config
+
+
+def test_config_save_and_load_pretrained(tmp_path):
+    config = SpikingConfig(target_modules=["q_proj", "v_proj"], k=5.0, clamp=(-8, 7), weight_bits=8, dense_layers=[1])
+    config.save_pretrained(tmp_path / "run")
+    assert (tmp_path / "run" / "spiking_config.json").is_file()
+    assert SpikingConfig.from_pretrained(tmp_path / "run") == config
+    with pytest.raises(FileNotFoundError, match="spiking_config.json"):
+        SpikingConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(target_modules=None), ValueError, "target_modules"),
+        (dict(target_modules=[]), ValueError, "target_modules"),
+        (dict(target_modules="(unclosed"), ValueError, "regular expression"),
+        (dict(target_modules=[3]), TypeError, "target_modules"),
+        (dict(exclude_modules="all-linear"), ValueError, "exclude_modules"),
+        (dict(k=0.0), ValueError, "k"),
+        (dict(coding="morse"), ValueError, "codec"),
+        (dict(mode="dense"), ValueError, "mode"),
+        (dict(weight_bits=16), ValueError, "weight_bits"),
+        (dict(dense_layers=[-1]), ValueError, "dense_layers"),
+        (dict(spike_qk="yes"), TypeError, "spike_qk"),
+    ],
+)
+def test_config_rejects_bad_values(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        SpikingConfig(**kwargs)
+
+
+def test_config_rejects_unknown_fields():
+    with pytest.raises(ValueError, match="unknown SpikingConfig fields"):
+        SpikingConfig.from_dict({"k": 3.0, "r": 8})
+
+
+# -- target matching: PEFT's semantics --------------------------------------------------------------
+
+SPECS = [["q_proj"], ["self_attn.q_proj", "mlp"], ["proj"], r".*\.(q|v)_proj", r"model\.layers\.1\..*", ["c_attn"], r".*attn.*"]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=str)
+@pytest.mark.parametrize("model_name", ["gpt2", "llama"])
+def test_target_matching_agrees_with_peft(spec, model_name):
+    peft_config = LoraConfig(target_modules=spec)
+    for name, _ in MODELS[model_name]().named_modules():
+        if name:
+            assert spec_matches(spec, name) == bool(check_target_module_exists(peft_config, name)), name
+
+
+def test_layer_index_is_the_first_numbered_component():
+    assert layer_index("model.layers.3.mlp.experts.7.up_proj") == 3
+    assert layer_index("transformer.h.1.attn.c_attn") == 1
+    assert layer_index("lm_head") is None
+
+
+# -- inject / unload ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_name", list(MODELS))
+def test_injected_model_approaches_the_original_at_high_k(model_name):
+    torch.manual_seed(0)
+    model = MODELS[model_name]()
+    ids = token_ids()
+    with torch.no_grad():
+        reference = model(ids).logits
+        errors = []
+        for k in (3.0, 30.0, 300.0):
+            inject_spiking(model, SpikingConfig(k=k))
+            errors.append((model(ids).logits - reference).abs().max().item())
+            unload_spiking(model)
+    scale = reference.abs().max().item()
+    assert errors[2] < 1e-2 * scale
+    assert errors[2] < errors[1] < errors[0]
+
+
+def test_gpt2_conv1d_is_replaced_by_an_equivalent_view():
+    model = tiny_gpt2()
+    conv = model.transformer.h[0].attn.c_attn
+    inject_spiking(model, SpikingConfig(target_modules=["c_attn"]))
+    twin = model.transformer.h[0].attn.c_attn
+    assert isinstance(twin, SpikingConv1D) and twin.shares_storage_with(conv) and twin.bias is conv.bias
+    assert torch.equal(twin.weight, conv.weight.T)
+    assert not isinstance(model.transformer.h[0].mlp.c_fc, SpikingLinear)
+
+
+@pytest.mark.parametrize("model_name", list(MODELS))
+def test_unload_restores_the_original_objects_bit_exactly(model_name):
+    model = MODELS[model_name]()
+    before = snapshot(model)
+    modules = dict(model.named_modules())
+    inject_spiking(model, SpikingConfig(weight_bits=8, group_size=16))
+    assert spiking_layers(model)
+    unload_spiking(model)
+    assert get_spiking_config(model) is None
+    assert all(module is modules[name] for name, module in model.named_modules())
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(before[key], after[key]) and before[key].dtype == after[key].dtype for key in before)
+
+
+@pytest.mark.parametrize("model_name", list(MODELS))
+def test_state_dict_keys_are_the_original_ones_plus_weight_scales(model_name):
+    model = MODELS[model_name]()
+    original = snapshot(model)
+    inject_spiking(model, SpikingConfig())
+    assert {key: value.shape for key, value in model.state_dict().items()} == {key: value.shape for key, value in original.items()}
+    model.load_state_dict(original)  # strict: the original checkpoint loads as is
+    unload_spiking(model)
+    inject_spiking(model, SpikingConfig(weight_bits=8, group_size=16))
+    layers = spiking_layers(model)
+    extra = set(model.state_dict()) - set(original)
+    assert extra == {f"{name}.weight_quantizer.scales" for name in layers}
+    assert set(original) <= set(model.state_dict())
+
+
+def test_fine_tune_lowers_the_loss_and_unload_keeps_the_trained_weights():
+    torch.manual_seed(0)
+    model = tiny_gpt2().train()
+    inject_spiking(model, SpikingConfig(k=3.0, weight_bits=8, group_size=16))
+    ids = token_ids(seed=1, batch=4, length=12)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        loss = model(ids, labels=ids).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+    trained = model.transformer.h[1].mlp.c_fc.weight.detach().clone()
+    unload_spiking(model)
+    conv = model.transformer.h[1].mlp.c_fc
+    assert isinstance(conv, Conv1D) and torch.equal(conv.weight, trained.T)
+
+
+def test_conv1d_weights_survive_a_dtype_change_before_unload():
+    model = tiny_gpt2()
+    inject_spiking(model, SpikingConfig(target_modules=["c_fc"]))
+    model.double()
+    twin = model.transformer.h[0].mlp.c_fc.weight.detach().clone()
+    unload_spiking(model)
+    conv = model.transformer.h[0].mlp.c_fc
+    assert conv.weight.dtype == torch.float64 and torch.equal(conv.weight, twin.T)
+
+
+def test_exclude_modules_and_dense_layers_keep_layers_dense():
+    model = tiny_llama()
+    inject_spiking(model, SpikingConfig(target_modules=r".*_proj", exclude_modules=["o_proj"], dense_layers=[1]))
+    names = set(spiking_layers(model))
+    assert names == {f"model.layers.0.{part}" for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")}
+    assert not isinstance(model.lm_head, SpikingLinear)
+
+
+def test_errors_are_clear():
+    model = tiny_gpt2()
+    with pytest.raises(ValueError, match="no module to spike-code"):
+        inject_spiking(model, SpikingConfig(target_modules=["q_proj"]))
+    with pytest.raises(TypeError, match="LayerNorm"):
+        inject_spiking(model, SpikingConfig(target_modules=["ln_1"]))
+    with pytest.raises(TypeError, match="SpikingConfig"):
+        inject_spiking(model, {"k": 3.0})
+    with pytest.raises(ValueError, match="no injected spiking layers"):
+        unload_spiking(model)
+    inject_spiking(model, SpikingConfig())
+    with pytest.raises(RuntimeError, match="already injected"):
+        inject_spiking(model, SpikingConfig())
+    assert get_spiking_config(model) == SpikingConfig()
+
+
+def test_spike_qk_switches_linear_attention_feature_maps_and_unload_restores_them():
+    model = nn.Sequential(GatedLinearAttention(hidden_size=16, num_heads=2), nn.Linear(16, 16))
+    inject_spiking(model, SpikingConfig(target_modules=["1"], spike_qk=True, k=4.0))
+    assert model[0].spike_qk and model[0].coding.k == 4.0
+    assert isinstance(model[1], SpikingLinear)
+    unload_spiking(model)
+    assert not model[0].spike_qk and model[0].coding is None
+
+
+# -- spiking_report -----------------------------------------------------------------------------------
+
+
+def test_spiking_report_accounts_for_every_layer():
+    model = tiny_llama()
+    inject_spiking(model, SpikingConfig(k=3.0))
+    ids = token_ids(length=6)
+    report = spiking_report(model, {"input_ids": ids})
+    layers = spiking_layers(model)
+    assert list(report.layers) == list(layers)
+    for name, layer in report.layers.items():
+        stats = layer.stats
+        assert stats.num_channels == ids.numel() * layers[name].in_features
+        assert layer.macs == stats.num_channels * layers[name].out_features
+        assert 0.0 <= stats.silent_channel_fraction <= 1.0 and 0.0 <= stats.firing_rate <= 1.0
+        assert int(stats.count_histogram.sum()) == stats.num_channels
+    assert report.total.num_channels == sum(layer.stats.num_channels for layer in report.layers.values())
+    assert report.total.total_spikes == sum(layer.stats.total_spikes for layer in report.layers.values())
+    weighted = sum(layer.stats.total_spikes * layer.out_features for layer in report.layers.values()) / report.total_macs
+    assert report.energy.mean_spikes_per_channel == pytest.approx(weighted)
+    assert report.energy_pj()["spiking"] == pytest.approx(report.total_macs * weighted * 0.03)
+    text = str(report)
+    assert all(name in text for name in layers) and "total" in text and "FP16" in text
+    assert all(not layer.record_stats and layer.spike_stats is None for layer in layers.values())
+    with pytest.raises(ValueError, match="no spiking layers"):
+        spiking_report(tiny_gpt2(), ids)
+
+
+# -- calibrate ----------------------------------------------------------------------------------------
+
+
+def test_calibrate_never_increases_the_output_error_on_its_data():
+    torch.manual_seed(0)
+    model = tiny_qwen2()
+    inject_spiking(model, SpikingConfig(weight_bits=3, group_size=16))
+    layers = spiking_layers(model)
+    max_abs = {name: layer.weight_quantizer.scales.clone() for name, layer in layers.items()}
+    results = calibrate(model, [token_ids(seed) for seed in range(3)], progress=False)
+    assert set(results) == set(layers)
+    for name, result in results.items():
+        assert result.error_calibrated <= result.error_max_abs
+        ratios = layers[name].weight_quantizer.scales / max_abs[name]
+        assert bool(((ratios <= 1.0 + 1e-6) & (ratios >= 0.7 - 1e-6)).all())
+    assert any(result.error_calibrated < result.error_max_abs for result in results.values())
+
+
+def test_calibrate_needs_quantized_weights_and_batches():
+    model = tiny_gpt2()
+    with pytest.raises(ValueError, match="inject_spiking"):
+        calibrate(model, [token_ids()], progress=False)
+    inject_spiking(model, SpikingConfig())
+    with pytest.raises(ValueError, match="weight_bits"):
+        calibrate(model, [token_ids()], progress=False)
+    unload_spiking(model)
+    inject_spiking(model, SpikingConfig(weight_bits=8, group_size=16))
+    with pytest.raises(ValueError, match="empty"):
+        calibrate(model, [], progress=False)
+    with pytest.raises(ValueError, match="clip_ratios"):
+        calibrate(model, [token_ids()], clip_ratios=[1.5], progress=False)
