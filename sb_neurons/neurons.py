@@ -207,7 +207,9 @@ class AdaptiveIFNode(nn.Module):
         surrogate: ``"atan"`` (default), ``"sigmoid"`` or a callable spike function.
         surrogate_alpha: slope of a named surrogate.
         detach_reset: detach the spikes in the reset term.
-        homeostasis: ``(alpha, beta)``: ``v_th += alpha * (rate - beta)`` after each step.
+        homeostasis: ``(alpha, beta)``, ``alpha > 0``, ``beta`` in [0, 1]: after each step
+            ``v_th <- max(v_th + alpha * (rate - beta), 1e-5)`` with ``rate`` the mean ``|s|`` over ``dim``
+            (the threshold then evolves with the sequence; not combinable with ``learn_threshold``).
         step_mode: ``"s"`` (input ``[B, ...]`` per call) or ``"m"`` (input ``[T, B, ...]``).
         store_v_seq: keep the carried potential of every step in ``v_seq`` (multi-step mode).
         learn_threshold: make a fixed float threshold a learnable parameter.
@@ -262,6 +264,8 @@ class AdaptiveIFNode(nn.Module):
             if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
                 raise ValueError(f"homeostasis beta (target rate) must be in [0, 1], got {beta!r}")
             homeostasis = (float(alpha), float(beta))
+            if learn_threshold:
+                raise ValueError("learn_threshold and homeostasis both set the threshold: choose one")
         for name, value in (("v_reset", v_reset), ("v_init", v_init)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite float, got {value!r}")

@@ -282,6 +282,7 @@ def test_surrogate_peaks():
         (lambda: AdaptiveIFNode(step_mode="x"), "step_mode"),
         (lambda: AdaptiveIFNode(v_init=float("nan")), "v_init"),
         (lambda: AdaptiveIFNode(homeostasis=(0.1, 2.0)), "beta"),
+        (lambda: AdaptiveIFNode(threshold=0.5, learn_threshold=True, homeostasis=(0.1, 0.2)), "learn_threshold"),
         (lambda: AdaptiveLIFNode(decay=1.5), "decay"),
         (lambda: AdaptiveIFNode(threshold="first_step", learn_threshold=True), "learn_threshold"),
         (lambda: AdaptiveIFNode(step_mode="m")(torch.ones(3, 2, dtype=torch.int64)), "x_seq"),
