@@ -4,6 +4,7 @@ Every op takes ``backend="torch" | "triton" | "auto"`` (see :mod:`sb_kernels._di
 """
 
 from ._dispatch import BACKENDS, Backend, interpreter_enabled, resolve_backend
+from .neuron import NeuronOutput, multistep_neuron
 from .spike_quant import QuantizedSpikes, QuantizedSpikesWithStats, spike_quantize, spike_quantize_reference
 from .w8aspike import (
     dequantize_weight,
@@ -16,11 +17,13 @@ from .w8aspike import (
 __all__ = [
     "BACKENDS",
     "Backend",
+    "NeuronOutput",
     "QuantizedSpikes",
     "QuantizedSpikesWithStats",
     "dequantize_weight",
     "int8_matmul_int32",
     "interpreter_enabled",
+    "multistep_neuron",
     "resolve_backend",
     "spike_quantize",
     "spike_quantize_reference",

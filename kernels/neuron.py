@@ -1,0 +1,413 @@
+"""Multi-step adaptive IF/LIF neuron in one launch: forward, and backward with the surrogate gradient.
+
+Same update as :func:`sb_neurons.multistep_neuron_forward` (the reference), per neuron and step t:
+
+    v_t = u_{t-1} + x_t
+    s_t = H(v_t - theta), minus 1 when signed and v_t <= -theta (v_t < -theta when rounding),
+          theta = v_th (v_th / 2 when rounding)
+    u_t = decay * v_t - v_th * s_t                     (soft reset)
+    u_t = decay * (1 - |s_t|) * v_t + v_reset * |s_t|  (hard reset)
+
+The kernel keeps ``u`` in registers across all T steps (T a compile-time constant), reading each
+``x_t`` once and writing each ``s_t`` once. The backward kernel stores nothing from the forward but its
+inputs: it recomputes ``v_t`` from ``x`` in registers, keeps the per-step derivatives
+``ds_t/dv_t`` and ``du_t/dv_t`` in registers, and runs the reverse recurrence
+
+    dL/dv_t = dL/ds_t * ds_t/dv_t + dL/du_t * du_t/dv_t,     dL/dx_t = dL/du_{t-1} = dL/dv_t
+
+so a training step moves ``x`` twice, the spikes once, their gradient once and ``dL/dx`` once, and no
+``[T, N]`` state tensor (SpikingJelly's kernels write and re-read ``h_seq``). ``spike_dtype`` can make
+the spikes (values in {-1, 0, 1}, exact in every float dtype) and hence their gradient half as wide.
+
+Arithmetic is float32 without fused multiply-add, in the reference's order, so on float32 input the
+spikes and states equal the float32 reference exactly; gradients match within float32 rounding of
+the surrogate. Thresholds, decay and ``v_reset`` are constants of the backward pass here (the
+reference lets a learnable threshold or decay receive gradients: use ``backend="torch"`` for those).
+Homeostasis is not part of the kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple
+
+import torch
+
+from sb_neurons import multistep_neuron_forward
+from sb_neurons._validation import check_float_tensor, check_positive
+from sb_neurons.surrogate import ATan, Sigmoid, SurrogateSpike, get_surrogate
+
+from ._dispatch import Backend, lazy_jit, resolve_backend
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover
+    triton = tl = None
+
+MAX_STEPS = 64  # T is unrolled at compile time; beyond this, use the torch backend or feed in pieces
+BLOCK_NEURONS = 128  # one neuron per thread (4 warps): the step axis of the register tiles stays in-thread
+SPIKE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+SURROGATE_IDS = {"atan": 0, "sigmoid": 1}
+
+
+class NeuronOutput(NamedTuple):
+    """``spikes [T, ...]`` (values in {0, 1}, or {-1, 0, 1} when signed) and ``v_last [...]``, the
+    potential carried out of the last step (``u_{T-1}``)."""
+
+    spikes: torch.Tensor
+    v_last: torch.Tensor
+
+
+if tl is not None:
+
+    @lazy_jit
+    def _neuron_forward_kernel(
+        x_ptr, spikes_ptr, vlast_ptr, vinit_ptr, vth_ptr,
+        N, v_init_value, v_th_value, decay, v_reset,
+        T: tl.constexpr, BLOCK: tl.constexpr, SIGNED: tl.constexpr, HARD: tl.constexpr,
+        ROUNDING: tl.constexpr, VINIT_TENSOR: tl.constexpr, VTH_TENSOR: tl.constexpr,
+    ):
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < N
+        if VINIT_TENSOR:
+            u = tl.load(vinit_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        else:
+            u = tl.zeros([BLOCK], dtype=tl.float32) + v_init_value
+        if VTH_TENSOR:
+            th = tl.load(vth_ptr + offs, mask=mask, other=1.0).to(tl.float32)
+        else:
+            th = tl.zeros([BLOCK], dtype=tl.float32) + v_th_value
+        if ROUNDING:
+            theta = 0.5 * th
+        else:
+            theta = th
+        for t in tl.static_range(T):
+            x = tl.load(x_ptr + t * N + offs, mask=mask, other=0.0).to(tl.float32)
+            v = u + x
+            s = tl.where(v - theta >= 0.0, 1.0, 0.0)
+            if SIGNED:
+                if ROUNDING:
+                    s = s - tl.where(v + theta >= 0.0, 0.0, 1.0)  # -1 where v < -theta
+                else:
+                    s = s - tl.where(-v - theta >= 0.0, 1.0, 0.0)  # -1 where v <= -theta
+            if HARD:
+                fired = tl.abs(s)
+                u = decay * (1.0 - fired) * v + v_reset * fired
+            else:
+                u = decay * v - th * s
+            tl.store(spikes_ptr + t * N + offs, s.to(spikes_ptr.dtype.element_ty), mask=mask)
+        tl.store(vlast_ptr + offs, u.to(vlast_ptr.dtype.element_ty), mask=mask)
+
+    @lazy_jit
+    def _neuron_backward_kernel(
+        x_ptr, gspikes_ptr, gvlast_ptr, gx_ptr, gvinit_ptr, vinit_ptr, vth_ptr,
+        N, v_init_value, v_th_value, decay, v_reset, alpha,
+        T: tl.constexpr, T_PAD: tl.constexpr, BLOCK: tl.constexpr, SIGNED: tl.constexpr, HARD: tl.constexpr,
+        ROUNDING: tl.constexpr, VINIT_TENSOR: tl.constexpr, VTH_TENSOR: tl.constexpr, SURR: tl.constexpr,
+        DETACH: tl.constexpr, HAS_GVLAST: tl.constexpr, WANT_GVINIT: tl.constexpr,
+    ):
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < N
+        if VINIT_TENSOR:
+            u = tl.load(vinit_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        else:
+            u = tl.zeros([BLOCK], dtype=tl.float32) + v_init_value
+        if VTH_TENSOR:
+            th = tl.load(vth_ptr + offs, mask=mask, other=1.0).to(tl.float32)
+        else:
+            th = tl.zeros([BLOCK], dtype=tl.float32) + v_th_value
+        if ROUNDING:
+            theta = 0.5 * th
+        else:
+            theta = th
+        # Per-step derivatives kept in registers: row t of ds_dv / du_dv (the step axis is in-thread).
+        steps = tl.arange(0, T_PAD)[:, None]
+        ds_dv_all = tl.zeros([T_PAD, BLOCK], dtype=tl.float32)
+        du_dv_all = tl.zeros([T_PAD, BLOCK], dtype=tl.float32)
+        for t in tl.static_range(T):
+            x = tl.load(x_ptr + t * N + offs, mask=mask, other=0.0).to(tl.float32)
+            v = u + x
+            s = tl.where(v - theta >= 0.0, 1.0, 0.0)
+            z = v - theta
+            if SURR == 0:
+                w = 1.5707963267948966 * alpha * z
+                ds_dv = (0.5 * alpha) / (1.0 + w * w)
+            else:
+                sg = tl.sigmoid(alpha * z)
+                ds_dv = alpha * sg * (1.0 - sg)
+            if SIGNED:
+                # Either side's surrogate is even, so d/dv of the -1 spike is sg'(v + theta) up to rounding.
+                if ROUNDING:
+                    s = s - tl.where(v + theta >= 0.0, 0.0, 1.0)
+                    z2 = v + theta
+                else:
+                    s = s - tl.where(-v - theta >= 0.0, 1.0, 0.0)
+                    z2 = -v - theta
+                if SURR == 0:
+                    w2 = 1.5707963267948966 * alpha * z2
+                    ds_dv += (0.5 * alpha) / (1.0 + w2 * w2)
+                else:
+                    sg2 = tl.sigmoid(alpha * z2)
+                    ds_dv += alpha * sg2 * (1.0 - sg2)
+            if HARD:
+                fired = tl.abs(s)
+                if DETACH:
+                    du_dv = decay * (1.0 - fired)
+                else:
+                    # d|s|/ds is sign(s) (zero where no spike), as autograd's abs.
+                    sign = tl.where(s > 0.0, 1.0, tl.where(s < 0.0, -1.0, 0.0))
+                    du_dv = decay * (1.0 - fired) + (v_reset - decay * v) * sign * ds_dv
+                u = decay * (1.0 - fired) * v + v_reset * fired
+            else:
+                if DETACH:
+                    du_dv = tl.zeros([BLOCK], dtype=tl.float32) + decay
+                else:
+                    du_dv = decay - th * ds_dv
+                u = decay * v - th * s
+            ds_dv_all = tl.where(steps == t, ds_dv[None, :], ds_dv_all)
+            du_dv_all = tl.where(steps == t, du_dv[None, :], du_dv_all)
+
+        if HAS_GVLAST:
+            g_u = tl.load(gvlast_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        else:
+            g_u = tl.zeros([BLOCK], dtype=tl.float32)
+        for i in tl.static_range(T):
+            t = T - 1 - i
+            ds_dv = tl.sum(tl.where(steps == t, ds_dv_all, 0.0), axis=0)
+            du_dv = tl.sum(tl.where(steps == t, du_dv_all, 0.0), axis=0)
+            g_s = tl.load(gspikes_ptr + t * N + offs, mask=mask, other=0.0).to(tl.float32)
+            g_v = g_s * ds_dv + g_u * du_dv
+            tl.store(gx_ptr + t * N + offs, g_v.to(gx_ptr.dtype.element_ty), mask=mask)
+            g_u = g_v
+        if WANT_GVINIT:
+            tl.store(gvinit_ptr + offs, g_u, mask=mask)
+
+
+class _Config(NamedTuple):
+    decay: float
+    reset_hard: bool
+    v_reset: float
+    signed: bool
+    rounding: bool
+    surrogate_id: int
+    alpha: float
+    detach_reset: bool
+    v_init_value: float
+    v_th_value: float
+    spike_dtype: torch.dtype
+
+
+def _flat_or_none(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor | None:
+    """A per-neuron float32 ``[N]`` copy of a tensor parameter (broadcast to one step), or None for a float."""
+    if not isinstance(value, torch.Tensor):
+        return None
+    return value.detach().to(torch.float32).expand(like.shape[1:]).reshape(-1).contiguous()
+
+
+def _launch_forward(x2d: torch.Tensor, v_init: torch.Tensor | None, v_th: torch.Tensor | None, cfg: _Config):
+    steps, neurons = x2d.shape
+    spikes = torch.empty((steps, neurons), dtype=cfg.spike_dtype, device=x2d.device)
+    v_last = torch.empty(neurons, dtype=x2d.dtype, device=x2d.device)
+    grid = (triton.cdiv(neurons, BLOCK_NEURONS),)
+    meta = dict(
+        T=steps, BLOCK=BLOCK_NEURONS, SIGNED=cfg.signed, HARD=cfg.reset_hard, ROUNDING=cfg.rounding,
+        VINIT_TENSOR=v_init is not None, VTH_TENSOR=v_th is not None,
+    )
+    if x2d.is_cuda:
+        # No fused multiply-add: the reference rounds decay * v and v_th * s separately.
+        meta.update(num_warps=4, enable_fp_fusion=False)
+    _neuron_forward_kernel[grid](
+        x2d, spikes, v_last, v_init if v_init is not None else x2d, v_th if v_th is not None else x2d,
+        neurons, cfg.v_init_value, cfg.v_th_value, cfg.decay, cfg.v_reset, **meta,
+    )
+    return spikes, v_last
+
+
+def _launch_backward(x2d, grad_spikes, grad_v_last, v_init, v_th, cfg: _Config, want_grad_v_init: bool):
+    steps, neurons = x2d.shape
+    grad_x = torch.empty_like(x2d)
+    grad_v_init = torch.empty(neurons, dtype=torch.float32, device=x2d.device) if want_grad_v_init else None
+    grid = (triton.cdiv(neurons, BLOCK_NEURONS),)
+    args = (
+        x2d, grad_spikes, grad_v_last if grad_v_last is not None else x2d, grad_x,
+        grad_v_init if grad_v_init is not None else x2d,
+        v_init if v_init is not None else x2d, v_th if v_th is not None else x2d,
+        neurons, cfg.v_init_value, cfg.v_th_value, cfg.decay, cfg.v_reset, cfg.alpha,
+    )
+    meta = dict(
+        T=steps, T_PAD=triton.next_power_of_2(steps), BLOCK=BLOCK_NEURONS, SIGNED=cfg.signed, HARD=cfg.reset_hard,
+        ROUNDING=cfg.rounding, VINIT_TENSOR=v_init is not None, VTH_TENSOR=v_th is not None,
+        SURR=cfg.surrogate_id, DETACH=cfg.detach_reset, HAS_GVLAST=grad_v_last is not None,
+        WANT_GVINIT=want_grad_v_init,
+    )
+    if x2d.is_cuda:
+        meta.update(num_warps=4, enable_fp_fusion=False)
+    _neuron_backward_kernel[grid](*args, **meta)
+    return grad_x, grad_v_init
+
+
+class _MultiStepNeuron(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x2d, v_init, v_th, cfg: _Config):
+        spikes, v_last = _launch_forward(x2d, v_init, v_th, cfg)
+        ctx.save_for_backward(x2d, v_init if v_init is not None else x2d.new_empty(0), v_th if v_th is not None else x2d.new_empty(0))
+        ctx.has_v_init = v_init is not None
+        ctx.has_v_th = v_th is not None
+        ctx.cfg = cfg
+        return spikes, v_last
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_v_last):
+        x2d, v_init, v_th = ctx.saved_tensors
+        v_init = v_init if ctx.has_v_init else None
+        v_th = v_th if ctx.has_v_th else None
+        grad_spikes = x2d.new_zeros(x2d.shape) if grad_spikes is None else grad_spikes.contiguous()
+        grad_v_last = None if grad_v_last is None else grad_v_last.contiguous()
+        want_v_init = ctx.has_v_init and ctx.needs_input_grad[1]
+        grad_x, grad_v_init = _launch_backward(x2d, grad_spikes, grad_v_last, v_init, v_th, ctx.cfg, want_v_init)
+        return grad_x, grad_v_init, None, None
+
+
+def _surrogate_id_and_alpha(surrogate: object, alpha: float | None) -> tuple[int, float] | None:
+    """``(kernel id, alpha)`` of a surrogate the kernel implements, or None (torch only)."""
+    if isinstance(surrogate, str):
+        module = get_surrogate(surrogate, alpha)
+    else:
+        module = surrogate
+    if isinstance(module, ATan):
+        return SURROGATE_IDS["atan"], module.alpha
+    if isinstance(module, Sigmoid):
+        return SURROGATE_IDS["sigmoid"], module.alpha
+    return None
+
+
+def _as_number_or_tensor(value: object, name: str) -> float | torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        check_float_tensor(value, name)
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite number or a float tensor, got {value!r}")
+    return float(value)
+
+
+def multistep_neuron(
+    x_seq: torch.Tensor,
+    v_th: torch.Tensor | float,
+    v_init: torch.Tensor | float = 0.0,
+    decay: float = 1.0,
+    reset: Literal["soft", "hard"] = "soft",
+    v_reset: float = 0.0,
+    signed: bool = False,
+    rounding: bool = False,
+    surrogate: str | SurrogateSpike = "atan",
+    surrogate_alpha: float | None = None,
+    detach_reset: bool = False,
+    *,
+    spike_dtype: torch.dtype | None = None,
+    backend: Backend = "auto",
+) -> NeuronOutput:
+    """Run the adaptive IF/LIF neuron over ``T`` steps; differentiable (surrogate gradient).
+
+    Args:
+        x_seq: input ``[T, ...]`` (float16/bfloat16/float32; float64 on the torch backend), finite.
+        v_th: threshold ``> 0``, a float or a tensor broadcastable to ``x_seq[0]`` (e.g. one per row,
+            from :func:`sb_neurons.adaptive_threshold`); a constant of the backward pass.
+        v_init: potential carried in, a float or a tensor broadcastable to ``x_seq[0]`` (may require grad).
+        decay: 1 for IF, in (0, 1] for LIF; a float.
+        reset: ``"soft"`` (subtract ``v_th``) or ``"hard"`` (to ``v_reset``).
+        v_reset: potential after a hard reset.
+        signed: also fire -1 below ``-theta``.
+        rounding: fire at ``v_th / 2`` (counts round instead of floor).
+        surrogate: ``"atan"``, ``"sigmoid"`` or an :class:`sb_neurons.ATan` / :class:`sb_neurons.Sigmoid`
+            instance (any other callable: torch backend only).
+        surrogate_alpha: slope of a named surrogate.
+        detach_reset: cut the gradient through the reset term.
+        spike_dtype: dtype of the spikes (default ``x_seq.dtype``): float32, float16 or bfloat16 hold
+            {-1, 0, 1} exactly; a narrower one halves the spike bytes and those of their gradient.
+        backend: ``"torch"`` (:func:`sb_neurons.multistep_neuron_forward`), ``"triton"`` or ``"auto"``.
+
+    Returns:
+        ``NeuronOutput(spikes [T, ...] in spike_dtype, v_last [...] in x_seq.dtype)``.
+    """
+    check_float_tensor(x_seq, "x_seq")
+    if x_seq.ndim < 1 or x_seq.shape[0] < 1:
+        raise ValueError(f"x_seq must have shape [T, ...] with T >= 1, got {tuple(x_seq.shape)}")
+    if reset not in ("soft", "hard"):
+        raise ValueError(f"reset must be 'soft' or 'hard', got {reset!r}")
+    v_th = _as_number_or_tensor(v_th, "v_th")
+    if isinstance(v_th, float):
+        check_positive(v_th, "v_th")
+    elif v_th.numel() and not bool((v_th > 0).all()):
+        raise ValueError("v_th must be > 0 everywhere")
+    v_init = _as_number_or_tensor(v_init, "v_init")
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 < decay <= 1.0:
+        raise ValueError(f"decay must be a number in (0, 1], got {decay!r}")
+    if isinstance(v_reset, bool) or not isinstance(v_reset, (int, float)) or not math.isfinite(v_reset):
+        raise TypeError(f"v_reset must be a finite number, got {v_reset!r}")
+    spike_dtype = x_seq.dtype if spike_dtype is None else spike_dtype
+    if spike_dtype not in SPIKE_DTYPES + (torch.float64,):
+        raise TypeError(f"spike_dtype must be a float dtype among float32, float16, bfloat16, got {spike_dtype!r}")
+    for name, value in (("v_th", v_th), ("v_init", v_init)):
+        if isinstance(value, torch.Tensor):
+            try:
+                torch.broadcast_shapes(value.shape, x_seq.shape[1:])
+            except RuntimeError as err:
+                raise ValueError(f"{name} of shape {tuple(value.shape)} does not broadcast to a step {tuple(x_seq.shape[1:])}") from err
+            if torch.broadcast_shapes(value.shape, x_seq.shape[1:]) != x_seq.shape[1:]:
+                raise ValueError(f"{name} of shape {tuple(value.shape)} would enlarge a step {tuple(x_seq.shape[1:])}")
+
+    tensors = [x_seq] + [t for t in (v_th, v_init) if isinstance(t, torch.Tensor)]
+    chosen = resolve_backend(backend, *tensors, op="multistep_neuron")
+    kernel_surrogate = _surrogate_id_and_alpha(surrogate, surrogate_alpha)
+    unsupported = _kernel_limits(x_seq, v_th, kernel_surrogate, spike_dtype)
+    if chosen == "triton" and unsupported and backend == "triton":
+        raise ValueError(f"multistep_neuron: backend='triton' cannot run this call: {unsupported}; use backend='torch'")
+    if chosen == "torch" or unsupported:
+        return _reference(x_seq, v_th, v_init, decay, reset, v_reset, signed, rounding, surrogate, surrogate_alpha,
+                          detach_reset, spike_dtype)
+
+    surrogate_id, alpha = kernel_surrogate  # type: ignore[misc]
+    cfg = _Config(
+        decay=float(decay), reset_hard=reset == "hard", v_reset=float(v_reset), signed=bool(signed),
+        rounding=bool(rounding), surrogate_id=surrogate_id, alpha=float(alpha), detach_reset=bool(detach_reset),
+        v_init_value=v_init if isinstance(v_init, float) else 0.0,
+        v_th_value=v_th if isinstance(v_th, float) else 1.0, spike_dtype=spike_dtype,
+    )
+    x2d = x_seq.reshape(x_seq.shape[0], -1)
+    if not x2d.is_contiguous():
+        x2d = x2d.contiguous()
+    v_init_flat = None
+    if isinstance(v_init, torch.Tensor):
+        v_init_flat = v_init.to(torch.float32).expand(x_seq.shape[1:]).reshape(-1)
+        v_init_flat = v_init_flat.contiguous()
+    spikes, v_last = _MultiStepNeuron.apply(x2d, v_init_flat, _flat_or_none(v_th, x_seq), cfg)
+    return NeuronOutput(spikes.reshape(x_seq.shape), v_last.reshape(x_seq.shape[1:]))
+
+
+def _kernel_limits(x_seq, v_th, kernel_surrogate, spike_dtype) -> str:
+    """Why the kernel cannot run this call ('' when it can)."""
+    if x_seq.dtype not in SPIKE_DTYPES:
+        return f"x_seq dtype {x_seq.dtype} (the kernel takes float16, bfloat16, float32)"
+    if spike_dtype not in SPIKE_DTYPES:
+        return f"spike_dtype {spike_dtype}"
+    if x_seq.shape[0] > MAX_STEPS:
+        return f"T = {x_seq.shape[0]} > {MAX_STEPS} steps unrolled in the kernel"
+    if kernel_surrogate is None:
+        return "a custom surrogate (the kernel implements ATan and Sigmoid)"
+    if isinstance(v_th, torch.Tensor) and v_th.requires_grad:
+        return "a threshold that requires grad (the kernel holds it constant)"
+    return ""
+
+
+def _reference(x_seq, v_th, v_init, decay, reset, v_reset, signed, rounding, surrogate, surrogate_alpha,
+               detach_reset, spike_dtype) -> NeuronOutput:
+    spike_fn = get_surrogate(surrogate, surrogate_alpha) if isinstance(surrogate, str) else surrogate
+    spikes, u_seq = multistep_neuron_forward(
+        x_seq, v_th, v_init, decay, reset, signed, v_reset,
+        rounding=rounding, surrogate=spike_fn, detach_reset=detach_reset,
+    )
+    return NeuronOutput(spikes.to(spike_dtype), u_seq[-1])
+
+
+__all__ = ["NeuronOutput", "multistep_neuron"]
