@@ -4,6 +4,7 @@ Every op takes ``backend="torch" | "triton" | "auto"`` (see :mod:`sb_kernels._di
 """
 
 from ._dispatch import BACKENDS, Backend, interpreter_enabled, resolve_backend
+from .gla import fla_available, gla_fla
 from .neuron import NeuronOutput, multistep_neuron
 from .spike_quant import QuantizedSpikes, QuantizedSpikesWithStats, spike_quantize, spike_quantize_reference
 from .w8aspike import (
@@ -21,6 +22,8 @@ __all__ = [
     "QuantizedSpikes",
     "QuantizedSpikesWithStats",
     "dequantize_weight",
+    "fla_available",
+    "gla_fla",
     "int8_matmul_int32",
     "interpreter_enabled",
     "multistep_neuron",
