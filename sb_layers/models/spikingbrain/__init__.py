@@ -9,7 +9,9 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from .cache import SpikingBrainCache
 from .configuration import GLASwaConfig, SpikingBrainConfig
 from .layout import adapt_config_to_checkpoint, checkpoint_shapes, save_released_checkpoint
+from .convert import continual_pretrain, convert_qwen2
 from .modeling import GLAswaForCausalLM, SpikingBrainForCausalLM, SpikingBrainModel, SpikingBrainPreTrainedModel
+from .w8aspike import SpikeReport, plot_spike_report, record_spike_statistics, spike_report, to_w8aspike
 
 for _model_class in (SpikingBrainForCausalLM, GLAswaForCausalLM):
     AutoConfig.register(_model_class.config_class.model_type, _model_class.config_class, exist_ok=True)
@@ -23,7 +25,14 @@ __all__ = [
     "SpikingBrainForCausalLM",
     "SpikingBrainModel",
     "SpikingBrainPreTrainedModel",
+    "SpikeReport",
     "adapt_config_to_checkpoint",
     "checkpoint_shapes",
+    "continual_pretrain",
+    "convert_qwen2",
+    "plot_spike_report",
+    "record_spike_statistics",
     "save_released_checkpoint",
+    "spike_report",
+    "to_w8aspike",
 ]

@@ -1,0 +1,253 @@
+"""W8ASpike: spike-coded activations and int8 weight groups for a SpikingBrain model (facts section 4).
+
+:func:`to_w8aspike` rebuilds a float :class:`SpikingBrainForCausalLM` in the release's W8ASpike layout:
+
+- spike-coded :class:`sb_layers.SpikingLinear` projections (adaptive threshold ``mean|x| / k`` per token
+  row, ``k = 3``; bidirectional bitwise spike trains in ``"spike"`` mode) for GLA q/k/v/o and its gate,
+  SWA q/k/v/o, and the MLP gate/up projections;
+- symmetric int8 weights per group of ``group_size = 128`` input features, with the release's
+  ``weight_quantizer.scales`` buffers ``(out, in / group, 1)``;
+- the GLA low-rank gate pair merged into one ``gk_proj`` (``W = W1 W0``, ``b = b1``), as released;
+- MLP ``down_proj`` kept float and unspiked, as the release's forward runs it.
+
+Not covered here (the release also does it, :class:`sb_layers.SlidingWindowAttention` has no option for
+it yet): spike-coded SWA queries and the int8 KV cache.
+
+:func:`spike_report` gathers the counts the spiking projections saw while ``record_stats`` was on (the
+calibration pass of :func:`to_w8aspike`) into the statistics of the report's Fig. 9, and
+:func:`plot_spike_report` draws them.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from sb_layers.spiking_linear import SpikingLinear, WeightQuantizer
+from sb_neurons import SpikeStats
+
+from .configuration import SpikingBrainConfig
+from .modeling import SpikingBrainForCausalLM
+
+_LOW_RANK_GATE = re.compile(r"^(.*\.attn\.(?:linear_attn\.)?gk_proj)\.0\.weight$")
+
+
+def w8aspike_config(
+    config: SpikingBrainConfig,
+    *,
+    k: float = 3.0,
+    group_size: int | None = 128,
+    codec: str = "bitwise_bidirectional",
+    weight_bits: int = 8,
+    mode: str = "count",
+) -> SpikingBrainConfig:
+    """A copy of ``config`` with the W8ASpike fields set (the low-rank GLA gate becomes the merged one)."""
+    if not isinstance(config, SpikingBrainConfig):
+        raise TypeError(f"config must be a SpikingBrainConfig, got {type(config).__name__}")
+    converted = copy.deepcopy(config)
+    converted.spiking, converted.spike_k, converted.spike_codec = True, k, codec
+    converted.weight_bits, converted.group_size, converted.spike_mode = weight_bits, group_size, mode
+    converted.spike_down_proj = False
+    if converted.gla_gate == "low_rank":
+        converted.gla_gate = "merged"
+    converted.spike_coding()  # validates k, codec, bits, group size, mode
+    return converted
+
+
+def merge_low_rank_gates(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with every ``gk_proj.{0,1}`` pair replaced by one ``gk_proj`` linear of the same function.
+
+    ``gk_proj.1(gk_proj.0(x)) = W1 (W0 x) + b1 = (W1 W0) x + b1``; the product is taken in float64 and
+    cast back to the stored dtype.
+    """
+    merged = dict(state)
+    for name in list(state):
+        match = _LOW_RANK_GATE.match(name)
+        if not match:
+            continue
+        prefix = match.group(1)
+        down, up, bias = state[f"{prefix}.0.weight"], state[f"{prefix}.1.weight"], state[f"{prefix}.1.bias"]
+        merged[f"{prefix}.weight"] = (up.double() @ down.double()).to(down.dtype)
+        merged[f"{prefix}.bias"] = bias.clone()
+        for key in (f"{prefix}.0.weight", f"{prefix}.1.weight", f"{prefix}.1.bias"):
+            del merged[key]
+    return merged
+
+
+def spiking_linears(model: torch.nn.Module) -> dict[str, SpikingLinear]:
+    """Name -> module of every :class:`SpikingLinear` in ``model``."""
+    return {name: module for name, module in model.named_modules() if isinstance(module, SpikingLinear)}
+
+
+@torch.no_grad()
+def to_w8aspike(
+    model: SpikingBrainForCausalLM,
+    calibration_batches: Iterable[torch.Tensor] | None = None,
+    *,
+    k: float = 3.0,
+    group_size: int | None = 128,
+    codec: str = "bitwise_bidirectional",
+    mode: str = "count",
+    progress: bool = True,
+) -> SpikingBrainForCausalLM:
+    """The W8ASpike version of a float ``model`` (a new model; ``model`` is left unchanged).
+
+    Args:
+        model: a float (``spiking=False``) :class:`SpikingBrainForCausalLM`.
+        calibration_batches: token-id batches ``[B, L]`` run once through the converted model with spike
+            statistics recorded (the release calibrates on 128 text samples); read them with
+            :func:`spike_report`. Thresholds are adaptive per token, so no value is fitted.
+        k: threshold divisor (3.0 as released). group_size: input features per weight scale (128 as
+            released; must divide every projection's input width). codec: spike-train coding of
+            ``mode="spike"`` (bidirectional bitwise as released). mode: ``"count"`` or ``"spike"``.
+        progress: tqdm bar over the calibration batches.
+
+    Weight scales are ``max|w_group| / 127`` of the source weights (the merged gate's of the product).
+    """
+    if not isinstance(model, SpikingBrainForCausalLM):
+        raise TypeError(f"model must be a SpikingBrainForCausalLM, got {type(model).__name__}")
+    if model.config.spiking:
+        raise ValueError("model is already spike-coded (config.spiking=True); convert its float original")
+    config = w8aspike_config(model.config, k=k, group_size=group_size, codec=codec, mode=mode)
+    reference = model.lm_head.weight
+    converted = SpikingBrainForCausalLM.build(config, device="meta", dtype=reference.dtype)
+    state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    if model.config.gla_gate == "low_rank":
+        state = merge_low_rank_gates(state)
+    for name, layer in spiking_linears(converted).items():
+        # Scales are computed here, on the weights' device: the meta-built layers cannot derive them.
+        quantizer = WeightQuantizer(layer.out_features, layer.in_features, config.weight_bits, config.group_size)
+        weight = state[f"{name}.weight"]
+        quantizer.to(weight.device).calibrate(weight)
+        state[f"{name}.weight_quantizer.scales"] = quantizer.scales
+    converted.load_state_dict(state, strict=True, assign=True)
+    converted.to(reference.device).eval()
+    if calibration_batches is not None:
+        record_spike_statistics(converted, calibration_batches, progress=progress)
+    return converted
+
+
+@torch.no_grad()
+def record_spike_statistics(
+    model: SpikingBrainForCausalLM, batches: Iterable[torch.Tensor], *, progress: bool = True
+) -> None:
+    """Run ``batches`` of token ids through ``model`` with every :class:`SpikingLinear` recording counts.
+
+    Statistics restart from zero and stay in each module's ``spike_stats``; recording is switched off
+    afterwards.
+    """
+    layers = spiking_linears(model)
+    if not layers:
+        raise ValueError("model has no SpikingLinear projections: convert it with to_w8aspike first")
+    batches = list(batches)
+    if not batches:
+        raise ValueError("calibration batches must hold at least one batch")
+    for ids in batches:
+        if not isinstance(ids, torch.Tensor) or ids.ndim != 2 or ids.is_floating_point():
+            raise ValueError(f"calibration batches must be integer token ids [B, L], got {getattr(ids, 'shape', type(ids))}")
+    for layer in layers.values():
+        layer.reset_spike_stats()
+        layer.record_stats = True
+    try:
+        for ids in tqdm(batches, desc="W8ASpike calibration", disable=not progress):
+            model(ids.to(model.device), use_cache=False)
+    finally:
+        for layer in layers.values():
+            layer.record_stats = False
+
+
+def projection_kind(name: str) -> str:
+    """``"model.layers.3.attn.q_proj"`` -> ``"attn.q_proj"``: the projection's role, layer index dropped."""
+    return re.sub(r"^model\.layers\.\d+\.", "", name)
+
+
+@dataclass(frozen=True)
+class SpikeReport:
+    """Spike statistics of a W8ASpike model, in the shape of the report's Fig. 9.
+
+    Attributes:
+        total: all spiking projections' input counts merged (:class:`sb_neurons.SpikeStats`).
+        by_projection: the same per projection role (``"attn.q_proj"``, ``"mlp.up_proj"``, ...).
+
+    ``total.count_histogram[n]`` is the number of activation channels (token x feature) whose count has
+    magnitude n; ``total.mean_spikes_per_channel`` and ``total.silent_channel_fraction`` are the report's
+    "mean spikes per channel" (1.13 for the 7B) and "silent channels" (18.4%).
+    """
+
+    total: SpikeStats
+    by_projection: dict[str, SpikeStats] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "total": self.total.as_dict(),
+            "fraction_at_most_7": self.total.fraction_of_counts_at_most(7),
+            "fraction_above_16": 1.0 - self.total.fraction_of_counts_at_most(16),
+            "by_projection": {name: stats.as_dict() for name, stats in self.by_projection.items()},
+        }
+
+
+def spike_report(model: torch.nn.Module) -> SpikeReport:
+    """Merge the recorded ``spike_stats`` of ``model``'s spiking projections into a :class:`SpikeReport`."""
+    by_projection: dict[str, SpikeStats] = {}
+    for name, layer in spiking_linears(model).items():
+        if layer.spike_stats is None:
+            continue
+        kind = projection_kind(name)
+        by_projection[kind] = layer.spike_stats if kind not in by_projection else by_projection[kind].merge(layer.spike_stats)
+    if not by_projection:
+        raise ValueError("no spike statistics recorded: pass calibration_batches to to_w8aspike or call record_spike_statistics")
+    stats = list(by_projection.values())
+    total = stats[0]
+    for more in stats[1:]:
+        total = total.merge(more)
+    return SpikeReport(total=total, by_projection=dict(sorted(by_projection.items())))
+
+
+def plot_spike_report(report: SpikeReport, max_count: int = 32):
+    """Fig. 9-style figure: |count| histogram, mean spikes per channel and silent channels per projection.
+
+    Returns the matplotlib ``Figure`` (nothing is shown or saved).
+    """
+    if not isinstance(report, SpikeReport):
+        raise TypeError(f"report must be a SpikeReport, got {type(report).__name__}")
+    if isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 1:
+        raise ValueError(f"max_count must be an int >= 1, got {max_count!r}")
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    histogram = report.total.count_histogram.double()
+    shown = histogram[: max_count + 1]
+    shares = (shown / histogram.sum()).tolist()
+    names = list(report.by_projection)
+    fig, (ax_hist, ax_mean, ax_silent) = plt.subplots(1, 3, figsize=(13, 3.6))
+    ax_hist.bar(range(len(shares)), shares)
+    ax_hist.set(xlabel="|spike count| per channel", ylabel="share of channels", title="spike count distribution")
+    ax_mean.barh(names, [s.mean_spikes_per_channel for s in report.by_projection.values()])
+    ax_mean.axvline(report.total.mean_spikes_per_channel, color="k", ls="--", label="all")
+    ax_mean.set(xlabel="mean spikes per channel", title="spikes per channel")
+    ax_mean.legend()
+    ax_silent.barh(names, [100 * s.silent_channel_fraction for s in report.by_projection.values()])
+    ax_silent.axvline(100 * report.total.silent_channel_fraction, color="k", ls="--")
+    ax_silent.set(xlabel="silent channels (%)", title="silent channels")
+    fig.tight_layout()
+    return fig
+
+
+__all__ = [
+    "SpikeReport",
+    "merge_low_rank_gates",
+    "plot_spike_report",
+    "projection_kind",
+    "record_spike_statistics",
+    "spike_report",
+    "spiking_linears",
+    "to_w8aspike",
+    "w8aspike_config",
+]
