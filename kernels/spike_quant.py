@@ -26,6 +26,7 @@ follows exactly; bins past the kernel's last are completed from the few rows tha
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -67,7 +68,8 @@ class QuantizedSpikesWithStats(NamedTuple):
 
 class RowCodes(NamedTuple):
     """Raw kernel output for a 2-d input ``[M, D]``: counts (possibly wrapped to ``counts.dtype``),
-    ``v_th [M]`` float32, ``row_max [M]`` float32 (max ``|count|`` of each row, before any wrap)."""
+    ``v_th [M]`` float32, ``row_max [M]`` float32 (max ``|count|`` of each row, before any wrap;
+    ``inf`` for a row holding NaN or Inf, so that callers need no separate pass over ``x``)."""
 
     counts: torch.Tensor
     v_th: torch.Tensor
@@ -99,6 +101,8 @@ if tl is not None:
                 acc += tl.abs(tl.load(x_row + start + offs, mask=m, other=0.0).to(tl.float32))
             abs_sum = tl.sum(acc, axis=0)
 
+        # A NaN or Inf anywhere in the row makes abs_sum non-finite; flagged through row_max below.
+        row_is_finite = abs_sum * 0.0 == 0.0
         mean_abs = tl.math.div_rn(abs_sum, D.to(tl.float32))
         v_th = tl.minimum(tl.maximum(tl.math.div_rn(mean_abs, k), 1e-5), 1e4)
         tl.store(vth_ptr + row, v_th)
@@ -137,7 +141,7 @@ if tl is not None:
                 hist += tl.histogram(bins, NBINS)
                 padded = BLOCK - tl.sum(m.to(tl.int32), axis=0)
                 hist -= tl.where(tl.arange(0, NBINS) == 0, padded, 0)
-        tl.store(rowmax_ptr + row, row_max)
+        tl.store(rowmax_ptr + row, tl.where(row_is_finite, row_max, float("inf")))
         if STATS:
             tl.atomic_add(hist_ptr + tl.arange(0, NBINS), hist)
 
@@ -183,8 +187,15 @@ def _check_counts_dtype(counts_dtype: object) -> torch.dtype:
     return counts_dtype  # type: ignore[return-value]
 
 
+def check_rows_finite(largest: float) -> None:
+    """Raise the error of a non-finite input, flagged by the kernel as an infinite row maximum."""
+    if math.isinf(largest) or math.isnan(largest):
+        raise ValueError("x contains NaN or Inf; spike coding needs finite values")
+
+
 def _check_range(row_max: torch.Tensor, counts_dtype: torch.dtype) -> None:
     largest = float(row_max.max()) if row_max.numel() else 0.0
+    check_rows_finite(largest)
     if largest > 2**31 - 1:
         raise OverflowError(
             f"a spike count reaches {largest:.3g}, beyond int32 (v_th is clamped at {V_TH_MAX:g}); pass clamp= to bound counts"
@@ -266,7 +277,8 @@ def spike_quantize(
         ``[..., 1]``; with ``return_stats`` a third field ``stats``. Counts are not differentiable
         (use :func:`sb_neurons.spike_count` for the straight-through gradient).
     """
-    check_float_tensor(x, "x")
+    # Finiteness is checked by the reference itself, and by the kernel in its single pass.
+    check_float_tensor(x, "x", finite=False)
     k = check_positive(k, "k")
     bounds = resolve_clamp(clamp)
     counts_dtype = _check_counts_dtype(counts_dtype)

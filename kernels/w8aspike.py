@@ -18,8 +18,11 @@ digits, ``c = d0 + 256 d1 + 65536 d2 + ...`` with ``d_i`` in ``[-128, 127]``. Th
 ``d0`` (one byte per count) and the row's ``max |count|``; the GEMM runs on ``d0`` for every row, then
 once more on the few rows whose counts exceed 127, with all their digits (``P = sum_i 256^i P_i``,
 exact in int32 because ``sum |c| <= (k + 1/2) K`` bounds ``|P|`` by ``127 (k + 1/2) K``). Those rows are
-found on the host (one device-to-host read of a flag per call): that read, the gather and the second
-launch are the cost of exactness, reported by ``benchmarks/bench_w8aspike.py``.
+found on the host (one device-to-host read of the row maxima per call, after both launches are queued):
+that read, the gather and the second launch are the cost of exactness, reported by
+``benchmarks/bench_w8aspike.py``. With at most 16 rows (decode), counts travel as int32 instead (a few
+KB) and the GEMM splits them into digits in registers, multiplying the higher digits only in the K
+tiles that need them: no second launch.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from sb_neurons._validation import check_float_tensor, check_positive, check_ten
 from sb_neurons.spike import ClampSpec, resolve_clamp
 
 from ._dispatch import Backend, lazy_jit, resolve_backend
-from .spike_quant import TRITON_INPUT_DTYPES, quantize_rows
+from .spike_quant import TRITON_INPUT_DTYPES, check_rows_finite, quantize_rows
 
 try:
     import triton
@@ -40,6 +43,7 @@ except ImportError:  # pragma: no cover
     triton = tl = None
 
 INT8_MAX = 127
+DECODE_ROWS = 16  # up to this many rows, counts travel as int32 and are split inside the GEMM
 DIGIT_BASE = 256
 
 
@@ -70,7 +74,7 @@ if tl is not None:
         M, N, stride_ad, stride_am, stride_wn, stride_sn, stride_om, n_groups,
         N_DIGITS: tl.constexpr, GROUP_TILES: tl.constexpr,
         BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
-        HAS_BIAS: tl.constexpr, OUT_INT32: tl.constexpr, PER_CHANNEL: tl.constexpr,
+        HAS_BIAS: tl.constexpr, OUT_INT32: tl.constexpr, PER_CHANNEL: tl.constexpr, A_INT32: tl.constexpr,
     ):
         # Grouped launch order: GROUP_M row blocks share each column block's weights in L2.
         pid = tl.program_id(0)
@@ -97,12 +101,25 @@ if tl is not None:
         for kt in range(n_groups * GROUP_TILES):
             k0 = kt * BK
             w = tl.load(w_cols + k0, mask=mask_n[None, :], other=0)
-            for d in tl.static_range(N_DIGITS):
-                a = tl.load(a_rows + d * stride_ad + k0, mask=mask_m[:, None], other=0)
-                if d == 0:
-                    group_int = tl.dot(a, w, group_int, out_dtype=tl.int32)
-                else:
-                    group_int += tl.dot(a, w, out_dtype=tl.int32) * (256**d)
+            if A_INT32:
+                # Whole int32 counts (decode): split into int8 digits in registers; the higher digits
+                # are multiplied only in tiles that hold a count past 127.
+                c = tl.load(a_rows + k0, mask=mask_m[:, None], other=0)
+                low = ((c + 128) & 255) - 128
+                group_int = tl.dot(low.to(tl.int8), w, group_int, out_dtype=tl.int32)
+                rest = (c - low) >> 8
+                if tl.max(tl.max(tl.abs(rest), axis=1), axis=0) > 0:
+                    for d in tl.static_range(1, 4):
+                        low = ((rest + 128) & 255) - 128
+                        group_int += tl.dot(low.to(tl.int8), w, out_dtype=tl.int32) * (256**d)
+                        rest = (rest - low) >> 8
+            else:
+                for d in tl.static_range(N_DIGITS):
+                    a = tl.load(a_rows + d * stride_ad + k0, mask=mask_m[:, None], other=0)
+                    if d == 0:
+                        group_int = tl.dot(a, w, group_int, out_dtype=tl.int32)
+                    else:
+                        group_int += tl.dot(a, w, out_dtype=tl.int32) * (256**d)
             if not PER_CHANNEL:
                 if (kt % GROUP_TILES) == GROUP_TILES - 1:
                     scale = tl.load(scale_ptr + offs_n * stride_sn + kt // GROUP_TILES, mask=mask_n, other=0.0)
@@ -148,8 +165,9 @@ def _launch_gemm(
     bias: torch.Tensor | None,
     out: torch.Tensor,
 ) -> torch.Tensor:
-    """``digits`` int8 ``[n_digits, M, K]`` (contiguous), ``weight`` int8 ``[N, K]``, ``scales2d`` float32
-    ``[N, G]``; writes ``out [M, N]`` (int32: the raw integer products, G must be 1)."""
+    """``digits`` int8 ``[n_digits, M, K]`` (contiguous) or whole int32 counts ``[1, M, K]``, ``weight`` int8
+    ``[N, K]``, ``scales2d`` float32 ``[N, G]``; writes ``out [M, N]`` (int32: the raw integer products,
+    G must be 1)."""
     n_digits, rows, width = digits.shape
     cols = weight.shape[0]
     groups = scales2d.shape[1]
@@ -162,6 +180,7 @@ def _launch_gemm(
         rows, cols, digits.stride(0), digits.stride(1), weight.stride(0), scales2d.stride(0), out.stride(0), groups,
         N_DIGITS=n_digits, GROUP_TILES=group // bk, BM=bm, BN=bn, BK=bk, GROUP_M=cfg["GROUP_M"],
         HAS_BIAS=bias is not None, OUT_INT32=out.dtype == torch.int32, PER_CHANNEL=groups == 1,
+        A_INT32=digits.dtype == torch.int32,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return out
@@ -176,7 +195,9 @@ def _check_weight(weight_int8: object, in_features: int | None) -> tuple[int, in
     return weight.shape[0], weight.shape[1]
 
 
-def _check_weight_and_scales(weight_int8: object, scales: object, in_features: int | None = None) -> tuple[int, int, int]:
+def _check_weight_and_scales(
+    weight_int8: object, scales: object, in_features: int | None = None, check_finite: bool = True
+) -> tuple[int, int, int]:
     cols, width = _check_weight(weight_int8, in_features)
     s = check_tensor(scales, "scales")
     if s.dtype != torch.float32 or s.ndim != 3 or s.shape[0] != cols or s.shape[2] != 1 or s.shape[1] < 1:
@@ -184,7 +205,7 @@ def _check_weight_and_scales(weight_int8: object, scales: object, in_features: i
     groups = s.shape[1]
     if width % groups:
         raise ValueError(f"scales has {groups} groups, which do not divide K = {width}")
-    if not bool(torch.isfinite(s).all()):
+    if check_finite and not bool(torch.isfinite(s).all()):
         raise ValueError("scales contains NaN or Inf")
     return cols, width, groups
 
@@ -274,14 +295,16 @@ def w8aspike_linear(
     Returns:
         ``[..., N]`` in ``x.dtype``. No gradient flows (inference kernel).
     """
-    check_float_tensor(x, "x")
+    # The kernel path reads x once: its finiteness is flagged by the quantization kernel, and scales
+    # (a layer's calibrated buffer) are not re-read on every call; the reference checks both.
+    check_float_tensor(x, "x", finite=False)
     k = check_positive(k, "k")
     bounds = resolve_clamp(clamp)
     if x.ndim == 0:
         raise ValueError("x must have shape [..., K]")
-    cols, width, groups = _check_weight_and_scales(weight_int8, scales, x.shape[-1])
-    bias = _check_bias(bias, cols)
     chosen = resolve_backend(backend, x, weight_int8, scales, op="w8aspike_linear")
+    cols, width, groups = _check_weight_and_scales(weight_int8, scales, x.shape[-1], check_finite=chosen == "torch")
+    bias = _check_bias(bias, cols)
     if chosen == "torch":
         return w8aspike_linear_reference(x, weight_int8, scales, bias, k=k, clamp=clamp)
     if x.dtype not in TRITON_INPUT_DTYPES:
@@ -299,12 +322,27 @@ def w8aspike_linear(
         return out.reshape(*x.shape[:-1], cols)
     weight = weight_int8.contiguous()
     scales2d = scales.reshape(cols, groups).contiguous()
+    if rows <= DECODE_ROWS:
+        # Few rows: whole int32 counts, split into digits inside the GEMM; no host round trip.
+        codes = quantize_rows(x2d, k, bounds, torch.int32)
+        _launch_gemm(codes.counts.unsqueeze(0), weight, codes.v_th, scales2d, bias, out)
+        _raise_if_flagged(codes.row_max, check_int32=True)
+        return out.reshape(*x.shape[:-1], cols)
     codes = quantize_rows(x2d, k, bounds, torch.int8)
     _launch_gemm(codes.counts.unsqueeze(0), weight, codes.v_th, scales2d, bias, out)
     wide = (codes.row_max > INT8_MAX).nonzero().flatten()
     if wide.numel():
+        _raise_if_flagged(codes.row_max[wide], check_int32=True)
         _redo_wide_rows(x2d, wide, codes.v_th, bounds, weight, scales2d, bias, out)
     return out.reshape(*x.shape[:-1], cols)
+
+
+def _raise_if_flagged(row_max: torch.Tensor, check_int32: bool) -> None:
+    """Errors the quantization kernel flagged: non-finite rows (``inf``), counts beyond int32."""
+    largest = float(row_max.max())
+    check_rows_finite(largest)
+    if check_int32 and largest > 2**31 - 1:
+        raise OverflowError(f"a spike count reaches {largest:.3g}, beyond int32; pass clamp= to bound counts")
 
 
 def _redo_wide_rows(x2d, wide, v_th, bounds, weight, scales2d, bias, out) -> None:

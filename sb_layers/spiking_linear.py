@@ -158,21 +158,32 @@ def _needs_grad(x: torch.Tensor, layer: nn.Linear) -> bool:
 def resolve_backend(coding: SpikeCoding, x: torch.Tensor, layer: SpikingLinear) -> str:
     """The backend one forward of ``layer`` on ``x`` runs: ``"torch"`` or ``"triton"``.
 
-    ``"torch"`` always runs PyTorch. ``"triton"`` always runs ``sb_kernels.w8aspike_linear`` and raises
-    ``RuntimeError`` when that kernel is missing (never falls back). ``"auto"`` runs the kernel only where it
-    computes the same function and is worth it: count mode, int8 weights, a CUDA input, the kernel
-    installed, and no gradient needed (the kernel is forward-only); PyTorch everywhere else.
+    ``"torch"`` always runs PyTorch. ``"triton"`` always runs ``sb_kernels.w8aspike_linear`` with its
+    Triton backend (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``) and raises ``RuntimeError``
+    when the kernel is missing, cannot run on these tensors, or a gradient is needed (the kernel is
+    forward-only): it never falls back. ``"auto"`` runs the kernel only where it computes the same
+    function and applies: count mode, int8 weights, a float16/bfloat16/float32 CUDA input whose width and
+    group size are multiples of 32, the kernel installed, and no gradient needed; PyTorch everywhere else.
     """
     if coding.backend == "torch":
         return "torch"
     if coding.backend == "triton":
         if not _kernel_available():
             raise RuntimeError("backend='triton' needs sb_kernels.w8aspike_linear, which this installation lacks")
+        if _needs_grad(x, layer):
+            raise RuntimeError(
+                "backend='triton' runs a forward-only kernel, but a gradient is needed here; "
+                "use backend='torch' (or 'auto') for training, or run under torch.no_grad()"
+            )
         return "triton"
+    quantizer = layer.weight_quantizer
     usable = (
         coding.mode == "count"
-        and layer.weight_quantizer is not None
+        and quantizer is not None
         and x.is_cuda
+        and x.dtype in (torch.float16, torch.bfloat16, torch.float32)
+        and layer.in_features % 32 == 0
+        and quantizer.group_size % 32 == 0
         and not _needs_grad(x, layer)
         and _kernel_available()
     )
@@ -221,6 +232,7 @@ class SpikingLinear(nn.Linear):
         self.spike_stats: SpikeStats | None = None
         self.weight_quantizer: WeightQuantizer | None = None
         self._attach_weight_quantizer()
+        self.register_load_state_dict_post_hook(SpikingLinear._calibrate_missing_scales)
 
     def _attach_weight_quantizer(self) -> None:
         if self.coding.weight_bits is None:
@@ -258,19 +270,22 @@ class SpikingLinear(nn.Linear):
         """
         if self.weight_quantizer is None:
             raise RuntimeError("this SpikingLinear has no weight quantization (SpikeCoding.weight_bits is None)")
-        self.weight_quantizer.calibrate(self.weight)
+        self.weight_quantizer.calibrate(self.weight_out_in())
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        # A float checkpoint (an nn.Linear's) carries no scales: derive them from the weight it loads, so
-        # that it loads into a quantized layer strictly and the scales match the loaded weight.
-        scales_key, weight_key = prefix + "weight_quantizer.scales", prefix + "weight"
-        if self.weight_quantizer is not None and scales_key not in state_dict and weight_key in state_dict:
-            weight = state_dict[weight_key]
-            if tuple(weight.shape) == tuple(self.weight.shape):
-                quantizer = WeightQuantizer(self.out_features, self.in_features, self.weight_quantizer.bits, self.weight_quantizer.group_size)
-                quantizer.calibrate(weight.to(self.weight_quantizer.scales.device))
-                state_dict[scales_key] = quantizer.scales
+        # Remember where this layer's scales live so that the post-load hook can tell a float checkpoint
+        # (no scales: an nn.Linear's) from a W8ASpike one.
+        self._scales_key = prefix + "weight_quantizer.scales"
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+    @staticmethod
+    def _calibrate_missing_scales(module: SpikingLinear, incompatible_keys) -> None:
+        # A float checkpoint carries no scales: derive them from the weight it just loaded, so that it
+        # loads strictly into a quantized layer and the scales match the loaded weight.
+        key = getattr(module, "_scales_key", None)
+        if module.weight_quantizer is not None and key in incompatible_keys.missing_keys:
+            incompatible_keys.missing_keys.remove(key)
+            module.calibrate_weight_scales()
 
     def weight_out_in(self) -> torch.Tensor:
         """The weight as ``(out_features, in_features)``; subclasses storing it transposed override this."""
@@ -315,7 +330,10 @@ class SpikingLinear(nn.Linear):
         if self.record_stats:
             self._record(spike_count(x, self.coding.k, -1, self.coding.clamp).counts)
         q = self.weight_quantizer.quantize(self.weight_out_in())
-        return w8aspike_linear(x, q, self.weight_quantizer.scales, self.bias, k=self.coding.k, clamp=self.coding.clamp)
+        bias = None if self.bias is None else self.bias.detach()
+        return w8aspike_linear(
+            x, q, self.weight_quantizer.scales, bias, k=self.coding.k, clamp=self.coding.clamp, backend="triton"
+        )
 
     def _record(self, counts: torch.Tensor) -> None:
         stats = spike_stats(counts=counts.detach(), codec=self.coding.codec)

@@ -1,5 +1,9 @@
 """SpikingLinear: drop-in for nn.Linear, count == spike mode, convergence in k, quantization, backends, gradients."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from hypothesis import given
@@ -107,7 +111,8 @@ def test_statistics_recording_accumulates_over_calls():
 def test_float_checkpoint_loads_strictly_into_a_quantized_layer_with_matching_scales():
     linear = torch.nn.Linear(256, 8)
     quantized = SpikingLinear(256, 8, coding=SpikeCoding(weight_bits=8))
-    quantized.load_state_dict(linear.state_dict())  # strict: the missing scales are derived, not missing
+    result = quantized.load_state_dict(linear.state_dict())  # strict: the missing scales are derived
+    assert not result.missing_keys and not result.unexpected_keys
     expected = WeightQuantizer(8, 256)
     expected.calibrate(linear.weight)
     torch.testing.assert_close(quantized.weight_quantizer.scales, expected.scales)
@@ -166,15 +171,43 @@ def test_bad_input_names_the_argument(call, match):
         call()
 
 
-def test_triton_backend_without_kernel_is_a_clear_error():
-    try:
-        import sb_kernels
+TRITON_AGREEMENT_SCRIPT = """
+import torch
+from sb_layers import SpikeCoding, SpikingLinear
+torch.manual_seed(8)
+linear = torch.nn.Linear(64, 8)
+torch_layer = SpikingLinear.from_linear(linear, SpikeCoding(weight_bits=8, group_size=32))
+triton_layer = SpikingLinear.from_linear(linear, SpikeCoding(weight_bits=8, group_size=32, backend="triton"))
+x = torch.randn(3, 64) * 4
+with torch.no_grad():
+    torch.testing.assert_close(triton_layer(x), torch_layer(x), rtol=1e-5, atol=1e-5)
+"""
 
-        has_kernel = hasattr(sb_kernels, "w8aspike_linear")
-    except ImportError:
-        has_kernel = False
-    if has_kernel:
-        pytest.skip("sb_kernels provides the kernel")
-    layer = SpikingLinear(8, 2, coding=SpikeCoding(backend="triton", weight_bits=8, group_size=8))
-    with pytest.raises(RuntimeError, match="triton"):
-        layer(torch.randn(1, 8))
+
+def test_triton_backend_equals_torch_backend_in_the_interpreter():
+    """The Triton path, run by Triton's CPU interpreter, computes the torch count form.
+
+    A fresh interpreter: Triton reads TRITON_INTERPRET when the kernels are imported.
+    """
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    result = subprocess.run([sys.executable, "-c", TRITON_AGREEMENT_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_triton_backend_refuses_to_train():
+    layer = SpikingLinear(64, 8, coding=SpikeCoding(weight_bits=8, group_size=32, backend="triton"))
+    with pytest.raises(RuntimeError, match="forward-only"):
+        layer(torch.randn(2, 64))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_auto_backend_on_cuda_matches_torch():
+    linear = torch.nn.Linear(256, 64).cuda()
+    auto = SpikingLinear.from_linear(linear, SpikeCoding(weight_bits=8, backend="auto"))
+    reference = SpikingLinear.from_linear(linear, SpikeCoding(weight_bits=8))
+    x = torch.randn(4, 256, device="cuda")
+    with torch.no_grad():
+        assert resolve_backend(auto.coding, x, auto) == "triton"
+        torch.testing.assert_close(auto(x), reference(x), rtol=1e-4, atol=1e-4)
