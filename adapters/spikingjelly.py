@@ -17,8 +17,15 @@
 Identity (tested): a single-step loop over ``x_seq[t]`` gives the same spikes and state as one
 multi-step call on ``x_seq`` (``v_threshold="total"`` excepted: it needs the whole sequence).
 
-SpikingJelly 2.0 nodes take no ``backend`` argument; ours does: ``"torch"`` (default) or ``"triton"``,
-the latter only when ``sb_kernels.multistep_neuron`` exists (never a silent fallback).
+SpikingJelly 2.0 nodes take no ``backend`` argument; ours does: ``"torch"`` (default,
+:func:`sb_neurons.multistep_neuron_forward`) or ``"triton"``: the fused multi-step kernel
+:func:`sb_kernels.multistep_neuron` (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``), which
+computes the same spikes and states on float32 input. It never falls back silently: a call it cannot run
+raises, naming the reason. Its limits: ``surrogate.ATan`` or ``surrogate.Sigmoid`` (the two surrogates the
+kernel implements, same formulas as SpikingJelly's), no ``learn_threshold`` (the kernel holds the
+threshold constant), float16/bfloat16/float32 input, at most ``sb_kernels.neuron.MAX_STEPS`` steps per
+call, and no ``store_v_seq`` in multi-step mode (the kernel keeps the potential in registers and returns
+only the last one; in single-step mode ``v_seq`` is built step by step as usual).
 """
 
 from __future__ import annotations
@@ -38,11 +45,29 @@ NodeBackend = Literal["torch", "triton"]
 
 
 def _triton_neuron() -> Callable[..., Any] | None:
+    """``sb_kernels.multistep_neuron`` when it and Triton are importable, else ``None``."""
     try:
         from sb_kernels import multistep_neuron
+        from sb_kernels._dispatch import triton_importable
     except ImportError:
         return None
-    return multistep_neuron
+    return multistep_neuron if triton_importable() else None
+
+
+def _kernel_surrogate(surrogate_function: object) -> object:
+    """The ``sb_neurons`` surrogate the kernel runs for a SpikingJelly ``ATan`` / ``Sigmoid`` (same
+    derivative formulas and ``alpha``); any other surrogate raises ``ValueError``."""
+    from sb_neurons.surrogate import ATan, Sigmoid
+
+    for sj_class, sb_class in ((surrogate.ATan, ATan), (surrogate.Sigmoid, Sigmoid)):
+        if type(surrogate_function) is sj_class:
+            if not getattr(surrogate_function, "spiking", True):
+                raise ValueError("backend='triton' needs a spiking surrogate_function (spiking=True)")
+            return sb_class(float(surrogate_function.alpha))
+    raise ValueError(
+        "backend='triton' implements the surrogate functions surrogate.ATan and surrogate.Sigmoid, got "
+        f"{type(surrogate_function).__name__}; use one of those or backend='torch'"
+    )
 
 
 def _check_step_dims(dim: int | tuple[int, ...], step_ndim: int) -> tuple[int, ...]:
@@ -72,7 +97,8 @@ class SBLIFNode(neuron.BaseNode):
         detach_reset: detach the spikes of the reset term.
         step_mode: ``'s'`` (input ``[N, *]``) or ``'m'`` (input ``[T, N, *]``).
         store_v_seq: keep the potential of every step in ``v_seq`` (``[T, N, *]``).
-        backend: ``"torch"`` or ``"triton"`` (needs ``sb_kernels.multistep_neuron``).
+        backend: ``"torch"`` or ``"triton"`` (the fused kernel ``sb_kernels.multistep_neuron``; see the
+            module docstring for its limits, each of which raises rather than falling back).
         dim: dimension(s) of a step's input ``[N, *]`` sharing one threshold (default the last);
             never 0, the batch dimension.
         signed: also fire ``-1`` below ``-theta`` (ternary spikes for signed activations).
@@ -132,8 +158,15 @@ class SBLIFNode(neuron.BaseNode):
         self.rounding = bool(rounding)
         if backend not in ("torch", "triton"):
             raise ValueError(f"backend must be 'torch' or 'triton', got {backend!r}")
-        if backend == "triton" and _triton_neuron() is None:
-            raise RuntimeError("backend='triton' needs sb_kernels.multistep_neuron, which this installation lacks")
+        if backend == "triton":
+            if _triton_neuron() is None:
+                raise RuntimeError(
+                    "backend='triton' needs sb_kernels.multistep_neuron and the triton package, which this "
+                    "installation lacks; use backend='torch'"
+                )
+            if learn_threshold:
+                raise ValueError("backend='triton' holds the threshold constant: learn_threshold needs backend='torch'")
+            _kernel_surrogate(self.surrogate_function)
         self.backend = backend
         self.learn_threshold = bool(learn_threshold)
         if fixed is not None and learn_threshold:
@@ -182,16 +215,32 @@ class SBLIFNode(neuron.BaseNode):
 
     # -- dynamics (sb_neurons) -------------------------------------------------------------------
     def _run(self, x_seq: torch.Tensor, v: torch.Tensor, v_th: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(spikes [T, N, *], u_seq [T, N, *])`` of :func:`sb_neurons.multistep_neuron_forward`."""
-        run = multistep_neuron_forward if self.backend == "torch" else _triton_neuron()
-        return run(
+        """``(spikes [T, N, *], u_seq [T, N, *])`` of :func:`sb_neurons.multistep_neuron_forward`.
+
+        On the triton backend ``u_seq`` holds only the last step (``[1, N, *]``): the kernel keeps the
+        potential in registers.
+        """
+        threshold = self._fixed_threshold(x_seq) if v_th is None else v_th
+        reset_mode = "soft" if self.v_reset is None else "hard"
+        v_reset = 0.0 if self.v_reset is None else self.v_reset
+        if self.backend == "triton":
+            kernel = _triton_neuron()
+            if kernel is None:  # the module was built elsewhere, or moved to an installation without Triton
+                raise RuntimeError("backend='triton' needs sb_kernels.multistep_neuron and the triton package")
+            spikes, v_last = kernel(
+                x_seq, threshold, v, decay=self.decay, reset=reset_mode, v_reset=v_reset, signed=self.signed,
+                rounding=self.rounding, surrogate=_kernel_surrogate(self.surrogate_function),
+                detach_reset=self.detach_reset, backend="triton",
+            )
+            return spikes, v_last.unsqueeze(0)
+        return multistep_neuron_forward(
             x_seq,
-            self._fixed_threshold(x_seq) if v_th is None else v_th,
+            threshold,
             v,
             decay=self.decay,
-            reset_mode="soft" if self.v_reset is None else "hard",
+            reset_mode=reset_mode,
             signed=self.signed,
-            v_reset=0.0 if self.v_reset is None else self.v_reset,
+            v_reset=v_reset,
             rounding=self.rounding,
             surrogate=self.surrogate_function,
             detach_reset=self.detach_reset,
@@ -200,7 +249,7 @@ class SBLIFNode(neuron.BaseNode):
     def single_step_functional_forward(self, inputs, states, **kwargs):
         v, v_th = states
         spikes, u_seq = self._run(inputs[0].unsqueeze(0), v, v_th)
-        return (spikes[0],), (u_seq[0], v_th)
+        return (spikes[0],), (u_seq[-1], v_th)
 
     def multi_step_functional_forward(self, inputs, states, **kwargs):
         v, v_th = states
@@ -210,6 +259,11 @@ class SBLIFNode(neuron.BaseNode):
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
         if not self.store_v_seq:
             return super().multi_step_forward(x_seq, *args, **kwargs)
+        if self.backend == "triton":
+            raise ValueError(
+                "store_v_seq in multi-step mode needs backend='torch': the triton kernel keeps the potential in "
+                "registers and returns only the last step (single-step mode records v_seq on either backend)"
+            )
         v, v_th = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")
         spikes, u_seq = self._run(x_seq, v, v_th)
         self.v, self.v_th, self.v_seq = u_seq[-1], v_th, u_seq

@@ -3,6 +3,10 @@ dynamics of sb_neurons."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from hypothesis import given
@@ -107,15 +111,77 @@ def test_errors_name_the_argument():
         neuron.SBLIFNode(step_mode="m")(torch.randn(3))
 
 
-def test_triton_backend_is_explicit():
-    try:
-        from sb_kernels import multistep_neuron  # noqa: F401
-    except ImportError:
-        with pytest.raises(RuntimeError, match="sb_kernels.multistep_neuron"):
+TRITON_AGREEMENT_SCRIPT = """
+import torch
+import sb_adapters.spikingjelly  # noqa: F401
+from spikingjelly.activation_based import functional, neuron, surrogate
+
+torch.manual_seed(0)
+OPTIONS = [dict(), dict(tau=2.0), dict(v_reset=0.0), dict(signed=True, rounding=True), dict(v_threshold=0.4, detach_reset=True),
+           dict(v_threshold="total", tau=4.0), dict(surrogate_function=surrogate.Sigmoid(alpha=3.0))]
+for options in OPTIONS:
+    options = {"surrogate_function": surrogate.ATan(alpha=1.5), **options}
+    x_seq = (torch.randn(6, 3, 16) * 2).requires_grad_()
+    nodes = {b: neuron.SBLIFNode(step_mode="m", backend=b, **options) for b in ("torch", "triton")}
+    out = {}
+    for b, node in nodes.items():
+        x = x_seq.detach().clone().requires_grad_()
+        spikes = node(x)
+        weights = torch.linspace(-1, 1, spikes.numel()).reshape(spikes.shape)
+        ((spikes * weights).sum() + node.v.square().sum()).backward()
+        out[b] = (spikes.detach(), node.v.detach(), x.grad)
+    assert torch.equal(out["torch"][0], out["triton"][0]), options
+    assert torch.equal(out["torch"][1], out["triton"][1]), options
+    torch.testing.assert_close(out["triton"][2], out["torch"][2], rtol=1e-5, atol=1e-5)
+    if options.get("v_threshold") != "total":
+        node = nodes["triton"]
+        functional.reset_net(node)
+        functional.set_step_mode(node, "s")
+        node.store_v_seq = True
+        single = torch.stack([node(x) for x in x_seq.detach()])
+        assert torch.equal(single, out["torch"][0]), options
+        assert node.v_seq.shape == x_seq.shape and torch.equal(node.v_seq[-1], out["torch"][1])
+node = neuron.SBLIFNode(step_mode="m", backend="triton", store_v_seq=True)
+try:
+    node(torch.randn(3, 2, 4))
+except ValueError as err:
+    assert "store_v_seq" in str(err)
+else:
+    raise AssertionError("store_v_seq in multi-step mode must be refused on the triton backend")
+print("ok")
+"""
+
+
+def test_triton_backend_equals_torch_backend_in_the_interpreter():
+    """backend='triton' runs sb_kernels.multistep_neuron (here in Triton's CPU interpreter) and gives the
+    torch backend's spikes and potential exactly on float32, gradients within float32 rounding; a
+    single-step loop on the kernel equals the multi-step call. A fresh interpreter: Triton reads
+    TRITON_INTERPRET when the kernels are built."""
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    result = subprocess.run([sys.executable, "-c", TRITON_AGREEMENT_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_triton_backend_never_falls_back_silently(monkeypatch):
+    if sb_adapters.spikingjelly._triton_neuron() is None:
+        with pytest.raises(RuntimeError, match="triton"):
             neuron.SBLIFNode(backend="triton")
         assert neuron.SBLIFNode().supported_backends == ("torch",)
-    else:
-        assert neuron.SBLIFNode(backend="triton").backend == "triton"
+        return
+    assert neuron.SBLIFNode().supported_backends == ("torch", "triton")
+    with pytest.raises(ValueError, match="surrogate.ATan and surrogate.Sigmoid"):
+        neuron.SBLIFNode(backend="triton", surrogate_function=surrogate.PiecewiseQuadratic())
+    with pytest.raises(ValueError, match="learn_threshold"):
+        neuron.SBLIFNode(backend="triton", v_threshold=0.5, learn_threshold=True)
+    node = neuron.SBLIFNode(backend="triton", step_mode="m")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        node(torch.randn(3, 2, 4))  # CPU tensors, no interpreter: the kernel cannot run, and says so
+    node.surrogate_function = surrogate.Erf()  # swapped after construction: refused at the call
+    with pytest.raises(ValueError, match="surrogate"):
+        node(torch.randn(3, 2, 4))
 
 
 @given(seed=st.integers(0, 2**31 - 1), steps=st.integers(1, 4))
