@@ -1,7 +1,7 @@
 """PEFT-style injector: SpikingConfig, target matching, inject/unload, spiking_report, calibrate.
 
-Tiny HuggingFace models are built from configs (no downloads): GPT-2 (Conv1D projections), Llama and
-Qwen2 (nn.Linear projections).
+Tiny HuggingFace models are built from configs (no downloads), six families: GPT-2 (Conv1D projections),
+Llama, Qwen2, Mistral and OPT (causal LMs with nn.Linear projections) and BERT (a masked-LM encoder).
 """
 
 from __future__ import annotations
@@ -13,7 +13,20 @@ from hypothesis import strategies as st
 from peft import LoraConfig
 from peft.tuners.tuners_utils import check_target_module_exists
 from torch import nn
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 from transformers.pytorch_utils import Conv1D
 
 from sb_adapters import (
@@ -54,7 +67,30 @@ def tiny_qwen2() -> nn.Module:
     return Qwen2ForCausalLM(config).eval()
 
 
-MODELS = {"gpt2": tiny_gpt2, "llama": tiny_llama, "qwen2": tiny_qwen2}
+def tiny_mistral() -> nn.Module:
+    config = MistralConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, sliding_window=None, bos_token_id=0, eos_token_id=0,
+        pad_token_id=0,
+    )
+    return MistralForCausalLM(config).eval()
+
+
+def tiny_opt() -> nn.Module:
+    config = OPTConfig(
+        vocab_size=VOCAB, hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=64, word_embed_proj_dim=32, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+    )
+    return OPTForCausalLM(config).eval()
+
+
+def tiny_bert() -> nn.Module:
+    config = BertConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64)
+    return BertForMaskedLM(config).eval()
+
+
+CAUSAL_MODELS = {"gpt2": tiny_gpt2, "llama": tiny_llama, "qwen2": tiny_qwen2, "mistral": tiny_mistral, "opt": tiny_opt}
+MODELS = {**CAUSAL_MODELS, "bert": tiny_bert}
 
 
 def token_ids(seed: int = 0, batch: int = 2, length: int = 8) -> torch.Tensor:
@@ -132,7 +168,7 @@ SPECS = [["q_proj"], ["self_attn.q_proj", "mlp"], ["proj"], r".*\.(q|v)_proj", r
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=str)
-@pytest.mark.parametrize("model_name", ["gpt2", "llama"])
+@pytest.mark.parametrize("model_name", list(MODELS))
 def test_target_matching_agrees_with_peft(spec, model_name):
     peft_config = LoraConfig(target_modules=spec)
     for name, _ in MODELS[model_name]().named_modules():
@@ -164,6 +200,33 @@ def test_injected_model_approaches_the_original_at_high_k(model_name):
     scale = reference.abs().max().item()
     assert errors[2] < 1e-2 * scale
     assert errors[2] < errors[1] < errors[0]
+
+
+@pytest.mark.parametrize("model_name", list(MODELS))
+def test_all_linear_spikes_every_projection_but_the_output_head(model_name):
+    model = MODELS[model_name]()
+    linear = {name for name, module in model.named_modules() if isinstance(module, (nn.Linear, Conv1D))}
+    head = {name for name, module in model.named_modules() if module is model.get_output_embeddings()}
+    inject_spiking(model, SpikingConfig())
+    assert len(head) == 1 and set(spiking_layers(model)) == linear - head
+
+
+@pytest.mark.parametrize("model_name", list(CAUSAL_MODELS))
+def test_generate_runs_after_injection_and_matches_the_original_at_high_k(model_name):
+    """Greedy decoding (with the KV cache: one token per step) through spike-coded projections: at
+    k = 3 it runs and yields valid tokens; at a very large k it reproduces the original's continuation."""
+    torch.manual_seed(0)
+    model = CAUSAL_MODELS[model_name]()
+    prompt = token_ids(seed=2, batch=2, length=5)
+    options = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False, pad_token_id=0)
+    reference = model.generate(prompt, **options)
+    inject_spiking(model, SpikingConfig(k=3.0, weight_bits=8, group_size=16))
+    coarse = model.generate(prompt, **options)
+    assert coarse.shape == reference.shape and bool(((coarse >= 0) & (coarse < VOCAB)).all())
+    assert torch.equal(coarse[:, :5], prompt)
+    unload_spiking(model)
+    inject_spiking(model, SpikingConfig(k=3000.0))
+    assert torch.equal(model.generate(prompt, **options), reference)
 
 
 def test_gpt2_conv1d_is_replaced_by_an_equivalent_view():
