@@ -17,8 +17,10 @@ Identity (every codec): ``decode(encode(c, T)) == c`` exactly for every valid ``
 where ``decode(s) = sum_t w_t s_t``. The event-driven matmul follows by linearity:
 ``sum_t w_t (W s_t) == W c`` (:func:`spike_train_matmul`).
 
-A train always has at least one step: ``min_steps`` of all-zero counts is 1. A ``T`` too small for the
-counts raises ``ValueError``; counts are never truncated.
+A train always has at least one step: ``min_steps`` of all-zero counts is 1 (2 for two's complement).
+A ``T`` too small for the counts raises ``ValueError``; counts are never truncated. Bitwise trains have
+at most :data:`MAX_BITWISE_STEPS` = 62 steps (int64 step weights), which bounds their counts to
+``|c| < 2^62`` (two's complement: ``-2^61 <= c < 2^61``); larger counts, or a larger ``T``, raise.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ import torch
 from ._validation import check_float_tensor, check_int, check_integer_valued, check_tensor
 
 CODEC_NAMES = ("binary", "ternary", "bitwise", "bitwise_bidirectional", "bitwise_twos_complement")
+
+# Longest bitwise train: its step weights 2^(T-1-t) and every partial decode sum must fit in int64.
+MAX_BITWISE_STEPS = 62
 
 
 def _bit_length(values: torch.Tensor) -> torch.Tensor:
@@ -45,6 +50,9 @@ def _bit_length(values: torch.Tensor) -> torch.Tensor:
 
 def _as_int64_counts(counts: object) -> torch.Tensor:
     counts = check_integer_valued(counts, "counts")
+    if counts.is_floating_point() and counts.numel() and bool((counts.abs() >= 2.0**63).any()):
+        # a float-to-int64 cast of such values is undefined (it wraps or saturates by platform)
+        raise ValueError("counts must lie within int64 (|counts| < 2^63)")
     return counts.to(torch.int64)
 
 
@@ -59,6 +67,9 @@ class Codec:
     def validate_counts(self, counts: object) -> torch.Tensor:
         """Counts as int64 after checking they are integers this codec can carry."""
         c = _as_int64_counts(counts)
+        if c.numel() and bool((c == torch.iinfo(torch.int64).min).any()):
+            # -2^63 has no int64 magnitude: |c| would overflow back to itself
+            raise ValueError("counts must be > -2^63 (their magnitude must fit in int64)")
         if not self.signed and c.numel() and bool((c < 0).any()):
             raise ValueError(f"counts must be non-negative for the {self.name} codec (it has no negative spikes)")
         return c
@@ -76,13 +87,20 @@ class Codec:
             return max(2, int(_bit_length(magnitude).max()) + 1)
         return max(1, int(_bit_length(c.abs()).max()))
 
+    def _check_bitwise_steps(self, T: int) -> None:
+        if self.bitwise and T > MAX_BITWISE_STEPS:
+            raise ValueError(
+                f"T must be <= {MAX_BITWISE_STEPS} for bitwise codecs (int64 step weights), got {T}; "
+                f"so counts must satisfy |counts| < 2^{MAX_BITWISE_STEPS} "
+                f"(two's complement: -2^{MAX_BITWISE_STEPS - 1} <= counts < 2^{MAX_BITWISE_STEPS - 1})"
+            )
+
     def step_weights(self, T: int, dtype: torch.dtype = torch.int64, device: torch.device | str | None = None) -> torch.Tensor:
         """Weights ``w_t`` with ``decode(s) = sum_t w_t s_t``: shape ``[T]``."""
         check_int(T, "T", minimum=1)
         if not self.bitwise:
             return torch.ones(T, dtype=dtype, device=device)
-        if T > 62:
-            raise ValueError(f"T must be <= 62 for bitwise codecs (int64 step weights), got {T}")
+        self._check_bitwise_steps(T)
         weights = torch.tensor([1 << (T - 1 - t) for t in range(T)], dtype=torch.int64, device=device)
         if self.name == "bitwise_twos_complement":
             weights[0] = -weights[0]
@@ -103,6 +121,7 @@ class Codec:
         check_int(T, "T", minimum=1)
         if T < needed:
             raise ValueError(f"T={T} is too small for the {self.name} codec: these counts need T >= {needed}")
+        self._check_bitwise_steps(T)  # a train that decode could not read is never produced
         steps = torch.arange(T, device=c.device).view((T,) + (1,) * c.ndim)
         if self.name == "binary":
             train = steps < c
@@ -156,9 +175,8 @@ class Codec:
             raise ValueError(f"T={T} is too small for the {self.name} codec: these counts need T >= {needed}")
         if not self.bitwise:
             return c.abs()
+        self._check_bitwise_steps(T)
         if self.name == "bitwise_twos_complement":
-            if T > 62:
-                raise ValueError(f"T must be <= 62 for bitwise codecs (int64 step weights), got {T}")
             value = c & ((1 << T) - 1)
         else:
             value = c.abs()

@@ -27,10 +27,16 @@ from ._validation import FLOAT_DTYPES, check_float_tensor, check_integer_valued,
 _MAX_LEVEL = 2.0**62
 
 
-def _check_sequence(x: object, name: str) -> torch.Tensor:
+def _check_sequence(x: object, name: str, state: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` must be a finite float ``[T, ...]`` (T >= 1) whose steps match the carried ``state``."""
     x = check_float_tensor(x, name)
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"{name} must have shape [T, ...] with T >= 1, got {tuple(x.shape)}")
+    if state is not None and tuple(state.shape) != tuple(x.shape[1:]):
+        raise ValueError(
+            f"{name} has steps of shape {tuple(x.shape[1:])}, but the encoder carries state of shape "
+            f"{tuple(state.shape)} from the previous call; call reset() to start a new sequence"
+        )
     return x
 
 
@@ -56,7 +62,7 @@ class DeltaEncoder(nn.Module):
         self.previous = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _check_sequence(x, "x")
+        x = _check_sequence(x, "x", self.previous)
         if self.previous is None:
             first = x[:1] if self.padding else torch.zeros_like(x[:1])
         else:
@@ -90,7 +96,7 @@ class SigmaDeltaEncoder(nn.Module):
         self.level = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _check_sequence(x, "x")
+        x = _check_sequence(x, "x", self.level)
         compute = torch.float64 if x.dtype == torch.float64 else torch.float32
         scaled = torch.round(x.detach().to(compute) / self.threshold)
         if bool((scaled.abs() > _MAX_LEVEL).any()):

@@ -177,7 +177,7 @@ def multistep_neuron_forward(
         raise ValueError("v_th must be > 0 everywhere")
     u = _as_state(v_init, "v_init", x_seq[0])
     decay_value = _as_state(decay, "decay", x_seq[0])
-    if decay_value.ndim or not 0.0 < float(decay_value) <= 1.0:
+    if decay_value.ndim or not 0.0 < float(decay_value.detach()) <= 1.0:
         raise ValueError(f"decay must be a number (or 0-d tensor) in (0, 1], got {decay!r}")
     if isinstance(v_reset, bool) or not isinstance(v_reset, (int, float)) or not math.isfinite(v_reset):
         raise ValueError(f"v_reset must be a finite float, got {v_reset!r}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 from hypothesis import strategies as st
 
@@ -27,3 +29,12 @@ def int_counts(draw, signed=True, max_abs=300):
     g = torch.Generator().manual_seed(seed)
     low = -bound if signed else 0
     return torch.randint(low, bound + 1, shape, generator=g, dtype=torch.int64)
+
+
+def names(argument: str) -> str:
+    """A ``pytest.raises(match=...)`` pattern: the error names ``argument`` as a whole word.
+
+    ``names("x")`` matches "x must be ..." but not "x_seq must be ..." nor "expected", so a test of one
+    argument's validation cannot pass on another argument's error.
+    """
+    return rf"(?<!\w){re.escape(argument)}(?!\w)"

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sb_neurons import CODEC_NAMES, get_codec, spike_count, spike_train_matmul
-from strategies import float_tensors, int_counts
+from strategies import float_tensors, int_counts, names
 
 SIGNED = [n for n in CODEC_NAMES if get_codec(n).signed]
 UNSIGNED = [n for n in CODEC_NAMES if not get_codec(n).signed]
@@ -23,6 +23,47 @@ def test_decode_inverts_encode(name, data):
         assert train.dtype == torch.int8
         assert train.shape == (T or codec.min_steps(counts),) + counts.shape
         assert torch.equal(codec.decode(train), counts)
+
+
+BITWISE = [n for n in CODEC_NAMES if get_codec(n).bitwise]
+
+
+@pytest.mark.parametrize("name", BITWISE)
+@given(seed=st.integers(0, 2**31 - 1), bits=st.integers(1, 61), shape=st.lists(st.integers(1, 4), min_size=1, max_size=3))
+def test_bitwise_round_trip_up_to_the_int64_limit(name, seed, bits, shape):
+    """Bitwise codecs carry counts of any magnitude their 62 int64 steps allow, not just small ones."""
+    codec = get_codec(name)
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.randint(-(2**bits) if codec.signed else 0, 2**bits, tuple(shape), generator=g, dtype=torch.int64)
+    counts.view(-1)[0] = 2**bits - 1  # the largest magnitude of this width is always present
+    train = codec.encode(counts)
+    assert train.shape[0] == codec.min_steps(counts) <= 62
+    assert torch.equal(codec.decode(train), counts)
+
+
+@pytest.mark.parametrize(
+    "name, count",
+    [("bitwise", 2**62), ("bitwise_bidirectional", -(2**62)), ("bitwise_twos_complement", 2**61),
+     ("bitwise_twos_complement", -(2**61) - 1), ("ternary", -(2**63))],
+)
+def test_counts_past_the_int64_step_limit_raise_instead_of_wrapping(name, count):
+    codec = get_codec(name)
+    with pytest.raises(ValueError, match=r"\bT must be <= 62|\bcounts must be > -2\^63"):
+        codec.encode(torch.tensor([count]))
+
+
+@pytest.mark.parametrize("name", BITWISE)
+def test_bitwise_T_beyond_62_is_refused_by_encode_as_by_decode(name):
+    codec = get_codec(name)
+    for call in (lambda: codec.encode(torch.tensor([5]), T=63), lambda: codec.spikes_per_element(torch.tensor([5]), T=63)):
+        with pytest.raises(ValueError, match=r"\bT must be <= 62"):
+            call()
+    assert torch.equal(codec.decode(codec.encode(torch.tensor([5]), T=62)), torch.tensor([5]))
+
+
+def test_float_counts_beyond_int64_raise():
+    with pytest.raises(ValueError, match=r"\bcounts must lie within int64"):
+        get_codec("ternary").min_steps(torch.tensor([1e30]))
 
 
 @given(int_counts(signed=True))
@@ -93,8 +134,10 @@ def test_event_driven_matmul_is_exact_in_integers(name, data):
     assert torch.equal(spike_train_matmul(train, weight, name), counts.to(torch.float64) @ weight.T)
 
 
-@given(float_tensors(min_dims=2), st.floats(0.5, 8.0), st.sampled_from(SIGNED))
+@given(float_tensors(min_dims=2), st.floats(0.5, 8.0), st.sampled_from(CODEC_NAMES))
 def test_event_driven_projection_equals_single_step(x, k, name):
+    if not get_codec(name).signed:
+        x = x.abs()  # unsigned codecs carry non-negative activations (e.g. after ReLU)
     counts, v_th = spike_count(x, k)
     weight = torch.randn(3, x.shape[-1], dtype=torch.float64)
     spiking = v_th * spike_train_matmul(get_codec(name).encode(counts), weight, name)
@@ -138,5 +181,5 @@ def test_float_counts_from_spike_count_are_accepted():
     ],
 )
 def test_bad_input_names_the_argument(call, match):
-    with pytest.raises((ValueError, TypeError), match=match):
+    with pytest.raises((ValueError, TypeError), match=names(match)):
         call()

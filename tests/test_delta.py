@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sb_neurons import DeltaEncoder, SigmaDeltaEncoder
+from strategies import names
 
 
 def test_delta_fires_on_changes_of_at_least_threshold():
@@ -90,6 +91,12 @@ def test_sigma_delta_is_exact_on_integer_multiples(seed):
     assert torch.equal(counts.cumsum(0), levels)
 
 
+def _fed(encoder, x):
+    """``encoder`` after encoding ``x``: it now carries state of ``x[0]``'s shape."""
+    encoder(x)
+    return encoder
+
+
 @pytest.mark.parametrize(
     "call, match",
     [
@@ -101,8 +108,10 @@ def test_sigma_delta_is_exact_on_integer_multiples(seed):
         (lambda: SigmaDeltaEncoder().decode(torch.tensor([1]), dtype=torch.int32), "dtype"),
         (lambda: SigmaDeltaEncoder(1e-30)(torch.tensor([1e10])), "threshold"),
         (lambda: DeltaEncoder()(torch.ones(0, 3)), "x"),
+        (lambda: _fed(DeltaEncoder(), torch.ones(2, 3))(torch.ones(2, 4)), "x"),
+        (lambda: _fed(SigmaDeltaEncoder(), torch.ones(2, 3))(torch.ones(2, 1, 3)), "x"),
     ],
 )
 def test_bad_input_names_the_argument(call, match):
-    with pytest.raises((ValueError, TypeError), match=match):
+    with pytest.raises((ValueError, TypeError), match=names(match)):
         call()

@@ -12,6 +12,7 @@ from sb_layers import (
     SpikeCoding,
     upcycle,
 )
+from strategies import names
 
 
 def build_block(kind, coding=None):
@@ -84,5 +85,5 @@ def test_block_parameter_names_follow_the_release():
     ],
 )
 def test_bad_input_names_the_argument(call, match):
-    with pytest.raises((ValueError, TypeError), match=match):
+    with pytest.raises((ValueError, TypeError), match=names(match)):
         call()

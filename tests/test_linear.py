@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from sb_layers import SpikeCoding, SpikingLinear, WeightQuantizer, resolve_backend
 from sb_neurons import CODEC_NAMES, get_codec
+from strategies import names
 
 SIGNED_CODECS = [n for n in CODEC_NAMES if get_codec(n).signed]
 
@@ -167,7 +168,7 @@ def test_auto_backend_runs_torch_on_cpu_and_where_the_kernel_does_not_apply():
     ],
 )
 def test_bad_input_names_the_argument(call, match):
-    with pytest.raises((ValueError, TypeError, RuntimeError), match=match):
+    with pytest.raises((ValueError, TypeError, RuntimeError), match=names(match)):
         call()
 
 
@@ -181,6 +182,9 @@ triton_layer = SpikingLinear.from_linear(linear, SpikeCoding(weight_bits=8, grou
 x = torch.randn(3, 64) * 4
 with torch.no_grad():
     torch.testing.assert_close(triton_layer(x), torch_layer(x), rtol=1e-5, atol=1e-5)
+    linear.weight.mul_(-0.5)  # in place: the kept int8 weights must follow
+    torch_layer.calibrate_weight_scales()
+    torch.testing.assert_close(triton_layer(x), torch_layer(x), rtol=1e-5, atol=1e-5)
 """
 
 
@@ -193,6 +197,25 @@ def test_triton_backend_equals_torch_backend_in_the_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     result = subprocess.run([sys.executable, "-c", TRITON_AGREEMENT_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_int8_weight_is_kept_until_the_weight_or_scales_change():
+    torch.manual_seed(9)
+    layer = SpikingLinear(64, 8, coding=SpikeCoding(weight_bits=8, group_size=32))
+    first = layer.int8_weight()
+    assert first.dtype == torch.int8 and torch.equal(first, layer.weight_quantizer.quantize(layer.weight))
+    assert layer.int8_weight() is first
+    with torch.no_grad():
+        layer.weight.mul_(-1.0)  # in-place update, same storage
+    flipped = layer.int8_weight()
+    assert flipped is not first and torch.equal(flipped, -first)
+    layer.load_state_dict({**layer.state_dict(), "weight_quantizer.scales": layer.weight_quantizer.scales * 2})
+    assert torch.equal(layer.int8_weight(), layer.weight_quantizer.quantize(layer.weight))
+    layer.weight = torch.nn.Parameter(torch.randn(8, 64))
+    layer.calibrate_weight_scales()
+    assert torch.equal(layer.int8_weight(), layer.weight_quantizer.quantize(layer.weight))
+    with pytest.raises(RuntimeError, match="weight quantization"):
+        SpikingLinear(64, 8).int8_weight()
 
 
 def test_triton_backend_refuses_to_train():

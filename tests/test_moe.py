@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sb_layers import GLUMLP, MoE, SpikeCoding, upcycle
+from strategies import names
 
 
 @given(seed=st.integers(0, 1000), experts=st.integers(1, 8), data=st.data(), router=st.sampled_from(["softmax", "sigmoid"]))
@@ -104,5 +105,5 @@ def test_upcycle_keeps_spike_coding_and_identity(weight_bits):
     ],
 )
 def test_bad_input_names_the_argument(call, match):
-    with pytest.raises((ValueError, TypeError, RuntimeError), match=match):
+    with pytest.raises((ValueError, TypeError, RuntimeError), match=names(match)):
         call()

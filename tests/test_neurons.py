@@ -16,7 +16,7 @@ from sb_neurons import (
     multistep_neuron_forward,
     spike_count,
 )
-from strategies import float_tensors
+from strategies import float_tensors, names
 
 
 def half_up(x, v_th):
@@ -300,5 +300,5 @@ def test_surrogate_peaks():
     ],
 )
 def test_bad_input_names_the_argument(call, match):
-    with pytest.raises((ValueError, TypeError), match=match):
+    with pytest.raises((ValueError, TypeError), match=names(match)):
         call()

@@ -15,7 +15,7 @@ from sb_neurons import (
     spike_count,
     spike_quantize,
 )
-from strategies import float_tensors
+from strategies import float_tensors, names
 
 ks = st.floats(0.25, 16.0)
 
@@ -126,5 +126,5 @@ def test_module_matches_function_and_dims():
     ],
 )
 def test_bad_input_names_the_argument(call, match):
-    with pytest.raises((ValueError, TypeError), match=match):
+    with pytest.raises((ValueError, TypeError), match=names(match)):
         call()
