@@ -5,6 +5,9 @@ The PEFT-style injector is exported here. The host-library adapters are imported
 
 - ``import sb_adapters.spikingjelly`` registers ``neuron.SBLIFNode`` and ``neuron.SBSpikeCountNode``;
 - ``from sb_adapters.snntorch import SBLeaky`` (also ``snntorch.SBLeaky`` after the import).
+
+Command line: ``python -m sb_adapters report | sweep-k`` (:mod:`sb_adapters.cli`); tiny random HF models
+for demos and tests: :mod:`sb_adapters.tiny`.
 """
 
 from .calibration import LayerCalibration, calibrate
@@ -12,17 +15,21 @@ from .config import SpikingConfig
 from .conv1d import SpikingConv1D
 from .injector import get_spiking_config, inject_spiking, spiking_layers, unload_spiking
 from .report import LayerReport, SpikingReport, spiking_report
+from .sweep import KSweep, SweepPoint, sweep_k
 
 __all__ = [
     "LayerCalibration",
+    "KSweep",
     "LayerReport",
     "SpikingConfig",
     "SpikingConv1D",
     "SpikingReport",
+    "SweepPoint",
     "calibrate",
     "get_spiking_config",
     "inject_spiking",
     "spiking_layers",
     "spiking_report",
+    "sweep_k",
     "unload_spiking",
 ]

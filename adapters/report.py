@@ -121,6 +121,16 @@ def spiking_report(model: nn.Module, inputs: Any) -> SpikingReport:
     Raises:
         ValueError: the model has no spiking layer, or no spiking layer ran on these inputs.
     """
+    report, _ = record_batches(model, [inputs])
+    return report
+
+
+def record_batches(model: nn.Module, batches: list[Any]) -> tuple[SpikingReport, list[Any]]:
+    """Run ``model`` on every batch (no gradients, eval mode): the spiking report merged over all of
+    them (exact integer sums, as if one batch) and the model's outputs, batch by batch.
+
+    Same restoring guarantees and errors as :func:`spiking_report`.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     layers = {name: m for name, m in model.named_modules() if isinstance(m, SpikingLinear)}
@@ -128,13 +138,14 @@ def spiking_report(model: nn.Module, inputs: Any) -> SpikingReport:
         raise ValueError("model has no spiking layers: call inject_spiking(model, config) first")
     saved = {name: (m.record_stats, m.spike_stats) for name, m in layers.items()}
     was_training = model.training
+    outputs = []
     try:
         for m in layers.values():
             m.record_stats = True
             m.reset_spike_stats()
         model.eval()
         with torch.no_grad():
-            run_batch(model, inputs)
+            outputs = [run_batch(model, batch) for batch in batches]
         collected = {name: m.spike_stats for name, m in layers.items()}
     finally:
         model.train(was_training)
@@ -153,4 +164,4 @@ def spiking_report(model: nn.Module, inputs: Any) -> SpikingReport:
         total = total.merge(layer.stats)
     macs = sum(layer.macs for layer in parts)
     spikes_per_mac = sum(layer.spike_adds for layer in parts) / macs if macs else 0.0
-    return SpikingReport(layers=reports, total=total, energy=energy_estimate(spikes_per_mac))
+    return SpikingReport(layers=reports, total=total, energy=energy_estimate(spikes_per_mac)), outputs
