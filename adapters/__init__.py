@@ -13,7 +13,7 @@ for demos and tests: :mod:`sb_adapters.tiny`.
 from .calibration import LayerCalibration, calibrate
 from .config import SpikingConfig
 from .conv1d import SpikingConv1D
-from .injector import get_spiking_config, inject_spiking, spiking_layers, unload_spiking
+from .injector import get_spiking_config, inject_spiking, spiking_layers, spiking_summary, unload_spiking
 from .report import LayerReport, SpikingReport, spiking_report
 from .sweep import KSweep, SweepPoint, sweep_k
 
@@ -30,6 +30,7 @@ __all__ = [
     "inject_spiking",
     "spiking_layers",
     "spiking_report",
+    "spiking_summary",
     "sweep_k",
     "unload_spiking",
 ]

@@ -19,6 +19,17 @@ for the scales) into the injected model and vice versa.
 Injecting into a model that is already injected raises ``RuntimeError``: unload first, or inject a
 fresh model. ``unload_spiking(model)`` puts the original module objects back; since Parameters are
 shared, they carry whatever training changed, and without training the model is bit-exactly the original.
+``spiking_summary(model)`` lists what was replaced and which linear layers stayed dense (and why).
+
+PEFT: ``SpikingConfig`` is not a registered PEFT method. ``peft.register_peft_method`` accepts only names
+that are members of the closed ``peft.PeftType`` enum, which has none for us, and a PEFT tuner saves
+adapter-only weights found by a name prefix, while spike coding adds no weights (it re-codes the
+activations of the model's own layers, whose weights fine-tuning changes). Instead PEFT adapters
+*compose* with an injected model: ``get_peft_model(inject_spiking(model, config), LoraConfig(...))``
+wraps the spiking layers (a :class:`SpikingLinear` is an ``nn.Linear``), ``PeftModel.save_pretrained`` /
+``from_pretrained`` save and load the LoRA weights (inject the fresh base model first, with
+``SpikingConfig.from_pretrained``), and ``unload_spiking`` accepts the ``PeftModel`` and puts the original
+layers back under the LoRA wrappers.
 """
 
 from __future__ import annotations
@@ -45,9 +56,22 @@ class InjectionRecord:
     attention_flags: dict[str, tuple[bool, SpikeCoding | None]] = field(default_factory=dict)
 
 
+def _injected_root(model: nn.Module) -> nn.Module:
+    """The module holding the injection record: ``model``, or the base model a PEFT wrapper holds."""
+    if _RECORD_ATTRIBUTE in model.__dict__:
+        return model
+    getter = getattr(model, "get_base_model", None)  # peft.PeftModel
+    if callable(getter):
+        base = getter()
+        if isinstance(base, nn.Module) and _RECORD_ATTRIBUTE in base.__dict__:
+            return base
+    return model
+
+
 def get_injection(model: nn.Module) -> InjectionRecord | None:
-    """The record of the injection into ``model``, or ``None`` when ``model`` is not injected."""
-    return model.__dict__.get(_RECORD_ATTRIBUTE)
+    """The record of the injection into ``model`` (or into the base model of a ``PeftModel`` around it),
+    or ``None`` when it is not injected."""
+    return _injected_root(model).__dict__.get(_RECORD_ATTRIBUTE)
 
 
 def get_spiking_config(model: nn.Module) -> SpikingConfig | None:
@@ -144,8 +168,22 @@ def inject_spiking(model: nn.Module, config: SpikingConfig) -> nn.Module:
     return model
 
 
+def _locate_twin(model: nn.Module, name: str) -> tuple[nn.Module, nn.Module | None]:
+    """``(twin, wrapper)``: the spiking layer injected at ``name`` and the PEFT tuner layer that wraps it
+    (``None`` when it sits in the model directly). Wrappers expose the wrapped layer as ``base_layer``."""
+    module, wrapper = model.get_submodule(name), None
+    while not isinstance(module, SpikingLinear) and isinstance(getattr(module, "base_layer", None), nn.Module):
+        wrapper, module = module, module.base_layer
+    if not isinstance(module, SpikingLinear):
+        raise RuntimeError(
+            f"module {name!r} is a {type(module).__name__}, not the spiking layer inject_spiking put there "
+            "(nor a PEFT wrapper of it): it was replaced after injection, so unload_spiking cannot restore it"
+        )
+    return module, wrapper
+
+
 def _restore(model: nn.Module, name: str, original: nn.Module) -> None:
-    twin = model.get_submodule(name)
+    twin, wrapper = _locate_twin(model, name)
     if isinstance(twin, SpikingConv1D):
         if not twin.shares_storage_with(original):
             # The view was re-allocated (by ``.to()`` for instance): carry its values back.
@@ -154,7 +192,10 @@ def _restore(model: nn.Module, name: str, original: nn.Module) -> None:
         original.weight = twin.weight
     if getattr(twin, "bias", None) is not None and twin.bias is not original.bias:
         original.bias = twin.bias
-    _replace(model, name, original)
+    if wrapper is None:
+        _replace(model, name, original)
+    else:
+        wrapper.base_layer = original
 
 
 def unload_spiking(model: nn.Module) -> nn.Module:
@@ -164,21 +205,77 @@ def unload_spiking(model: nn.Module) -> nn.Module:
     training, every tensor of the unloaded model is bit-exactly the original one (same objects). The
     weight-quantization scales are dropped with the spiking layers.
 
+    ``model`` may also be a ``peft.PeftModel`` around the injected model: the originals go back under the
+    PEFT layers that wrap the spiking ones (their adapters are kept).
+
+    Raises:
+        ValueError: ``model`` was not injected.
+        RuntimeError: an injected layer was replaced afterwards by something that does not wrap it.
+    """
+    model = _check_model(model)
+    root = _injected_root(model)
+    record = get_injection(root)
+    if record is None:
+        raise ValueError("model has no injected spiking layers (inject_spiking was not called, or already unloaded)")
+    for name in record.originals:
+        _locate_twin(root, name)  # check every layer before changing any
+    for name, original in record.originals.items():
+        _restore(root, name, original)
+    for name, (spike_qk, coding) in record.attention_flags.items():
+        module = root.get_submodule(name)
+        module.spike_qk = spike_qk
+        module.coding = coding
+    del root.__dict__[_RECORD_ATTRIBUTE]
+    return model
+
+
+def spiking_summary(model: nn.Module) -> str:
+    """What :func:`inject_spiking` did to ``model``, as text: the config, each replaced module with its
+    original type and spiking type, and each linear layer left dense with the reason (excluded,
+    ``dense_layers``, output head, or not targeted).
+
     Raises:
         ValueError: ``model`` was not injected.
     """
-    model = _check_model(model)
-    record = get_injection(model)
+    root = _injected_root(_check_model(model))
+    record = get_injection(root)
     if record is None:
-        raise ValueError("model has no injected spiking layers (inject_spiking was not called, or already unloaded)")
-    for name, original in record.originals.items():
-        _restore(model, name, original)
-    for name, (spike_qk, coding) in record.attention_flags.items():
-        module = model.get_submodule(name)
-        module.spike_qk = spike_qk
-        module.coding = coding
-    del model.__dict__[_RECORD_ATTRIBUTE]
-    return model
+        raise ValueError("model has no injected spiking layers: call inject_spiking(model, config) first")
+    config = record.config
+    coding = config.spike_coding()
+    weights = "float weights" if coding.weight_bits is None else f"int{coding.weight_bits} weights, group {coding.group_size}"
+    lines = [
+        f"spiking: {len(record.originals)} modules spike-coded (k={config.k:g}, {config.coding}, mode={config.mode}, "
+        f"{weights}, backend={config.backend})"
+    ]
+    lines += [f"  {name}: {type(original).__name__} -> {type(_locate_twin(root, name)[0]).__name__}" for name, original in record.originals.items()]
+    lines += [f"  {name}: linear attention, q/k feature maps spike-coded" for name in record.attention_flags]
+    head = None
+    getter = getattr(root, "get_output_embeddings", None)
+    if callable(getter):
+        try:
+            head = getter()
+        except (AttributeError, NotImplementedError):
+            head = None
+    dense = []
+    for name, module in root.named_modules():
+        if not name or not isinstance(module, linear_types()) or isinstance(module, SpikingLinear) or name in record.originals:
+            continue
+        if any(name.startswith(f"{replaced}.") for replaced in record.originals):
+            continue  # a PEFT adapter's own linear inside a wrapped layer
+        if spec_matches(config.exclude_modules, name):
+            reason = "exclude_modules"
+        elif config.dense_layers is not None and layer_index(name) in config.dense_layers:
+            reason = f"dense_layers (layer {layer_index(name)})"
+        elif module is head:
+            reason = "output head"
+        else:
+            reason = "not targeted"
+        dense.append(f"  {name}: {type(module).__name__}, {reason}")
+    if dense:
+        lines.append(f"kept dense: {len(dense)} linear modules")
+        lines += dense
+    return "\n".join(lines)
 
 
 def spiking_layers(model: nn.Module) -> dict[str, SpikingLinear]:

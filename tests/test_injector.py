@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from peft import LoraConfig
+from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.tuners_utils import check_target_module_exists
 from torch import nn
 from transformers import (
@@ -37,8 +37,10 @@ from sb_adapters import (
     inject_spiking,
     spiking_layers,
     spiking_report,
+    spiking_summary,
     unload_spiking,
 )
+from sb_adapters.injector import get_injection
 from sb_adapters.matching import layer_index, spec_matches
 from sb_layers import GatedLinearAttention, SpikingLinear
 from sb_neurons import CODEC_NAMES
@@ -330,6 +332,83 @@ def test_spike_qk_switches_linear_attention_feature_maps_and_unload_restores_the
     assert isinstance(model[1], SpikingLinear)
     unload_spiking(model)
     assert not model[0].spike_qk and model[0].coding is None
+
+
+def test_spiking_summary_lists_replaced_and_dense_modules_with_reasons():
+    model = tiny_gpt2()
+    with pytest.raises(ValueError, match="inject_spiking"):
+        spiking_summary(model)
+    inject_spiking(model, SpikingConfig(exclude_modules=["c_proj"], dense_layers=[1], weight_bits=8, group_size=16))
+    lines = spiking_summary(model).splitlines()
+    assert lines[0].startswith("spiking: 2 modules spike-coded (k=3, bitwise_bidirectional") and "int8 weights, group 16" in lines[0]
+    assert "  transformer.h.0.attn.c_attn: Conv1D -> SpikingConv1D" in lines
+    assert "  transformer.h.0.mlp.c_fc: Conv1D -> SpikingConv1D" in lines
+    assert "kept dense: 7 linear modules" in lines
+    assert "  transformer.h.0.attn.c_proj: Conv1D, exclude_modules" in lines
+    assert "  transformer.h.1.mlp.c_fc: Conv1D, dense_layers (layer 1)" in lines
+    assert "  lm_head: Linear, output head" in lines
+    unload_spiking(model)
+    inject_spiking(model, SpikingConfig(target_modules=["c_fc"]))
+    assert "  transformer.h.0.attn.c_attn: Conv1D, not targeted" in spiking_summary(model).splitlines()
+
+
+def test_peft_cannot_register_spiking_as_a_method():
+    """Why SpikingConfig is no PEFT method (see sb_adapters.injector): register_peft_method takes only members
+    of the closed PeftType enum. If this starts failing, PEFT opened the enum: register SpikingConfig then."""
+    from peft.utils.peft_types import PeftType, register_peft_method
+
+    assert "SPIKING" not in PeftType.__members__
+    with pytest.raises(ValueError, match="Unknown PEFT type"):
+        register_peft_method(name="spiking", config_cls=SpikingConfig, model_cls=nn.Module)
+
+
+def test_lora_composes_with_an_injected_model_saves_loads_and_unloads(tmp_path):
+    torch.manual_seed(0)
+    ids = token_ids(seed=3, length=6)
+    injected = inject_spiking(tiny_llama(), SpikingConfig(target_modules=["q_proj", "v_proj", "up_proj"], k=3.0))
+    base_state = snapshot(injected)
+    with torch.no_grad():
+        spiking = injected(ids).logits
+    peft_model = get_peft_model(injected, LoraConfig(target_modules=["q_proj", "down_proj"], r=2, init_lora_weights=False))
+    q_proj = peft_model.base_model.model.model.layers[0].self_attn.q_proj
+    assert isinstance(q_proj.base_layer, SpikingLinear)  # LoRA wraps the spiking layer
+    with torch.no_grad():
+        adapted = peft_model(ids).logits
+    assert not torch.equal(adapted, spiking)
+    peft_model.save_pretrained(tmp_path / "lora")
+    get_spiking_config(peft_model).save_pretrained(tmp_path / "lora")  # the spiking config travels beside the adapter
+
+    # a fresh base model, injected from the saved config, then the saved LoRA adapter: same outputs
+    fresh = tiny_llama()
+    fresh.load_state_dict(base_state)
+    inject_spiking(fresh, SpikingConfig.from_pretrained(tmp_path / "lora"))
+    loaded = PeftModel.from_pretrained(fresh, tmp_path / "lora")
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, adapted)
+
+    # unload through the PeftModel: the original Linear goes back under the LoRA wrapper
+    originals = dict(get_injection(loaded).originals)
+    unload_spiking(loaded)
+    assert get_spiking_config(loaded) is None and not spiking_layers(loaded)
+    assert loaded.base_model.model.model.layers[0].self_attn.q_proj.base_layer is originals["model.layers.0.self_attn.q_proj"]
+    dense_lora = PeftModel.from_pretrained(tiny_llama_with(base_state), tmp_path / "lora")
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, dense_lora(ids).logits)
+
+
+def tiny_llama_with(state: dict[str, torch.Tensor]) -> nn.Module:
+    model = tiny_llama()
+    model.load_state_dict(state)
+    return model
+
+
+def test_unload_refuses_a_layer_replaced_after_injection_and_changes_nothing():
+    model = tiny_llama()
+    inject_spiking(model, SpikingConfig(target_modules=["q_proj"]))
+    model.model.layers[1].self_attn.q_proj = nn.Identity()
+    with pytest.raises(RuntimeError, match="model.layers.1.self_attn.q_proj"):
+        unload_spiking(model)
+    assert isinstance(model.model.layers[0].self_attn.q_proj, SpikingLinear) and get_spiking_config(model) is not None
 
 
 # -- spiking_report -----------------------------------------------------------------------------------
