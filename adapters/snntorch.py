@@ -48,6 +48,13 @@ class SBLeaky(snntorch.Leaky):
         learn_threshold: make a fixed ``threshold`` a parameter.
         reset_mechanism: ``"subtract"`` (SpikingBrain's soft reset), ``"zero"`` or ``"none"``.
         output: return ``(spk, mem)`` even with ``init_hidden=True``.
+        graded_spikes_factor: output spikes are scaled by this value (snnTorch's graded spikes; the
+            dynamics use the unscaled spikes, as in snnTorch).
+        learn_graded_spikes_factor: make ``graded_spikes_factor`` a parameter.
+        inhibition: snnTorch's winner-take-all option; only ``False`` (the adaptive neuron does not
+            implement it: a ``ValueError`` says so).
+        state_quant: only ``False``: quantizing the membrane would bypass the sb_neurons dynamics.
+        reset_delay: only ``True`` (snnTorch's default; the reset of a spike acts at the next step).
         dim: dimension(s) of the input sharing one adaptive threshold (default the last; never 0).
 
     Shapes: ``input_`` ``[B, *]`` per time step; ``spk`` and ``mem`` have its shape. State: ``mem`` and
@@ -66,6 +73,11 @@ class SBLeaky(snntorch.Leaky):
         learn_threshold: bool = False,
         reset_mechanism: str = "subtract",
         output: bool = False,
+        graded_spikes_factor: float | torch.Tensor = 1.0,
+        learn_graded_spikes_factor: bool = False,
+        inhibition: bool = False,
+        state_quant: object = False,
+        reset_delay: bool = True,
         dim: int | tuple[int, ...] = -1,
     ) -> None:
         adaptive = isinstance(threshold, str)
@@ -81,6 +93,13 @@ class SBLeaky(snntorch.Leaky):
         # snntorch.utils.reset walks, so a half-built neuron would break later resets.
         if reset_mechanism not in ("subtract", "zero", "none"):
             raise ValueError(f"reset_mechanism must be 'subtract', 'zero' or 'none', got {reset_mechanism!r}")
+        # snnTorch options outside the adaptive neuron's dynamics: refused by name rather than ignored.
+        if inhibition:
+            raise ValueError("inhibition=True is not supported by SBLeaky (use snntorch.Leaky for winner-take-all)")
+        if state_quant is not False and state_quant is not None:
+            raise ValueError("state_quant is not supported by SBLeaky: the membrane follows the sb_neurons dynamics unquantized")
+        if reset_delay is not True:
+            raise ValueError("reset_delay=False is not supported by SBLeaky: the reset of a spike acts at the next step")
         k = check_positive(k, "k")
         super().__init__(
             beta,
@@ -92,6 +111,8 @@ class SBLeaky(snntorch.Leaky):
             learn_threshold=learn_threshold,
             reset_mechanism=reset_mechanism,
             output=output,
+            graded_spikes_factor=graded_spikes_factor,
+            learn_graded_spikes_factor=learn_graded_spikes_factor,
         )
         self.k = k
         self.dim = dim
@@ -145,7 +166,7 @@ class SBLeaky(snntorch.Leaky):
             )
             carried = u_seq[0]
         spikes, _ = multistep_neuron_forward(input_.unsqueeze(0), v_th, carried, reset_mode="soft", **common)
-        return spikes[0], carried + input_
+        return spikes[0] * self.graded_spikes_factor, carried + input_
 
     def forward(self, input_: torch.Tensor, mem: torch.Tensor | None = None):
         check_float_tensor(input_, "input_")

@@ -30,10 +30,12 @@ def test_exposed_as_snntorch_attribute_and_is_a_leaky():
 
 
 @pytest.mark.parametrize("reset_mechanism", ["subtract", "zero", "none"])
-@given(seed=st.integers(0, 2**31 - 1), beta=st.floats(0.1, 1.0), threshold=st.floats(0.2, 2.0))
-def test_fixed_threshold_reproduces_snntorch_leaky(reset_mechanism, seed, beta, threshold):
+@given(seed=st.integers(0, 2**31 - 1), beta=st.floats(0.1, 1.0), threshold=st.floats(0.2, 2.0), graded=st.sampled_from([1.0, 0.5, 2.0]))
+def test_fixed_threshold_reproduces_snntorch_leaky(reset_mechanism, seed, beta, threshold, graded):
     x_seq = torch.randn(6, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    options = dict(beta=beta, threshold=threshold, reset_mechanism=reset_mechanism, spike_grad=surrogate.fast_sigmoid())
+    options = dict(
+        beta=beta, threshold=threshold, reset_mechanism=reset_mechanism, spike_grad=surrogate.fast_sigmoid(), graded_spikes_factor=graded
+    )
     spk_ref, mem_ref = run(snntorch.Leaky(**options), x_seq)
     spk, mem = run(SBLeaky(**options), x_seq)
     assert torch.equal(spk, spk_ref.to(spk.dtype))
@@ -73,6 +75,11 @@ def test_learnable_beta_and_threshold_receive_gradients():
     spk, mem = run(lif, torch.randn(5, 3, 4))
     (spk.sum() + mem.sum()).backward()
     assert lif.beta.grad is not None and lif.threshold.grad is not None
+    graded = SBLeaky(beta=0.7, learn_graded_spikes_factor=True, graded_spikes_factor=0.5)
+    spk, _ = run(graded, torch.randn(5, 3, 4) * 3)
+    assert set(spk.unique().tolist()) <= {0.0, 0.5}
+    spk.sum().backward()
+    assert graded.graded_spikes_factor.grad is not None
 
 
 def test_errors_name_the_argument():
@@ -86,6 +93,9 @@ def test_errors_name_the_argument():
         SBLeaky(beta=0.9, k=0)
     with pytest.raises(ValueError, match="reset_mechanism"):
         SBLeaky(beta=0.9, reset_mechanism="sometimes")
+    for option, match in ((dict(inhibition=True), "inhibition"), (dict(state_quant=lambda m: m), "state_quant"), (dict(reset_delay=False), "reset_delay")):
+        with pytest.raises(ValueError, match=match):
+            SBLeaky(beta=0.9, **option)
     with pytest.raises(AttributeError):
         SBLeaky(beta=0.9).threshold  # noqa: B018 - an adaptive neuron has no scalar threshold
 
