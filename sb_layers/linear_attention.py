@@ -13,6 +13,7 @@ pieces with the state carried gives the same outputs as one call.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Literal
 
@@ -43,6 +44,16 @@ def _check_gla_inputs(q, k, v, gk, initial_state):
     expected = (batch, heads, dk, v.shape[-1])
     if initial_state is not None and tuple(initial_state.shape) != expected:
         raise ValueError(f"initial_state must have shape (B, H, Dk, Dv) = {expected}, got {tuple(initial_state.shape)}")
+
+
+@functools.cache
+def _fla_available() -> bool:
+    """Whether flash-linear-attention's GLA kernels can be imported (mode="auto" uses them on CUDA)."""
+    try:
+        from fla.ops.gla import chunk_gla, fused_recurrent_gla  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:

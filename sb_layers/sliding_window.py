@@ -116,6 +116,11 @@ class SlidingWindowAttention(nn.Module):
         attention_backend: ``"sdpa"`` (PyTorch scaled_dot_product_attention) or ``"flex"``
             (FlexAttention; compile the model with ``torch.compile`` for its fused kernel; PyTorch has no
             FlexAttention backward on CPU). Both take the same boolean mask and compute the same function.
+        query_chunk_size: None (default) attends all of a call's queries at once, with a boolean mask
+            ``[B, L, cached + L]``; an int processes the queries in blocks of that many, each against the
+            sinks and the ``block + window - 1`` keys its window can reach, so a long prefill costs
+            ``O(L * (block + window))`` time and ``O(block * (block + window))`` mask memory instead of
+            ``O(L^2)``. Same function either way (ignored when ``window`` is None).
 
     ``forward(hidden_states [B, L, hidden], attention_mask [B, L] | None, cache | None)`` returns
     ``(output [B, L, hidden], cache)``; pass the returned cache back to continue the sequence (the cache
@@ -139,13 +144,19 @@ class SlidingWindowAttention(nn.Module):
         num_sinks: int = 0,
         coding: SpikeCoding | None = None,
         attention_backend: AttentionBackend = "sdpa",
+        query_chunk_size: int | None = None,
         device=None,
         dtype=None,
     ) -> None:
         super().__init__()
         if attention_backend not in ("sdpa", "flex"):
             raise ValueError(f"attention_backend must be 'sdpa' or 'flex', got {attention_backend!r}")
+        if query_chunk_size is not None and (
+            isinstance(query_chunk_size, bool) or not isinstance(query_chunk_size, int) or query_chunk_size < 1
+        ):
+            raise ValueError(f"query_chunk_size must be None or an int >= 1, got {query_chunk_size!r}")
         self.attention_backend = attention_backend
+        self.query_chunk_size = query_chunk_size
         num_kv_heads, head_dim = check_head_layout(hidden_size, num_heads, num_kv_heads, head_dim)
         check_positive(rope_theta, "rope_theta")
         if head_dim % 2:
@@ -212,39 +223,71 @@ class SlidingWindowAttention(nn.Module):
         num_sink = 0 if cache.sink_keys is None else cache.sink_keys.shape[2]
         new_index = torch.arange(cache.length, cache.length + regular, device=device)
 
-        # Key list: [sinks | cached regular | new regular].
+        # Key list: [sinks | cached regular | new regular]. Regular keys carry consecutive sequence
+        # indices (the cache keeps the newest entries of a contiguous run), starting at first_index.
         parts_k = [t for t in (cache.sink_keys, cache.keys, k_reg) if t is not None]
         parts_v = [t for t in (cache.sink_values, cache.values, v[:, :, sinks:]) if t is not None]
         keys, values = torch.cat(parts_k, dim=2), torch.cat(parts_v, dim=2)
+        first_index = cache.length - cache.num_entries
         old_index = cache.key_index if cache.key_index is not None else new_index[:0]
         old_mask = cache.key_mask if cache.key_mask is not None else regular_mask[:, :0]
         key_index = torch.cat([old_index, new_index])
         key_valid = torch.cat([old_mask, regular_mask], dim=1)  # [B, n_regular_keys]
 
-        # Regular queries: causal window over regular keys + every sink.
-        distance = new_index[:, None] - key_index[None, :]  # [L_reg, n]
-        in_window = distance >= 0
-        if self.window is not None:
-            in_window &= distance < self.window
-        allowed = in_window[None] & key_valid[:, None, :]
-        allowed |= distance[None] == 0  # a padded query sees itself only: finite, discarded output
-        sink_cols = torch.ones(batch, regular, num_sink, dtype=torch.bool, device=device)
-        allowed = torch.cat([sink_cols, allowed], dim=2)
+        outputs = []
         if sinks:
             # Sink queries: all sinks, no regular key.
-            sink_rows = torch.zeros(batch, sinks, allowed.shape[2], dtype=torch.bool, device=device)
-            sink_rows[:, :, :num_sink] = True
-            allowed = torch.cat([sink_rows, allowed], dim=1)
-
-        out = masked_attention(q, keys, values, allowed, self.attention_backend)
+            sink_rows = torch.ones(batch, sinks, num_sink, dtype=torch.bool, device=device)
+            outputs.append(
+                masked_attention(q[:, :, :sinks], keys[:, :, :num_sink], values[:, :, :num_sink], sink_rows, self.attention_backend)
+            )
+        block = regular
+        if self.query_chunk_size is not None and self.window is not None:
+            block = self.query_chunk_size
+        for start in range(0, regular, max(block, 1)):
+            stop = min(start + block, regular)
+            # Regular keys this block's windows can reach: indices in [i_start - window + 1, i_stop - 1].
+            low, high = 0, key_index.shape[0]
+            if block < regular:
+                low = max(0, cache.length + start - self.window + 1 - first_index)
+                high = cache.length + stop - first_index
+            allowed = self._allowed(new_index[start:stop], key_index[low:high], key_valid[:, low:high], num_sink)
+            block_k = keys[:, :, num_sink + low : num_sink + high]
+            block_v = values[:, :, num_sink + low : num_sink + high]
+            if num_sink:
+                block_k = torch.cat([keys[:, :, :num_sink], block_k], dim=2)
+                block_v = torch.cat([values[:, :, :num_sink], block_v], dim=2)
+            q_block = q[:, :, sinks + start : sinks + stop]
+            outputs.append(masked_attention(q_block, block_k, block_v, allowed, self.attention_backend))
+        if not outputs:  # an empty call
+            out = q.new_zeros(batch, self.num_heads, 0, self.head_dim)
+        else:
+            out = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
         cache.append(k_reg, v[:, :, sinks:], regular_mask, new_index)
         cache.length += regular
         cache.seen_tokens = cache.seen_tokens + regular_mask.long().sum(dim=1)
         out = out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
         return self.o_proj(out), cache
 
+    def _allowed(self, query_index: torch.Tensor, key_index: torch.Tensor, key_valid: torch.Tensor, num_sink: int) -> torch.Tensor:
+        """``[B, Lq, num_sink + n]`` bool: which keys (sinks first, then regular keys) each regular query sees.
+
+        A query at sequence index ``i`` sees every sink and the valid regular keys ``j`` with
+        ``i - window < j <= i``; a padded query also sees itself, so that its row is never empty.
+        """
+        distance = query_index[:, None] - key_index[None, :]  # [Lq, n]
+        in_window = distance >= 0
+        if self.window is not None:
+            in_window &= distance < self.window
+        allowed = in_window[None] & key_valid[:, None, :]
+        allowed |= distance[None] == 0
+        if num_sink:
+            sink_cols = torch.ones(allowed.shape[0], allowed.shape[1], num_sink, dtype=torch.bool, device=allowed.device)
+            allowed = torch.cat([sink_cols, allowed], dim=2)
+        return allowed
+
     def extra_repr(self) -> str:
         return (
             f"window={self.window}, rope_theta={self.rope_theta}, num_sinks={self.num_sinks}, "
-            f"attention_backend={self.attention_backend}"
+            f"attention_backend={self.attention_backend}, query_chunk_size={self.query_chunk_size}"
         )

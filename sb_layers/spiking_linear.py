@@ -297,6 +297,26 @@ class SpikingLinear(nn.Linear):
             return self.weight_out_in()
         return self.weight_quantizer.fake_quantize(self.weight_out_in())
 
+    def int8_weight(self) -> torch.Tensor:
+        """The int8 weights ``round(W / scale)`` ``(out, in)`` the Triton backend multiplies, kept between calls.
+
+        Quantizing the weight costs a pass over it, as much as a decode step's GEMM, so the result is kept
+        (1 byte per weight) and recomputed only when the weight or the scales change: replaced, moved, or
+        updated in place (their version counters tell). Raises ``RuntimeError`` without weight quantization.
+        """
+        if self.weight_quantizer is None:
+            raise RuntimeError("this SpikingLinear has no weight quantization (SpikeCoding.weight_bits is None)")
+        weight, scales = self.weight_out_in(), self.weight_quantizer.scales
+        try:
+            key = (weight.data_ptr(), weight._version, weight.device, scales.data_ptr(), scales._version)
+        except RuntimeError:  # inference tensors have no version counter: do not keep anything
+            return self.weight_quantizer.quantize(weight)
+        cached = getattr(self, "_int8_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, self.weight_quantizer.quantize(weight))
+            self._int8_cache = cached
+        return cached[1]
+
     def reset_spike_stats(self) -> None:
         self.spike_stats = None
 
@@ -329,7 +349,7 @@ class SpikingLinear(nn.Linear):
 
         if self.record_stats:
             self._record(spike_count(x, self.coding.k, -1, self.coding.clamp).counts)
-        q = self.weight_quantizer.quantize(self.weight_out_in())
+        q = self.int8_weight()
         bias = None if self.bias is None else self.bias.detach()
         return w8aspike_linear(
             x, q, self.weight_quantizer.scales, bias, k=self.coding.k, clamp=self.coding.clamp, backend="triton"

@@ -166,6 +166,20 @@ def test_fla_kernel_matches_chunked_reference(length):
     torch.testing.assert_close(s_fla.float(), s_ref, rtol=2e-3, atol=2e-3)
 
 
+def test_auto_mode_resolves_to_an_importable_form():
+    """mode="auto": fla on CUDA tensors exactly when fla imports, the chunked form otherwise."""
+    import importlib.util
+
+    from sb_layers.linear_attention import _fla_available
+
+    assert _fla_available() == (importlib.util.find_spec("fla") is not None)
+    layer = GatedLinearAttention(16, 2, mode="auto")
+    assert layer._resolve_mode(torch.randn(1, 3, 16)) == "chunk"
+    if torch.cuda.is_available():
+        expected = "fla" if _fla_available() else "chunk"
+        assert layer._resolve_mode(torch.randn(1, 3, 16, device="cuda")) == expected
+
+
 def test_fla_mode_on_cpu_is_a_clear_error():
     with pytest.raises(RuntimeError, match="CUDA"):
         gla_fla(*random_gla_inputs(0, 1, 1, 3, 2, 2)[:4], 1.0)

@@ -167,6 +167,69 @@ def test_left_padded_batch_equals_each_sample_alone(model, lengths, seed):
             torch.testing.assert_close(batched[row, width - len(sample) :], alone, rtol=1e-10, atol=1e-10)
 
 
+@given(
+    piece=st.integers(1, 7), keep=st.integers(0, 4), pad=st.integers(0, 3), with_cache=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_prefill_in_pieces_equals_one_piece(model, piece, keep, pad, with_cache, seed):
+    """prefill_chunk_size splits the stack's work only: same logits (kept ones), same cache afterwards."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (2, 13), generator=gen)
+    mask = torch.ones(2, 13, dtype=torch.long)
+    mask[1, :pad] = 0
+    nxt = torch.randint(3, VOCAB, (2, 1), generator=gen)
+    with torch.no_grad():
+        whole = model(ids, attention_mask=mask, use_cache=True)
+        pieces = model(
+            ids, attention_mask=mask, use_cache=with_cache, prefill_chunk_size=piece, logits_to_keep=keep,
+        )
+        expected = whole.logits if keep == 0 else whole.logits[:, -keep:]
+        torch.testing.assert_close(pieces.logits, expected, rtol=1e-10, atol=1e-10)
+        if not with_cache:
+            assert pieces.past_key_values is None
+            return
+        assert pieces.past_key_values.get_seq_length() == 13
+        step_mask = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], dim=1)
+        after_whole = model(nxt, attention_mask=step_mask, past_key_values=whole.past_key_values).logits
+        after_pieces = model(nxt, attention_mask=step_mask, past_key_values=pieces.past_key_values).logits
+    torch.testing.assert_close(after_pieces, after_whole, rtol=1e-10, atol=1e-10)
+
+
+def test_prefill_pieces_keep_every_layers_hidden_states(model):
+    ids = torch.randint(3, VOCAB, (1, 10), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        whole = model(ids, output_hidden_states=True, logits_to_keep=2)
+        pieces = model(ids, output_hidden_states=True, logits_to_keep=2, prefill_chunk_size=3)
+    assert len(pieces.hidden_states) == len(whole.hidden_states) == model.config.num_hidden_layers + 1
+    for got, want in zip(pieces.hidden_states, whole.hidden_states):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(pieces.logits, whole.logits, rtol=1e-10, atol=1e-10)
+
+
+def test_config_prefill_chunk_size_applies_in_eval_only():
+    chunked = tiny_model(prefill_chunk_size=4)
+    ids = torch.randint(3, VOCAB, (1, 11), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        torch.testing.assert_close(chunked(ids).logits, tiny_model()(ids).logits, rtol=1e-10, atol=1e-10)
+    chunked.train()
+    seen = []
+    hook = chunked.model.layers[0].register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
+    chunked(ids)
+    hook.remove()
+    assert seen == [11]  # training runs the whole sequence at once
+
+
+@given(block=st.integers(1, 6), seed=st.integers(0, 2**16))
+def test_swa_query_blocks_inside_the_model_change_nothing(block, seed):
+    ids = torch.randint(3, VOCAB, (2, 15), generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones(2, 15, dtype=torch.long)
+    mask[0, :4] = 0
+    blocked, unblocked = tiny_model(swa_query_chunk_size=block), tiny_model(swa_query_chunk_size=None)
+    with torch.no_grad():
+        got, want = blocked(ids, attention_mask=mask).logits, unblocked(ids, attention_mask=mask).logits
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
 def test_chunked_gla_equals_recurrent_gla_inside_the_model(model):
     recurrent = tiny_model(attn_mode="recurrent")
     recurrent.load_state_dict(model.state_dict())
@@ -296,6 +359,8 @@ def test_build_allocates_directly_on_the_requested_device():
         (dict(num_sink_tokens=4), ValueError),
         (dict(hidden_act="gelu"), ValueError),
         (dict(spiking=True, spike_k=0.0), ValueError),
+        (dict(prefill_chunk_size=0), ValueError),
+        (dict(swa_query_chunk_size=-1), ValueError),
     ],
 )
 def test_config_rejects_bad_fields(overrides, error):
@@ -311,3 +376,9 @@ def test_forward_rejects_bad_inputs(model):
         model(ids, attention_mask=torch.full((2, 5), 2))
     with pytest.raises(TypeError, match="SpikingBrainCache"):
         model(ids, past_key_values=object())
+    with pytest.raises(ValueError, match="prefill_chunk_size"):
+        model(ids, prefill_chunk_size=0)
+    with pytest.raises(ValueError, match="keep_last"):
+        model.model(ids, keep_last=-1)
+    with pytest.raises(TypeError, match="SpikingBrainCache"):
+        model(ids, past_key_values=object(), prefill_chunk_size=2)

@@ -112,6 +112,37 @@ def test_swa_with_sinks_streams_like_one_call(seed, cuts):
     torch.testing.assert_close(torch.cat(outs, 1), whole)
 
 
+@given(
+    seed=st.integers(0, 1000), window=st.integers(1, 6), block=st.integers(1, 9), sinks=st.integers(0, 2),
+    cuts=st.lists(st.integers(3, 17), max_size=3), pad=st.integers(0, 4),
+)
+def test_query_chunked_swa_equals_one_block(seed, window, block, sinks, cuts, pad):
+    """query_chunk_size only splits the work: same outputs and cache with padding, sinks and a carried cache."""
+    torch.manual_seed(seed)
+    whole = SlidingWindowAttention(16, 2, 1, window=window, rope_theta=100.0, num_sinks=sinks)
+    chunked = SlidingWindowAttention(16, 2, 1, window=window, rope_theta=100.0, num_sinks=sinks, query_chunk_size=block)
+    chunked.load_state_dict(whole.state_dict())
+    x = torch.randn(2, 20, 16)
+    mask = torch.ones(2, 20, dtype=torch.long)
+    mask[1, sinks : sinks + pad] = 0  # left padding of the second row, after the sinks
+    bounds = [0, *sorted(set(cuts)), 20]
+    caches, outs = [None, None], [[], []]
+    for a, b in zip(bounds, bounds[1:]):
+        for i, layer in enumerate((whole, chunked)):
+            out, caches[i] = layer(x[:, a:b], attention_mask=mask[:, a:b], cache=caches[i])
+            outs[i].append(out)
+    torch.testing.assert_close(torch.cat(outs[1], 1), torch.cat(outs[0], 1))
+    torch.testing.assert_close(caches[1].keys, caches[0].keys)
+    assert caches[1].key_index.tolist() == caches[0].key_index.tolist()
+
+
+def test_query_chunked_swa_equals_dense_reference_past_the_window():
+    torch.manual_seed(4)
+    layer = SlidingWindowAttention(24, 4, 2, window=5, rope_theta=50.0, query_chunk_size=3)
+    x = torch.randn(2, 17, 24)
+    torch.testing.assert_close(layer(x)[0], dense_swa_reference(layer, x, 5))
+
+
 def test_sink_tokens_prepend_learnable_embeddings_and_strip_them():
     sinks = SinkTokens(3, 16)
     layer = SlidingWindowAttention(16, 2, window=2, num_sinks=3)
@@ -145,6 +176,7 @@ def test_decode_cache_never_exceeds_the_window():
         (lambda: SlidingWindowAttention(16, 2, rope_theta=-1.0), "rope_theta"),
         (lambda: SlidingWindowAttention(16, 2, num_sinks=-1), "num_sinks"),
         (lambda: SlidingWindowAttention(16, 2, attention_backend="xformers"), "attention_backend"),
+        (lambda: SlidingWindowAttention(16, 2, query_chunk_size=0), "query_chunk_size"),
         (lambda: SlidingWindowAttention(16, 2)(torch.randn(1, 3, 15)), "hidden_states"),
         (lambda: SlidingWindowAttention(16, 2)(torch.randn(1, 3, 16), attention_mask=torch.ones(2, 3)), "attention_mask"),
         (lambda: SlidingWindowAttention(16, 2, window=3)(torch.randn(1, 3, 16), cache=RollingKVCache(4)), "window"),

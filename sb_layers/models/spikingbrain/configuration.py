@@ -74,6 +74,12 @@ class SpikingBrainConfig(PreTrainedConfig):
             (76B); default by variant. ``gate_low_rank_dim``, ``gate_logit_normalizer``: 16 as released.
         feature_map: ``"relu"`` or ``"sigmoid"`` on linear-attention q/k; default by variant.
         gla_chunk_size: chunk length of the chunked GLA form.
+        swa_query_chunk_size: queries per sliding-window attention block (None: all at once); each block
+            attends only the keys its window reaches, so a long prefill never builds an ``L x L`` mask.
+            Same function whatever the value.
+        prefill_chunk_size: default of ``forward``'s ``prefill_chunk_size`` (None: one piece): in eval
+            mode, longer inputs run through the whole stack in pieces of this many tokens, carrying the
+            cache, so activation memory stays bounded by the piece. Same function whatever the value.
         num_sink_tokens, full_attn_layers: 76B sink tokens and full-attention layers.
         num_experts (0: dense), num_experts_per_tok, num_shared_experts, router, dense_ffn_layers,
         router_aux_loss_coef: 76B MoE.
@@ -117,6 +123,8 @@ class SpikingBrainConfig(PreTrainedConfig):
     gate_logit_normalizer: float = 16.0
     feature_map: str | None = None
     gla_chunk_size: int = 64
+    swa_query_chunk_size: int | None = 1024
+    prefill_chunk_size: int | None = None
     num_sink_tokens: int = 0
     full_attn_layers: list[int] | None = None
     num_experts: int = 0
@@ -189,6 +197,9 @@ class SpikingBrainConfig(PreTrainedConfig):
         if not self.gate_logit_normalizer > 0:
             raise ValueError(f"gate_logit_normalizer must be > 0, got {self.gate_logit_normalizer!r}")
         _check_positive_int(self.gla_chunk_size, "gla_chunk_size")
+        for name in ("swa_query_chunk_size", "prefill_chunk_size"):
+            if getattr(self, name) is not None:
+                _check_positive_int(getattr(self, name), name)
         if isinstance(self.num_sink_tokens, bool) or not isinstance(self.num_sink_tokens, int) or self.num_sink_tokens < 0:
             raise ValueError(f"num_sink_tokens must be an int >= 0, got {self.num_sink_tokens!r}")
         if not intra and (self.num_sink_tokens or self.full_attn_layers or self.num_experts):

@@ -68,6 +68,7 @@ def build_mixer(config: SpikingBrainConfig, index: int) -> nn.Module:
     def softmax_attention(window: int | None, sinks: int) -> SlidingWindowAttention:
         return SlidingWindowAttention(
             **sizes, window=window, rope_theta=config.rope_theta, qkv_bias=True, num_sinks=sinks, coding=coding,
+            query_chunk_size=config.swa_query_chunk_size,
         )
 
     if config.variant == "inter_layer":
@@ -196,9 +197,19 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
+        prefill_chunk_size: int | None = None,
+        keep_last: int = 0,
         **kwargs: Any,
     ) -> BaseModelOutputWithPast:
         """Run the stack. ``attention_mask`` may span the cached positions too (``[B, past + L]``).
+
+        Args:
+            prefill_chunk_size: in eval mode, an input longer than this runs through the whole stack in
+                pieces of this many tokens with the cache carried (a temporary one when ``use_cache`` is
+                False), so activation memory is that of one piece. Default ``config.prefill_chunk_size``
+                (None: one piece). Identity: the outputs equal the one-piece outputs (float rounding).
+            keep_last: 0 returns every position; ``n > 0`` only the last ``n`` positions of
+                ``last_hidden_state`` (what a ``logits_to_keep=n`` head reads), never holding the others.
 
         Returns ``BaseModelOutputWithPast(last_hidden_state [B, L, hidden], past_key_values, hidden_states)``.
         """
@@ -206,6 +217,17 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if input_ids is not None and (input_ids.ndim != 2 or input_ids.dtype not in (torch.int32, torch.int64)):
             raise ValueError(f"input_ids must be an integer tensor [B, L], got {input_ids.dtype} {tuple(input_ids.shape)}")
+        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0:
+            raise ValueError(f"keep_last must be an int >= 0, got {keep_last!r}")
+        piece = self.config.prefill_chunk_size if prefill_chunk_size is None else prefill_chunk_size
+        if piece is not None and (isinstance(piece, bool) or not isinstance(piece, int) or piece < 1):
+            raise ValueError(f"prefill_chunk_size must be None or an int >= 1, got {piece!r}")
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if piece is not None and length > piece and not self.training:
+            return self._forward_in_pieces(
+                piece, input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
+                output_hidden_states, keep_last,
+            )
         hidden = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
         if hidden.ndim != 3 or hidden.shape[-1] != self.config.hidden_size:
             raise ValueError(f"inputs_embeds must be [B, L, {self.config.hidden_size}], got {tuple(hidden.shape)}")
@@ -240,13 +262,57 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
                 hidden, state = layer(hidden, layer_mask, states[index])
             if cache is not None:
                 cache.states[index] = state
-        hidden = self.norm(hidden)[:, sinks:]
+        hidden = hidden[:, sinks:]
+        if keep_last and not output_hidden_states:
+            hidden = hidden[:, -keep_last:]
+        hidden = self.norm(hidden)
         if output_hidden_states:
             all_hidden += (hidden,)
+            if keep_last:
+                hidden = hidden[:, -keep_last:]
         if cache is not None:
             cache.advance(mask)
         return BaseModelOutputWithPast(
             last_hidden_state=hidden, past_key_values=cache, hidden_states=all_hidden if output_hidden_states else None,
+        )
+
+    def _forward_in_pieces(
+        self, piece, input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
+        output_hidden_states, keep_last,
+    ) -> BaseModelOutputWithPast:
+        """:meth:`forward` over consecutive pieces of ``piece`` tokens, carrying one cache through them."""
+        source = input_ids if input_ids is not None else inputs_embeds
+        batch, length = source.shape[:2]
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if past_key_values is not None and not isinstance(past_key_values, SpikingBrainCache):
+            raise TypeError(f"past_key_values must be a SpikingBrainCache, got {type(past_key_values).__name__}")
+        cache = past_key_values if past_key_values is not None else SpikingBrainCache(len(self.layers))
+        mask = self._regular_mask(attention_mask, batch, length, source.device)
+        if position_ids is not None:
+            self._check_position_ids(position_ids, mask, cache)
+        outputs, layer_hidden = [], []
+        for start in range(0, length, piece):
+            stop = min(start + piece, length)
+            # With keep_last, a piece returns only its positions among the last keep_last; a piece with
+            # none of them still runs (for the cache) and its one returned position is dropped.
+            wanted = min(stop - start, keep_last - (length - stop)) if keep_last else 0
+            out = self.forward(
+                input_ids=None if input_ids is None else input_ids[:, start:stop],
+                inputs_embeds=None if inputs_embeds is None else inputs_embeds[:, start:stop],
+                attention_mask=mask[:, start:stop], past_key_values=cache, use_cache=True,
+                output_hidden_states=output_hidden_states, prefill_chunk_size=piece,
+                keep_last=max(wanted, 1) if keep_last else 0,
+            )
+            if not keep_last or wanted > 0:
+                outputs.append(out.last_hidden_state)
+            if output_hidden_states:
+                layer_hidden.append(out.hidden_states)
+        hidden = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
+        all_hidden = None
+        if output_hidden_states:
+            all_hidden = tuple(torch.cat(parts, dim=1) for parts in zip(*layer_hidden))
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden, past_key_values=cache if use_cache else None, hidden_states=all_hidden,
         )
 
     @staticmethod
@@ -266,7 +332,9 @@ class SpikingBrainForCausalLM(SpikingBrainPreTrainedModel, GenerationMixin):
     """SpikingBrain causal LM: :class:`SpikingBrainModel` plus an untied ``lm_head`` (release layout).
 
     ``forward(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, labels, use_cache,
-    logits_to_keep)`` returns logits ``[B, L, vocab]``; with ``labels`` ``[B, L]`` the loss is the mean
+    logits_to_keep, prefill_chunk_size)`` returns logits ``[B, L, vocab]`` (``[B, n, vocab]`` for
+    ``logits_to_keep=n``; the stack then returns only those positions: see
+    :meth:`SpikingBrainModel.forward` for ``prefill_chunk_size``); with ``labels`` ``[B, L]`` the loss is the mean
     cross-entropy of position ``t`` predicting ``labels[t + 1]`` (``-100`` ignored), plus
     ``router_aux_loss_coef`` times the MoE load-balancing loss when MoE layers exist. ``generate()`` keeps
     a :class:`SpikingBrainCache` (GLA states and rolling SWA windows).
@@ -310,12 +378,15 @@ class SpikingBrainForCausalLM(SpikingBrainPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        prefill_chunk_size: int | None = None,
         **kwargs: Any,
     ) -> MoeCausalLMOutputWithPast:
+        # Positions whose logits are not kept are never held past the stack (bounded memory in pieces).
+        keep_last = logits_to_keep if isinstance(logits_to_keep, int) and logits_to_keep > 0 and labels is None else 0
         outputs = self.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
             past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
-            output_hidden_states=output_hidden_states,
+            output_hidden_states=output_hidden_states, prefill_chunk_size=prefill_chunk_size, keep_last=keep_last,
         )
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
         aux_loss = self.moe_aux_loss()

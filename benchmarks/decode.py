@@ -1,0 +1,208 @@
+"""Batch-1 decode speed after a long context: SpikingBrain-7B (bf16, W8ASpike) vs a Qwen2.5-7B-shaped model.
+
+For each model and context length ``L``: prefill ``L`` random tokens with the cache on (SpikingBrain: GLA
+states and rolling SWA windows, in pieces; Qwen2: transformers' ``DynamicCache``), then time greedy
+decode steps of one token (the logits of the whole vocabulary each step), eager PyTorch. Tokens/s are
+compared with the weight-bandwidth bound of the same run: bytes every decode step must read (weights
+as the step uses them, plus the recurrent/KV state) over the device's measured copy bandwidth.
+
+Before timing, a correctness guard decodes a few tokens after a prompt longer than the window on the
+fast path (fla's fused recurrent GLA, Triton W8ASpike GEMMs) and on the PyTorch reference path, and
+compares the logits.
+
+    python benchmarks/decode.py --out decode.json                     # GPU
+    python benchmarks/decode.py --tiny --device cpu --contexts 64,256  # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _longctx as lc  # noqa: E402
+
+from sb_layers import SpikingLinear  # noqa: E402
+from sb_layers.models.spikingbrain import SpikingBrainCache, to_w8aspike  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--contexts", default="1k,128k")
+    parser.add_argument("--steps", type=int, default=32, help="timed decode steps")
+    parser.add_argument("--warmup", type=int, default=8, help="untimed decode steps first")
+    parser.add_argument("--piece", type=int, default=32768)
+    parser.add_argument("--swa-block", type=int, default=1024)
+    parser.add_argument("--guard-length", type=int, default=4160, help="guard prompt (past the window)")
+    parser.add_argument("--guard-steps", type=int, default=8)
+    parser.add_argument("--tolerance", type=float, default=3e-2, help="guard tolerance, bf16")
+    parser.add_argument("--w8-tolerance", type=float, default=6e-2, help="guard tolerance, W8ASpike")
+    parser.add_argument("--models", default="spikingbrain-bf16,spikingbrain-w8aspike,qwen2")
+    parser.add_argument("--out", default="decode.json")
+    return parser.parse_args(argv)
+
+
+def step_bytes(model: nn.Module, state_bytes: int) -> int:
+    """Bytes one decode step reads: each linear's weight as the forward uses it, the head, the state.
+
+    Spiking linears on the Triton path read int8 weights and float32 group scales; other linears their
+    float weights. The embedding contributes one row.
+    """
+    total = state_bytes
+    for module in model.modules():
+        if isinstance(module, SpikingLinear) and module.weight_quantizer is not None:
+            total += module.weight.numel() + module.weight_quantizer.scales.numel() * 4
+        elif isinstance(module, nn.Linear):
+            total += module.weight.numel() * module.weight.element_size()
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            total += module.bias.numel() * module.bias.element_size()
+    return total
+
+
+@torch.inference_mode()
+def guard(model, length: int, steps: int, tolerance: float, seed: int = 0) -> dict:
+    """Decode ``steps`` tokens after a ``length``-token prompt: fast path vs reference path logits."""
+    device = model.lm_head.weight.device
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, model.config.vocab_size, (1, length + steps), generator=gen).to(device)
+    logits = {}
+    for fast in (False, True):
+        lc.set_path(model, fast)
+        cache = SpikingBrainCache(model.config.num_hidden_layers)
+        model(ids[:, :length], past_key_values=cache, use_cache=True, logits_to_keep=1, prefill_chunk_size=length)
+        logits[fast] = torch.cat(
+            [model(ids[:, t : t + 1], past_key_values=cache, use_cache=True).logits.float() for t in range(length, length + steps)],
+            dim=1,
+        )
+    error = float((logits[True] - logits[False]).norm() / logits[False].norm())
+    agree = float((logits[True].argmax(-1) == logits[False].argmax(-1)).float().mean())
+    return {"prompt": length, "steps": steps, "rel_l2_error": error, "argmax_agreement": agree, "tolerance": tolerance, "passed": error <= tolerance}
+
+
+@torch.inference_mode()
+def decode_speed(model, length: int, steps: int, warmup: int, device, spiking_brain: bool) -> dict:
+    """Prefill ``length`` tokens with the cache on, then time ``steps`` greedy one-token steps."""
+    ids = torch.randint(0, model.config.vocab_size, (1, length), device=device)
+    lc.reset_peak(device)
+    if spiking_brain:
+        cache = SpikingBrainCache(model.config.num_hidden_layers)
+        out = model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    else:
+        out = model(ids, use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+    token = out.logits[:, -1:].argmax(-1)
+    del ids, out
+
+    def step():
+        nonlocal token
+        logits = model(token, past_key_values=cache, use_cache=True).logits
+        token = logits[:, -1:].argmax(-1)
+
+    for _ in range(warmup):
+        step()
+    ms, _ = lc.wall_ms(lambda: [step() for _ in range(steps)], device, 1)
+    state = cache.memory_bytes() if spiking_brain else sum(
+        layer.keys.numel() * layer.keys.element_size() * 2 for layer in cache.layers if getattr(layer, "keys", None) is not None
+    )
+    return {"ms_per_token": ms / steps, "tokens_per_s": steps / (ms * 1e-3), "state_bytes": int(state), "peak_mem_gib": lc.peak_gib(device)}
+
+
+def run_model(name, model, contexts, args, device, bandwidth, result, spiking_brain) -> None:
+    for length in contexts:
+        try:
+            row = decode_speed(model, length, args.steps, args.warmup, device, spiking_brain)
+        except torch.OutOfMemoryError:
+            lc.release()
+            result["rows"].append({"model": name, "context": length, "tokens_per_s": None})
+            print(f"{name} {length}: out of memory", flush=True)
+            continue
+        read = step_bytes(model, row["state_bytes"])
+        bound = bandwidth / read
+        row.update(model=name, context=length, step_bytes=read, bound_tokens_per_s=bound, fraction_of_bound=row["tokens_per_s"] / bound)
+        result["rows"].append(row)
+        print(
+            f"{name} after {length}: {row['tokens_per_s']:.1f} tok/s ({row['ms_per_token']:.2f} ms), bound {bound:.0f} tok/s "
+            f"({read / 1e9:.2f} GB/step) -> {row['fraction_of_bound']:.0%}",
+            flush=True,
+        )
+        lc.release()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    models = args.models.split(",")
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    contexts = lc.parse_lengths(args.contexts)
+    if args.tiny:
+        args.piece, args.swa_block, args.guard_length = min(args.piece, 512), min(args.swa_block, 32), min(args.guard_length, 100)
+        args.steps, args.warmup = min(args.steps, 4), min(args.warmup, 2)
+    bandwidth = lc.copy_bandwidth(device, 2 * lc.GIB if not args.tiny else 2**24)
+    print(f"device: {lc.device_label(device)}; copy bandwidth {bandwidth / 1e9:.0f} GB/s", flush=True)
+    config = lc.spikingbrain_config(args.tiny, args.piece, args.swa_block)
+    result = {
+        "device": lc.device_label(device), "date": lc.utc_now(), "copy_bandwidth_gbps": bandwidth / 1e9,
+        "mode": "eager", "rows": [], "guards": {},
+    }
+
+    if "spikingbrain-bf16" in models or "spikingbrain-w8aspike" in models:
+        model = lc.build_spikingbrain(config, device, dtype)
+        result["guards"]["spikingbrain-bf16"] = guard(model, args.guard_length, args.guard_steps, args.tolerance)
+        print(f"guard bf16: {result['guards']['spikingbrain-bf16']}", flush=True)
+        lc.set_path(model, True)
+        if "spikingbrain-bf16" in models:
+            run_model("spikingbrain-bf16", model, contexts, args, device, bandwidth, result, True)
+        if "spikingbrain-w8aspike" in models:
+            model.config.spike_backend = "auto"
+            w8 = to_w8aspike(model, progress=False)
+            del model
+            lc.release()
+            result["guards"]["spikingbrain-w8aspike"] = guard(w8, args.guard_length, args.guard_steps, args.w8_tolerance)
+            print(f"guard w8aspike: {result['guards']['spikingbrain-w8aspike']}", flush=True)
+            lc.set_path(w8, True)
+            run_model("spikingbrain-w8aspike", w8, contexts, args, device, bandwidth, result, True)
+            del w8
+        else:
+            del model
+        lc.release()
+        lc.write_json(args.out, result)
+
+    if "qwen2" in models:
+        qconfig = lc.qwen_config(args.tiny)
+        qwen = lc.build_qwen(qconfig, device, dtype)
+        run_model("qwen2", qwen, contexts, args, device, bandwidth, result, False)
+        del qwen
+        lc.release()
+
+    by = {(r["model"], r["context"]): r for r in result["rows"] if r.get("tokens_per_s")}
+    for (name, length), row in by.items():
+        if ("qwen2", length) in by and name != "qwen2":
+            row["speedup_vs_qwen"] = row["tokens_per_s"] / by[("qwen2", length)]["tokens_per_s"]
+    print("\n| model | context | tok/s | ms/token | x Qwen | bound tok/s | of bound |\n|---|---|---|---|---|---|---|")
+    for row in result["rows"]:
+        if not row.get("tokens_per_s"):
+            print(f"| {row['model']} | {row['context']} | OOM | | | | |")
+            continue
+        speed = f"{row['speedup_vs_qwen']:.2f}" if "speedup_vs_qwen" in row else "-"
+        print(
+            f"| {row['model']} | {row['context']} | {row['tokens_per_s']:.1f} | {row['ms_per_token']:.2f} | {speed} | "
+            f"{row['bound_tokens_per_s']:.0f} | {row['fraction_of_bound']:.0%} |"
+        )
+    lc.write_json(args.out, result)
+    failed = [name for name, g in result["guards"].items() if not g["passed"]]
+    if failed:
+        print(f"CORRECTNESS GUARD FAILED: {failed}", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
