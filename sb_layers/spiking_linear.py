@@ -9,7 +9,9 @@ Two forms of the same function:
 
 - ``mode="count"``: one step with integer counts, what GPUs run: ``F.linear(v_th * counts, W_q, b)``.
 - ``mode="spike"``: the counts expanded into a spike train with a codec and accumulated event by event,
-  ``v_th * sum_t w_t (W_q s_t) + b`` (:func:`sb_neurons.spike_train_matmul`).
+  ``v_th * sum_t w_t (W_q s_t) + b`` (:func:`sb_neurons.spike_train_matmul`). Any codec works: an
+  unsigned one (``binary``, ``bitwise``) carries each signed count as an on/off pair of trains (positive
+  part, negative part), as event-driven hardware does with two channels.
 
 Identity: both modes agree to float rounding (exactly in integer arithmetic before the ``v_th`` scale).
 Gradients are straight-through in both modes (rounding skipped, ``v_th`` constant; the spike form
@@ -33,6 +35,9 @@ Backend = Literal["torch", "triton", "auto"]
 Mode = Literal["count", "spike"]
 
 WEIGHT_SCALE_MIN = 1e-5
+
+# The signed codec with the same steps and spikes per |count| as an unsigned codec's on/off pair.
+_SIGNED_SIBLING = {"binary": "ternary", "bitwise": "bitwise_bidirectional"}
 
 
 @dataclass(frozen=True)
@@ -207,7 +212,9 @@ class SpikingLinear(nn.Linear):
         out_features: size of each output sample.
         bias: learn an additive bias (as ``nn.Linear``).
         coding: :class:`SpikeCoding` options (k, clamp, codec, mode, weight_bits, group_size, backend).
-        record_stats: accumulate :class:`sb_neurons.SpikeStats` of the input counts in ``spike_stats``.
+        record_stats: accumulate :class:`sb_neurons.SpikeStats` of the input counts in ``spike_stats``
+            (per activation: an unsigned codec's on/off pair counts as one channel, with the spikes of
+            both trains, which equals the statistics of the signed sibling codec).
         device: device of the parameters.
         dtype: dtype of the parameters.
 
@@ -335,9 +342,7 @@ class SpikingLinear(nn.Linear):
         dense = F.linear((counts * v_th).to(x.dtype), weight, self.bias)
         if coding.mode == "count":
             return dense
-        train = get_codec(coding.codec).encode(counts.detach())
-        compute = counts.dtype
-        events = spike_train_matmul(train, weight.detach().to(compute), coding.codec)
+        events = self._event_driven(counts.detach(), weight.detach().to(counts.dtype))
         spiking = (v_th * events).to(x.dtype)
         if self.bias is not None:
             spiking = spiking + self.bias.detach()
@@ -355,8 +360,24 @@ class SpikingLinear(nn.Linear):
             x, q, self.weight_quantizer.scales, bias, k=self.coding.k, clamp=self.coding.clamp, backend="triton"
         )
 
+    def _event_driven(self, counts: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``sum_t w_t (s_t @ W^T)`` over the codec's train of ``counts`` ``[..., in]``: ``counts @ W^T``.
+
+        An unsigned codec (``binary``, ``bitwise``) has no negative spike, so a signed count travels as an
+        on/off pair of trains, its positive part and its negative part, whose events add and subtract.
+        """
+        codec = get_codec(self.coding.codec)
+        if codec.signed:
+            return spike_train_matmul(codec.encode(counts), weight, codec)
+        on = spike_train_matmul(codec.encode(counts.clamp(min=0)), weight, codec)
+        off = spike_train_matmul(codec.encode((-counts).clamp(min=0)), weight, codec)
+        return on - off
+
     def _record(self, counts: torch.Tensor) -> None:
-        stats = spike_stats(counts=counts.detach(), codec=self.coding.codec)
+        # An on/off pair of an unsigned codec is one activation whose spikes are those of both trains:
+        # the same time steps, spikes and |count| histogram as its signed sibling codec's train.
+        codec = _SIGNED_SIBLING.get(self.coding.codec, self.coding.codec)
+        stats = spike_stats(counts=counts.detach(), codec=codec)
         self.spike_stats = stats if self.spike_stats is None else self.spike_stats.merge(stats)
 
     def extra_repr(self) -> str:

@@ -10,10 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sb_layers import SpikeCoding, SpikingLinear, WeightQuantizer, resolve_backend
-from sb_neurons import CODEC_NAMES, get_codec
+from sb_neurons import CODEC_NAMES, get_codec, spike_count
 from strategies import names
-
-SIGNED_CODECS = [n for n in CODEC_NAMES if get_codec(n).signed]
 
 
 def test_state_dict_is_that_of_nn_linear():
@@ -32,9 +30,10 @@ def test_from_linear_shares_parameters():
     assert spiking.weight is linear.weight and spiking.bias is linear.bias
 
 
-@pytest.mark.parametrize("codec", SIGNED_CODECS)
+@pytest.mark.parametrize("codec", CODEC_NAMES)
 @given(seed=st.integers(0, 10_000), k=st.floats(0.5, 8.0), weight_bits=st.sampled_from([None, 8, 4]))
 def test_spike_mode_equals_count_mode(codec, seed, k, weight_bits):
+    """Every codec, unsigned ones through an on/off pair of trains, on signed activations."""
     torch.manual_seed(seed)
     linear = torch.nn.Linear(32, 6).double()
     coding = dict(k=k, codec=codec, weight_bits=weight_bits, group_size=16)
@@ -56,6 +55,28 @@ def test_error_against_nn_linear_shrinks_as_k_grows():
         errors.append(float((out - reference).norm() / reference.norm()))
     assert all(a > b for a, b in zip(errors, errors[1:])), errors
     assert errors[-1] < 0.01
+
+
+@given(seed=st.integers(0, 10_000), k=st.floats(0.5, 64.0), rows=st.integers(1, 8), width=st.integers(8, 96))
+def test_error_against_nn_linear_is_bounded_by_half_a_threshold_per_input(seed, k, rows, width):
+    """Per token: ||y - linear(x)|| <= ||W||_2 ||x_hat - x|| <= ||W||_2 sqrt(D) v_th / 2, v_th = mean|x| / k,
+    so the error bound falls as 1/k; and quadrupling k shrinks the error of a batch."""
+    g = torch.Generator().manual_seed(seed)
+    linear = torch.nn.Linear(width, 5).double()
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(5, width, generator=g, dtype=torch.float64))
+    x = torch.randn(rows, width, generator=g, dtype=torch.float64) * torch.rand(rows, 1, generator=g, dtype=torch.float64) * 10
+    with torch.no_grad():
+        reference = linear(x)
+        errors = []
+        for k_i in (k, 4 * k):
+            out = SpikingLinear.from_linear(linear, SpikeCoding(k=k_i))(x)
+            v_th = x.abs().mean(-1, keepdim=True) / k_i
+            bound = torch.linalg.matrix_norm(linear.weight, ord=2) * width**0.5 * v_th[:, 0] / 2
+            assert bool(((out - reference).norm(dim=-1) <= bound * (1 + 1e-9) + 1e-12).all())
+            errors.append(float((out - reference).norm()))
+    if rows * width >= 64:  # enough rounding errors for their sum to fall with the threshold
+        assert errors[1] < errors[0]
 
 
 @given(seed=st.integers(0, 10_000), bits=st.integers(2, 8), group=st.sampled_from([None, 8, 32]))
@@ -98,6 +119,29 @@ def test_quantization_aware_fine_tuning_lowers_the_loss():
         student.weight_quantizer.calibrate(student.weight)
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.2 * losses[0]
+
+
+@pytest.mark.parametrize("codec", CODEC_NAMES)
+@given(seed=st.integers(0, 10_000), k=st.floats(0.5, 8.0))
+def test_recorded_statistics_count_the_spikes_of_the_trains_the_layer_sends(codec, seed, k):
+    """Per activation: an unsigned codec's on/off pair is one channel spending the spikes of both trains."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 5, 24, generator=g, dtype=torch.float64) * 2
+    layer = SpikingLinear(24, 4, coding=SpikeCoding(k=k, codec=codec, mode="spike"), record_stats=True).double()
+    layer(x)
+    counts, _ = spike_count(x, k)
+    c = get_codec(codec)
+    if c.signed:
+        trains = [c.encode(counts)]
+    else:
+        trains = [c.encode(counts.clamp(min=0)), c.encode((-counts).clamp(min=0))]
+    spikes = sum((t != 0).sum(0) for t in trains)  # per activation
+    stats = layer.spike_stats
+    assert stats.num_channels == x.numel()
+    assert stats.total_spikes == int(spikes.sum())
+    assert stats.silent_channels == int((spikes == 0).sum())
+    assert stats.time_steps == max(t.shape[0] for t in trains)
+    assert stats.count_histogram.tolist() == torch.bincount(counts.abs().long().flatten()).tolist()
 
 
 def test_statistics_recording_accumulates_over_calls():
