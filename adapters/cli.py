@@ -10,6 +10,9 @@ The model is ``--tiny ARCH`` (a random model built from a config, :mod:`sb_adapt
 downloaded) or ``--model NAME_OR_PATH`` (``from_pretrained``: a causal LM, else a base model). Inputs are
 the ``--text`` strings through the model's tokenizer, or random token ids when no text is given.
 The :class:`SpikingConfig` comes from ``--config DIR`` (a ``spiking_config.json``) or from the options.
+
+Another command line can host both subcommands: ``add_parsers(subparsers)``, then
+``run_command(args)`` when ``args`` has ``sb_adapters_command``.
 """
 
 from __future__ import annotations
@@ -66,10 +69,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dense-layers", type=int, nargs="+", default=None, help="layer indices kept dense")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sb_adapters", description="Spike-code a HuggingFace model's projections.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    report = sub.add_parser("report", help="inject spiking and print the per-layer spiking report")
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add the ``report`` and ``sweep-k`` subcommands to another program's subparsers (the
+    ``spikingbrain`` command can host them); run the parsed arguments with :func:`run_command`."""
+    report = sub.add_parser("report", help="inject spiking into a HuggingFace model and print its spiking report")
     _add_common(report)
     report.add_argument("--k", type=_positive_float, default=3.0, help="threshold divisor k (default: %(default)s)")
     report.add_argument("--json", type=Path, help="also write the report as JSON to this file")
@@ -79,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", type=Path, default=Path("sweep-k"), help="folder for sweep_k.json and sweep_k.png")
     sweep.add_argument("--max-relative-error", type=float, help="recommend the cheapest k within this relative error")
     sweep.add_argument("--min-top1", type=float, help="recommend the cheapest k with at least this top-1 agreement")
+    for parser in (report, sweep):
+        parser.set_defaults(sb_adapters_command=parser.prog.rsplit(" ", 1)[-1])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sb_adapters", description="Spike-code a HuggingFace model's projections.")
+    add_parsers(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     return parser
 
 
@@ -115,13 +125,16 @@ def _model_and_batches(args: argparse.Namespace) -> tuple[torch.nn.Module, list[
     return model, batches
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed ``report`` / ``sweep-k`` command; returns the exit status (1: no k meets the bounds).
+
+    Raises:
+        ValueError: ``--text`` with ``--tiny`` (a tiny model has no tokenizer), or a bad config value.
+    """
     if args.text and args.tiny:
-        parser.error("--text needs a tokenizer: use --model (a tiny model takes random token ids)")
+        raise ValueError("--text needs a tokenizer: use --model (a tiny model takes random token ids)")
     model, batches = _model_and_batches(args)
-    if args.command == "report":
+    if args.sb_adapters_command == "report":
         inject_spiking(model, _config(args, k=args.k))
         report, _ = record_batches(model, batches)  # merged over the batches, as if one
         print(report)
@@ -142,6 +155,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"recommended k = {best.k:g}: relative error {best.relative_error:.4g}, {best.energy_pj_per_mac:.4f} pJ/MAC")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run_command(args)
+    except ValueError as err:  # bad inputs: argparse's usage error (exit status 2), not a traceback
+        parser.exit(2, f"{parser.prog} {args.command}: error: {err}\n")
 
 
 if __name__ == "__main__":  # pragma: no cover

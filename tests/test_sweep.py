@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import runpy
 import sys
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from sb_adapters import SpikingConfig, get_spiking_config, inject_spiking, spiking_report, sweep_k, unload_spiking
-from sb_adapters.cli import main
+from sb_adapters.cli import add_parsers, main, run_command
 from sb_adapters.sweep import output_tensor
 from sb_adapters.tiny import CAUSAL_ARCHS, TINY_ARCHS, TINY_VOCAB, tiny_batches, tiny_model
 
@@ -158,7 +159,19 @@ def test_command_line_report_on_a_saved_model_and_config(tmp_path, capsys, monke
 
 def test_command_line_rejects_bad_options(capsys):
     for argv, match in ((["sweep-k", "--tiny", "gpt2", "--k", "0"], "must be > 0"), (["report", "--tiny", "gpt2", "--text", "hi"], "--text"),
-                        (["report"], "--tiny"), (["report", "--tiny", "t5"], "invalid choice")):
+                        (["report"], "--tiny"), (["report", "--tiny", "t5"], "invalid choice"),
+                        (["report", "--tiny", "gpt2", "--batches", "1", "--coding", "morse"], "codec")):
         with pytest.raises(SystemExit) as err:
             main(argv)
         assert err.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_subcommands_can_be_hosted_by_another_command_line(capsys):
+    host = argparse.ArgumentParser(prog="spikingbrain")
+    sub = host.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo")
+    add_parsers(sub)
+    args = host.parse_args(["report", "--tiny", "mistral", "--k", "2", "--batches", "1", "--length", "4", "--target-modules", "q_proj,o_proj"])
+    assert run_command(args) == 0
+    out = capsys.readouterr().out
+    assert "model.layers.1.self_attn.o_proj" in out and "v_proj" not in out
