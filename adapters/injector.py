@@ -203,7 +203,9 @@ def unload_spiking(model: nn.Module) -> nn.Module:
 
     The originals share their Parameters with the spiking layers, so fine-tuned values are kept; without
     training, every tensor of the unloaded model is bit-exactly the original one (same objects). The
-    weight-quantization scales are dropped with the spiking layers.
+    weight-quantization scales are dropped with the spiking layers. This is also what PEFT's
+    ``merge_and_unload`` does: spike coding adds no weights to merge, and fine-tuning has already changed
+    the original Parameters in place.
 
     ``model`` may also be a ``peft.PeftModel`` around the injected model: the originals go back under the
     PEFT layers that wrap the spiking ones (their adapters are kept).

@@ -231,6 +231,20 @@ def test_generate_runs_after_injection_and_matches_the_original_at_high_k(model_
     assert torch.equal(model.generate(prompt, **options), reference)
 
 
+def test_config_options_reach_every_injected_layer():
+    model = tiny_qwen2()
+    config = SpikingConfig(k=5.0, coding="ternary", mode="spike", clamp=8, weight_bits=4, group_size=16, backend="auto", record_stats=True)
+    inject_spiking(model, config)
+    layers = spiking_layers(model)
+    assert layers and all(layer.coding == config.spike_coding() and layer.record_stats for layer in layers.values())
+    ids = token_ids(length=5)
+    with torch.no_grad():
+        model(ids)
+        model(ids)
+    for layer in layers.values():  # record_stats: statistics accumulate over calls
+        assert layer.spike_stats.num_channels == 2 * ids.numel() * layer.in_features
+
+
 def test_gpt2_conv1d_is_replaced_by_an_equivalent_view():
     model = tiny_gpt2()
     conv = model.transformer.h[0].attn.c_attn
