@@ -160,6 +160,21 @@ def test_module_with_total_threshold_collapses_to_spike_count(x, k):
     assert torch.equal(spikes.sum(0)[tie_free], counts[tie_free])
 
 
+@given(float_tensors(min_dims=2), st.floats(0.5, 8.0), st.integers(0, 3))
+def test_module_fed_x_over_T_per_step_emits_round_x_over_v_th(x, k, extra_steps):
+    """Issue 2's statement of the collapse, for the module: an AdaptiveIFNode (threshold="total", signed,
+    rounding, v_init = 0) fed x / T at each of T > max|x| / v_th steps emits round(x / v_th) net spikes."""
+    counts, v_th = spike_count(x, k)
+    T = int(torch.floor((x.abs() / v_th).max())) + 1 + extra_steps
+    node = AdaptiveIFNode(k=k, threshold="total", signed=True, rounding=True, step_mode="m")
+    spikes = node((x / T).expand((T,) + x.shape).clone())
+    # the node sees sum_t x / T, equal to x up to T float roundings, hence v_th up to the same
+    torch.testing.assert_close(node.v_th, v_th, rtol=1e-12, atol=0)
+    far_from_tie = ((x / v_th - torch.floor(x / v_th)) - 0.5).abs() > 1e-6
+    assert torch.equal(spikes.sum(0)[far_from_tie], counts[far_from_tie])
+    assert bool((spikes.abs().sum(0) == spikes.sum(0).abs()).all()), "a neuron fed one sign never fires the other"
+
+
 @given(seed=st.integers(0, 10_000), T=st.integers(2, 12), cut=st.integers(1, 11))
 def test_functional_core_streams_with_carried_state(seed, T, cut):
     x_seq = torch.randn(T, 3, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
