@@ -1,4 +1,4 @@
-"""The ``spikingbrain`` command line: ``spikingbrain --help``, ``spikingbrain demo``."""
+"""The ``spikingbrain`` command line: ``spikingbrain --help``, ``spikingbrain demo``, ``spikingbrain estimate``."""
 
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Spike-codes a reproducible heavy-tailed activation tensor at several k with every codec, "
             "prints a table (time steps, firing rate, sparsity, spikes per channel, silent channels, "
             "reconstruction error, energy against FP16/INT8 MACs), checks a spike-coded linear layer "
-            "against its dense twin, and writes a spike raster and a count histogram."
+            "against its dense twin, and writes a spike raster and a count histogram. Then builds a small "
+            "SpikingBrain model from sb_layers parts (seeded), generates from --prompt with a byte-level "
+            "tokenizer, converts it to W8ASpike and prints its Fig. 9-style spike report."
         ),
     )
     demo.add_argument("--out", type=Path, default=Path("spikingbrain-demo"), help="output folder (default: %(default)s)")
@@ -44,15 +46,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tokens", type=_positive_int, default=256, help="activation rows (default: %(default)s)")
     demo.add_argument("--features", type=_positive_int, default=1024, help="activation columns (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    demo.add_argument("--prompt", default="Spiking neurons", help="prompt of the small model's generation (default: %(default)r)")
+    demo.add_argument("--new-tokens", type=_positive_int, default=24, help="tokens to generate (default: %(default)s)")
+    demo.add_argument("--no-model", action="store_true", help="skip the small SpikingBrain model part")
+
+    from .estimate import add_estimate_parser
+
+    add_estimate_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import run_demo
 
-        run_demo(out=args.out, ks=args.k, tokens=args.tokens, features=args.features, seed=args.seed)
+        run_demo(
+            out=args.out, ks=args.k, tokens=args.tokens, features=args.features, seed=args.seed,
+            prompt=None if args.no_model else args.prompt, new_tokens=args.new_tokens,
+        )
+        return 0
+    if args.command == "estimate":
+        from .estimate import run_estimate_command
+
+        try:
+            run_estimate_command(args)
+        except ValueError as error:  # bad inputs: argparse's usage error (exit status 2), not a traceback
+            parser.exit(2, f"{parser.prog} estimate: error: {error}\n")
         return 0
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands
 

@@ -1,6 +1,9 @@
-"""``spikingbrain demo``: spike-code LLM-like activations and report what the spikes cost.
+"""``spikingbrain demo``: spike-code LLM-like activations and report what the spikes cost, then build a
+small SpikingBrain model from sb_layers parts, generate text with it, convert it to W8ASpike and print
+its Fig. 9-style spike report.
 
-Everything runs on the CPU from built-in defaults in a few seconds; nothing is downloaded.
+Everything runs on the CPU from built-in defaults in seconds; nothing is downloaded (the tokenizer is
+byte-level: UTF-8 bytes are the tokens).
 """
 
 from __future__ import annotations
@@ -205,15 +208,263 @@ def plot_count_histogram(x: torch.Tensor, ks: Sequence[float], path: Path) -> No
     plt.close(fig)
 
 
+# --- a small SpikingBrain model from parts --------------------------------------------------------
+
+TRAIN_STEPS = 60
+CORPUS = (
+    "Spiking neurons integrate their input and fire when the membrane potential crosses a threshold. "
+    "SpikingBrain sets the threshold from the mean magnitude of each token's activations, so every "
+    "projection input becomes a small integer count of spikes. Linear attention keeps a state of fixed "
+    "size and sliding window attention looks at recent tokens only, so memory stays constant however "
+    "long the context grows. Spiking neurons integrate, fire and rest; most channels stay silent. "
+)
+
+
+class ByteTokenizer:
+    """Byte-level tokenizer: the UTF-8 bytes of a text are its token ids (0-255); nothing to download.
+
+    Special ids: ``pad_token_id = 256``, ``bos_token_id = 257``, ``eos_token_id = 258``
+    (``vocab_size = 259``). Identity: ``decode(encode(text)) == text`` for every string.
+    """
+
+    pad_token_id, bos_token_id, eos_token_id = 256, 257, 258
+    vocab_size = 259
+
+    def encode(self, text: str, add_bos: bool = True) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        return ([self.bos_token_id] if add_bos else []) + list(text.encode("utf-8"))
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """Bytes back to text; special ids are dropped, invalid UTF-8 becomes U+FFFD."""
+        values = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        if any(not 0 <= int(i) < self.vocab_size for i in values):
+            raise ValueError(f"ids must lie in [0, {self.vocab_size}), got {values}")
+        return bytes(int(i) for i in values if int(i) < 256).decode("utf-8", errors="replace")
+
+
+def demo_config(vocab_size: int = ByteTokenizer.vocab_size):
+    """The demo model: SpikingBrain-7B's layout at small size (4 layers, GLA/SWA alternating, width 128).
+
+    Widths are multiples of 128 so that W8ASpike uses the released weight-group size.
+    """
+    from sb_layers.models.spikingbrain import SpikingBrainConfig
+
+    return SpikingBrainConfig(
+        vocab_size=vocab_size, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=256, sliding_window=32, gla_chunk_size=16, rope_theta=10000.0, max_position_embeddings=4096,
+        bos_token_id=ByteTokenizer.bos_token_id, eos_token_id=ByteTokenizer.eos_token_id,
+        pad_token_id=ByteTokenizer.pad_token_id, initializer_range=0.05,
+    )
+
+
+class PartsLM(torch.nn.Module):
+    """SpikingBrain-7B's stack written out from sb_layers parts (no transformers class involved).
+
+    ``model.embeddings``, ``model.layers`` (:class:`sb_layers.HybridBlock` of a
+    :class:`sb_layers.GatedLinearAttention` at even layers and a :class:`sb_layers.SlidingWindowAttention`
+    at odd layers, each with a :class:`sb_layers.GLUMLP`), ``model.norm``, ``lm_head``: the release's
+    module names, so its state dict loads into :class:`SpikingBrainForCausalLM` as is.
+    ``forward(ids [B, L]) -> logits [B, L, vocab]`` (a whole sequence, no cache).
+    """
+
+    def __init__(self, config) -> None:
+        from sb_layers import GLUMLP, GatedLinearAttention, HybridBlock, RMSNorm, SlidingWindowAttention
+
+        super().__init__()
+        heads = dict(hidden_size=config.hidden_size, num_heads=config.num_attention_heads, num_kv_heads=config.num_key_value_heads)
+        layers = []
+        for index in range(config.num_hidden_layers):
+            if index in config.attn_layers:  # released: the odd layers are sliding-window softmax attention
+                mixer = SlidingWindowAttention(**heads, window=config.sliding_window, rope_theta=config.rope_theta, qkv_bias=True)
+            else:  # gated linear attention: ReLU feature map, low-rank gate, per-head g_norm
+                mixer = GatedLinearAttention(**heads, chunk_size=config.gla_chunk_size, norm_eps=config.norm_eps)
+            mlp = GLUMLP(config.hidden_size, config.intermediate_size)
+            layers.append(HybridBlock(config.hidden_size, mixer, mlp, config.norm_eps))
+        self.model = torch.nn.Module()
+        self.model.embeddings = torch.nn.Embedding(config.vocab_size, config.hidden_size)
+        self.model.layers = torch.nn.ModuleList(layers)
+        self.model.norm = RMSNorm(config.hidden_size, config.norm_eps)
+        self.lm_head = torch.nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        hidden = self.model.embeddings(ids)
+        for layer in self.model.layers:
+            hidden, _ = layer(hidden)
+        return self.lm_head(self.model.norm(hidden))
+
+
+@dataclass(frozen=True)
+class ModelDemoResult:
+    """What :func:`model_demo` measured: parts vs model agreement, training, both generations, spikes."""
+
+    parts_vs_model_max_abs: float
+    loss_before: float
+    loss_after: float
+    generated: str
+    generated_w8aspike: str
+    cached_equals_uncached: bool
+    cache_bytes: int
+    top1_agreement: float
+    report: object  # sb_layers.models.spikingbrain.SpikeReport
+
+
+def corpus_batches(tokenizer: ByteTokenizer, length: int = 48, batch: int = 8, count: int = 12, seed: int = 0) -> list[torch.Tensor]:
+    """``count`` batches of random ``[batch, length]`` windows of the built-in corpus, as byte ids (seeded)."""
+    ids = torch.tensor(tokenizer.encode(CORPUS * 2, add_bos=False))
+    generator = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, len(ids) - length, (count, batch), generator=generator)
+    return [torch.stack([ids[s : s + length] for s in row.tolist()]) for row in starts]
+
+
+def format_spike_report(report, max_count: int = 16) -> str:
+    """Fig. 9 as text: the |count| histogram (bars), mean spikes per channel and silent channels, per
+    projection and in total, beside the report's SpikingBrain-7B figures."""
+    histogram = report.total.count_histogram.double()
+    total = float(histogram.sum())
+    lines = ["|count|  share of channels"]
+    for n in range(min(max_count, len(histogram) - 1) + 1):
+        share = float(histogram[n]) / total
+        lines.append(f"{n:>7d}  {share:>7.2%} {'#' * round(60 * share)}")
+    above = 1.0 - report.total.fraction_of_counts_at_most(max_count)
+    lines.append(f"{'>' + str(max_count):>7}  {above:>7.2%} {'#' * round(60 * above)}")
+    lines.append("")
+    header = f"{'projection':<16} {'spk/ch':>7} {'silent':>7} {'<= 7':>7} {'sparsity':>8} {'T':>3}"
+    lines += [header, "-" * len(header)]
+    for name, stats in list(report.by_projection.items()) + [("all", report.total)]:
+        lines.append(
+            f"{name:<16} {stats.mean_spikes_per_channel:>7.3f} {stats.silent_channel_fraction:>7.2%} "
+            f"{stats.fraction_of_counts_at_most(7):>7.2%} {stats.sparsity:>8.2%} {stats.time_steps:>3d}"
+        )
+    lines.append("report (SpikingBrain-7B): 1.13 spikes per channel, 18.4% silent, 94.1% within [0, 7], ~69% sparsity")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def _next_token_agreement(a, b, batches: Sequence[torch.Tensor]) -> float:
+    same = total = 0
+    for ids in batches:
+        same += int((a(ids).logits.argmax(-1) == b(ids).logits.argmax(-1)).sum())
+        total += ids.numel()
+    return same / total
+
+
+def model_demo(
+    prompt: str = "Spiking neurons",
+    *,
+    out: Path | None = None,
+    new_tokens: int = 24,
+    seed: int = 0,
+    train_steps: int = TRAIN_STEPS,
+    verbose: bool = True,
+) -> ModelDemoResult:
+    """Build a small SpikingBrain model from sb_layers parts, train it briefly on the built-in corpus,
+    generate from ``prompt`` (byte-level tokens, cached decoding), convert it to W8ASpike and print the
+    Fig. 9-style spike report; writes ``spike_report.png`` to ``out`` when given.
+
+    Args:
+        prompt: text to continue (non-empty).
+        out: folder for the figure (None: no file).
+        new_tokens: tokens to generate (>= 1).
+        seed: seeds the weights, the training windows and nothing else (generation is greedy).
+        train_steps: AdamW steps on the corpus before generating (0: the random model).
+        verbose: print as it goes.
+    """
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError(f"prompt must be a non-empty str, got {prompt!r}")
+    if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 1:
+        raise ValueError(f"new_tokens must be an int >= 1, got {new_tokens!r}")
+    if isinstance(train_steps, bool) or not isinstance(train_steps, int) or train_steps < 0:
+        raise ValueError(f"train_steps must be an int >= 0, got {train_steps!r}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small only loses time to intra-op synchronization
+    try:
+        return _model_demo(prompt, out, new_tokens, seed, train_steps, print if verbose else (lambda *args, **kwargs: None))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _model_demo(prompt: str, out: Path | None, new_tokens: int, seed: int, train_steps: int, say) -> ModelDemoResult:
+    from sb_layers.models.spikingbrain import SpikingBrainCache, SpikingBrainForCausalLM, continual_pretrain
+    from sb_layers.models.spikingbrain import plot_spike_report, spike_report, to_w8aspike
+
+    tokenizer = ByteTokenizer()
+    config = demo_config()
+
+    torch.manual_seed(seed)
+    parts = PartsLM(config).eval()
+    model = SpikingBrainForCausalLM.build(config).eval()
+    model.load_state_dict(parts.state_dict())  # the same names: parts and model share one state dict layout
+    batches = corpus_batches(tokenizer, seed=seed)
+    probe = batches[0][:2]
+    with torch.no_grad():
+        parts_diff = float((parts(probe) - model(probe).logits).abs().max())
+    kinds = ", ".join(type(layer.attn).__name__ for layer in parts.model.layers)
+    params = sum(p.numel() for p in model.parameters())
+    say(f"\nSpikingBrain from parts: {config.num_hidden_layers} HybridBlocks ({kinds}), hidden {config.hidden_size}, "
+        f"window {config.sliding_window}, {params / 1e6:.2f}M parameters, seed {seed}")
+    say(f"parts vs SpikingBrainForCausalLM, same weights: max |logit difference| = {parts_diff:.1e}")
+
+    held_out = batches[-1]
+    with torch.no_grad():
+        before = float(model(held_out, labels=held_out).loss)
+    after = before
+    if train_steps:
+        continual_pretrain(model, batches[:-2], steps=train_steps, lr=5e-3, progress=False)
+        with torch.no_grad():
+            after = float(model(held_out, labels=held_out).loss)
+        say(f"trained {train_steps} AdamW steps on the built-in {len(CORPUS)}-byte corpus: loss {before:.3f} -> {after:.3f}")
+
+    ids = torch.tensor([tokenizer.encode(prompt)])
+    common = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    cache = SpikingBrainCache(config.num_hidden_layers)
+    generated = model.generate(ids, past_key_values=cache, **common)
+    uncached = model.generate(ids, use_cache=False, **common)
+    text = tokenizer.decode(generated[0, ids.shape[1] :])
+    say(f"\nByte-level tokenizer (UTF-8 bytes, vocab {tokenizer.vocab_size}); greedy generation with a SpikingBrainCache:")
+    say(f"  {prompt!r} -> {text!r}")
+    say(f"  cache after {generated.shape[1]} tokens: {cache.memory_bytes() / 1024:.1f} KiB "
+        f"(GLA states + SWA windows of {config.sliding_window}: constant beyond the window); "
+        f"without cache: {'identical' if torch.equal(generated, uncached) else 'DIFFERENT'}")
+
+    converted = to_w8aspike(model, batches[:2], progress=False)
+    generated_w8 = converted.generate(ids, **common)
+    text_w8 = tokenizer.decode(generated_w8[0, ids.shape[1] :])
+    agreement = _next_token_agreement(model, converted, batches[-2:])
+    say("\nW8ASpike (int8 weights per group of 128, activations as spike counts at k = 3, bitwise bidirectional):")
+    say(f"  {prompt!r} -> {text_w8!r}")
+    say(f"  next-token agreement with the float model on held-out windows: {agreement:.1%}")
+    report = spike_report(converted)
+    say("\nSpike report (Fig. 9 style), projection inputs over the calibration windows:")
+    say(format_spike_report(report))
+    if out is not None:
+        import matplotlib.pyplot as plt
+
+        out.mkdir(parents=True, exist_ok=True)
+        figure = plot_spike_report(report)
+        figure.savefig(out / "spike_report.png", dpi=110)
+        plt.close(figure)
+        say(f"\nWrote {out / 'spike_report.png'}")
+    return ModelDemoResult(
+        parts_vs_model_max_abs=parts_diff, loss_before=before, loss_after=after, generated=text,
+        generated_w8aspike=text_w8, cached_equals_uncached=bool(torch.equal(generated, uncached)),
+        cache_bytes=cache.memory_bytes(), top1_agreement=agreement, report=report,
+    )
+
+
 def run_demo(
     out: Path = Path("spikingbrain-demo"),
     ks: Sequence[float] = (1.0, 3.0, 8.0),
     tokens: int = 256,
     features: int = 1024,
     seed: int = 0,
+    prompt: str | None = None,
+    new_tokens: int = 24,
+    train_steps: int = TRAIN_STEPS,
 ) -> list[DemoRow]:
     """Print the spike-coding table and a spike-coded layer check; write ``spike_raster.png`` and
-    ``count_histogram.png`` to ``out``."""
+    ``count_histogram.png`` to ``out``. With a ``prompt``, then run :func:`model_demo` (small
+    SpikingBrain model from parts, generation, W8ASpike, spike report; writes ``spike_report.png``)."""
     if not ks or any(not (isinstance(k, (int, float)) and math.isfinite(k) and k > 0) for k in ks):
         raise ValueError(f"ks must be a non-empty sequence of finite numbers > 0, got {ks!r}")
     x = synthetic_activations(tokens, features, seed)
@@ -234,4 +485,6 @@ def run_demo(
     plot_raster(spike_count(x[0], raster_k).counts, raster)
     plot_count_histogram(x, ks, histogram)
     print(f"\nWrote {raster} (k = {raster_k:g}) and {histogram}")
+    if prompt is not None:
+        model_demo(prompt, out=out, new_tokens=new_tokens, seed=seed, train_steps=train_steps)
     return rows

@@ -66,3 +66,104 @@ def test_demo_layer_check_agrees_with_dense_and_between_modes(capsys):
     for c in checks:
         assert c.spike_vs_count_max_abs < 1e-4  # float32 event accumulation vs one matmul
         assert 0.0 < c.firing_rate < 1.0
+
+
+# --- the demo's small SpikingBrain model -----------------------------------------------------------
+
+import contextlib  # noqa: E402
+import io  # noqa: E402
+import re  # noqa: E402
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from spikingbrain.demo import CORPUS, ByteTokenizer, PartsLM, demo_config, model_demo  # noqa: E402
+
+
+@given(st.text(max_size=40))
+def test_byte_tokenizer_round_trips_any_text(text):
+    tokenizer = ByteTokenizer()
+    ids = tokenizer.encode(text)
+    assert ids[0] == tokenizer.bos_token_id and all(0 <= i < 256 for i in ids[1:])
+    assert len(ids) == 1 + len(text.encode("utf-8"))
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.decode(ids + [tokenizer.eos_token_id, tokenizer.pad_token_id]) == text
+
+
+def test_byte_tokenizer_rejects_bad_input():
+    tokenizer = ByteTokenizer()
+    with pytest.raises(ValueError, match="ids must lie in"):
+        tokenizer.decode([300])
+    with pytest.raises(TypeError, match="text"):
+        tokenizer.encode(b"bytes")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """One full `spikingbrain demo` (small sizes for the activation part; the model part as shipped)."""
+    out = tmp_path_factory.mktemp("demo")
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(["demo", "--out", str(out), "--tokens", "32", "--features", "256", "--prompt", "Spiking neurons", "--new-tokens", "16"])
+    return code, buffer.getvalue(), out
+
+
+def test_demo_builds_trains_generates_and_reports_spikes(demo_run):
+    code, out, folder = demo_run
+    assert code == 0
+    assert "SpikingLinear" in out  # the earlier parts still run first
+    assert "parts vs SpikingBrainForCausalLM, same weights: max |logit difference| = 0.0e+00" in out
+    before, after = map(float, re.search(r"loss ([\d.]+) -> ([\d.]+)", out).groups())
+    assert after < 0.25 * before, "a short training on the built-in corpus must lower the loss"
+    generations = re.findall(r"'Spiking neurons' -> '([^']*)'", out)
+    assert len(generations) == 2  # float model, then W8ASpike
+    assert all(len(g.encode("utf-8")) <= 16 for g in generations)
+    assert generations[0][:6] in CORPUS, "the trained model continues the prompt with corpus text"
+    assert "without cache: identical" in out
+    agreement = float(re.search(r"next-token agreement with the float model on held-out windows: ([\d.]+)%", out).group(1))
+    assert agreement > 80.0
+    assert "Spike report (Fig. 9 style)" in out
+    shares = [float(m) for m in re.findall(r"^\s+(?:\d+|>16)\s+([\d.]+)%", out, re.MULTILINE)]
+    assert len(shares) == 18 and sum(shares) == pytest.approx(100.0, abs=0.2)  # |count| 0..16 and >16
+    for projection in ("attn.q_proj", "attn.gk_proj", "mlp.up_proj", "all"):
+        assert re.search(rf"^{re.escape(projection)}\s+[\d.]+\s+[\d.]+%", out, re.MULTILINE), projection
+    data = (folder / "spike_report.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_demo_model_part_can_be_skipped(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--tokens", "8", "--features", "128", "--k", "3", "--no-model"]) == 0
+    out = capsys.readouterr().out
+    assert "SpikingLinear" in out and "Spike report" not in out
+    assert not (tmp_path / "spike_report.png").exists()
+
+
+def test_model_demo_result_on_the_random_model():
+    result = model_demo("ab", new_tokens=5, train_steps=0, seed=1, verbose=False)
+    assert result.parts_vs_model_max_abs == 0.0
+    assert result.cached_equals_uncached and result.loss_after == result.loss_before
+    assert 0.0 <= result.top1_agreement <= 1.0
+    total = result.report.total
+    assert int(total.count_histogram.sum()) == total.num_channels
+    assert total.silent_channel_fraction == pytest.approx(float(total.count_histogram[0]) / total.num_channels)
+    assert set(result.report.by_projection) >= {"attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.o_proj", "attn.gk_proj", "mlp.gate_proj", "mlp.up_proj"}
+
+
+def test_parts_model_has_the_released_names():
+    import torch
+
+    from sb_layers.models.spikingbrain import SpikingBrainForCausalLM
+
+    config = demo_config()
+    parts = PartsLM(config)
+    assert set(parts.state_dict()) == set(SpikingBrainForCausalLM.build(config, device="meta").state_dict())
+    assert parts.lm_head.weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [(dict(prompt=""), "prompt"), (dict(new_tokens=0), "new_tokens"), (dict(train_steps=-1), "train_steps")],
+)
+def test_model_demo_rejects_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        model_demo(**{"prompt": "x", **kwargs}, verbose=False)
