@@ -7,7 +7,7 @@ identity between them stated in its docstring and checked by the tests, and expl
 
 from .blocks import HybridBlock, ParallelMixer, run_mixer
 from .feed_forward import GLUMLP, MoE, upcycle
-from .linear_attention import GatedLinearAttention, gla_chunked, gla_fla, gla_recurrent
+from .linear_attention import GatedLinearAttention, gla_chunked, gla_event_driven, gla_fla, gla_recurrent
 from .rms_norm import RMSNorm
 from .rotary import apply_rotary, rotary_cos_sin
 from .sinks import SinkTokens
@@ -29,6 +29,7 @@ __all__ = [
     "WeightQuantizer",
     "apply_rotary",
     "gla_chunked",
+    "gla_event_driven",
     "gla_fla",
     "gla_recurrent",
     "make_linear",

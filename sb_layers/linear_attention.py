@@ -9,6 +9,11 @@ Three forms compute the same outputs and final state: :func:`gla_recurrent` (tok
 :func:`gla_chunked` (parallel within chunks, recurrent across them; pure PyTorch, any length and
 chunk size) and flash-linear-attention's ``chunk_gla`` kernel (GPU, optional). Feeding a sequence in
 pieces with the state carried gives the same outputs as one call.
+
+Spike-coded linear attention: with q and k spike-coded per head vector (``q = v_th_q * c_q``), the
+spiking form :func:`gla_event_driven` expands the counts into spike trains and runs the recurrence one
+spike event at a time; it equals :func:`gla_recurrent` on ``v_th * counts`` because the recurrence is
+linear in q and in k and every codec decodes exactly (``sum_tau w_tau s_tau = c``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sb_neurons import spike_quantize
+from sb_neurons import Codec, get_codec, spike_count
 
 from sb_neurons._validation import check_int, check_positive, check_tensor
 
@@ -136,6 +141,79 @@ def gla_chunked(
     return o.to(v.dtype), state
 
 
+def gla_event_driven(
+    q_counts: torch.Tensor,
+    q_v_th: torch.Tensor,
+    k_counts: torch.Tensor,
+    k_v_th: torch.Tensor,
+    v: torch.Tensor,
+    gk: torch.Tensor,
+    scale: float,
+    codec: str | Codec = "bitwise_bidirectional",
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-by-token GLA whose queries and keys arrive as spike trains (spike-coded linear attention).
+
+    With ``s^q_tau``, ``s^k_tau`` the ``codec`` trains of the counts and ``w_tau`` its step weights:
+
+        S_t = diag(exp(g_t)) S_{t-1} + k_v_th_t * sum_tau w_tau (s^k_{tau,t})^T v_t
+        o_t = scale * q_v_th_t * sum_tau w_tau (s^q_{tau,t} S_t)
+
+    Each spike writes (or reads) one row of the state: an add, no multiply by an activation.
+    Identity: ``gla_event_driven(...) == gla_recurrent(q_v_th * q_counts, k_v_th * k_counts, v, gk, scale,
+    initial_state)`` to float rounding (exact in integer arithmetic before the ``v_th`` scales).
+
+    Args:
+        q_counts: integer counts ``[B, H, L, Dk]`` (integer dtype or whole floats; non-negative for an
+            unsigned codec, as ReLU/sigmoid feature maps give).
+        q_v_th: thresholds ``[B, H, L, 1]`` (one per head vector).
+        k_counts: integer counts ``[B, H, L, Dk]``.
+        k_v_th: thresholds ``[B, H, L, 1]``.
+        v: values ``[B, H, L, Dv]``.
+        gk: log decays ``[B, H, L, Dk]``.
+        scale: multiplies the queries (``head_dim ** -0.5``).
+        codec: codec of the trains, one of :data:`sb_neurons.CODEC_NAMES`.
+        initial_state: ``[B, H, Dk, Dv]`` or None.
+
+    Returns:
+        ``(o [B, H, L, Dv] in v.dtype, final_state [B, H, Dk, Dv] in float32/float64)``, as :func:`gla_recurrent`.
+    """
+    for name, counts in (("q_counts", q_counts), ("k_counts", k_counts)):
+        if not isinstance(counts, torch.Tensor) or counts.ndim != 4:
+            raise ValueError(f"{name} must be a 4-d tensor [B, H, L, Dk], got {getattr(counts, 'shape', type(counts))}")
+    _check_gla_inputs(q_counts, k_counts, v, gk, initial_state)
+    for name, v_th in (("q_v_th", q_v_th), ("k_v_th", k_v_th)):
+        check_tensor(v_th, name)
+        if tuple(v_th.shape) != tuple(q_counts.shape[:3]) + (1,):
+            raise ValueError(f"{name} must have shape [B, H, L, 1] = {tuple(q_counts.shape[:3]) + (1,)}, got {tuple(v_th.shape)}")
+    codec = get_codec(codec)
+    compute = _compute_dtype(v.dtype)
+    q_train, k_train = codec.encode(q_counts), codec.encode(k_counts)  # [T, B, H, L, Dk] int8, validated
+    q_weights = codec.step_weights(q_train.shape[0], dtype=compute, device=v.device)
+    k_weights = codec.step_weights(k_train.shape[0], dtype=compute, device=v.device)
+    batch, heads, length, dk = q_counts.shape
+    state = (
+        torch.zeros(batch, heads, dk, v.shape[-1], dtype=compute, device=v.device)
+        if initial_state is None
+        else initial_state.to(compute)
+    )
+    v, gk, q_v_th, k_v_th = (t.to(compute) for t in (v, gk, q_v_th, k_v_th))
+    outputs = []
+    for t in range(length):
+        written = torch.zeros_like(state)
+        for tau in range(k_train.shape[0]):
+            spikes = k_train[tau, :, :, t].to(compute)  # [B, H, Dk]: rows of the state this step writes
+            written = written + k_weights[tau] * spikes.unsqueeze(-1) * v[:, :, t].unsqueeze(-2)
+        state = state * gk[:, :, t].exp().unsqueeze(-1) + k_v_th[:, :, t].unsqueeze(-1) * written
+        read = torch.zeros_like(v[:, :, t])
+        for tau in range(q_train.shape[0]):
+            spikes = q_train[tau, :, :, t].to(compute)  # rows of the state this step reads
+            read = read + q_weights[tau] * torch.einsum("bhk,bhkv->bhv", spikes, state)
+        outputs.append(scale * q_v_th[:, :, t] * read)
+    o = torch.stack(outputs, dim=2) if outputs else v.new_zeros(v.shape)
+    return o.to(v.dtype), state
+
+
 def gla_fla(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -197,8 +275,11 @@ class GatedLinearAttention(nn.Module):
         feature_map: ``"relu"`` (7B) or ``"sigmoid"`` (76B) on q and k.
         norm_eps: epsilon of ``g_norm``.
         coding: spike-code the q/k/v/o (and gate) projections' inputs (:class:`SpikingLinear`), or None.
-        spike_qk: also spike-code the non-negative q/k feature maps per head vector, count form
-            ``v_th * round(x / v_th)`` (with ``coding``'s k and clamp, or the defaults).
+        spike_qk: also spike-code the non-negative q/k feature maps per head vector,
+            ``v_th * round(x / v_th)`` (with ``coding``'s k and clamp, or the defaults). With
+            ``coding.mode="spike"`` the q/k spike trains (``coding.codec``) drive the recurrence event by
+            event (:func:`gla_event_driven`); the output and state take its values and the gradient of
+            the count form (straight-through), which is computed alongside.
         mode: ``"chunk"``, ``"recurrent"``, ``"fla"`` (GPU kernel) or ``"auto"`` (fla on CUDA when
             installed, else chunk). All three compute the same function.
         chunk_size: chunk length of the ``"chunk"`` form (any sequence length works).
@@ -316,7 +397,9 @@ class GatedLinearAttention(nn.Module):
             gk = F.logsigmoid(gate_logits) / self.gate_logit_normalizer
         if self.spike_qk:
             coding = self.coding or SpikeCoding()
-            q, k = spike_quantize(q, coding.k, -1, coding.clamp), spike_quantize(k, coding.k, -1, coding.clamp)
+            q_counts, q_v_th = spike_count(q, coding.k, -1, coding.clamp)
+            k_counts, k_v_th = spike_count(k, coding.k, -1, coding.clamp)
+            q, k = (q_counts * q_v_th).to(q.dtype), (k_counts * k_v_th).to(k.dtype)
         if attention_mask is not None:
             # The release zeroes padded values; zeroing their log decay too makes a padded step leave the
             # state exactly as it was, so padding is a no-op even with a non-zero incoming state.
@@ -331,6 +414,14 @@ class GatedLinearAttention(nn.Module):
             o, new_state = gla_fla(q, k, v, gk, self.scale, state)
         else:
             o, new_state = gla_chunked(q, k, v, gk, self.scale, state, self.chunk_size)
+        if self.spike_qk and self.coding is not None and self.coding.mode == "spike":
+            o_events, state_events = gla_event_driven(
+                q_counts.detach(), q_v_th, self._repeat_kv(k_counts.detach()), self._repeat_kv(k_v_th),
+                v.detach(), gk.detach(), self.scale, self.coding.codec, None if state is None else state.detach(),
+            )
+            # Values of the event-driven form, gradients of the (equal) count form.
+            o = o + (o_events - o).detach()
+            new_state = new_state + (state_events.to(new_state.dtype) - new_state).detach()
         o = self.g_norm(o.transpose(1, 2).to(hidden_states.dtype))  # [B, L, H, Dv]
         return self.o_proj(o.reshape(batch, length, self.num_heads * self.head_dim)), new_state
 

@@ -6,7 +6,9 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sb_layers import GatedLinearAttention, SpikeCoding, gla_chunked, gla_fla, gla_recurrent
+import sb_layers.linear_attention as linear_attention
+from sb_layers import GatedLinearAttention, SpikeCoding, gla_chunked, gla_event_driven, gla_fla, gla_recurrent
+from sb_neurons import CODEC_NAMES
 from strategies import names
 
 @pytest.fixture(autouse=True)
@@ -100,13 +102,39 @@ def test_gla_gradients_reach_every_parameter_through_spiking_forms():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("codec", ["ternary", "bitwise_twos_complement"])
-def test_spiking_gla_spike_mode_equals_count_mode(codec):
+@pytest.mark.parametrize("codec", CODEC_NAMES)
+@given(
+    seed=st.integers(0, 10_000), length=st.integers(1, 8), heads=st.integers(1, 3), dk=st.integers(1, 5),
+    dv=st.integers(1, 4), max_count=st.integers(0, 40), with_state=st.booleans(),
+)
+def test_event_driven_gla_equals_the_recurrence_on_decoded_counts(codec, seed, length, heads, dk, dv, max_count, with_state):
+    """Spike-coded linear attention: q/k spike trains drive the recurrence event by event, == count form."""
+    g = torch.Generator().manual_seed(seed)
+    q_counts = torch.randint(0, max_count + 1, (2, heads, length, dk), generator=g)
+    k_counts = torch.randint(0, max_count + 1, (2, heads, length, dk), generator=g)
+    q_v_th, k_v_th = torch.rand(2, heads, length, 1, generator=g) + 0.1, torch.rand(2, heads, length, 1, generator=g) + 0.1
+    v = torch.randn(2, heads, length, dv, generator=g)
+    gk = F.logsigmoid(torch.randn(2, heads, length, dk, generator=g))
+    state = torch.randn(2, heads, dk, dv, generator=g) if with_state else None
+    o, final = gla_event_driven(q_counts, q_v_th, k_counts, k_v_th, v, gk, 0.5, codec, state)
+    o_ref, final_ref = gla_recurrent(q_v_th * q_counts, k_v_th * k_counts, v, gk, 0.5, state)
+    torch.testing.assert_close(o, o_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(final, final_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("codec", CODEC_NAMES)
+def test_spiking_gla_spike_mode_equals_count_mode(codec, monkeypatch):
+    """Spiking projections and event-driven q/k trains (every codec) equal the count form, state included."""
+    calls = []
+    real = linear_attention.gla_event_driven
+    monkeypatch.setattr(linear_attention, "gla_event_driven", lambda *a, **kw: calls.append(a[7]) or real(*a, **kw))
     count = make_gla(coding=SpikeCoding(mode="count", codec=codec, weight_bits=8, group_size=8), spike_qk=True)
     spike = make_gla(coding=SpikeCoding(mode="spike", codec=codec, weight_bits=8, group_size=8), spike_qk=True)
     spike.load_state_dict(count.state_dict())
     x = torch.randn(2, 7, 24)
-    (out_count, state_count), (out_spike, state_spike) = count(x), spike(x)
+    state = torch.randn(2, 4, 6, 6)
+    (out_count, state_count), (out_spike, state_spike) = count(x, state=state), spike(x, state=state)
+    assert calls == [codec], "spike mode with spike_qk must run the event-driven recurrence"
     torch.testing.assert_close(out_spike, out_count, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(state_spike, state_count, rtol=1e-10, atol=1e-10)
 
@@ -199,6 +227,10 @@ def test_fla_mode_on_cpu_is_a_clear_error():
         (lambda: make_gla()(torch.randn(1, 3, 24), state=torch.zeros(1, 4, 6, 5)), "state"),
         (lambda: gla_chunked(*random_gla_inputs(0, 1, 1, 3, 2, 2)[:4], 1.0, chunk_size=0), "chunk_size"),
         (lambda: gla_recurrent(*random_gla_inputs(0, 1, 1, 3, 2, 2)[:4], 1.0, torch.zeros(1, 1, 3, 2)), "initial_state"),
+        (lambda: gla_event_driven(torch.ones(1, 1, 3, 2), torch.ones(1, 1, 3), torch.ones(1, 1, 3, 2), torch.ones(1, 1, 3, 1),
+                                  torch.ones(1, 1, 3, 2), torch.zeros(1, 1, 3, 2), 1.0), "q_v_th"),
+        (lambda: gla_event_driven(torch.ones(1, 1, 3, 2), torch.ones(1, 1, 3, 1), -torch.ones(1, 1, 3, 2), torch.ones(1, 1, 3, 1),
+                                  torch.ones(1, 1, 3, 2), torch.zeros(1, 1, 3, 2), 1.0, "binary"), "counts"),
     ],
 )
 def test_bad_input_names_the_argument(call, match):
