@@ -41,7 +41,7 @@ from sb_adapters import (
     unload_spiking,
 )
 from sb_adapters.injector import get_injection
-from sb_adapters.matching import layer_index, spec_matches
+from sb_adapters.matching import iter_targets, layer_index, spec_matches
 from sb_layers import GatedLinearAttention, SpikingLinear
 from sb_neurons import CODEC_NAMES
 
@@ -176,6 +176,22 @@ def test_target_matching_agrees_with_peft(spec, model_name):
     for name, _ in MODELS[model_name]().named_modules():
         if name:
             assert spec_matches(spec, name) == bool(check_target_module_exists(peft_config, name)), name
+
+
+EXCLUDES = [["q_proj"], ["mlp"], r".*\.1\..*", ["attn.c_proj", "fc1"]]
+
+
+@pytest.mark.parametrize("exclude", EXCLUDES, ids=str)
+@pytest.mark.parametrize("model_name", ["llama", "gpt2", "opt"])
+def test_exclude_modules_agree_with_peft(exclude, model_name):
+    """Targets minus exclusions, module by module, as PEFT selects them (dense_layers aside)."""
+    target = r".*(proj|attn|fc\d|mlp).*"
+    peft_config = LoraConfig(target_modules=target, exclude_modules=exclude)
+    config = SpikingConfig(target_modules=target, exclude_modules=exclude)
+    model = MODELS[model_name]()
+    ours = {name for name, _ in iter_targets(model, config)}
+    theirs = {name for name, _ in model.named_modules() if name and bool(check_target_module_exists(peft_config, name))}
+    assert ours == theirs
 
 
 def test_layer_index_is_the_first_numbered_component():
