@@ -31,16 +31,27 @@ def test_from_linear_shares_parameters():
 
 
 @pytest.mark.parametrize("codec", CODEC_NAMES)
-@given(seed=st.integers(0, 10_000), k=st.floats(0.5, 8.0), weight_bits=st.sampled_from([None, 8, 4]))
-def test_spike_mode_equals_count_mode(codec, seed, k, weight_bits):
-    """Every codec, unsigned ones through an on/off pair of trains, on signed activations."""
+@given(
+    seed=st.integers(0, 10_000), k=st.floats(0.5, 8.0), weight_bits=st.sampled_from([None, 8, 4]),
+    clamp=st.sampled_from([None, 4, (-3, 7)]),
+)
+def test_spike_mode_equals_count_mode(codec, seed, k, weight_bits, clamp):
+    """Every codec, unsigned ones through an on/off pair of trains, on signed activations, clamped or not;
+    the count form is v_th * W_q clamp(round(x / v_th)) + b."""
     torch.manual_seed(seed)
     linear = torch.nn.Linear(32, 6).double()
-    coding = dict(k=k, codec=codec, weight_bits=weight_bits, group_size=16)
+    coding = dict(k=k, codec=codec, weight_bits=weight_bits, group_size=16, clamp=clamp)
     count = SpikingLinear.from_linear(linear, SpikeCoding(mode="count", **coding))
     spike = SpikingLinear.from_linear(linear, SpikeCoding(mode="spike", **coding))
     x = torch.randn(3, 4, 32, dtype=torch.float64) * 3
-    torch.testing.assert_close(spike(x), count(x), rtol=1e-10, atol=1e-10)
+    with torch.no_grad():
+        counts, v_th = spike_count(x, k, clamp=clamp)
+        if clamp is not None:
+            low, high = (-8, 7) if clamp == 4 else clamp
+            assert bool(((counts >= low) & (counts <= high)).all())
+        expected = torch.nn.functional.linear(counts * v_th, count.effective_weight(), linear.bias)
+        torch.testing.assert_close(count(x), expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(spike(x), count(x), rtol=1e-10, atol=1e-10)
 
 
 def test_error_against_nn_linear_shrinks_as_k_grows():

@@ -89,6 +89,18 @@ def test_upcycle_keeps_spike_coding_and_identity(weight_bits):
     torch.testing.assert_close(moe(x), dense(x))
 
 
+@pytest.mark.parametrize("router", ["softmax", "sigmoid"])
+def test_gradients_reach_every_parameter_of_a_spiking_moe(router):
+    """Spike-mode experts (straight-through) and the router: with top_k = N every expert serves every token."""
+    torch.manual_seed(8)
+    moe = MoE(8, 12, num_experts=3, top_k=3, num_shared=1, router=router,
+              coding=SpikeCoding(mode="spike", codec="ternary", weight_bits=8, group_size=4)).double()
+    out = moe(torch.randn(5, 8, dtype=torch.float64))
+    (out.pow(2).sum() + moe.aux_loss).backward()
+    for name, p in moe.named_parameters():
+        assert p.grad is not None and bool(torch.isfinite(p.grad).all()) and p.grad.abs().sum() > 0, name
+
+
 @pytest.mark.parametrize(
     "call, match",
     [

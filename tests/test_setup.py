@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -119,3 +120,18 @@ def test_hypothesis_profiles_ci_bounded_without_deadline_and_dev():
     active = settings.get_profile(expected)
     assert settings.default.max_examples == active.max_examples
     assert settings.default.deadline == active.deadline
+
+
+@pytest.mark.parametrize(
+    "package, forbidden",
+    [
+        ("sb_neurons", ("transformers", "peft", "spikingjelly", "snntorch", "triton", "sb_layers", "sb_kernels", "sb_adapters")),
+        ("sb_layers", ("sb_adapters", "spikingjelly", "snntorch", "peft")),
+    ],
+)
+def test_dependencies_point_one_way(package, forbidden):
+    """DESIGN.md: neurons <- kernels <- layers <- adapters; sb_neurons needs torch only."""
+    probe = f"import sys, {package}; print(sorted(m for m in {forbidden!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]", f"importing {package} pulled in {result.stdout.strip()}"
