@@ -18,8 +18,8 @@ from .report import LayerReport, SpikingReport, spiking_report
 from .sweep import KSweep, SweepPoint, sweep_k
 
 __all__ = [
-    "LayerCalibration",
     "KSweep",
+    "LayerCalibration",
     "LayerReport",
     "SpikingConfig",
     "SpikingConv1D",
