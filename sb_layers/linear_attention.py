@@ -37,10 +37,19 @@ from .spiking_linear import SpikeCoding, make_linear
 GLAMode = Literal["chunk", "recurrent", "fla", "auto"]
 
 
-def _check_gla_inputs(q, k, v, gk, initial_state):
+def _check_gla_inputs(q, k, v, gk, initial_state, scale=1.0, integer_qk=False):
+    """Shapes ``[B, H, L, D]`` that agree, floating dtypes (q/k may hold integer counts when
+    ``integer_qk``), a state ``[B, H, Dk, Dv]`` or None, and a finite ``scale > 0``."""
     for name, t in (("q", q), ("k", k), ("v", v), ("gk", gk)):
         if not isinstance(t, torch.Tensor) or t.ndim != 4:
             raise ValueError(f"{name} must be a 4-d tensor [B, H, L, D], got {getattr(t, 'shape', type(t))}")
+        if not t.is_floating_point() and not (integer_qk and name in ("q", "k")):
+            raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
+    check_positive(scale, "scale")
+    if initial_state is not None:
+        check_tensor(initial_state, "initial_state")
+        if not initial_state.is_floating_point():
+            raise TypeError(f"initial_state must be a floating tensor, got {initial_state.dtype}")
     if q.shape != k.shape or gk.shape != k.shape:
         raise ValueError(f"q, k and gk must share one shape [B, H, L, Dk]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(gk.shape)}")
     if v.shape[:3] != q.shape[:3]:
@@ -77,7 +86,7 @@ def gla_recurrent(
 
     Returns ``(o [B, H, L, Dv] in v.dtype, final_state [B, H, Dk, Dv] in float32/float64)``.
     """
-    _check_gla_inputs(q, k, v, gk, initial_state)
+    _check_gla_inputs(q, k, v, gk, initial_state, scale)
     compute = _compute_dtype(v.dtype)
     batch, heads, length, dk = q.shape
     state = (
@@ -110,7 +119,7 @@ def gla_chunked(
     differences ``b_t - b_s <= 0`` are exponentiated pairwise, so no term overflows however strong the
     decay (at the cost of a ``[chunk, chunk, Dk]`` intermediate).
     """
-    _check_gla_inputs(q, k, v, gk, initial_state)
+    _check_gla_inputs(q, k, v, gk, initial_state, scale)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
     compute = _compute_dtype(v.dtype)
@@ -181,7 +190,7 @@ def gla_event_driven(
     for name, counts in (("q_counts", q_counts), ("k_counts", k_counts)):
         if not isinstance(counts, torch.Tensor) or counts.ndim != 4:
             raise ValueError(f"{name} must be a 4-d tensor [B, H, L, Dk], got {getattr(counts, 'shape', type(counts))}")
-    _check_gla_inputs(q_counts, k_counts, v, gk, initial_state)
+    _check_gla_inputs(q_counts, k_counts, v, gk, initial_state, scale, integer_qk=True)
     for name, v_th in (("q_v_th", q_v_th), ("k_v_th", k_v_th)):
         check_tensor(v_th, name)
         if tuple(v_th.shape) != tuple(q_counts.shape[:3]) + (1,):
@@ -229,7 +238,7 @@ def gla_fla(
     itself; its state is ``[B, H, Dk, Dv]`` float32 like ours. fla is imported here, never at module
     import. Raises ``RuntimeError`` when fla is missing or the tensors are not on CUDA.
     """
-    _check_gla_inputs(q, k, v, gk, initial_state)
+    _check_gla_inputs(q, k, v, gk, initial_state, scale)
     if not q.is_cuda:
         raise RuntimeError("the fla GLA kernels need CUDA tensors; use mode='chunk' on CPU")
     try:

@@ -112,6 +112,8 @@ def test_gradients_reach_every_parameter_of_a_spiking_moe(router):
         (lambda: MoE(4, 8, num_experts=2, router="relu"), "router"),
         (lambda: MoE(4, 8, num_experts=2)(torch.randn(3, 5)), "hidden_size"),
         (lambda: MoE(4, 8, num_experts=2).routing_skew, "forward"),
+        (lambda: MoE(4, 8, num_experts=2)([[0.0] * 4]), "x"),
+        (lambda: GLUMLP(4, 8)([[0.0] * 4]), "x"),
         (lambda: upcycle(torch.nn.Linear(2, 2), 2), "dense_mlp"),
         (lambda: upcycle(GLUMLP(4, 8), 2, scaling="cube"), "scaling"),
     ],
