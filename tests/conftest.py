@@ -4,11 +4,37 @@ Profiles: ``ci`` (bounded examples, no deadline: CI machines are slow and shared
 environment variable ``CI`` is set; ``dev`` otherwise. ``HYPOTHESIS_PROFILE`` overrides both.
 """
 
+import importlib.util
 import os
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
+
+
+def _import_triton_for_its_interpreter() -> None:
+    """Without CUDA, import Triton once with ``TRITON_INTERPRET=1``, then restore the variable.
+
+    Triton builds its standard library (``tl.sum``, ``tl.max``, ...) for the interpreter only when the
+    variable is set at import time; kernels launched later on CPU tensors then run interpreted. The
+    variable itself is restored at once, so only tests that ask for the interpreter (the
+    ``triton_interpreter`` fixture of tests/kernel_testing.py) see it and the rest of the suite keeps
+    the default dispatch rules.
+    """
+    if torch.cuda.is_available() or importlib.util.find_spec("triton") is None:
+        return
+    previous = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        import triton.language  # noqa: F401
+    finally:
+        if previous is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = previous
+
+
+_import_triton_for_its_interpreter()
 
 settings.register_profile(
     "ci",

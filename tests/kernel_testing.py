@@ -1,0 +1,38 @@
+"""Helpers shared by the ``tests/test_kernels_*.py`` modules.
+
+Triton's interpreter. Without CUDA, tests/conftest.py imports Triton once with ``TRITON_INTERPRET=1``
+(its standard library is built for the interpreter only then) and restores the variable. Kernels are
+built per launch by :class:`sb_kernels._dispatch.LazyKernel` (interpreted for CPU tensors, compiled
+for CUDA tensors) and :func:`sb_kernels.resolve_backend` reads ``TRITON_INTERPRET`` at every call, so
+the ``triton_interpreter`` fixture sets it only while a CPU kernel test runs: the rest of the suite
+keeps the default dispatch rules, with no subprocess and no import-order dependence.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+triton = pytest.importorskip("triton")
+
+
+@pytest.fixture(autouse=True)
+def triton_interpreter(request, monkeypatch):
+    """``TRITON_INTERPRET=1`` for CPU tests; left as found for GPU-marked tests (compiled kernels)."""
+    if request.node.get_closest_marker("gpu") is None:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    yield
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """``||out - ref|| / ||ref||`` in float64 (NaN anywhere makes it NaN, which fails every bound)."""
+    out, ref = out.double().cpu(), ref.double().cpu()
+    return float((out - ref).norm() / ref.norm().clamp_min(1e-300))
+
+
+def heavy_tailed(shape, seed: int, scale: float = 1.0, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """Random activations with outliers (ratio of normals to uniforms): counts far past 127 occur."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=torch.float64) / torch.rand(shape, generator=g, dtype=torch.float64).clamp_min(0.01)
+    return (x * scale).to(dtype).to(device)

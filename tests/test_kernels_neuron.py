@@ -1,0 +1,166 @@
+"""sb_kernels.multistep_neuron: the one-launch IF/LIF kernel against sb_neurons.multistep_neuron_forward.
+
+Identities: on float32 input the kernel's spikes and ``v_last`` equal the float32 reference exactly
+(same operations, same order, no fused multiply-add); its input gradient (surrogate backward with the
+state recomputed in registers) equals autograd through the reference within float32 rounding, and the
+float64 reference's wherever the float64 spikes agree. Half-precision input runs in float32 inside: it
+equals the reference on the upcast input.
+"""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kernel_testing import CUDA, rel_err, triton_interpreter  # noqa: F401  (autouse fixture)
+
+from sb_kernels import multistep_neuron
+from sb_kernels import neuron as kn
+from sb_neurons import ATan, Sigmoid
+
+CONFIGS = st.fixed_dictionaries(
+    {
+        "decay": st.sampled_from([1.0, 0.5, 0.9]),
+        "reset": st.sampled_from(["soft", "hard"]),
+        "v_reset": st.sampled_from([0.0, -0.25]),
+        "signed": st.booleans(),
+        "rounding": st.booleans(),
+        "surrogate": st.sampled_from(["atan", "sigmoid"]),
+        "surrogate_alpha": st.sampled_from([None, 4.0]),
+        "detach_reset": st.booleans(),
+    }
+)
+
+
+def run_both(x, v_th, v_init, cfg, grad_out, grad_v=None):
+    """(spikes, v_last, grad_x, grad_v_init) from the kernel and from autograd through the reference."""
+    results = []
+    for backend, dtype in (("triton", x.dtype), ("torch", torch.float32), ("torch", torch.float64)):
+        xi = x.detach().to(dtype).requires_grad_()
+        vi = v_init.detach().to(dtype).requires_grad_() if isinstance(v_init, torch.Tensor) else v_init
+        th = v_th.to(dtype) if isinstance(v_th, torch.Tensor) else v_th
+        s, v_last = multistep_neuron(xi, th, vi, backend=backend, **cfg)
+        loss = (s.to(dtype) * grad_out.to(dtype)).sum()
+        if grad_v is not None:
+            loss = loss + (v_last * grad_v.to(dtype)).sum()
+        inputs = [xi] + ([vi] if isinstance(vi, torch.Tensor) else [])
+        grads = torch.autograd.grad(loss, inputs)
+        results.append((s.detach(), v_last.detach(), grads[0], grads[1] if len(grads) > 1 else None))
+    return results
+
+
+@settings(max_examples=15)
+@given(cfg=CONFIGS, seed=st.integers(0, 2**31 - 1), steps=st.integers(1, 6), neurons=st.integers(1, 150),
+       tensor_th=st.booleans(), tensor_init=st.booleans(), with_grad_v=st.booleans())
+def test_kernel_equals_reference(cfg, seed, steps, neurons, tensor_th, tensor_init, with_grad_v):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(steps, neurons, generator=g)
+    v_th = torch.rand(neurons, generator=g) + 0.3 if tensor_th else 0.8
+    v_init = torch.randn(neurons, generator=g) * 0.3 if tensor_init else 0.1
+    grad_out = torch.randn(steps, neurons, generator=g)
+    grad_v = torch.randn(neurons, generator=g) if with_grad_v else None
+    (s, v, gx, gv), (s32, v32, gx32, gv32), (s64, v64, gx64, gv64) = run_both(x, v_th, v_init, cfg, grad_out, grad_v)
+    assert torch.equal(s, s32) and torch.equal(v, v32)  # bit-exact forward
+    assert rel_err(gx, gx32) < 1e-5 or torch.allclose(gx, gx32, rtol=1e-5, atol=1e-6)
+    if gv is not None:
+        assert torch.allclose(gv, gv32, rtol=1e-5, atol=1e-6)
+    if torch.equal(s.double(), s64):
+        assert torch.allclose(gx.double(), gx64, rtol=1e-4, atol=1e-5)
+        assert torch.allclose(v.double(), v64, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_runs_in_float32(dtype):
+    torch.manual_seed(0)
+    x = torch.randn(5, 2, 40).to(dtype)
+    s, v = multistep_neuron(x, 0.7, decay=0.5, backend="triton")
+    s_ref, v_ref = multistep_neuron(x.float(), 0.7, decay=0.5, backend="torch")
+    assert s.dtype == dtype and v.dtype == dtype
+    assert torch.equal(s.float(), s_ref)
+    # v_last: the float32 state cast once (one unit in the last place: Triton's interpreter casts to
+    # bfloat16 by truncation; compiled kernels round to nearest).
+    ulp = v_ref.abs() * torch.finfo(dtype).eps
+    assert torch.all((v.float() - v_ref).abs() <= ulp)
+
+
+@pytest.mark.parametrize("spike_dtype", [torch.float16, torch.bfloat16])
+def test_narrow_spikes_hold_the_same_values(spike_dtype):
+    x = torch.randn(4, 3, 33, requires_grad=True)
+    s, v = multistep_neuron(x, 1.0, signed=True, spike_dtype=spike_dtype, backend="triton")
+    wide, _ = multistep_neuron(x, 1.0, signed=True, backend="triton")
+    assert s.dtype == spike_dtype and torch.equal(s.float(), wide)
+    g = torch.randn_like(s)
+    (gx,) = torch.autograd.grad((s * g).sum(), x)
+    (gx_wide,) = torch.autograd.grad((wide * g.float()).sum(), x)
+    assert torch.allclose(gx, gx_wide, rtol=1e-6, atol=1e-7)
+
+
+def test_broadcast_threshold_and_instances():
+    x = torch.randn(3, 4, 10)
+    v_th = torch.rand(4, 1) + 0.5  # one threshold per row, broadcast over the last dimension
+    s, v = multistep_neuron(x, v_th, decay=0.9, surrogate=Sigmoid(2.0), backend="triton")
+    s_ref, v_ref = multistep_neuron(x, v_th, decay=0.9, surrogate=Sigmoid(2.0), backend="torch")
+    assert torch.equal(s, s_ref) and torch.equal(v, v_ref)
+    s2, _ = multistep_neuron(x, v_th, surrogate=ATan(3.0), backend="triton")
+    assert torch.equal(s2, multistep_neuron(x, v_th, surrogate=ATan(3.0), backend="torch").spikes)
+
+
+def test_kernel_limits_fall_back_or_refuse():
+    x = torch.randn(kn.MAX_STEPS + 1, 8)
+    with pytest.raises(ValueError, match="T = 65"):
+        multistep_neuron(x, 1.0, backend="triton")
+    custom = lambda z: (z >= 0).to(z.dtype)  # noqa: E731
+    with pytest.raises(ValueError, match="custom surrogate"):
+        multistep_neuron(x[:3], 1.0, surrogate=custom, backend="triton")
+    learnable = torch.ones(8, requires_grad=True)
+    with pytest.raises(ValueError, match="requires grad"):
+        multistep_neuron(x[:3], learnable, backend="triton")
+    # auto on CPU (and any kernel limit) runs the reference
+    s, _ = multistep_neuron(x[:3], learnable, backend="auto")
+    assert s.requires_grad
+
+
+def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        multistep_neuron(torch.randn(2, 4), 1.0, backend="triton")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match, error",
+    [
+        (dict(x_seq=torch.randn(2, 4), v_th=0.0), "v_th", ValueError),
+        (dict(x_seq=torch.randn(2, 4), v_th=-torch.ones(4)), "v_th", ValueError),
+        (dict(x_seq=torch.randn(2, 4), v_th=1.0, decay=0.0), "decay", ValueError),
+        (dict(x_seq=torch.randn(2, 4), v_th=1.0, reset="zero"), "reset", ValueError),
+        (dict(x_seq=torch.randn(2, 4), v_th=1.0, v_reset=float("nan")), "v_reset", TypeError),
+        (dict(x_seq=torch.randn(2, 4), v_th=1.0, spike_dtype=torch.int8), "spike_dtype", TypeError),
+        (dict(x_seq=torch.randn(2, 4), v_th=torch.ones(3)), "v_th", ValueError),
+        (dict(x_seq=torch.randn(2, 4), v_th=torch.ones(2, 4)), "v_th", ValueError),
+        (dict(x_seq=torch.randn(2, 4), v_th=1.0, v_init="0"), "v_init", TypeError),
+        (dict(x_seq=torch.randn(0, 4), v_th=1.0), "T >= 1", ValueError),
+        (dict(x_seq=torch.tensor([[float("nan")]]), v_th=1.0), "x_seq", ValueError),
+        (dict(x_seq=torch.randn(2, 4), v_th=1.0, backend="cupy"), "backend", ValueError),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, match, error):
+    with pytest.raises(error, match=match):
+        multistep_neuron(backend=kwargs.pop("backend", "triton"), **kwargs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("steps, neurons", [(4, 1 << 20), (16, 4 << 20), (32, 1 << 20), (64, 1000)])
+@pytest.mark.parametrize("reset, signed", [("soft", False), ("hard", True)])
+def test_gpu_full_size(steps, neurons, reset, signed):
+    torch.manual_seed(steps)
+    cfg = dict(decay=0.5, reset=reset, signed=signed, surrogate="sigmoid", surrogate_alpha=4.0)
+    x = torch.randn(steps, neurons, device="cuda") * 0.7
+    grad_out = torch.randn(steps, neurons, device="cuda")
+    grad_v = torch.randn(neurons, device="cuda")
+    (s, v, gx, _), (s32, v32, gx32, _), (s64, v64, gx64, _) = run_both(x, 1.0, 0.0, cfg, grad_out, grad_v)
+    assert torch.equal(s, s32) and torch.equal(v, v32)
+    assert rel_err(gx, gx32) < 1e-5
+    agree = (s.double() == s64).all(0)  # neurons whose float64 spikes agree at every step
+    assert float(agree.float().mean()) > 0.99
+    assert torch.allclose(gx.double()[:, agree], gx64[:, agree], rtol=1e-4, atol=1e-5)
+    half, _ = multistep_neuron(x, 1.0, spike_dtype=torch.float16, backend="triton", **cfg)
+    assert torch.equal(half.float(), s)
