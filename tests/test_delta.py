@@ -55,6 +55,20 @@ def test_sigma_delta_error_bounded_at_every_step_of_long_sequences(seed, thresho
     assert torch.equal(enc.level, counts.sum(0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@given(seed=st.integers(0, 10_000), threshold=st.floats(1e-2, 10.0))
+def test_sigma_delta_error_bounded_in_low_precision(dtype, seed, threshold):
+    """Low-precision input is encoded in float32: the bound gains one float32 rounding of x / threshold."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(500, 3, generator=g).cumsum(0) / 4).to(dtype)
+    enc = SigmaDeltaEncoder(threshold)
+    counts = enc(x)
+    assert counts.dtype == torch.int64
+    error = (enc.decode(counts, dtype=torch.float64) - x.double()).abs()
+    slack = 2.0**-22 * (x.double().abs() + threshold)
+    assert bool((error <= threshold / 2 + slack).all())
+
+
 @given(seed=st.integers(0, 10_000), T=st.integers(1, 60))
 def test_sigma_delta_equals_its_residual_feedback_loop(seed, T):
     """The closed form L_t = round(x_t / threshold) is the feedback loop q_t = round((x_t - r_{t-1}) / threshold)."""
