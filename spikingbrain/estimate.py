@@ -9,7 +9,8 @@ The cost of SpikingBrain relative to a dense Transformer of the same dimensions 
   (projections and FFN).
 - ``m / n`` (attended fraction): the attention work SpikingBrain does, as a fraction of full causal
   attention over the same context (sliding windows, linear attention).
-- ``a`` (active-neuron fraction) ``= 1 - sparsity``: the share of projection inputs that carry spikes.
+- ``a`` (active-neuron fraction) ``= 1 - sparsity``: the share of projection inputs that carry spikes
+  (sparsity: the fraction of silent channels, activation elements whose spike count is zero).
   Only event-driven hardware turns it into saved work; on a GPU a spike-coded matmul costs as much as a
   dense one, so ``a = 1`` is the honest figure for GPU runs of the bf16 model.
 - ``k / M`` (active-expert fraction): the share of the baseline's linear work that is computed per token
@@ -287,8 +288,14 @@ def active_from_sparsity(sparsity: float) -> float:
 
 
 def sparsity_from_stats(path: str | os.PathLike) -> float:
-    """The measured sparsity in a spike-statistics JSON: ``SpikeReport.as_dict()`` (its ``total``) or
-    ``SpikeStats.as_dict()`` (see :func:`sb_layers.models.spikingbrain.spike_report`)."""
+    """The measured sparsity in a spike-statistics JSON: the fraction of silent channels (activation
+    elements whose spike count is zero), ``silent_channel_fraction`` of ``SpikeReport.as_dict()`` (its
+    ``total``) or of ``SpikeStats.as_dict()`` (see :func:`sb_layers.models.spikingbrain.spike_report`).
+
+    This is the sparsity ``benchmarks/ttft.py`` records as ``spike_sparsity``, so that ``a`` is the share
+    of neurons that fire at all. (The report's 69.15% is a per-time-step figure of T = 3 trains,
+    ``SpikeStats.sparsity``; pass it with ``--sparsity`` to use that definition instead.)
+    """
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"spike statistics file must be an existing file, got {os.fspath(path)!r}")
@@ -297,9 +304,12 @@ def sparsity_from_stats(path: str | os.PathLike) -> float:
     except json.JSONDecodeError as error:
         raise ValueError(f"spike statistics file {os.fspath(path)!r} is not valid JSON: {error}") from None
     stats = data.get("total", data) if isinstance(data, dict) else None
-    if not isinstance(stats, dict) or "sparsity" not in stats:
-        raise ValueError(f"spike statistics file {os.fspath(path)!r} must hold 'sparsity' (or 'total': {{'sparsity': ...}})")
-    return _check_fraction(stats["sparsity"], "spike statistics 'sparsity'")
+    if not isinstance(stats, dict) or "silent_channel_fraction" not in stats:
+        raise ValueError(
+            f"spike statistics file {os.fspath(path)!r} must hold 'silent_channel_fraction' "
+            "(or 'total': {'silent_channel_fraction': ...})"
+        )
+    return _check_fraction(stats["silent_channel_fraction"], "spike statistics 'silent_channel_fraction'")
 
 
 def estimate(
@@ -401,20 +411,56 @@ def load_run(path: str | os.PathLike) -> dict:
     return validate_run(run)
 
 
-def shape_from_run(run: Mapping, base: ModelShape | None = None) -> ModelShape:
-    """``base`` (default: the 7B) with the fields the run's ``config`` names replaced."""
+_RUN_DIMENSIONS = {  # ModelShape field -> names a run's config may use for it
+    "num_heads": ("num_heads", "num_attention_heads"),
+    "num_kv_heads": ("num_kv_heads", "num_key_value_heads"),
+    "head_dim": ("head_dim",),
+    "intermediate_size": ("intermediate_size",),
+}
+
+
+def shape_from_run(run: Mapping, **dimensions: int | None) -> ModelShape:
+    """The :class:`ModelShape` of a run's ``config``.
+
+    The schema names ``num_layers``, ``gla_layers``, ``swa_layers`` (counts or index lists), ``window``,
+    ``hidden_size`` and ``num_experts``; ``full_layers = num_layers - gla_layers - swa_layers``. The head
+    layout and FFN width (``num_heads``, ``num_kv_heads``, ``head_dim``, ``intermediate_size``) come from
+    ``dimensions`` when given (not None), else from the run's config when it names them (also as
+    ``num_attention_heads`` / ``num_key_value_heads``), else from SpikingBrain-7B, but only when the run's
+    ``hidden_size`` is the 7B's: a smaller model's head layout cannot be guessed, and the error says so.
+    MoE runs count every layer as MoE, with 1 routed expert per token and no shared one.
+    """
     config = validate_run(dict(run))["config"]
-    base = base or ModelShape()
+    base = ModelShape()
     layers = config["num_layers"]
     gla = _count_field(config["gla_layers"], "gla_layers")
     swa = _count_field(config["swa_layers"], "swa_layers")
-    fields = dict(
+    fields: dict[str, Any] = dict(
         num_layers=layers, hidden_size=config["hidden_size"], window=config["window"], gla_layers=gla, swa_layers=swa,
         full_layers=max(0, layers - gla - swa), num_experts=config["num_experts"],
     )
-    if config["num_experts"] == 0:
-        fields.update(shared_experts=0, moe_layers=None)
-    return replace(base, **fields)
+    missing = []
+    for name, keys in _RUN_DIMENSIONS.items():
+        if dimensions.get(name) is not None:
+            fields[name] = dimensions[name]
+            continue
+        found = [config[key] for key in keys if key in config]
+        if found:
+            fields[name] = _check_int(found[0], f"run['config']['{keys[-1]}']", 1)
+        elif config["hidden_size"] == base.hidden_size:
+            fields[name] = getattr(base, name)
+        else:
+            missing.append(name)
+    if missing:
+        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+        raise ValueError(
+            f"run['config'] has hidden_size={config['hidden_size']} (not SpikingBrain-7B's {base.hidden_size}) "
+            f"and does not name {', '.join(missing)}: give them ({flags})"
+        )
+    unknown = set(dimensions) - set(_RUN_DIMENSIONS)
+    if unknown:
+        raise TypeError(f"shape_from_run got unexpected dimensions {sorted(unknown)}")
+    return ModelShape(**fields)
 
 
 @dataclass(frozen=True)
@@ -598,9 +644,9 @@ def add_estimate_parser(sub: Any) -> Any:
     given.add_argument("--alpha", type=_fraction_arg, help="attention share of the baseline's cost, in [0, 1]")
     given.add_argument("--attended-fraction", type=_nonnegative_float_arg, help="m/n, >= 0")
     spikes = given.add_mutually_exclusive_group()
-    spikes.add_argument("--sparsity", type=_fraction_arg, help="spike sparsity in [0, 1] (a = 1 - sparsity), e.g. 0.6915 (the report's 7B)")
+    spikes.add_argument("--sparsity", type=_fraction_arg, help="fraction of silent neurons (zero spike count) in [0, 1]; a = 1 - sparsity")
     spikes.add_argument("--active-fraction", type=_fraction_arg, help="a in [0, 1]")
-    spikes.add_argument("--spike-stats", type=Path, help="JSON of measured spike statistics (SpikeReport.as_dict() or SpikeStats.as_dict())")
+    spikes.add_argument("--spike-stats", type=Path, help="JSON of measured spike statistics (SpikeReport.as_dict() or SpikeStats.as_dict()): sparsity = its silent_channel_fraction")
     given.add_argument("--expert-fraction", type=_fraction_arg, help="k/M in (0, 1]")
 
     shape = parser.add_argument_group("model shape (default: SpikingBrain-7B)")
@@ -629,7 +675,7 @@ def _shape_from_args(args: Any, run: Mapping | None) -> ModelShape:
             raise ValueError(f"--config must be a config.json or its directory, got {os.fspath(args.config)!r}")
         shape = ModelShape.from_config(AutoConfig.from_pretrained(path))
     elif run is not None:
-        shape = shape_from_run(run)
+        shape = shape_from_run(run, **{name: getattr(args, name) for name in _RUN_DIMENSIONS})
     else:
         shape = ModelShape()
     overrides = {name: getattr(args, name) for name in asdict(shape) if getattr(args, name, None) is not None}

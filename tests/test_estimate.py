@@ -283,11 +283,11 @@ def test_spike_statistics_file_gives_the_sparsity(tmp_path):
     stats = spike_stats(counts=torch.tensor([[0, 1, -3, 0, 7, 0]]), codec="bitwise_bidirectional")
     path = tmp_path / "report.json"
     path.write_text(json.dumps(SpikeReport(total=stats).as_dict()))
-    assert sparsity_from_stats(path) == pytest.approx(stats.sparsity)
+    assert sparsity_from_stats(path) == pytest.approx(3 / 6)  # three of six channels have a zero count
     path.write_text(json.dumps(stats.as_dict()))
-    assert sparsity_from_stats(path) == pytest.approx(stats.sparsity)
+    assert sparsity_from_stats(path) == pytest.approx(stats.silent_channel_fraction)
     path.write_text(json.dumps({"firing_rate": 0.1}))
-    with pytest.raises(ValueError, match="sparsity"):
+    with pytest.raises(ValueError, match="silent_channel_fraction"):
         sparsity_from_stats(path)
 
 
@@ -350,3 +350,33 @@ def test_cli_run_rejects_decode_and_unknown_contexts(capsys, run_file):
         with pytest.raises(SystemExit):
             main(["estimate", "--run", str(run_file), *argv])
         assert word in capsys.readouterr().err
+
+
+def test_cli_takes_the_sparsity_from_a_spike_statistics_file(capsys, tmp_path):
+    path = tmp_path / "stats.json"
+    path.write_text(json.dumps({"total": {"silent_channel_fraction": 0.75}}))
+    assert main(["estimate", "--spike-stats", str(path), "--context", "32k", "--json", str(tmp_path / "rows.json")]) == 0
+    row = json.loads((tmp_path / "rows.json").read_text())["rows"][0]
+    assert row["active_fraction"] == pytest.approx(0.25) and row["sources"]["active_fraction"] == "given"
+    assert row["speedup"] == pytest.approx(estimate(ModelShape(), 32768, active=0.25).speedup)
+
+
+def test_a_smaller_runs_head_layout_comes_from_its_config_or_flags(tmp_path, capsys):
+    run = fixture_run()
+    run["config"].update(num_layers=4, gla_layers=2, swa_layers=[1, 3], window=64, hidden_size=128)
+    with pytest.raises(ValueError) as error:
+        shape_from_run(run)
+    assert "hidden_size=128" in str(error.value) and "--num-heads" in str(error.value) and "--intermediate-size" in str(error.value)
+    tiny = dict(num_heads=4, num_kv_heads=2, head_dim=32, intermediate_size=256)
+    from_flags = shape_from_run(run, **tiny)
+    assert (from_flags.num_layers, from_flags.swa_layers, from_flags.full_layers, from_flags.head_dim) == (4, 2, 0, 32)
+    named = dict(run, config={**run["config"], "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32, "intermediate_size": 256})
+    assert shape_from_run(named) == from_flags
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(run))
+    with pytest.raises(SystemExit):
+        main(["estimate", "--run", str(path)])
+    assert "--num-heads" in capsys.readouterr().err
+    flags = ["--num-heads", "4", "--num-kv-heads", "2", "--head-dim", "32", "--intermediate-size", "256"]
+    assert main(["estimate", "--run", str(path), *flags]) == 0
+    assert "4 layers (GLA 2, SWA 2 with window 64, full 0), hidden 128, heads 4/2 x 32, FFN 256" in capsys.readouterr().out
