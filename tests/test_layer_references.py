@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from sb_layers import (
     GLUMLP,
+    SpikeCoding,
     GatedLinearAttention,
     HybridBlock,
     ParallelMixer,
@@ -210,3 +211,30 @@ def test_hybrid_blocks_stream_in_random_pieces(kind, seed, cuts, pad):
     # the padded sample's real tokens equal the same sample alone
     alone, _ = block(x[1:, pad:])
     torch.testing.assert_close(whole[1, pad:], alone[0], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["gla", "swa", "parallel"])
+@pytest.mark.parametrize("codec", ["ternary", "bitwise"])
+def test_spiking_blocks_spike_mode_equals_count_mode(kind, codec):
+    """A whole block (mixer, MLP or upcycled MoE, every projection spike-coded with int8 weights, q/k
+    spike trains in the GLA): the event-driven form equals the count form, outputs and states."""
+
+    def build(mode):
+        torch.manual_seed(3)
+        coding = SpikeCoding(k=3.0, codec=codec, mode=mode, weight_bits=8, group_size=8)
+        gla = GatedLinearAttention(16, 4, 2, coding=coding, spike_qk=True, chunk_size=3)
+        swa = SlidingWindowAttention(16, 4, 2, window=3, coding=coding)
+        mixer = {"gla": gla, "swa": swa, "parallel": ParallelMixer(gla, swa)}[kind]
+        mlp = upcycle(GLUMLP(16, 24, coding=coding), 4, 2, 1) if kind == "parallel" else GLUMLP(16, 24, coding=coding)
+        return HybridBlock(16, mixer, mlp)
+
+    count, spike = build("count"), build("spike")
+    spike.load_state_dict(count.state_dict())
+    x = torch.randn(2, 7, 16)
+    with torch.no_grad():
+        (out_count, state_count), (out_spike, state_spike) = count(x), spike(x)
+    torch.testing.assert_close(out_spike, out_count, rtol=1e-9, atol=1e-9)
+    gla_count = state_count if kind == "gla" else (state_count[0] if kind == "parallel" else None)
+    gla_spike = state_spike if kind == "gla" else (state_spike[0] if kind == "parallel" else None)
+    if gla_count is not None:
+        torch.testing.assert_close(gla_spike, gla_count, rtol=1e-9, atol=1e-9)
