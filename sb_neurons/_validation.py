@@ -64,6 +64,16 @@ def check_int(value: object, name: str, *, minimum: int | None = None) -> int:
     return value
 
 
+def check_dim_spec(dim: object, name: str = "dim") -> int | tuple[int, ...]:
+    """``dim`` must be an int or a non-empty sequence of distinct ints (checked against a rank later)."""
+    dims = (dim,) if isinstance(dim, int) and not isinstance(dim, bool) else dim
+    if not isinstance(dims, (tuple, list)) or not dims or any(isinstance(d, bool) or not isinstance(d, int) for d in dims):
+        raise TypeError(f"{name} must be an int or a non-empty sequence of ints, got {dim!r}")
+    if len(set(dims)) != len(dims):
+        raise ValueError(f"{name} repeats a dimension: {dim!r}")
+    return dim if isinstance(dim, int) else tuple(dim)
+
+
 def normalize_dims(dim: int | Iterable[int], ndim: int, name: str = "dim") -> tuple[int, ...]:
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
     if not dims:

@@ -53,7 +53,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ._validation import check_float_tensor, check_positive, normalize_dims
+from ._validation import check_dim_spec, check_float_tensor, check_positive, normalize_dims
 from .spike import V_TH_MAX, V_TH_MIN
 from .surrogate import get_surrogate
 
@@ -269,7 +269,7 @@ class AdaptiveIFNode(nn.Module):
         for name, value in (("v_reset", v_reset), ("v_init", v_init)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite float, got {value!r}")
-        self.dim = dim
+        self.dim = check_dim_spec(dim)
         self.reset_mode = reset
         self.v_reset = float(v_reset)
         self.v_init = float(v_init)

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._validation import check_float_tensor, check_positive, normalize_dims
+from ._validation import check_dim_spec, check_float_tensor, check_positive, normalize_dims
 
 V_TH_MIN = 1e-5
 V_TH_MAX = 1e4
@@ -182,7 +182,7 @@ class AdaptiveThresholdSpike(nn.Module):
     def __init__(self, k: float = 3.0, dim: int | tuple[int, ...] = -1, clamp: ClampSpec = None) -> None:
         super().__init__()
         self.k = check_positive(k, "k")
-        self.dim = dim
+        self.dim = check_dim_spec(dim)
         resolve_clamp(clamp)
         self.clamp = clamp
 

@@ -295,6 +295,8 @@ def test_surrogate_peaks():
         (lambda: AdaptiveIFNode(threshold=-1.0), "threshold"),
         (lambda: AdaptiveIFNode(reset="partial"), "reset"),
         (lambda: AdaptiveIFNode(step_mode="x"), "step_mode"),
+        (lambda: AdaptiveIFNode(dim=()), "dim"),
+        (lambda: AdaptiveLIFNode(dim=1.0), "dim"),
         (lambda: AdaptiveIFNode(v_init=float("nan")), "v_init"),
         (lambda: AdaptiveIFNode(homeostasis=(0.1, 2.0)), "beta"),
         (lambda: AdaptiveIFNode(threshold=0.5, learn_threshold=True, homeostasis=(0.1, 0.2)), "learn_threshold"),

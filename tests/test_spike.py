@@ -123,6 +123,8 @@ def test_module_matches_function_and_dims():
         (lambda: spike_count(torch.ones(2, 2), clamp=1), "clamp"),
         (lambda: spike_count(torch.ones(2, 2), clamp=(1, 5)), "clamp"),
         (lambda: spike_count([1.0, 2.0]), "x"),
+        (lambda: AdaptiveThresholdSpike(dim="last"), "dim"),
+        (lambda: AdaptiveThresholdSpike(dim=(1, 1)), "dim"),
     ],
 )
 def test_bad_input_names_the_argument(call, match):
