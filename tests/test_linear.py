@@ -239,9 +239,6 @@ with torch.no_grad():
     torch.testing.assert_close(triton_layer(x), torch_layer(x), rtol=1e-5, atol=1e-5)
     linear.weight.mul_(-0.5)  # in place: the kept int8 weights must follow
     torch_layer.calibrate_weight_scales()
-    torch.testing.assert_close(triton_layer(x), torch_layer(x), rtol=1e-5, atol=1e-5)
-    linear.weight.mul_(-0.5)  # in place: the kept int8 weights must follow
-    torch_layer.calibrate_weight_scales()
     triton_layer.calibrate_weight_scales()
     torch.testing.assert_close(triton_layer(x), torch_layer(x), rtol=1e-5, atol=1e-5)
 """
@@ -256,25 +253,6 @@ def test_triton_backend_equals_torch_backend_in_the_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     result = subprocess.run([sys.executable, "-c", TRITON_AGREEMENT_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-
-
-def test_int8_weight_is_kept_until_the_weight_or_scales_change():
-    torch.manual_seed(9)
-    layer = SpikingLinear(64, 8, coding=SpikeCoding(weight_bits=8, group_size=32))
-    first = layer.int8_weight()
-    assert first.dtype == torch.int8 and torch.equal(first, layer.weight_quantizer.quantize(layer.weight))
-    assert layer.int8_weight() is first
-    with torch.no_grad():
-        layer.weight.mul_(-1.0)  # in-place update, same storage
-    flipped = layer.int8_weight()
-    assert flipped is not first and torch.equal(flipped, -first)
-    layer.load_state_dict({**layer.state_dict(), "weight_quantizer.scales": layer.weight_quantizer.scales * 2})
-    assert torch.equal(layer.int8_weight(), layer.weight_quantizer.quantize(layer.weight))
-    layer.weight = torch.nn.Parameter(torch.randn(8, 64))
-    layer.calibrate_weight_scales()
-    assert torch.equal(layer.int8_weight(), layer.weight_quantizer.quantize(layer.weight))
-    with pytest.raises(RuntimeError, match="weight quantization"):
-        SpikingLinear(64, 8).int8_weight()
 
 
 def test_int8_weight_is_kept_until_the_weight_or_scales_change():
