@@ -69,6 +69,19 @@ def test_clamp_bounds_counts_and_mask_reports_it(x, k, bits):
     torch.testing.assert_close(error[mask], (x - torch.where(x > 0, high, low) * v_th_full)[mask].abs())
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_threshold_clamps_like_the_release(dtype):
+    """v_th is clamped to [1e-5, 1e4]: an all-zero row gives zero counts (no 0/0), a huge row saturates."""
+    x = torch.zeros(3, 8, dtype=dtype)
+    x[1] = 1e-9 if dtype == torch.float64 else 0.0
+    x[2] = 6e4 if dtype == torch.float16 else 3e5
+    counts, v_th = spike_count(x, k=3.0)
+    assert v_th[0].item() == pytest.approx(V_TH_MIN) and v_th[1].item() == pytest.approx(V_TH_MIN)
+    assert v_th[2].item() == pytest.approx(V_TH_MAX)
+    assert not counts[:2].any() and bool(torch.isfinite(counts).all())
+    assert torch.equal(counts[2], torch.round(x[2].to(counts.dtype) / v_th[2]))
+
+
 def test_clamp_is_never_applied_unless_asked():
     x = torch.zeros(1, 64, dtype=torch.float64)
     x[0, 0] = 1000.0  # one outlier: its count is about k * 64, far past 127
