@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sb_neurons._validation import check_positive
+from sb_neurons.spike import spike_quantize
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
 from .rotary import apply_rotary, rotary_cos_sin
@@ -100,6 +101,23 @@ class RollingKVCache:
             self.key_mask, self.key_index = self.key_mask[:, keep], self.key_index[keep]
 
 
+def quantize_int8_per_vector(x: torch.Tensor) -> torch.Tensor:
+    """Symmetric int8 fake quantization of each vector along the last dimension (the release's KV cache).
+
+    ``scale = max|x| / 127`` per vector, computed in float32 (float64 for float64 input) and clamped to
+    ``[1e-5, 1e4]``;
+    returns ``clamp(round(x / scale), -128, 127) * scale`` in ``x``'s dtype. Gradients pass straight
+    through. Identity: a vector already on its grid (``x = n * scale`` with integer ``|n| <= 127``) is
+    returned unchanged, and ``|result - x| <= scale / 2`` elementwise.
+    """
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating tensor, got {x.dtype}")
+    work = x.float() if x.dtype != torch.float64 else x
+    scale = (work.abs().amax(dim=-1, keepdim=True) / 127.0).clamp(1e-5, 1e4)
+    quantized = (torch.round(work / scale).clamp(-128, 127) * scale).to(x.dtype)
+    return x + (quantized - x).detach()
+
+
 class SlidingWindowAttention(nn.Module):
     """SpikingBrain-7B's SWA layer: ``q_proj``, ``k_proj``, ``v_proj`` (bias), ``o_proj`` (no bias).
 
@@ -121,6 +139,11 @@ class SlidingWindowAttention(nn.Module):
             sinks and the ``block + window - 1`` keys its window can reach, so a long prefill costs
             ``O(L * (block + window))`` time and ``O(block * (block + window))`` mask memory instead of
             ``O(L^2)``. Same function either way (ignored when ``window`` is None).
+        spike_attention_k: None (default) attends in floating point; a threshold divisor ``k > 0`` runs
+            the release's W8ASpike attention (facts section 4): each query head vector spike-coded
+            (:func:`sb_neurons.spike_quantize`, ``V_th = mean|q| / k``) and each key and value head vector
+            int8-quantized (:func:`quantize_int8_per_vector`), both after RoPE, so the cache holds int8-grid
+            keys and values (the report's INT8 KV cache). Per-vector coding keeps the streaming identity.
 
     ``forward(hidden_states [B, L, hidden], attention_mask [B, L] | None, cache | None)`` returns
     ``(output [B, L, hidden], cache)``; pass the returned cache back to continue the sequence (the cache
@@ -145,10 +168,14 @@ class SlidingWindowAttention(nn.Module):
         coding: SpikeCoding | None = None,
         attention_backend: AttentionBackend = "sdpa",
         query_chunk_size: int | None = None,
+        spike_attention_k: float | None = None,
         device=None,
         dtype=None,
     ) -> None:
         super().__init__()
+        if spike_attention_k is not None:
+            check_positive(spike_attention_k, "spike_attention_k")
+        self.spike_attention_k = None if spike_attention_k is None else float(spike_attention_k)
         if attention_backend not in ("sdpa", "flex"):
             raise ValueError(f"attention_backend must be 'sdpa' or 'flex', got {attention_backend!r}")
         if query_chunk_size is not None and (
@@ -217,6 +244,10 @@ class SlidingWindowAttention(nn.Module):
         q_reg = apply_rotary(q[:, :, sinks:], cos, sin)
         k_reg = apply_rotary(k[:, :, sinks:], cos, sin)
         q = torch.cat([q[:, :, :sinks], q_reg], dim=2)
+        if self.spike_attention_k is not None:  # W8ASpike attention: spiking queries, int8 keys and values
+            q = spike_quantize(q, self.spike_attention_k)
+            k = torch.cat([quantize_int8_per_vector(k[:, :, :sinks]), k[:, :, sinks:]], dim=2) if sinks else k
+            k_reg, v = quantize_int8_per_vector(k_reg), quantize_int8_per_vector(v)
 
         if sinks:
             cache.sink_keys, cache.sink_values = k[:, :, :sinks], v[:, :, :sinks]
@@ -290,4 +321,5 @@ class SlidingWindowAttention(nn.Module):
         return (
             f"window={self.window}, rope_theta={self.rope_theta}, num_sinks={self.num_sinks}, "
             f"attention_backend={self.attention_backend}, query_chunk_size={self.query_chunk_size}"
+            + (f", spike_attention_k={self.spike_attention_k:g}" if self.spike_attention_k is not None else "")
         )

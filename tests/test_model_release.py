@@ -130,6 +130,7 @@ def test_released_w8aspike_layout_loads_with_scales_and_merged_gate(tmp_path):
     model = SpikingBrainForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
     config = model.config
     assert config.spiking and config.weight_bits == 8 and config.group_size == 16 and config.gla_gate == "merged"
+    assert config.spike_attention and model.model.layers[1].attn.spike_attention_k == 3.0  # spiking q, int8 KV
     layer0 = model.model.layers[0]
     assert isinstance(layer0.attn.gk_proj, SpikingLinear)
     assert isinstance(layer0.mlp.gate_proj, SpikingLinear)
@@ -161,3 +162,20 @@ def test_writer_produces_the_released_layout_and_round_trips(tmp_path):
 def test_writer_rejects_bad_shard_size(tmp_path):
     with pytest.raises(ValueError, match="max_shard_bytes"):
         save_released_checkpoint({}, SpikingBrainConfig(), tmp_path, max_shard_bytes=0)
+
+
+def test_our_model_type_is_registered_with_the_auto_classes(tmp_path):
+    config = AutoConfig.for_model(
+        "spikingbrain", vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS, intermediate_size=INTER, sliding_window=6,
+    )
+    assert type(config) is SpikingBrainConfig and config.model_type == "spikingbrain"
+    model = AutoModelForCausalLM.from_config(config)
+    assert type(model) is SpikingBrainForCausalLM
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "spikingbrain"
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert type(loaded) is SpikingBrainForCausalLM
+    ids = torch.randint(3, VOCAB, (1, 9))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)

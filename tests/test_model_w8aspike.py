@@ -81,7 +81,7 @@ def test_released_projections_are_spiking_with_int8_groups(converted, source):
 
 def test_merged_gate_computes_the_low_rank_gate_exactly(source):
     merged_config = w8aspike_config(source.config)
-    merged_config.spiking, merged_config.weight_bits = False, None
+    merged_config.spiking, merged_config.weight_bits, merged_config.spike_attention = False, None, False
     merged = SpikingBrainForCausalLM.build(merged_config, dtype=torch.float64).eval()
     merged.load_state_dict(merge_low_rank_gates(source.state_dict()))
     ids = torch.randint(3, VOCAB, (2, 10), generator=torch.Generator().manual_seed(2))
@@ -157,3 +157,79 @@ def test_w8aspike_rejects_bad_arguments(source, converted):
     with pytest.raises(ValueError, match="no spike statistics"):
         spike_report(to_w8aspike(source, group_size=GROUP, progress=False))
     assert isinstance(spike_report(converted), SpikeReport)
+
+
+# --- W8ASpike softmax attention: spiking queries, int8 keys and values (the INT8 KV cache) -----------
+
+import math  # noqa: E402
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from sb_layers.models.spikingbrain import SpikingBrainCache  # noqa: E402
+from sb_layers.rotary import apply_rotary, rotary_cos_sin  # noqa: E402
+from sb_layers.sliding_window import SlidingWindowAttention, quantize_int8_per_vector  # noqa: E402
+from sb_neurons import spike_quantize  # noqa: E402
+
+
+@given(rows=st.integers(1, 6), width=st.integers(1, 40), seed=st.integers(0, 2**16), magnitude=st.sampled_from([1e-3, 1.0, 300.0]))
+def test_int8_per_vector_rounds_to_a_grid_within_half_a_step(rows, width, seed, magnitude):
+    x = magnitude * torch.randn(rows, width, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    q = quantize_int8_per_vector(x)
+    scale = (x.abs().amax(-1, keepdim=True) / 127).clamp(1e-5, 1e4)  # float64 input: float64 scales
+    integers = q / scale
+    torch.testing.assert_close(integers, integers.round(), rtol=0, atol=1e-9)
+    assert integers.abs().max() <= 127 + 1e-9
+    assert bool(((q - x).abs() <= scale / 2 + 1e-12).all())
+    torch.testing.assert_close(quantize_int8_per_vector(q), q, rtol=0, atol=1e-12)  # on the grid: unchanged
+
+
+def test_int8_per_vector_passes_gradients_straight_through():
+    x = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
+    quantize_int8_per_vector(x).sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+    with pytest.raises(TypeError, match="x must be a floating"):
+        quantize_int8_per_vector(torch.ones(2, 2, dtype=torch.int64))
+
+
+def test_spiking_attention_equals_dense_softmax_on_coded_queries_and_int8_keys_values():
+    torch.manual_seed(0)
+    layer = SlidingWindowAttention(32, 4, 2, window=5, rope_theta=100.0, spike_attention_k=3.0).double().eval()
+    x = torch.randn(2, 11, 32, dtype=torch.float64)
+    with torch.no_grad():
+        out, _ = layer(x)
+        heads = lambda t, n: t.view(2, 11, n, 8).transpose(1, 2)  # noqa: E731
+        q, k, v = heads(layer.q_proj(x), 4), heads(layer.k_proj(x), 2), heads(layer.v_proj(x), 2)
+        cos, sin = rotary_cos_sin(torch.arange(11).expand(2, 11), 8, 100.0, torch.float64)
+        q = spike_quantize(apply_rotary(q, cos, sin), 3.0)
+        k, v = quantize_int8_per_vector(apply_rotary(k, cos, sin)), quantize_int8_per_vector(v)
+        k, v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+        distance = torch.arange(11)[:, None] - torch.arange(11)[None, :]
+        allowed = (distance >= 0) & (distance < 5)
+        scores = (q @ k.transpose(-1, -2) / math.sqrt(8)).masked_fill(~allowed, float("-inf"))
+        expected = layer.o_proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(2, 11, 32))
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    float_layer = SlidingWindowAttention(32, 4, 2, window=5, rope_theta=100.0).double().eval()
+    float_layer.load_state_dict(layer.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(float_layer(x)[0], out, atol=1e-6)  # the coding does act
+    with pytest.raises(ValueError, match="spike_attention_k"):
+        SlidingWindowAttention(32, 4, 2, spike_attention_k=0.0)
+
+
+def test_w8aspike_attention_streams_exactly_with_an_int8_cache(converted, source):
+    swa = converted.model.layers[1].attn
+    assert converted.config.spike_attention and swa.spike_attention_k == 3.0
+    ids = torch.randint(3, VOCAB, (1, 13), generator=torch.Generator().manual_seed(6))  # beyond the window of 4
+    cache = SpikingBrainCache(converted.config.num_hidden_layers)
+    with torch.no_grad():
+        whole = converted(ids, use_cache=False).logits
+        steps = torch.cat([converted(ids[:, t : t + 1], past_key_values=cache).logits for t in range(ids.shape[1])], dim=1)
+    torch.testing.assert_close(steps, whole, rtol=1e-9, atol=1e-9)
+    keys = cache.states[1].keys  # the cached keys lie on an int8 grid per head vector
+    scale = (keys.abs().amax(-1, keepdim=True) / 127).clamp(1e-5, 1e4)
+    torch.testing.assert_close(keys / scale, (keys / scale).round(), rtol=0, atol=1e-8)
+    float_attention = to_w8aspike(source, group_size=GROUP, attention=False, progress=False)
+    assert not float_attention.config.spike_attention and float_attention.model.layers[1].attn.spike_attention_k is None
+    with torch.no_grad():
+        assert not torch.allclose(float_attention(ids).logits, whole, atol=1e-6)

@@ -88,6 +88,9 @@ class SpikingBrainConfig(PreTrainedConfig):
             ``spike_backend`` are the :class:`sb_layers.SpikeCoding` fields; ``spike_down_proj`` also codes
             the MLP ``down_proj`` (the release feeds it unspiked float input); ``spike_qk`` spike-codes the
             linear-attention q/k feature maps.
+        spike_attention: the release's W8ASpike softmax attention: queries spike-coded per head vector
+            (``k = spike_k``) and keys/values int8 per head vector after RoPE, so the SWA cache is int8
+            (see :class:`sb_layers.SlidingWindowAttention`, ``spike_attention_k``).
     """
 
     model_type = "spikingbrain"
@@ -144,6 +147,7 @@ class SpikingBrainConfig(PreTrainedConfig):
     spike_backend: str = "torch"
     spike_down_proj: bool = False
     spike_qk: bool = False
+    spike_attention: bool = False
 
     def __post_init__(self, **kwargs):
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):

@@ -69,6 +69,7 @@ def build_mixer(config: SpikingBrainConfig, index: int) -> nn.Module:
         return SlidingWindowAttention(
             **sizes, window=window, rope_theta=config.rope_theta, qkv_bias=True, num_sinks=sinks, coding=coding,
             query_chunk_size=config.swa_query_chunk_size,
+            spike_attention_k=config.spike_k if config.spike_attention else None,
         )
 
     if config.variant == "inter_layer":

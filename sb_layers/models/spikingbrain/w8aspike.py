@@ -8,10 +8,9 @@
 - symmetric int8 weights per group of ``group_size = 128`` input features, with the release's
   ``weight_quantizer.scales`` buffers ``(out, in / group, 1)``;
 - the GLA low-rank gate pair merged into one ``gk_proj`` (``W = W1 W0``, ``b = b1``), as released;
-- MLP ``down_proj`` kept float and unspiked, as the release's forward runs it.
-
-Not covered here (the release also does it, :class:`sb_layers.SlidingWindowAttention` has no option for
-it yet): spike-coded SWA queries and the int8 KV cache.
+- MLP ``down_proj`` kept float and unspiked, as the release's forward runs it;
+- SWA attention as released (``spike_attention``): queries spike-coded per head vector with the same
+  ``k``, keys and values int8 per head vector after RoPE (the INT8 KV cache).
 
 :func:`spike_report` gathers the counts the spiking projections saw while ``record_stats`` was on (the
 calibration pass of :func:`to_w8aspike`) into the statistics of the report's Fig. 9, and
@@ -45,14 +44,17 @@ def w8aspike_config(
     codec: str = "bitwise_bidirectional",
     weight_bits: int = 8,
     mode: str = "count",
+    attention: bool = True,
 ) -> SpikingBrainConfig:
-    """A copy of ``config`` with the W8ASpike fields set (the low-rank GLA gate becomes the merged one)."""
+    """A copy of ``config`` with the W8ASpike fields set (the low-rank GLA gate becomes the merged one;
+    ``attention`` switches on the release's spiking-query, int8-KV softmax attention)."""
     if not isinstance(config, SpikingBrainConfig):
         raise TypeError(f"config must be a SpikingBrainConfig, got {type(config).__name__}")
     converted = copy.deepcopy(config)
     converted.spiking, converted.spike_k, converted.spike_codec = True, k, codec
     converted.weight_bits, converted.group_size, converted.spike_mode = weight_bits, group_size, mode
     converted.spike_down_proj = False
+    converted.spike_attention = bool(attention)
     if converted.gla_gate == "low_rank":
         converted.gla_gate = "merged"
     converted.spike_coding()  # validates k, codec, bits, group size, mode
@@ -93,6 +95,7 @@ def to_w8aspike(
     group_size: int | None = 128,
     codec: str = "bitwise_bidirectional",
     mode: str = "count",
+    attention: bool = True,
     progress: bool = True,
 ) -> SpikingBrainForCausalLM:
     """The W8ASpike version of a float ``model`` (a new model; ``model`` is left unchanged).
@@ -105,6 +108,8 @@ def to_w8aspike(
         k: threshold divisor (3.0 as released). group_size: input features per weight scale (128 as
             released; must divide every projection's input width). codec: spike-train coding of
             ``mode="spike"`` (bidirectional bitwise as released). mode: ``"count"`` or ``"spike"``.
+        attention: also run the SWA layers' attention as released (queries spike-coded per head vector
+            with ``k``, keys and values int8 per head vector: the INT8 KV cache); False keeps it float.
         progress: tqdm bar over the calibration batches.
 
     Weight scales are ``max|w_group| / 127`` of the source weights (the merged gate's of the product).
@@ -113,7 +118,7 @@ def to_w8aspike(
         raise TypeError(f"model must be a SpikingBrainForCausalLM, got {type(model).__name__}")
     if model.config.spiking:
         raise ValueError("model is already spike-coded (config.spiking=True); convert its float original")
-    config = w8aspike_config(model.config, k=k, group_size=group_size, codec=codec, mode=mode)
+    config = w8aspike_config(model.config, k=k, group_size=group_size, codec=codec, mode=mode, attention=attention)
     reference = model.lm_head.weight
     converted = SpikingBrainForCausalLM.build(config, device="meta", dtype=reference.dtype)
     state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
