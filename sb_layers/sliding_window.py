@@ -86,6 +86,28 @@ class RollingKVCache:
     def num_entries(self) -> int:
         return 0 if self.keys is None else self.keys.shape[2]
 
+    def fill_window(self) -> None:
+        """Pad to exactly ``window`` entries with masked placeholders in front of the real ones.
+
+        Placeholders are never attended (``key_mask`` False) and are the first evicted; their indices
+        continue the real ones downwards, so the run of indices stays contiguous. Outputs are unchanged,
+        but from now on every call of the same length has the same shapes (what a captured CUDA graph of
+        a decode step needs). Raises ``ValueError`` for an unbounded window or an empty cache.
+        """
+        if self.window is None:
+            raise ValueError("fill_window needs a bounded window (window=None keeps every token)")
+        if self.keys is None or self.key_index is None or not self.key_index.numel():
+            raise ValueError("fill_window needs at least one cached token (call it after the prefill)")
+        missing = self.window - self.keys.shape[2]
+        if missing <= 0:
+            return
+        batch, heads, _, dim = self.keys.shape
+        self.keys = torch.cat([self.keys.new_zeros(batch, heads, missing, dim), self.keys], dim=2)
+        self.values = torch.cat([self.values.new_zeros(batch, heads, missing, self.values.shape[3]), self.values], dim=2)
+        self.key_mask = torch.cat([self.key_mask.new_zeros(batch, missing), self.key_mask], dim=1)
+        below = torch.arange(-missing, 0, device=self.key_index.device, dtype=self.key_index.dtype)
+        self.key_index = torch.cat([self.key_index[:1] + below, self.key_index])
+
     def append(self, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> None:
         """Add entries and evict all but the newest ``window``."""
         if self.keys is None:
@@ -252,7 +274,13 @@ class SlidingWindowAttention(nn.Module):
         if sinks:
             cache.sink_keys, cache.sink_values = k[:, :, :sinks], v[:, :, :sinks]
         num_sink = 0 if cache.sink_keys is None else cache.sink_keys.shape[2]
-        new_index = torch.arange(cache.length, cache.length + regular, device=device)
+        new_index = torch.arange(regular, device=device)
+        if cache.key_index is not None and cache.key_index.numel():
+            # Continue from the cached indices on the device (no host value enters the graph of a
+            # decode step, so a captured step stays right when replayed); key_index[-1] + 1 == length.
+            new_index = new_index + (cache.key_index[-1] + 1)
+        else:
+            new_index = new_index + cache.length
 
         # Key list: [sinks | cached regular | new regular]. Regular keys carry consecutive sequence
         # indices (the cache keeps the newest entries of a contiguous run), starting at first_index.

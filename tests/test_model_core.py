@@ -230,6 +230,21 @@ def test_swa_query_blocks_inside_the_model_change_nothing(block, seed):
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
+def test_filled_windows_decode_like_the_plain_cache(model):
+    ids = torch.randint(3, VOCAB, (2, WINDOW + 6), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        plain = SpikingBrainCache(model.config.num_hidden_layers)
+        filled = SpikingBrainCache(model.config.num_hidden_layers)
+        model(ids[:, :2], past_key_values=plain)
+        model(ids[:, :2], past_key_values=filled)
+        filled.fill_windows()
+        for t in range(2, ids.shape[1]):
+            want = model(ids[:, t : t + 1], past_key_values=plain).logits
+            got = model(ids[:, t : t + 1], past_key_values=filled).logits
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    assert filled.memory_bytes() == plain.memory_bytes()  # both windows are full by now
+
+
 def test_chunked_gla_equals_recurrent_gla_inside_the_model(model):
     recurrent = tiny_model(attn_mode="recurrent")
     recurrent.load_state_dict(model.state_dict())

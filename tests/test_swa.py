@@ -143,6 +143,34 @@ def test_query_chunked_swa_equals_dense_reference_past_the_window():
     torch.testing.assert_close(layer(x)[0], dense_swa_reference(layer, x, 5))
 
 
+@given(seed=st.integers(0, 1000), window=st.integers(2, 8), prompt=st.integers(1, 10), pad=st.integers(0, 1))
+def test_fill_window_keeps_outputs_and_fixes_shapes(seed, window, prompt, pad):
+    torch.manual_seed(seed)
+    layer = SlidingWindowAttention(16, 2, 1, window=window, rope_theta=100.0)
+    x = torch.randn(2, prompt + 6, 16)
+    mask = torch.ones(2, prompt + 6, dtype=torch.long)
+    mask[1, :pad] = 0
+    _, plain = layer(x[:, :prompt], attention_mask=mask[:, :prompt])
+    _, filled = layer(x[:, :prompt], attention_mask=mask[:, :prompt])
+    filled.fill_window()
+    assert filled.num_entries == window and filled.key_index.diff().eq(1).all()
+    for t in range(prompt, prompt + 6):
+        want, plain = layer(x[:, t : t + 1], attention_mask=mask[:, t : t + 1], cache=plain)
+        got, filled = layer(x[:, t : t + 1], attention_mask=mask[:, t : t + 1], cache=filled)
+        torch.testing.assert_close(got, want)
+        assert filled.num_entries == window
+    # a longer call after the filling is still the same function
+    more = torch.randn(2, 5, 16)
+    torch.testing.assert_close(layer(more, cache=filled)[0], layer(more, cache=plain)[0])
+
+
+def test_fill_window_needs_a_bounded_window_and_a_token():
+    with pytest.raises(ValueError, match="bounded"):
+        RollingKVCache(None).fill_window()
+    with pytest.raises(ValueError, match="cached token"):
+        RollingKVCache(4).fill_window()
+
+
 def test_sink_tokens_prepend_learnable_embeddings_and_strip_them():
     sinks = SinkTokens(3, 16)
     layer = SlidingWindowAttention(16, 2, window=2, num_sinks=3)

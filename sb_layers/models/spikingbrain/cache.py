@@ -117,6 +117,17 @@ class SpikingBrainCache(Cache):
         self.real_tokens = consumed if self.real_tokens is None else self.real_tokens + consumed
         self.seen_tokens += attention_mask.shape[1]
 
+    def fill_windows(self) -> None:
+        """:meth:`RollingKVCache.fill_window` on every sliding-window state: same outputs, fixed shapes.
+
+        After it, each decode step reads and writes tensors of unchanging shapes, so one step can be
+        captured as a CUDA graph and replayed. Full-attention caches (window None) are left as they are.
+        """
+        for state in self.states:
+            for part in state if isinstance(state, tuple) else (state,):
+                if isinstance(part, RollingKVCache) and part.window is not None:
+                    part.fill_window()
+
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Reorder the batch rows (beam search)."""
         self.states = [_select_batch(state, beam_idx) for state in self.states]

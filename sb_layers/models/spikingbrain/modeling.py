@@ -27,7 +27,6 @@ from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPast, MoeCausalLMOutputWithPast
-from transformers.modeling_utils import slice_logits_to_keep
 
 from sb_layers.blocks import HybridBlock, ParallelMixer
 from sb_layers.feed_forward import GLUMLP, MoE
@@ -40,6 +39,15 @@ from sb_layers.spiking_linear import SpikingLinear
 from .cache import SpikingBrainCache
 from .configuration import GLASwaConfig, SpikingBrainConfig
 from .layout import adapt_config_to_checkpoint
+
+try:
+    from transformers.modeling_utils import slice_logits_to_keep
+except ImportError:  # transformers releases before the helper existed
+
+    def slice_logits_to_keep(hidden_states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
+        """``hidden_states [B, L, H]`` at the positions whose logits are kept (transformers' rule)."""
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        return hidden_states[:, keep, :]
 
 
 def _plain_linear_like(linear: nn.Linear) -> nn.Linear:
@@ -248,7 +256,8 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
             self._check_position_ids(position_ids, mask, cache)
         first_call = cache is None or cache.seen_tokens == 0
         sinks = self.config.num_sink_tokens if first_call else 0
-        layer_mask = None if bool(mask.all()) else mask
+        # Without a mask nothing is padded: skip the host round trip of checking it (decode-step graphs).
+        layer_mask = None if attention_mask is None or bool(mask.all()) else mask
         if sinks:  # the sink-aware SWA layers take the first call's leading tokens as the sinks
             hidden, layer_mask = self.sink_tokens.prepend(hidden, layer_mask)
 
