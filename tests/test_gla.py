@@ -133,7 +133,9 @@ def test_spiking_gla_spike_mode_equals_count_mode(codec, monkeypatch):
     spike.load_state_dict(count.state_dict())
     x = torch.randn(2, 7, 24)
     state = torch.randn(2, 4, 6, 6)
-    (out_count, state_count), (out_spike, state_spike) = count(x, state=state), spike(x, state=state)
+    mask = torch.ones(2, 7)
+    mask[1, :3] = 0  # left padding: padded keys spike too, but write nothing (v and the decay are masked)
+    (out_count, state_count), (out_spike, state_spike) = count(x, mask, state), spike(x, mask, state)
     assert calls == [codec], "spike mode with spike_qk must run the event-driven recurrence"
     torch.testing.assert_close(out_spike, out_count, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(state_spike, state_count, rtol=1e-10, atol=1e-10)
