@@ -431,7 +431,8 @@ def _model_demo(prompt: str, out: Path | None, new_tokens: int, seed: int, train
     generated_w8 = converted.generate(ids, **common)
     text_w8 = tokenizer.decode(generated_w8[0, ids.shape[1] :])
     agreement = _next_token_agreement(model, converted, batches[-2:])
-    say("\nW8ASpike (int8 weights per group of 128, activations as spike counts at k = 3, bitwise bidirectional):")
+    say("\nW8ASpike (int8 weights per group of 128, projection inputs as spike counts at k = 3, bitwise bidirectional; "
+        "SWA queries spike-coded, keys and values int8 in the cache):")
     say(f"  {prompt!r} -> {text_w8!r}")
     say(f"  next-token agreement with the float model on held-out windows: {agreement:.1%}")
     report = spike_report(converted)
