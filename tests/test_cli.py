@@ -16,7 +16,7 @@ def test_help_lists_demo():
         [sys.executable, "-m", "spikingbrain.cli", "--help"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0
-    assert "demo" in result.stdout
+    assert "demo" in result.stdout and "estimate" in result.stdout
 
 
 def test_bad_k_is_rejected(capsys):
