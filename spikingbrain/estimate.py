@@ -44,6 +44,7 @@ theoretical speedups beside the measured ones (Qwen2 time to first token / ours)
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -597,8 +598,6 @@ alpha = attention / (attention + linear). See spikingbrain/estimate.py and docs/
 
 
 def _fraction_arg(text: str) -> float:
-    import argparse
-
     try:
         value = float(text)
     except ValueError:
@@ -609,8 +608,6 @@ def _fraction_arg(text: str) -> float:
 
 
 def _nonnegative_float_arg(text: str) -> float:
-    import argparse
-
     try:
         value = float(text)
     except ValueError:
@@ -622,8 +619,6 @@ def _nonnegative_float_arg(text: str) -> float:
 
 def _context_arg(text: str) -> int:
     """``4096``, ``4k``, ``128K`` or ``1M`` (k = 1024 tokens)."""
-    import argparse
-
     scale = {"k": 1 << 10, "m": 1 << 20}.get(text[-1:].lower(), 1)
     digits = text[:-1] if scale > 1 else text
     if not digits.isdigit() or int(digits) * scale < 1:
@@ -633,8 +628,6 @@ def _context_arg(text: str) -> int:
 
 def add_estimate_parser(sub: Any) -> Any:
     """Register ``spikingbrain estimate`` on an argparse subparsers object."""
-    import argparse
-
     parser = sub.add_parser(
         "estimate", help=ESTIMATE_HELP, description=ESTIMATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
