@@ -1,4 +1,5 @@
-"""The ``spikingbrain`` command line: ``spikingbrain --help``, ``spikingbrain demo``, ``spikingbrain estimate``."""
+"""The ``spikingbrain`` command line: ``spikingbrain --help``, ``demo``, ``estimate``, and sb_adapters'
+``report`` / ``sweep-k`` (spiking injected into a HuggingFace model)."""
 
 from __future__ import annotations
 
@@ -50,9 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--new-tokens", type=_positive_int, default=24, help="tokens to generate (default: %(default)s)")
     demo.add_argument("--no-model", action="store_true", help="skip the small SpikingBrain model part")
 
+    from sb_adapters.cli import add_parsers as add_adapter_parsers
+
     from .estimate import add_estimate_parser
 
     add_estimate_parser(sub)
+    add_adapter_parsers(sub)  # "report" and "sweep-k": spiking injected into a HuggingFace model
     return parser
 
 
@@ -75,6 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:  # bad inputs: argparse's usage error (exit status 2), not a traceback
             parser.exit(2, f"{parser.prog} estimate: error: {error}\n")
         return 0
+    if getattr(args, "sb_adapters_command", None):
+        from sb_adapters.cli import run_command
+
+        try:
+            return run_command(args)
+        except ValueError as error:
+            parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands
 
 

@@ -486,6 +486,29 @@ def run_demo(
     plot_raster(spike_count(x[0], raster_k).counts, raster)
     plot_count_histogram(x, ks, histogram)
     print(f"\nWrote {raster} (k = {raster_k:g}) and {histogram}")
+    hf_injection_demo(seed=seed)
     if prompt is not None:
         model_demo(prompt, out=out, new_tokens=new_tokens, seed=seed, train_steps=train_steps)
     return rows
+
+
+def hf_injection_demo(arch: str = "qwen2", seed: int = 0, k: float = 3.0):
+    """Inject spiking into a tiny HuggingFace ``arch`` model built from a config (nothing downloaded),
+    print which projections were replaced and its spiking report on random token batches, then unload.
+
+    Returns:
+        The :class:`sb_adapters.SpikingReport` merged over the batches.
+    """
+    from sb_adapters import SpikingConfig, inject_spiking, spiking_summary, unload_spiking
+    from sb_adapters.report import record_batches
+    from sb_adapters.tiny import tiny_batches, tiny_model
+
+    model = tiny_model(arch, seed=seed)
+    batches = tiny_batches(2, batch=2, length=16, seed=seed)
+    print(f"\nsb_adapters: inject_spiking into a tiny random {type(model).__name__} (built from a config), k = {k:g}")
+    inject_spiking(model, SpikingConfig(target_modules="all-linear", k=k))
+    print(spiking_summary(model))
+    report, _ = record_batches(model, batches)
+    print(report)
+    unload_spiking(model)
+    return report

@@ -167,3 +167,31 @@ def test_parts_model_has_the_released_names():
 def test_model_demo_rejects_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         model_demo(**{"prompt": "x", **kwargs}, verbose=False)
+
+
+# --- sb_adapters inside the spikingbrain command -----------------------------------------------------
+
+
+def test_demo_injects_into_a_tiny_hf_model_and_reports_every_layer(capsys):
+    from spikingbrain.demo import hf_injection_demo
+
+    report = hf_injection_demo(arch="gpt2", seed=0)
+    out = capsys.readouterr().out
+    assert "-> SpikingConv1D" in out and "kept dense" in out and "energy per MAC" in out
+    assert report.layers, "the report must cover the injected layers"
+    assert len(report.layers) == out.count("-> SpikingConv1D")
+    for layer in report.layers.values():
+        assert 0.0 <= layer.stats.firing_rate <= 1.0 and layer.macs > 0
+
+
+def test_adapter_subcommands_are_hosted(tmp_path, capsys):
+    assert main(["report", "--tiny", "llama", "--batches", "1", "--json", str(tmp_path / "r.json")]) == 0
+    assert "total" in capsys.readouterr().out and (tmp_path / "r.json").is_file()
+    assert main(["sweep-k", "--tiny", "opt", "--batches", "1", "--k", "1", "8", "--out", str(tmp_path / "s")]) == 0
+    assert (tmp_path / "s" / "sweep_k.json").is_file()
+
+
+def test_adapter_subcommand_bad_input_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["report", "--tiny", "llama", "--text", "hi"])
+    assert err.value.code == 2 and "--text" in capsys.readouterr().err
