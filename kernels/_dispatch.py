@@ -74,8 +74,9 @@ class LazyKernel:
     ``kernel[grid](*args, **meta)`` as with ``@triton.jit``; the first tensor argument picks the mode.
     """
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], **jit_options: Any) -> None:
         self.fn = fn
+        self.jit_options = jit_options
         self._compiled: Any = None
         self._interpreted: Any = None
         self.__doc__ = fn.__doc__
@@ -91,7 +92,7 @@ class LazyKernel:
         if self._compiled is None:
             from triton.runtime.jit import JITFunction
 
-            self._compiled = JITFunction(self.fn)
+            self._compiled = JITFunction(self.fn, **self.jit_options)
         return self._compiled
 
     def __getitem__(self, grid: Any) -> Callable[..., Any]:
@@ -102,9 +103,16 @@ class LazyKernel:
         return launch
 
 
-def lazy_jit(fn: Callable[..., Any]) -> LazyKernel:
-    """Decorator: a :class:`LazyKernel` of ``fn`` (use in place of ``@triton.jit``)."""
-    return LazyKernel(fn)
+def lazy_jit(fn: Callable[..., Any] | None = None, **jit_options: Any) -> Any:
+    """Decorator: a :class:`LazyKernel` of ``fn`` (use in place of ``@triton.jit``); keyword options
+    (e.g. ``do_not_specialize=("N",)``) go to Triton's ``JITFunction``.
+
+    Triton compiles an integer argument equal to 1 as a constant; an argument the kernel converts with
+    ``.to(...)`` must be listed in ``do_not_specialize``.
+    """
+    if fn is None:
+        return lambda f: LazyKernel(f, **jit_options)
+    return LazyKernel(fn, **jit_options)
 
 
 def is_compiled_launch(device: torch.device) -> bool:

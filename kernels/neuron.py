@@ -47,6 +47,7 @@ except ImportError:  # pragma: no cover
 
 MAX_STEPS = 64  # T is unrolled at compile time; beyond this, use the torch backend or feed in pieces
 BLOCK_NEURONS = 128  # one neuron per thread (4 warps): the step axis of the register tiles stays in-thread
+CHUNK_STEPS = 16  # steps loaded (and stored) per register tile
 SPIKE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 SURROGATE_IDS = {"atan": 0, "sigmoid": 1}
 
@@ -61,11 +62,14 @@ class NeuronOutput(NamedTuple):
 
 if tl is not None:
 
-    @lazy_jit
+    # N is never specialized: Triton would take N % 16 == 0 as an alignment hint, vectorize the [CHUNK, BLOCK]
+    # tile loads across neurons and spread the step axis over threads (H100: 2-5x slower, every step
+    # then a cross-thread select); unspecialized, each thread owns one neuron and all its steps.
+    @lazy_jit(do_not_specialize=("N",))
     def _neuron_forward_kernel(
-        x_ptr, spikes_ptr, vlast_ptr, vinit_ptr, vth_ptr,
+        x_ptr, spikes_ptr, vlast_ptr, vinit_ptr, vth_ptr, flag_ptr,
         N, v_init_value, v_th_value, decay, v_reset,
-        T: tl.constexpr, BLOCK: tl.constexpr, SIGNED: tl.constexpr, HARD: tl.constexpr,
+        T: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr, SIGNED: tl.constexpr, HARD: tl.constexpr,
         ROUNDING: tl.constexpr, VINIT_TENSOR: tl.constexpr, VTH_TENSOR: tl.constexpr,
     ):
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -82,28 +86,48 @@ if tl is not None:
             theta = 0.5 * th
         else:
             theta = th
-        for t in tl.static_range(T):
-            x = tl.load(x_ptr + t * N + offs, mask=mask, other=0.0).to(tl.float32)
-            v = u + x
-            s = tl.where(v - theta >= 0.0, 1.0, 0.0)
-            if SIGNED:
-                if ROUNDING:
-                    s = s - tl.where(v + theta >= 0.0, 0.0, 1.0)  # -1 where v < -theta
-                else:
-                    s = s - tl.where(-v - theta >= 0.0, 1.0, 0.0)  # -1 where v <= -theta
-            if HARD:
-                fired = tl.abs(s)
-                u = decay * (1.0 - fired) * v + v_reset * fired
-            else:
-                u = decay * v - th * s
-            tl.store(spikes_ptr + t * N + offs, s.to(spikes_ptr.dtype.element_ty), mask=mask)
+        # Steps go in chunks of CHUNK: one [CHUNK, BLOCK] load before the chunk's arithmetic and one
+        # store after it. A load issued after a store cannot be moved above it (the pointers may
+        # alias), so loading step by step would leave one load per thread in flight.
+        rows = tl.arange(0, CHUNK)[:, None]
+        non_finite = tl.zeros([BLOCK], dtype=tl.int32)
+        for c in tl.static_range(0, T, CHUNK):
+            tile = (c + rows).to(tl.int64) * N + offs[None, :]
+            tile_mask = (c + rows < T) & mask[None, :]
+            xs = tl.load(x_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
+            # x * 0 is NaN exactly for NaN and +-Inf: the input check costs no extra pass over x.
+            non_finite += tl.sum(tl.where(xs * 0.0 == 0.0, 0, 1), axis=0)
+            spikes = tl.zeros([CHUNK, BLOCK], dtype=tl.float32)
+            for i in tl.static_range(CHUNK):
+                if c + i < T:
+                    # The step axis is in-thread: selecting row i is register renaming, not a reduction.
+                    x = tl.sum(tl.where(rows == i, xs, 0.0), axis=0)
+                    v = u + x
+                    s = tl.where(v - theta >= 0.0, 1.0, 0.0)
+                    if SIGNED:
+                        if ROUNDING:
+                            s = s - tl.where(v + theta >= 0.0, 0.0, 1.0)  # -1 where v < -theta
+                        else:
+                            s = s - tl.where(-v - theta >= 0.0, 1.0, 0.0)  # -1 where v <= -theta
+                    if HARD:
+                        fired = tl.abs(s)
+                        u = decay * (1.0 - fired) * v + v_reset * fired
+                    else:
+                        u = decay * v - th * s
+                    spikes = tl.where(rows == i, s[None, :], spikes)
+            tl.store(spikes_ptr + tile, spikes.to(spikes_ptr.dtype.element_ty), mask=tile_mask)
         tl.store(vlast_ptr + offs, u.to(vlast_ptr.dtype.element_ty), mask=mask)
+        tl.atomic_max(flag_ptr, tl.max(non_finite, axis=0))
 
-    @lazy_jit
+    # N is never specialized: Triton would take N % 16 == 0 as an alignment hint, vectorize the [CHUNK, BLOCK]
+    # tile loads across neurons and spread the step axis over threads (H100: 2-5x slower, every step
+    # then a cross-thread select); unspecialized, each thread owns one neuron and all its steps.
+    @lazy_jit(do_not_specialize=("N",))
     def _neuron_backward_kernel(
         x_ptr, gspikes_ptr, gvlast_ptr, gx_ptr, gvinit_ptr, vinit_ptr, vth_ptr,
         N, v_init_value, v_th_value, decay, v_reset, alpha,
-        T: tl.constexpr, T_PAD: tl.constexpr, BLOCK: tl.constexpr, SIGNED: tl.constexpr, HARD: tl.constexpr,
+        T: tl.constexpr, T_PAD: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr, SIGNED: tl.constexpr,
+        HARD: tl.constexpr,
         ROUNDING: tl.constexpr, VINIT_TENSOR: tl.constexpr, VTH_TENSOR: tl.constexpr, SURR: tl.constexpr,
         DETACH: tl.constexpr, HAS_GVLAST: tl.constexpr, WANT_GVINIT: tl.constexpr,
     ):
@@ -125,8 +149,9 @@ if tl is not None:
         steps = tl.arange(0, T_PAD)[:, None]
         ds_dv_all = tl.zeros([T_PAD, BLOCK], dtype=tl.float32)
         du_dv_all = tl.zeros([T_PAD, BLOCK], dtype=tl.float32)
+        # Recompute: this loop stores nothing, so its loads are free to run ahead of the arithmetic.
         for t in tl.static_range(T):
-            x = tl.load(x_ptr + t * N + offs, mask=mask, other=0.0).to(tl.float32)
+            x = tl.load(x_ptr + t * N.to(tl.int64) + offs, mask=mask, other=0.0).to(tl.float32)
             v = u + x
             s = tl.where(v - theta >= 0.0, 1.0, 0.0)
             z = v - theta
@@ -172,14 +197,24 @@ if tl is not None:
             g_u = tl.load(gvlast_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         else:
             g_u = tl.zeros([BLOCK], dtype=tl.float32)
-        for i in tl.static_range(T):
-            t = T - 1 - i
-            ds_dv = tl.sum(tl.where(steps == t, ds_dv_all, 0.0), axis=0)
-            du_dv = tl.sum(tl.where(steps == t, du_dv_all, 0.0), axis=0)
-            g_s = tl.load(gspikes_ptr + t * N + offs, mask=mask, other=0.0).to(tl.float32)
-            g_v = g_s * ds_dv + g_u * du_dv
-            tl.store(gx_ptr + t * N + offs, g_v.to(gx_ptr.dtype.element_ty), mask=mask)
-            g_u = g_v
+        # Reverse recurrence in chunks (as the forward kernel): one [CHUNK, BLOCK] load of dL/ds, one store of dL/dx.
+        rows = tl.arange(0, CHUNK)[:, None]
+        for j in tl.static_range(0, T, CHUNK):
+            c = ((T - 1 - j) // CHUNK) * CHUNK  # chunks from the last one back to step 0
+            tile = (c + rows).to(tl.int64) * N + offs[None, :]
+            tile_mask = (c + rows < T) & mask[None, :]
+            g_spikes = tl.load(gspikes_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
+            g_x = tl.zeros([CHUNK, BLOCK], dtype=tl.float32)
+            for i in tl.static_range(CHUNK):
+                t = c + CHUNK - 1 - i
+                if t < T:
+                    ds_dv = tl.sum(tl.where(steps == t, ds_dv_all, 0.0), axis=0)
+                    du_dv = tl.sum(tl.where(steps == t, du_dv_all, 0.0), axis=0)
+                    g_s = tl.sum(tl.where(rows == t - c, g_spikes, 0.0), axis=0)
+                    g_v = g_s * ds_dv + g_u * du_dv
+                    g_x = tl.where(rows == t - c, g_v[None, :], g_x)
+                    g_u = g_v
+            tl.store(gx_ptr + tile, g_x.to(gx_ptr.dtype.element_ty), mask=tile_mask)
         if WANT_GVINIT:
             tl.store(gvinit_ptr + offs, g_u, mask=mask)
 
@@ -205,22 +240,30 @@ def _flat_or_none(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tens
     return value.detach().to(torch.float32).expand(like.shape[1:]).reshape(-1).contiguous()
 
 
+def _chunk(steps: int) -> int:
+    """Steps per register tile: all of them up to 16, then 16 (registers: a few tiles of CHUNK per thread)."""
+    return min(triton.next_power_of_2(steps), CHUNK_STEPS)
+
+
 def _launch_forward(x2d: torch.Tensor, v_init: torch.Tensor | None, v_th: torch.Tensor | None, cfg: _Config):
     steps, neurons = x2d.shape
     spikes = torch.empty((steps, neurons), dtype=cfg.spike_dtype, device=x2d.device)
     v_last = torch.empty(neurons, dtype=x2d.dtype, device=x2d.device)
+    flag = torch.zeros(1, dtype=torch.int32, device=x2d.device)
     grid = (triton.cdiv(neurons, BLOCK_NEURONS),)
     meta = dict(
-        T=steps, BLOCK=BLOCK_NEURONS, SIGNED=cfg.signed, HARD=cfg.reset_hard, ROUNDING=cfg.rounding,
+        T=steps, CHUNK=_chunk(steps), BLOCK=BLOCK_NEURONS, SIGNED=cfg.signed, HARD=cfg.reset_hard, ROUNDING=cfg.rounding,
         VINIT_TENSOR=v_init is not None, VTH_TENSOR=v_th is not None,
     )
     if x2d.is_cuda:
         # No fused multiply-add: the reference rounds decay * v and v_th * s separately.
         meta.update(num_warps=4, enable_fp_fusion=False)
     _neuron_forward_kernel[grid](
-        x2d, spikes, v_last, v_init if v_init is not None else x2d, v_th if v_th is not None else x2d,
+        x2d, spikes, v_last, v_init if v_init is not None else x2d, v_th if v_th is not None else x2d, flag,
         neurons, cfg.v_init_value, cfg.v_th_value, cfg.decay, cfg.v_reset, **meta,
     )
+    if int(flag):  # one host read per forward, instead of a separate pass over x
+        raise ValueError("x_seq contains NaN or Inf; spike coding needs finite values")
     return spikes, v_last
 
 
@@ -236,7 +279,7 @@ def _launch_backward(x2d, grad_spikes, grad_v_last, v_init, v_th, cfg: _Config, 
         neurons, cfg.v_init_value, cfg.v_th_value, cfg.decay, cfg.v_reset, cfg.alpha,
     )
     meta = dict(
-        T=steps, T_PAD=triton.next_power_of_2(steps), BLOCK=BLOCK_NEURONS, SIGNED=cfg.signed, HARD=cfg.reset_hard,
+        T=steps, T_PAD=triton.next_power_of_2(steps), CHUNK=_chunk(steps), BLOCK=BLOCK_NEURONS, SIGNED=cfg.signed, HARD=cfg.reset_hard,
         ROUNDING=cfg.rounding, VINIT_TENSOR=v_init is not None, VTH_TENSOR=v_th is not None,
         SURR=cfg.surrogate_id, DETACH=cfg.detach_reset, HAS_GVLAST=grad_v_last is not None,
         WANT_GVINIT=want_grad_v_init,
@@ -330,7 +373,8 @@ def multistep_neuron(
     Returns:
         ``NeuronOutput(spikes [T, ...] in spike_dtype, v_last [...] in x_seq.dtype)``.
     """
-    check_float_tensor(x_seq, "x_seq")
+    # Finiteness: checked by the reference itself, and by the kernel in its single pass over x_seq.
+    check_float_tensor(x_seq, "x_seq", finite=False)
     if x_seq.ndim < 1 or x_seq.shape[0] < 1:
         raise ValueError(f"x_seq must have shape [T, ...] with T >= 1, got {tuple(x_seq.shape)}")
     if reset not in ("soft", "hard"):

@@ -81,7 +81,7 @@ if tl is not None:
     @lazy_jit
     def _spike_quant_kernel(
         x_ptr, counts_ptr, vth_ptr, rowmax_ptr, hist_ptr,
-        D, stride_x, stride_c, k, clamp_low, clamp_high,
+        D, width, stride_x, stride_c, k, clamp_low, clamp_high,
         BLOCK: tl.constexpr, SINGLE_PASS: tl.constexpr, CLAMP: tl.constexpr,
         STATS: tl.constexpr, NBINS: tl.constexpr, USE_RINT: tl.constexpr,
     ):
@@ -103,7 +103,9 @@ if tl is not None:
 
         # A NaN or Inf anywhere in the row makes abs_sum non-finite; flagged through row_max below.
         row_is_finite = abs_sum * 0.0 == 0.0
-        mean_abs = tl.math.div_rn(abs_sum, D.to(tl.float32))
+        # width: D as a float32 argument (exact below 2**24). D itself stays an integer that Triton may
+        # specialize (divisibility by 16 lets masked loads vectorize; D = 1 becomes a constant).
+        mean_abs = tl.math.div_rn(abs_sum, width)
         v_th = tl.minimum(tl.maximum(tl.math.div_rn(mean_abs, k), 1e-5), 1e4)
         tl.store(vth_ptr + row, v_th)
 
@@ -152,12 +154,14 @@ def quantize_rows(
     bounds: tuple[int, int] | None,
     counts_dtype: torch.dtype,
     histogram: torch.Tensor | None = None,
+    num_warps: int | None = None,
 ) -> RowCodes:
     """Launch the kernel on a 2-d ``[M, D]`` tensor whose rows are contiguous (no checks).
 
     ``counts_dtype`` narrower than int32 stores the low bits of each count (two's-complement wrap):
     callers check ``row_max`` or split counts into int8 digits themselves. ``histogram`` (int32
-    ``[STATS_BINS]``, zeroed) receives the histogram of ``min(|count|, STATS_BINS - 1)``.
+    ``[STATS_BINS]``, zeroed) receives the histogram of ``min(|count|, STATS_BINS - 1)``. ``num_warps``
+    overrides the launch's warps per row (benchmark sweeps).
     """
     rows, width = x2d.shape
     counts = torch.empty((rows, width), dtype=counts_dtype, device=x2d.device)
@@ -167,13 +171,20 @@ def quantize_rows(
         return RowCodes(counts, v_th, row_max)
     single = width <= SINGLE_PASS_MAX
     block = triton.next_power_of_2(width) if single else CHUNK
-    warps = 4 if block <= 2048 else (8 if block <= 8192 else 16)
+    # H100 sweep (benchmarks/bench_spike_quant.py): 4 warps per 4096-wide row keep more rows in flight;
+    # the chunked path over long rows wants 16 warps for float32, 8 for 16-bit inputs.
+    if num_warps is None:
+        if single:
+            num_warps = 4 if block <= 4096 else (8 if block <= 8192 else 16)
+        else:
+            num_warps = 16 if x2d.element_size() == 4 else 8
+    warps = num_warps
     low, high = (0.0, 0.0) if bounds is None else (float(bounds[0]), float(bounds[1]))
     stats = histogram is not None
     hist = histogram if stats else v_th  # an unused pointer when STATS is off
     _spike_quant_kernel[(rows,)](
         x2d, counts, v_th, row_max, hist,
-        width, x2d.stride(0), counts.stride(0), float(k), low, high,
+        width, float(width), x2d.stride(0), counts.stride(0), float(k), low, high,
         BLOCK=block, SINGLE_PASS=single, CLAMP=bounds is not None,
         STATS=stats, NBINS=STATS_BINS, USE_RINT=x2d.is_cuda,
         num_warps=warps,

@@ -20,9 +20,9 @@ once more on the few rows whose counts exceed 127, with all their digits (``P = 
 exact in int32 because ``sum |c| <= (k + 1/2) K`` bounds ``|P|`` by ``127 (k + 1/2) K``). Those rows are
 found on the host (one device-to-host read of the row maxima per call, after both launches are queued):
 that read, the gather and the second launch are the cost of exactness, reported by
-``benchmarks/bench_w8aspike.py``. With at most 16 rows (decode), counts travel as int32 instead (a few
-KB) and the GEMM splits them into digits in registers, multiplying the higher digits only in the K
-tiles that need them: no second launch.
+``benchmarks/bench_w8aspike.py``. Decode (a few rows) takes the same path: whole int32 counts split into
+digits inside the GEMM (tried, with a block-wide test per K tile for higher digits) streamed the weights
+1.3-2x slower on an H100 than int8 counts.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ except ImportError:  # pragma: no cover
     triton = tl = None
 
 INT8_MAX = 127
-DECODE_ROWS = 16  # up to this many rows, counts travel as int32 and are split inside the GEMM
+SHARED_BYTES = 220 * 1024  # pipeline buffers per block, under Hopper's 227 KB (leaves room for Triton's own)
 DIGIT_BASE = 256
 
 
@@ -74,7 +74,7 @@ if tl is not None:
         M, N, stride_ad, stride_am, stride_wn, stride_sn, stride_om, n_groups,
         N_DIGITS: tl.constexpr, GROUP_TILES: tl.constexpr,
         BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
-        HAS_BIAS: tl.constexpr, OUT_INT32: tl.constexpr, PER_CHANNEL: tl.constexpr, A_INT32: tl.constexpr,
+        HAS_BIAS: tl.constexpr, OUT_INT32: tl.constexpr, PER_CHANNEL: tl.constexpr,
     ):
         # Grouped launch order: GROUP_M row blocks share each column block's weights in L2.
         pid = tl.program_id(0)
@@ -101,29 +101,17 @@ if tl is not None:
         for kt in range(n_groups * GROUP_TILES):
             k0 = kt * BK
             w = tl.load(w_cols + k0, mask=mask_n[None, :], other=0)
-            if A_INT32:
-                # Whole int32 counts (decode): split into int8 digits in registers; the higher digits
-                # are multiplied only in tiles that hold a count past 127.
-                c = tl.load(a_rows + k0, mask=mask_m[:, None], other=0)
-                low = ((c + 128) & 255) - 128
-                group_int = tl.dot(low.to(tl.int8), w, group_int, out_dtype=tl.int32)
-                rest = (c - low) >> 8
-                if tl.max(tl.max(tl.abs(rest), axis=1), axis=0) > 0:
-                    for d in tl.static_range(1, 4):
-                        low = ((rest + 128) & 255) - 128
-                        group_int += tl.dot(low.to(tl.int8), w, out_dtype=tl.int32) * (256**d)
-                        rest = (rest - low) >> 8
-            else:
-                for d in tl.static_range(N_DIGITS):
-                    a = tl.load(a_rows + d * stride_ad + k0, mask=mask_m[:, None], other=0)
-                    if d == 0:
-                        group_int = tl.dot(a, w, group_int, out_dtype=tl.int32)
-                    else:
-                        group_int += tl.dot(a, w, out_dtype=tl.int32) * (256**d)
+            for d in tl.static_range(N_DIGITS):
+                a = tl.load(a_rows + d * stride_ad + k0, mask=mask_m[:, None], other=0)
+                if d == 0:
+                    group_int = tl.dot(a, w, group_int, out_dtype=tl.int32)
+                else:
+                    group_int += tl.dot(a, w, out_dtype=tl.int32) * (256**d)
             if not PER_CHANNEL:
                 if (kt % GROUP_TILES) == GROUP_TILES - 1:
                     scale = tl.load(scale_ptr + offs_n * stride_sn + kt // GROUP_TILES, mask=mask_n, other=0.0)
-                    acc += group_int.to(tl.float32) * scale[None, :]
+                    as_float = group_int.to(tl.float32)
+                    acc += as_float * scale[None, :]
                     group_int = tl.zeros([BM, BN], dtype=tl.int32)
         if PER_CHANNEL and not OUT_INT32:
             scale = tl.load(scale_ptr + offs_n * stride_sn, mask=mask_n, other=0.0)
@@ -141,20 +129,26 @@ if tl is not None:
             tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _tile_config(m: int, n: int, group: int, compiled: bool) -> dict[str, int]:
-    """Block shapes by the number of rows: weight-streaming tiles for decode, square-ish for prefill."""
+def _tile_config(m: int, n: int, group: int, compiled: bool, per_channel: bool = False) -> dict[str, int]:
+    """Block shapes by the number of rows: weight-streaming tiles for decode, square-ish for prefill.
+
+    Large M: 256 x 128 tiles only with per-channel scales; per-group scaling keeps a float32 and an int32
+    accumulator per output, and at that size it spills (255 registers, H100 sweep: 1.4-2x slower).
+    """
     bk = next(b for b in (128, 64, 32) if group % b == 0)
     if not compiled:  # the interpreter: small tiles keep CPU tests fast
         return dict(BM=16, BN=16, BK=bk, GROUP_M=4, num_warps=1, num_stages=1)
     if m <= 16:
-        # Decode streams the weights once: enough column blocks to keep every SM loading.
-        bn = next((b for b in (64, 32) if -(-n // b) >= 264), 16)
-        return dict(BM=16, BN=bn, BK=bk, GROUP_M=1, num_warps=4, num_stages=6)
+        # Decode streams the weights once (H100 sweep, benchmarks/bench_w8aspike.py): narrow column
+        # blocks, so that every SM has several weight tiles in flight even for 512-wide layers.
+        if n >= 8192:
+            return dict(BM=16, BN=32, BK=bk, GROUP_M=1, num_warps=4, num_stages=6)
+        return dict(BM=16, BN=16, BK=bk, GROUP_M=1, num_warps=2, num_stages=8)
     if m <= 64:
         return dict(BM=64, BN=64, BK=bk, GROUP_M=4, num_warps=4, num_stages=4)
-    if m <= 512:
-        return dict(BM=128, BN=128, BK=bk, GROUP_M=8, num_warps=8, num_stages=4)
-    return dict(BM=128, BN=256, BK=bk, GROUP_M=8, num_warps=8, num_stages=3)
+    if per_channel and m > 512:
+        return dict(BM=256, BN=128, BK=bk, GROUP_M=8, num_warps=8, num_stages=3)
+    return dict(BM=128, BN=128, BK=bk, GROUP_M=8, num_warps=8, num_stages=4)
 
 
 def _launch_gemm(
@@ -164,15 +158,19 @@ def _launch_gemm(
     scales2d: torch.Tensor,
     bias: torch.Tensor | None,
     out: torch.Tensor,
+    config: dict[str, int] | None = None,
 ) -> torch.Tensor:
-    """``digits`` int8 ``[n_digits, M, K]`` (contiguous) or whole int32 counts ``[1, M, K]``, ``weight`` int8
+    """``digits`` int8 ``[n_digits, M, K]`` (contiguous), ``weight`` int8
     ``[N, K]``, ``scales2d`` float32 ``[N, G]``; writes ``out [M, N]`` (int32: the raw integer products,
-    G must be 1)."""
+    G must be 1). ``config`` overrides the tile shapes of :func:`_tile_config` (benchmark sweeps)."""
     n_digits, rows, width = digits.shape
     cols = weight.shape[0]
     groups = scales2d.shape[1]
     group = width // groups
-    cfg = _tile_config(rows, cols, group, digits.is_cuda)
+    cfg = _tile_config(rows, cols, group, digits.is_cuda, groups == 1) if config is None else dict(config)
+    # Each pipeline stage holds n_digits A tiles and one W tile in shared memory (H100: 227 KB per block).
+    stage_bytes = (cfg["BM"] * n_digits + cfg["BN"]) * cfg["BK"]
+    cfg["num_stages"] = max(1, min(cfg["num_stages"], SHARED_BYTES // stage_bytes))
     bm, bn, bk = cfg["BM"], cfg["BN"], cfg["BK"]
     grid = (triton.cdiv(rows, bm) * triton.cdiv(cols, bn),)
     _w8a_gemm_kernel[grid](
@@ -180,7 +178,6 @@ def _launch_gemm(
         rows, cols, digits.stride(0), digits.stride(1), weight.stride(0), scales2d.stride(0), out.stride(0), groups,
         N_DIGITS=n_digits, GROUP_TILES=group // bk, BM=bm, BN=bn, BK=bk, GROUP_M=cfg["GROUP_M"],
         HAS_BIAS=bias is not None, OUT_INT32=out.dtype == torch.int32, PER_CHANNEL=groups == 1,
-        A_INT32=digits.dtype == torch.int32,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return out
@@ -322,26 +319,22 @@ def w8aspike_linear(
         return out.reshape(*x.shape[:-1], cols)
     weight = weight_int8.contiguous()
     scales2d = scales.reshape(cols, groups).contiguous()
-    if rows <= DECODE_ROWS:
-        # Few rows: whole int32 counts, split into digits inside the GEMM; no host round trip.
-        codes = quantize_rows(x2d, k, bounds, torch.int32)
-        _launch_gemm(codes.counts.unsqueeze(0), weight, codes.v_th, scales2d, bias, out)
-        _raise_if_flagged(codes.row_max, check_int32=True)
-        return out.reshape(*x.shape[:-1], cols)
     codes = quantize_rows(x2d, k, bounds, torch.int8)
     _launch_gemm(codes.counts.unsqueeze(0), weight, codes.v_th, scales2d, bias, out)
-    wide = (codes.row_max > INT8_MAX).nonzero().flatten()
-    if wide.numel():
-        _raise_if_flagged(codes.row_max[wide], check_int32=True)
+    # The one host read of the call, queued after both launches: is any count past int8 (or non-finite)?
+    largest = float(codes.row_max.max())
+    if largest > INT8_MAX:
+        _raise_if_flagged(largest)
+        wide = (codes.row_max > INT8_MAX).nonzero().flatten()
         _redo_wide_rows(x2d, wide, codes.v_th, bounds, weight, scales2d, bias, out)
     return out.reshape(*x.shape[:-1], cols)
 
 
-def _raise_if_flagged(row_max: torch.Tensor, check_int32: bool) -> None:
-    """Errors the quantization kernel flagged: non-finite rows (``inf``), counts beyond int32."""
-    largest = float(row_max.max())
+def _raise_if_flagged(largest: float) -> None:
+    """Errors the quantization kernel flagged in the largest row maximum: a non-finite row (``inf``),
+    counts beyond int32."""
     check_rows_finite(largest)
-    if check_int32 and largest > 2**31 - 1:
+    if largest > 2**31 - 1:
         raise OverflowError(f"a spike count reaches {largest:.3g}, beyond int32; pass clamp= to bound counts")
 
 
