@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# GPU kernel tests, then the three benchmarks; tables on stdout, JSON and logs under $OUT
+# (default benchmarks/results, git-ignored). Usage, from the repository root on a CUDA machine:
+#     bash benchmarks/run_gpu.sh [tests|spike_quant|neuron|w8aspike ...]   # default: all four
+# Wheels for fla / SpikingJelly / snnTorch are installed from .whl/ when present (no network needed);
+# sb_kernels and sb_adapters are aliased onto PYTHONPATH when the package is not installed.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/results}; export OUT; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+if ! python3 -c "import sb_kernels" 2>/dev/null; then
+    mkdir -p /tmp/sb_alias
+    ln -sfn "$PWD/kernels" /tmp/sb_alias/sb_kernels
+    ln -sfn "$PWD/adapters" /tmp/sb_alias/sb_adapters
+    export PYTHONPATH=/tmp/sb_alias:$PWD:${PYTHONPATH:-}
+fi
+if ls .whl/*.whl >/dev/null 2>&1 && ! python3 -c "import spikingjelly, snntorch, fla" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/sb_site .whl/*.whl
+    export PYTHONPATH=/tmp/sb_site:$PYTHONPATH
+fi
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$OUT/nvidia-smi.txt"
+steps=${*:-tests spike_quant neuron w8aspike}
+status=0
+for step in $steps; do
+    echo "=== $step ($(date -u +%H:%M:%S))"
+    if [ "$step" = tests ]; then
+        timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_kernels_dispatch.py \
+            tests/test_kernels_spike_quant.py tests/test_kernels_w8aspike.py tests/test_kernels_neuron.py \
+            tests/test_kernels_gla.py tests/test_linear.py -rfEs --durations=12 2>&1 | tee "$OUT/gpu_tests.log" | tail -40
+        rc=${PIPESTATUS[0]}
+    else
+        timeout "${BENCH_TIMEOUT:-400}" python3 "benchmarks/bench_$step.py" 2>&1 | tee "$OUT/bench_$step.log"
+        rc=${PIPESTATUS[0]}
+    fi
+    [ "$rc" = 0 ] || status=1
+done
+exit $status
