@@ -68,6 +68,17 @@ def test_kernel_equals_reference(cfg, seed, steps, neurons, tensor_th, tensor_in
         assert torch.allclose(v.double(), v64, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("steps", [16, 17, 35])
+def test_several_register_tiles_of_steps(steps):
+    # Steps travel in tiles of kn.CHUNK_STEPS: full, partial and several tiles, forward and backward.
+    g = torch.Generator().manual_seed(steps)
+    x = torch.randn(steps, 70, generator=g)
+    cfg = dict(decay=0.8, reset="soft", signed=True, surrogate="atan")
+    (s, v, gx, gv), (s32, v32, gx32, gv32), _ = run_both(x, 0.9, torch.zeros(70), cfg, torch.randn(steps, 70, generator=g))
+    assert torch.equal(s, s32) and torch.equal(v, v32)
+    assert torch.allclose(gx, gx32, rtol=1e-5, atol=1e-6) and torch.allclose(gv, gv32, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_runs_in_float32(dtype):
     torch.manual_seed(0)
