@@ -53,6 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--guard-layers", type=int, default=4, help="depth of the float32 guard model (full width)")
     parser.add_argument("--budget-s", type=float, default=480.0, help="skip lengths predicted to end past this")
     parser.add_argument("--models", default="spikingbrain-bf16,spikingbrain-w8aspike,qwen2")
+    parser.add_argument("--guards-only", action="store_true", help="run the float32 guards and stop")
     parser.add_argument("--out", default="ttft.json")
     return parser.parse_args(argv)
 
@@ -163,6 +164,9 @@ def main(argv=None) -> int:
     if "spikingbrain-bf16" in models or "spikingbrain-w8aspike" in models:
         # The sharp guard: float32, full width, a few layers (fails on any wrong computation).
         result["guards"].update(lc.float32_guards(config, device, args.guard_length, args.guard_piece, args.guard_layers))
+        if args.guards_only:
+            save()
+            return int(any(g["passed"] is False for g in result["guards"].values()))
         model = lc.build_spikingbrain(config, device, dtype)
         print(f"SpikingBrain built: {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters", flush=True)
         result["guards"]["spikingbrain-bf16"] = lc.guard(model, args.guard_length, 64, None, args.guard_piece)
