@@ -33,14 +33,16 @@ from .sweep import DEFAULT_KS, sweep_k
 from .tiny import TINY_ARCHS, tiny_batches, tiny_model
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
+    """argparse type: a float > 0 (a usage error names the value otherwise)."""
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
@@ -57,8 +59,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--tiny", choices=TINY_ARCHS, help="a tiny random model built from a config (no download)")
     source.add_argument("--model", help="a HuggingFace model name or local directory (from_pretrained)")
     parser.add_argument("--text", action="append", help="an input text (repeatable); default: random token ids")
-    parser.add_argument("--batches", type=_positive_int, default=4, help="random batches when no --text (default: %(default)s)")
-    parser.add_argument("--length", type=_positive_int, default=16, help="random sequence length (default: %(default)s)")
+    parser.add_argument("--batches", type=positive_int, default=4, help="random batches when no --text (default: %(default)s)")
+    parser.add_argument("--length", type=positive_int, default=16, help="random sequence length (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the tiny model and random ids (default: %(default)s)")
     parser.add_argument("--config", type=Path, help="a directory holding spiking_config.json (overrides the options below)")
     parser.add_argument("--target-modules", type=_targets, default="all-linear", help="regex, comma-separated names, or all-linear")
@@ -74,11 +76,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ``spikingbrain`` command can host them); run the parsed arguments with :func:`run_command`."""
     report = sub.add_parser("report", help="inject spiking into a HuggingFace model and print its spiking report")
     _add_common(report)
-    report.add_argument("--k", type=_positive_float, default=3.0, help="threshold divisor k (default: %(default)s)")
+    report.add_argument("--k", type=positive_float, default=3.0, help="threshold divisor k (default: %(default)s)")
     report.add_argument("--json", type=Path, help="also write the report as JSON to this file")
     sweep = sub.add_parser("sweep-k", help="accuracy / energy trade-off of k against the dense model")
     _add_common(sweep)
-    sweep.add_argument("--k", type=_positive_float, nargs="+", default=list(DEFAULT_KS), help="values of k (default: %(default)s)")
+    sweep.add_argument("--k", type=positive_float, nargs="+", default=list(DEFAULT_KS), help="values of k (default: %(default)s)")
     sweep.add_argument("--out", type=Path, default=Path("sweep-k"), help="folder for sweep_k.json and sweep_k.png")
     sweep.add_argument("--max-relative-error", type=float, help="recommend the cheapest k within this relative error")
     sweep.add_argument("--min-top1", type=float, help="recommend the cheapest k with at least this top-1 agreement")

@@ -8,19 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+from sb_adapters.cli import positive_float, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,12 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     demo.add_argument("--out", type=Path, default=Path("spikingbrain-demo"), help="output folder (default: %(default)s)")
-    demo.add_argument("--k", type=_positive_float, nargs="+", default=[1.0, 3.0, 8.0], help="threshold divisors k (default: %(default)s)")
-    demo.add_argument("--tokens", type=_positive_int, default=256, help="activation rows (default: %(default)s)")
-    demo.add_argument("--features", type=_positive_int, default=1024, help="activation columns (default: %(default)s)")
+    demo.add_argument("--k", type=positive_float, nargs="+", default=[1.0, 3.0, 8.0], help="threshold divisors k (default: %(default)s)")
+    demo.add_argument("--tokens", type=positive_int, default=256, help="activation rows (default: %(default)s)")
+    demo.add_argument("--features", type=positive_int, default=1024, help="activation columns (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     demo.add_argument("--prompt", default="Spiking neurons", help="prompt of the small model's generation (default: %(default)r)")
-    demo.add_argument("--new-tokens", type=_positive_int, default=24, help="tokens to generate (default: %(default)s)")
+    demo.add_argument("--new-tokens", type=positive_int, default=24, help="tokens to generate (default: %(default)s)")
     demo.add_argument("--no-model", action="store_true", help="skip the small SpikingBrain model part")
 
     from sb_adapters.cli import add_parsers as add_adapter_parsers
