@@ -138,6 +138,52 @@ def guard(
     }
 
 
+@torch.no_grad()
+def per_layer_guard(model: SpikingBrainForCausalLM, length: int, tolerance: float, seed: int = 0) -> dict:
+    """Every ``SpikingLinear`` on its real input: fast backend vs the PyTorch count form of the same layer.
+
+    Spike coding is discontinuous: an element whose ``x / v_th`` lies within the last bits of ``v_th``
+    of a rounding tie takes the neighbouring count on either path, and through a random-weight stack such
+    flips breed more flips, so logits of two correct paths drift apart. Comparing each layer on the same
+    input isolates the kernel: there the paths differ only by those few flips (~1e-4 relative in
+    float32). Returns the worst layer's relative L2 error and whether it is within ``tolerance``.
+    """
+    device = model.lm_head.weight.device
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    ids = torch.randint(0, model.config.vocab_size, (1, length), generator=gen).to(device)
+    errors: dict[str, float] = {}
+    busy = [False]
+
+    def compare(name: str):
+        def hook(module: SpikingLinear, args, out: torch.Tensor) -> None:
+            if busy[0]:
+                return
+            busy[0] = True
+            fast_coding = module.coding
+            module.coding = dataclasses.replace(fast_coding, backend="torch")
+            try:
+                reference = module(args[0]).float()
+            finally:
+                module.coding, busy[0] = fast_coding, False
+            errors[name] = max(errors.get(name, 0.0), float((out.float() - reference).norm() / reference.norm()))
+
+        return hook
+
+    set_path(model, fast=True, parts="spiking")
+    handles = [m.register_forward_hook(compare(n)) for n, m in model.named_modules() if isinstance(m, SpikingLinear)]
+    try:
+        model(ids, use_cache=False, logits_to_keep=1, prefill_chunk_size=length)
+    finally:
+        for handle in handles:
+            handle.remove()
+        set_path(model, fast=True)
+    worst = max(errors, key=errors.get)
+    return {
+        "length": length, "layers_checked": len(errors), "worst_layer": worst, "rel_l2_error": errors[worst],
+        "tolerance": tolerance, "passed": bool(errors[worst] <= tolerance and math.isfinite(errors[worst])),
+    }
+
+
 def float32_guards(config: SpikingBrainConfig, device: torch.device, length: int, piece: int, layers: int = 4) -> dict:
     """Fast path vs reference path in float32 on a ``layers``-deep model of full width (bf16 and W8ASpike).
 
@@ -158,10 +204,11 @@ def float32_guards(config: SpikingBrainConfig, device: torch.device, length: int
     w8 = to_w8aspike(model, progress=False)
     del model
     release()
-    results["float32-w8aspike"] = guard(w8, length, 64, 1e-2, piece)
-    # Only the W8ASpike GEMMs switched (GLA, SWA, pieces on the reference path): isolates the Triton kernel
-    # from count flips that the other parts' float differences cause.
-    results["float32-w8aspike-linears-only"] = guard(w8, length, 64, 1e-2, piece, parts="spiking")
+    # Logits of a W8ASpike stack drift through count flips (see per_layer_guard): recorded, not judged.
+    results["float32-w8aspike"] = guard(w8, length, 64, None, piece)
+    results["float32-w8aspike-linears-only"] = guard(w8, length, 64, None, piece, parts="spiking")
+    # The judged check: each spiking projection against its PyTorch count form on the same input.
+    results["float32-w8aspike-per-layer"] = per_layer_guard(w8, length, 1e-3)
     del w8
     release()
     for name, result in results.items():
