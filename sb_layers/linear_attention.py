@@ -74,6 +74,13 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _start_state(initial_state: torch.Tensor | None, shape: tuple[int, ...], compute: torch.dtype, device) -> torch.Tensor:
+    """The recurrent state ``[B, H, Dk, Dv]`` a GLA form starts from, in its ``compute`` dtype (zeros if none)."""
+    if initial_state is None:
+        return torch.zeros(shape, dtype=compute, device=device)
+    return initial_state.to(compute)
+
+
 def gla_recurrent(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -89,11 +96,7 @@ def gla_recurrent(
     _check_gla_inputs(q, k, v, gk, initial_state, scale)
     compute = _compute_dtype(v.dtype)
     batch, heads, length, dk = q.shape
-    state = (
-        torch.zeros(batch, heads, dk, v.shape[-1], dtype=compute, device=q.device)
-        if initial_state is None
-        else initial_state.to(compute)
-    )
+    state = _start_state(initial_state, (batch, heads, dk, v.shape[-1]), compute, v.device)
     q, k, v, gk = (t.to(compute) for t in (q, k, v, gk))
     outputs = []
     for t in range(length):
@@ -124,11 +127,7 @@ def gla_chunked(
         raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
     compute = _compute_dtype(v.dtype)
     batch, heads, length, dk = q.shape
-    state = (
-        torch.zeros(batch, heads, dk, v.shape[-1], dtype=compute, device=q.device)
-        if initial_state is None
-        else initial_state.to(compute)
-    )
+    state = _start_state(initial_state, (batch, heads, dk, v.shape[-1]), compute, v.device)
     q, k, v, gk = (t.to(compute) for t in (q, k, v, gk))
     outputs = []
     for start in range(0, length, chunk_size):
@@ -201,11 +200,7 @@ def gla_event_driven(
     q_weights = codec.step_weights(q_train.shape[0], dtype=compute, device=v.device)
     k_weights = codec.step_weights(k_train.shape[0], dtype=compute, device=v.device)
     batch, heads, length, dk = q_counts.shape
-    state = (
-        torch.zeros(batch, heads, dk, v.shape[-1], dtype=compute, device=v.device)
-        if initial_state is None
-        else initial_state.to(compute)
-    )
+    state = _start_state(initial_state, (batch, heads, dk, v.shape[-1]), compute, v.device)
     v, gk, q_v_th, k_v_th = (t.to(compute) for t in (v, gk, q_v_th, k_v_th))
     outputs = []
     for t in range(length):
