@@ -184,6 +184,14 @@ def per_layer_guard(model: SpikingBrainForCausalLM, length: int, tolerance: floa
     }
 
 
+def guard_exit_status(guards: dict[str, dict]) -> int:
+    """The script's exit status: 1 (and the names printed) if any judged guard failed, else 0."""
+    failed = [name for name, g in guards.items() if g["passed"] is False]
+    if failed:
+        print(f"CORRECTNESS GUARD FAILED: {failed}", flush=True)
+    return int(bool(failed))
+
+
 def float32_guards(config: SpikingBrainConfig, device: torch.device, length: int, piece: int, layers: int = 4) -> dict:
     """Fast path vs reference path in float32 on a ``layers``-deep model of full width (bf16 and W8ASpike).
 

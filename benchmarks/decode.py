@@ -268,11 +268,7 @@ def main(argv=None) -> int:
             f"{row['bound_tokens_per_s']:.0f} | {row['fraction_of_bound']:.0%} |"
         )
     lc.write_json(args.out, result)
-    failed = [name for name, g in result["guards"].items() if g["passed"] is False]
-    if failed:
-        print(f"CORRECTNESS GUARD FAILED: {failed}", flush=True)
-        return 1
-    return 0
+    return lc.guard_exit_status(result["guards"])
 
 
 if __name__ == "__main__":
