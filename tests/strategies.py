@@ -38,3 +38,14 @@ def names(argument: str) -> str:
     argument's validation cannot pass on another argument's error.
     """
     return rf"(?<!\w){re.escape(argument)}(?!\w)"
+
+
+def left_padded(samples: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A left-padded batch of 1-d token sequences: ``(ids, attention_mask)``, both ``[len(samples), max_len]``
+    long, padding id 0 and mask 0 in front of each shorter sample."""
+    width = max(len(sample) for sample in samples)
+    ids = torch.zeros(len(samples), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, sample in enumerate(samples):
+        ids[row, width - len(sample) :], mask[row, width - len(sample) :] = sample, 1
+    return ids, mask

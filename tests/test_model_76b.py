@@ -13,6 +13,7 @@ from sb_layers.feed_forward import GLUMLP, MoE
 from sb_layers.models.spikingbrain import SpikingBrainCache, SpikingBrainConfig, SpikingBrainForCausalLM
 from sb_layers.models.spikingbrain.upcycling import upcycle_to_moe
 from sb_layers.sinks import SinkTokens
+from strategies import left_padded
 
 VOCAB, WINDOW, SINKS, LAYERS = 83, 4, 3, 4
 FULL_LAYERS, DENSE_LAYERS = [2], [0]
@@ -93,10 +94,7 @@ def test_left_padded_batch_equals_each_sample_alone_with_sinks(moe_model, length
     gen = torch.Generator().manual_seed(seed)
     width = max(lengths)
     samples = [torch.randint(3, VOCAB, (n,), generator=gen) for n in lengths]
-    ids = torch.zeros(len(samples), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, sample in enumerate(samples):
-        ids[row, width - len(sample) :], mask[row, width - len(sample) :] = sample, 1
+    ids, mask = left_padded(samples)
     with torch.no_grad():
         batched = moe_model(ids, attention_mask=mask).logits
         for row, sample in enumerate(samples):

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sb_layers.models.spikingbrain import SpikingBrainCache, SpikingBrainConfig, SpikingBrainForCausalLM
+from strategies import left_padded
 
 VOCAB = 97
 WINDOW = 4
@@ -156,10 +157,7 @@ def test_left_padded_batch_equals_each_sample_alone(model, lengths, seed):
     gen = torch.Generator().manual_seed(seed)
     width = max(lengths)
     samples = [torch.randint(3, VOCAB, (n,), generator=gen) for n in lengths]
-    ids = torch.zeros(len(samples), width, dtype=torch.long)
-    mask = torch.zeros(len(samples), width, dtype=torch.long)
-    for row, sample in enumerate(samples):
-        ids[row, width - len(sample) :], mask[row, width - len(sample) :] = sample, 1
+    ids, mask = left_padded(samples)
     with torch.no_grad():
         batched = model(ids, attention_mask=mask).logits
         for row, sample in enumerate(samples):
