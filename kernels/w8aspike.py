@@ -10,22 +10,37 @@ Reference semantics (computed in float, :func:`w8aspike_linear_reference`):
 
     y[m, n] = v_th[m] * sum_g scales[n, g] * P[m, n, g] + bias[n],    P[m, n, g] = sum_{k in g} c[m, k] W[n, k]
 
-where every ``P`` is an exact int32 sum of int8 x int8 products (tensor cores); only the scaling is
-rounded (float32, then cast to ``x.dtype``).
+where every ``P`` is an exact integer sum of int8 x int8 products (tensor cores, int32 accumulation);
+only the scaling is rounded (float32, then cast to ``x.dtype``).
 
-Counts past int8. Counts are unbounded (bursts far past 127), so each count is split into int8
-digits, ``c = d0 + 256 d1 + 65536 d2 + ...`` with ``d_i`` in ``[-128, 127]``. The fused path writes only
-``d0`` (one byte per count) and the row's ``max |count|``; the GEMM runs on ``d0`` for every row, then
-once more on the few rows whose counts exceed 127, with all their digits (``P = sum_i 256^i P_i``,
-exact in int32 because ``sum |c| <= (k + 1/2) K`` bounds ``|P|`` by ``127 (k + 1/2) K``). Those rows are
-found on the host (one device-to-host read of the row maxima per call, after both launches are queued):
-that read, the gather and the second launch are the cost of exactness, reported by
-``benchmarks/bench_w8aspike.py``. Decode (a few rows) takes the same path: whole int32 counts split into
-digits inside the GEMM (tried, with a block-wide test per K tile for higher digits) streamed the weights
-1.3-2x slower on an H100 than int8 counts.
+Counts past int8. Counts are unbounded (bursts far past 127). Each count is split into int8 digits,
+``c = d0 + 256 d1 + 65536 d2 + 2**24 d3`` with ``d_i`` in ``[-128, 127]``. The hot GEMM multiplies
+``d0`` only (one byte per count) and every row's ``max |count|`` is recorded; a second, always-launched
+kernel recomputes the rows whose counts exceed 127 exactly (same ``v_th``, same rounding, the digits
+split in registers, ``P = sum_i 256^i P_i`` in int64) and overwrites them. Nothing is read back to the
+host: the call is asynchronous and can be captured in a CUDA graph.
+
+- Decode (``M <= FUSED_MAX_ROWS``): one launch per linear. Each program computes its rows' ``v_th``
+  itself, quantizes its K tiles on the fly into int8 for ``tl.dot``, and, only when one of its rows
+  exceeds 127 (a block-uniform test after the loop), recomputes them with all their digits: the hot
+  loop stays int8. (Splitting every count into digits *inside* the loop, tried before, streamed the
+  weights 1.3-2x slower on an H100.) The division ``x / v_th`` is replaced by a multiplication with
+  ``1 / v_th`` plus a test that proves the rounded count equal to ``round(x / v_th)``; a tile where the
+  proof fails (a quotient within a few ulps of a half-integer) is redone with the exact division.
+- Prefill: the quantization kernel (:mod:`sb_kernels.spike_quant`) writes ``d0`` and the row maxima,
+  the GEMM runs on ``d0``, a one-program kernel lists the rows past 127 on the device, and a persistent
+  kernel (one program per SM) recomputes exactly those rows; with no such row it does nothing.
+
+Errors without a host read. A row of ``x`` holding NaN or Inf gives a NaN output row, as in a float
+matmul, and so does a row whose counts leave int32 (possible only with ``v_th`` clamped at 1e4 and
+``|x| >= 2**31 * 1e4``); the other rows are unaffected. ``check=True`` reads the row maxima back once
+(one device-to-host synchronization) and raises ``ValueError`` / ``OverflowError`` instead.
 """
 
 from __future__ import annotations
+
+import math
+from functools import cache
 
 import torch
 
@@ -39,12 +54,19 @@ from .spike_quant import TRITON_INPUT_DTYPES, check_rows_finite, quantize_rows
 try:
     import triton
     import triton.language as tl
+    from triton.language.extra import libdevice
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
 except ImportError:  # pragma: no cover
-    triton = tl = None
+    triton = tl = libdevice = None
 
 INT8_MAX = 127
+INT32_MAX = 2**31 - 1
 SHARED_BYTES = 220 * 1024  # pipeline buffers per block, under Hopper's 227 KB (leaves room for Triton's own)
 DIGIT_BASE = 256
+FUSED_MAX_ROWS = 16  # rows up to this many take the one-launch decode kernel
+WIDE_ROWS_BLOCK = 4096  # rows scanned per step by the one-program kernel that lists rows past 127
+MAX_K = 2**17 - 1  # d0 x int8 products summed over K stay in int32: 128 * 128 * K < 2**31
 
 
 def split_int8_digits(counts: torch.Tensor) -> torch.Tensor:
@@ -67,6 +89,82 @@ def split_int8_digits(counts: torch.Tensor) -> torch.Tensor:
 
 
 if tl is not None:
+
+    class _DeviceFunction(JITFunction):
+        """A ``@triton.jit`` device function that Triton's interpreter can call too.
+
+        Compiled kernels inline it like any ``JITFunction``; a kernel running in the interpreter calls
+        it as a Python function, which plain ``JITFunction`` refuses outside compilation.
+        """
+
+        def __call__(self, *args, **kwargs):
+            interpreted = self.__dict__.get("_interpreted")
+            if interpreted is None:
+                interpreted = self.__dict__["_interpreted"] = InterpretedFunction(self.fn)
+            return interpreted(*args, **kwargs)
+
+    @_DeviceFunction
+    def _round_half_even(y, USE_RINT: tl.constexpr):
+        if USE_RINT:
+            r = libdevice.rint(y)
+        else:  # the interpreter: |y| + 2**23 lands where float32 spacing is 1, so the add rounds half to even
+            ay = tl.abs(y)
+            ar = tl.where(ay < 8388608.0, (ay + 8388608.0) - 8388608.0, ay)
+            r = tl.where(y < 0, -ar, ar)
+        return r
+
+    @_DeviceFunction
+    def _exact_rows_acc(
+        x_rows, row_ok, v_th, w_cols, mask_n, scale_ptr, offs_n, stride_sn, n_groups, clamp_low, clamp_high,
+        GROUP_TILES: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+        PER_CHANNEL: tl.constexpr, CLAMP: tl.constexpr, USE_RINT: tl.constexpr,
+    ):
+        """``sum_g scales[n, g] * P[m, n, g]`` (float32 ``[BM, BN]``) with every count of the rows
+        ``x_rows`` (row pointers ``[BM, 1]``) recomputed as ``round(x / v_th)`` and split into int8
+        digits in registers; each group's ``P`` is summed exactly in int64, then rounded once."""
+        offs_k = tl.arange(0, BK)
+        acc = tl.zeros([BM, BN], dtype=tl.float32)
+        group_int = tl.zeros([BM, BN], dtype=tl.int64)
+        for kt in range(n_groups * GROUP_TILES):
+            k0 = kt * BK
+            x = tl.load(x_rows + k0 + offs_k[None, :], mask=row_ok[:, None], other=0.0).to(tl.float32)
+            q = _round_half_even(tl.math.div_rn(x, v_th[:, None]), USE_RINT)
+            if CLAMP:
+                q = tl.minimum(tl.maximum(q, clamp_low), clamp_high)
+            # NaN and counts past int32 (those rows' outputs become NaN) are pinned into int32 range.
+            q = tl.where(q == q, q, 0.0)
+            c = tl.minimum(tl.maximum(q, -2147483648.0), 2147483520.0).to(tl.int32)
+            w = tl.load(w_cols + k0, mask=mask_n[None, :], other=0)
+            # c = d0 + 256 d1 + ...: d = the sign-extended low byte, then c <- (c - d) / 256 without overflow.
+            d = (c << 24) >> 24
+            c = (c >> 8) + (d < 0).to(tl.int32)
+            group_int += tl.dot(d.to(tl.int8), w, out_dtype=tl.int32).to(tl.int64)
+            d = (c << 24) >> 24
+            c = (c >> 8) + (d < 0).to(tl.int32)
+            group_int += tl.dot(d.to(tl.int8), w, out_dtype=tl.int32).to(tl.int64) << 8
+            if tl.max(tl.max(tl.abs(c), axis=1), axis=0) > 0:  # counts past 32639: rare
+                for i in tl.static_range(2, 5):  # five digits hold any int32 (the fifth only near 2**31)
+                    d = (c << 24) >> 24
+                    c = (c >> 8) + (d < 0).to(tl.int32)
+                    group_int += tl.dot(d.to(tl.int8), w, out_dtype=tl.int32).to(tl.int64) << (8 * i)
+            if not PER_CHANNEL:
+                if (kt % GROUP_TILES) == GROUP_TILES - 1:
+                    scale = tl.load(scale_ptr + offs_n * stride_sn + kt // GROUP_TILES, mask=mask_n, other=0.0)
+                    acc += group_int.to(tl.float32) * scale[None, :]
+                    group_int = tl.zeros([BM, BN], dtype=tl.int64)
+        if PER_CHANNEL:
+            scale = tl.load(scale_ptr + offs_n * stride_sn, mask=mask_n, other=0.0)
+            acc = group_int.to(tl.float32) * scale[None, :]
+        return acc
+
+    @_DeviceFunction
+    def _finish_rows(acc, v_th, row_max, bias_ptr, offs_n, mask_n, HAS_BIAS: tl.constexpr):
+        """``acc * v_th + bias`` (float32 ``[BM, BN]``); NaN on rows flagged non-finite or past int32."""
+        y = acc * v_th[:, None]
+        if HAS_BIAS:
+            y += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+        bad = row_max > 2147483647.0
+        return tl.where(bad[:, None], float("nan"), y)
 
     @lazy_jit
     def _w8a_gemm_kernel(
@@ -127,6 +225,131 @@ if tl is not None:
             if HAS_BIAS:
                 y += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
             tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+    @lazy_jit
+    def _w8a_decode_kernel(
+        x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, vth_ptr, rowmax_ptr,
+        M, N, K, width, stride_xm, stride_wn, stride_sn, stride_om, n_groups, k, clamp_low, clamp_high,
+        GROUP_TILES: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+        HAS_BIAS: tl.constexpr, PER_CHANNEL: tl.constexpr, CLAMP: tl.constexpr, USE_RINT: tl.constexpr,
+        FAST_DIV: tl.constexpr,
+    ):
+        # One program per column block; all M <= BM rows in one row block (decode).
+        pid_n = tl.program_id(0)
+        offs_m = tl.arange(0, BM)
+        offs_n = pid_n * BN + tl.arange(0, BN)
+        offs_k = tl.arange(0, BK)
+        mask_m = offs_m < M
+        mask_n = offs_n < N
+        x_rows = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm
+        w_cols = w_ptr + offs_n.to(tl.int64)[None, :] * stride_wn + offs_k[:, None]
+
+        # v_th = clamp(mean|x| / k, 1e-5, 1e4), the quantization kernel's rule. Every program sums the
+        # same loads in the same order, so all of them hold the same bits (x is small: L2 serves it).
+        abs_acc = tl.zeros([BM, BK], dtype=tl.float32)
+        for k0 in range(0, K, BK):
+            abs_acc += tl.abs(tl.load(x_rows + k0 + offs_k[None, :], mask=mask_m[:, None], other=0.0).to(tl.float32))
+        abs_sum = tl.sum(abs_acc, axis=1)
+        finite = abs_sum * 0.0 == 0.0  # a NaN or Inf anywhere in the row
+        mean_abs = tl.math.div_rn(abs_sum, width)
+        v_th = tl.minimum(tl.maximum(tl.math.div_rn(mean_abs, k), 1e-5), 1e4)
+        inv_th = tl.math.div_rn(tl.full([BM], 1.0, tl.float32), v_th)
+
+        acc = tl.zeros([BM, BN], dtype=tl.float32)
+        group_int = tl.zeros([BM, BN], dtype=tl.int32)
+        row_max = tl.zeros([BM], dtype=tl.float32)
+        for kt in range(n_groups * GROUP_TILES):
+            k0 = kt * BK
+            x = tl.load(x_rows + k0 + offs_k[None, :], mask=mask_m[:, None], other=0.0).to(tl.float32)
+            if FAST_DIV:
+                # y = x * (1 / v_th) is within 2**-22 |y| of x / v_th (two roundings), so where y is
+                # farther than 2**-21 |y| from every half-integer both round to the same integer. A tile
+                # with a closer quotient (rare; always once |y| >= 2**22) is redone with the exact division.
+                y = x * inv_th[:, None]
+                q = _round_half_even(y, USE_RINT)
+                near = tl.abs(tl.abs(y - q) - 0.5) <= tl.abs(y) * 4.76837158203125e-07
+                if tl.max(tl.max(near.to(tl.int32), axis=1), axis=0) > 0:
+                    q = _round_half_even(tl.math.div_rn(x, v_th[:, None]), USE_RINT)
+            else:
+                q = _round_half_even(tl.math.div_rn(x, v_th[:, None]), USE_RINT)
+            if CLAMP:
+                q = tl.minimum(tl.maximum(q, clamp_low), clamp_high)
+            row_max = tl.maximum(row_max, tl.max(tl.abs(q), axis=1))
+            # d0, the low int8 digit (two's-complement wrap); rows past 127 are redone below.
+            c = tl.minimum(tl.maximum(q, -2147483648.0), 2147483520.0).to(tl.int32).to(tl.int8)
+            w = tl.load(w_cols + k0, mask=mask_n[None, :], other=0)
+            group_int = tl.dot(c, w, group_int, out_dtype=tl.int32)
+            if not PER_CHANNEL:
+                if (kt % GROUP_TILES) == GROUP_TILES - 1:
+                    scale = tl.load(scale_ptr + offs_n * stride_sn + kt // GROUP_TILES, mask=mask_n, other=0.0)
+                    acc += group_int.to(tl.float32) * scale[None, :]
+                    group_int = tl.zeros([BM, BN], dtype=tl.int32)
+        if PER_CHANNEL:
+            scale = tl.load(scale_ptr + offs_n * stride_sn, mask=mask_n, other=0.0)
+            acc = group_int.to(tl.float32) * scale[None, :]
+
+        row_max = tl.where(finite, row_max, float("inf"))
+        wide = (row_max > 127.0) & mask_m
+        if tl.max(wide.to(tl.int32), axis=0) > 0:  # block-uniform: the loop above stays int8
+            exact = _exact_rows_acc(
+                x_rows, wide, v_th, w_cols, mask_n, scale_ptr, offs_n, stride_sn, n_groups, clamp_low, clamp_high,
+                GROUP_TILES, BM, BN, BK, PER_CHANNEL, CLAMP, USE_RINT,
+            )
+            acc = tl.where(wide[:, None], exact, acc)
+        y = _finish_rows(acc, v_th, row_max, bias_ptr, offs_n, mask_n, HAS_BIAS)
+        out_ptrs = out_ptr + offs_m.to(tl.int64)[:, None] * stride_om + offs_n[None, :]
+        tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+        if pid_n == 0:
+            tl.store(vth_ptr + offs_m, v_th, mask=mask_m)
+            tl.store(rowmax_ptr + offs_m, row_max, mask=mask_m)
+
+    @lazy_jit
+    def _wide_rows_kernel(rowmax_ptr, idx_ptr, count_ptr, M, BLOCK: tl.constexpr):
+        """One program: the indices of the rows whose ``max |count|`` exceeds 127 (or is non-finite),
+        in increasing order, and their number."""
+        offs = tl.arange(0, BLOCK)
+        total = 0
+        for start in range(0, M, BLOCK):
+            rows = start + offs
+            in_range = rows < M
+            rmax = tl.load(rowmax_ptr + rows, mask=in_range, other=0.0)
+            wide = ((rmax > 127.0) | (rmax != rmax)) & in_range
+            flags = wide.to(tl.int32)
+            slots = total + tl.cumsum(flags, axis=0) - flags
+            tl.store(idx_ptr + slots, rows, mask=wide)
+            total += tl.sum(flags, axis=0)
+        tl.store(count_ptr, total)
+
+    @lazy_jit
+    def _w8a_wide_rows_kernel(
+        x_ptr, w_ptr, vth_ptr, rowmax_ptr, idx_ptr, count_ptr, scale_ptr, bias_ptr, out_ptr,
+        N, stride_xm, stride_wn, stride_sn, stride_om, n_groups, clamp_low, clamp_high,
+        GROUP_TILES: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+        HAS_BIAS: tl.constexpr, PER_CHANNEL: tl.constexpr, CLAMP: tl.constexpr, USE_RINT: tl.constexpr,
+    ):
+        # Persistent: the grid's programs share the (listed rows x column blocks) tiles; with no listed
+        # row there is no tile and every program returns at once.
+        n_wide = tl.load(count_ptr)
+        blocks_n = tl.cdiv(N, BN)
+        n_tiles = tl.cdiv(n_wide, BM) * blocks_n
+        offs_k = tl.arange(0, BK)
+        for tile in range(tl.program_id(0), n_tiles, tl.num_programs(0)):
+            slots = (tile // blocks_n) * BM + tl.arange(0, BM)
+            listed = slots < n_wide
+            rows = tl.load(idx_ptr + slots, mask=listed, other=0).to(tl.int64)
+            v_th = tl.load(vth_ptr + rows, mask=listed, other=1.0)
+            row_max = tl.load(rowmax_ptr + rows, mask=listed, other=0.0)
+            offs_n = (tile % blocks_n) * BN + tl.arange(0, BN)
+            mask_n = offs_n < N
+            x_rows = x_ptr + rows[:, None] * stride_xm
+            w_cols = w_ptr + offs_n.to(tl.int64)[None, :] * stride_wn + offs_k[:, None]
+            acc = _exact_rows_acc(
+                x_rows, listed, v_th, w_cols, mask_n, scale_ptr, offs_n, stride_sn, n_groups, clamp_low, clamp_high,
+                GROUP_TILES, BM, BN, BK, PER_CHANNEL, CLAMP, USE_RINT,
+            )
+            y = _finish_rows(acc, v_th, row_max, bias_ptr, offs_n, mask_n, HAS_BIAS)
+            out_ptrs = out_ptr + rows[:, None] * stride_om + offs_n[None, :]
+            tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=listed[:, None] & mask_n[None, :])
 
 
 def _tile_config(m: int, n: int, group: int, compiled: bool, per_channel: bool = False) -> dict[str, int]:
@@ -207,10 +430,10 @@ def _check_weight_and_scales(
     return cols, width, groups
 
 
-def _check_bias(bias: object, cols: int) -> torch.Tensor | None:
+def _check_bias(bias: object, cols: int, check_finite: bool = True) -> torch.Tensor | None:
     if bias is None:
         return None
-    b = check_float_tensor(bias, "bias")
+    b = check_float_tensor(bias, "bias", finite=check_finite)
     if b.shape != (cols,):
         raise ValueError(f"bias must have shape ({cols},), got {tuple(b.shape)}")
     return b
@@ -247,6 +470,16 @@ def dequantize_weight(weight_int8: torch.Tensor, scales: torch.Tensor, dtype: to
     return grouped.reshape(cols, width).to(dtype)
 
 
+def _scaled_matmul(counts, v_th, weight_int8, scales, bias):
+    """``(counts * v_th) @ (weight_int8 * scales).T + bias`` in ``v_th``'s dtype."""
+    compute = v_th.dtype
+    weight = dequantize_weight(weight_int8, scales, torch.float32).to(compute)
+    y = (counts * v_th) @ weight.T
+    if bias is not None:
+        y = y + bias.to(compute)
+    return y.detach()
+
+
 def w8aspike_linear_reference(
     x: torch.Tensor,
     weight_int8: torch.Tensor,
@@ -257,14 +490,9 @@ def w8aspike_linear_reference(
     clamp: ClampSpec = None,
 ) -> torch.Tensor:
     """``(counts * v_th) @ (weight_int8 * scales).T + bias`` in float32 (float64 for float64 ``x``),
-    cast to ``x.dtype``; ``counts, v_th = sb_neurons.spike_count(x, k, -1, clamp)``."""
+    cast to ``x.dtype``; ``counts, v_th = sb_neurons.spike_count(x, k, -1, clamp)`` (``x`` finite)."""
     counts, v_th = spike_count(x, k, -1, clamp)
-    compute = v_th.dtype
-    weight = dequantize_weight(weight_int8, scales, torch.float32).to(compute)
-    y = (counts * v_th) @ weight.T
-    if bias is not None:
-        y = y + bias.to(compute)
-    return y.detach().to(x.dtype)
+    return _scaled_matmul(counts, v_th, weight_int8, scales, bias).to(x.dtype)
 
 
 def w8aspike_linear(
@@ -276,39 +504,55 @@ def w8aspike_linear(
     k: float = 3.0,
     clamp: ClampSpec = None,
     backend: Backend = "auto",
+    check: bool = False,
 ) -> torch.Tensor:
     """Spike-coded linear layer with int8 weights (W8ASpike), forward only.
 
+    ``y = (counts * v_th) @ (weight_int8 * scales).T + bias`` with ``counts, v_th = spike_count(x, k)``,
+    one threshold per row. On the Triton backend every integer product is exact, for counts of any size
+    (bursts far past 127 included), and only the float32 scaling rounds. The Triton call never
+    synchronizes with the host (unless ``check=True``): it can be captured in a CUDA graph.
+
     Args:
-        x: activations ``[..., K]``, float16/bfloat16/float32 (float64 on the torch backend), finite.
+        x: activations ``[..., K]``, float16/bfloat16/float32 (float64 on the torch backend).
         weight_int8: int8 ``[N, K]``.
         scales: float32 ``[N, K // group, 1]`` (``[N, 1, 1]`` for per-output-channel scales).
         bias: ``[N]`` or None.
         k: ``k > 0`` of the adaptive threshold ``mean|x| / k``.
         clamp: ``None`` (counts unbounded and handled exactly), a signed bit width or a ``(low, high)`` range.
         backend: ``"torch"``, ``"triton"`` or ``"auto"``. The Triton path needs ``K`` divisible by 32
-            and the group size divisible by 32.
+            (at most 131071) and the group size divisible by 32.
+        check: ``False`` (default): a row of ``x`` holding NaN or Inf gives a NaN output row, as in a
+            float matmul, and so does a row whose counts leave int32 (only with ``v_th`` clamped at
+            1e4, ``|x| >= 2**31 * 1e4``); other rows are unaffected, and nothing is read back.
+            ``True``: raise ``ValueError`` (NaN/Inf) or ``OverflowError`` (counts past int32) instead,
+            at the price of one device-to-host read per call.
 
     Returns:
         ``[..., N]`` in ``x.dtype``. No gradient flows (inference kernel).
     """
-    # The kernel path reads x once: its finiteness is flagged by the quantization kernel, and scales
-    # (a layer's calibrated buffer) are not re-read on every call; the reference checks both.
+    # The kernel path reads nothing back: finiteness of x is flagged per row by the kernels, and scales
+    # and bias (a layer's calibrated buffers) are not re-checked on every call; the torch path checks them.
     check_float_tensor(x, "x", finite=False)
     k = check_positive(k, "k")
     bounds = resolve_clamp(clamp)
+    if not isinstance(check, bool):
+        raise TypeError(f"check must be a bool, got {type(check).__name__}")
     if x.ndim == 0:
         raise ValueError("x must have shape [..., K]")
     chosen = resolve_backend(backend, x, weight_int8, scales, op="w8aspike_linear")
     cols, width, groups = _check_weight_and_scales(weight_int8, scales, x.shape[-1], check_finite=chosen == "torch")
-    bias = _check_bias(bias, cols)
+    bias = _check_bias(bias, cols, check_finite=chosen == "torch")
     if chosen == "torch":
-        return w8aspike_linear_reference(x, weight_int8, scales, bias, k=k, clamp=clamp)
+        return _torch_linear(x, weight_int8, scales, bias, k, clamp, check)
     if x.dtype not in TRITON_INPUT_DTYPES:
         raise TypeError(f"w8aspike_linear: the triton backend takes float16, bfloat16 or float32 x, got {x.dtype}")
     group = width // groups
-    if width % 32 or group % 32:
-        raise ValueError(f"w8aspike_linear: the triton backend needs K and the group size divisible by 32, got K={width}, group={group}")
+    if width % 32 or group % 32 or width > MAX_K:
+        raise ValueError(
+            f"w8aspike_linear: the triton backend needs K and the group size divisible by 32 and K <= {MAX_K}, "
+            f"got K={width}, group={group}"
+        )
 
     x2d = x.detach().reshape(-1, width)
     if x2d.stride(-1) != 1:
@@ -319,35 +563,112 @@ def w8aspike_linear(
         return out.reshape(*x.shape[:-1], cols)
     weight = weight_int8.contiguous()
     scales2d = scales.reshape(cols, groups).contiguous()
-    codes = quantize_rows(x2d, k, bounds, torch.int8)
-    _launch_gemm(codes.counts.unsqueeze(0), weight, codes.v_th, scales2d, bias, out)
-    # The one host read of the call, queued after both launches: is any count past int8 (or non-finite)?
-    largest = float(codes.row_max.max())
-    if largest > INT8_MAX:
-        _raise_if_flagged(largest)
-        wide = (codes.row_max > INT8_MAX).nonzero().flatten()
-        _redo_wide_rows(x2d, wide, codes.v_th, bounds, weight, scales2d, bias, out)
+    if rows <= FUSED_MAX_ROWS:
+        _, row_max = _linear_fused(x2d, weight, scales2d, bias, k, bounds, out)
+    else:
+        _, row_max = _linear_two_pass(x2d, weight, scales2d, bias, k, bounds, out)
+    if check:
+        _raise_if_flagged(float(row_max.max()))
     return out.reshape(*x.shape[:-1], cols)
 
 
+def _torch_linear(x, weight_int8, scales, bias, k, clamp, check) -> torch.Tensor:
+    """The reference with the kernel's conventions for bad rows: NaN rows, or errors with ``check``."""
+    rows_finite = torch.isfinite(x).all(dim=-1, keepdim=True)
+    if check:
+        check_rows_finite(0.0 if bool(rows_finite.all()) else math.inf)
+    counts, v_th = spike_count(torch.where(rows_finite, x, 0.0), k, -1, clamp)
+    largest = counts.abs().amax(dim=-1, keepdim=True)
+    if check and largest.numel():
+        _raise_if_flagged(float(largest.max()))
+    y = _scaled_matmul(counts, v_th, weight_int8, scales, bias).to(x.dtype)
+    return torch.where(rows_finite & (largest <= INT32_MAX), y, float("nan"))
+
+
 def _raise_if_flagged(largest: float) -> None:
-    """Errors the quantization kernel flagged in the largest row maximum: a non-finite row (``inf``),
-    counts beyond int32."""
+    """Errors flagged in the largest row maximum: a non-finite row (``inf``), counts beyond int32."""
     check_rows_finite(largest)
-    if largest > 2**31 - 1:
+    if largest > INT32_MAX:
         raise OverflowError(f"a spike count reaches {largest:.3g}, beyond int32; pass clamp= to bound counts")
 
 
-def _redo_wide_rows(x2d, wide, v_th, bounds, weight, scales2d, bias, out) -> None:
-    """Recompute the rows whose counts exceed int8 with all their digits (same v_th, same rounding)."""
-    row_th = v_th[wide]
-    counts = torch.round(x2d[wide].float() / row_th[:, None])
-    if bounds is not None:
-        counts = counts.clamp(bounds[0], bounds[1])
-    digits = split_int8_digits(counts.to(torch.int32)).contiguous()
-    part = torch.empty(wide.numel(), out.shape[1], dtype=out.dtype, device=out.device)
-    _launch_gemm(digits, weight, row_th, scales2d, bias, part)
-    out[wide] = part
+@cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _clamp_args(bounds) -> tuple[float, float]:
+    return (0.0, 0.0) if bounds is None else (float(bounds[0]), float(bounds[1]))
+
+
+def _decode_config(n: int, group: int, compiled: bool) -> dict[str, int]:
+    """Tiles of the one-launch decode kernel: narrow column blocks, so that every SM streams several
+    weight tiles even for 512-wide layers."""
+    bk = next(b for b in (128, 64, 32) if group % b == 0)
+    if not compiled:
+        return dict(BN=16, BK=bk, num_warps=1, num_stages=1, FAST_DIV=True)
+    if n >= 8192:
+        return dict(BN=32, BK=bk, num_warps=4, num_stages=4, FAST_DIV=True)
+    return dict(BN=16, BK=bk, num_warps=4, num_stages=4, FAST_DIV=True)
+
+
+def _linear_fused(x2d, weight, scales2d, bias, k, bounds, out, config=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode: quantize + GEMM + exact redo of rows past 127 in one launch; returns ``(v_th, row_max)``."""
+    rows, width = x2d.shape
+    cols, groups = scales2d.shape
+    group = width // groups
+    if rows > FUSED_MAX_ROWS:
+        raise ValueError(f"the fused kernel takes at most {FUSED_MAX_ROWS} rows, got {rows}")
+    cfg = _decode_config(cols, group, x2d.is_cuda) if config is None else dict(config)
+    v_th = torch.empty(rows, dtype=torch.float32, device=x2d.device)
+    row_max = torch.empty(rows, dtype=torch.float32, device=x2d.device)
+    low, high = _clamp_args(bounds)
+    bm = max(16, triton.next_power_of_2(rows))
+    _w8a_decode_kernel[(triton.cdiv(cols, cfg["BN"]),)](
+        x2d, weight, scales2d, bias if bias is not None else scales2d, out, v_th, row_max,
+        rows, cols, width, float(width), x2d.stride(0), weight.stride(0), scales2d.stride(0), out.stride(0), groups,
+        float(k), low, high,
+        GROUP_TILES=group // cfg["BK"], BM=bm, BN=cfg["BN"], BK=cfg["BK"],
+        HAS_BIAS=bias is not None, PER_CHANNEL=groups == 1, CLAMP=bounds is not None, USE_RINT=x2d.is_cuda,
+        FAST_DIV=cfg["FAST_DIV"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    return v_th, row_max
+
+
+def _linear_two_pass(x2d, weight, scales2d, bias, k, bounds, out, config=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prefill: quantization kernel (int8 ``d0``), GEMM on ``d0``, then the rows past 127 recomputed
+    exactly by :func:`_launch_wide_rows`; returns ``(v_th, row_max)``."""
+    codes = quantize_rows(x2d, k, bounds, torch.int8)
+    _launch_gemm(codes.counts.unsqueeze(0), weight, codes.v_th, scales2d, bias, out, config)
+    _launch_wide_rows(x2d, weight, codes.v_th, codes.row_max, scales2d, bias, bounds, out)
+    return codes.v_th, codes.row_max
+
+
+def _launch_wide_rows(x2d, weight, v_th, row_max, scales2d, bias, bounds, out) -> None:
+    """Overwrite the rows of ``out`` whose ``row_max`` exceeds 127 (or is non-finite) with their exact
+    value, all on the device: a one-program kernel lists them, a persistent kernel recomputes them."""
+    rows, width = x2d.shape
+    cols, groups = scales2d.shape
+    group = width // groups
+    compiled = x2d.is_cuda
+    index = torch.empty(rows, dtype=torch.int32, device=x2d.device)
+    count = torch.empty(1, dtype=torch.int32, device=x2d.device)
+    _wide_rows_kernel[(1,)](row_max, index, count, rows, BLOCK=WIDE_ROWS_BLOCK, num_warps=8)
+    bk = next(b for b in (128, 64, 32) if group % b == 0)
+    if compiled:
+        bm, bn, warps, stages = 32, 64, 4, 3
+        programs = _sm_count(x2d.device.index if x2d.device.index is not None else torch.cuda.current_device())
+    else:
+        bm, bn, warps, stages, programs = 16, 16, 1, 1, 3
+    programs = min(programs, triton.cdiv(rows, bm) * triton.cdiv(cols, bn))
+    low, high = _clamp_args(bounds)
+    _w8a_wide_rows_kernel[(programs,)](
+        x2d, weight, v_th, row_max, index, count, scales2d, bias if bias is not None else scales2d, out,
+        cols, x2d.stride(0), weight.stride(0), scales2d.stride(0), out.stride(0), groups, low, high,
+        GROUP_TILES=group // bk, BM=bm, BN=bn, BK=bk,
+        HAS_BIAS=bias is not None, PER_CHANNEL=groups == 1, CLAMP=bounds is not None, USE_RINT=compiled,
+        num_warps=warps, num_stages=stages,
+    )
 
 
 __all__ = [

@@ -2,9 +2,15 @@
 
 Identities: ``sum_i 256^i d_i == counts`` with int8 digits; ``int8_matmul_int32 == counts @ W.T``
 exactly for counts of any size; ``w8aspike_linear == v_th * sum_g s_g P_g + bias`` with exact integer
-``P_g`` (only the float32 scaling rounds), hence ``== w8aspike_linear_reference`` to float rounding,
-whether counts stay in int8 or burst far past 127 (rows that burst are redone with all their digits).
+``P_g`` and ``counts == round(x / v_th)`` for the kernel's own ``v_th`` (only the float32 scaling
+rounds), hence ``== w8aspike_linear_reference`` to float rounding, whether counts stay in int8 or burst
+far past 127 (rows past 127 are recomputed on the device with all their digits). Both Triton paths are
+covered: the one-launch decode kernel (``M <= FUSED_MAX_ROWS``) and the prefill path (quantization
+kernel, GEMM, device-side list of wide rows, persistent exact kernel). Bad rows (NaN/Inf, counts past
+int32) give NaN rows without a host read, or errors with ``check=True``.
 """
+
+import math
 
 import pytest
 import torch
@@ -15,12 +21,13 @@ from kernel_testing import CUDA, heavy_tailed, rel_err, triton_interpreter  # no
 from sb_kernels import (
     dequantize_weight,
     int8_matmul_int32,
-    spike_quantize,
     split_int8_digits,
     w8aspike_linear,
     w8aspike_linear_reference,
 )
 from sb_kernels import w8aspike as w8
+from sb_neurons import adaptive_threshold
+from sb_neurons.spike import resolve_clamp
 
 # Triton's interpreter multiplies NaN/Inf rows on purpose (the error-path tests): numpy warns.
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
@@ -35,11 +42,32 @@ def make_layer(n, k, group, seed=0, device="cpu", bias=True, dtype=torch.float32
     return w.to(device), scales.to(device), None if b is None else b.to(device)
 
 
-def exact_reference(x, weight, scales, bias, k=3.0, clamp=None):
-    """``v_th * sum_g s_g P_g + bias`` in float64 from the kernel's own counts and v_th (exact P_g),
+def triton_linear(x, weight, scales, bias, k=3.0, clamp=None, config=None):
+    """``w8aspike_linear`` on the Triton backend, with the ``v_th`` and row maxima its kernels used:
+    the internal path it dispatches to, run again, must give the same output bit for bit."""
+    out = w8aspike_linear(x, weight, scales, bias, k=k, clamp=clamp, backend="triton")
+    n, kk = weight.shape
+    x2d = x.reshape(-1, kk)
+    again = torch.empty(x2d.shape[0], n, dtype=x.dtype, device=x.device)
+    path = w8._linear_fused if x2d.shape[0] <= w8.FUSED_MAX_ROWS else w8._linear_two_pass
+    args = (x2d, weight, scales.reshape(n, -1).contiguous(), bias, k, resolve_clamp(clamp), again)
+    v_th, row_max = path(*args) if config is None else path(*args, config=config)
+    assert torch.equal(again.isnan(), out.reshape(-1, n).isnan())
+    assert torch.equal(again.nan_to_num(), out.reshape(-1, n).nan_to_num())
+    return out, v_th, row_max
+
+
+def kernel_counts(x, v_th, clamp=None):
+    """``round(x / v_th)`` (IEEE float32 division, half to even), clamped: the rule the kernels follow."""
+    counts = torch.round(x.reshape(v_th.shape[0], -1).float() / v_th[:, None])
+    bounds = resolve_clamp(clamp)
+    return counts if bounds is None else counts.clamp(*bounds)
+
+
+def exact_reference(x, v_th, weight, scales, bias, clamp=None):
+    """``v_th * sum_g s_g P_g + bias`` in float64 from the counts of the kernel's ``v_th`` (exact P_g),
     with the error bound of float32 scaling: a few ulps of ``v_th * sum_g |s_g P_g| + |bias|``."""
-    counts, v_th = spike_quantize(x, k, clamp, backend="triton" if x.is_cuda else "torch")
-    counts2d = counts.reshape(-1, x.shape[-1]).double()  # float64 on x's device: exact for |P| < 2**53
+    counts2d = kernel_counts(x, v_th, clamp).double()  # float64 on x's device: exact for |P| < 2**53
     v2d = v_th.reshape(-1, 1).double()
     n, kk = weight.shape
     groups = scales.shape[1]
@@ -54,14 +82,29 @@ def exact_reference(x, weight, scales, bias, k=3.0, clamp=None):
     return y, magnitude
 
 
-def assert_matches_exact(out, x, weight, scales, bias, k=3.0, clamp=None):
-    y, magnitude = exact_reference(x, weight, scales, bias, k, clamp)
+def assert_matches_exact(out, x, v_th, weight, scales, bias, clamp=None):
+    y, magnitude = exact_reference(x, v_th, weight, scales, bias, clamp)
     out2d = out.reshape(-1, weight.shape[0]).double()
     # float32 scaling (~K/group + 3 roundings) then the cast to x.dtype: one unit in the last place,
     # since Triton's interpreter casts float32 to bfloat16 by truncation (compiled kernels round).
     eps = {torch.float32: 2**-23, torch.bfloat16: 2**-7, torch.float16: 2**-10}[out.dtype]
     tol = magnitude * (scales.shape[1] + 4) * 2**-24 + y.abs() * eps + 1e-30
     assert torch.all((out2d - y).abs() <= tol), float(((out2d - y).abs() / tol).max())
+
+
+def assert_v_th_is_the_rule(x, v_th, k=3.0):
+    """The kernels' ``v_th`` is the reference's ``clamp(mean|x| / k)`` up to float32 summation order."""
+    ref = adaptive_threshold(x.reshape(v_th.shape[0], -1).double(), k).reshape(-1)
+    assert torch.all((v_th.double() - ref).abs() <= ref * (x.shape[-1] + 2) * 2**-24)
+
+
+def check_linear(x, weight, scales, bias, k=3.0, clamp=None):
+    """Run the Triton path and assert every identity it satisfies; returns its output."""
+    out, v_th, row_max = triton_linear(x, weight, scales, bias, k, clamp)
+    assert_v_th_is_the_rule(x, v_th, k)
+    assert torch.equal(row_max, kernel_counts(x, v_th, clamp).abs().amax(dim=1))
+    assert_matches_exact(out, x, v_th, weight, scales, bias, clamp)
+    return out
 
 
 @given(counts=st.lists(st.integers(-(2**31), 2**31 - 1), min_size=1, max_size=40))
@@ -127,9 +170,8 @@ def test_linear_equals_exact_integer_form(seed, rows, group, bias, burst, clamp,
     x = heavy_tailed((rows, k), seed, 0.5, dtype)
     if burst:
         x[::5, 7] = burst  # some rows' counts past 127 (at most (k + 1/2) D = 448 here)
-    out = w8aspike_linear(x, weight, scales, b, clamp=clamp, backend="triton")
+    out = check_linear(x, weight, scales, b, clamp=clamp)
     assert out.dtype == dtype and out.shape == (rows, n)
-    assert_matches_exact(out, x, weight, scales, b, clamp=clamp)
     ref = w8aspike_linear_reference(x.double(), weight, scales, None if b is None else b.double(), clamp=clamp)
     if dtype == torch.float32:  # v_th may differ in its last bit from the reference's: compare loosely
         assert rel_err(out, ref) < 1e-3
@@ -140,41 +182,118 @@ def test_counts_past_int16_take_three_digits(rows):
     weight, scales, b = make_layer(16, 256, 64, seed=3)
     x = torch.randn(rows, 256)
     x[1, 9] = 1e7
-    out = w8aspike_linear(x, weight, scales, b, k=500.0, backend="triton")  # counts up to ~128000
-    counts, _ = spike_quantize(x, 500.0, backend="torch")
-    assert int(counts.abs().max()) > 65535
-    assert_matches_exact(out, x, weight, scales, b, k=500.0)
+    check_linear(x, weight, scales, b, k=500.0)  # counts up to ~128000
+    _, v_th, row_max = triton_linear(x, weight, scales, b, k=500.0)
+    assert float(row_max.max()) > 65535
+
+
+@pytest.mark.parametrize("rows", [1, 18])
+def test_counts_near_int32_take_five_digits(rows):
+    """v_th clamped at 1e4: counts near 2**31 (from 2139062144 on, a fifth int8 digit) stay exact."""
+    weight, scales, b = make_layer(8, 64, 32, seed=5)
+    x = torch.randn(rows, 64) * 1e9
+    x[0, :32] = 2.1474835e13  # count 2147483392 = 2**31 - 256 = 0 + 256 (-1) + 2**24 (-128) + 2**32
+    x[0, 32:] = -2.1474835e13
+    x[-1, 5] = 1.3e12  # and a row of smaller bursts (~1.3e8: four digits)
+    out = check_linear(x, weight, scales, b)
+    assert bool(torch.isfinite(out).all())
+    _, v_th, row_max = triton_linear(x, weight, scales, b)
+    assert float(row_max[0]) == 2**31 - 256 and float(v_th[0]) == 1e4
 
 
 def test_leading_dims_and_empty_input():
     weight, scales, b = make_layer(8, 64, 32)
-    x = torch.randn(2, 3, 64)
-    out = w8aspike_linear(x, weight, scales, b, backend="triton")
-    assert out.shape == (2, 3, 8)
-    assert_matches_exact(out, x, weight, scales, b)
+    for shape in ((2, 3, 64), (3, 7, 64)):  # 6 rows (decode kernel) and 21 rows (prefill path)
+        x = torch.randn(shape)
+        out = w8aspike_linear(x, weight, scales, b, backend="triton")
+        assert out.shape == (*shape[:-1], 8)
+        assert torch.equal(out.reshape(-1, 8), check_linear(x.reshape(-1, 64), weight, scales, b))
     assert w8aspike_linear(torch.randn(0, 64), weight, scales, b, backend="triton").shape == (0, 8)
+
+
+def division_traps(v_th: torch.Tensor) -> torch.Tensor:
+    """float32 ``x`` within 6 ulps of ``(j + 1/2) v_th``, |j| < 127, on which ``round(x * fl(1 / v_th))``
+    and ``round(x / v_th)`` disagree (the multiplication's extra rounding crosses a half-integer)."""
+    halves = torch.arange(-127, 127, dtype=torch.float64) + 0.5
+    base = (halves * v_th.double()).float()
+    cands, up, down = [base], base, base
+    for _ in range(6):
+        up, down = torch.nextafter(up, torch.tensor(math.inf)), torch.nextafter(down, torch.tensor(-math.inf))
+        cands += [up, down]
+    x = torch.cat(cands)
+    return x[torch.round(x * (1 / v_th)) != torch.round(x / v_th)]
+
+
+@pytest.mark.parametrize("rows", [1, 5, 16])
+def test_decode_division_shortcut_rounds_like_the_division(rows):
+    """The decode kernel's ``x * (1 / v_th)`` with its half-integer test gives exactly the counts of
+    ``round(x / v_th)``, also on inputs where the plain multiplication rounds the other way. With
+    ``k = 1000`` every row's ``v_th`` is clamped to ``fl(1e-5)``, whatever the summation order."""
+    weight, scales, b = make_layer(16, 64, 32, seed=rows)
+    v_th = torch.tensor(1e-5, dtype=torch.float32)
+    traps = division_traps(v_th)
+    assert traps.numel() >= 32
+    g = torch.Generator().manual_seed(rows)
+    x = traps[torch.randint(0, traps.numel(), (rows, 64), generator=g)]
+    x[:, ::3] = (torch.randn(rows, 22, generator=g) * 3e-4).float()  # ordinary values between the traps
+    for fast in (True, False):
+        cfg = dict(w8._decode_config(16, 32, False), FAST_DIV=fast)
+        out, v, row_max = triton_linear(x, weight, scales, b, k=1000.0, config=cfg)
+        assert torch.equal(v, torch.full((rows,), 1e-5))
+        assert float(row_max.max()) <= 127  # the int8 loop alone: no exact redo hides a wrong count
+        assert_matches_exact(out, x, v, weight, scales, b)
 
 
 @pytest.mark.parametrize("rows", [3, 30])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_non_finite_input_is_an_error(rows, bad):
+def test_non_finite_rows_give_nan_rows_or_errors_with_check(rows, bad):
     weight, scales, b = make_layer(8, 64, 32)
     x = torch.randn(rows, 64)
+    x[1, 9] = 500.0  # a burst next to the bad row: still exact
     x[rows - 1, 5] = bad
     for backend in ("triton", "torch"):
+        out = w8aspike_linear(x, weight, scales, b, backend=backend)
+        assert bool(out[-1].isnan().all()) and bool(torch.isfinite(out[:-1]).all())
+        assert torch.allclose(out[:-1], w8aspike_linear(x[:-1], weight, scales, b, backend=backend), rtol=1e-5, atol=1e-5)
         with pytest.raises(ValueError, match="NaN or Inf"):
-            w8aspike_linear(x, weight, scales, b, backend=backend)
+            w8aspike_linear(x, weight, scales, b, backend=backend, check=True)
+    clean = check_linear(x[:-1], weight, scales, b)  # rows are independent: the bad row changes no other
+    assert torch.equal(w8aspike_linear(x, weight, scales, b, backend="triton")[:-1], clean)
 
 
 @pytest.mark.parametrize("rows", [2, 20])
-def test_counts_beyond_int32_overflow(rows):
+def test_triton_path_reads_nothing_back(rows, monkeypatch):
+    """No host read on the Triton path (what CUDA graphs need): every way a tensor's value reaches
+    Python raises during the call, unless ``check=True`` asks for the one read of the row maxima."""
+    weight, scales, b = make_layer(8, 64, 32)
+    x = torch.randn(rows, 64)
+    x[0, 3] = 900.0  # a row past 127: its exact redo must be decided on the device too
+    expected = check_linear(x, weight, scales, b)
+
+    def host_read(*args, **kwargs):
+        raise AssertionError("host read of a tensor value")
+
+    with monkeypatch.context() as patch:
+        for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
+            patch.setattr(torch.Tensor, name, host_read)
+        out = w8aspike_linear(x, weight, scales, b, backend="triton")
+        with pytest.raises(AssertionError, match="host read"):
+            w8aspike_linear(x, weight, scales, b, backend="triton", check=True)
+    assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("rows", [2, 20])
+def test_counts_beyond_int32_give_nan_rows_or_overflow_with_check(rows):
     weight, scales, b = make_layer(8, 64, 32)
     x = torch.randn(rows, 64)
     x[0] = 1e15  # v_th clamps at 1e4: counts 1e11
-    with pytest.raises(OverflowError, match="clamp="):
-        w8aspike_linear(x, weight, scales, b, backend="triton")
-    clamped = w8aspike_linear(x, weight, scales, b, clamp=16, backend="triton")
-    assert_matches_exact(clamped, x, weight, scales, b, clamp=16)
+    for backend in ("triton", "torch"):
+        out = w8aspike_linear(x, weight, scales, b, backend=backend)
+        assert bool(out[0].isnan().all()) and bool(torch.isfinite(out[1:]).all())
+        with pytest.raises(OverflowError, match="clamp="):
+            w8aspike_linear(x, weight, scales, b, backend=backend, check=True)
+    clamped = check_linear(x, weight, scales, b, clamp=16)
+    assert torch.equal(clamped, w8aspike_linear(x, weight, scales, b, clamp=16, backend="triton", check=True))
 
 
 def test_dequantize_weight_is_grouped_product():
@@ -206,6 +325,7 @@ def _bad_call(**override):
         (_bad_call(x=torch.randn(3, 48), weight_int8=torch.zeros(8, 48, dtype=torch.int8),
                    scales=torch.ones(8, 1, 1)), "divisible by 32", ValueError),
         (_bad_call(x=torch.tensor(2.0)), "x", ValueError),
+        (_bad_call(check=1), "check", TypeError),
     ],
 )
 def test_bad_arguments_name_the_argument(call, match, error):
@@ -236,7 +356,7 @@ LAYERS_7B = {"q/o": (3584, 3584), "k/v": (512, 3584), "gate/up": (18944, 3584), 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("layer", list(LAYERS_7B))
-@pytest.mark.parametrize("rows", [1, 17, 300])
+@pytest.mark.parametrize("rows", [1, 16, 17, 300])
 @pytest.mark.parametrize("group", [128, None])
 def test_gpu_7b_shapes(layer, rows, group):
     n, k = LAYERS_7B[layer]
@@ -244,11 +364,48 @@ def test_gpu_7b_shapes(layer, rows, group):
     x = heavy_tailed((rows, k), seed=rows + 1, dtype=torch.bfloat16, device="cuda")
     x[::3, 11] = 20 * x.abs().mean()  # every third row bursts past 127
     torch.empty(rows, n, dtype=torch.bfloat16, device="cuda").fill_(float("nan"))  # poison the allocator's next block
-    out = w8aspike_linear(x, weight, scales, b, backend="triton")
+    out = check_linear(x, weight, scales, b)
     assert out.is_cuda and bool(torch.isfinite(out).all())
-    assert_matches_exact(out, x, weight, scales, b)
     ref = w8aspike_linear_reference(x.double(), weight, scales, b.double())
     assert rel_err(out, ref) < 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rows", [1, 16, 300])
+def test_gpu_cuda_graph_replay_equals_eager(rows):
+    """The call holds no host synchronization: captured in a CUDA graph and replayed on new inputs
+    (bursts past 127 and a NaN row included), it gives the eager output bit for bit."""
+    n, k = LAYERS_7B["q/o"]
+    weight, scales, b = make_layer(n, k, 128, seed=rows, device="cuda", dtype=torch.bfloat16)
+    static_x = heavy_tailed((rows, k), seed=rows, dtype=torch.bfloat16, device="cuda")
+
+    def call():
+        return w8aspike_linear(static_x, weight, scales, b, backend="triton")
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        call()  # compile and warm up outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    torch.cuda.set_sync_debug_mode("error")  # any synchronizing call inside raises
+    try:
+        with torch.cuda.graph(graph):
+            static_out = call()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for seed, burst in ((rows + 7, 0.0), (rows + 8, 40.0), (rows + 9, float("nan"))):
+        fresh = heavy_tailed((rows, k), seed=seed, dtype=torch.bfloat16, device="cuda")
+        if burst:
+            fresh[-1, 3] = burst * fresh.abs().mean() if burst == burst else burst
+        static_x.copy_(fresh)
+        graph.replay()
+        eager = w8aspike_linear(fresh, weight, scales, b, backend="triton")
+        assert torch.equal(static_out.isnan(), eager.isnan())
+        assert torch.equal(static_out.nan_to_num(), eager.nan_to_num())
+        assert bool(static_out[-1].isnan().all()) == (burst != burst)
+    if rows > 1:
+        check_linear(static_x[:-1], weight, scales, b)
 
 
 @pytest.mark.gpu
@@ -269,7 +426,13 @@ def test_gpu_errors():
     for rows in (4, 64):
         x = torch.randn(rows, 256, device="cuda")
         x[1, 1] = float("nan")
+        out = w8aspike_linear(x, weight, scales, b, backend="triton")
+        assert bool(out[1].isnan().all()) and int(out.isnan().sum()) == 64
         with pytest.raises(ValueError, match="NaN or Inf"):
-            w8aspike_linear(x, weight, scales, b, backend="triton")
+            w8aspike_linear(x, weight, scales, b, backend="triton", check=True)
+        x[1, 1] = 1e15  # counts past int32
+        assert bool(w8aspike_linear(x, weight, scales, b, backend="triton")[1].isnan().all())
+        with pytest.raises(OverflowError, match="clamp="):
+            w8aspike_linear(x, weight, scales, b, backend="triton", check=True)
     with pytest.raises(RuntimeError, match="CUDA"):
         w8aspike_linear(torch.randn(2, 256), weight, scales, b, backend="triton")
