@@ -163,7 +163,9 @@ def main(argv=None) -> int:
 
     if "spikingbrain-bf16" in models or "spikingbrain-w8aspike" in models:
         # The sharp guard: float32, full width, a few layers (fails on any wrong computation).
-        result["guards"].update(lc.float32_guards(config, device, args.guard_length, args.guard_piece, args.guard_layers))
+        result["guards"].update(lc.float32_guards(
+            config, device, args.guard_length, args.guard_piece, args.guard_layers, w8aspike="spikingbrain-w8aspike" in models,
+        ))
         if args.guards_only:
             save()
             return lc.guard_exit_status(result["guards"])

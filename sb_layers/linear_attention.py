@@ -355,11 +355,21 @@ class GatedLinearAttention(nn.Module):
         self.o_proj = make_linear(num_heads * head_dim, hidden_size, False, coding, **factory)
 
     def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
+        # [B, heads, L, D] as a view of the projection's time-major [B, L, heads, D] storage: elementwise
+        # ops keep that layout, and gla_fla's conversion to fla's time-major layout is then free.
         batch, length, _ = x.shape
-        return x.view(batch, length, heads, self.head_dim).transpose(1, 2)  # [B, heads, L, D]
+        return x.view(batch, length, heads, self.head_dim).transpose(1, 2)
 
     def _repeat_kv(self, x: torch.Tensor) -> torch.Tensor:
-        return x.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
+        """``[B, Hkv, L, D]`` -> ``[B, H, L, D]``, head ``h`` taking kv head ``h // (H / Hkv)`` (as
+        ``repeat_interleave``), built in one copy into time-major ``[B, L, H, D]`` storage and returned as
+        its head-major view: fla reads that layout as is, so no transpose copy follows."""
+        groups = self.num_heads // self.num_kv_heads
+        if groups == 1:
+            return x
+        batch, heads, length, dim = x.shape
+        time_major = x.transpose(1, 2).unsqueeze(3).expand(batch, length, heads, groups, dim)
+        return time_major.reshape(batch, length, heads * groups, dim).transpose(1, 2)
 
     def _resolve_mode(self, hidden_states: torch.Tensor) -> str:
         if self.mode != "auto":
@@ -387,18 +397,21 @@ class GatedLinearAttention(nn.Module):
                 raise ValueError(f"state must have shape (B, H, Dk, Dv) = {expected_state}, got {tuple(state.shape)}")
 
         q = self._heads(self.q_proj(hidden_states), self.num_heads)
-        k_logits = self._heads(self.k_proj(hidden_states), self.num_kv_heads)
+        k_flat = self.k_proj(hidden_states)
+        k_logits = self._heads(k_flat, self.num_kv_heads)
         v = self._heads(self.v_proj(hidden_states), self.num_kv_heads)
         if self.feature_map == "relu":
             q, k = F.relu(q), F.relu(k_logits)
         else:
             q, k = torch.sigmoid(q), torch.sigmoid(k_logits)
         compute = torch.float64 if hidden_states.dtype == torch.float64 else torch.float32
+        # The log decay is computed on the [B, L, Hkv * D] projection before the head view: logsigmoid
+        # returns a contiguous tensor, and on a transposed view that would be head-major.
         if self.gate == "tied_key":
-            gk = F.logsigmoid(-k_logits.to(compute))  # log(1 - sigmoid(z)) without cancellation for large z
+            gk = F.logsigmoid(-k_flat.to(compute))  # log(1 - sigmoid(z)) without cancellation for large z
         else:
-            gate_logits = self._heads(self.gk_proj(hidden_states), self.num_kv_heads).to(compute)
-            gk = F.logsigmoid(gate_logits) / self.gate_logit_normalizer
+            gk = F.logsigmoid(self.gk_proj(hidden_states).to(compute)) / self.gate_logit_normalizer
+        gk = self._heads(gk, self.num_kv_heads)
         if self.spike_qk:
             coding = self.coding or SpikeCoding()
             q_counts, q_v_th = spike_count(q, coding.k, -1, coding.clamp)

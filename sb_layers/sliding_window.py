@@ -58,6 +58,119 @@ def masked_attention(
     return flex_attention(q, keys, values, block_mask=block_mask, enable_gqa=groups > 1)
 
 
+def attention_with_lse(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, causal: bool, scale: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention and the log-sum-exp of its scores, with grouped key/value heads and no mask tensor.
+
+    ``q`` ``[B, H, Lq, D]``, ``keys`` and ``values`` ``[B, Hkv, Lk, D]`` (Hkv divides H). ``causal`` needs a
+    square problem (``Lq == Lk``) and lets query ``a`` see keys ``c <= a``; otherwise every query sees
+    every key. ``scale`` defaults to ``D ** -0.5``. Returns ``(out [B, H, Lq, D] in q.dtype,
+    lse [B, H, Lq])`` with ``lse = logsumexp_c(scale * q_a . k_c)`` over the visible keys (float32, float64
+    for float64 input): two results on disjoint key sets merge exactly through their ``lse``
+    (:func:`windowed_attention`).
+
+    CUDA half/bfloat16 runs PyTorch's flash-attention kernel (grouped heads natively, causal tiles
+    skipped); CUDA float32 the memory-efficient kernel (keys and values repeated per group); anything
+    else a plain PyTorch computation in float32/float64 (the reference, used on CPU).
+    """
+    q_len, k_len = q.shape[2], keys.shape[2]
+    if causal and q_len != k_len:
+        raise ValueError(f"causal attention_with_lse needs Lq == Lk (square), got {q_len} and {k_len}")
+    groups = q.shape[1] // keys.shape[1]
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, keys, values, 0.0, causal, False, scale=scale)[:2]
+        return out, lse[..., :q_len]
+    if groups > 1:
+        keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
+    if q.is_cuda and q.dtype == torch.float32:
+        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, keys, values, None, True, 0.0, causal, scale=scale)[:2]
+        return out, lse[..., :q_len]
+    compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+    scores = (q.to(compute) @ keys.to(compute).transpose(-1, -2)) * scale
+    if causal:
+        steps = torch.arange(q_len, device=q.device)
+        scores = scores.masked_fill(steps[None, :] > steps[:, None], float("-inf"))
+    lse = scores.logsumexp(dim=-1)
+    out = (scores - lse.unsqueeze(-1)).exp() @ values.to(compute)
+    return out.to(q.dtype), lse
+
+
+def _merge_lse(out: torch.Tensor, lse: torch.Tensor, part: torch.Tensor, part_lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Combine two attention results over disjoint key sets: weights ``exp(lse_i - logaddexp(lse_1, lse_2))``."""
+    total = torch.logaddexp(lse, part_lse.to(lse.dtype))
+    merged = out * (lse - total).exp().unsqueeze(-1) + part.to(out.dtype) * (part_lse - total).exp().unsqueeze(-1)
+    return merged, total
+
+
+def windowed_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, window: int, scale: float | None = None) -> torch.Tensor:
+    """Exact sliding-window attention of the last ``Lq`` positions, without a mask tensor or repeated keys.
+
+    ``keys``, ``values`` ``[B, Hkv, N, D]`` hold consecutive positions ``0 .. N - 1`` (e.g. a cache of
+    ``N - Lq`` earlier tokens followed by this call's ``Lq``); ``q`` ``[B, H, Lq, D]`` are the queries at
+    positions ``N - Lq .. N - 1``. Query at position ``P`` attends the keys ``p`` with
+    ``P - window < p <= P`` (every position valid: no padding, no sinks). Returns ``[B, H, Lq, D]`` in
+    ``q.dtype``, a transposed view of a time-major ``[B, Lq, H, D]`` tensor (so the output projection
+    needs no copy).
+
+    The band is cut into pieces that a causal kernel computes without a mask: queries whose window
+    reaches position 0 see the earlier keys in full plus a causal square; every later block of ``m <=
+    window`` queries starting at position ``t`` sees a causal square ``[t, t + m)``, a full rectangle
+    ``[t - window + m, t)`` and the anti-causal triangle ``[t - window + 1, t - window + m)``, computed as
+    a causal square on queries and keys reversed in time. The pieces are disjoint and merged through
+    their log-sum-exp (:func:`attention_with_lse`), so the result equals the masked softmax exactly (to
+    rounding); the work is ``Lq * window`` scores, the useful ones.
+    """
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be an int >= 1, got {window!r}")
+    if q.ndim != 4 or keys.ndim != 4 or values.shape[:3] != keys.shape[:3] or q.shape[0] != keys.shape[0]:
+        raise ValueError(f"q must be [B, H, Lq, D] and keys/values [B, Hkv, N, D], got {tuple(q.shape)}, {tuple(keys.shape)}, {tuple(values.shape)}")
+    batch, heads, q_len, dim = q.shape
+    total = keys.shape[2]
+    if q_len > total or heads % keys.shape[1]:
+        raise ValueError(f"need Lq <= N and Hkv dividing H, got q {tuple(q.shape)} and keys {tuple(keys.shape)}")
+    cached = total - q_len
+    out = q.new_empty(batch, q_len, heads, values.shape[-1])
+    compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+
+    def store(start: int, result: torch.Tensor) -> None:
+        out[:, start : start + result.shape[2]] = result.transpose(1, 2).to(out.dtype)
+
+    # Queries at positions < window: every earlier key is in their window.
+    first = max(0, min(q_len, window - cached))
+    if first:
+        o, lse = attention_with_lse(q[:, :, :first], keys[:, :, cached : cached + first], values[:, :, cached : cached + first], True, scale)
+        if cached:
+            part, part_lse = attention_with_lse(q[:, :, :first], keys[:, :, :cached], values[:, :, :cached], False, scale)
+            o, lse = _merge_lse(o.to(compute), lse.to(compute), part, part_lse)
+        store(0, o)
+    for start in range(first, q_len, window):
+        stop = min(start + window, q_len)
+        m, t = stop - start, cached + start  # t: position of the block's first query, t >= window
+        q_block = q[:, :, start:stop]
+        o, lse = attention_with_lse(q_block, keys[:, :, t : t + m], values[:, :, t : t + m], True, scale)
+        o, lse = o.to(compute), lse.to(compute)
+        if m < window:  # keys every query of the block sees in full
+            low = t - window + m
+            part, part_lse = attention_with_lse(q_block, keys[:, :, low:t], values[:, :, low:t], False, scale)
+            o, lse = _merge_lse(o, lse, part, part_lse)
+        if m > 1:
+            # Query a' (0 <= a' <= m - 2) sees key t - window + 1 + c for c >= a'; the last query none.
+            # Reversed in time (a'' = m - 2 - a', c'' = m - 2 - c) that is the causal rule c'' <= a''.
+            low = t - window + 1
+            flip = lambda x: x.flip(2)  # noqa: E731
+            part, part_lse = attention_with_lse(
+                flip(q_block[:, :, : m - 1]), flip(keys[:, :, low : low + m - 1]), flip(values[:, :, low : low + m - 1]), True, scale
+            )
+            head, _ = _merge_lse(o[:, :, : m - 1], lse[:, :, : m - 1], flip(part), part_lse.flip(-1))
+            store(start, head)
+            o = o[:, :, m - 1 :]
+            start += m - 1
+        store(start, o)
+    return out.transpose(1, 2)
+
+
 @dataclass
 class RollingKVCache:
     """Streaming state of one SWA layer: rotated keys and values of at most ``window`` recent tokens.
@@ -70,6 +183,9 @@ class RollingKVCache:
         sink_keys, sink_values: ``[B, Hkv, S, D]`` sink entries (never evicted), or None.
         seen_tokens: ``[B]`` int64 real (unpadded) tokens seen: the next rotary position.
         length: tokens appended so far (sinks excluded): the next sequence index.
+        maybe_masked: True once an entry may be masked (a call with an ``attention_mask``, or
+            :meth:`fill_window`'s placeholders); while False every entry is a real token, which lets a
+            prefill take the unmasked :func:`windowed_attention` path without reading the mask back.
     """
 
     window: int | None
@@ -81,6 +197,7 @@ class RollingKVCache:
     sink_values: torch.Tensor | None = None
     seen_tokens: torch.Tensor | None = None
     length: int = 0
+    maybe_masked: bool = False
 
     @property
     def num_entries(self) -> int:
@@ -102,6 +219,7 @@ class RollingKVCache:
         if missing <= 0:
             return
         batch, heads, _, dim = self.keys.shape
+        self.maybe_masked = True
         self.keys = torch.cat([self.keys.new_zeros(batch, heads, missing, dim), self.keys], dim=2)
         self.values = torch.cat([self.values.new_zeros(batch, heads, missing, self.values.shape[3]), self.values], dim=2)
         self.key_mask = torch.cat([self.key_mask.new_zeros(batch, missing), self.key_mask], dim=1)
@@ -160,7 +278,10 @@ class SlidingWindowAttention(nn.Module):
             ``[B, L, cached + L]``; an int processes the queries in blocks of that many, each against the
             sinks and the ``block + window - 1`` keys its window can reach, so a long prefill costs
             ``O(L * (block + window))`` time and ``O(block * (block + window))`` mask memory instead of
-            ``O(L^2)``. Same function either way (ignored when ``window`` is None).
+            ``O(L^2)``. Same function either way (ignored when ``window`` is None). In the common case
+            (``attention_backend="sdpa"``, no ``attention_mask``, no sinks, a cache without masked
+            entries, more than one query) an int selects :func:`windowed_attention` instead: no mask
+            tensor, no repeated keys, only the ``L * window`` scores of the band.
         spike_attention_k: None (default) attends in floating point; a threshold divisor ``k > 0`` runs
             the release's W8ASpike attention (facts section 4): each query head vector spike-coded
             (:func:`sb_neurons.spike_quantize`, ``V_th = mean|q| / k``) and each key and value head vector
@@ -265,7 +386,7 @@ class SlidingWindowAttention(nn.Module):
         cos, sin = rotary_cos_sin(positions.clamp(min=0), self.head_dim, self.rope_theta, q.dtype)
         q_reg = apply_rotary(q[:, :, sinks:], cos, sin)
         k_reg = apply_rotary(k[:, :, sinks:], cos, sin)
-        q = torch.cat([q[:, :, :sinks], q_reg], dim=2)
+        q = torch.cat([q[:, :, :sinks], q_reg], dim=2) if sinks else q_reg
         if self.spike_attention_k is not None:  # W8ASpike attention: spiking queries, int8 keys and values
             q = spike_quantize(q, self.spike_attention_k)
             k = torch.cat([quantize_int8_per_vector(k[:, :, :sinks]), k[:, :, sinks:]], dim=2) if sinks else k
@@ -293,17 +414,28 @@ class SlidingWindowAttention(nn.Module):
         key_index = torch.cat([old_index, new_index])
         key_valid = torch.cat([old_mask, regular_mask], dim=1)  # [B, n_regular_keys]
 
+        # The unmasked windowed path: nothing padded now or in the cache, no sinks (a decode step keeps the
+        # masked path, whose shapes a captured graph expects).
+        windowed = (
+            self.query_chunk_size is not None and self.window is not None and self.attention_backend == "sdpa"
+            and attention_mask is None and not cache.maybe_masked and num_sink == 0 and regular > 1
+        )
         outputs = []
+        if windowed:
+            outputs.append(windowed_attention(q, keys, values, self.window))
+            block, regular_blocks = regular, range(0)
+        else:
+            block = regular
+            if self.query_chunk_size is not None and self.window is not None:
+                block = self.query_chunk_size
+            regular_blocks = range(0, regular, max(block, 1))
         if sinks:
             # Sink queries: all sinks, no regular key.
             sink_rows = torch.ones(batch, sinks, num_sink, dtype=torch.bool, device=device)
             outputs.append(
                 masked_attention(q[:, :, :sinks], keys[:, :, :num_sink], values[:, :, :num_sink], sink_rows, self.attention_backend)
             )
-        block = regular
-        if self.query_chunk_size is not None and self.window is not None:
-            block = self.query_chunk_size
-        for start in range(0, regular, max(block, 1)):
+        for start in regular_blocks:
             stop = min(start + block, regular)
             # Regular keys this block's windows can reach: indices in [i_start - window + 1, i_stop - 1].
             low, high = 0, key_index.shape[0]
@@ -322,6 +454,7 @@ class SlidingWindowAttention(nn.Module):
             out = q.new_zeros(batch, self.num_heads, 0, self.head_dim)
         else:
             out = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
+        cache.maybe_masked = cache.maybe_masked or attention_mask is not None
         cache.append(k_reg, v[:, :, sinks:], regular_mask, new_index)
         cache.length += regular
         cache.seen_tokens = cache.seen_tokens + regular_mask.long().sum(dim=1)

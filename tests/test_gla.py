@@ -241,3 +241,25 @@ def test_fla_mode_on_cpu_is_a_clear_error():
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises((ValueError, TypeError), match=names(match)):
         call()
+
+
+def test_gla_layer_hands_the_kernels_time_major_tensors(monkeypatch):
+    """q, k, v and the decay reach the GLA form as head-major views of time-major storage (fla's layout,
+    so its conversion copies nothing), k/v/decay expanded to the query heads as repeat_interleave would."""
+    import sb_layers.linear_attention as la
+
+    seen = {}
+    original = la.gla_chunked
+
+    def spy(q, k, v, gk, *args, **kwargs):
+        seen.update({name: t.transpose(1, 2).is_contiguous() for name, t in zip("q k v gk".split(), (q, k, v, gk))})
+        seen["k"] = seen["k"] and torch.equal(k[:, 0], k[:, 1]) and torch.equal(k[:, 2], k[:, 3])
+        return original(q, k, v, gk, *args, **kwargs)
+
+    monkeypatch.setattr(la, "gla_chunked", spy)
+    for gate, feature_map in (("low_rank", "relu"), ("tied_key", "sigmoid")):
+        layer = GatedLinearAttention(32, 4, 2, gate=gate, feature_map=feature_map)
+        layer(torch.randn(2, 9, 32), attention_mask=torch.ones(2, 9))
+        assert seen == {"q": True, "k": True, "v": True, "gk": True}
+        x = torch.randn(1, 5, 2, 8).transpose(1, 2)
+        torch.testing.assert_close(layer._repeat_kv(x), x.repeat_interleave(2, dim=1), rtol=0, atol=0)

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sb_layers import RollingKVCache, SinkTokens, SlidingWindowAttention
+from sb_layers.sliding_window import attention_with_lse, windowed_attention
 
 
 @pytest.fixture(autouse=True)
@@ -230,3 +231,86 @@ def test_flex_attention_backend_equals_sdpa():
     mask[1, 1:3] = 0
     with torch.no_grad():  # PyTorch's FlexAttention has no backward on CPU
         torch.testing.assert_close(flex(x, attention_mask=mask)[0], sdpa(x, attention_mask=mask)[0])
+
+
+def banded_reference(q, keys, values, window):
+    """Masked softmax over the band written out: query at position P = N - Lq + a sees P - window < p <= P."""
+    q_len, total = q.shape[2], keys.shape[2]
+    groups = q.shape[1] // keys.shape[1]
+    k, v = keys.repeat_interleave(groups, 1), values.repeat_interleave(groups, 1)
+    pos_q = torch.arange(total - q_len, total)[:, None]
+    pos_k = torch.arange(total)[None]
+    allowed = (pos_k <= pos_q) & (pos_k > pos_q - window)
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    return scores.masked_fill(~allowed, float("-inf")).softmax(-1) @ v
+
+
+@given(
+    seed=st.integers(0, 1000), window=st.integers(1, 12), q_len=st.integers(1, 40), cached=st.integers(0, 14),
+    layout=st.sampled_from([(1, 1), (4, 2), (6, 1)]), batch=st.integers(1, 2),
+)
+def test_windowed_attention_equals_the_masked_band(seed, window, q_len, cached, layout, batch):
+    """The mask-free decomposition (squares, rectangles, reversed triangles merged by log-sum-exp) is exact."""
+    torch.manual_seed(seed)
+    heads, kv_heads = layout
+    q = torch.randn(batch, heads, q_len, 8)
+    keys, values = torch.randn(batch, kv_heads, cached + q_len, 8), torch.randn(batch, kv_heads, cached + q_len, 8)
+    out = windowed_attention(q, keys, values, window)
+    torch.testing.assert_close(out, banded_reference(q, keys, values, window), rtol=1e-12, atol=1e-12)
+    assert out.transpose(1, 2).is_contiguous()  # time-major storage: the output projection reads it as is
+
+
+def test_attention_with_lse_returns_the_log_normalizer():
+    torch.manual_seed(0)
+    q, keys, values = torch.randn(2, 4, 5, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)
+    for causal in (False, True):
+        out, lse = attention_with_lse(q, keys, values, causal)
+        scores = q @ keys.repeat_interleave(2, 1).transpose(-1, -2) / math.sqrt(8)
+        if causal:
+            scores = scores.masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), float("-inf"))
+        torch.testing.assert_close(lse, scores.logsumexp(-1))
+        torch.testing.assert_close(out, scores.softmax(-1) @ values.repeat_interleave(2, 1))
+    with pytest.raises(ValueError, match="square"):
+        attention_with_lse(q, keys[:, :, :3], values[:, :, :3], True)
+    with pytest.raises(ValueError, match="window"):
+        windowed_attention(q, keys, values, 0)
+
+
+@given(seed=st.integers(0, 1000), window=st.integers(1, 9), block=st.integers(1, 9), cuts=st.lists(st.integers(2, 30), max_size=3))
+def test_windowed_path_equals_the_masked_path_across_pieces(seed, window, block, cuts):
+    """Without padding or sinks, query_chunk_size takes the mask-free path: same outputs and cache as the
+    masked one-block path, piece after piece (each piece after the first starts from a filled cache)."""
+    torch.manual_seed(seed)
+    masked = SlidingWindowAttention(24, 4, 2, window=window, rope_theta=100.0)
+    windowed = SlidingWindowAttention(24, 4, 2, window=window, rope_theta=100.0, query_chunk_size=block)
+    windowed.load_state_dict(masked.state_dict())
+    x = torch.randn(2, 33, 24)
+    bounds = [0, *sorted(set(cuts)), 33]
+    caches, outs = [None, None], [[], []]
+    for a, b in zip(bounds, bounds[1:]):
+        for i, layer in enumerate((masked, windowed)):
+            out, caches[i] = layer(x[:, a:b], cache=caches[i])
+            outs[i].append(out)
+    torch.testing.assert_close(torch.cat(outs[1], 1), torch.cat(outs[0], 1))
+    torch.testing.assert_close(caches[1].keys, caches[0].keys)
+    torch.testing.assert_close(torch.cat(outs[1], 1), dense_swa_reference(masked, x, window))
+
+
+def test_windowed_path_is_taken_only_without_masks_and_sinks(monkeypatch):
+    import sb_layers.sliding_window as swa
+
+    calls = []
+    original = swa.windowed_attention
+    monkeypatch.setattr(swa, "windowed_attention", lambda *a, **k: calls.append(1) or original(*a, **k))
+    layer = SlidingWindowAttention(16, 2, 1, window=3, query_chunk_size=2)
+    x = torch.randn(1, 8, 16)
+    _, cache = layer(x)
+    assert calls == [1]
+    layer(x[:, :1], cache=cache)  # a decode step keeps the masked path (fixed shapes for graphs)
+    assert calls == [1]
+    _, padded = layer(x, attention_mask=torch.ones(1, 8))
+    assert padded.maybe_masked and calls == [1]
+    layer(x, cache=padded)  # the cache may hold masked entries now
+    assert calls == [1]
+    SlidingWindowAttention(16, 2, 1, window=3, query_chunk_size=2, num_sinks=1)(x)
+    assert calls == [1]

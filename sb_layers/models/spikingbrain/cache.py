@@ -50,7 +50,7 @@ def _select_batch(state: Any, index: torch.Tensor) -> Any:
         return RollingKVCache(
             window=state.window, keys=pick(state.keys), values=pick(state.values), key_mask=pick(state.key_mask),
             key_index=state.key_index, sink_keys=pick(state.sink_keys), sink_values=pick(state.sink_values),
-            seen_tokens=pick(state.seen_tokens), length=state.length,
+            seen_tokens=pick(state.seen_tokens), length=state.length, maybe_masked=state.maybe_masked,
         )
     return tuple(_select_batch(part, index) for part in state)
 
