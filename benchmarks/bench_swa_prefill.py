@@ -183,6 +183,7 @@ def main(argv=None) -> int:
             "windowed": lc.wall_ms(lambda: layer(x), device, 5)[0],
         }
     result["timing_ms"]["layer"] = layer_timing
+    result["flash_grouped_heads"] = swa._FLASH_GROUPED_HEADS[0]
     print(f"layer L={args.length}: {layer_timing}; masked vs windowed rel {result['checks']['layer_masked_vs_windowed_bf16']:.2e}", flush=True)
     del layer, x, ones, a, b
     lc.release()

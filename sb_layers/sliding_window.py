@@ -58,6 +58,9 @@ def masked_attention(
     return flex_attention(q, keys, values, block_mask=block_mask, enable_gqa=groups > 1)
 
 
+_FLASH_GROUPED_HEADS = [True]  # whether this build's flash kernel took fewer key/value heads than query heads
+
+
 def attention_with_lse(
     q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, causal: bool, scale: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,7 +83,16 @@ def attention_with_lse(
     groups = q.shape[1] // keys.shape[1]
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, keys, values, 0.0, causal, False, scale=scale)[:2]
+        flash = torch.ops.aten._scaled_dot_product_flash_attention
+        if groups > 1 and _FLASH_GROUPED_HEADS[0]:
+            try:
+                out, lse = flash(q, keys, values, 0.0, causal, False, scale=scale)[:2]
+                return out, lse[..., :q_len]
+            except RuntimeError:  # a build whose flash kernel wants equal head counts: repeat from now on
+                _FLASH_GROUPED_HEADS[0] = False
+        if groups > 1:
+            keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
+        out, lse = flash(q, keys, values, 0.0, causal, False, scale=scale)[:2]
         return out, lse[..., :q_len]
     if groups > 1:
         keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
