@@ -14,22 +14,23 @@ where every ``P`` is an exact integer sum of int8 x int8 products (tensor cores,
 only the scaling is rounded (float32, then cast to ``x.dtype``).
 
 Counts past int8. Counts are unbounded (bursts far past 127). Each count is split into int8 digits,
-``c = d0 + 256 d1 + 65536 d2 + 2**24 d3`` with ``d_i`` in ``[-128, 127]``. The hot GEMM multiplies
-``d0`` only (one byte per count) and every row's ``max |count|`` is recorded; a second, always-launched
-kernel recomputes the rows whose counts exceed 127 exactly (same ``v_th``, same rounding, the digits
-split in registers, ``P = sum_i 256^i P_i`` in int64) and overwrites them. Nothing is read back to the
+``c = d0 + 256 d1 + 65536 d2 + ...`` with ``d_i`` in ``[-128, 127]``. The hot GEMM multiplies ``d0``
+only (one byte per count) while every row's ``max |count|`` is recorded; rows whose counts exceed 127
+are then recomputed exactly on the device (same ``v_th``, same rounding, digits split in registers,
+``P = sum_i 256^i P_i`` summed in int64 and rounded once) and overwritten. Nothing is read back to the
 host: the call is asynchronous and can be captured in a CUDA graph.
 
-- Decode (``M <= FUSED_MAX_ROWS``): one launch per linear. Each program computes its rows' ``v_th``
-  itself, quantizes its K tiles on the fly into int8 for ``tl.dot``, and, only when one of its rows
-  exceeds 127 (a block-uniform test after the loop), recomputes them with all their digits: the hot
-  loop stays int8. (Splitting every count into digits *inside* the loop, tried before, streamed the
-  weights 1.3-2x slower on an H100.) The division ``x / v_th`` is replaced by a multiplication with
-  ``1 / v_th`` plus a test that proves the rounded count equal to ``round(x / v_th)``; a tile where the
-  proof fails (a quotient within a few ulps of a half-integer) is redone with the exact division.
-- Prefill: the quantization kernel (:mod:`sb_kernels.spike_quant`) writes ``d0`` and the row maxima,
-  the GEMM runs on ``d0``, a one-program kernel lists the rows past 127 on the device, and a persistent
-  kernel (one program per SM) recomputes exactly those rows; with no such row it does nothing.
+- One token (decode, ``M = 1``): one launch. Each program computes the row's ``v_th`` itself,
+  quantizes its K tiles on the fly (a ``[BK]`` vector: a few IEEE divisions per thread and tile) into
+  row 0 of the int8 tile for ``tl.dot``, and redoes the row with all its digits only when it exceeds
+  127 (a uniform branch after the loop): the hot loop stays int8. (Splitting every count into digits
+  *inside* the loop, tried before, streamed the weights 1.3-2x slower on an H100; quantizing a
+  ``[16, BK]`` tile per program for ``M <= 16`` was 2-3x slower than the separate quantization kernel,
+  its per-element divisions and reductions sitting on the loop's critical path.)
+- Several rows: the quantization kernel (:mod:`sb_kernels.spike_quant`) writes ``d0`` and the row
+  maxima, the GEMM runs on ``d0``, a one-program kernel lists the rows past 127 on the device (past
+  16 rows; up to 16 the next kernel reads the maxima itself), and a persistent kernel (one program per
+  SM) recomputes exactly those rows; with none, it returns at once.
 
 Errors without a host read. A row of ``x`` holding NaN or Inf gives a NaN output row, as in a float
 matmul, and so does a row whose counts leave int32 (possible only with ``v_th`` clamped at 1e4 and
@@ -64,7 +65,7 @@ INT8_MAX = 127
 INT32_MAX = 2**31 - 1
 SHARED_BYTES = 220 * 1024  # pipeline buffers per block, under Hopper's 227 KB (leaves room for Triton's own)
 DIGIT_BASE = 256
-FUSED_MAX_ROWS = 16  # rows up to this many take the one-launch decode kernel
+FUSED_MAX_ROWS = 1  # rows up to this many take the one-launch decode kernel
 WIDE_ROWS_BLOCK = 4096  # rows scanned per step by the one-program kernel that lists rows past 127
 MAX_K = 2**17 - 1  # d0 x int8 products summed over K stay in int32: 128 * 128 * K < 2**31
 
@@ -229,56 +230,50 @@ if tl is not None:
     @lazy_jit
     def _w8a_decode_kernel(
         x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, vth_ptr, rowmax_ptr,
-        M, N, K, width, stride_xm, stride_wn, stride_sn, stride_om, n_groups, k, clamp_low, clamp_high,
+        N, K, width, stride_wn, stride_sn, n_groups, k, clamp_low, clamp_high,
         GROUP_TILES: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
         HAS_BIAS: tl.constexpr, PER_CHANNEL: tl.constexpr, CLAMP: tl.constexpr, USE_RINT: tl.constexpr,
-        FAST_DIV: tl.constexpr,
     ):
-        # One program per column block; all M <= BM rows in one row block (decode).
+        # One token (M = 1), one program per column block. The row is quantized as a [BK] vector (a
+        # handful of divisions per thread and tile) and placed in row 0 of the [16, BK] tile that the
+        # tensor cores need (BM = 16); the weights stream through Triton's pipelined loads as in the GEMM.
         pid_n = tl.program_id(0)
         offs_m = tl.arange(0, BM)
         offs_n = pid_n * BN + tl.arange(0, BN)
         offs_k = tl.arange(0, BK)
-        mask_m = offs_m < M
         mask_n = offs_n < N
-        x_rows = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm
         w_cols = w_ptr + offs_n.to(tl.int64)[None, :] * stride_wn + offs_k[:, None]
+        first = offs_m[:, None] == 0
 
         # v_th = clamp(mean|x| / k, 1e-5, 1e4), the quantization kernel's rule. Every program sums the
-        # same loads in the same order, so all of them hold the same bits (x is small: L2 serves it).
-        abs_acc = tl.zeros([BM, BK], dtype=tl.float32)
+        # same loads in the same order, so all of them hold the same bits (the row is in L2).
+        abs_acc = tl.zeros([BK], dtype=tl.float32)
         for k0 in range(0, K, BK):
-            abs_acc += tl.abs(tl.load(x_rows + k0 + offs_k[None, :], mask=mask_m[:, None], other=0.0).to(tl.float32))
-        abs_sum = tl.sum(abs_acc, axis=1)
+            abs_acc += tl.abs(tl.load(x_ptr + k0 + offs_k).to(tl.float32))
+        abs_sum = tl.sum(abs_acc, axis=0)
         finite = abs_sum * 0.0 == 0.0  # a NaN or Inf anywhere in the row
-        mean_abs = tl.math.div_rn(abs_sum, width)
-        v_th = tl.minimum(tl.maximum(tl.math.div_rn(mean_abs, k), 1e-5), 1e4)
-        inv_th = tl.math.div_rn(tl.full([BM], 1.0, tl.float32), v_th)
+        v_th = tl.minimum(tl.maximum(tl.math.div_rn(tl.math.div_rn(abs_sum, width), k), 1e-5), 1e4)
 
         acc = tl.zeros([BM, BN], dtype=tl.float32)
         group_int = tl.zeros([BM, BN], dtype=tl.int32)
-        row_max = tl.zeros([BM], dtype=tl.float32)
-        for kt in range(n_groups * GROUP_TILES):
+        top = tl.zeros([BK], dtype=tl.float32)  # running max |count| per lane, reduced once after the loop
+        x_next = tl.load(x_ptr + offs_k).to(tl.float32)
+        n_tiles = n_groups * GROUP_TILES
+        for kt in range(n_tiles):
             k0 = kt * BK
-            x = tl.load(x_rows + k0 + offs_k[None, :], mask=mask_m[:, None], other=0.0).to(tl.float32)
-            if FAST_DIV:
-                # y = x * (1 / v_th) is within 2**-22 |y| of x / v_th (two roundings), so where y is
-                # farther than 2**-21 |y| from every half-integer both round to the same integer. A tile
-                # with a closer quotient (rare; always once |y| >= 2**22) is redone with the exact division.
-                y = x * inv_th[:, None]
-                q = _round_half_even(y, USE_RINT)
-                near = tl.abs(tl.abs(y - q) - 0.5) <= tl.abs(y) * 4.76837158203125e-07
-                if tl.max(tl.max(near.to(tl.int32), axis=1), axis=0) > 0:
-                    q = _round_half_even(tl.math.div_rn(x, v_th[:, None]), USE_RINT)
-            else:
-                q = _round_half_even(tl.math.div_rn(x, v_th[:, None]), USE_RINT)
+            x = x_next
+            # The next tile's activations are loaded one iteration ahead: their latency hides under this
+            # tile's work (Triton pipelines only the loads that feed tl.dot, the weights).
+            x_next = tl.load(x_ptr + k0 + BK + offs_k, mask=k0 + BK + offs_k < K, other=0.0).to(tl.float32)
+            q = _round_half_even(tl.math.div_rn(x, v_th), USE_RINT)
             if CLAMP:
                 q = tl.minimum(tl.maximum(q, clamp_low), clamp_high)
-            row_max = tl.maximum(row_max, tl.max(tl.abs(q), axis=1))
-            # d0, the low int8 digit (two's-complement wrap); rows past 127 are redone below.
+            top = tl.maximum(top, tl.abs(q))
+            # d0, the low int8 digit (two's-complement wrap); a row past 127 is redone below.
             c = tl.minimum(tl.maximum(q, -2147483648.0), 2147483520.0).to(tl.int32).to(tl.int8)
+            a = tl.where(first, c[None, :], tl.zeros([BM, BK], dtype=tl.int8))
             w = tl.load(w_cols + k0, mask=mask_n[None, :], other=0)
-            group_int = tl.dot(c, w, group_int, out_dtype=tl.int32)
+            group_int = tl.dot(a, w, group_int, out_dtype=tl.int32)
             if not PER_CHANNEL:
                 if (kt % GROUP_TILES) == GROUP_TILES - 1:
                     scale = tl.load(scale_ptr + offs_n * stride_sn + kt // GROUP_TILES, mask=mask_n, other=0.0)
@@ -288,20 +283,20 @@ if tl is not None:
             scale = tl.load(scale_ptr + offs_n * stride_sn, mask=mask_n, other=0.0)
             acc = group_int.to(tl.float32) * scale[None, :]
 
-        row_max = tl.where(finite, row_max, float("inf"))
-        wide = (row_max > 127.0) & mask_m
-        if tl.max(wide.to(tl.int32), axis=0) > 0:  # block-uniform: the loop above stays int8
+        row_max = tl.where(finite, tl.max(top, axis=0), float("inf"))
+        v_rows = tl.full([BM], 1.0, tl.float32) * v_th
+        max_rows = tl.full([BM], 1.0, tl.float32) * row_max
+        if row_max > 127.0:  # uniform: the loop above stays int8; the exact redo runs only for bursts
             exact = _exact_rows_acc(
-                x_rows, wide, v_th, w_cols, mask_n, scale_ptr, offs_n, stride_sn, n_groups, clamp_low, clamp_high,
-                GROUP_TILES, BM, BN, BK, PER_CHANNEL, CLAMP, USE_RINT,
+                x_ptr + offs_m[:, None] * 0, offs_m == 0, v_rows, w_cols, mask_n, scale_ptr, offs_n, stride_sn,
+                n_groups, clamp_low, clamp_high, GROUP_TILES, BM, BN, BK, PER_CHANNEL, CLAMP, USE_RINT,
             )
-            acc = tl.where(wide[:, None], exact, acc)
-        y = _finish_rows(acc, v_th, row_max, bias_ptr, offs_n, mask_n, HAS_BIAS)
-        out_ptrs = out_ptr + offs_m.to(tl.int64)[:, None] * stride_om + offs_n[None, :]
-        tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+            acc = exact
+        y = _finish_rows(acc, v_rows, max_rows, bias_ptr, offs_n, mask_n, HAS_BIAS)
+        tl.store(out_ptr + offs_m[:, None] * 0 + offs_n[None, :], y.to(out_ptr.dtype.element_ty), mask=first & mask_n[None, :])
         if pid_n == 0:
-            tl.store(vth_ptr + offs_m, v_th, mask=mask_m)
-            tl.store(rowmax_ptr + offs_m, row_max, mask=mask_m)
+            tl.store(vth_ptr, v_th)
+            tl.store(rowmax_ptr, row_max)
 
     @lazy_jit
     def _wide_rows_kernel(rowmax_ptr, idx_ptr, count_ptr, M, BLOCK: tl.constexpr):
@@ -323,20 +318,32 @@ if tl is not None:
     @lazy_jit
     def _w8a_wide_rows_kernel(
         x_ptr, w_ptr, vth_ptr, rowmax_ptr, idx_ptr, count_ptr, scale_ptr, bias_ptr, out_ptr,
-        N, stride_xm, stride_wn, stride_sn, stride_om, n_groups, clamp_low, clamp_high,
+        M, N, stride_xm, stride_wn, stride_sn, stride_om, n_groups, clamp_low, clamp_high,
         GROUP_TILES: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
         HAS_BIAS: tl.constexpr, PER_CHANNEL: tl.constexpr, CLAMP: tl.constexpr, USE_RINT: tl.constexpr,
+        DIRECT: tl.constexpr,
     ):
         # Persistent: the grid's programs share the (listed rows x column blocks) tiles; with no listed
-        # row there is no tile and every program returns at once.
-        n_wide = tl.load(count_ptr)
+        # row there is no tile and every program returns at once. DIRECT (M <= BM): no list, the
+        # programs read the M row maxima themselves (one launch fewer for small batches).
         blocks_n = tl.cdiv(N, BN)
+        if DIRECT:
+            first_rows = tl.arange(0, BM)
+            first_max = tl.load(rowmax_ptr + first_rows, mask=first_rows < M, other=0.0)
+            first_wide = ((first_max > 127.0) | (first_max != first_max)) & (first_rows < M)
+            n_wide = tl.max(first_wide.to(tl.int32), axis=0) * BM  # one block of rows if any is wide
+        else:
+            n_wide = tl.load(count_ptr)
         n_tiles = tl.cdiv(n_wide, BM) * blocks_n
         offs_k = tl.arange(0, BK)
         for tile in range(tl.program_id(0), n_tiles, tl.num_programs(0)):
             slots = (tile // blocks_n) * BM + tl.arange(0, BM)
-            listed = slots < n_wide
-            rows = tl.load(idx_ptr + slots, mask=listed, other=0).to(tl.int64)
+            if DIRECT:
+                listed = first_wide
+                rows = slots.to(tl.int64)
+            else:
+                listed = slots < n_wide
+                rows = tl.load(idx_ptr + slots, mask=listed, other=0).to(tl.int64)
             v_th = tl.load(vth_ptr + rows, mask=listed, other=1.0)
             row_max = tl.load(rowmax_ptr + rows, mask=listed, other=0.0)
             offs_n = (tile % blocks_n) * BN + tl.arange(0, BN)
@@ -602,35 +609,34 @@ def _clamp_args(bounds) -> tuple[float, float]:
 
 
 def _decode_config(n: int, group: int, compiled: bool) -> dict[str, int]:
-    """Tiles of the one-launch decode kernel: narrow column blocks, so that every SM streams several
+    """Tiles of the one-token decode kernel: narrow column blocks, so that every SM streams several
     weight tiles even for 512-wide layers."""
     bk = next(b for b in (128, 64, 32) if group % b == 0)
     if not compiled:
-        return dict(BN=16, BK=bk, num_warps=1, num_stages=1, FAST_DIV=True)
+        return dict(BN=16, BK=bk, num_warps=1, num_stages=1)
     if n >= 8192:
-        return dict(BN=32, BK=bk, num_warps=4, num_stages=4, FAST_DIV=True)
-    return dict(BN=16, BK=bk, num_warps=4, num_stages=4, FAST_DIV=True)
+        return dict(BN=32, BK=bk, num_warps=4, num_stages=6)
+    return dict(BN=16, BK=bk, num_warps=2, num_stages=8)
 
 
 def _linear_fused(x2d, weight, scales2d, bias, k, bounds, out, config=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode: quantize + GEMM + exact redo of rows past 127 in one launch; returns ``(v_th, row_max)``."""
+    """Decode, one token: quantize + GEMM + exact redo of a row past 127 in one launch; returns
+    ``(v_th, row_max)`` (float32 ``[1]``)."""
     rows, width = x2d.shape
     cols, groups = scales2d.shape
     group = width // groups
-    if rows > FUSED_MAX_ROWS:
-        raise ValueError(f"the fused kernel takes at most {FUSED_MAX_ROWS} rows, got {rows}")
+    if rows != 1:
+        raise ValueError(f"the fused decode kernel takes one row, got {rows}")
     cfg = _decode_config(cols, group, x2d.is_cuda) if config is None else dict(config)
-    v_th = torch.empty(rows, dtype=torch.float32, device=x2d.device)
-    row_max = torch.empty(rows, dtype=torch.float32, device=x2d.device)
+    v_th = torch.empty(1, dtype=torch.float32, device=x2d.device)
+    row_max = torch.empty(1, dtype=torch.float32, device=x2d.device)
     low, high = _clamp_args(bounds)
-    bm = max(16, triton.next_power_of_2(rows))
     _w8a_decode_kernel[(triton.cdiv(cols, cfg["BN"]),)](
         x2d, weight, scales2d, bias if bias is not None else scales2d, out, v_th, row_max,
-        rows, cols, width, float(width), x2d.stride(0), weight.stride(0), scales2d.stride(0), out.stride(0), groups,
-        float(k), low, high,
-        GROUP_TILES=group // cfg["BK"], BM=bm, BN=cfg["BN"], BK=cfg["BK"],
+        cols, width, float(width), weight.stride(0), scales2d.stride(0), groups, float(k), low, high,
+        GROUP_TILES=group // cfg["BK"], BM=16, BN=cfg["BN"], BK=cfg["BK"],
         HAS_BIAS=bias is not None, PER_CHANNEL=groups == 1, CLAMP=bounds is not None, USE_RINT=x2d.is_cuda,
-        FAST_DIV=cfg["FAST_DIV"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return v_th, row_max
 
@@ -646,28 +652,33 @@ def _linear_two_pass(x2d, weight, scales2d, bias, k, bounds, out, config=None) -
 
 def _launch_wide_rows(x2d, weight, v_th, row_max, scales2d, bias, bounds, out) -> None:
     """Overwrite the rows of ``out`` whose ``row_max`` exceeds 127 (or is non-finite) with their exact
-    value, all on the device: a one-program kernel lists them, a persistent kernel recomputes them."""
+    value, all on the device: a one-program kernel lists them (past 16 rows), a persistent kernel
+    recomputes them."""
     rows, width = x2d.shape
     cols, groups = scales2d.shape
     group = width // groups
     compiled = x2d.is_cuda
-    index = torch.empty(rows, dtype=torch.int32, device=x2d.device)
-    count = torch.empty(1, dtype=torch.int32, device=x2d.device)
-    _wide_rows_kernel[(1,)](row_max, index, count, rows, BLOCK=WIDE_ROWS_BLOCK, num_warps=8)
     bk = next(b for b in (128, 64, 32) if group % b == 0)
     if compiled:
-        bm, bn, warps, stages = 32, 64, 4, 3
+        bm, bn, warps, stages = 16, 64, 4, 3  # int64 group sums: 32 x 64 spilled (255 registers)
         programs = _sm_count(x2d.device.index if x2d.device.index is not None else torch.cuda.current_device())
     else:
         bm, bn, warps, stages, programs = 16, 16, 1, 1, 3
+    direct = rows <= bm
+    if direct:
+        index = count = row_max  # unused pointers
+    else:
+        index = torch.empty(rows, dtype=torch.int32, device=x2d.device)
+        count = torch.empty(1, dtype=torch.int32, device=x2d.device)
+        _wide_rows_kernel[(1,)](row_max, index, count, rows, BLOCK=WIDE_ROWS_BLOCK, num_warps=8)
     programs = min(programs, triton.cdiv(rows, bm) * triton.cdiv(cols, bn))
     low, high = _clamp_args(bounds)
     _w8a_wide_rows_kernel[(programs,)](
         x2d, weight, v_th, row_max, index, count, scales2d, bias if bias is not None else scales2d, out,
-        cols, x2d.stride(0), weight.stride(0), scales2d.stride(0), out.stride(0), groups, low, high,
+        rows, cols, x2d.stride(0), weight.stride(0), scales2d.stride(0), out.stride(0), groups, low, high,
         GROUP_TILES=group // bk, BM=bm, BN=bn, BK=bk,
         HAS_BIAS=bias is not None, PER_CHANNEL=groups == 1, CLAMP=bounds is not None, USE_RINT=compiled,
-        num_warps=warps, num_stages=stages,
+        DIRECT=direct, num_warps=warps, num_stages=stages,
     )
 
 

@@ -5,7 +5,7 @@ exactly for counts of any size; ``w8aspike_linear == v_th * sum_g s_g P_g + bias
 ``P_g`` and ``counts == round(x / v_th)`` for the kernel's own ``v_th`` (only the float32 scaling
 rounds), hence ``== w8aspike_linear_reference`` to float rounding, whether counts stay in int8 or burst
 far past 127 (rows past 127 are recomputed on the device with all their digits). Both Triton paths are
-covered: the one-launch decode kernel (``M <= FUSED_MAX_ROWS``) and the prefill path (quantization
+covered: the one-launch decode kernel (one token) and the multi-row path (quantization
 kernel, GEMM, device-side list of wide rows, persistent exact kernel). Bad rows (NaN/Inf, counts past
 int32) give NaN rows without a host read, or errors with ``check=True``.
 """
@@ -224,24 +224,22 @@ def division_traps(v_th: torch.Tensor) -> torch.Tensor:
     return x[torch.round(x * (1 / v_th)) != torch.round(x / v_th)]
 
 
-@pytest.mark.parametrize("rows", [1, 5, 16])
-def test_decode_division_shortcut_rounds_like_the_division(rows):
-    """The decode kernel's ``x * (1 / v_th)`` with its half-integer test gives exactly the counts of
-    ``round(x / v_th)``, also on inputs where the plain multiplication rounds the other way. With
-    ``k = 1000`` every row's ``v_th`` is clamped to ``fl(1e-5)``, whatever the summation order."""
-    weight, scales, b = make_layer(16, 64, 32, seed=rows)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_decode_kernel_counts_on_division_traps(seed):
+    """The one-token decode kernel's counts are ``round(x / v_th)`` with the IEEE division, also on
+    inputs where a multiplication by ``1 / v_th`` would round the other way. With ``k = 1000`` the
+    row's ``v_th`` is clamped to ``fl(1e-5)``, whatever the summation order."""
+    weight, scales, b = make_layer(16, 64, 32, seed=seed)
     v_th = torch.tensor(1e-5, dtype=torch.float32)
     traps = division_traps(v_th)
     assert traps.numel() >= 32
-    g = torch.Generator().manual_seed(rows)
-    x = traps[torch.randint(0, traps.numel(), (rows, 64), generator=g)]
-    x[:, ::3] = (torch.randn(rows, 22, generator=g) * 3e-4).float()  # ordinary values between the traps
-    for fast in (True, False):
-        cfg = dict(w8._decode_config(16, 32, False), FAST_DIV=fast)
-        out, v, row_max = triton_linear(x, weight, scales, b, k=1000.0, config=cfg)
-        assert torch.equal(v, torch.full((rows,), 1e-5))
-        assert float(row_max.max()) <= 127  # the int8 loop alone: no exact redo hides a wrong count
-        assert_matches_exact(out, x, v, weight, scales, b)
+    g = torch.Generator().manual_seed(seed)
+    x = traps[torch.randint(0, traps.numel(), (1, 64), generator=g)]
+    x[:, ::3] = (torch.randn(1, 22, generator=g) * 3e-4).float()  # ordinary values between the traps
+    out, v, row_max = triton_linear(x, weight, scales, b, k=1000.0)
+    assert torch.equal(v, torch.full((1,), 1e-5))
+    assert float(row_max.max()) <= 127  # the int8 loop alone: no exact redo hides a wrong count
+    assert_matches_exact(out, x, v, weight, scales, b)
 
 
 @pytest.mark.parametrize("rows", [3, 30])
