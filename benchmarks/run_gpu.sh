@@ -2,6 +2,8 @@
 # GPU kernel tests, then the three benchmarks; tables on stdout, JSON and logs under $OUT
 # (default benchmarks/results, git-ignored). Usage, from the repository root on a CUDA machine:
 #     bash benchmarks/run_gpu.sh [tests|spike_quant|neuron|w8aspike ...]   # default: all four
+# TEST_FILES narrows the GPU tests (Triton compiles of every kernel's variants take minutes), e.g.
+#     TEST_FILES="tests/test_kernels_spike_quant.py tests/test_kernels_neuron.py" bash benchmarks/run_gpu.sh tests
 # Wheels for fla / SpikingJelly / snnTorch are installed from .whl/ when present (no network needed);
 # sb_kernels and sb_adapters are aliased onto PYTHONPATH when the package is not installed.
 set -u
@@ -24,9 +26,11 @@ status=0
 for step in $steps; do
     echo "=== $step ($(date -u +%H:%M:%S))"
     if [ "$step" = tests ]; then
-        timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_kernels_dispatch.py \
-            tests/test_kernels_spike_quant.py tests/test_kernels_w8aspike.py tests/test_kernels_neuron.py \
-            tests/test_kernels_gla.py tests/test_linear.py -rfEs --durations=12 2>&1 | tee "$OUT/gpu_tests.log" | tail -40
+        files=${TEST_FILES:-tests/test_kernels_dispatch.py tests/test_kernels_spike_quant.py tests/test_kernels_w8aspike.py \
+            tests/test_kernels_neuron.py tests/test_kernels_gla.py tests/test_linear.py}
+        # shellcheck disable=SC2086  # a list of paths
+        timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -m gpu -p no:cacheprovider $files -rfEs --durations=12 2>&1 \
+            | tee "$OUT/gpu_tests.log" | tail -40
         rc=${PIPESTATUS[0]}
     else
         timeout "${BENCH_TIMEOUT:-400}" python3 "benchmarks/bench_$step.py" 2>&1 | tee "$OUT/bench_$step.log"

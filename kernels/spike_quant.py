@@ -6,9 +6,13 @@ Per row of the last dimension (one token), the same rule as :func:`sb_neurons.sp
     counts = round(x.float() / v_th)                      IEEE division, round half to even
     counts = clamp(counts, low, high)                     only when ``clamp`` is given
 
-Exactness. The kernel divides with a correctly rounded division (``div_rn``) and rounds half to even
-(CUDA's ``rint``; in Triton's interpreter an equivalent add-and-subtract of 2**23), so given the same
-``v_th`` its counts equal ``torch.round(x.float() / v_th)`` bit for bit. The sum inside ``mean(|x|)``
+Exactness. The kernel computes the correctly rounded quotient ``RN(x / v_th)`` without a division per
+element: with ``inv = RN(1 / v_th)`` (one IEEE division per row), ``q = RN(x * inv)`` is within one ulp of
+``x / v_th``, the remainder ``x - q * v_th`` is exact in one fused multiply-add and ``RN(q + rem * inv)`` is
+``RN(x / v_th)`` (Markstein's theorem; float32 throughout, no underflow where it matters: a quotient
+below 1/2 gives count 0 either way). It then rounds half to even (CUDA's ``cvt.rni``; in Triton's
+interpreter an equivalent add-and-subtract of 2**23), so given the same ``v_th`` its counts equal
+``torch.round(x.float() / v_th)`` bit for bit. The sum inside ``mean(|x|)``
 is taken in a different order than PyTorch's, so ``v_th`` may differ from the reference in its last
 bits; tests check counts against ``torch.round(x.float() / v_th_kernel)`` exactly and ``v_th`` against
 the reference within float32 rounding.
@@ -47,6 +51,8 @@ except ImportError:  # pragma: no cover - exercised only where triton is missing
 STATS_BINS = 128  # histogram bins gathered in the kernel: |count| in [0, 126] exact, 127 = "127 or more"
 SINGLE_PASS_MAX = 16384  # rows up to this length are held in registers and read once
 CHUNK = 4096  # chunk of a longer row (two passes over it, the second mostly from L2)
+STATS_ROWS_PER_PROGRAM = 16  # with statistics: rows per program, hence per atomic add of its histogram
+STATS_SMALL_BINS = 16  # |count| < 15 is binned in registers; larger counts (rare) by global atomics
 COUNTS_DTYPES = (torch.int8, torch.int16, torch.int32)
 TRITON_INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -81,71 +87,101 @@ if tl is not None:
     @lazy_jit
     def _spike_quant_kernel(
         x_ptr, counts_ptr, vth_ptr, rowmax_ptr, hist_ptr,
-        D, width, stride_x, stride_c, k, clamp_low, clamp_high,
+        M, D, width, stride_x, stride_c, k, clamp_low, clamp_high,
         BLOCK: tl.constexpr, SINGLE_PASS: tl.constexpr, CLAMP: tl.constexpr,
-        STATS: tl.constexpr, NBINS: tl.constexpr, USE_RINT: tl.constexpr,
+        STATS: tl.constexpr, NBINS: tl.constexpr, SMALL_BINS: tl.constexpr, ROWS: tl.constexpr, COMPILED: tl.constexpr,
     ):
-        row = tl.program_id(0).to(tl.int64)
-        x_row = x_ptr + row * stride_x
-        c_row = counts_ptr + row * stride_c
         offs = tl.arange(0, BLOCK)
+        hist = tl.zeros([SMALL_BINS], dtype=tl.int32)
+        first_row = tl.program_id(0).to(tl.int64) * ROWS
+        # ROWS rows per program, one after the other: with statistics, the program's histogram is
+        # added to the global one once per ROWS rows (one atomic per bin and row contends on 128 words).
+        for i in range(ROWS):
+            row = first_row + i
+            if row < M:
+                x_row = x_ptr + row * stride_x
+                c_row = counts_ptr + row * stride_c
+                if SINGLE_PASS:
+                    mask = offs < D
+                    x = tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32)
+                    abs_sum = tl.sum(tl.abs(x), axis=0)
+                else:
+                    acc = tl.zeros([BLOCK], dtype=tl.float32)
+                    for start in range(0, D, BLOCK):
+                        m = start + offs < D
+                        acc += tl.abs(tl.load(x_row + start + offs, mask=m, other=0.0).to(tl.float32))
+                    abs_sum = tl.sum(acc, axis=0)
 
-        if SINGLE_PASS:
-            mask = offs < D
-            x = tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32)
-            abs_sum = tl.sum(tl.abs(x), axis=0)
-        else:
-            acc = tl.zeros([BLOCK], dtype=tl.float32)
-            for start in range(0, D, BLOCK):
-                m = start + offs < D
-                acc += tl.abs(tl.load(x_row + start + offs, mask=m, other=0.0).to(tl.float32))
-            abs_sum = tl.sum(acc, axis=0)
+                # A NaN or Inf anywhere in the row makes abs_sum non-finite; flagged through row_max below.
+                row_is_finite = abs_sum * 0.0 == 0.0
+                # width: D as a float32 argument (exact below 2**24). D itself stays an integer that Triton
+                # may specialize (divisibility by 16 lets masked loads vectorize; D = 1 becomes a constant).
+                mean_abs = tl.math.div_rn(abs_sum, width)
+                v_th = tl.minimum(tl.maximum(tl.math.div_rn(mean_abs, k), 1e-5), 1e4)
+                tl.store(vth_ptr + row, v_th)
+                # x / v_th correctly rounded without a division per element (Markstein): with inv = RN(1/v_th)
+                # and q = RN(x * inv) within one ulp of x / v_th, the remainder x - q * v_th is exact in one
+                # fma and RN(q + rem * inv) is RN(x / v_th). An IEEE division per element (reciprocal,
+                # Newton steps, range check) bounded 16-bit rows by the instruction rate, not by memory.
+                # q is clamped to 2**40 so that a quotient past float32's range saturates instead of
+                # turning into inf - inf (such counts are far beyond int32 and rejected from row_max).
+                inv = tl.math.div_rn(1.0, v_th)
 
-        # A NaN or Inf anywhere in the row makes abs_sum non-finite; flagged through row_max below.
-        row_is_finite = abs_sum * 0.0 == 0.0
-        # width: D as a float32 argument (exact below 2**24). D itself stays an integer that Triton may
-        # specialize (divisibility by 16 lets masked loads vectorize; D = 1 becomes a constant).
-        mean_abs = tl.math.div_rn(abs_sum, width)
-        v_th = tl.minimum(tl.maximum(tl.math.div_rn(mean_abs, k), 1e-5), 1e4)
-        tl.store(vth_ptr + row, v_th)
-
-        row_max = 0.0
-        hist = tl.zeros([NBINS], dtype=tl.int32)
-        if SINGLE_PASS:
-            n_chunks = 1
-        else:
-            n_chunks = tl.cdiv(D, BLOCK)
-        for chunk in range(n_chunks):
-            start = chunk * BLOCK
-            m = start + offs < D
-            if SINGLE_PASS:
-                xc = x
-            else:
-                xc = tl.load(x_row + start + offs, mask=m, other=0.0).to(tl.float32)
-            y = tl.math.div_rn(xc, v_th)
-            if USE_RINT:
-                r = libdevice.rint(y)
-            else:
-                # |y| + 2**23 lands where float32 spacing is 1, so the add rounds half to even.
-                ay = tl.abs(y)
-                ar = tl.where(ay < 8388608.0, (ay + 8388608.0) - 8388608.0, ay)
-                r = tl.where(y < 0, -ar, ar)
-            if CLAMP:
-                r = tl.minimum(tl.maximum(r, clamp_low), clamp_high)
-            r = tl.where(m, r, 0.0)
-            mag = tl.abs(r)
-            row_max = tl.maximum(row_max, tl.max(mag, axis=0))
-            # Past int32 the conversion is undefined; the host rejects such rows from row_max.
-            ci = tl.minimum(tl.maximum(r, -2147483648.0), 2147483520.0).to(tl.int32)
-            tl.store(c_row + start + offs, ci.to(counts_ptr.dtype.element_ty), mask=m)
-            if STATS:
-                bins = tl.minimum(mag, NBINS - 1).to(tl.int32)
-                hist += tl.histogram(bins, NBINS)
-                padded = BLOCK - tl.sum(m.to(tl.int32), axis=0)
-                hist -= tl.where(tl.arange(0, NBINS) == 0, padded, 0)
-        tl.store(rowmax_ptr + row, tl.where(row_is_finite, row_max, float("inf")))
+                top = 0.0
+                if SINGLE_PASS:
+                    n_chunks = 1
+                else:
+                    n_chunks = tl.cdiv(D, BLOCK)
+                for chunk in range(n_chunks):
+                    start = chunk * BLOCK
+                    m = start + offs < D
+                    if SINGLE_PASS:
+                        xc = x
+                    else:
+                        xc = tl.load(x_row + start + offs, mask=m, other=0.0).to(tl.float32)
+                    q = tl.minimum(tl.maximum(xc * inv, -1099511627776.0), 1099511627776.0)
+                    y = tl.fma(tl.fma(-q, v_th, xc), inv, q)
+                    if CLAMP:
+                        # Rounding is monotone and fixes the integer bounds: clamping before it is the same.
+                        y = tl.minimum(tl.maximum(y, clamp_low), clamp_high)
+                    # Masked lanes hold x = 0, hence y = 0: they change no maximum.
+                    top = tl.maximum(top, tl.max(tl.abs(y), axis=0))
+                    if COMPILED:
+                        # cvt.rni: round half to even and convert in one instruction, saturating past int32
+                        # (such rows are rejected from row_max).
+                        ci = libdevice.float2int_rn(y)
+                    else:
+                        # |y| + 2**23 lands where float32 spacing is 1, so the add rounds half to even.
+                        ay = tl.abs(y)
+                        ar = tl.where(ay < 8388608.0, (ay + 8388608.0) - 8388608.0, ay)
+                        r = tl.where(y < 0, -ar, ar)
+                        # Past int32 the conversion is undefined: saturate as cvt.rni does.
+                        ci = tl.minimum(tl.maximum(r, -2147483648.0), 2147483520.0).to(tl.int32)
+                        ci = tl.where(r >= 2147483648.0, 2147483647, ci)
+                    tl.store(c_row + start + offs, ci.to(counts_ptr.dtype.element_ty), mask=m)
+                    if STATS:
+                        # max(ci, -NBINS) first: |INT_MIN| does not exist in int32.
+                        mag = tl.abs(tl.maximum(ci, -NBINS))
+                        # Small counts (nearly all) go to a SMALL_BINS-bin histogram in registers, whose
+                        # cost grows with its bins (ballots per bit, masks per bin); the rare larger ones
+                        # go straight to the global histogram. Its last bin ("SMALL_BINS - 1 or more") is
+                        # dropped at the end.
+                        hist += tl.histogram(tl.minimum(mag, SMALL_BINS - 1), SMALL_BINS)
+                        large = (mag >= SMALL_BINS - 1) & m
+                        tl.atomic_add(hist_ptr + tl.minimum(mag, NBINS - 1), 1, mask=large, sem="relaxed")
+                        padded = BLOCK - tl.sum(m.to(tl.int32), axis=0)
+                        hist -= tl.where(tl.arange(0, SMALL_BINS) == 0, padded, 0)
+                # max |count| = round(max |y|): rounding is monotone and odd. Capped at 2**40 (a quotient that
+                # overflowed float32 is a count past int32, not a non-finite input).
+                if COMPILED:
+                    top = libdevice.rint(top)
+                else:
+                    top = tl.where(top < 8388608.0, (top + 8388608.0) - 8388608.0, top)
+                top = tl.minimum(top, 1099511627776.0)
+                tl.store(rowmax_ptr + row, tl.where(row_is_finite, top, float("inf")))
         if STATS:
-            tl.atomic_add(hist_ptr + tl.arange(0, NBINS), hist)
+            small_bins = tl.arange(0, SMALL_BINS)
+            tl.atomic_add(hist_ptr + small_bins, hist, mask=small_bins < SMALL_BINS - 1, sem="relaxed")
 
 
 def quantize_rows(
@@ -155,13 +191,15 @@ def quantize_rows(
     counts_dtype: torch.dtype,
     histogram: torch.Tensor | None = None,
     num_warps: int | None = None,
+    rows_per_program: int | None = None,
 ) -> RowCodes:
     """Launch the kernel on a 2-d ``[M, D]`` tensor whose rows are contiguous (no checks).
 
     ``counts_dtype`` narrower than int32 stores the low bits of each count (two's-complement wrap):
     callers check ``row_max`` or split counts into int8 digits themselves. ``histogram`` (int32
     ``[STATS_BINS]``, zeroed) receives the histogram of ``min(|count|, STATS_BINS - 1)``. ``num_warps``
-    overrides the launch's warps per row (benchmark sweeps).
+    (warps per program) and ``rows_per_program`` override the launch configuration (benchmark sweeps);
+    neither changes any result.
     """
     rows, width = x2d.shape
     counts = torch.empty((rows, width), dtype=counts_dtype, device=x2d.device)
@@ -171,23 +209,24 @@ def quantize_rows(
         return RowCodes(counts, v_th, row_max)
     single = width <= SINGLE_PASS_MAX
     block = triton.next_power_of_2(width) if single else CHUNK
-    # H100 sweep (benchmarks/bench_spike_quant.py): 4 warps per 4096-wide row keep more rows in flight;
-    # the chunked path over long rows wants 16 warps for float32, 8 for 16-bit inputs.
+    # H100 sweeps (benchmarks/bench_spike_quant.py): 4 warps per 4096-wide row keep more rows in flight;
+    # the chunked path over long rows wants 16 (bfloat16 rows of 18944: 0.87 of copy, 0.77 with 8 warps).
     if num_warps is None:
         if single:
             num_warps = 4 if block <= 4096 else (8 if block <= 8192 else 16)
         else:
-            num_warps = 16 if x2d.element_size() == 4 else 8
-    warps = num_warps
-    low, high = (0.0, 0.0) if bounds is None else (float(bounds[0]), float(bounds[1]))
+            num_warps = 16
     stats = histogram is not None
+    if rows_per_program is None:
+        rows_per_program = STATS_ROWS_PER_PROGRAM if stats else 1
+    low, high = (0.0, 0.0) if bounds is None else (float(bounds[0]), float(bounds[1]))
     hist = histogram if stats else v_th  # an unused pointer when STATS is off
-    _spike_quant_kernel[(rows,)](
+    _spike_quant_kernel[(triton.cdiv(rows, rows_per_program),)](
         x2d, counts, v_th, row_max, hist,
-        width, float(width), x2d.stride(0), counts.stride(0), float(k), low, high,
+        rows, width, float(width), x2d.stride(0), counts.stride(0), float(k), low, high,
         BLOCK=block, SINGLE_PASS=single, CLAMP=bounds is not None,
-        STATS=stats, NBINS=STATS_BINS, USE_RINT=x2d.is_cuda,
-        num_warps=warps,
+        STATS=stats, NBINS=STATS_BINS, SMALL_BINS=STATS_SMALL_BINS, ROWS=rows_per_program, COMPILED=x2d.is_cuda,
+        num_warps=num_warps,
     )
     return RowCodes(counts, v_th, row_max)
 
@@ -204,9 +243,11 @@ def check_rows_finite(largest: float) -> None:
         raise ValueError("x contains NaN or Inf; spike coding needs finite values")
 
 
-def _check_range(row_max: torch.Tensor, counts_dtype: torch.dtype) -> None:
+def _check_range(row_max: torch.Tensor, counts_dtype: torch.dtype, clamped: bool = False) -> None:
     largest = float(row_max.max()) if row_max.numel() else 0.0
     check_rows_finite(largest)
+    if clamped and counts_dtype == torch.int32:
+        return  # clamp bounds lie in int32 (float32 row maxima may read 2**31 for 2**31 - 1)
     if largest > 2**31 - 1:
         raise OverflowError(
             f"a spike count reaches {largest:.3g}, beyond int32 (v_th is clamped at {V_TH_MAX:g}); pass clamp= to bound counts"
@@ -258,8 +299,9 @@ def spike_quantize_reference(
     """The PyTorch reference: :func:`sb_neurons.spike_count` with counts cast to ``counts_dtype``."""
     counts, v_th = spike_count(x, k, -1, clamp)
     largest = counts.abs().amax(dim=-1) if counts.numel() else counts.new_zeros(0)
-    _check_range(largest.reshape(-1).float(), counts_dtype)
-    return QuantizedSpikes(counts.detach().to(counts_dtype), v_th.float())
+    _check_range(largest.reshape(-1).float(), counts_dtype, clamped=clamp is not None)
+    # Through float64: a float32 count of 2**31 (the clamp bound 2**31 - 1 rounded) saturates, not wraps.
+    return QuantizedSpikes(counts.detach().double().clamp(-(2**31), 2**31 - 1).to(counts_dtype), v_th.float())
 
 
 def spike_quantize(
@@ -316,7 +358,7 @@ def spike_quantize(
     hist = torch.zeros(STATS_BINS, dtype=torch.int32, device=x.device) if return_stats else None
     # Counts are stored as int32 first whenever a narrower dtype might wrap, then checked and narrowed.
     codes = quantize_rows(x2d, k, bounds, torch.int32 if counts_dtype != torch.int32 else counts_dtype, hist)
-    _check_range(codes.row_max, counts_dtype)
+    _check_range(codes.row_max, counts_dtype, clamped=bounds is not None)
     counts = codes.counts.to(counts_dtype).reshape(x.shape)
     v_th = codes.v_th.reshape(*x.shape[:-1], 1)
     if not return_stats:

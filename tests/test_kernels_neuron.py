@@ -136,6 +136,39 @@ def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
         multistep_neuron(torch.randn(2, 4), 1.0, backend="triton")
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the interpreter meets NaN on purpose
+def test_non_finite_input_checked_unless_asked_not_to():
+    x = torch.randn(5, 2, 30)
+    x[3, 1, 7] = float("nan")
+    x[1, 0, 2] = float("inf")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        multistep_neuron(x, 1.0, backend="triton")
+    # Unchecked: no error and no host read; every neuron that saw only finite input is exact.
+    s, v = multistep_neuron(x, 1.0, decay=0.5, check_finite=False, backend="triton")
+    finite = torch.isfinite(x).all(0)
+    s_ref, v_ref = multistep_neuron(torch.where(finite, x, 0.0), 1.0, decay=0.5, backend="torch")
+    assert torch.equal(s[:, finite], s_ref[:, finite]) and torch.equal(v[finite], v_ref[finite])
+    # The unchecked forward is still differentiable, with the checked forward's gradient.
+    xf = torch.randn(5, 2, 30, requires_grad=True)
+    g = torch.randn(5, 2, 30)
+    grads = [torch.autograd.grad((multistep_neuron(xf, 1.0, check_finite=c, backend="triton").spikes * g).sum(), xf)[0]
+             for c in (True, False)]
+    assert torch.equal(grads[0], grads[1])
+
+
+def test_unused_outputs_get_no_gradient_work():
+    # v_last alone in the loss, spikes alone, and neither: the same gradients as the reference.
+    x = torch.randn(6, 40, requires_grad=True)
+    s, v = multistep_neuron(x, 0.8, decay=0.7, backend="triton")
+    s_ref, v_ref = multistep_neuron(x, 0.8, decay=0.7, backend="torch")
+    (gv,) = torch.autograd.grad(v.sum(), x, retain_graph=True)
+    (gv_ref,) = torch.autograd.grad(v_ref.sum(), x, retain_graph=True)
+    assert torch.allclose(gv, gv_ref, rtol=1e-5, atol=1e-6)
+    (gs,) = torch.autograd.grad(s.sum(), x)
+    (gs_ref,) = torch.autograd.grad(s_ref.sum(), x)
+    assert torch.allclose(gs, gs_ref, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs, match, error",
     [
@@ -151,6 +184,7 @@ def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
         (dict(x_seq=torch.randn(0, 4), v_th=1.0), "T >= 1", ValueError),
         (dict(x_seq=torch.tensor([[float("nan")]]), v_th=1.0), "x_seq", ValueError),
         (dict(x_seq=torch.randn(2, 4), v_th=1.0, backend="cupy"), "backend", ValueError),
+        (dict(x_seq=torch.randn(2, 4), v_th=1.0, check_finite=1), "check_finite", TypeError),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs, match, error):
@@ -175,3 +209,27 @@ def test_gpu_full_size(steps, neurons, reset, signed):
     assert torch.allclose(gx.double()[:, agree], gx64[:, agree], rtol=1e-4, atol=1e-5)
     half, _ = multistep_neuron(x, 1.0, spike_dtype=torch.float16, backend="triton", **cfg)
     assert torch.equal(half.float(), s)
+
+
+@pytest.mark.gpu
+def test_gpu_launch_configurations_and_unchecked_calls_agree():
+    # Every launch configuration the benchmark sweeps gives the same bits; unchecked calls too.
+    torch.manual_seed(3)
+    x = torch.randn(16, (1 << 20) + 77, device="cuda") * 0.7
+    cfg = kn._Config(decay=0.5, reset_hard=False, v_reset=0.0, signed=False, rounding=False, surrogate_id=1,
+                     alpha=4.0, detach_reset=False, v_init_value=0.0, v_th_value=1.0, spike_dtype=torch.float16,
+                     check_finite=False)
+    g = torch.randn(16, x.shape[1], device="cuda", dtype=torch.float16)
+    s0, v0 = kn._launch_forward(x, None, None, cfg)
+    gx0, _ = kn._launch_backward(x, g, None, None, None, cfg, False)
+    for block, warps in ((256, 4), (128, 2), (64, 2)):
+        s1, v1 = kn._launch_forward(x, None, None, cfg, block, warps)
+        gx1, _ = kn._launch_backward(x, g, None, None, None, cfg, False, block, warps)
+        assert torch.equal(s0, s1) and torch.equal(v0, v1) and torch.equal(gx0, gx1)
+    checked = multistep_neuron(x, 1.0, decay=0.5, surrogate="sigmoid", surrogate_alpha=4.0, spike_dtype=torch.float16,
+                               backend="triton")
+    assert torch.equal(checked.spikes, s0)
+    x[5, 1234] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        multistep_neuron(x, 1.0, backend="triton")
+    assert multistep_neuron(x, 1.0, check_finite=False, backend="triton").spikes.shape == x.shape

@@ -67,6 +67,60 @@ def test_half_way_ties_round_to_even():
     assert counts.tolist() == [[0, 2, 2, 0, -2, -2, 4, 4]]
 
 
+def near_ties(rows, width, seed, device="cpu", rounds=3):
+    """``(x, k)``: rows whose quotients ``x / v_th`` lie on or within a few ulps of ``n + 1/2`` for the
+    kernel's own ``v_th``. Every row permutes the same integers ``n`` (so one ``k = mean|n + 1/2|`` fits
+    all), scaled by a random threshold; each round rebuilds ``x = (n + 1/2) * v_th`` from the kernel's last
+    ``v_th``, which then moves by a few ulps at most. A quotient one ulp off flips such counts."""
+    g = torch.Generator().manual_seed(seed)
+    n = torch.randint(-9, 9, (width,), generator=g).double()
+    order = torch.rand(rows, width, generator=g).argsort(-1)
+    half = (n[order] + 0.5).to(device)
+    k = float((n + 0.5).abs().mean())
+    v_th = (10 ** (torch.rand(rows, 1, generator=g, dtype=torch.float64) * 6 - 3)).to(device)
+    for _ in range(rounds):
+        x = (half * v_th.double()).float()
+        v_th = spike_quantize(x, k, backend="triton").v_th
+    flip = torch.randint(0, 3, x.shape, generator=g).to(device)
+    up, down = torch.nextafter(x, torch.full_like(x, float("inf"))), torch.nextafter(x, torch.full_like(x, -float("inf")))
+    return torch.where(flip == 1, up, torch.where(flip == 2, down, x)), k
+
+
+def test_quotients_near_ties_round_like_ieee_division():
+    # The kernel divides by multiplying with RN(1 / v_th) and correcting once with fused multiply-adds:
+    # exact only if the corrected quotient is the correctly rounded one, which ties expose.
+    x, k = near_ties(8, 257, seed=0)
+    counts, v_th = spike_quantize(x, k, backend="triton")
+    quotient = x / v_th
+    assert torch.equal(counts.double(), torch.round(quotient).double())
+    assert float(((quotient - quotient.round()).abs() - 0.5).abs().max()) < 1e-5  # all near ties
+    assert float((quotient - quotient.trunc()).abs().eq(0.5).float().mean()) > 0.1  # many exact ties
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_quotient_past_float32_range_is_an_overflow_not_a_nan():
+    # v_th = mean|x| / k with a huge k makes x / v_th overflow float32: counts saturate, OverflowError.
+    x = torch.tensor([[3.0e38, 1.0, -2.0, 0.0], [-3.0e38, 1.0, -2.0, 0.0]])
+    with pytest.raises(OverflowError, match="int32"):
+        spike_quantize(x, 1e38, backend="triton")
+    counts, v_th = spike_quantize(x, 1e38, clamp=(-7, 9), backend="triton")
+    assert torch.equal(counts, torch.round(x / v_th).clamp(-7, 9).int())  # the signs survive saturation
+    assert counts[:, 0].tolist() == [9, -7]
+
+
+@pytest.mark.parametrize("rows_per_program, num_warps", [(1, 1), (3, 2), (16, 4)])
+def test_launch_configuration_changes_no_result(rows_per_program, num_warps):
+    x = heavy_tailed((37, 300), seed=5, scale=2.0)
+    hist0 = torch.zeros(sq.STATS_BINS, dtype=torch.int32)
+    base = sq.quantize_rows(x, 3.0, None, torch.int32, hist0)
+    hist = torch.zeros(sq.STATS_BINS, dtype=torch.int32)
+    other = sq.quantize_rows(x, 3.0, None, torch.int32, hist, num_warps=num_warps, rows_per_program=rows_per_program)
+    assert torch.equal(base.counts, other.counts) and torch.equal(base.row_max, other.row_max)
+    assert torch.equal(hist0, hist) and int(hist.sum()) == x.numel()
+    assert torch.equal(base.v_th, other.v_th) or num_warps != 4  # the sum's order follows the warps
+    assert torch.equal(base.row_max, base.counts.abs().amax(-1).float())
+
+
 def test_bursts_past_127_are_exact_and_unbounded():
     # |count| <= k * D + 1/2: a large k lets a 200-wide row reach past int16.
     x = torch.randn(4, 200)
@@ -141,6 +195,9 @@ def test_threshold_clamps_and_overflow():
         spike_quantize(huge, backend="torch")
     clamped = spike_quantize(huge, backend="triton", clamp=16).counts
     assert torch.equal(clamped, torch.full_like(clamped, 32767))
+    for backend in ("triton", "torch"):  # the widest clamp saturates at int32's ends (no overflow error)
+        widest = spike_quantize(torch.cat([huge, -huge]), backend=backend, clamp=32).counts
+        assert widest[:2].eq(2**31 - 1).all() and widest[2:].eq(-(2**31)).all()
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
@@ -195,6 +252,30 @@ def test_gpu_full_size(shape, dtype):
         assert_kernel_identities(x, clamp=clamp)
     auto = spike_quantize(x, backend="auto")
     assert torch.equal(auto.counts, counts)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_near_ties_and_every_16_bit_value(dtype):
+    # Quotients on and next to n + 1/2 at model width, and every finite 16-bit value under many thresholds.
+    x, k = near_ties(2048, 3584, seed=7, device="cuda")
+    x = x.to(dtype)
+    counts, v_th = spike_quantize(x, k, backend="triton")
+    assert torch.equal(counts.double(), torch.round(x.float() / v_th).double())
+    if dtype == torch.float32:
+        return
+    # Every finite 16-bit value up to 2**64 (the row sums stay finite), one row per threshold: 4096 more
+    # columns of a per-row size move each row's mean, hence v_th's mantissa; k moves its exponent.
+    bits = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16)
+    values = bits.view(dtype).float()
+    values = values[torch.isfinite(values) & (values.abs() <= 2.0**64)].to("cuda")
+    ballast = torch.logspace(-4, 0, 512, device="cuda")[:, None] * values.abs().max()
+    rows = torch.cat([values[None, :].expand(512, -1), ballast.expand(-1, 4096)], dim=1).to(dtype)
+    mean = float(rows.float().abs().mean())
+    for target in (1e-3, 1.0, 1e3):  # v_th around these values
+        counts, v_th = spike_quantize(rows, mean / target, clamp=32, backend="triton")
+        assert float(v_th.min()) > target / 10 and float(v_th.max()) < target * 10
+        assert torch.equal(counts.double(), torch.round(rows.float() / v_th).double().clamp(-(2**31), 2**31 - 1))
 
 
 @pytest.mark.gpu
