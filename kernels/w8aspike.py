@@ -126,9 +126,13 @@ if tl is not None:
         offs_k = tl.arange(0, BK)
         acc = tl.zeros([BM, BN], dtype=tl.float32)
         group_int = tl.zeros([BM, BN], dtype=tl.int64)
-        for kt in range(n_groups * GROUP_TILES):
+        n_tiles = n_groups * GROUP_TILES
+        x_next = tl.load(x_rows + offs_k[None, :], mask=row_ok[:, None], other=0.0).to(tl.float32)
+        for kt in range(n_tiles):
             k0 = kt * BK
-            x = tl.load(x_rows + k0 + offs_k[None, :], mask=row_ok[:, None], other=0.0).to(tl.float32)
+            x = x_next  # loaded one tile ahead: its latency hides under this tile's work
+            ahead = row_ok[:, None] & (kt + 1 + 0 * offs_k[None, :] < n_tiles)
+            x_next = tl.load(x_rows + k0 + BK + offs_k[None, :], mask=ahead, other=0.0).to(tl.float32)
             q = _round_half_even(tl.math.div_rn(x, v_th[:, None]), USE_RINT)
             if CLAMP:
                 q = tl.minimum(tl.maximum(q, clamp_low), clamp_high)
@@ -231,7 +235,7 @@ if tl is not None:
     def _w8a_decode_kernel(
         x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, vth_ptr, rowmax_ptr,
         N, K, width, stride_wn, stride_sn, n_groups, k, clamp_low, clamp_high,
-        GROUP_TILES: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+        GROUP_TILES: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, VBLOCK: tl.constexpr,
         HAS_BIAS: tl.constexpr, PER_CHANNEL: tl.constexpr, CLAMP: tl.constexpr, USE_RINT: tl.constexpr,
     ):
         # One token (M = 1), one program per column block. The row is quantized as a [BK] vector (a
@@ -247,9 +251,11 @@ if tl is not None:
 
         # v_th = clamp(mean|x| / k, 1e-5, 1e4), the quantization kernel's rule. Every program sums the
         # same loads in the same order, so all of them hold the same bits (the row is in L2).
-        abs_acc = tl.zeros([BK], dtype=tl.float32)
-        for k0 in range(0, K, BK):
-            abs_acc += tl.abs(tl.load(x_ptr + k0 + offs_k).to(tl.float32))
+        # Wide chunks (the whole row up to 4096): a loop of [BK] loads would wait on each load in turn.
+        offs_v = tl.arange(0, VBLOCK)
+        abs_acc = tl.zeros([VBLOCK], dtype=tl.float32)
+        for v0 in range(0, K, VBLOCK):
+            abs_acc += tl.abs(tl.load(x_ptr + v0 + offs_v, mask=v0 + offs_v < K, other=0.0).to(tl.float32))
         abs_sum = tl.sum(abs_acc, axis=0)
         finite = abs_sum * 0.0 == 0.0  # a NaN or Inf anywhere in the row
         v_th = tl.minimum(tl.maximum(tl.math.div_rn(tl.math.div_rn(abs_sum, width), k), 1e-5), 1e4)
@@ -634,7 +640,7 @@ def _linear_fused(x2d, weight, scales2d, bias, k, bounds, out, config=None) -> t
     _w8a_decode_kernel[(triton.cdiv(cols, cfg["BN"]),)](
         x2d, weight, scales2d, bias if bias is not None else scales2d, out, v_th, row_max,
         cols, width, float(width), weight.stride(0), scales2d.stride(0), groups, float(k), low, high,
-        GROUP_TILES=group // cfg["BK"], BM=16, BN=cfg["BN"], BK=cfg["BK"],
+        GROUP_TILES=group // cfg["BK"], BM=16, BN=cfg["BN"], BK=cfg["BK"], VBLOCK=min(4096, triton.next_power_of_2(width)),
         HAS_BIAS=bias is not None, PER_CHANNEL=groups == 1, CLAMP=bounds is not None, USE_RINT=x2d.is_cuda,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
