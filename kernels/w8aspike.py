@@ -65,7 +65,9 @@ INT8_MAX = 127
 INT32_MAX = 2**31 - 1
 SHARED_BYTES = 220 * 1024  # pipeline buffers per block, under Hopper's 227 KB (leaves room for Triton's own)
 DIGIT_BASE = 256
-FUSED_MAX_ROWS = 1  # rows up to this many take the one-launch decode kernel
+FUSED_MAX_ROWS = 1  # rows up to this many take the one-launch decode kernel ...
+FUSED_MAX_K = 8192  # ... when K is at most this: each program quantizes the whole row, and at K = 18944
+# (down) that redundant work made the one launch slower than the two-pass path (H100, CUDA graphs)
 WIDE_ROWS_BLOCK = 4096  # rows scanned per step by the one-program kernel that lists rows past 127
 MAX_K = 2**17 - 1  # d0 x int8 products summed over K stay in int32: 128 * 128 * K < 2**31
 
@@ -117,28 +119,40 @@ if tl is not None:
     @_DeviceFunction
     def _exact_rows_acc(
         x_rows, row_ok, v_th, w_cols, mask_n, scale_ptr, offs_n, stride_sn, n_groups, clamp_low, clamp_high,
-        GROUP_TILES: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-        PER_CHANNEL: tl.constexpr, CLAMP: tl.constexpr, USE_RINT: tl.constexpr,
+        many_digits, GROUP_TILES: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+        PER_CHANNEL: tl.constexpr, CLAMP: tl.constexpr, USE_RINT: tl.constexpr, ONE_ROW: tl.constexpr,
     ):
         """``sum_g scales[n, g] * P[m, n, g]`` (float32 ``[BM, BN]``) with every count of the rows
-        ``x_rows`` (row pointers ``[BM, 1]``) recomputed as ``round(x / v_th)`` and split into int8
-        digits in registers; each group's ``P`` is summed exactly in int64, then rounded once."""
+        recomputed as ``round(x / v_th)`` and split into int8 digits in registers; each group's ``P`` is
+        summed exactly in int64, then rounded once. ``x_rows``: row pointers ``[BM, 1]`` with ``v_th``
+        ``[BM]``, or with ``ONE_ROW`` the one row's pointer and scalar ``v_th`` (quantized as a ``[BK]``
+        vector, placed in row 0). ``many_digits``: some count exceeds 32639 (two digits do not hold it)."""
         offs_k = tl.arange(0, BK)
+        first = tl.arange(0, BM)[:, None] == 0
         acc = tl.zeros([BM, BN], dtype=tl.float32)
         group_int = tl.zeros([BM, BN], dtype=tl.int64)
         n_tiles = n_groups * GROUP_TILES
-        x_next = tl.load(x_rows + offs_k[None, :], mask=row_ok[:, None], other=0.0).to(tl.float32)
+        if ONE_ROW:
+            x_next = tl.load(x_rows + offs_k).to(tl.float32)
+        else:
+            x_next = tl.load(x_rows + offs_k[None, :], mask=row_ok[:, None], other=0.0).to(tl.float32)
         for kt in range(n_tiles):
             k0 = kt * BK
             x = x_next  # loaded one tile ahead: its latency hides under this tile's work
-            ahead = row_ok[:, None] & (kt + 1 + 0 * offs_k[None, :] < n_tiles)
-            x_next = tl.load(x_rows + k0 + BK + offs_k[None, :], mask=ahead, other=0.0).to(tl.float32)
-            q = _round_half_even(tl.math.div_rn(x, v_th[:, None]), USE_RINT)
+            if ONE_ROW:
+                x_next = tl.load(x_rows + k0 + BK + offs_k, mask=kt + 1 + 0 * offs_k < n_tiles, other=0.0).to(tl.float32)
+                q = _round_half_even(tl.math.div_rn(x, v_th), USE_RINT)
+            else:
+                ahead = row_ok[:, None] & (kt + 1 + 0 * offs_k[None, :] < n_tiles)
+                x_next = tl.load(x_rows + k0 + BK + offs_k[None, :], mask=ahead, other=0.0).to(tl.float32)
+                q = _round_half_even(tl.math.div_rn(x, v_th[:, None]), USE_RINT)
             if CLAMP:
                 q = tl.minimum(tl.maximum(q, clamp_low), clamp_high)
             # NaN and counts past int32 (those rows' outputs become NaN) are pinned into int32 range.
             q = tl.where(q == q, q, 0.0)
             c = tl.minimum(tl.maximum(q, -2147483648.0), 2147483520.0).to(tl.int32)
+            if ONE_ROW:
+                c = tl.where(first, c[None, :], tl.zeros([BM, BK], dtype=tl.int32))
             w = tl.load(w_cols + k0, mask=mask_n[None, :], other=0)
             # c = d0 + 256 d1 + ...: d = the sign-extended low byte, then c <- (c - d) / 256 without overflow.
             d = (c << 24) >> 24
@@ -147,7 +161,7 @@ if tl is not None:
             d = (c << 24) >> 24
             c = (c >> 8) + (d < 0).to(tl.int32)
             group_int += tl.dot(d.to(tl.int8), w, out_dtype=tl.int32).to(tl.int64) << 8
-            if tl.max(tl.max(tl.abs(c), axis=1), axis=0) > 0:  # counts past 32639: rare
+            if many_digits:  # counts past 32639: rare
                 for i in tl.static_range(2, 5):  # five digits hold any int32 (the fifth only near 2**31)
                     d = (c << 24) >> 24
                     c = (c >> 8) + (d < 0).to(tl.int32)
@@ -294,8 +308,9 @@ if tl is not None:
         max_rows = tl.full([BM], 1.0, tl.float32) * row_max
         if row_max > 127.0:  # uniform: the loop above stays int8; the exact redo runs only for bursts
             exact = _exact_rows_acc(
-                x_ptr + offs_m[:, None] * 0, offs_m == 0, v_rows, w_cols, mask_n, scale_ptr, offs_n, stride_sn,
-                n_groups, clamp_low, clamp_high, GROUP_TILES, BM, BN, BK, PER_CHANNEL, CLAMP, USE_RINT,
+                x_ptr, offs_m == 0, v_th, w_cols, mask_n, scale_ptr, offs_n, stride_sn,
+                n_groups, clamp_low, clamp_high, row_max > 32639.0, GROUP_TILES, BM, BN, BK, PER_CHANNEL, CLAMP,
+                USE_RINT, True,
             )
             acc = exact
         y = _finish_rows(acc, v_rows, max_rows, bias_ptr, offs_n, mask_n, HAS_BIAS)
@@ -356,9 +371,10 @@ if tl is not None:
             mask_n = offs_n < N
             x_rows = x_ptr + rows[:, None] * stride_xm
             w_cols = w_ptr + offs_n.to(tl.int64)[None, :] * stride_wn + offs_k[:, None]
+            many_digits = tl.max(tl.where(listed, row_max, 0.0), axis=0) > 32639.0
             acc = _exact_rows_acc(
                 x_rows, listed, v_th, w_cols, mask_n, scale_ptr, offs_n, stride_sn, n_groups, clamp_low, clamp_high,
-                GROUP_TILES, BM, BN, BK, PER_CHANNEL, CLAMP, USE_RINT,
+                many_digits, GROUP_TILES, BM, BN, BK, PER_CHANNEL, CLAMP, USE_RINT, False,
             )
             y = _finish_rows(acc, v_th, row_max, bias_ptr, offs_n, mask_n, HAS_BIAS)
             out_ptrs = out_ptr + rows[:, None] * stride_om + offs_n[None, :]
@@ -576,7 +592,7 @@ def w8aspike_linear(
         return out.reshape(*x.shape[:-1], cols)
     weight = weight_int8.contiguous()
     scales2d = scales.reshape(cols, groups).contiguous()
-    if rows <= FUSED_MAX_ROWS:
+    if rows <= FUSED_MAX_ROWS and width <= FUSED_MAX_K:
         _, row_max = _linear_fused(x2d, weight, scales2d, bias, k, bounds, out)
     else:
         _, row_max = _linear_two_pass(x2d, weight, scales2d, bias, k, bounds, out)
@@ -620,9 +636,11 @@ def _decode_config(n: int, group: int, compiled: bool) -> dict[str, int]:
     bk = next(b for b in (128, 64, 32) if group % b == 0)
     if not compiled:
         return dict(BN=16, BK=bk, num_warps=1, num_stages=1)
+    # H100 sweep (benchmarks/bench_w8aspike.py, CUDA graphs): 16 x 128 tiles, 4 warps, 6 stages for
+    # N < 8192 (q/o, k/v, down), 32 columns for gate/up.
     if n >= 8192:
         return dict(BN=32, BK=bk, num_warps=4, num_stages=6)
-    return dict(BN=16, BK=bk, num_warps=2, num_stages=8)
+    return dict(BN=16, BK=bk, num_warps=4, num_stages=6)
 
 
 def _linear_fused(x2d, weight, scales2d, bias, k, bounds, out, config=None) -> tuple[torch.Tensor, torch.Tensor]:
