@@ -276,7 +276,8 @@ class PartsLM(torch.nn.Module):
         layers = []
         for index in range(config.num_hidden_layers):
             if index in config.attn_layers:  # released: the odd layers are sliding-window softmax attention
-                mixer = SlidingWindowAttention(**heads, window=config.sliding_window, rope_theta=config.rope_theta, qkv_bias=True)
+                mixer = SlidingWindowAttention(**heads, window=config.sliding_window, rope_theta=config.rope_theta, qkv_bias=True,
+                                              query_chunk_size=config.swa_query_chunk_size)  # as the model
             else:  # gated linear attention: ReLU feature map, low-rank gate, per-head g_norm
                 mixer = GatedLinearAttention(**heads, chunk_size=config.gla_chunk_size, norm_eps=config.norm_eps)
             mlp = GLUMLP(config.hidden_size, config.intermediate_size)
