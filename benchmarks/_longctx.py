@@ -210,6 +210,7 @@ def float32_guards(
     small = copy.deepcopy(config)
     small.num_hidden_layers = layers
     small.attn_layers = list(range(1, layers, 2))
+    print(f"float32 guard: {layers} full-width layers, {length} tokens (a cold machine first compiles fla's kernels)", flush=True)
     model = build_spikingbrain(small, device, torch.float32)
     results = {"float32-bf16-arch": guard(model, length, 64, 1e-3, piece)}
     if not w8aspike:

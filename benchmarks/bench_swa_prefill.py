@@ -166,6 +166,7 @@ def main(argv=None) -> int:
         timing["useful_tflop"] = useful / 1e12
         result["timing_ms"][name] = timing
         print(f"attention {name} L={args.length}: {timing}", flush=True)
+        lc.write_json(args.out, result)  # each section saved: a run cut short keeps what it measured
         del q, k, v
         lc.release()
 
@@ -184,6 +185,7 @@ def main(argv=None) -> int:
         }
     result["timing_ms"]["layer"] = layer_timing
     result["flash_grouped_heads"] = swa._FLASH_GROUPED_HEADS[0]
+    lc.write_json(args.out, result)
     print(f"layer L={args.length}: {layer_timing}; masked vs windowed rel {result['checks']['layer_masked_vs_windowed_bf16']:.2e}", flush=True)
     del layer, x, ones, a, b
     lc.release()
@@ -193,6 +195,7 @@ def main(argv=None) -> int:
     from sb_layers.linear_attention import GatedLinearAttention, _fla_available
 
     if _fla_available() and device.type == "cuda":
+        print("GLA layer: fla's Triton kernels compile and autotune on first use (minutes on a cold machine)", flush=True)
         gla = GatedLinearAttention(hidden, heads, kv_heads, mode="fla", device=device, dtype=torch.bfloat16)
         x = torch.randn(1, args.length, hidden, device=device, dtype=torch.bfloat16)
         with torch.inference_mode():
