@@ -4,6 +4,7 @@
 #     bash benchmarks/run_gpu.sh [tests|spike_quant|neuron|w8aspike ...]   # default: all four
 # TEST_FILES narrows the GPU tests (Triton compiles of every kernel's variants take minutes), e.g.
 #     TEST_FILES="tests/test_kernels_spike_quant.py tests/test_kernels_neuron.py" bash benchmarks/run_gpu.sh tests
+# TEST_MARKS="gpu" also runs the slow ones (neuron kernels at T = 64: minutes of compiling).
 # Wheels for fla / SpikingJelly / snnTorch are installed from .whl/ when present (no network needed);
 # sb_kernels and sb_adapters are aliased onto PYTHONPATH when the package is not installed.
 set -u
@@ -29,7 +30,8 @@ for step in $steps; do
         files=${TEST_FILES:-tests/test_kernels_dispatch.py tests/test_kernels_spike_quant.py tests/test_kernels_w8aspike.py \
             tests/test_kernels_neuron.py tests/test_kernels_gla.py tests/test_linear.py}
         # shellcheck disable=SC2086  # a list of paths
-        timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -m gpu -p no:cacheprovider $files -rfEs --durations=12 2>&1 \
+        timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -m "${TEST_MARKS:-gpu and not slow}" -p no:cacheprovider $files \
+            -rfEs --durations=12 2>&1 \
             | tee "$OUT/gpu_tests.log" | tail -40
         rc=${PIPESTATUS[0]}
     else

@@ -47,11 +47,11 @@ except ImportError:  # pragma: no cover
     triton = tl = None
 
 MAX_STEPS = 64  # T is unrolled at compile time; beyond this, use the torch backend or feed in pieces
-# One neuron per thread: the step axis of the register tiles stays in-thread. Neurons (and warps) per
-# program from an H100 sweep at T = 16, 4M neurons (kernels alone, float16 spikes): the forward reaches
-# 0.87 of its floor with 64 (2 warps), 0.82 with 128 (4); the backward 0.92 with 128 (4), 0.90 with 64.
+# One neuron per thread (4 warps): the step axis of the register tiles stays in-thread. An H100 sweep of
+# neurons and warps per program (T = 16, 4M neurons, kernels alone: 64 to 512 neurons, 1 to 8 warps) was
+# flat within its run-to-run noise (forward 0.82-0.89 of the floor, backward 0.87-0.94).
 BLOCK_NEURONS = 128
-FORWARD_BLOCK, FORWARD_WARPS = 64, 2
+FORWARD_BLOCK, FORWARD_WARPS = BLOCK_NEURONS, 4
 CHUNK_STEPS = 16  # steps loaded (and stored) per register tile
 SPIKE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 SURROGATE_IDS = {"atan": 0, "sigmoid": 1}
