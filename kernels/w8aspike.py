@@ -24,15 +24,15 @@ host: the call is asynchronous and can be captured in a CUDA graph.
   ``v_th`` itself, quantizes its K tiles on the fly (a ``[BK]`` vector: a few IEEE divisions per thread
   and tile) into row 0 of the int8 tile for ``tl.dot``, and redoes the row with all its digits only
   when it exceeds 127 (a uniform branch after the loop): the hot loop stays int8. On an H100 (CUDA
-  graphs) this beats quantize + GEMM by 4-9% for K = 3584 and is 12% slower at K = 18944 (down), where every
-  program's pass over the row costs more than a launch. Splitting every count into digits *inside*
-  the loop, tried before, streamed the weights 1.3-2x slower than int8 counts; quantizing a
+  graphs) this beats quantize + GEMM by 4-9% for K = 3584 and is 12% slower at K = 18944 (down),
+  where every program's pass over the row costs more than a launch. Splitting every count into digits
+  *inside* the loop, tried before, streamed the weights 1.3-2x slower than int8 counts; quantizing a
   ``[16, BK]`` tile per program for up to 16 rows was 2-3.3x slower than the two-pass path, its
   divisions and per-tile reductions sitting on the loop's critical path.
-- Several rows (or ``K > FUSED_MAX_K``): the quantization kernel (:mod:`sb_kernels.spike_quant`) writes ``d0`` and the row
-  maxima, the GEMM runs on ``d0``, a one-program kernel lists the rows past 127 on the device (past
-  16 rows; up to 16 the next kernel reads the maxima itself), and a persistent kernel (one program per
-  SM) recomputes exactly those rows; with none, it returns at once.
+- Several rows (or ``K > FUSED_MAX_K``): the quantization kernel (:mod:`sb_kernels.spike_quant`)
+  writes ``d0`` and the row maxima, the GEMM runs on ``d0``, a one-program kernel lists the rows past
+  127 on the device (past 16 rows; up to 16 the next kernel reads the maxima itself), and a persistent
+  kernel (one program per SM) recomputes exactly those rows; with none, it returns at once.
 
 Errors without a host read. A row of ``x`` holding NaN or Inf gives a NaN output row, as in a float
 matmul, and so does a row whose counts leave int32 (possible only with ``v_th`` clamped at 1e4 and
