@@ -52,7 +52,7 @@ STATS_BINS = 128  # histogram bins gathered in the kernel: |count| in [0, 126] e
 SINGLE_PASS_MAX = 16384  # rows up to this length are held in registers and read once
 CHUNK = 4096  # chunk of a longer row (two passes over it, the second mostly from L2)
 # With statistics: rows per program, hence per atomic add of its histogram (H100, bfloat16 rows of 3584:
-# 0.24 of copy with 1 row, 0.29 with 4 or 16; tl.histogram's ballots, not the atomics, bound the rest).
+# 0.24 of copy with 1 row, 0.29 with 4 or 16; tl.histogram's own work, not the atomics, bounds the rest).
 STATS_ROWS_PER_PROGRAM = 16
 COUNTS_DTYPES = (torch.int8, torch.int16, torch.int32)
 TRITON_INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
