@@ -169,6 +169,10 @@ def resolve_backend(coding: SpikeCoding, x: torch.Tensor, layer: SpikingLinear) 
     forward-only): it never falls back. ``"auto"`` runs the kernel only where it computes the same
     function and applies: count mode, int8 weights, a float16/bfloat16/float32 CUDA input whose width and
     group size are multiples of 32, the kernel installed, and no gradient needed; PyTorch everywhere else.
+
+    Non-finite input: the PyTorch path raises ``ValueError``; the kernel path reads nothing back to the
+    host (so a decode step can be captured in a CUDA graph) and returns a NaN output row for each row of
+    ``x`` holding NaN or Inf, as a float matmul does (``sb_kernels.w8aspike_linear``, ``check=False``).
     """
     if coding.backend == "torch":
         return "torch"
