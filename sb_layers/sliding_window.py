@@ -88,6 +88,8 @@ def attention_with_lse(
             try:
                 out, lse = flash(q, keys, values, 0.0, causal, False, scale=scale)[:2]
                 return out, lse[..., :q_len]
+            except torch.OutOfMemoryError:
+                raise  # not a refusal of grouped heads: repeating keys would only need more memory
             except RuntimeError:  # a build whose flash kernel wants equal head counts: repeat from now on
                 _FLASH_GROUPED_HEADS[0] = False
         if groups > 1:
