@@ -240,22 +240,21 @@ def sweep(name: str, m: int, group: int | None) -> list[dict]:
     shipped = _tile_config(m, n, group or k, True, group is None)
     rows = []
     # Decode sizes: each tile shape also timed inside a CUDA graph (the GPU time alone).
-    for counts_dtype in [torch.int8]:
-        codes = quantize_rows(x, 3.0, None, counts_dtype)
-        g_bf16 = graph_time_ms(lambda: torch.matmul(x, w_bf16.T)) if m <= DECODE_ROWS else None
-        for cfg in SWEEP_DECODE if m <= DECODE_ROWS else SWEEP_LARGE:
-            row = {"layer": name, "M": m, "group": group or "channel", "counts": str(counts_dtype).removeprefix("torch."),
-                   "config": "/".join(str(cfg[c]) for c in ("BM", "BN", "BK", "num_warps", "num_stages")), "shipped": cfg == shipped}
-            try:
-                gemm = lambda: _launch_gemm(codes.counts.unsqueeze(0), w8, codes.v_th, s2d, bias, out, config=cfg)  # noqa: E731
-                t = time_ms(gemm)
-                row.update(ms=t, bf16_over_gemm=t_bf16 / t, TOPS=2 * m * n * k / (t * 1e-3) / 1e12)
-                if g_bf16 is not None:
-                    g = graph_time_ms(gemm)
-                    row.update(graph_ms=g, graph_bf16_over_gemm=g_bf16 / g, weight_TBps=n * k / (g * 1e-3) / 1e12)
-            except Exception as err:  # noqa: BLE001 - e.g. out of shared memory: recorded, not hidden
-                row["error"] = repr(err)[:120]
-            rows.append(row)
+    codes = quantize_rows(x, 3.0, None, torch.int8)
+    g_bf16 = graph_time_ms(lambda: torch.matmul(x, w_bf16.T)) if m <= DECODE_ROWS else None
+    for cfg in SWEEP_DECODE if m <= DECODE_ROWS else SWEEP_LARGE:
+        row = {"layer": name, "M": m, "group": group or "channel", "counts": "int8",
+               "config": "/".join(str(cfg[c]) for c in ("BM", "BN", "BK", "num_warps", "num_stages")), "shipped": cfg == shipped}
+        try:
+            gemm = lambda: _launch_gemm(codes.counts.unsqueeze(0), w8, codes.v_th, s2d, bias, out, config=cfg)  # noqa: E731
+            t = time_ms(gemm)
+            row.update(ms=t, bf16_over_gemm=t_bf16 / t, TOPS=2 * m * n * k / (t * 1e-3) / 1e12)
+            if g_bf16 is not None:
+                g = graph_time_ms(gemm)
+                row.update(graph_ms=g, graph_bf16_over_gemm=g_bf16 / g, weight_TBps=n * k / (g * 1e-3) / 1e12)
+        except Exception as err:  # noqa: BLE001 - e.g. out of shared memory: recorded, not hidden
+            row["error"] = repr(err)[:120]
+        rows.append(row)
     return rows
 
 
