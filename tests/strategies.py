@@ -49,3 +49,15 @@ def left_padded(samples: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
     for row, sample in enumerate(samples):
         ids[row, width - len(sample) :], mask[row, width - len(sample) :] = sample, 1
     return ids, mask
+
+
+def assert_left_padding_is_invisible(model, samples: list[torch.Tensor], atol: float = 1e-10) -> None:
+    """A causal LM's logits for each sample of a left-padded batch equal its logits for the sample alone
+    (padding hidden by the attention mask, positions counting real tokens only)."""
+    ids, mask = left_padded(samples)
+    width = ids.shape[1]
+    with torch.no_grad():
+        batched = model(ids, attention_mask=mask).logits
+        for row, sample in enumerate(samples):
+            alone = model(sample[None]).logits[0]
+            torch.testing.assert_close(batched[row, width - len(sample) :], alone, rtol=atol, atol=atol)

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sb_layers.models.spikingbrain import SpikingBrainCache, SpikingBrainConfig, SpikingBrainForCausalLM
-from strategies import left_padded
+from strategies import assert_left_padding_is_invisible
 
 VOCAB = 97
 WINDOW = 4
@@ -155,14 +155,7 @@ def test_prefill_then_chunks_equals_one_call(model):
 @given(lengths=st.lists(st.integers(1, 10), min_size=2, max_size=3), seed=st.integers(0, 2**16))
 def test_left_padded_batch_equals_each_sample_alone(model, lengths, seed):
     gen = torch.Generator().manual_seed(seed)
-    width = max(lengths)
-    samples = [torch.randint(3, VOCAB, (n,), generator=gen) for n in lengths]
-    ids, mask = left_padded(samples)
-    with torch.no_grad():
-        batched = model(ids, attention_mask=mask).logits
-        for row, sample in enumerate(samples):
-            alone = model(sample[None]).logits[0]
-            torch.testing.assert_close(batched[row, width - len(sample) :], alone, rtol=1e-10, atol=1e-10)
+    assert_left_padding_is_invisible(model, [torch.randint(3, VOCAB, (n,), generator=gen) for n in lengths])
 
 
 @given(
