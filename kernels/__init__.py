@@ -5,7 +5,10 @@ Every op takes ``backend="torch" | "triton" | "auto"`` (see :mod:`sb_kernels._di
 
 from ._dispatch import BACKENDS, Backend, interpreter_enabled, resolve_backend
 from .gla import fla_available, gla_fla
+from .glu import silu_mul, silu_mul_reference
 from .neuron import NeuronOutput, multistep_neuron
+from .rms_norm import add_rms_norm, rms_norm, rms_norm_reference
+from .rotary import apply_rotary, apply_rotary_reference
 from .spike_quant import QuantizedSpikes, QuantizedSpikesWithStats, spike_quantize, spike_quantize_reference
 from .w8aspike import (
     dequantize_weight,
@@ -21,6 +24,9 @@ __all__ = [
     "NeuronOutput",
     "QuantizedSpikes",
     "QuantizedSpikesWithStats",
+    "add_rms_norm",
+    "apply_rotary",
+    "apply_rotary_reference",
     "dequantize_weight",
     "fla_available",
     "gla_fla",
@@ -28,6 +34,10 @@ __all__ = [
     "interpreter_enabled",
     "multistep_neuron",
     "resolve_backend",
+    "rms_norm",
+    "rms_norm_reference",
+    "silu_mul",
+    "silu_mul_reference",
     "spike_quantize",
     "spike_quantize_reference",
     "split_int8_digits",

@@ -118,3 +118,29 @@ def lazy_jit(fn: Callable[..., Any] | None = None, **jit_options: Any) -> Any:
 def is_compiled_launch(device: torch.device) -> bool:
     """True on CUDA (libdevice and tensor cores available), False in the interpreter."""
     return device.type != "cpu"
+
+
+def resolve_forward_backend(
+    backend: object, *tensors: torch.Tensor, op: str, dtypes: tuple[torch.dtype, ...], unsupported: str | None = None,
+) -> Literal["torch", "triton"]:
+    """:func:`resolve_backend` for an op whose Triton kernel is forward only and takes one dtype.
+
+    Triton is chosen only when no tensor needs a gradient, all share one dtype among ``dtypes`` and
+    ``unsupported`` (the caller's own reason against the kernel, if any) is None. Otherwise ``"auto"``
+    takes the PyTorch reference and ``"triton"`` raises a ``RuntimeError`` saying why.
+    """
+    chosen = resolve_backend(backend, *tensors, op=op)
+    if chosen == "torch":
+        return chosen
+    reason = unsupported
+    kinds = {t.dtype for t in tensors}
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        reason = "the Triton kernel is forward only and an input requires grad"
+    elif len(kinds) != 1 or not kinds <= set(dtypes):
+        names = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+        reason = f"the Triton kernel takes tensors of one dtype among {names}, got {sorted(map(str, kinds))}"
+    if reason is None:
+        return "triton"
+    if backend == "auto":
+        return "torch"
+    raise RuntimeError(f"{op}: backend='triton' cannot run here: {reason}; use backend='torch' or 'auto'")

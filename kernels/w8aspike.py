@@ -51,6 +51,7 @@ from sb_neurons import spike_count
 from sb_neurons._validation import check_float_tensor, check_positive, check_tensor
 from sb_neurons.spike import ClampSpec, resolve_clamp
 
+from ._device import DeviceFunction
 from ._dispatch import Backend, lazy_jit, resolve_backend
 from .spike_quant import TRITON_INPUT_DTYPES, check_rows_finite, quantize_rows
 
@@ -58,8 +59,6 @@ try:
     import triton
     import triton.language as tl
     from triton.language.extra import libdevice
-    from triton.runtime.interpreter import InterpretedFunction
-    from triton.runtime.jit import JITFunction
 except ImportError:  # pragma: no cover
     triton = tl = libdevice = None
 
@@ -95,20 +94,7 @@ def split_int8_digits(counts: torch.Tensor) -> torch.Tensor:
 
 if tl is not None:
 
-    class _DeviceFunction(JITFunction):
-        """A ``@triton.jit`` device function that Triton's interpreter can call too.
-
-        Compiled kernels inline it like any ``JITFunction``; a kernel running in the interpreter calls
-        it as a Python function, which plain ``JITFunction`` refuses outside compilation.
-        """
-
-        def __call__(self, *args, **kwargs):
-            interpreted = self.__dict__.get("_interpreted")
-            if interpreted is None:
-                interpreted = self.__dict__["_interpreted"] = InterpretedFunction(self.fn)
-            return interpreted(*args, **kwargs)
-
-    @_DeviceFunction
+    @DeviceFunction
     def _round_half_even(y, USE_RINT: tl.constexpr):
         if USE_RINT:
             r = libdevice.rint(y)
@@ -118,7 +104,7 @@ if tl is not None:
             r = tl.where(y < 0, -ar, ar)
         return r
 
-    @_DeviceFunction
+    @DeviceFunction
     def _exact_rows_acc(
         x_rows, row_ok, v_th, w_cols, mask_n, scale_ptr, offs_n, stride_sn, n_groups, clamp_low, clamp_high,
         many_digits, GROUP_TILES: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
@@ -178,7 +164,7 @@ if tl is not None:
             acc = group_int.to(tl.float32) * scale[None, :]
         return acc
 
-    @_DeviceFunction
+    @DeviceFunction
     def _finish_rows(acc, v_th, row_max, bias_ptr, offs_n, mask_n, HAS_BIAS: tl.constexpr):
         """``acc * v_th + bias`` (float32 ``[BM, BN]``); NaN on rows flagged non-finite or past int32."""
         y = acc * v_th[:, None]

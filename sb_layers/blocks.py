@@ -84,8 +84,8 @@ class HybridBlock(nn.Module):
 
     def forward(self, hidden_states, attention_mask=None, state: MixerState = None):
         mixed, state = run_mixer(self.attn, self.attn_norm(hidden_states), attention_mask, state)
-        hidden_states = hidden_states + mixed
-        return hidden_states + self.mlp(self.mlp_norm(hidden_states)), state
+        normed, hidden_states = self.mlp_norm.add_forward(mixed, hidden_states)  # hidden_states + mixed, normed
+        return hidden_states + self.mlp(normed), state
 
 
 __all__ = ["HybridBlock", "ParallelMixer", "RollingKVCache", "run_mixer"]

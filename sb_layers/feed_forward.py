@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from sb_kernels import silu_mul
 from sb_neurons._validation import check_int, check_tensor
 
 from .spiking_linear import SpikeCoding, make_linear
@@ -43,7 +43,7 @@ class GLUMLP(nn.Module):
         check_tensor(x, "x")
         if x.shape[-1] != self.hidden_size:
             raise ValueError(f"input's last dimension must be hidden_size={self.hidden_size}, got shape {tuple(x.shape)}")
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(silu_mul(self.gate_proj(x), self.up_proj(x)))
 
 
 class MoE(nn.Module):

@@ -3,11 +3,16 @@
 ``rope(x)_i = x_i cos(p w_i) - x_{i + D/2} sin(p w_i)`` for the first half of the head dimension and
 ``x_i cos(p w_{i-D/2}) + x_{i-D/2} sin(p w_{i-D/2})`` for the second, ``w_i = theta^(-2i / D)``. Angles are
 computed in float32 (float64 for float64 activations) and cast to the activation dtype, as released.
+:func:`apply_rotary` is :func:`sb_kernels.apply_rotary` (one Triton pass on CUDA, PyTorch elsewhere).
 """
 
 from __future__ import annotations
 
 import torch
+
+from sb_kernels.rotary import apply_rotary, rotate_half
+
+__all__ = ["apply_rotary", "rotary_cos_sin", "rotate_half"]
 
 
 def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -21,13 +26,3 @@ def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: 
     angles = positions.to(compute).unsqueeze(-1) * inv_freq
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos().to(dtype), angles.sin().to(dtype)
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat([-second, first], dim=-1)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x`` ``[B, H, L, D]`` by ``cos, sin`` ``[B, L, D]``."""
-    return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1)

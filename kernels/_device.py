@@ -1,0 +1,42 @@
+"""Device functions shared by the Triton kernels, callable from compiled and interpreted kernels alike."""
+
+from __future__ import annotations
+
+try:  # the package must import without triton: the torch backends need none of this
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+except ImportError:  # pragma: no cover - exercised only where triton is missing
+    tl = DeviceFunction = round_to = None
+
+if tl is not None:
+
+    class DeviceFunction(JITFunction):
+        """A ``@triton.jit`` device function that Triton's interpreter can call too.
+
+        Compiled kernels inline it like any ``JITFunction``; a kernel running in the interpreter calls
+        it as a Python function, which plain ``JITFunction`` refuses outside compilation.
+        """
+
+        def __call__(self, *args, **kwargs):
+            interpreted = self.__dict__.get("_interpreted")
+            if interpreted is None:
+                interpreted = self.__dict__["_interpreted"] = InterpretedFunction(self.fn)
+            return interpreted(*args, **kwargs)
+
+    @DeviceFunction
+    def round_to(x, DT: tl.constexpr):
+        """float32 ``x`` rounded to the nearest ``DT`` value (ties to even), returned as float32.
+
+        bfloat16 is rounded on the bits: Triton's interpreter truncates a float32 -> bfloat16 cast,
+        while PyTorch (and compiled Triton) round to nearest even. A value rounded here converts to
+        bfloat16 exactly under either rule. NaN stays NaN, values past bfloat16's range become inf.
+        """
+        if DT == tl.bfloat16:
+            bits = x.to(tl.uint32, bitcast=True)
+            bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
+            return bits.to(tl.float32, bitcast=True)
+        elif DT == tl.float16:
+            return x.to(tl.float16).to(tl.float32)
+        else:
+            return x

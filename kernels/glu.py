@@ -1,0 +1,76 @@
+"""The GLU activation ``silu(gate) * up`` in one pass (the middle of every SpikingBrain MLP).
+
+The rule, in the inputs' dtype ``dt`` as PyTorch computes ``F.silu(gate) * up``:
+
+    a = silu(gate)        computed in float32, rounded to dt
+    y = a * up            computed in float32, rounded to dt
+
+The kernel rounds at the same places, so it agrees with PyTorch up to the last bit of ``exp`` inside
+the sigmoid (tests bound it by one unit in the last place of ``dt`` against a float64 evaluation).
+PyTorch writes ``a`` out and reads it back: at 32k tokens of SpikingBrain-7B's MLP (18944 wide) that
+intermediate is 1.2 GiB per layer. The Triton path is forward only; under autograd ``backend="auto"``
+takes the PyTorch path and ``backend="triton"`` is an error.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sb_neurons._validation import check_float_tensor
+
+from ._device import round_to
+from ._dispatch import Backend, lazy_jit, resolve_forward_backend
+
+try:  # the module must import without triton: the torch backend needs none of this
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - exercised only where triton is missing
+    triton = tl = None
+
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+BLOCK = 2048
+
+
+def silu_mul_reference(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """``F.silu(gate) * up`` (differentiable)."""
+    return F.silu(gate) * up
+
+
+if triton is not None:
+
+    @lazy_jit
+    def _silu_mul_kernel(gate_ptr, up_ptr, out_ptr, numel, BLOCK: tl.constexpr):
+        offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offsets < numel
+        dt = gate_ptr.dtype.element_ty
+        g = tl.load(gate_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        u = tl.load(up_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        a = round_to(g / (1.0 + tl.exp(-g)), dt)
+        tl.store(out_ptr + offsets, round_to(a * u, dt).to(dt), mask=mask)
+
+
+def silu_mul(gate: torch.Tensor, up: torch.Tensor, *, backend: Backend = "auto") -> torch.Tensor:
+    """``silu(gate) * up`` elementwise.
+
+    Args:
+        gate, up: tensors of one shape, float16/bfloat16/float32 of one dtype for the Triton path
+            (any float dtypes on the torch path).
+        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels._dispatch`); ``"auto"``
+            takes Triton for CUDA tensors of one supported dtype when no gradient is needed.
+
+    Returns:
+        ``gate``'s shape, contiguous, in the inputs' dtype.
+    """
+    check_float_tensor(gate, "gate", finite=False)
+    check_float_tensor(up, "up", finite=False)
+    if gate.shape != up.shape:
+        raise ValueError(f"gate and up must have one shape, got {tuple(gate.shape)} and {tuple(up.shape)}")
+    chosen = resolve_forward_backend(backend, gate, up, op="silu_mul", dtypes=TRITON_DTYPES)
+    if chosen == "torch":
+        return silu_mul_reference(gate, up)
+    gate, up = gate.contiguous(), up.contiguous()
+    out = torch.empty_like(gate)
+    if gate.numel():
+        _silu_mul_kernel[(triton.cdiv(gate.numel(), BLOCK),)](gate, up, out, gate.numel(), BLOCK=BLOCK, num_warps=8)
+    return out

@@ -1,0 +1,200 @@
+"""sb_kernels' one-pass elementwise kernels against their PyTorch rules: RMSNorm (with the fused
+residual add), the GLU activation ``silu(gate) * up`` and rotary embedding.
+
+Identities: rotary equals PyTorch's three-kernel evaluation bit for bit (same roundings, each correctly
+rounded); ``add_rms_norm``'s sum equals ``x + residual`` bit for bit; RMSNorm and the GLU activation are
+within their dtype's rounding of a float64 evaluation of the same rule (two roundings to the dtype, plus
+float32 noise), the bound PyTorch's own evaluation satisfies too. CPU tests run the kernels in Triton's
+interpreter; ``gpu`` tests compile them at SpikingBrain-7B's widths.
+"""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kernel_testing import CUDA, triton_interpreter  # noqa: F401  (autouse fixture)
+
+from sb_kernels import (
+    add_rms_norm,
+    apply_rotary,
+    apply_rotary_reference,
+    rms_norm,
+    rms_norm_reference,
+    silu_mul,
+    silu_mul_reference,
+)
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+# silu of gates below -88 in float32: exp(-g) overflows to inf on purpose (silu -> -0), numpy warns.
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
+DEVICE = "cuda" if CUDA else "cpu"
+
+
+def randn(shape, seed, dtype, device="cpu", scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype).to(device)
+
+
+def unit_roundoff(dtype):
+    return torch.finfo(dtype).eps / 2
+
+
+def subnormal_step(dtype):
+    """Spacing of the dtype's subnormals: a rounding there errs by up to half of it, whatever the value."""
+    info = torch.finfo(dtype)
+    return info.smallest_normal * info.eps
+
+
+def assert_rms_norm_bound(y, x, weight, eps):
+    """``|y - exact| <= (2 u + 4e-7) |exact|`` (two roundings to the dtype plus float32 statistics), with
+    the absolute error of those two roundings where they fall among subnormals."""
+    x64, w64 = x.double(), weight.double()
+    h64 = x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + eps)
+    exact = w64 * h64
+    bound = (2 * unit_roundoff(x.dtype) + 4e-7) * exact.abs() + (1 + w64.abs()) * subnormal_step(x.dtype)
+    excess = ((y.double() - exact).abs() - bound).max()
+    assert excess <= 0, f"RMSNorm off its rounding bound by {float(excess):.3g}"
+
+
+@settings(max_examples=10)
+@given(seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 9), width=st.integers(1, 80),
+       dtype=st.sampled_from(DTYPES), eps=st.sampled_from([1e-6, 1e-2]), scale=st.sampled_from([1e-3, 1.0, 30.0]))
+def test_rms_norm_within_rounding_of_the_rule(seed, rows, width, dtype, eps, scale):
+    x = randn((rows, width), seed, dtype, scale=scale)
+    weight = randn((width,), seed + 1, dtype)
+    y = rms_norm(x, weight, eps, backend="triton")
+    assert y.dtype == dtype and y.shape == x.shape and y.is_contiguous()
+    assert_rms_norm_bound(y, x, weight, eps)
+    assert_rms_norm_bound(rms_norm_reference(x, weight, eps), x, weight, eps)  # the same bound holds for PyTorch
+
+
+@settings(max_examples=8)
+@given(seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 7), width=st.integers(1, 70), dtype=st.sampled_from(DTYPES))
+def test_add_rms_norm_sum_is_exact_and_normed_is_rms_norm_of_it(seed, rows, width, dtype):
+    x, residual = randn((2, rows, width), seed, dtype), randn((2, rows, width), seed + 1, dtype, scale=4.0)
+    weight = randn((width,), seed + 2, dtype)
+    normed, summed = add_rms_norm(x, residual, weight, 1e-6, backend="triton")
+    assert torch.equal(summed, x + residual)
+    assert_rms_norm_bound(normed, summed, weight, 1e-6)
+
+
+def test_rms_norm_reads_strided_rows_and_many_rows_per_program():
+    # Rows of 16 (64 rows per program), a transposed input (a copy to unit stride) and a row-strided view.
+    x = randn((5, 40, 16), 3, torch.bfloat16).transpose(0, 1)
+    weight = randn((16,), 4, torch.bfloat16)
+    assert_rms_norm_bound(rms_norm(x, weight, backend="triton"), x, weight, 1e-6)
+    wide = randn((6, 50), 5, torch.float32)[:, 2:34]
+    w32 = randn((32,), 6, torch.float32)
+    assert_rms_norm_bound(rms_norm(wide, w32, backend="triton"), wide, w32, 1e-6)
+
+
+def assert_silu_mul_bound(y, gate, up):
+    g64, u64 = gate.double(), up.double()
+    exact = g64 * torch.sigmoid(g64) * u64
+    bound = (2 * unit_roundoff(gate.dtype) + 4e-7) * exact.abs() + (1 + u64.abs()) * subnormal_step(gate.dtype)
+    # Evaluated in float32, exp(-g) overflows for g < -88.7: silu (below 3e-37 there) flushes to zero.
+    bound = torch.where(g64 < -88.7, bound + exact.abs(), bound)
+    excess = ((y.double() - exact).abs() - bound).max()
+    assert excess <= 0, f"silu_mul off its rounding bound by {float(excess):.3g}"
+
+
+@settings(max_examples=10)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 5000), dtype=st.sampled_from(DTYPES), scale=st.sampled_from([0.1, 3.0, 40.0]))
+def test_silu_mul_within_rounding_of_the_rule(seed, n, dtype, scale):
+    gate, up = randn((n,), seed, dtype, scale=scale), randn((n,), seed + 1, dtype)
+    y = silu_mul(gate, up, backend="triton")
+    assert y.dtype == dtype and y.shape == gate.shape
+    assert_silu_mul_bound(y, gate, up)
+    assert_silu_mul_bound(silu_mul_reference(gate, up), gate, up)
+
+
+def rotary_inputs(batch, heads, length, dim, seed, dtype, device="cpu", head_major=False):
+    """``x [B, H, L, D]`` (a head-transposed view of ``[B, L, H, D]`` unless ``head_major``) and ``cos, sin``."""
+    if head_major:
+        x = randn((batch, heads, length, dim), seed, dtype, device)
+    else:
+        x = randn((batch, length, heads, dim), seed, dtype, device).transpose(1, 2)
+    angle_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    angles = randn((batch, length, dim // 2), seed + 1, angle_dtype, device, scale=100.0).repeat(1, 1, 2)
+    return x, angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+@settings(max_examples=10)
+@given(seed=st.integers(0, 2**31 - 1), batch=st.integers(1, 2), heads=st.integers(1, 3), length=st.integers(1, 40),
+       half=st.integers(1, 20), dtype=st.sampled_from(DTYPES), head_major=st.booleans())
+def test_rotary_equals_pytorch_bit_for_bit(seed, batch, heads, length, half, dtype, head_major):
+    x, cos, sin = rotary_inputs(batch, heads, length, 2 * half, seed, dtype, head_major=head_major)
+    out = apply_rotary(x, cos, sin, backend="triton")
+    assert out.stride() == x.stride()  # the layout is kept (a head-transposed view stays one)
+    assert torch.equal(out, apply_rotary_reference(x, cos, sin))
+
+
+def test_rotary_is_a_rotation():
+    # In float64 the reference rotates each pair (i, i + D/2) by its angle: norms are kept.
+    x, cos, sin = rotary_inputs(2, 3, 7, 8, 0, torch.float64, head_major=True)
+    out = apply_rotary(x, cos, sin, backend="torch")
+    torch.testing.assert_close(out.norm(dim=-1), x.norm(dim=-1), rtol=1e-12, atol=0)
+
+
+def test_gradients_take_pytorch_under_auto_and_triton_refuses():
+    x = torch.randn(3, 8, requires_grad=True)
+    weight = torch.ones(8, requires_grad=True)
+    rms_norm(x, weight, backend="auto").sum().backward()
+    assert x.grad is not None and weight.grad is not None
+    with pytest.raises(RuntimeError, match="rms_norm: backend='triton' cannot run here: .*forward only"):
+        rms_norm(x, weight, backend="triton")
+    with pytest.raises(RuntimeError, match="silu_mul: backend='triton' cannot run here: .*forward only"):
+        silu_mul(x, x, backend="triton")
+    with torch.no_grad():  # no gradient needed: the kernel runs
+        assert_rms_norm_bound(rms_norm(x, weight, backend="triton"), x.detach(), weight.detach(), 1e-6)
+
+
+def test_dtypes_the_kernels_refuse():
+    x64 = torch.randn(2, 8, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="one dtype among float16, bfloat16, float32"):
+        rms_norm(x64, torch.ones(8, dtype=torch.float64), backend="triton")
+    with pytest.raises(RuntimeError, match="one dtype among"):
+        silu_mul(torch.randn(4), torch.randn(4, dtype=torch.bfloat16), backend="triton")
+    x, cos, sin = rotary_inputs(1, 2, 3, 4, 0, torch.bfloat16)
+    with pytest.raises(RuntimeError, match="apply_rotary: .*one dtype among"):
+        apply_rotary(x, cos.float(), sin.float(), backend="triton")
+    # float64 on "auto": the PyTorch rule.
+    torch.testing.assert_close(rms_norm(x64, torch.ones(8, dtype=torch.float64)), rms_norm_reference(x64, torch.ones(8, dtype=torch.float64), 1e-6))
+
+
+def test_bad_arguments_are_named():
+    x = torch.randn(2, 8)
+    with pytest.raises(ValueError, match=r"weight must have shape \(8,\)"):
+        rms_norm(x, torch.ones(7))
+    with pytest.raises(ValueError, match="eps must be a number > 0"):
+        rms_norm(x, torch.ones(8), 0.0)
+    with pytest.raises(ValueError, match="residual must have x's shape"):
+        add_rms_norm(x, x[:1], torch.ones(8))
+    with pytest.raises(TypeError, match="x must have a floating dtype"):
+        rms_norm(x.long(), torch.ones(8))
+    with pytest.raises(ValueError, match="gate and up must have one shape"):
+        silu_mul(x, x[0])
+    with pytest.raises(ValueError, match="D even"):
+        apply_rotary(torch.randn(1, 1, 2, 3), torch.randn(1, 2, 3), torch.randn(1, 2, 3))
+    with pytest.raises(ValueError, match=r"cos must have shape \[B, L, D\]"):
+        apply_rotary(torch.randn(1, 1, 2, 4), torch.randn(1, 3, 4), torch.randn(1, 2, 4))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        silu_mul(x, x, backend="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_at_model_widths(dtype):
+    with torch.inference_mode():
+        for width, rows in ((3584, 4099), (128, 70001)):  # the residual stream; g_norm per head
+            x, residual = randn((rows, width), 0, dtype, DEVICE), randn((rows, width), 1, dtype, DEVICE, 3.0)
+            weight = randn((width,), 2, dtype, DEVICE)
+            normed, summed = add_rms_norm(x, residual, weight, 1e-6, backend="triton")
+            assert torch.equal(summed, x + residual)
+            assert_rms_norm_bound(normed.cpu(), summed.cpu(), weight.cpu(), 1e-6)
+        gate, up = randn((1025, 18944), 3, dtype, DEVICE, 3.0), randn((1025, 18944), 4, dtype, DEVICE)
+        assert_silu_mul_bound(silu_mul(gate, up, backend="triton").cpu(), gate.cpu(), up.cpu())
+        for heads in (28, 4):
+            x, cos, sin = rotary_inputs(1, heads, 4097, 128, 5, dtype, DEVICE)
+            out = apply_rotary(x, cos, sin, backend="triton")
+            assert out.stride() == x.stride() and torch.equal(out, apply_rotary_reference(x, cos, sin))
