@@ -4,6 +4,7 @@ Every op takes ``backend="torch" | "triton" | "auto"`` (see :mod:`sb_kernels._di
 """
 
 from ._dispatch import BACKENDS, Backend, interpreter_enabled, resolve_backend
+from .attention_merge import merge_attention_into, merge_attention_reference
 from .gla import fla_available, gla_fla
 from .glu import silu_mul, silu_mul_reference
 from .neuron import NeuronOutput, multistep_neuron
@@ -32,6 +33,8 @@ __all__ = [
     "gla_fla",
     "int8_matmul_int32",
     "interpreter_enabled",
+    "merge_attention_into",
+    "merge_attention_reference",
     "multistep_neuron",
     "resolve_backend",
     "rms_norm",

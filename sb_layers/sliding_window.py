@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sb_kernels import merge_attention_into
 from sb_neurons._validation import check_positive
 from sb_neurons.spike import spike_quantize
 
@@ -111,13 +112,6 @@ def attention_with_lse(
     return out.to(q.dtype), lse
 
 
-def _merge_lse(out: torch.Tensor, lse: torch.Tensor, part: torch.Tensor, part_lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Combine two attention results over disjoint key sets: weights ``exp(lse_i - logaddexp(lse_1, lse_2))``."""
-    total = torch.logaddexp(lse, part_lse.to(lse.dtype))
-    merged = out * (lse - total).exp().unsqueeze(-1) + part.to(out.dtype) * (part_lse - total).exp().unsqueeze(-1)
-    return merged, total
-
-
 def windowed_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, window: int, scale: float | None = None) -> torch.Tensor:
     """Exact sliding-window attention of the last ``Lq`` positions, without a mask tensor or repeated keys.
 
@@ -133,7 +127,7 @@ def windowed_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
     window`` queries starting at position ``t`` sees a causal square ``[t, t + m)``, a full rectangle
     ``[t - window + m, t)`` and the anti-causal triangle ``[t - window + 1, t - window + m)``, computed as
     a causal square on queries and keys reversed in time. The pieces are disjoint and merged through
-    their log-sum-exp (:func:`attention_with_lse`), so the result equals the masked softmax exactly (to
+    their log-sum-exp (:func:`attention_with_lse`, :func:`sb_kernels.merge_attention_into`), so the result equals the masked softmax exactly (to
     rounding); the work is ``Lq * window`` scores, the useful ones.
     """
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
@@ -145,44 +139,34 @@ def windowed_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
     if q_len > total or heads % keys.shape[1]:
         raise ValueError(f"need Lq <= N and Hkv dividing H, got q {tuple(q.shape)} and keys {tuple(keys.shape)}")
     cached = total - q_len
-    out = q.new_empty(batch, q_len, heads, values.shape[-1])
-    compute = torch.float64 if q.dtype == torch.float64 else torch.float32
-
-    def store(start: int, result: torch.Tensor) -> None:
-        out[:, start : start + result.shape[2]] = result.transpose(1, 2).to(out.dtype)
+    out = q.new_empty(batch, q_len, heads, values.shape[-1]).transpose(1, 2)  # time-major storage
 
     # Queries at positions < window: every earlier key is in their window.
     first = max(0, min(q_len, window - cached))
     if first:
         o, lse = attention_with_lse(q[:, :, :first], keys[:, :, cached : cached + first], values[:, :, cached : cached + first], True, scale)
-        if cached:
-            part, part_lse = attention_with_lse(q[:, :, :first], keys[:, :, :cached], values[:, :, :cached], False, scale)
-            o, lse = _merge_lse(o.to(compute), lse.to(compute), part, part_lse)
-        store(0, o)
+        earlier = attention_with_lse(q[:, :, :first], keys[:, :, :cached], values[:, :, :cached], False, scale) if cached else None
+        merge_attention_into(out[:, :, :first], (o, lse), c=earlier)
     for start in range(first, q_len, window):
         stop = min(start + window, q_len)
         m, t = stop - start, cached + start  # t: position of the block's first query, t >= window
         q_block = q[:, :, start:stop]
-        o, lse = attention_with_lse(q_block, keys[:, :, t : t + m], values[:, :, t : t + m], True, scale)
-        o, lse = o.to(compute), lse.to(compute)
+        causal = attention_with_lse(q_block, keys[:, :, t : t + m], values[:, :, t : t + m], True, scale)
+        full = None
         if m < window:  # keys every query of the block sees in full
             low = t - window + m
-            part, part_lse = attention_with_lse(q_block, keys[:, :, low:t], values[:, :, low:t], False, scale)
-            o, lse = _merge_lse(o, lse, part, part_lse)
+            full = attention_with_lse(q_block, keys[:, :, low:t], values[:, :, low:t], False, scale)
+        triangle = None
         if m > 1:
             # Query a' (0 <= a' <= m - 2) sees key t - window + 1 + c for c >= a'; the last query none.
             # Reversed in time (a'' = m - 2 - a', c'' = m - 2 - c) that is the causal rule c'' <= a''.
             low = t - window + 1
             flip = lambda x: x.flip(2)  # noqa: E731
-            part, part_lse = attention_with_lse(
+            triangle = attention_with_lse(
                 flip(q_block[:, :, : m - 1]), flip(keys[:, :, low : low + m - 1]), flip(values[:, :, low : low + m - 1]), True, scale
             )
-            head, _ = _merge_lse(o[:, :, : m - 1], lse[:, :, : m - 1], flip(part), part_lse.flip(-1))
-            store(start, head)
-            o = o[:, :, m - 1 :]
-            start += m - 1
-        store(start, o)
-    return out.transpose(1, 2)
+        merge_attention_into(out[:, :, start:stop], causal, full, triangle, reverse_c=True)
+    return out
 
 
 @dataclass

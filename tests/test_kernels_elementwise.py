@@ -198,3 +198,77 @@ def test_gpu_at_model_widths(dtype):
             x, cos, sin = rotary_inputs(1, heads, 4097, 128, 5, dtype, DEVICE)
             out = apply_rotary(x, cos, sin, backend="triton")
             assert out.stride() == x.stride() and torch.equal(out, apply_rotary_reference(x, cos, sin))
+
+
+def attention_part(batch, heads, rows, dim, seed, dtype, device="cpu"):
+    """``(o, lse)`` as an attention kernel returns them: ``o`` a head-transposed view, ``lse`` float32."""
+    o = randn((batch, rows, heads, dim), seed, dtype, device).transpose(1, 2)
+    lse = randn((batch, heads, rows), seed + 1, torch.float32, device, scale=3.0)
+    return o, lse
+
+
+@settings(max_examples=10)
+@given(seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 40), dim=st.sampled_from([4, 12, 16]), dtype=st.sampled_from(DTYPES),
+       with_b=st.booleans(), rows_c=st.integers(-1, 40), reverse_c=st.booleans())
+def test_merge_attention_equals_the_lse_weighted_sum(seed, rows, dim, dtype, with_b, rows_c, reverse_c):
+    from sb_kernels import merge_attention_into
+
+    rows_c = min(rows_c, rows)
+    a = attention_part(2, 3, rows, dim, seed, dtype)
+    b = attention_part(2, 3, rows, dim, seed + 2, dtype) if with_b else None
+    c = attention_part(2, 3, rows_c, dim, seed + 4, dtype) if rows_c >= 0 else None
+    out = torch.full((2, rows, 3, dim), float("nan"), dtype=dtype).transpose(1, 2)
+    merge_attention_into(out, a, b, c, reverse_c=reverse_c, backend="triton")
+    # float64 evaluation: query q sees row (rows_c - 1 - q) of c when reversed, row q otherwise.
+    parts = [a] + ([b] if b is not None else [])
+    weights = [lse.double() for _, lse in parts]
+    values = [o.double() for o, _ in parts]
+    if c is not None and rows_c > 0:
+        index = [rows_c - 1 - q if reverse_c else q for q in range(rows)]
+        seen = torch.tensor([0 <= i < rows_c for i in index])
+        gather = torch.tensor([i if 0 <= i < rows_c else 0 for i in index])
+        weights.append(torch.where(seen, c[1].double()[:, :, gather], float("-inf")))
+        values.append(c[0].double()[:, :, gather])
+    total = torch.logsumexp(torch.stack(weights), dim=0)
+    exact = sum((w - total).exp().unsqueeze(-1) * v for w, v in zip(weights, values, strict=True))
+    scale = torch.stack([v.abs().amax(-1) for v in values]).amax(0).unsqueeze(-1)
+    bound = (unit_roundoff(dtype) + 1e-6) * scale + subnormal_step(dtype)
+    assert not out.isnan().any()
+    assert ((out.double() - exact).abs() <= bound).all()
+    reference = torch.empty_like(out)
+    merge_attention_into(reference, a, b, c, reverse_c=reverse_c, backend="torch")
+    assert ((reference.double() - exact).abs() <= bound).all()
+
+
+def test_merge_attention_checks_shapes():
+    from sb_kernels import merge_attention_into
+
+    a = attention_part(1, 2, 5, 4, 0, torch.float32)
+    out = torch.empty(1, 2, 5, 4)
+    with pytest.raises(ValueError, match="b must be"):
+        merge_attention_into(out, a, attention_part(1, 2, 4, 4, 1, torch.float32))
+    with pytest.raises(ValueError, match="c must be"):
+        merge_attention_into(out, a, c=attention_part(1, 2, 6, 4, 1, torch.float32))
+    with pytest.raises(ValueError, match="out must be"):
+        merge_attention_into(out[0], a)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gpu_windowed_attention_with_merge_kernel_matches_float64(dtype):
+    """The SWA prefill path these kernels serve (flash pieces merged on the GPU) against a float64 band."""
+    from sb_layers.sliding_window import windowed_attention
+
+    heads, kv_heads, cached, q_len, dim, window = 8, 2, 256, 1000, 64, 384
+    q = randn((1, heads, q_len, dim), 0, dtype, DEVICE)
+    keys, values = randn((1, kv_heads, cached + q_len, dim), 1, dtype, DEVICE), randn((1, kv_heads, cached + q_len, dim), 2, dtype, DEVICE)
+    with torch.inference_mode():
+        out = windowed_attention(q, keys, values, window).double().cpu()
+    k64 = keys.double().cpu().repeat_interleave(heads // kv_heads, dim=1)
+    v64 = values.double().cpu().repeat_interleave(heads // kv_heads, dim=1)
+    scores = q.double().cpu() @ k64.transpose(-1, -2) * dim**-0.5
+    query_pos = torch.arange(cached, cached + q_len)[:, None]
+    key_pos = torch.arange(cached + q_len)[None, :]
+    band = (key_pos <= query_pos) & (key_pos > query_pos - window)
+    exact = scores.masked_fill(~band, float("-inf")).softmax(-1) @ v64
+    assert float((out - exact).norm() / exact.norm()) < 8 * unit_roundoff(dtype)
