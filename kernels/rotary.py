@@ -3,7 +3,8 @@
 The rule, as PyTorch evaluates ``x * cos + rotate_half(x) * sin`` in the activations' dtype ``dt``
 (``rotate_half(x) = cat(-x[..., D/2:], x[..., :D/2])``): each product rounded to ``dt``, then their sum
 rounded to ``dt``. The kernel rounds at the same places, so its output equals PyTorch's bit for bit
-(float32 products and sums are correctly rounded on both sides; bfloat16 and float32 inputs). PyTorch runs that as six kernels over
+(float32 products and sums are correctly rounded on both sides, and the kernel is compiled without
+fused multiply-adds). PyTorch runs that as six kernels over
 the queries or keys (two products, a negation, a concatenation, a product and a sum); this is one read
 and one write. The Triton path is forward only; under autograd ``backend="auto"`` takes the PyTorch
 path and ``backend="triton"`` is an error.
@@ -24,10 +25,7 @@ try:  # the module must import without triton: the torch backend needs none of t
 except ImportError:  # pragma: no cover - exercised only where triton is missing
     triton = tl = None
 
-# float16 is left to PyTorch: compiled on an H100 (Triton 3.6) the kernel's float16 outputs differed from
-# PyTorch's in the last bit for some elements (bfloat16 and float32 were equal bit for bit); the cause
-# was not found in the session that saw it.
-TRITON_DTYPES = (torch.bfloat16, torch.float32)
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 BLOCK_L = 16
 
 
@@ -76,8 +74,8 @@ if triton is not None:
 
 
 def _compile_options(x: torch.Tensor) -> dict:
-    # No fused multiply-add: PyTorch rounds each product before the sum (with contraction, float32
-    # outputs differed from PyTorch's in the last bit on an H100).
+    # No fused multiply-add: PyTorch rounds each product before the sum (with contraction, float16 and
+    # float32 outputs differed from PyTorch's in the last bit on an H100; without, all three dtypes equal).
     return dict(num_warps=4, enable_fp_fusion=False) if x.is_cuda else {}
 
 
@@ -86,8 +84,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, backe
 
     Args:
         x: ``[B, H, L, D]`` (any strides), ``D`` even.
-        cos, sin: ``[B, L, D]``, broadcast over the heads; the dtype of ``x`` for the Triton path, which
-            takes bfloat16 and float32 (``"auto"`` runs float16 and float64 on PyTorch).
+        cos, sin: ``[B, L, D]``, broadcast over the heads; the dtype of ``x`` for the Triton path.
         backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels._dispatch`).
 
     Returns:
