@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ._device import round_to
+from ._device import DeviceFunction, round_to
 from ._dispatch import Backend, lazy_jit, resolve_forward_backend
 
 try:  # the module must import without triton: the torch backend needs none of this
@@ -48,6 +48,11 @@ def merge_attention_reference(parts: list[tuple[torch.Tensor, torch.Tensor]]) ->
 
 
 if triton is not None:
+
+    @DeviceFunction
+    def _part_rows(ptr, b, h, stride_b, stride_h, stride_m, rows64, cols, mask):
+        """Rows ``rows64`` of one part's ``o[b, h]`` as float32 ``[BLOCK_M, BLOCK_D]`` (0 where masked)."""
+        return tl.load(ptr + b * stride_b + h * stride_h + rows64[:, None] * stride_m + cols[None, :], mask=mask, other=0.0).to(tl.float32)
 
     @lazy_jit
     def _merge_kernel(
@@ -79,16 +84,16 @@ if triton is not None:
             lse_c = tl.load(c_lse_ptr + b * cl_sb + h * cl_sh + rc64, mask=has_c, other=float("-inf")).to(tl.float32)
             top = tl.maximum(top, lse_c)
         w_a = tl.exp(lse_a - top)
-        o = w_a[:, None] * tl.load(a_ptr + b * a_sb + h * a_sh + r64[:, None] * a_sm + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        o = w_a[:, None] * _part_rows(a_ptr, b, h, a_sb, a_sh, a_sm, r64, cols, mask)
         total = w_a
         if HAS_B:
             w_b = tl.exp(lse_b - top)
-            o += w_b[:, None] * tl.load(b_ptr + b * b_sb + h * b_sh + r64[:, None] * b_sm + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            o += w_b[:, None] * _part_rows(b_ptr, b, h, b_sb, b_sh, b_sm, r64, cols, mask)
             total += w_b
         if HAS_C:
             w_c = tl.exp(lse_c - top)  # 0 where the query sees no key of this part
             mask_c = has_c[:, None] & (cols < dim)[None, :]
-            o += w_c[:, None] * tl.load(c_ptr + b * c_sb + h * c_sh + rc64[:, None] * c_sm + cols[None, :], mask=mask_c, other=0.0).to(tl.float32)
+            o += w_c[:, None] * _part_rows(c_ptr, b, h, c_sb, c_sh, c_sm, rc64, cols, mask_c)
             total += w_c
         dt = out_ptr.dtype.element_ty
         o = round_to(o / total[:, None], dt)  # rounded to nearest in the interpreter too
@@ -131,8 +136,11 @@ def merge_attention_into(
     if c is not None:
         o_c, lse_c = c
         rows_c = o_c.shape[2] if o_c.ndim == 4 else -1
-        if o_c.ndim != 4 or o_c.shape[:2] != out.shape[:2] or o_c.shape[3] != dim or tuple(lse_c.shape) != (batch, heads, rows_c) or rows_c > rows:
-            raise ValueError(f"c must be (o [B, H, m_c, D], lse [B, H, m_c]) with m_c <= {rows}, got {tuple(o_c.shape)}, {tuple(lse_c.shape)}")
+        shape_ok = o_c.ndim == 4 and o_c.shape[:2] == out.shape[:2] and o_c.shape[3] == dim and rows_c <= rows
+        if not shape_ok or tuple(lse_c.shape) != (batch, heads, rows_c):
+            raise ValueError(
+                f"c must be (o [B, H, m_c, D], lse [B, H, m_c]) with m_c <= {rows}, got {tuple(o_c.shape)}, {tuple(lse_c.shape)}"
+            )
     outputs = [out] + [o for _, (o, _) in named] + ([c[0]] if c is not None else [])
     unsupported = None if out.stride(-1) == 1 else "out needs unit stride along D"
     chosen = resolve_forward_backend(backend, *outputs, op="merge_attention_into", dtypes=TRITON_DTYPES, unsupported=unsupported)

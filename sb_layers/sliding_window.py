@@ -127,8 +127,9 @@ def windowed_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
     window`` queries starting at position ``t`` sees a causal square ``[t, t + m)``, a full rectangle
     ``[t - window + m, t)`` and the anti-causal triangle ``[t - window + 1, t - window + m)``, computed as
     a causal square on queries and keys reversed in time. The pieces are disjoint and merged through
-    their log-sum-exp (:func:`attention_with_lse`, :func:`sb_kernels.merge_attention_into`), so the result equals the masked softmax exactly (to
-    rounding); the work is ``Lq * window`` scores, the useful ones.
+    their log-sum-exp (:func:`attention_with_lse`, :func:`sb_kernels.merge_attention_into`), so the
+    result equals the masked softmax exactly (to rounding); the work is ``Lq * window`` scores, the
+    useful ones.
     """
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be an int >= 1, got {window!r}")

@@ -159,7 +159,8 @@ def test_dtypes_the_kernels_refuse():
     with pytest.raises(RuntimeError, match="apply_rotary: .*one dtype among"):
         apply_rotary(x, cos.float(), sin.float(), backend="triton")
     # float64 on "auto": the PyTorch rule.
-    torch.testing.assert_close(rms_norm(x64, torch.ones(8, dtype=torch.float64)), rms_norm_reference(x64, torch.ones(8, dtype=torch.float64), 1e-6))
+    w64 = torch.ones(8, dtype=torch.float64)
+    torch.testing.assert_close(rms_norm(x64, w64), rms_norm_reference(x64, w64, 1e-6))
 
 
 def test_bad_arguments_are_named():
