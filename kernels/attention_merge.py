@@ -118,7 +118,8 @@ def merge_attention_into(
     Args:
         out: ``[B, H, m, D]`` (any strides, e.g. a head-transposed view of ``[B, m, H, D]`` rows),
             written in place.
-        a, b: ``(o [B, H, m, D], lse [B, H, m])``; ``lse`` float32 (float64 for float64 ``o``).
+        a: ``(o [B, H, m, D], lse [B, H, m])``; ``lse`` float32 (float64 for float64 ``o``).
+        b: as ``a``, or None.
         c: ``(o [B, H, m_c, D], lse [B, H, m_c])`` with ``m_c <= m``; query ``q`` sees it at row
             ``m_c - 1 - q`` when ``reverse_c``, else row ``q``; queries past its rows do not see it.
         backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels._dispatch`).

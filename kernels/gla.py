@@ -61,7 +61,10 @@ def gla_fla(
     """fla's ``chunk_gla`` in our ``[B, H, L, D]`` layout.
 
     Args:
-        q, k, gk: ``[B, H, L, Dk]`` (``gk`` the natural-log decay, ``<= 0``); v: ``[B, H, L, Dv]``; CUDA.
+        q: ``[B, H, L, Dk]``, CUDA.
+        k: ``[B, H, L, Dk]``.
+        v: ``[B, H, L, Dv]``.
+        gk: ``[B, H, L, Dk]``, the natural-log decay (``<= 0``).
         scale: multiplies ``q`` (SpikingBrain: ``Dk ** -0.5``).
         initial_state: ``[B, H, Dk, Dv]`` or None (zeros).
         output_final_state: also return the state after the last token.

@@ -61,8 +61,8 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor, *, backend: Backend = "auto")
     """``silu(gate) * up`` elementwise.
 
     Args:
-        gate, up: tensors of one shape, float16/bfloat16/float32 of one dtype for the Triton path
-            (any float dtypes on the torch path).
+        gate: float16/bfloat16/float32 for the Triton path (any float dtype on the torch path).
+        up: ``gate``'s shape (and dtype, for the Triton path).
         backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels._dispatch`); ``"auto"``
             takes Triton for CUDA tensors of one supported dtype when no gradient is needed.
 

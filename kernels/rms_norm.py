@@ -150,8 +150,11 @@ def add_rms_norm(
     """``s = x + residual`` (rounded to the dtype) and ``rms_norm(s)``, in one pass on the Triton path.
 
     Args:
-        x, residual: ``[..., D]`` of one shape and dtype.
-        weight, eps, backend: as :func:`rms_norm`.
+        x: ``[..., D]``.
+        residual: ``[..., D]``, ``x``'s shape and dtype.
+        weight: ``[D]``, as :func:`rms_norm`.
+        eps: ``> 0``, as :func:`rms_norm`.
+        backend: as :func:`rms_norm`.
 
     Returns:
         ``(normed, summed)``, both ``[..., D]``: ``normed == rms_norm(summed)``, ``summed == x + residual``.

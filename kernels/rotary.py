@@ -84,7 +84,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, backe
 
     Args:
         x: ``[B, H, L, D]`` (any strides), ``D`` even.
-        cos, sin: ``[B, L, D]``, broadcast over the heads; the dtype of ``x`` for the Triton path.
+        cos: ``[B, L, D]``, broadcast over the heads; the dtype of ``x`` for the Triton path.
+        sin: as ``cos``.
         backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels._dispatch`).
 
     Returns:
