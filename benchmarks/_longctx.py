@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sb_kernels import use_reference
 from sb_layers import SpikingLinear
 from sb_layers.linear_attention import GatedLinearAttention, _fla_available
 from sb_layers.models.spikingbrain import SpikingBrainConfig, SpikingBrainForCausalLM
@@ -92,7 +93,8 @@ def release(*objects) -> None:
 def set_path(model: SpikingBrainForCausalLM, fast: bool, parts: str = "all") -> None:
     """Fast path: fla GLA ("auto" on CUDA), query-blocked SWA, Triton W8ASpike GEMMs, prefill in pieces.
 
-    Reference path: PyTorch chunked GLA, SWA over all queries at once, PyTorch spiking linears, one piece.
+    Reference path: PyTorch chunked GLA, SWA over all queries at once, PyTorch spiking linears, one piece;
+    run it inside :func:`sb_kernels.use_reference` so the layers' other kernels take PyTorch too.
     Both compute the same function (the model's tests prove each switch an identity on CPU).
     ``parts="spiking"`` switches only the spiking linears (the rest stays on the reference path).
     """
@@ -124,7 +126,8 @@ def guard(
     gen = torch.Generator(device="cpu").manual_seed(seed)
     ids = torch.randint(0, model.config.vocab_size, (1, length), generator=gen).to(device)
     set_path(model, fast=False)
-    reference = model(ids, use_cache=False, logits_to_keep=keep, prefill_chunk_size=length).logits.float()
+    with use_reference():  # norms, rotary, GLU and the SWA merge on PyTorch too
+        reference = model(ids, use_cache=False, logits_to_keep=keep, prefill_chunk_size=length).logits.float()
     set_path(model, fast=True, parts=parts)
     fast = model(ids, use_cache=False, logits_to_keep=keep, prefill_chunk_size=piece if parts == "all" else length).logits.float()
     set_path(model, fast=True)

@@ -17,6 +17,7 @@ compares the logits.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _longctx as lc  # noqa: E402
 
+from sb_kernels import use_reference  # noqa: E402
 from sb_layers import SpikingLinear  # noqa: E402
 from sb_layers.models.spikingbrain import SpikingBrainCache, to_w8aspike  # noqa: E402
 
@@ -76,11 +78,13 @@ def guard(model, length: int, steps: int, tolerance: float | None, seed: int = 0
     for fast in (False, True):
         lc.set_path(model, fast)
         cache = SpikingBrainCache(model.config.num_hidden_layers)
-        model(ids[:, :length], past_key_values=cache, use_cache=True, logits_to_keep=1, prefill_chunk_size=length)
-        logits[fast] = torch.cat(
-            [model(ids[:, t : t + 1], past_key_values=cache, use_cache=True).logits.float() for t in range(length, length + steps)],
-            dim=1,
-        )
+        # The reference path takes PyTorch for the layers' other kernels too (norms, rotary, GLU).
+        with contextlib.nullcontext() if fast else use_reference():
+            model(ids[:, :length], past_key_values=cache, use_cache=True, logits_to_keep=1, prefill_chunk_size=length)
+            logits[fast] = torch.cat(
+                [model(ids[:, t : t + 1], past_key_values=cache, use_cache=True).logits.float() for t in range(length, length + steps)],
+                dim=1,
+            )
     error = float((logits[True] - logits[False]).norm() / logits[False].norm())
     agree = float((logits[True].argmax(-1) == logits[False].argmax(-1)).float().mean())
     return {"prompt": length, "steps": steps, "rel_l2_error": error, "argmax_agreement": agree, "tolerance": tolerance,

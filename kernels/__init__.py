@@ -3,7 +3,7 @@
 Every op takes ``backend="torch" | "triton" | "auto"`` (see :mod:`sb_kernels._dispatch`).
 """
 
-from ._dispatch import BACKENDS, Backend, interpreter_enabled, resolve_backend
+from ._dispatch import BACKENDS, Backend, interpreter_enabled, resolve_backend, use_reference
 from .attention_merge import merge_attention_into, merge_attention_reference
 from .gla import fla_available, gla_fla
 from .glu import silu_mul, silu_mul_reference
@@ -44,6 +44,7 @@ __all__ = [
     "spike_quantize",
     "spike_quantize_reference",
     "split_int8_digits",
+    "use_reference",
     "w8aspike_linear",
     "w8aspike_linear_reference",
 ]

@@ -6,7 +6,8 @@ Each op takes ``backend="torch" | "triton" | "auto"``:
 - ``"triton"``: the Triton kernel. On CUDA tensors it is compiled; on CPU tensors it runs in Triton's
   interpreter, and only when ``TRITON_INTERPRET=1`` is set (that is how CI tests the kernels' logic).
   Anything else is a ``RuntimeError`` that says why: asking for Triton never falls back silently.
-- ``"auto"``: Triton on CUDA tensors when Triton is importable, the reference otherwise.
+- ``"auto"``: Triton on CUDA tensors when Triton is importable, the reference otherwise (and always
+  the reference inside :func:`use_reference`).
 
 Triton reads ``TRITON_INTERPRET`` when ``@triton.jit`` decorates a function, so a module imported before
 the variable was set would hold compiled-only kernels. :class:`LazyKernel` decides per launch instead:
@@ -16,7 +17,9 @@ interpreted for CPU tensors, compiled for CUDA tensors, each built once.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from typing import Any, Literal
 
@@ -24,6 +27,21 @@ import torch
 
 Backend = Literal["torch", "triton", "auto"]
 BACKENDS = ("torch", "triton", "auto")
+_AUTO_IS_TORCH: ContextVar[bool] = ContextVar("sb_kernels_auto_is_torch", default=False)
+
+
+@contextmanager
+def use_reference() -> Iterator[None]:
+    """Within the block, every op called with ``backend="auto"`` runs its PyTorch reference.
+
+    For comparing a whole model's fast path with its reference path (layers call the kernels with
+    ``"auto"``); an explicit ``backend="triton"`` is left as asked. Nests, and is local to the thread.
+    """
+    token = _AUTO_IS_TORCH.set(True)
+    try:
+        yield
+    finally:
+        _AUTO_IS_TORCH.reset(token)
 
 
 @cache
@@ -53,7 +71,7 @@ def resolve_backend(backend: object, *tensors: torch.Tensor, op: str) -> Literal
     if backend == "torch":
         return "torch"
     if backend == "auto":
-        return "triton" if on_cuda and triton_importable() else "torch"
+        return "triton" if on_cuda and triton_importable() and not _AUTO_IS_TORCH.get() else "torch"
     if not triton_importable():
         raise RuntimeError(f"{op}: backend='triton' needs the triton package, which is not importable")
     if on_cuda:

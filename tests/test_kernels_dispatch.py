@@ -67,3 +67,29 @@ def test_cuda_rules():
     with pytest.raises(RuntimeError, match="needs all tensors on one CUDA device"):
         resolve_backend("triton", x, x_cpu, op="op")
     assert resolve_backend("auto", x, x_cpu, op="op") == "torch"
+
+
+def test_use_reference_nests_and_leaves_explicit_choices_alone():
+    from sb_kernels import use_reference
+    from sb_kernels._dispatch import _AUTO_IS_TORCH
+
+    assert not _AUTO_IS_TORCH.get()
+    with use_reference():
+        with use_reference():
+            assert _AUTO_IS_TORCH.get()
+        assert _AUTO_IS_TORCH.get()  # the inner block restores the outer one's setting
+        assert resolve_backend("triton", x_cpu, op="op") == "triton"  # interpreter on (fixture): as asked
+        assert resolve_backend("auto", x_cpu, op="op") == "torch"
+    assert not _AUTO_IS_TORCH.get()
+
+
+@pytest.mark.gpu
+def test_use_reference_turns_auto_to_torch_on_cuda():
+    from sb_kernels import use_reference
+
+    x = torch.zeros(2, device="cuda")
+    assert resolve_backend("auto", x, op="op") == "triton"
+    with use_reference():
+        assert resolve_backend("auto", x, op="op") == "torch"
+        assert resolve_backend("triton", x, op="op") == "triton"
+    assert resolve_backend("auto", x, op="op") == "triton"
