@@ -105,6 +105,22 @@ if tl is not None:
         return r
 
     @DeviceFunction
+    def _close_group(acc, group_int, kt, scale_ptr, offs_n, stride_sn, mask_n, GROUP_TILES: tl.constexpr):
+        """After the last K tile of a weight group: ``acc += group_int * scales[n, group]`` and the group's
+        integer sum restarted at 0 (its dtype kept); other tiles return both unchanged."""
+        if (kt % GROUP_TILES) == GROUP_TILES - 1:
+            scale = tl.load(scale_ptr + offs_n * stride_sn + kt // GROUP_TILES, mask=mask_n, other=0.0)
+            acc += group_int.to(tl.float32) * scale[None, :]
+            group_int = tl.zeros_like(group_int)
+        return acc, group_int
+
+    @DeviceFunction
+    def _channel_scaled(group_int, scale_ptr, offs_n, stride_sn, mask_n):
+        """``group_int * scales[n]`` as float32: the whole K is one group (per-output-channel scales)."""
+        scale = tl.load(scale_ptr + offs_n * stride_sn, mask=mask_n, other=0.0)
+        return group_int.to(tl.float32) * scale[None, :]
+
+    @DeviceFunction
     def _exact_rows_acc(
         x_rows, row_ok, v_th, w_cols, mask_n, scale_ptr, offs_n, stride_sn, n_groups, clamp_low, clamp_high,
         many_digits, GROUP_TILES: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
@@ -155,13 +171,9 @@ if tl is not None:
                     c = (c >> 8) + (d < 0).to(tl.int32)
                     group_int += tl.dot(d.to(tl.int8), w, out_dtype=tl.int32).to(tl.int64) << (8 * i)
             if not PER_CHANNEL:
-                if (kt % GROUP_TILES) == GROUP_TILES - 1:
-                    scale = tl.load(scale_ptr + offs_n * stride_sn + kt // GROUP_TILES, mask=mask_n, other=0.0)
-                    acc += group_int.to(tl.float32) * scale[None, :]
-                    group_int = tl.zeros([BM, BN], dtype=tl.int64)
+                acc, group_int = _close_group(acc, group_int, kt, scale_ptr, offs_n, stride_sn, mask_n, GROUP_TILES)
         if PER_CHANNEL:
-            scale = tl.load(scale_ptr + offs_n * stride_sn, mask=mask_n, other=0.0)
-            acc = group_int.to(tl.float32) * scale[None, :]
+            acc = _channel_scaled(group_int, scale_ptr, offs_n, stride_sn, mask_n)
         return acc
 
     @DeviceFunction
@@ -213,14 +225,9 @@ if tl is not None:
                 else:
                     group_int += tl.dot(a, w, out_dtype=tl.int32) * (256**d)
             if not PER_CHANNEL:
-                if (kt % GROUP_TILES) == GROUP_TILES - 1:
-                    scale = tl.load(scale_ptr + offs_n * stride_sn + kt // GROUP_TILES, mask=mask_n, other=0.0)
-                    as_float = group_int.to(tl.float32)
-                    acc += as_float * scale[None, :]
-                    group_int = tl.zeros([BM, BN], dtype=tl.int32)
+                acc, group_int = _close_group(acc, group_int, kt, scale_ptr, offs_n, stride_sn, mask_n, GROUP_TILES)
         if PER_CHANNEL and not OUT_INT32:
-            scale = tl.load(scale_ptr + offs_n * stride_sn, mask=mask_n, other=0.0)
-            acc = group_int.to(tl.float32) * scale[None, :]
+            acc = _channel_scaled(group_int, scale_ptr, offs_n, stride_sn, mask_n)
 
         out_ptrs = out_ptr + offs_m.to(tl.int64)[:, None] * stride_om + offs_n[None, :]
         mask = mask_m[:, None] & mask_n[None, :]
@@ -283,13 +290,9 @@ if tl is not None:
             w = tl.load(w_cols + k0, mask=mask_n[None, :], other=0)
             group_int = tl.dot(a, w, group_int, out_dtype=tl.int32)
             if not PER_CHANNEL:
-                if (kt % GROUP_TILES) == GROUP_TILES - 1:
-                    scale = tl.load(scale_ptr + offs_n * stride_sn + kt // GROUP_TILES, mask=mask_n, other=0.0)
-                    acc += group_int.to(tl.float32) * scale[None, :]
-                    group_int = tl.zeros([BM, BN], dtype=tl.int32)
+                acc, group_int = _close_group(acc, group_int, kt, scale_ptr, offs_n, stride_sn, mask_n, GROUP_TILES)
         if PER_CHANNEL:
-            scale = tl.load(scale_ptr + offs_n * stride_sn, mask=mask_n, other=0.0)
-            acc = group_int.to(tl.float32) * scale[None, :]
+            acc = _channel_scaled(group_int, scale_ptr, offs_n, stride_sn, mask_n)
 
         row_max = tl.where(finite, tl.max(top, axis=0), float("inf"))
         v_rows = tl.full([BM], 1.0, tl.float32) * v_th
