@@ -84,7 +84,7 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
 
 
 def _launch(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None):
-    x2d = _rows(x)
+    x2d, weight = _rows(x), weight.contiguous()  # the kernel reads weight with unit stride
     width = x2d.shape[1]
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     y2d = y.view(-1, width)

@@ -84,7 +84,7 @@ def test_rms_norm_reads_strided_rows_and_many_rows_per_program():
     weight = randn((16,), 4, torch.bfloat16)
     assert_rms_norm_bound(rms_norm(x, weight, backend="triton"), x, weight, 1e-6)
     wide = randn((6, 50), 5, torch.float32)[:, 2:34]
-    w32 = randn((32,), 6, torch.float32)
+    w32 = randn((64,), 6, torch.float32)[::2]  # a strided weight too
     assert_rms_norm_bound(rms_norm(wide, w32, backend="triton"), wide, w32, 1e-6)
 
 
