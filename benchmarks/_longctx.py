@@ -79,6 +79,26 @@ def build_qwen(config, device: torch.device, dtype: torch.dtype):
     return model.eval()
 
 
+def chunk_qwen_mlp(model, tokens: int) -> None:
+    """Run each Qwen2 MLP over at most ``tokens`` positions at a time (the MLP acts per token).
+
+    Its activations (three ``L x 18944`` tensors) then stay bounded: unchunked, a 512k-token prefill
+    needs ~60 GB for them alone. Outputs equal the unchunked model's up to the GEMMs' choice of kernel
+    for another row count. Attention is left as transformers runs it (SDPA, one causal call per layer).
+    """
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise ValueError(f"tokens must be a positive int, got {tokens!r}")
+    for layer in model.model.layers:
+        whole = layer.mlp.forward
+
+        def forward(x: torch.Tensor, whole=whole) -> torch.Tensor:
+            if x.shape[1] <= tokens:
+                return whole(x)
+            return torch.cat([whole(piece) for piece in x.split(tokens, dim=1)], dim=1)
+
+        layer.mlp.forward = forward
+
+
 def release(*objects) -> None:
     """Drop references held by the caller's containers and give the memory back to the device."""
     del objects

@@ -46,6 +46,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--contexts", default="4k,32k,128k,256k,512k,1024k", help="SpikingBrain bf16 lengths")
     parser.add_argument("--w8-contexts", default="4k,32k,128k", help="W8ASpike lengths")
     parser.add_argument("--qwen-contexts", default="4k,32k,128k", help="Qwen2 lengths")
+    parser.add_argument(
+        "--qwen-mlp-chunk", type=int, default=0,
+        help="run Qwen2's MLPs over this many tokens at a time (0: as transformers does; 32768 lets 512k fit)",
+    )
     parser.add_argument("--piece", type=int, default=32768, help="prefill_chunk_size of SpikingBrain")
     parser.add_argument("--swa-block", type=int, default=1024, help="swa_query_chunk_size of SpikingBrain")
     parser.add_argument("--guard-length", type=int, default=6144, help="guard input length (past the window)")
@@ -226,6 +230,9 @@ def main(argv=None) -> int:
         qconfig = lc.qwen_config(args.tiny)
         qwen = lc.build_qwen(qconfig, device, dtype)
         print(f"Qwen2 built: {sum(p.numel() for p in qwen.parameters()) / 1e9:.2f} B parameters", flush=True)
+        if args.qwen_mlp_chunk:
+            lc.chunk_qwen_mlp(qwen, args.qwen_mlp_chunk)
+            result["options"]["qwen_mlp_chunk"] = args.qwen_mlp_chunk
         warm_up(qwen, device, warm[:1])
         qflops = lambda n: lc.qwen_prefill_flops(qconfig, qwen, n)  # noqa: E731
         # Predicted cost from the FLOP count (quadratic attention term included).
