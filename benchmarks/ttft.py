@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--qwen-contexts", default="4k,32k,128k", help="Qwen2 lengths")
     parser.add_argument(
         "--qwen-mlp-chunk", type=int, default=0,
-        help="run Qwen2's MLPs over this many tokens at a time (0: as transformers does; 32768 lets 512k fit)",
+        help="run Qwen2's MLPs over this many tokens at a time (0: as transformers does; for 512k and beyond)",
     )
     parser.add_argument("--piece", type=int, default=32768, help="prefill_chunk_size of SpikingBrain")
     parser.add_argument("--swa-block", type=int, default=1024, help="swa_query_chunk_size of SpikingBrain")
