@@ -30,12 +30,13 @@ if tl is not None:
 
         bfloat16 is rounded on the bits: Triton's interpreter truncates a float32 -> bfloat16 cast,
         while PyTorch (and compiled Triton) round to nearest even. A value rounded here converts to
-        bfloat16 exactly under either rule. NaN stays NaN, values past bfloat16's range become inf.
+        bfloat16 exactly under either rule. Values past bfloat16's range become inf; NaN is passed through
+        as it is (the carry of the bit trick would turn NVIDIA's NaN, 0x7FFFFFFF, into -0.0).
         """
         if DT == tl.bfloat16:
             bits = x.to(tl.uint32, bitcast=True)
             bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & 0xFFFF0000
-            return bits.to(tl.float32, bitcast=True)
+            return tl.where(x != x, x, bits.to(tl.float32, bitcast=True))
         elif DT == tl.float16:
             return x.to(tl.float16).to(tl.float32)
         else:

@@ -10,6 +10,7 @@ interpreter; ``gpu`` tests compile them at SpikingBrain-7B's widths.
 
 import pytest
 import torch
+import triton.language as tl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kernel_testing import CUDA, triton_interpreter  # noqa: F401  (autouse fixture)
@@ -23,10 +24,16 @@ from sb_kernels import (
     silu_mul,
     silu_mul_reference,
 )
+from sb_kernels._device import round_to
+from sb_kernels._dispatch import lazy_jit
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
-# silu of gates below -88 in float32: exp(-g) overflows to inf on purpose (silu -> -0), numpy warns.
-pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
+# silu of gates below -88 in float32: exp(-g) overflows to inf on purpose (silu -> -0), and the
+# non-finite input tests multiply NaN and Inf on purpose: numpy warns in Triton's interpreter.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning"),
+    pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
+]
 DEVICE = "cuda" if CUDA else "cpu"
 
 
@@ -273,3 +280,48 @@ def test_gpu_windowed_attention_with_merge_kernel_matches_float64(dtype):
     band = (key_pos <= query_pos) & (key_pos > query_pos - window)
     exact = scores.masked_fill(~band, float("-inf")).softmax(-1) @ v64
     assert float((out - exact).norm() / exact.norm()) < 8 * unit_roundoff(dtype)
+
+
+@lazy_jit
+def round_bf16(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + offs, mask=offs < n, other=0.0)
+    tl.store(y_ptr + offs, round_to(x, tl.bfloat16), mask=offs < n)
+
+
+def test_round_to_bfloat16_rounds_to_nearest_even_and_keeps_nan_and_inf():
+    # NVIDIA's NaN (0x7FFFFFFF) and a negative NaN, infinities, ties, the largest float32, subnormals.
+    bits = torch.tensor([0x7FFFFFFF, -1, 0x7F800000, -8388608, 0x3F808000, 0x3F818000, 0x7F7FFFFF, 0x00008000, 1], dtype=torch.int32)
+    x = torch.cat([bits.view(torch.float32), torch.randn(300, dtype=torch.float64).mul(1e3).float()])
+    y = torch.empty_like(x)
+    round_bf16[(1,)](x, y, x.numel(), BLOCK=512)
+    expected = x.to(torch.bfloat16).float()  # PyTorch: round to nearest even
+    assert torch.equal(y.isnan(), expected.isnan()) and y[:2].isnan().all()
+    assert torch.equal(y[~y.isnan()], expected[~expected.isnan()])
+
+
+def assert_nan_and_inf_propagate_as_in_pytorch(device):
+    """Non-finite inputs give the non-finite outputs PyTorch gives (no NaN rounded into a number)."""
+    x = randn((3, 64), 7, torch.bfloat16, device)
+    x[0, 5], x[1, 9] = float("nan"), float("inf")
+    weight = randn((64,), 8, torch.bfloat16, device)
+    pairs = [
+        (rms_norm(x, weight, backend="triton"), rms_norm_reference(x, weight, 1e-6)),
+        (silu_mul(x, x.flip(0), backend="triton"), silu_mul_reference(x, x.flip(0))),
+    ]
+    q, cos, sin = rotary_inputs(1, 2, 3, 64, 9, torch.bfloat16, device)
+    q[0, 1, 2, 3] = float("nan")
+    pairs.append((apply_rotary(q, cos, sin, backend="triton"), apply_rotary_reference(q, cos, sin)))
+    for out, ref in pairs:
+        assert torch.equal(out.isnan(), ref.isnan()) and torch.equal(out.isinf(), ref.isinf())
+        assert ref.isnan().any()
+
+
+def test_nan_and_inf_propagate_as_in_pytorch():
+    assert_nan_and_inf_propagate_as_in_pytorch("cpu")
+
+
+@pytest.mark.gpu
+def test_gpu_nan_and_inf_propagate_as_in_pytorch():
+    with torch.inference_mode():
+        assert_nan_and_inf_propagate_as_in_pytorch(DEVICE)
