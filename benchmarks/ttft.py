@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _longctx as lc  # noqa: E402
 
-from sb_layers.models.spikingbrain import SpikingBrainForCausalLM, spike_report, to_w8aspike  # noqa: E402
+from sb_layers.models.spikingbrain import spike_report, to_w8aspike  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

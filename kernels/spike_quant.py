@@ -37,7 +37,7 @@ import torch
 
 from sb_neurons import SpikeStats, spike_count
 from sb_neurons._validation import check_float_tensor, check_positive
-from sb_neurons.spike import V_TH_MAX, V_TH_MIN, ClampSpec, resolve_clamp
+from sb_neurons.spike import V_TH_MAX, ClampSpec, resolve_clamp
 
 from ._dispatch import Backend, lazy_jit, resolve_backend
 
