@@ -45,6 +45,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--guard-length", type=int, default=4160, help="guard prompt (past the window)")
     parser.add_argument("--guard-steps", type=int, default=8)
     parser.add_argument("--models", default="spikingbrain-bf16,spikingbrain-w8aspike,qwen2")
+    parser.add_argument(
+        "--profile-steps", type=int, default=0,
+        help="profile this many SpikingBrain decode steps (eager and graphed) after the first context, then time",
+    )
     parser.add_argument("--out", default="decode.json")
     return parser.parse_args(argv)
 
@@ -173,6 +177,48 @@ def decode_speed(model, length: int, steps: int, warmup: int, device, spiking_br
     }
 
 
+@torch.inference_mode()
+def profile_steps(model, length: int, steps: int, device, graph: bool) -> dict:
+    """Kernel time of ``steps`` decode steps after a ``length``-token prompt (torch.profiler), by category,
+    beside their wall time: the gap is what launches and idle time between kernels cost."""
+    from profile_prefill import category
+
+    cache, token = prefill(model, length, device, True)
+    if graph:
+        step = lc.GraphedDecodeStep(model, cache, token, warmup=2).step
+    else:
+        def step():
+            nonlocal token
+            token = model(token, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+
+        step()
+    lc.sync(device)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        wall, _ = lc.wall_ms(lambda: [step() for _ in range(steps)], device, 1)
+    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    total = sum(e.self_device_time_total for e in events) / 1e3
+    shares: dict[str, float] = {}
+    for event in events:
+        shares[category(event.key)] = shares.get(category(event.key), 0.0) + event.self_device_time_total / 1e3 / steps
+    top = sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:20]
+    row = {
+        "mode": "cuda_graph" if graph else "eager", "context": length, "steps": steps, "wall_ms_per_step": wall / steps,
+        "kernel_ms_per_step": total / steps, "kernels_per_step": sum(e.count for e in events) / steps,
+        "by_category_ms_per_step": shares,
+        "top": [{"name": e.key[:120], "ms_per_step": e.self_device_time_total / 1e3 / steps, "calls_per_step": e.count / steps} for e in top],
+    }
+    print(f"profile [{row['mode']}] after {length}: wall {row['wall_ms_per_step']:.2f} ms/step, kernels "
+          f"{row['kernel_ms_per_step']:.2f} ms/step in {row['kernels_per_step']:.0f} launches", flush=True)
+    for label, value in sorted(shares.items(), key=lambda kv: -kv[1]):
+        print(f"  {label:12s} {value:8.3f} ms/step")
+    for entry in row["top"]:
+        print(f"  {entry['ms_per_step']:8.3f} ms {entry['calls_per_step']:6.1f}x  {entry['name'][:100]}")
+    return row
+
+
 def run_model(name, model, contexts, args, device, bandwidth, result, spiking_brain, graph=False) -> None:
     for length in contexts:
         try:
@@ -230,6 +276,12 @@ def main(argv=None) -> int:
         if graphs:
             result["guards"]["spikingbrain-bf16-graph"] = graph_guard(model, args.guard_length, args.guard_steps, device)
             print(f"guard bf16 graph: {result['guards']['spikingbrain-bf16-graph']}", flush=True)
+        if args.profile_steps:
+            result["profiles"] = [
+                profile_steps(model, contexts[0], args.profile_steps, device, graph)
+                for graph in ((False, True) if graphs else (False,))
+            ]
+            lc.release()
         if "spikingbrain-bf16" in models:
             run_model("spikingbrain-bf16", model, contexts, args, device, bandwidth, result, True)
             if graphs:

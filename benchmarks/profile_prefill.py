@@ -1,6 +1,7 @@
 """Where a SpikingBrain-7B prefill spends its GPU time: kernel time by category (torch.profiler).
 
-One prefill of ``--context`` random tokens (fast path, bf16, random weights) after a warm-up, profiled;
+One prefill of ``--context`` random tokens (fast path, bf16, random weights; ``--w8aspike``: the same model
+converted by ``to_w8aspike``) after a warm-up, profiled;
 prints the top kernels and the share of matmuls (cuBLAS/CUTLASS GEMMs), SWA attention (SDPA kernels),
 GLA (fla's Triton kernels) and everything else (norms, activations, copies, rotary), then the operators
 (with their input shapes) that launched the most kernel time, which names what generic elementwise
@@ -44,12 +45,19 @@ def main(argv=None) -> int:
     parser.add_argument("--context", type=int, default=32768)
     parser.add_argument("--piece", type=int, default=32768)
     parser.add_argument("--swa-block", type=int, default=1024)
+    parser.add_argument("--w8aspike", action="store_true", help="profile the W8ASpike model (to_w8aspike of the same)")
     parser.add_argument("--out", default="profile.json")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     config = lc.spikingbrain_config(args.tiny, args.piece, args.swa_block)
     model = lc.build_spikingbrain(config, device, dtype)
+    if args.w8aspike:
+        from sb_layers.models.spikingbrain import to_w8aspike
+
+        model.config.spike_backend = "auto"
+        model = to_w8aspike(model, progress=False)
+        lc.release()
     ids = torch.randint(0, config.vocab_size, (1, args.context), device=device)
     with torch.inference_mode():
         model(ids, use_cache=False, logits_to_keep=1)
@@ -67,7 +75,7 @@ def main(argv=None) -> int:
     for event in events:
         shares[category(event.key)] = shares.get(category(event.key), 0.0) + time_of(event)
     top = sorted(events, key=time_of, reverse=True)[:25]
-    print(f"device {lc.device_label(device)}, context {args.context}: kernel time {total / 1e3:.1f} ms")
+    print(f"device {lc.device_label(device)}, {'W8ASpike' if args.w8aspike else 'bf16'}, context {args.context}: kernel time {total / 1e3:.1f} ms")
     for label, value in sorted(shares.items(), key=lambda kv: -kv[1]):
         print(f"  {label:12s} {value / 1e3:9.1f} ms  {value / total:6.1%}")
     for event in top:
@@ -81,7 +89,8 @@ def main(argv=None) -> int:
         for event in operators:
             print(f"  {event.self_device_time_total / 1e3:9.2f} ms  {event.count:6d}x  {event.key[:40]:40s} {str(event.input_shapes)[:120]}")
     lc.write_json(args.out, {
-        "device": lc.device_label(device), "date": lc.utc_now(), "context": args.context, "kernel_ms": total / 1e3,
+        "device": lc.device_label(device), "date": lc.utc_now(), "context": args.context,
+        "model": "spikingbrain-w8aspike" if args.w8aspike else "spikingbrain-bf16", "kernel_ms": total / 1e3,
         "by_category_ms": {k: v / 1e3 for k, v in shares.items()},
         "top": [{"name": e.key, "ms": time_of(e) / 1e3, "count": e.count, "category": category(e.key)} for e in top],
         "operators": [
