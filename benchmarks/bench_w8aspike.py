@@ -216,6 +216,9 @@ SWEEP_LARGE = [
     dict(BM=256, BN=128, BK=128, GROUP_M=8, num_warps=8, num_stages=3),
     dict(BM=128, BN=256, BK=128, GROUP_M=8, num_warps=8, num_stages=4),
     dict(BM=128, BN=128, BK=64, GROUP_M=8, num_warps=8, num_stages=6),
+    dict(BM=128, BN=64, BK=128, GROUP_M=8, num_warps=4, num_stages=4),
+    dict(BM=128, BN=64, BK=128, GROUP_M=8, num_warps=4, num_stages=3),
+    dict(BM=256, BN=64, BK=128, GROUP_M=8, num_warps=8, num_stages=3),
 ]
 SWEEP_DECODE = [
     dict(BM=16, BN=128, BK=64, GROUP_M=1, num_warps=4, num_stages=6),

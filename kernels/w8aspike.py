@@ -373,10 +373,12 @@ if tl is not None:
 
 
 def _tile_config(m: int, n: int, group: int, compiled: bool, per_channel: bool = False) -> dict[str, int]:
-    """Block shapes by the number of rows: weight-streaming tiles for decode, square-ish for prefill.
+    """Block shapes by the number of rows: weight-streaming tiles for decode, larger tiles for prefill.
 
-    Large M: 256 x 128 tiles only with per-channel scales; per-group scaling keeps a float32 and an int32
-    accumulator per output, and at that size it spills (255 registers, H100 sweep: 1.4-2x slower).
+    Large M: 256 x 128 tiles only with per-channel scales. Per-group scaling keeps a float32 and an int32
+    accumulator per output, and each group's rescale waits for its MMAs; 128 x 64 tiles of 4 warps let
+    two blocks share an SM, so one block's rescale runs under the other's MMAs (H100 sweep, M = 4096 and
+    32768, the 7B's q/o, gate/up and down: 1.2-1.3x faster than 128 x 128 with 8 warps; larger tiles spill).
     """
     bk = next(b for b in (128, 64, 32) if group % b == 0)
     if not compiled:  # the interpreter: small tiles keep CPU tests fast
@@ -391,7 +393,9 @@ def _tile_config(m: int, n: int, group: int, compiled: bool, per_channel: bool =
         return dict(BM=64, BN=64, BK=bk, GROUP_M=4, num_warps=4, num_stages=4)
     if per_channel and m > 512:
         return dict(BM=256, BN=128, BK=bk, GROUP_M=8, num_warps=8, num_stages=3)
-    return dict(BM=128, BN=128, BK=bk, GROUP_M=8, num_warps=8, num_stages=4)
+    if per_channel:
+        return dict(BM=128, BN=128, BK=bk, GROUP_M=8, num_warps=8, num_stages=4)
+    return dict(BM=128, BN=64, BK=bk, GROUP_M=8, num_warps=4, num_stages=4)
 
 
 def _launch_gemm(
