@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import gc
@@ -161,19 +162,17 @@ def guard(
     }
 
 
-@torch.no_grad()
-def per_layer_guard(model: SpikingBrainForCausalLM, length: int, tolerance: float, seed: int = 0) -> dict:
-    """Every ``SpikingLinear`` on its real input: fast backend vs the PyTorch count form of the same layer.
+@contextlib.contextmanager
+def spiking_layer_comparison(model: SpikingBrainForCausalLM):
+    """Inside the block, every ``SpikingLinear`` call on the fast backend is repeated on the PyTorch count
+    form of the same layer with the same input; yields ``name -> worst relative L2 error`` so far.
 
     Spike coding is discontinuous: an element whose ``x / v_th`` lies within the last bits of ``v_th``
     of a rounding tie takes the neighbouring count on either path, and through a random-weight stack such
     flips breed more flips, so logits of two correct paths drift apart. Comparing each layer on the same
     input isolates the kernel: there the paths differ only by those few flips (~1e-4 relative in
-    float32). Returns the worst layer's relative L2 error and whether it is within ``tolerance``.
+    float32). Only the spiking linears take the fast path inside the block.
     """
-    device = model.lm_head.weight.device
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    ids = torch.randint(0, model.config.vocab_size, (1, length), generator=gen).to(device)
     errors: dict[str, float] = {}
     busy = [False]
 
@@ -195,16 +194,34 @@ def per_layer_guard(model: SpikingBrainForCausalLM, length: int, tolerance: floa
     set_path(model, fast=True, parts="spiking")
     handles = [m.register_forward_hook(compare(n)) for n, m in model.named_modules() if isinstance(m, SpikingLinear)]
     try:
-        model(ids, use_cache=False, logits_to_keep=1, prefill_chunk_size=length)
+        yield errors
     finally:
         for handle in handles:
             handle.remove()
         set_path(model, fast=True)
+
+
+def judge_layers(errors: dict[str, float], tolerance: float, **facts) -> dict:
+    """The worst layer of :func:`spiking_layer_comparison`'s errors against ``tolerance``."""
+    if not errors:
+        raise ValueError("no SpikingLinear was called: nothing to judge")
     worst = max(errors, key=errors.get)
     return {
-        "length": length, "layers_checked": len(errors), "worst_layer": worst, "rel_l2_error": errors[worst],
+        **facts, "layers_checked": len(errors), "worst_layer": worst, "rel_l2_error": errors[worst],
         "tolerance": tolerance, "passed": bool(errors[worst] <= tolerance and math.isfinite(errors[worst])),
     }
+
+
+@torch.no_grad()
+def per_layer_guard(model: SpikingBrainForCausalLM, length: int, tolerance: float, seed: int = 0) -> dict:
+    """A ``length``-token prefill with every spiking linear compared on its real input
+    (:func:`spiking_layer_comparison`); the worst layer against ``tolerance``."""
+    device = model.lm_head.weight.device
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    ids = torch.randint(0, model.config.vocab_size, (1, length), generator=gen).to(device)
+    with spiking_layer_comparison(model) as errors:
+        model(ids, use_cache=False, logits_to_keep=1, prefill_chunk_size=length)
+    return judge_layers(errors, tolerance, length=length)
 
 
 def guard_exit_status(guards: dict[str, dict]) -> int:

@@ -27,3 +27,28 @@ def test_chunked_qwen_mlp_is_the_same_function():
     torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="tokens must be a positive int"):
         lc.chunk_qwen_mlp(model, 0)
+
+
+def test_per_layer_guard_finds_a_wrong_spiking_linear():
+    # The W8ASpike guard compares every spiking linear's fast output with its PyTorch count form on the
+    # same input. On the CPU both are PyTorch (error 0); a layer whose output is corrupted must be named.
+    from sb_layers.models.spikingbrain import to_w8aspike
+
+    torch.manual_seed(0)
+    config = lc.spikingbrain_config(True, 64, 32)
+    model = to_w8aspike(lc.build_spikingbrain(config, torch.device("cpu"), torch.float32), progress=False)
+    clean = lc.per_layer_guard(model, 80, 1e-3)
+    assert clean["passed"] and clean["rel_l2_error"] == 0.0 and clean["layers_checked"] > 4
+    name = "model.layers.1.mlp.up_proj"
+    target = dict(model.named_modules())[name]
+    # A fault of the fast backend alone (the guard's reference call runs the same module on "torch").
+    # Registered before the guard's own hook, so the guard sees the corrupted output.
+    hook = target.register_forward_hook(lambda module, args, out: out if module.coding.backend == "torch" else out * 1.01)
+    try:
+        broken = lc.per_layer_guard(model, 80, 1e-3)
+    finally:
+        hook.remove()
+    assert not broken["passed"] and broken["worst_layer"] == name
+    assert abs(broken["rel_l2_error"] - 0.01) < 1e-4
+    with pytest.raises(ValueError, match="nothing to judge"):
+        lc.judge_layers({}, 1e-3)
