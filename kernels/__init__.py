@@ -5,6 +5,12 @@ Every op takes ``backend="torch" | "triton" | "auto"`` (see :mod:`sb_kernels._di
 
 from ._dispatch import BACKENDS, Backend, interpreter_enabled, resolve_backend, use_reference
 from .attention_merge import merge_attention_into, merge_attention_reference
+from .fake_quant import (
+    int8_fake_quantize,
+    int8_fake_quantize_reference,
+    spike_fake_quantize,
+    spike_fake_quantize_reference,
+)
 from .gla import fla_available, gla_fla
 from .glu import silu_mul, silu_mul_reference
 from .neuron import NeuronOutput, multistep_neuron
@@ -31,6 +37,8 @@ __all__ = [
     "dequantize_weight",
     "fla_available",
     "gla_fla",
+    "int8_fake_quantize",
+    "int8_fake_quantize_reference",
     "int8_matmul_int32",
     "interpreter_enabled",
     "merge_attention_into",
@@ -41,6 +49,8 @@ __all__ = [
     "rms_norm_reference",
     "silu_mul",
     "silu_mul_reference",
+    "spike_fake_quantize",
+    "spike_fake_quantize_reference",
     "spike_quantize",
     "spike_quantize_reference",
     "split_int8_digits",

@@ -23,9 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sb_kernels import merge_attention_into
+from sb_kernels import int8_fake_quantize, merge_attention_into, spike_fake_quantize
 from sb_neurons._validation import check_positive
-from sb_neurons.spike import spike_quantize
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
 from .rotary import apply_rotary, rotary_cos_sin
@@ -244,17 +243,12 @@ def quantize_int8_per_vector(x: torch.Tensor) -> torch.Tensor:
     """Symmetric int8 fake quantization of each vector along the last dimension (the release's KV cache).
 
     ``scale = max|x| / 127`` per vector, computed in float32 (float64 for float64 input) and clamped to
-    ``[1e-5, 1e4]``;
-    returns ``clamp(round(x / scale), -128, 127) * scale`` in ``x``'s dtype. Gradients pass straight
-    through. Identity: a vector already on its grid (``x = n * scale`` with integer ``|n| <= 127``) is
-    returned unchanged, and ``|result - x| <= scale / 2`` elementwise.
+    ``[1e-5, 1e4]``; returns ``clamp(round(x / scale), -128, 127) * scale`` in ``x``'s dtype. Gradients pass
+    straight through. Identity: a vector already on its grid (``x = n * scale`` with integer ``|n| <= 127``)
+    is returned unchanged, and ``|result - x| <= scale / 2`` elementwise. A vector holding NaN or Inf
+    becomes NaN. :func:`sb_kernels.int8_fake_quantize` (one Triton pass on CUDA without autograd).
     """
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating tensor, got {x.dtype}")
-    work = x.float() if x.dtype != torch.float64 else x
-    scale = (work.abs().amax(dim=-1, keepdim=True) / 127.0).clamp(1e-5, 1e4)
-    quantized = (torch.round(work / scale).clamp(-128, 127) * scale).to(x.dtype)
-    return x + (quantized - x).detach()
+    return int8_fake_quantize(x)
 
 
 class SlidingWindowAttention(nn.Module):
@@ -283,7 +277,7 @@ class SlidingWindowAttention(nn.Module):
             tensor, no repeated keys, only the ``L * window`` scores of the band.
         spike_attention_k: None (default) attends in floating point; a threshold divisor ``k > 0`` runs
             the release's W8ASpike attention (facts section 4): each query head vector spike-coded
-            (:func:`sb_neurons.spike_quantize`, ``V_th = mean|q| / k``) and each key and value head vector
+            (:func:`sb_kernels.spike_fake_quantize`, ``V_th = mean|q| / k``) and each key and value head vector
             int8-quantized (:func:`quantize_int8_per_vector`), both after RoPE, so the cache holds int8-grid
             keys and values (the report's INT8 KV cache). Per-vector coding keeps the streaming identity.
 
@@ -387,7 +381,7 @@ class SlidingWindowAttention(nn.Module):
         k_reg = apply_rotary(k[:, :, sinks:], cos, sin)
         q = torch.cat([q[:, :, :sinks], q_reg], dim=2) if sinks else q_reg
         if self.spike_attention_k is not None:  # W8ASpike attention: spiking queries, int8 keys and values
-            q = spike_quantize(q, self.spike_attention_k)
+            q = spike_fake_quantize(q, self.spike_attention_k)
             k = torch.cat([quantize_int8_per_vector(k[:, :, :sinks]), k[:, :, sinks:]], dim=2) if sinks else k
             k_reg, v = quantize_int8_per_vector(k_reg), quantize_int8_per_vector(v)
 

@@ -188,7 +188,7 @@ def test_int8_per_vector_passes_gradients_straight_through():
     x = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
     quantize_int8_per_vector(x).sum().backward()
     assert torch.equal(x.grad, torch.ones_like(x))
-    with pytest.raises(TypeError, match="x must be a floating"):
+    with pytest.raises(TypeError, match="x must have a floating dtype"):
         quantize_int8_per_vector(torch.ones(2, 2, dtype=torch.int64))
 
 

@@ -1,0 +1,135 @@
+"""sb_kernels' per-vector fake quantization (W8ASpike attention) against its PyTorch rules.
+
+Identities: ``int8_fake_quantize`` equals its reference bit for bit (``max`` is exact in any order);
+``spike_fake_quantize`` equals ``round(x / s) * s`` cast to the dtype bit for bit for the scale ``s`` the
+kernel used, and that scale is PyTorch's ``v_th`` up to the last bits of float32 (another summation
+order); rows holding NaN or Inf come out NaN on both backends, other rows untouched; an int8 row on its
+grid is a fixed point and ``|y - x| <= s / 2``. CPU tests run the kernel in Triton's interpreter; ``gpu``
+tests compile it at the 7B's head width.
+"""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kernel_testing import CUDA, heavy_tailed, triton_interpreter  # noqa: F401  (autouse fixture)
+
+from sb_kernels import int8_fake_quantize, int8_fake_quantize_reference, spike_fake_quantize, spike_fake_quantize_reference
+from sb_kernels import fake_quant
+from sb_neurons import adaptive_threshold, spike_quantize
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+
+
+def sample(rows, width, seed, dtype, device="cpu"):
+    """Heavy-tailed rows (counts far past 127) with some rows scaled into the clamps of the scale."""
+    x = heavy_tailed((rows, width), seed, dtype=torch.float64)
+    x[0] *= 1e-9  # scale clamped at 1e-5
+    if rows > 2 and dtype != torch.float16:  # float16 ends at 65504: such rows would hold inf
+        x[2] *= 1e7  # scale clamped at 1e4 (int8: counts saturate)
+    return x.to(dtype).to(device)
+
+
+def own_scale_rule(x, scales, int8):
+    """``round(x / s) * s`` in float32 with the kernel's scales, cast to ``x.dtype`` (PyTorch ops)."""
+    s = scales.reshape(*x.shape[:-1], 1)
+    r = torch.round(x.float() / s)
+    if int8:
+        r = r.clamp(-128, 127)
+    return (r * s).to(x.dtype)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 12), width=st.sampled_from([1, 7, 64, 128, 200]),
+       dtype=st.sampled_from(DTYPES))
+def test_int8_equals_reference_bit_for_bit(seed, rows, width, dtype):
+    x = sample(rows, width, seed, dtype)
+    got = int8_fake_quantize(x, backend="triton")
+    assert got.dtype == dtype and got.shape == x.shape
+    assert torch.equal(got, int8_fake_quantize_reference(x))
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 12), width=st.sampled_from([1, 7, 64, 128, 200]),
+       dtype=st.sampled_from(DTYPES), k=st.sampled_from([1.0, 3.0, 7.5]))
+def test_spike_equals_the_rule_for_its_scale(seed, rows, width, dtype, k):
+    x = sample(rows, width, seed, dtype)
+    got, scales = fake_quant._launch(x, k, int8=False)
+    assert torch.equal(got, own_scale_rule(x, scales, int8=False))
+    reference_v_th = adaptive_threshold(x, k).reshape(-1)
+    torch.testing.assert_close(scales, reference_v_th, rtol=4e-7, atol=0)
+    same_scale = scales == reference_v_th
+    want = spike_fake_quantize_reference(x, k)
+    assert torch.equal(got[same_scale], want[same_scale])
+    assert torch.equal(spike_fake_quantize(x, k, backend="triton"), got)
+
+
+def test_spike_reference_is_sb_neurons_rule():
+    x = sample(9, 96, 3, torch.float32)
+    torch.testing.assert_close(spike_fake_quantize_reference(x, 3.0), spike_quantize(x, 3.0), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_int8_grid_is_fixed_and_error_is_half_a_step(backend):
+    g = torch.Generator().manual_seed(0)
+    n = torch.randint(-127, 128, (6, 128), generator=g).double()
+    n[:, 0] = 127  # max |n| = 127: the scale the rule derives is the grid's own
+    step = 2.0 ** torch.randint(-12, 6, (6, 1), generator=g).double()  # 127 * step / 127 == step exactly
+    grid = (n * step).float()
+    assert torch.equal(int8_fake_quantize(grid, backend=backend), grid)
+    x = sample(6, 128, 1, torch.float32)
+    scale = (x.abs().amax(-1, keepdim=True) / 127).clamp(1e-5, 1e4)
+    err = (int8_fake_quantize(x, backend=backend).double() - x.double()).abs()
+    # Within half a step wherever the count is not saturated by the clamped scale (row 2: 1e4).
+    inside = (x.double() / scale.double()).abs() <= 127.5
+    assert bool((err[inside] <= scale.double().expand_as(err)[inside] / 2 * (1 + 1e-6)).all())
+
+
+@pytest.mark.parametrize("op", [spike_fake_quantize, int8_fake_quantize])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_rows_become_nan_on_both_backends(op, bad):
+    x = sample(5, 64, 2, torch.float32)
+    x[1, 3] = bad
+    outs = [op(x, backend=b) for b in ("torch", "triton")]
+    for out in outs:
+        assert bool(out[1].isnan().all()) and not bool(out[[0, 2, 3, 4]].isnan().any())
+    assert torch.equal(outs[0][[0, 2, 3, 4]], outs[1][[0, 2, 3, 4]]) or op is spike_fake_quantize
+
+
+@pytest.mark.parametrize("op", [spike_fake_quantize, int8_fake_quantize])
+def test_gradient_is_straight_through_and_auto_takes_torch(op):
+    x = sample(4, 32, 5, torch.float32).requires_grad_(True)
+    y = op(x)  # "auto" under autograd: the PyTorch path
+    (y * torch.arange(32.0)).sum().backward()
+    assert torch.equal(x.grad, torch.arange(32.0).expand(4, 32))
+    with pytest.raises(RuntimeError, match="forward only"):
+        op(x, backend="triton")
+
+
+def test_arguments_are_checked():
+    x = torch.randn(3, 8)
+    with pytest.raises(ValueError, match="k"):
+        spike_fake_quantize(x, 0.0)
+    with pytest.raises(TypeError, match="x"):
+        int8_fake_quantize(torch.ones(3, 8, dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"\[\.\.\., D\]"):
+        int8_fake_quantize(torch.tensor(1.0))
+    with pytest.raises(RuntimeError, match="wider than"):
+        int8_fake_quantize(torch.randn(2, fake_quant.MAX_TRITON_WIDTH + 1), backend="triton")
+    wide = torch.randn(2, fake_quant.MAX_TRITON_WIDTH + 1)
+    assert torch.equal(int8_fake_quantize(wide), int8_fake_quantize_reference(wide))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gpu_head_vectors_of_the_7b(dtype):
+    x = sample(28 * 2048, 128, 7, dtype, device="cuda").reshape(1, 28, 2048, 128)
+    x[0, 3, 5, 9] = float("nan")
+    got = int8_fake_quantize(x, backend="triton")
+    assert torch.equal(got.isnan(), int8_fake_quantize_reference(x).isnan())
+    assert torch.equal(got.nan_to_num(), int8_fake_quantize_reference(x).nan_to_num())
+    x[0, 3, 5, 9] = 1.0
+    got, scales = fake_quant._launch(x, 3.0, int8=False)
+    assert torch.equal(got, own_scale_rule(x, scales, int8=False))
+    torch.testing.assert_close(scales, adaptive_threshold(x, 3.0).reshape(-1), rtol=4e-7, atol=0)
