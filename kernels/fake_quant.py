@@ -12,7 +12,9 @@ chain of 6-9 elementwise kernels over float32 copies; the kernel reads ``x`` onc
 
 Exactness. The quotient is the correctly rounded ``RN(x / s)`` (the reciprocal-and-fma form of
 :mod:`sb_kernels.spike_quant`), so given the same ``s`` every output equals PyTorch's bit for bit. ``max``
-is exact in any order, so ``int8_fake_quantize`` equals its reference exactly; the sum inside
+is exact in any order, so ``int8_fake_quantize`` equals its reference exactly where PyTorch divides
+exactly (on the CPU; on CUDA PyTorch divides by a Python scalar as a product with its rounded
+reciprocal, so its scale may differ in the last bit); the sum inside
 ``mean(|x|)`` is taken in another order than PyTorch's, so the spiking scale may differ in its last bit,
 and an element within that bit of a rounding tie may take the neighbouring count.
 

@@ -1,6 +1,7 @@
 """sb_kernels' per-vector fake quantization (W8ASpike attention) against its PyTorch rules.
 
-Identities: ``int8_fake_quantize`` equals its reference bit for bit (``max`` is exact in any order);
+Identities: ``int8_fake_quantize`` equals its reference bit for bit on the CPU (``max`` is exact in any
+order; on CUDA PyTorch's scalar division multiplies by a rounded reciprocal);
 ``spike_fake_quantize`` equals ``round(x / s) * s`` cast to the dtype bit for bit for the scale ``s`` the
 kernel used, and that scale is PyTorch's ``v_th`` up to the last bits of float32 (another summation
 order); rows holding NaN or Inf come out NaN on both backends, other rows untouched; an int8 row on its
@@ -124,12 +125,15 @@ def test_arguments_are_checked():
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gpu_head_vectors_of_the_7b(dtype):
+    # On CUDA, PyTorch divides by a Python scalar as a product with its rounded reciprocal, so the
+    # reference's scales may differ from the correctly rounded ones in the last bit: outputs are checked
+    # against the rule for the kernel's own scales, and the scales against PyTorch's within that bit.
     x = sample(28 * 2048, 128, 7, dtype, device="cuda").reshape(1, 28, 2048, 128)
     x[0, 3, 5, 9] = float("nan")
     got = int8_fake_quantize(x, backend="triton")
     assert torch.equal(got.isnan(), int8_fake_quantize_reference(x).isnan())
-    assert torch.equal(got.nan_to_num(), int8_fake_quantize_reference(x).nan_to_num())
     x[0, 3, 5, 9] = 1.0
-    got, scales = fake_quant._launch(x, 3.0, int8=False)
-    assert torch.equal(got, own_scale_rule(x, scales, int8=False))
-    torch.testing.assert_close(scales, adaptive_threshold(x, 3.0).reshape(-1), rtol=4e-7, atol=0)
+    for int8, want_scale in ((True, (x.float().abs().amax(-1) / 127).clamp(1e-5, 1e4)), (False, adaptive_threshold(x, 3.0))):
+        got, scales = fake_quant._launch(x, 3.0, int8=int8)
+        assert torch.equal(got, own_scale_rule(x, scales, int8=int8))
+        torch.testing.assert_close(scales, want_scale.reshape(-1), rtol=4e-7, atol=0)
