@@ -315,7 +315,8 @@ class GraphedDecodeStep:
         with torch.cuda.graph(self.graph), torch.inference_mode():
             logits = model(self.token, past_key_values=cache, use_cache=True).logits
             for slot, buffer in zip(slots, static):
-                buffer.copy_(get(slot))
+                if get(slot) is not buffer:  # the windows are written in place: nothing to copy back
+                    buffer.copy_(get(slot))
             self.token.copy_(logits[:, -1:].argmax(-1))
         self.logits = logits
         for slot, buffer in zip(slots, static):  # the cache points at the static buffers again

@@ -184,6 +184,8 @@ class RollingKVCache:
         maybe_masked: True once an entry may be masked (a call with an ``attention_mask``, or
             :meth:`fill_window`'s placeholders); while False every entry is a real token, which lets a
             prefill take the unmasked :func:`windowed_attention` path without reading the mask back.
+        in_ring_order: True after :meth:`write_over_oldest`: entries are no longer sorted by index
+            (:meth:`sort` restores the order, which every other path assumes).
     """
 
     window: int | None
@@ -196,6 +198,7 @@ class RollingKVCache:
     seen_tokens: torch.Tensor | None = None
     length: int = 0
     maybe_masked: bool = False
+    in_ring_order: bool = False
 
     @property
     def num_entries(self) -> int:
@@ -216,6 +219,7 @@ class RollingKVCache:
         missing = self.window - self.keys.shape[2]
         if missing <= 0:
             return
+        self.sort()
         batch, heads, _, dim = self.keys.shape
         self.maybe_masked = True
         self.keys = torch.cat([self.keys.new_zeros(batch, heads, missing, dim), self.keys], dim=2)
@@ -223,6 +227,38 @@ class RollingKVCache:
         self.key_mask = torch.cat([self.key_mask.new_zeros(batch, missing), self.key_mask], dim=1)
         below = torch.arange(-missing, 0, device=self.key_index.device, dtype=self.key_index.dtype)
         self.key_index = torch.cat([self.key_index[:1] + below, self.key_index])
+
+    def can_write_over_oldest(self) -> bool:
+        """Whether :meth:`write_over_oldest` may take one token now: a bounded window already full, no
+        sinks, and in-place writes allowed (no autograd; inference tensors only in inference mode)."""
+        if self.window is None or self.keys is None or self.sink_keys is not None or self.keys.shape[2] != self.window:
+            return False
+        if torch.is_grad_enabled():
+            return False
+        return torch.is_inference_mode_enabled() or not self.keys.is_inference()
+
+    def write_over_oldest(self, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> None:
+        """One token ``[B, Hkv, 1, D]`` written in place over the oldest entry (the one the window drops).
+
+        The buffers keep their shapes and storage, so a decode step copies no window and a captured CUDA
+        graph updates them in place; the slot is found on the device (the smallest index), so nothing is
+        read back. Entries are then in ring order (:attr:`in_ring_order`); attention is order-free.
+        """
+        slot = self.key_index.argmin().view(1)
+        self.keys.index_copy_(2, slot, keys)
+        self.values.index_copy_(2, slot, values)
+        self.key_mask.index_copy_(1, slot, mask)
+        self.key_index.index_copy_(0, slot, index)
+        self.in_ring_order = True
+
+    def sort(self) -> None:
+        """Entries back in increasing index order after ring writes (a no-op otherwise)."""
+        if not self.in_ring_order:
+            return
+        order = self.key_index.argsort()
+        self.keys, self.values = self.keys.index_select(2, order), self.values.index_select(2, order)
+        self.key_mask, self.key_index = self.key_mask.index_select(1, order), self.key_index.index_select(0, order)
+        self.in_ring_order = False
 
     def append(self, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> None:
         """Add entries and evict all but the newest ``window``."""
@@ -385,21 +421,50 @@ class SlidingWindowAttention(nn.Module):
             k = torch.cat([quantize_int8_per_vector(k[:, :, :sinks]), k[:, :, sinks:]], dim=2) if sinks else k
             k_reg, v = quantize_int8_per_vector(k_reg), quantize_int8_per_vector(v)
 
+        # One token onto a full window writes over the oldest entry in place (no copy of the window);
+        # every other call wants the entries in index order.
+        ring = regular == 1 and not sinks and cache.can_write_over_oldest()
+        if not ring:
+            cache.sort()
         if sinks:
             cache.sink_keys, cache.sink_values = k[:, :, :sinks], v[:, :, :sinks]
         num_sink = 0 if cache.sink_keys is None else cache.sink_keys.shape[2]
         new_index = torch.arange(regular, device=device)
         if cache.key_index is not None and cache.key_index.numel():
             # Continue from the cached indices on the device (no host value enters the graph of a
-            # decode step, so a captured step stays right when replayed); key_index[-1] + 1 == length.
-            new_index = new_index + (cache.key_index[-1] + 1)
+            # decode step, so a captured step stays right when replayed): the largest index + 1 == length.
+            last = cache.key_index.max() if cache.in_ring_order else cache.key_index[-1]
+            new_index = new_index + (last + 1)
         else:
             new_index = new_index + cache.length
 
+        if ring:
+            # Decode with a full window: the new token overwrites the entry it evicts, in place; the
+            # attention sees the same keys as the general path (old window + new, oldest masked out).
+            cache.write_over_oldest(k_reg, v, regular_mask, new_index)
+            allowed = self._allowed(new_index, cache.key_index, cache.key_mask, 0)
+            out = masked_attention(q, cache.keys, cache.values, allowed, self.attention_backend)
+        else:
+            out = self._attend_band(q, k_reg, v[:, :, sinks:], regular_mask, new_index, cache, sinks, num_sink, attention_mask)
+        cache.maybe_masked = cache.maybe_masked or attention_mask is not None
+        if not ring:
+            cache.append(k_reg, v[:, :, sinks:], regular_mask, new_index)
+        cache.length += regular
+        cache.seen_tokens = cache.seen_tokens + regular_mask.long().sum(dim=1)
+        out = out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
+        return self.o_proj(out), cache
+
+    def _attend_band(
+        self, q: torch.Tensor, k_reg: torch.Tensor, v_reg: torch.Tensor, regular_mask: torch.Tensor,
+        new_index: torch.Tensor, cache: RollingKVCache, sinks: int, num_sink: int, attention_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``[B, H, sinks + regular, D]``: every query of the call over ``[sinks | cached | new]`` keys (the
+        windowed path when nothing is masked, else query blocks with masks)."""
+        batch, device, regular = q.shape[0], q.device, k_reg.shape[2]
         # Key list: [sinks | cached regular | new regular]. Regular keys carry consecutive sequence
         # indices (the cache keeps the newest entries of a contiguous run), starting at first_index.
         parts_k = [t for t in (cache.sink_keys, cache.keys, k_reg) if t is not None]
-        parts_v = [t for t in (cache.sink_values, cache.values, v[:, :, sinks:]) if t is not None]
+        parts_v = [t for t in (cache.sink_values, cache.values, v_reg) if t is not None]
         keys, values = torch.cat(parts_k, dim=2), torch.cat(parts_v, dim=2)
         first_index = cache.length - cache.num_entries
         old_index = cache.key_index if cache.key_index is not None else new_index[:0]
@@ -447,12 +512,7 @@ class SlidingWindowAttention(nn.Module):
             out = q.new_zeros(batch, self.num_heads, 0, self.head_dim)
         else:
             out = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
-        cache.maybe_masked = cache.maybe_masked or attention_mask is not None
-        cache.append(k_reg, v[:, :, sinks:], regular_mask, new_index)
-        cache.length += regular
-        cache.seen_tokens = cache.seen_tokens + regular_mask.long().sum(dim=1)
-        out = out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
-        return self.o_proj(out), cache
+        return out
 
     def _allowed(self, query_index: torch.Tensor, key_index: torch.Tensor, key_valid: torch.Tensor, num_sink: int) -> torch.Tensor:
         """``[B, Lq, num_sink + n]`` bool: which keys (sinks first, then regular keys) each regular query sees.

@@ -3,6 +3,7 @@ reference of the same math written here, generation with and without cache, trai
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -234,6 +235,27 @@ def test_filled_windows_decode_like_the_plain_cache(model):
             got = model(ids[:, t : t + 1], past_key_values=filled).logits
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     assert filled.memory_bytes() == plain.memory_bytes()  # both windows are full by now
+
+
+def test_reordered_cache_after_in_place_decode_steps_continues_each_row(model):
+    # Decode steps write the windows in place (ring order); a beam reorder must copy that order and
+    # leave the original cache untouched by later steps of the reordered one.
+    ids = torch.randint(3, VOCAB, (2, WINDOW + 9), generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        cache = SpikingBrainCache(model.config.num_hidden_layers)
+        model(ids[:, :3], past_key_values=cache)
+        for t in range(3, WINDOW + 6):
+            model(ids[:, t : t + 1], past_key_values=cache)
+        swapped = copy.deepcopy(cache)
+        swapped.reorder_cache(torch.tensor([1, 0]))
+        kept = copy.deepcopy(cache)
+        for t in range(WINDOW + 6, ids.shape[1]):
+            want = model(ids[:, t : t + 1], past_key_values=cache).logits
+            got = model(ids[[1, 0], t : t + 1], past_key_values=swapped).logits
+            torch.testing.assert_close(got, want[[1, 0]], rtol=1e-10, atol=1e-10)
+        again = model(ids[:, WINDOW + 6 : WINDOW + 7], past_key_values=kept).logits
+    first = model(ids[:, : WINDOW + 7]).logits[:, -1:]
+    torch.testing.assert_close(again, first, rtol=1e-10, atol=1e-10)
 
 
 def test_chunked_gla_equals_recurrent_gla_inside_the_model(model):

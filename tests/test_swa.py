@@ -314,3 +314,51 @@ def test_windowed_path_is_taken_only_without_masks_and_sinks(monkeypatch):
     assert calls == [1]
     SlidingWindowAttention(16, 2, 1, window=3, query_chunk_size=2, num_sinks=1)(x)
     assert calls == [1]
+
+
+@given(seed=st.integers(0, 1000), window=st.integers(1, 6), pieces=st.lists(st.integers(1, 4), min_size=1, max_size=12),
+       pad=st.integers(0, 2))
+def test_decode_writes_over_the_oldest_entry_in_place_and_streams_like_one_call(seed, window, pieces, pad):
+    # Without autograd, one token onto a full window overwrites the entry it evicts (ring order); any
+    # later call of several tokens sorts the cache back. Outputs equal one call over the whole sequence.
+    torch.manual_seed(seed)
+    layer = SlidingWindowAttention(16, 2, 1, window=window, rope_theta=100.0)
+    length = 3 + sum(pieces)
+    x = torch.randn(2, length, 16)
+    mask = torch.ones(2, length, dtype=torch.long)
+    mask[1, :pad] = 0  # left padding: masked entries ride through the ring too
+    with torch.no_grad():
+        whole, _ = layer(x, attention_mask=mask)
+        outs, cache = [], None
+        bounds = [0, 3]
+        for p in pieces:
+            bounds.append(bounds[-1] + p)
+        for a, b in zip(bounds, bounds[1:]):
+            full_before = cache is not None and cache.num_entries == window
+            buffer = None if cache is None else cache.keys
+            out, cache = layer(x[:, a:b], attention_mask=mask[:, a:b], cache=cache)
+            outs.append(out)
+            if b - a == 1 and full_before:
+                assert cache.keys is buffer and cache.in_ring_order  # written in place
+            assert cache.num_entries <= window
+    torch.testing.assert_close(torch.cat(outs, 1), whole)
+    cache.sort()
+    assert cache.key_index.tolist() == list(range(length - cache.num_entries, length))
+
+
+def test_in_place_decode_needs_no_grad_and_respects_inference_tensors():
+    layer = SlidingWindowAttention(8, 2, window=3)
+    x = torch.randn(1, 6, 8)
+    _, cache = layer(x[:, :4])
+    assert not cache.can_write_over_oldest()  # autograd on: the general path (copies)
+    with torch.inference_mode():
+        _, frozen = layer(x[:, :4])
+    with torch.no_grad():
+        assert not frozen.can_write_over_oldest()  # inference tensors cannot be written outside inference mode
+        out, frozen = layer(x[:, 4:5], cache=frozen)
+        assert not frozen.in_ring_order
+        assert cache.can_write_over_oldest()
+    with torch.inference_mode():
+        assert frozen.can_write_over_oldest()
+        want, _ = layer(x)
+    torch.testing.assert_close(out, want[:, 4:5])

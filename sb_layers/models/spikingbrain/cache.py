@@ -49,8 +49,11 @@ def _select_batch(state: Any, index: torch.Tensor) -> Any:
         pick = lambda t: None if t is None else t.index_select(0, index.to(t.device))  # noqa: E731
         return RollingKVCache(
             window=state.window, keys=pick(state.keys), values=pick(state.values), key_mask=pick(state.key_mask),
-            key_index=state.key_index, sink_keys=pick(state.sink_keys), sink_values=pick(state.sink_values),
+            # key_index is per position, not per row: cloned, since decode steps write into it in place.
+            key_index=None if state.key_index is None else state.key_index.clone(),
+            sink_keys=pick(state.sink_keys), sink_values=pick(state.sink_values),
             seen_tokens=pick(state.seen_tokens), length=state.length, maybe_masked=state.maybe_masked,
+            in_ring_order=state.in_ring_order,
         )
     return tuple(_select_batch(part, index) for part in state)
 
