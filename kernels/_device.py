@@ -4,10 +4,11 @@ from __future__ import annotations
 
 try:  # the package must import without triton: the torch backends need none of this
     import triton.language as tl
+    from triton.language.extra import libdevice
     from triton.runtime.interpreter import InterpretedFunction
     from triton.runtime.jit import JITFunction
 except ImportError:  # pragma: no cover - exercised only where triton is missing
-    tl = DeviceFunction = round_to = None
+    tl = DeviceFunction = round_to = round_half_even = None
 
 if tl is not None:
 
@@ -41,3 +42,18 @@ if tl is not None:
             return x.to(tl.float16).to(tl.float32)
         else:
             return x
+
+    @DeviceFunction
+    def round_half_even(y, COMPILED: tl.constexpr):
+        """float32 ``y`` rounded to the nearest integer, ties to even (``torch.round``), as float32.
+
+        Compiled: libdevice's ``rint``. The interpreter has no libdevice: ``|y| + 2**23`` lands where
+        float32 spacing is 1, so the add rounds half to even (values from 2**23 on are integers already).
+        """
+        if COMPILED:
+            r = libdevice.rint(y)
+        else:
+            a = tl.abs(y)
+            a = tl.where(a < 8388608.0, (a + 8388608.0) - 8388608.0, a)
+            r = tl.where(y < 0, -a, a)
+        return r

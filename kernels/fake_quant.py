@@ -31,15 +31,14 @@ import torch
 from sb_neurons._validation import check_float_tensor, check_positive
 from sb_neurons.spike import V_TH_MAX, V_TH_MIN, spike_count
 
-from ._device import round_to
+from ._device import round_half_even, round_to
 from ._dispatch import Backend, lazy_jit, resolve_forward_backend
 
 try:  # the module must import without triton: the torch backends need none of this
     import triton
     import triton.language as tl
-    from triton.language.extra import libdevice
 except ImportError:  # pragma: no cover - exercised only where triton is missing
-    triton = tl = libdevice = None
+    triton = tl = None
 
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_TRITON_WIDTH = 16384  # a row is held in registers; wider rows take the PyTorch path
@@ -100,12 +99,7 @@ if triton is not None:
         inv = tl.math.div_rn(1.0, s)
         q = x * inv
         quotient = tl.fma(tl.fma(-q, s, x), inv, q)
-        if COMPILED:
-            r = libdevice.rint(quotient)
-        else:  # the interpreter: |y| + 2**23 lands where float32 spacing is 1, so the add rounds half to even
-            a = tl.abs(quotient)
-            a = tl.where(a < 8388608.0, (a + 8388608.0) - 8388608.0, a)
-            r = tl.where(quotient < 0, -a, a)
+        r = round_half_even(quotient, COMPILED)
         if INT8:
             r = tl.minimum(tl.maximum(r, -128.0), 127.0)
         y = tl.where(finite, r * s, float("nan"))

@@ -39,6 +39,7 @@ from sb_neurons import SpikeStats, spike_count
 from sb_neurons._validation import check_float_tensor, check_positive
 from sb_neurons.spike import V_TH_MAX, ClampSpec, resolve_clamp
 
+from ._device import round_half_even
 from ._dispatch import Backend, lazy_jit, resolve_backend
 
 try:  # the module must import without triton: the torch backend needs none of this
@@ -152,10 +153,7 @@ if tl is not None:
                         # (such rows are rejected from row_max).
                         ci = libdevice.float2int_rn(y)
                     else:
-                        # |y| + 2**23 lands where float32 spacing is 1, so the add rounds half to even.
-                        ay = tl.abs(y)
-                        ar = tl.where(ay < 8388608.0, (ay + 8388608.0) - 8388608.0, ay)
-                        r = tl.where(y < 0, -ar, ar)
+                        r = round_half_even(y, False)
                         # Past int32 the conversion is undefined: saturate as cvt.rni does.
                         ci = tl.minimum(tl.maximum(r, -2147483648.0), 2147483520.0).to(tl.int32)
                         ci = tl.where(r >= 2147483648.0, 2147483647, ci)

@@ -51,16 +51,15 @@ from sb_neurons import spike_count
 from sb_neurons._validation import check_float_tensor, check_positive, check_tensor
 from sb_neurons.spike import ClampSpec, resolve_clamp
 
-from ._device import DeviceFunction
+from ._device import DeviceFunction, round_half_even
 from ._dispatch import Backend, lazy_jit, resolve_backend
 from .spike_quant import TRITON_INPUT_DTYPES, check_rows_finite, quantize_rows
 
 try:
     import triton
     import triton.language as tl
-    from triton.language.extra import libdevice
 except ImportError:  # pragma: no cover
-    triton = tl = libdevice = None
+    triton = tl = None
 
 INT8_MAX = 127
 INT32_MAX = 2**31 - 1
@@ -93,16 +92,6 @@ def split_int8_digits(counts: torch.Tensor) -> torch.Tensor:
 
 
 if tl is not None:
-
-    @DeviceFunction
-    def _round_half_even(y, USE_RINT: tl.constexpr):
-        if USE_RINT:
-            r = libdevice.rint(y)
-        else:  # the interpreter: |y| + 2**23 lands where float32 spacing is 1, so the add rounds half to even
-            ay = tl.abs(y)
-            ar = tl.where(ay < 8388608.0, (ay + 8388608.0) - 8388608.0, ay)
-            r = tl.where(y < 0, -ar, ar)
-        return r
 
     @DeviceFunction
     def _close_group(acc, group_int, kt, scale_ptr, offs_n, stride_sn, mask_n, GROUP_TILES: tl.constexpr):
@@ -145,11 +134,11 @@ if tl is not None:
             x = x_next  # loaded one tile ahead: its latency hides under this tile's work
             if ONE_ROW:
                 x_next = tl.load(x_rows + k0 + BK + offs_k, mask=kt + 1 + 0 * offs_k < n_tiles, other=0.0).to(tl.float32)
-                q = _round_half_even(tl.math.div_rn(x, v_th), USE_RINT)
+                q = round_half_even(tl.math.div_rn(x, v_th), USE_RINT)
             else:
                 ahead = row_ok[:, None] & (kt + 1 + 0 * offs_k[None, :] < n_tiles)
                 x_next = tl.load(x_rows + k0 + BK + offs_k[None, :], mask=ahead, other=0.0).to(tl.float32)
-                q = _round_half_even(tl.math.div_rn(x, v_th[:, None]), USE_RINT)
+                q = round_half_even(tl.math.div_rn(x, v_th[:, None]), USE_RINT)
             if CLAMP:
                 q = tl.minimum(tl.maximum(q, clamp_low), clamp_high)
             # NaN and counts past int32 (those rows' outputs become NaN) are pinned into int32 range.
@@ -280,7 +269,7 @@ if tl is not None:
             # The next tile's activations are loaded one iteration ahead: their latency hides under this
             # tile's work (Triton pipelines only the loads that feed tl.dot, the weights).
             x_next = tl.load(x_ptr + k0 + BK + offs_k, mask=k0 + BK + offs_k < K, other=0.0).to(tl.float32)
-            q = _round_half_even(tl.math.div_rn(x, v_th), USE_RINT)
+            q = round_half_even(tl.math.div_rn(x, v_th), USE_RINT)
             if CLAMP:
                 q = tl.minimum(tl.maximum(q, clamp_low), clamp_high)
             top = tl.maximum(top, tl.abs(q))
