@@ -96,8 +96,9 @@ if triton is not None:
         s = tl.minimum(tl.maximum(s, 1e-5), 1e4)
         # RN(x / s) without a division per element: q = RN(x * RN(1/s)) is within an ulp, the remainder
         # x - q s is exact in one fma, and RN(q + rem / s) is RN(x / s) (see sb_kernels.spike_quant).
+        # q is capped at 2**40 so that a quotient past float32's range (a huge k) cannot give inf - inf.
         inv = tl.math.div_rn(1.0, s)
-        q = x * inv
+        q = tl.minimum(tl.maximum(x * inv, -1099511627776.0), 1099511627776.0)
         quotient = tl.fma(tl.fma(-q, s, x), inv, q)
         r = round_half_even(quotient, COMPILED)
         if INT8:
