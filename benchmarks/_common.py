@@ -111,3 +111,20 @@ def graph_time_ms(fn: Callable[[], object], repeat: int = 30) -> float:
     with torch.cuda.graph(graph):
         fn()
     return time_ms(graph.replay, repeat=repeat)
+
+
+def sweep_rows(
+    configs: list[dict], keys: tuple[str, ...], shipped: dict, fixed: dict, measure: Callable[[dict], dict]
+) -> list[dict]:
+    """One row per launch configuration of a sweep: ``fixed`` fields, the configuration named by its
+    ``keys`` values, whether it is the ``shipped`` one, and the fields ``measure(config)`` returns. A
+    configuration that fails (e.g. out of shared memory) is recorded with its error, not hidden."""
+    rows = []
+    for config in configs:
+        row = {**fixed, "config": "/".join(str(config[key]) for key in keys), "shipped": config == shipped}
+        try:
+            row.update(measure(config))
+        except Exception as err:  # noqa: BLE001 - a sweep reports every configuration
+            row["error"] = repr(err)[:120]
+        rows.append(row)
+    return rows

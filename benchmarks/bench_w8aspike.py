@@ -18,7 +18,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from _common import device_name, graph_time_ms, kernel_resources, print_table, rel_err, time_ms, write_json
+from _common import device_name, graph_time_ms, kernel_resources, print_table, rel_err, sweep_rows, time_ms, write_json
 from sb_kernels import int8_matmul_int32, w8aspike_linear, w8aspike_linear_reference
 from sb_kernels import w8aspike as w8
 from sb_kernels.spike_quant import quantize_rows
@@ -190,23 +190,19 @@ def sweep_fused(name: str, m: int) -> list[dict]:
     w_bf16 = dequantize_weight(w8q, scales, torch.bfloat16)
     out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
     g_bf16 = graph_time_ms(lambda: torch.matmul(x, w_bf16.T))
-    shipped = w8._decode_config(n, 128, True)
-    reference = None
-    rows = []
-    for cfg in SWEEP_FUSED:
-        row = {"layer": name, "M": m, "config": "/".join(str(cfg[c]) for c in ("BN", "BK", "num_warps", "num_stages")),
-               "shipped": cfg == shipped}
-        try:
-            call = lambda: w8._linear_fused(x, w8q, s2d, bias, 3.0, None, out, config=cfg)  # noqa: E731
-            call()
-            reference = out.clone() if reference is None else reference
-            row["same_output"] = bool(torch.equal(out, reference))
-            g = graph_time_ms(call)
-            row.update(graph_ms=g, graph_bf16_over_fused=g_bf16 / g, weight_TBps=n * k / (g * 1e-3) / 1e12)
-        except Exception as err:  # noqa: BLE001 - e.g. out of shared memory: recorded, not hidden
-            row["error"] = repr(err)[:120]
-        rows.append(row)
-    return rows
+    reference = []  # the first configuration's output
+
+    def measure(cfg: dict) -> dict:
+        call = lambda: w8._linear_fused(x, w8q, s2d, bias, 3.0, None, out, config=cfg)  # noqa: E731
+        call()
+        if not reference:
+            reference.append(out.clone())
+        same = bool(torch.equal(out, reference[0]))
+        g = graph_time_ms(call)
+        return dict(same_output=same, graph_ms=g, graph_bf16_over_fused=g_bf16 / g, weight_TBps=n * k / (g * 1e-3) / 1e12)
+
+    return sweep_rows(SWEEP_FUSED, ("BN", "BK", "num_warps", "num_stages"), w8._decode_config(n, 128, True),
+                      {"layer": name, "M": m}, measure)
 
 
 SWEEP_LARGE = [
@@ -240,25 +236,22 @@ def sweep(name: str, m: int, group: int | None) -> list[dict]:
     w_bf16 = dequantize_weight(w8, scales, torch.bfloat16)
     t_bf16 = time_ms(lambda: torch.matmul(x, w_bf16.T))
     out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
-    shipped = _tile_config(m, n, group or k, True, group is None)
-    rows = []
     # Decode sizes: each tile shape also timed inside a CUDA graph (the GPU time alone).
     codes = quantize_rows(x, 3.0, None, torch.int8)
     g_bf16 = graph_time_ms(lambda: torch.matmul(x, w_bf16.T)) if m <= DECODE_ROWS else None
-    for cfg in SWEEP_DECODE if m <= DECODE_ROWS else SWEEP_LARGE:
-        row = {"layer": name, "M": m, "group": group or "channel", "counts": "int8",
-               "config": "/".join(str(cfg[c]) for c in ("BM", "BN", "BK", "num_warps", "num_stages")), "shipped": cfg == shipped}
-        try:
-            gemm = lambda: _launch_gemm(codes.counts.unsqueeze(0), w8, codes.v_th, s2d, bias, out, config=cfg)  # noqa: E731
-            t = time_ms(gemm)
-            row.update(ms=t, bf16_over_gemm=t_bf16 / t, TOPS=2 * m * n * k / (t * 1e-3) / 1e12)
-            if g_bf16 is not None:
-                g = graph_time_ms(gemm)
-                row.update(graph_ms=g, graph_bf16_over_gemm=g_bf16 / g, weight_TBps=n * k / (g * 1e-3) / 1e12)
-        except Exception as err:  # noqa: BLE001 - e.g. out of shared memory: recorded, not hidden
-            row["error"] = repr(err)[:120]
-        rows.append(row)
-    return rows
+
+    def measure(cfg: dict) -> dict:
+        gemm = lambda: _launch_gemm(codes.counts.unsqueeze(0), w8, codes.v_th, s2d, bias, out, config=cfg)  # noqa: E731
+        t = time_ms(gemm)
+        fields = dict(ms=t, bf16_over_gemm=t_bf16 / t, TOPS=2 * m * n * k / (t * 1e-3) / 1e12)
+        if g_bf16 is not None:
+            g = graph_time_ms(gemm)
+            fields.update(graph_ms=g, graph_bf16_over_gemm=g_bf16 / g, weight_TBps=n * k / (g * 1e-3) / 1e12)
+        return fields
+
+    return sweep_rows(SWEEP_DECODE if m <= DECODE_ROWS else SWEEP_LARGE, ("BM", "BN", "BK", "num_warps", "num_stages"),
+                      _tile_config(m, n, group or k, True, group is None),
+                      {"layer": name, "M": m, "group": group or "channel", "counts": "int8"}, measure)
 
 
 def main() -> None:

@@ -52,3 +52,20 @@ def test_per_layer_guard_finds_a_wrong_spiking_linear():
     assert abs(broken["rel_l2_error"] - 0.01) < 1e-4
     with pytest.raises(ValueError, match="nothing to judge"):
         lc.judge_layers({}, 1e-3)
+
+
+def test_sweep_rows_name_each_configuration_and_record_failures():
+    from _common import sweep_rows
+
+    configs = [dict(BN=16, warps=2), dict(BN=32, warps=4), dict(BN=64, warps=8)]
+
+    def measure(config):
+        if config["BN"] == 64:
+            raise RuntimeError("out of resources: shared memory")
+        return {"ms": config["BN"] / 16}
+
+    rows = sweep_rows(configs, ("BN", "warps"), configs[1], {"layer": "q/o"}, measure)
+    assert [r["config"] for r in rows] == ["16/2", "32/4", "64/8"]
+    assert [r["shipped"] for r in rows] == [False, True, False]
+    assert [r.get("ms") for r in rows] == [1.0, 2.0, None]
+    assert "shared memory" in rows[2]["error"] and all(r["layer"] == "q/o" for r in rows)
