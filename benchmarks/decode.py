@@ -224,11 +224,17 @@ def profile_steps(model, length: int, steps: int, device, graph: bool) -> dict:
     for event in events:
         shares[category(event.key)] = shares.get(category(event.key), 0.0) + event.self_device_time_total / 1e3 / steps
     top = sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:20]
+    # Host side: the operators whose own CPU time is largest (an eager step is host-bound; e.g. a
+    # library that rebuilds a plan for every new key length shows up here, not among the kernels).
+    host = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CPU]
+    host_top = sorted(host, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
     row = {
         "mode": "cuda_graph" if graph else "eager", "context": length, "steps": steps, "wall_ms_per_step": wall / steps,
         "kernel_ms_per_step": total / steps, "kernels_per_step": sum(e.count for e in events) / steps,
         "by_category_ms_per_step": shares,
         "top": [{"name": e.key[:120], "ms_per_step": e.self_device_time_total / 1e3 / steps, "calls_per_step": e.count / steps} for e in top],
+        "host_top": [{"name": e.key[:120], "cpu_ms_per_step": e.self_cpu_time_total / 1e3 / steps, "calls_per_step": e.count / steps}
+                     for e in host_top],
     }
     print(f"profile [{row['mode']}] after {length}: wall {row['wall_ms_per_step']:.2f} ms/step, kernels "
           f"{row['kernel_ms_per_step']:.2f} ms/step in {row['kernels_per_step']:.0f} launches", flush=True)
@@ -236,6 +242,9 @@ def profile_steps(model, length: int, steps: int, device, graph: bool) -> dict:
         print(f"  {label:12s} {value:8.3f} ms/step")
     for entry in row["top"]:
         print(f"  {entry['ms_per_step']:8.3f} ms {entry['calls_per_step']:6.1f}x  {entry['name'][:100]}")
+    print("  host (own CPU time per step):")
+    for entry in row["host_top"]:
+        print(f"  {entry['cpu_ms_per_step']:8.3f} ms {entry['calls_per_step']:6.1f}x  {entry['name'][:100]}")
     return row
 
 
