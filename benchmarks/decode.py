@@ -201,7 +201,7 @@ def decode_speed(model, length: int, steps: int, warmup: int, device, spiking_br
 def profile_steps(model, length: int, steps: int, device, graph: bool) -> dict:
     """Kernel time of ``steps`` decode steps after a ``length``-token prompt (torch.profiler), by category,
     beside their wall time: the gap is what launches and idle time between kernels cost."""
-    from profile_prefill import category
+    from profile_prefill import time_by_category
 
     cache, token = prefill(model, length, device, True)
     if graph:
@@ -220,9 +220,7 @@ def profile_steps(model, length: int, steps: int, device, graph: bool) -> dict:
         wall, _ = lc.wall_ms(lambda: [step() for _ in range(steps)], device, 1)
     events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
     total = sum(e.self_device_time_total for e in events) / 1e3
-    shares: dict[str, float] = {}
-    for event in events:
-        shares[category(event.key)] = shares.get(category(event.key), 0.0) + event.self_device_time_total / 1e3 / steps
+    shares = time_by_category(events, lambda e: e.self_device_time_total / 1e3 / steps)
     top = sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:20]
     # Host side: the operators whose own CPU time is largest (an eager step is host-bound; e.g. a
     # library that rebuilds a plan for every new key length shows up here, not among the kernels).

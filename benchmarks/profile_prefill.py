@@ -38,6 +38,14 @@ def category(name: str) -> str:
     return "other"
 
 
+def time_by_category(events, time_of) -> dict[str, float]:
+    """Sum of ``time_of(event)`` per :func:`category` of the events' names."""
+    shares: dict[str, float] = {}
+    for event in events:
+        shares[category(event.key)] = shares.get(category(event.key), 0.0) + time_of(event)
+    return shares
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
@@ -71,9 +79,7 @@ def main(argv=None) -> int:
         events = list(prof.key_averages())
     time_of = (lambda e: e.self_device_time_total) if device.type == "cuda" else (lambda e: e.self_cpu_time_total)
     total = sum(time_of(e) for e in events) or 1.0
-    shares: dict[str, float] = {}
-    for event in events:
-        shares[category(event.key)] = shares.get(category(event.key), 0.0) + time_of(event)
+    shares = time_by_category(events, time_of)
     top = sorted(events, key=time_of, reverse=True)[:25]
     print(f"device {lc.device_label(device)}, {'W8ASpike' if args.w8aspike else 'bf16'}, context {args.context}: kernel time {total / 1e3:.1f} ms")
     for label, value in sorted(shares.items(), key=lambda kv: -kv[1]):
