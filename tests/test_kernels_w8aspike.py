@@ -243,6 +243,54 @@ def test_decode_kernel_counts_on_division_traps(seed):
     assert_matches_exact(out, x, v, weight, scales, b)
 
 
+@settings(max_examples=16, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    splits=st.sampled_from([1, 2, 3, 6]),
+    bias=st.booleans(),
+    burst=st.sampled_from([0.0, 40.0, 3000.0, float("nan")]),
+    clamp=st.sampled_from([None, None, (-300, 300)]),
+)
+def test_split_k_decode_equals_exact_integer_form(seed, splits, bias, burst, clamp):
+    """One token with K cut into ``SPLITS`` slices of whole weight groups: every program sums its slice
+    (redoing it exactly if its own counts pass 127), the last one of a column block to arrive adds the
+    partials in slice order. The output is the exact integer form for the kernel's ``v_th``, the row
+    maximum is the whole row's, a NaN anywhere gives a NaN row, and the arrival counters are zero again."""
+    n, k, group = 40, 192, 32  # 3 column blocks of 16, 6 weight groups
+    weight, scales, b = make_layer(n, k, group, seed, bias=bias)
+    x = heavy_tailed((1, k), seed, 0.5)
+    if burst:
+        x[0, seed % k] = burst * x.abs().mean()  # in one slice only
+    bounds = resolve_clamp(clamp)
+    out = torch.full((1, n), 7.0)
+    cfg = dict(BN=16, BK=32, num_warps=1, num_stages=1, SPLITS=splits)
+    v_th, row_max = w8._linear_fused(x, weight, scales.reshape(n, -1).contiguous(), b, 3.0, bounds, out, config=cfg)
+    assert not bool(w8._arrival_counters(x.device).any())
+    if burst != burst:
+        assert bool(out.isnan().all()) and float(row_max) == math.inf
+        return
+    assert_v_th_is_the_rule(x, v_th)
+    assert torch.equal(row_max, kernel_counts(x, v_th, clamp).abs().amax(dim=1))
+    assert_matches_exact(out, x, v_th, weight, scales, b, clamp)
+
+
+def test_split_k_configuration():
+    """The default one-token launch splits K when there are few column blocks per SM (so the CPU tests
+    run the split path), never for per-output-channel scales (one group), and a split that would leave
+    a slice empty is refused."""
+    assert w8._decode_config(40, 32, 6, w8.INTERPRETER_SMS, False)["SPLITS"] > 1
+    assert w8._decode_config(512, 128, 28, 132, True)["SPLITS"] > 1  # k/v of the 7B model on an H100
+    assert w8._decode_config(64, 64, 1, 132, True)["SPLITS"] == 1
+    for n_groups, sms in ((6, 4), (28, 132), (148, 132), (5, 1000)):
+        cfg = w8._decode_config(48, 32, n_groups, sms, False)
+        per_split = -(-n_groups // cfg["SPLITS"])
+        assert -(-n_groups // per_split) == cfg["SPLITS"] <= n_groups  # every slice non-empty
+    weight, scales, b = make_layer(16, 128, 32)
+    with pytest.raises(ValueError, match="SPLITS=3"):
+        w8._linear_fused(torch.randn(1, 128), weight, scales.reshape(16, -1), b, 3.0, None, torch.empty(1, 16),
+                         config=dict(BN=16, BK=32, num_warps=1, num_stages=1, SPLITS=3))
+
+
 @pytest.mark.parametrize("rows", [3, 30])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_rows_give_nan_rows_or_errors_with_check(rows, bad):
@@ -260,7 +308,7 @@ def test_non_finite_rows_give_nan_rows_or_errors_with_check(rows, bad):
     assert torch.equal(w8aspike_linear(x, weight, scales, b, backend="triton")[:-1], clean)
 
 
-@pytest.mark.parametrize("rows", [2, 20])
+@pytest.mark.parametrize("rows", [1, 2, 20])
 def test_triton_path_reads_nothing_back(rows, monkeypatch):
     """No host read on the Triton path (what CUDA graphs need): every way a tensor's value reaches
     Python raises during the call, unless ``check=True`` asks for the one read of the row maxima."""
@@ -405,6 +453,34 @@ def test_gpu_cuda_graph_replay_equals_eager(rows):
         assert bool(static_out[-1].isnan().all()) == (burst != burst)
     if rows > 1:
         check_linear(static_x[:-1], weight, scales, b)
+
+
+@pytest.mark.gpu
+def test_gpu_split_k_counters_first_made_inside_a_capture(monkeypatch):
+    """The split-K decode kernel's arrival counters for a stream first used inside a graph capture are
+    zeroed by the graph (on replay) and, before an eager call on that stream, on the stream itself."""
+    monkeypatch.setattr(w8, "_ARRIVAL_COUNTERS", {})
+    n, k = LAYERS_7B["k/v"]  # 32 column blocks: split on any GPU
+    weight, scales, b = make_layer(n, k, 128, seed=3, device="cuda", dtype=torch.bfloat16)
+    x = heavy_tailed((1, k), seed=4, dtype=torch.bfloat16, device="cuda")
+    assert w8._decode_config(n, 128, k // 128, w8._sm_count(0), True)["SPLITS"] > 1
+    warm = torch.cuda.Stream()
+    with torch.cuda.stream(warm):
+        expected = w8aspike_linear(x, weight, scales, b, backend="triton")  # compiles; counters of `warm`
+    torch.cuda.synchronize()
+    capture = torch.cuda.Stream()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=capture):
+        static_out = w8aspike_linear(x, weight, scales, b, backend="triton")
+    with torch.cuda.stream(capture):
+        eager = w8aspike_linear(x, weight, scales, b, backend="triton")
+    torch.cuda.synchronize()
+    assert torch.equal(eager, expected)
+    for _ in range(2):
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(static_out, expected)
+    assert not any(bool(counters.any()) for counters, _ in w8._ARRIVAL_COUNTERS.values())
 
 
 @pytest.mark.gpu
