@@ -312,7 +312,9 @@ class GraphedDecodeStep:
         static = [get(slot) for slot in slots]
         counters = (cache.seen_tokens, [w.length for w in self.windows])
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), torch.inference_mode():
+        # Captured on the warm-up stream: per-stream state the kernels set up during warm-up (the
+        # W8ASpike split-K arrival counters) is then already in place.
+        with torch.cuda.graph(self.graph, stream=stream), torch.inference_mode():
             logits = model(self.token, past_key_values=cache, use_cache=True).logits
             for slot, buffer in zip(slots, static):
                 if get(slot) is not buffer:  # the windows are written in place: nothing to copy back

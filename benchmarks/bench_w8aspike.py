@@ -176,10 +176,12 @@ def burst_cost() -> list[dict]:
 
 
 SWEEP_FUSED = [
-    *(dict(BN=16, BK=128, num_warps=4, num_stages=6, SPLITS=splits) for splits in (1, 2, 4, 7, 14)),
-    *(dict(BN=16, BK=128, num_warps=2, num_stages=8, SPLITS=splits) for splits in (1, 4)),
+    dict(BN=16, BK=128, num_warps=4, num_stages=6, SPLITS=1),
+    *(dict(BN=16, BK=128, num_warps=4, num_stages=6, SPLITS=splits) for splits in (4, 7)),
     *(dict(BN=32, BK=128, num_warps=4, num_stages=6, SPLITS=splits) for splits in (1, 2, 4)),
-    dict(BN=64, BK=128, num_warps=4, num_stages=4, SPLITS=4),
+    *(dict(BN=64, BK=128, num_warps=4, num_stages=4, SPLITS=splits) for splits in (1, 2, 4, 7)),
+    *(dict(BN=128, BK=128, num_warps=4, num_stages=4, SPLITS=splits) for splits in (1, 2, 4, 7, 14)),
+    *(dict(BN=128, BK=128, num_warps=8, num_stages=3, SPLITS=splits) for splits in (4, 7)),
 ]
 
 

@@ -317,6 +317,9 @@ if tl is not None:
             part_tile = part_ptr + pid_s * N + offs_m[:, None] * 0 + offs_n[None, :]
             tl.store(part_tile, acc, mask=store_mask)
             tl.store(slicemax_ptr + pid_s, slice_max)
+            # One thread does the atomic: the barrier orders every thread's stores before its release
+            # (without it a partial could still be in flight when the last program reads it).
+            tl.debug_barrier()
             arrived = tl.atomic_add(arrived_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
             if arrived == SPLITS - 1:
                 total = tl.load(part_ptr + offs_m[:, None] * 0 + offs_n[None, :], mask=store_mask, other=0.0,

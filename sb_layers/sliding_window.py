@@ -44,6 +44,13 @@ def masked_attention(
     PyTorch SDPA or FlexAttention (imported on first use).
     """
     groups = q.shape[1] // keys.shape[1]
+    if backend == "sdpa" and groups > 1 and q.shape[2] == 1:
+        # One query per head (a decode step): the query heads of each key/value head become that head's
+        # query rows, so the window is read once per key/value head instead of copied `groups` times.
+        batch, heads, _, dim = q.shape
+        folded = q.reshape(batch, keys.shape[1], groups, dim)
+        out = F.scaled_dot_product_attention(folded, keys, values, attn_mask=allowed[:, None])
+        return out.reshape(batch, heads, 1, values.shape[-1])
     if backend == "sdpa":
         return F.scaled_dot_product_attention(
             q, keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1), attn_mask=allowed[:, None]

@@ -362,3 +362,30 @@ def test_in_place_decode_needs_no_grad_and_respects_inference_tensors():
         assert frozen.can_write_over_oldest()
         want, _ = layer(x)
     torch.testing.assert_close(out, want[:, 4:5])
+
+
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    groups=st.sampled_from([1, 2, 7]),
+    keys_len=st.integers(1, 40),
+    batch=st.integers(1, 3),
+)
+def test_one_query_attention_reads_grouped_heads_without_repeating_them(seed, groups, keys_len, batch):
+    """A decode step's attention (one query per head) folds each key/value head's query heads into its
+    query rows: equal to softmax attention over keys repeated per group, under any mask with a visible key."""
+    from sb_layers.sliding_window import masked_attention
+
+    g = torch.Generator().manual_seed(seed)
+    kv_heads, dim = 2, 8
+    q = torch.randn(batch, kv_heads * groups, 1, dim, generator=g)
+    keys = torch.randn(batch, kv_heads, keys_len, dim, generator=g)
+    values = torch.randn(batch, kv_heads, keys_len, dim, generator=g)
+    allowed = torch.rand(batch, 1, keys_len, generator=g) < 0.6
+    allowed[:, :, -1] = True
+    out = masked_attention(q, keys, values, allowed)
+    repeated_k, repeated_v = keys.repeat_interleave(groups, 1), values.repeat_interleave(groups, 1)
+    scores = (q @ repeated_k.transpose(-1, -2)) / math.sqrt(dim)
+    scores = scores.masked_fill(~allowed[:, None], float("-inf"))
+    expected = scores.softmax(-1) @ repeated_v
+    assert out.shape == expected.shape
+    assert torch.allclose(out, expected, rtol=1e-12, atol=1e-12)
