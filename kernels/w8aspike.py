@@ -20,16 +20,18 @@ are then recomputed exactly on the device (same ``v_th``, same rounding, digits 
 ``P = sum_i 256^i P_i`` summed in int64 and rounded once) and overwritten. Nothing is read back to the
 host: the call is asynchronous and can be captured in a CUDA graph.
 
-- One token (decode, ``M = 1``, ``K <= FUSED_MAX_K``): one launch. Each program computes the row's
-  ``v_th`` itself, quantizes its K tiles on the fly (a ``[BK]`` vector: a few IEEE divisions per thread
-  and tile) into row 0 of the int8 tile for ``tl.dot``, and redoes the row with all its digits only
-  when it exceeds 127 (a uniform branch after the loop): the hot loop stays int8. On an H100 (CUDA
-  graphs) this beats quantize + GEMM by 4-9% for K = 3584 and is 12% slower at K = 18944 (down),
-  where every program's pass over the row costs more than a launch. Splitting every count into digits
-  *inside* the loop, tried before, streamed the weights 1.3-2x slower than int8 counts; quantizing a
-  ``[16, BK]`` tile per program for up to 16 rows was 2-3.3x slower than the two-pass path, its
-  divisions and per-tile reductions sitting on the loop's critical path.
-- Several rows (or ``K > FUSED_MAX_K``): the quantization kernel (:mod:`sb_kernels.spike_quant`)
+- One token (decode, ``M = 1``): one launch. K is split into slices of whole weight groups (split-K:
+  enough programs for every SM even on 512-wide layers); each program computes the row's ``v_th``
+  itself, quantizes its K tiles on the fly (a ``[BK]`` vector: a few IEEE divisions per thread and
+  tile) into row 0 of the int8 tile for ``tl.dot``, and redoes its slice with all digits only when the
+  slice exceeds 127 (a uniform branch after the loop): the hot loop stays int8. The last program of a
+  column block to arrive adds the slices' float32 partial sums in slice order (deterministic). On an
+  H100 (CUDA graphs) split-K took q/o from 0.96x to 1.20x bf16, k/v from 0.72x to 1.17x and the down
+  projection (before: quantize + GEMM, 1.01x) to 1.44x. Splitting every count into digits *inside* the
+  loop, tried before, streamed the weights 1.3-2x slower than int8 counts; quantizing a ``[16, BK]``
+  tile per program for up to 16 rows was 2-3.3x slower than the two-pass path, its divisions and
+  per-tile reductions sitting on the loop's critical path.
+- Several rows: the quantization kernel (:mod:`sb_kernels.spike_quant`)
   writes ``d0`` and the row maxima, the GEMM runs on ``d0``, a one-program kernel lists the rows past
   127 on the device (past 16 rows; up to 16 the next kernel reads the maxima itself), and a persistent
   kernel (one program per SM) recomputes exactly those rows; with none, it returns at once.
@@ -65,9 +67,7 @@ INT8_MAX = 127
 INT32_MAX = 2**31 - 1
 SHARED_BYTES = 220 * 1024  # pipeline buffers per block, under Hopper's 227 KB (leaves room for Triton's own)
 DIGIT_BASE = 256
-FUSED_MAX_ROWS = 1  # rows up to this many take the one-launch decode kernel ...
-FUSED_MAX_K = 8192  # ... when K is at most this: each program quantizes the whole row, and at K = 18944
-# (down) that redundant work made the one launch slower than the two-pass path (H100, CUDA graphs)
+FUSED_MAX_ROWS = 1  # rows up to this many take the one-launch decode kernel
 WIDE_ROWS_BLOCK = 4096  # rows scanned per step by the one-program kernel that lists rows past 127
 MAX_K = 2**17 - 1  # d0 x int8 products summed over K stay in int32: 128 * 128 * K < 2**31
 
@@ -615,7 +615,7 @@ def w8aspike_linear(
         return out.reshape(*x.shape[:-1], cols)
     weight = weight_int8.contiguous()
     scales2d = scales.reshape(cols, groups).contiguous()
-    if rows <= FUSED_MAX_ROWS and width <= FUSED_MAX_K:
+    if rows <= FUSED_MAX_ROWS:
         _, row_max = _linear_fused(x2d, weight, scales2d, bias, k, bounds, out)
     else:
         _, row_max = _linear_two_pass(x2d, weight, scales2d, bias, k, bounds, out)
@@ -657,26 +657,28 @@ def _clamp_args(bounds) -> tuple[float, float]:
     return (0.0, 0.0) if bounds is None else (float(bounds[0]), float(bounds[1]))
 
 
-SPLIT_TARGET_WAVES = 4  # split K until the one-token kernel has about this many programs per SM
+SPLIT_PROGRAMS_PER_SM = 1.5  # split K until the one-token kernel has about this many programs per SM ...
+MAX_SPLITS = 8  # ... in at most this many slices (each program also reads the whole row for v_th)
 INTERPRETER_SMS = 4  # stands in for the SM count under Triton's CPU interpreter (tests exercise split-K)
 MAX_COLUMN_BLOCKS = 2**16  # arrival counters kept per device and stream (wider layers are not split)
 _ARRIVAL_COUNTERS: dict[tuple, list] = {}
 
 
 def _decode_config(n: int, group: int, n_groups: int, sms: int, compiled: bool) -> dict[str, int]:
-    """Tiles of the one-token decode kernel: narrow column blocks, and K split into ``SPLITS`` slices of
-    whole weight groups so that every SM streams several weight tiles even for 512-wide layers."""
+    """Tiles of the one-token decode kernel and its split of K into ``SPLITS`` slices of whole weight
+    groups, so that every SM streams weights even for 512-wide layers."""
     bk = next(b for b in (128, 64, 32) if group % b == 0)
     if not compiled:
         cfg = dict(BN=16, BK=bk, num_warps=1, num_stages=1)
-    elif n >= 8192:
-        # H100 sweep (benchmarks/bench_w8aspike.py, CUDA graphs): 16 x 128 tiles, 4 warps, 6 stages for
-        # N < 8192 (q/o, k/v, down), 32 columns for gate/up.
-        cfg = dict(BN=32, BK=bk, num_warps=4, num_stages=6)
+    elif 2048 <= n < 8192:
+        # H100 sweep (benchmarks/bench_w8aspike.py, CUDA graphs, 2026-11-23): q/o 1.20x bf16 and down
+        # (K = 18944) 1.44x with 128 x 128 tiles, 8 warps, 7 slices; gate/up 1.60x and k/v 1.17x with
+        # 64 columns, 4 warps (gate/up unsplit, k/v in 7 slices).
+        cfg = dict(BN=128, BK=bk, num_warps=8, num_stages=3)
     else:
-        cfg = dict(BN=16, BK=bk, num_warps=4, num_stages=6)
+        cfg = dict(BN=64, BK=bk, num_warps=4, num_stages=4)
     blocks = triton.cdiv(n, cfg["BN"])
-    wanted = min(n_groups, triton.cdiv(SPLIT_TARGET_WAVES * sms, blocks))
+    wanted = min(n_groups, MAX_SPLITS, max(1, math.ceil(SPLIT_PROGRAMS_PER_SM * sms / blocks)))
     cfg["SPLITS"] = 1 if blocks > MAX_COLUMN_BLOCKS else triton.cdiv(n_groups, triton.cdiv(n_groups, wanted))
     return cfg
 

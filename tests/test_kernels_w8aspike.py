@@ -49,7 +49,7 @@ def triton_linear(x, weight, scales, bias, k=3.0, clamp=None, config=None):
     n, kk = weight.shape
     x2d = x.reshape(-1, kk)
     again = torch.empty(x2d.shape[0], n, dtype=x.dtype, device=x.device)
-    fused = x2d.shape[0] <= w8.FUSED_MAX_ROWS and kk <= w8.FUSED_MAX_K
+    fused = x2d.shape[0] <= w8.FUSED_MAX_ROWS
     path = w8._linear_fused if fused or config is not None else w8._linear_two_pass
     args = (x2d, weight, scales.reshape(n, -1).contiguous(), bias, k, resolve_clamp(clamp), again)
     v_th, row_max = path(*args) if config is None else path(*args, config=config)
