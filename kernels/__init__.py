@@ -5,6 +5,7 @@ Every op takes ``backend="torch" | "triton" | "auto"`` (see :mod:`sb_kernels._di
 
 from ._dispatch import BACKENDS, Backend, interpreter_enabled, resolve_backend, use_reference
 from .attention_merge import merge_attention_into, merge_attention_reference
+from .split_kv_attention import decode_attention, decode_attention_reference
 from .fake_quant import (
     int8_fake_quantize,
     int8_fake_quantize_reference,
@@ -34,6 +35,8 @@ __all__ = [
     "add_rms_norm",
     "apply_rotary",
     "apply_rotary_reference",
+    "decode_attention",
+    "decode_attention_reference",
     "dequantize_weight",
     "fla_available",
     "gla_fla",

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sb_kernels import int8_fake_quantize, merge_attention_into, spike_fake_quantize
+from sb_kernels import decode_attention, int8_fake_quantize, merge_attention_into, spike_fake_quantize
 from sb_neurons._validation import check_positive
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
@@ -41,16 +41,14 @@ def masked_attention(
 
     ``q`` ``[B, H, Lq, D]``, ``keys`` and ``values`` ``[B, Hkv, Lk, D]`` (Hkv divides H), ``allowed``
     ``[B, Lq, Lk]`` bool with at least one True per row. Returns ``[B, H, Lq, D]``. ``backend`` picks
-    PyTorch SDPA or FlexAttention (imported on first use).
+    PyTorch SDPA (one query per head: :func:`sb_kernels.decode_attention`, split over the keys) or
+    FlexAttention (imported on first use).
     """
     groups = q.shape[1] // keys.shape[1]
-    if backend == "sdpa" and groups > 1 and q.shape[2] == 1:
-        # One query per head (a decode step): the query heads of each key/value head become that head's
-        # query rows, so the window is read once per key/value head instead of copied `groups` times.
-        batch, heads, _, dim = q.shape
-        folded = q.reshape(batch, keys.shape[1], groups, dim)
-        out = F.scaled_dot_product_attention(folded, keys, values, attn_mask=allowed[:, None])
-        return out.reshape(batch, heads, 1, values.shape[-1])
+    if backend == "sdpa" and q.shape[2] == 1:
+        # A decode step: split over the keys, grouped heads read in place (SDPA would repeat the window
+        # per query head, or run one thread block per key/value head).
+        return decode_attention(q, keys, values, allowed)
     if backend == "sdpa":
         return F.scaled_dot_product_attention(
             q, keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1), attn_mask=allowed[:, None]

@@ -370,9 +370,9 @@ def test_in_place_decode_needs_no_grad_and_respects_inference_tensors():
     keys_len=st.integers(1, 40),
     batch=st.integers(1, 3),
 )
-def test_one_query_attention_reads_grouped_heads_without_repeating_them(seed, groups, keys_len, batch):
-    """A decode step's attention (one query per head) folds each key/value head's query heads into its
-    query rows: equal to softmax attention over keys repeated per group, under any mask with a visible key."""
+def test_one_query_attention_equals_softmax_over_repeated_keys(seed, groups, keys_len, batch):
+    """A decode step's attention (one query per head, :func:`sb_kernels.decode_attention`) equals softmax
+    attention over keys repeated per group, under any mask with a visible key."""
     from sb_layers.sliding_window import masked_attention
 
     g = torch.Generator().manual_seed(seed)
