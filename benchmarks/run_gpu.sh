@@ -28,7 +28,8 @@ for step in $steps; do
     echo "=== $step ($(date -u +%H:%M:%S))"
     if [ "$step" = tests ]; then
         files=${TEST_FILES:-tests/test_kernels_dispatch.py tests/test_kernels_spike_quant.py tests/test_kernels_w8aspike.py \
-            tests/test_kernels_neuron.py tests/test_kernels_gla.py tests/test_kernels_elementwise.py tests/test_linear.py}
+            tests/test_kernels_neuron.py tests/test_kernels_gla.py tests/test_kernels_elementwise.py tests/test_linear.py \
+            tests/test_kernels_fake_quant.py tests/test_kernels_decode_attention.py}
         # shellcheck disable=SC2086  # a list of paths
         timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -m "${TEST_MARKS:-gpu and not slow}" -p no:cacheprovider $files \
             -rfEs --durations=12 2>&1 \

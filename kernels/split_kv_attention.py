@@ -12,7 +12,7 @@ key/value head: 4 blocks for 4 heads, 82 us per layer on an H100 for 8 MB of key
 keys are cut into slices (flash-decoding): program ``(b * Hkv + kh, s)`` holds the ``G`` query heads of
 key/value head ``kh`` as the rows of one tile, runs an online softmax over its slice (``tl.dot`` for the
 scores and for the values, float32 accumulation) and writes a float32 partial output and its
-log-sum-exp; a second kernel merges the slices with weights ``exp(lse_s - logsumexp_s lse_s)`` (a
+log-sum-exp; a second kernel (one program per query head) merges the slices with weights ``exp(lse_s - logsumexp_s lse_s)`` (a
 slice without an allowed key has ``lse = -inf``, weight 0). Forward only, no host read: a step that
 uses it can be captured in a CUDA graph. As with SDPA, a row needs at least one allowed key (else NaN).
 """
@@ -31,7 +31,8 @@ except ImportError:  # pragma: no cover - exercised only where triton is missing
     triton = tl = None
 
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-BLOCK_N = 64  # keys per step of a program
+BLOCK_N = 128  # keys per step of a program
+MERGE_CHUNK = 32  # slices the merge kernel reads per load
 PROGRAMS_PER_SM = 2  # the key slices give about this many programs per SM
 INTERPRETER_SMS = 4  # stands in for the SM count under Triton's CPU interpreter
 
@@ -107,33 +108,39 @@ if triton is not None:
         out = acc / tl.where(seen, l_i, 1.0)[:, None]
         lse = tl.where(seen, m_i + tl.log(tl.where(seen, l_i, 1.0)), float("-inf"))
         part = (bh * splits + split).to(tl.int64) * BLOCK_G + rows
-        tl.store(o_ptr + part[:, None] * BLOCK_D + cols[None, :], out)
-        tl.store(lse_ptr + part, lse)
+        tl.store(o_ptr + part[:, None] * BLOCK_D + cols[None, :], out, mask=row_ok[:, None])
+        tl.store(lse_ptr + part, lse, mask=row_ok)
 
     @lazy_jit
     def _merge_kernel(
         o_ptr, lse_ptr, out_ptr, kv_heads, splits, dim, out_sb, out_sh,
-        GROUPS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr,
+        GROUPS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
     ):
+        # One program per query head (b, kv head, g): its slices' partials, CHUNK slices per load.
         bh = tl.program_id(0)
+        g = tl.program_id(1)
         b = (bh // kv_heads).to(tl.int64)
         kh = (bh % kv_heads).to(tl.int64)
-        rows = tl.arange(0, BLOCK_G)
+        chunk = tl.arange(0, CHUNK)
         cols = tl.arange(0, BLOCK_D)
-        first = bh.to(tl.int64) * splits * BLOCK_G + rows
-        top = tl.full([BLOCK_G], float("-inf"), tl.float32)
-        for s in range(splits):
-            top = tl.maximum(top, tl.load(lse_ptr + first + s * BLOCK_G))
-        acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
-        total = tl.zeros([BLOCK_G], tl.float32)
-        for s in range(splits):
-            weight = tl.exp(tl.load(lse_ptr + first + s * BLOCK_G) - top)
-            acc += weight[:, None] * tl.load(o_ptr + (first + s * BLOCK_G)[:, None] * BLOCK_D + cols[None, :])
+        first = bh.to(tl.int64) * splits * BLOCK_G + g
+        top = tl.full([CHUNK], float("-inf"), tl.float32)
+        for s0 in range(0, splits, CHUNK):
+            rows = first + (s0 + chunk) * BLOCK_G
+            top = tl.maximum(top, tl.load(lse_ptr + rows, mask=s0 + chunk < splits, other=float("-inf")))
+        largest = tl.max(top, axis=0)
+        acc = tl.zeros([BLOCK_D], tl.float32)
+        total = tl.zeros([CHUNK], tl.float32)
+        for s0 in range(0, splits, CHUNK):
+            rows = first + (s0 + chunk) * BLOCK_G
+            present = s0 + chunk < splits
+            weight = tl.exp(tl.load(lse_ptr + rows, mask=present, other=float("-inf")) - largest)
+            parts = tl.load(o_ptr + rows[:, None] * BLOCK_D + cols[None, :], mask=present[:, None], other=0.0)
+            acc += tl.sum(weight[:, None] * parts, axis=0)
             total += weight
-        mask = (rows < GROUPS)[:, None] & (cols < dim)[None, :]
-        dest = out_ptr + b * out_sb + (kh * GROUPS + rows)[:, None] * out_sh + cols[None, :]
         dt = out_ptr.dtype.element_ty
-        tl.store(dest, round_to(acc / total[:, None], dt).to(dt), mask=mask)  # rounded in the interpreter too
+        dest = out_ptr + b * out_sb + (kh * GROUPS + g) * out_sh + cols
+        tl.store(dest, round_to(acc / tl.sum(total, axis=0), dt).to(dt), mask=cols < dim)  # rounded in the interpreter too
 
 
 def _check(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor) -> None:
@@ -215,9 +222,9 @@ def decode_attention(
         IEEE=q.dtype == torch.float32 or not compiled, UPCAST=not compiled,
         num_warps=4 if compiled else 1, num_stages=2 if compiled else 1,
     )
-    _merge_kernel[(work,)](
+    _merge_kernel[(work, groups)](
         partial, lse, out, kv_heads, splits, dim, out.stride(0), out.stride(1),
-        GROUPS=groups, BLOCK_G=block_g, BLOCK_D=block_d, num_warps=4 if compiled else 1,
+        GROUPS=groups, BLOCK_G=block_g, BLOCK_D=block_d, CHUNK=MERGE_CHUNK, num_warps=4 if compiled else 1,
     )
     return out
 

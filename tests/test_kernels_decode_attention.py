@@ -65,6 +65,19 @@ def test_scale_mask_layouts_and_strides():
     assert_close_to_reference(out, q, strided, strided, allowed)
 
 
+@pytest.mark.parametrize("visible", [0.05, 1.0])
+def test_many_slices_merge_in_chunks(monkeypatch, visible):
+    """Short steps and many programs: more slices than the merge reads per load (several chunks, the
+    last one partial), many of them without an allowed key."""
+    monkeypatch.setattr(da, "BLOCK_N", 16)
+    monkeypatch.setattr(da, "MERGE_CHUNK", 4)
+    monkeypatch.setattr(da, "INTERPRETER_SMS", 64)
+    q, keys, values, allowed = inputs(1, 2, 3, 290, 16, torch.float32, seed=7, visible=visible)
+    splits, _ = da._splits(2, 290, torch.device("cpu"))
+    assert splits > 4 and splits % 4
+    assert_close_to_reference(decode_attention(q, keys, values, allowed, backend="triton"), q, keys, values, allowed)
+
+
 def test_splits_cover_the_keys_in_whole_steps():
     for work, keys_len in ((1, 1), (4, 4096), (4, 100), (64, 5000), (1, 10**6)):
         splits, per_split = da._splits(work, keys_len, torch.device("cpu"))
