@@ -45,7 +45,7 @@ def exact_form_error(x, w8q, scales, bias, out) -> float:
     n, k = w8q.shape
     x2d = x.reshape(-1, k)
     again = torch.empty_like(out)
-    path = w8._linear_fused if x2d.shape[0] <= w8.FUSED_MAX_ROWS else w8._linear_two_pass
+    path = w8._linear_fused if w8._takes_one_launch(x2d.shape[0], k, scales.shape[1]) else w8._linear_two_pass
     v_th, _ = path(x2d, w8q, scales.reshape(n, -1).contiguous(), bias, 3.0, None, again)
     assert torch.equal(again, out)
     return error_over_tolerance(x2d, v_th, w8q, scales, bias, out)

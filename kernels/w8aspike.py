@@ -31,7 +31,7 @@ host: the call is asynchronous and can be captured in a CUDA graph.
   loop, tried before, streamed the weights 1.3-2x slower than int8 counts; quantizing a ``[16, BK]``
   tile per program for up to 16 rows was 2-3.3x slower than the two-pass path, its divisions and
   per-tile reductions sitting on the loop's critical path.
-- Several rows: the quantization kernel (:mod:`sb_kernels.spike_quant`)
+- Several rows (or one token with per-channel scales and ``K > UNSPLIT_MAX_K``): the quantization kernel (:mod:`sb_kernels.spike_quant`)
   writes ``d0`` and the row maxima, the GEMM runs on ``d0``, a one-program kernel lists the rows past
   127 on the device (past 16 rows; up to 16 the next kernel reads the maxima itself), and a persistent
   kernel (one program per SM) recomputes exactly those rows; with none, it returns at once.
@@ -67,7 +67,9 @@ INT8_MAX = 127
 INT32_MAX = 2**31 - 1
 SHARED_BYTES = 220 * 1024  # pipeline buffers per block, under Hopper's 227 KB (leaves room for Triton's own)
 DIGIT_BASE = 256
-FUSED_MAX_ROWS = 1  # rows up to this many take the one-launch decode kernel
+FUSED_MAX_ROWS = 1  # rows up to this many take the one-launch decode kernel ...
+UNSPLIT_MAX_K = 8192  # ... unless K is one weight group (per-channel scales) longer than this: every program
+# then quantizes the whole row, which at K = 18944 cost more than a second launch (H100, CUDA graphs)
 WIDE_ROWS_BLOCK = 4096  # rows scanned per step by the one-program kernel that lists rows past 127
 MAX_K = 2**17 - 1  # d0 x int8 products summed over K stay in int32: 128 * 128 * K < 2**31
 
@@ -615,7 +617,7 @@ def w8aspike_linear(
         return out.reshape(*x.shape[:-1], cols)
     weight = weight_int8.contiguous()
     scales2d = scales.reshape(cols, groups).contiguous()
-    if rows <= FUSED_MAX_ROWS:
+    if _takes_one_launch(rows, width, groups):
         _, row_max = _linear_fused(x2d, weight, scales2d, bias, k, bounds, out)
     else:
         _, row_max = _linear_two_pass(x2d, weight, scales2d, bias, k, bounds, out)
@@ -670,6 +672,10 @@ def _decode_config(n: int, group: int, n_groups: int, sms: int, compiled: bool) 
     bk = next(b for b in (128, 64, 32) if group % b == 0)
     if not compiled:
         cfg = dict(BN=16, BK=bk, num_warps=1, num_stages=1)
+    elif n_groups == 1:
+        # Per-output-channel scales: one group, no split. H100: 16 (32 for N >= 8192) columns, 4 warps,
+        # 6 stages, 1.24x bf16 for q/o and 1.61x for gate/up (its K above UNSPLIT_MAX_K: two passes).
+        return dict(BN=32 if n >= 8192 else 16, BK=bk, num_warps=4, num_stages=6, SPLITS=1)
     elif 2048 <= n < 8192:
         # H100 sweep (benchmarks/bench_w8aspike.py, CUDA graphs, 2026-11-23): q/o 1.20x bf16 and down
         # (K = 18944) 1.44x with 128 x 128 tiles, 8 warps, 7 slices; gate/up 1.60x and k/v 1.17x with
@@ -699,6 +705,11 @@ def _arrival_counters(device: torch.device) -> torch.Tensor:
         entry[0].zero_()
         entry[1] = capturing
     return entry[0]
+
+
+def _takes_one_launch(rows: int, width: int, groups: int) -> bool:
+    """Whether a call of ``rows`` rows takes the one-launch decode kernel (else quantize + GEMM)."""
+    return rows <= FUSED_MAX_ROWS and (groups > 1 or width <= UNSPLIT_MAX_K)
 
 
 def _linear_fused(x2d, weight, scales2d, bias, k, bounds, out, config=None) -> tuple[torch.Tensor, torch.Tensor]:

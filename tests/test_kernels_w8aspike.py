@@ -49,7 +49,7 @@ def triton_linear(x, weight, scales, bias, k=3.0, clamp=None, config=None):
     n, kk = weight.shape
     x2d = x.reshape(-1, kk)
     again = torch.empty(x2d.shape[0], n, dtype=x.dtype, device=x.device)
-    fused = x2d.shape[0] <= w8.FUSED_MAX_ROWS
+    fused = w8._takes_one_launch(x2d.shape[0], kk, scales.reshape(n, -1).shape[1])
     path = w8._linear_fused if fused or config is not None else w8._linear_two_pass
     args = (x2d, weight, scales.reshape(n, -1).contiguous(), bias, k, resolve_clamp(clamp), again)
     v_th, row_max = path(*args) if config is None else path(*args, config=config)
@@ -281,6 +281,9 @@ def test_split_k_configuration():
     assert w8._decode_config(40, 32, 6, w8.INTERPRETER_SMS, False)["SPLITS"] > 1
     assert w8._decode_config(512, 128, 28, 132, True)["SPLITS"] > 1  # k/v of the 7B model on an H100
     assert w8._decode_config(64, 64, 1, 132, True)["SPLITS"] == 1
+    # one token of the 7B down projection (K = 18944): one launch when split, two passes per-channel
+    assert w8._takes_one_launch(1, 18944, 148) and not w8._takes_one_launch(1, 18944, 1)
+    assert w8._takes_one_launch(1, 3584, 1) and not w8._takes_one_launch(2, 3584, 28)
     for n_groups, sms in ((6, 4), (28, 132), (148, 132), (5, 1000)):
         cfg = w8._decode_config(48, 32, n_groups, sms, False)
         per_split = -(-n_groups // cfg["SPLITS"])
