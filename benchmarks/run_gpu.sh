@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# GPU kernel tests, then the three benchmarks; tables on stdout, JSON and logs under $OUT
+# GPU kernel tests, then the four kernel benchmarks; tables on stdout, JSON and logs under $OUT
 # (default benchmarks/results, git-ignored). Usage, from the repository root on a CUDA machine:
-#     bash benchmarks/run_gpu.sh [tests|spike_quant|neuron|w8aspike ...]   # default: all four
+#     bash benchmarks/run_gpu.sh [tests|spike_quant|neuron|w8aspike|decode_attention ...]   # default: all five
 # TEST_FILES narrows the GPU tests (Triton compiles of every kernel's variants take minutes), e.g.
 #     TEST_FILES="tests/test_kernels_spike_quant.py tests/test_kernels_neuron.py" bash benchmarks/run_gpu.sh tests
 # TEST_MARKS="gpu" also runs the slow ones (neuron kernels at T = 64: minutes of compiling).
@@ -22,7 +22,7 @@ if ls .whl/*.whl >/dev/null 2>&1 && ! python3 -c "import spikingjelly, snntorch,
     export PYTHONPATH=/tmp/sb_site:$PYTHONPATH
 fi
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$OUT/nvidia-smi.txt"
-steps=${*:-tests spike_quant neuron w8aspike}
+steps=${*:-tests spike_quant neuron w8aspike decode_attention}
 status=0
 for step in $steps; do
     echo "=== $step ($(date -u +%H:%M:%S))"

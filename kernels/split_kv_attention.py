@@ -55,7 +55,7 @@ def decode_attention_reference(
 if triton is not None:
 
     @lazy_jit
-    def _split_kernel(
+    def _decode_attention_split_kernel(
         q_ptr, k_ptr, v_ptr, allowed_ptr, o_ptr, lse_ptr,
         kv_heads, keys_len, keys_per_split, dim, scale,
         q_sb, q_sh, k_sb, k_sh, k_sn, v_sb, v_sh, v_sn, a_sb,
@@ -112,7 +112,7 @@ if triton is not None:
         tl.store(lse_ptr + part, lse, mask=row_ok)
 
     @lazy_jit
-    def _merge_kernel(
+    def _decode_attention_merge_kernel(
         o_ptr, lse_ptr, out_ptr, kv_heads, splits, dim, out_sb, out_sh,
         GROUPS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
     ):
@@ -214,7 +214,7 @@ def decode_attention(
     lse = torch.empty(work * splits * block_g, dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
     compiled = q.is_cuda
-    _split_kernel[(work, splits)](
+    _decode_attention_split_kernel[(work, splits)](
         q, keys, values, flags, partial, lse, kv_heads, keys_len, per_split, dim, scale,
         q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), keys.stride(2),
         values.stride(0), values.stride(1), values.stride(2), flags.stride(0),
@@ -222,7 +222,7 @@ def decode_attention(
         IEEE=q.dtype == torch.float32 or not compiled, UPCAST=not compiled,
         num_warps=4 if compiled else 1, num_stages=2 if compiled else 1,
     )
-    _merge_kernel[(work, groups)](
+    _decode_attention_merge_kernel[(work, groups)](
         partial, lse, out, kv_heads, splits, dim, out.stride(0), out.stride(1),
         GROUPS=groups, BLOCK_G=block_g, BLOCK_D=block_d, CHUNK=MERGE_CHUNK, num_warps=4 if compiled else 1,
     )
