@@ -663,7 +663,7 @@ SPLIT_PROGRAMS_PER_SM = 1.5  # split K until the one-token kernel has about this
 MAX_SPLITS = 8  # ... in at most this many slices (each program also reads the whole row for v_th)
 INTERPRETER_SMS = 4  # stands in for the SM count under Triton's CPU interpreter (tests exercise split-K)
 MAX_COLUMN_BLOCKS = 2**16  # arrival counters kept per device and stream (wider layers are not split)
-_ARRIVAL_COUNTERS: dict[tuple, list] = {}
+_ARRIVAL_COUNTERS: dict[tuple, list] = {}  # (device, stream) -> [counters, zeroed only by a captured graph so far]
 
 
 def _decode_config(n: int, group: int, n_groups: int, sms: int, compiled: bool) -> dict[str, int]:
