@@ -78,6 +78,18 @@ def test_many_slices_merge_in_chunks(monkeypatch, visible):
     assert_close_to_reference(decode_attention(q, keys, values, allowed, backend="triton"), q, keys, values, allowed)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # numpy, in the interpreter
+def test_a_row_without_an_allowed_key_is_nan_on_both_backends():
+    """As softmax over no key: NaN for that batch row's heads only (no host check, a graph can hold it)."""
+    q, keys, values, allowed = inputs(2, 2, 3, 140, 16, torch.float32, seed=5)
+    allowed[1] = False
+    for backend in ("torch", "triton"):
+        out = decode_attention(q, keys, values, allowed, backend=backend)
+        assert bool(out[1].isnan().all()) and bool(torch.isfinite(out[0]).all())
+    assert_close_to_reference(decode_attention(q[:1], keys[:1], values[:1], allowed[:1], backend="triton"),
+                              q[:1], keys[:1], values[:1], allowed[:1])
+
+
 def test_splits_cover_the_keys_in_whole_steps():
     for work, keys_len in ((1, 1), (4, 4096), (4, 100), (64, 5000), (1, 10**6)):
         splits, per_split = da._splits(work, keys_len, torch.device("cpu"))
