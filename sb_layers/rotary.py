@@ -14,6 +14,23 @@ from sb_kernels.rotary import apply_rotary, rotate_half
 
 __all__ = ["apply_rotary", "rotary_cos_sin", "rotate_half"]
 
+_INVERSE_FREQUENCIES: dict[tuple, torch.Tensor] = {}
+
+
+def _inverse_frequencies(head_dim: int, theta: float, compute: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``w_i = theta^(-2i / D)`` (``[D / 2]``), kept per shape, dtype and device: a decode step would
+    otherwise spend four small kernels per layer recomputing them."""
+    key = (head_dim, theta, compute, device)
+    cached = _INVERSE_FREQUENCIES.get(key)
+    if cached is not None:
+        return cached
+    with torch.inference_mode(False):  # a plain tensor, usable later with autograd on
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=compute, device=device) / head_dim))
+    # One made inside a CUDA graph capture holds its values only when that graph replays: not kept.
+    if not (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+        _INVERSE_FREQUENCIES[key] = inv_freq
+    return inv_freq
+
 
 def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """``cos, sin`` of shape ``[*positions.shape, head_dim]`` for integer ``positions``."""
@@ -22,7 +39,6 @@ def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: 
     if not theta > 0:
         raise ValueError(f"rope_theta must be > 0, got {theta}")
     compute = torch.float64 if dtype == torch.float64 else torch.float32
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=compute, device=positions.device) / head_dim))
-    angles = positions.to(compute).unsqueeze(-1) * inv_freq
+    angles = positions.to(compute).unsqueeze(-1) * _inverse_frequencies(head_dim, float(theta), compute, positions.device)
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos().to(dtype), angles.sin().to(dtype)

@@ -447,7 +447,9 @@ class SlidingWindowAttention(nn.Module):
             # Decode with a full window: the new token overwrites the entry it evicts, in place; the
             # attention sees the same keys as the general path (old window + new, oldest masked out).
             cache.write_over_oldest(k_reg, v, regular_mask, new_index)
-            allowed = self._allowed(new_index, cache.key_index, cache.key_mask, 0)
+            # The ring holds the last `window` indices, the new one included: every entry lies in the
+            # window, so only padding hides keys (a padded query still sees itself). Two ops, not seven.
+            allowed = (cache.key_mask | (cache.key_index == new_index)[None, :])[:, None, :]
             out = masked_attention(q, cache.keys, cache.values, allowed, self.attention_backend)
         else:
             out = self._attend_band(q, k_reg, v[:, :, sinks:], regular_mask, new_index, cache, sinks, num_sink, attention_mask)

@@ -389,3 +389,23 @@ def test_one_query_attention_equals_softmax_over_repeated_keys(seed, groups, key
     expected = scores.softmax(-1) @ repeated_v
     assert out.shape == expected.shape
     assert torch.allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_rotary_frequencies_are_computed_once_and_stay_plain_tensors():
+    """The inverse frequencies are kept per shape, dtype and device (a decode step does not recompute
+    them); one first made under inference mode is still a plain tensor, so training can use it."""
+    from sb_layers import rotary
+    from sb_layers.rotary import apply_rotary, rotary_cos_sin
+
+    head_dim, theta = 12, 321.0
+    with torch.inference_mode():
+        rotary_cos_sin(torch.arange(4), head_dim, theta, torch.float32)
+    kept = rotary._inverse_frequencies(head_dim, theta, torch.float32, torch.device("cpu"))
+    assert kept is rotary._inverse_frequencies(head_dim, theta, torch.float32, torch.device("cpu"))
+    assert not kept.is_inference()
+    expected = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    torch.testing.assert_close(kept.double(), expected, rtol=1e-6, atol=0)
+    x = torch.randn(1, 2, 4, head_dim, dtype=torch.float32, requires_grad=True)
+    cos, sin = rotary_cos_sin(torch.arange(4)[None], head_dim, theta, torch.float32)
+    apply_rotary(x, cos, sin).square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
