@@ -416,8 +416,11 @@ class SlidingWindowAttention(nn.Module):
         q = self._heads(self.q_proj(hidden_states), self.num_heads)
         k = self._heads(self.k_proj(hidden_states), self.num_kv_heads)
         v = self._heads(self.v_proj(hidden_states), self.num_kv_heads)
-        positions = cache.seen_tokens[:, None] + regular_mask.long().cumsum(dim=1) - 1
-        cos, sin = rotary_cos_sin(positions.clamp(min=0), self.head_dim, self.rope_theta, q.dtype)
+        if attention_mask is None:  # every token real: the same positions in two kernels instead of five
+            positions = cache.seen_tokens[:, None] + torch.arange(regular, device=device)
+        else:
+            positions = (cache.seen_tokens[:, None] + regular_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+        cos, sin = rotary_cos_sin(positions, self.head_dim, self.rope_theta, q.dtype)
         q_reg = apply_rotary(q[:, :, sinks:], cos, sin)
         k_reg = apply_rotary(k[:, :, sinks:], cos, sin)
         q = torch.cat([q[:, :, :sinks], q_reg], dim=2) if sinks else q_reg
@@ -457,7 +460,8 @@ class SlidingWindowAttention(nn.Module):
         if not ring:
             cache.append(k_reg, v[:, :, sinks:], regular_mask, new_index)
         cache.length += regular
-        cache.seen_tokens = cache.seen_tokens + regular_mask.long().sum(dim=1)
+        real = regular if attention_mask is None else regular_mask.long().sum(dim=1)
+        cache.seen_tokens = cache.seen_tokens + real
         out = out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
         return self.o_proj(out), cache
 
