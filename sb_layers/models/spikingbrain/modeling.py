@@ -372,8 +372,10 @@ class SpikingBrainForCausalLM(SpikingBrainPreTrainedModel, GenerationMixin):
         self.lm_head = value
 
     def moe_aux_loss(self) -> torch.Tensor | None:
-        """Mean load-balancing loss of the MoE layers in the last forward (None without MoE)."""
-        losses = [m.aux_loss for m in self.modules() if isinstance(m, MoE) and m.aux_loss is not None]
+        """Mean load-balancing loss of the MoE layers (the blocks' MLPs) in the last forward (None without
+        MoE). Reads the blocks only: walking all ~400 submodules cost 0.35 ms of host time per forward."""
+        mlps = (getattr(block, "mlp", None) for block in self.model.layers)
+        losses = [m.aux_loss for m in mlps if isinstance(m, MoE) and m.aux_loss is not None]
         return torch.stack([loss.float() for loss in losses]).mean() if losses else None
 
     def forward(
