@@ -133,6 +133,19 @@ def lazy_jit(fn: Callable[..., Any] | None = None, **jit_options: Any) -> Any:
     return LazyKernel(fn, **jit_options)
 
 
+@cache
+def _cuda_sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def sm_count(device: torch.device, interpreter: int) -> int:
+    """Streaming multiprocessors of a CUDA ``device`` (cached), or ``interpreter`` for a CPU tensor's
+    device (Triton's interpreter): launch heuristics that size grids by the SM count take it from here."""
+    if device.type != "cuda":
+        return interpreter
+    return _cuda_sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
 def is_compiled_launch(device: torch.device) -> bool:
     """True on CUDA (libdevice and tensor cores available), False in the interpreter."""
     return device.type != "cpu"

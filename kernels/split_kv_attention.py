@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from ._device import round_to
-from ._dispatch import Backend, lazy_jit, resolve_forward_backend
+from ._dispatch import Backend, lazy_jit, resolve_forward_backend, sm_count
 
 try:  # the module must import without triton: the torch backend needs none of this
     import triton
@@ -154,7 +154,8 @@ def _check(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: t
         raise ValueError(f"keys and values must be [B, Hkv, Lk, D] matching q {tuple(q.shape)}, got {tuple(keys.shape)}, {tuple(values.shape)}")
     if keys.shape[1] == 0 or heads % keys.shape[1]:
         raise ValueError(f"the key/value heads ({keys.shape[1]}) must divide the query heads ({heads})")
-    if not isinstance(allowed, torch.Tensor) or allowed.dtype != torch.bool or allowed.numel() != batch * keys.shape[2]:
+    shapes = ((batch, 1, keys.shape[2]), (batch, keys.shape[2]))
+    if not isinstance(allowed, torch.Tensor) or allowed.dtype != torch.bool or tuple(allowed.shape) not in shapes:
         raise ValueError(f"allowed must be a bool [B, 1, Lk] (or [B, Lk]) tensor for B={batch}, Lk={keys.shape[2]}")
     if q.dtype != keys.dtype or q.dtype != values.dtype:
         raise ValueError(f"q, keys and values must share one dtype, got {q.dtype}, {keys.dtype}, {values.dtype}")
@@ -163,7 +164,7 @@ def _check(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: t
 def _splits(work: int, keys_len: int, device: torch.device) -> tuple[int, int]:
     """``(splits, keys_per_split)``: slices of whole ``BLOCK_N`` steps, about ``PROGRAMS_PER_SM`` programs
     per SM over the ``work`` (batch x key/value head) rows."""
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else INTERPRETER_SMS
+    sms = sm_count(device, INTERPRETER_SMS)
     wanted = max(1, triton.cdiv(PROGRAMS_PER_SM * sms, work))
     per_split = triton.cdiv(triton.cdiv(keys_len, wanted), BLOCK_N) * BLOCK_N
     return triton.cdiv(keys_len, per_split), per_split

@@ -45,7 +45,6 @@ matmul, and so does a row whose counts leave int32 (possible only with ``v_th`` 
 from __future__ import annotations
 
 import math
-from functools import cache
 
 import torch
 
@@ -54,7 +53,7 @@ from sb_neurons._validation import check_float_tensor, check_positive, check_ten
 from sb_neurons.spike import ClampSpec, resolve_clamp
 
 from ._device import DeviceFunction, round_half_even
-from ._dispatch import Backend, lazy_jit, resolve_backend
+from ._dispatch import Backend, lazy_jit, resolve_backend, sm_count
 from .spike_quant import TRITON_INPUT_DTYPES, check_rows_finite, quantize_rows
 
 try:
@@ -646,15 +645,6 @@ def _raise_if_flagged(largest: float) -> None:
         raise OverflowError(f"a spike count reaches {largest:.3g}, beyond int32; pass clamp= to bound counts")
 
 
-@cache
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def _device_index(device: torch.device) -> int:
-    return device.index if device.index is not None else torch.cuda.current_device()
-
-
 def _clamp_args(bounds) -> tuple[float, float]:
     return (0.0, 0.0) if bounds is None else (float(bounds[0]), float(bounds[1]))
 
@@ -721,7 +711,7 @@ def _linear_fused(x2d, weight, scales2d, bias, k, bounds, out, config=None) -> t
     if rows != 1:
         raise ValueError(f"the fused decode kernel takes one row, got {rows}")
     if config is None:
-        sms = _sm_count(_device_index(x2d.device)) if x2d.is_cuda else INTERPRETER_SMS
+        sms = sm_count(x2d.device, INTERPRETER_SMS)
         cfg = _decode_config(cols, group, groups, sms, x2d.is_cuda)
     else:
         cfg = {"SPLITS": 1, **config}
@@ -767,11 +757,11 @@ def _launch_wide_rows(x2d, weight, v_th, row_max, scales2d, bias, bounds, out) -
     group = width // groups
     compiled = x2d.is_cuda
     bk = next(b for b in (128, 64, 32) if group % b == 0)
+    programs = sm_count(x2d.device, interpreter=3)  # persistent: one program per SM
     if compiled:
         bm, bn, warps, stages = 16, 64, 4, 3  # int64 group sums: 32 x 64 spilled (255 registers)
-        programs = _sm_count(_device_index(x2d.device))
     else:
-        bm, bn, warps, stages, programs = 16, 16, 1, 1, 3
+        bm, bn, warps, stages = 16, 16, 1, 1
     direct = rows <= bm
     if direct:
         index = count = row_max  # unused pointers

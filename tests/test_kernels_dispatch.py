@@ -5,7 +5,7 @@ import torch
 from kernel_testing import CUDA, triton_interpreter  # noqa: F401  (autouse fixture)
 
 from sb_kernels import BACKENDS, interpreter_enabled, resolve_backend
-from sb_kernels._dispatch import LazyKernel, lazy_jit
+from sb_kernels._dispatch import LazyKernel, lazy_jit, sm_count
 
 x_cpu = torch.zeros(2)
 
@@ -93,3 +93,9 @@ def test_use_reference_turns_auto_to_torch_on_cuda():
         assert resolve_backend("auto", x, op="op") == "torch"
         assert resolve_backend("triton", x, op="op") == "triton"
     assert resolve_backend("auto", x, op="op") == "triton"
+
+
+def test_sm_count_is_the_interpreter_stand_in_on_cpu_and_the_device_count_on_cuda():
+    assert sm_count(torch.device("cpu"), 4) == 4
+    if CUDA:
+        assert sm_count(torch.device("cuda"), 4) == torch.cuda.get_device_properties(0).multi_processor_count

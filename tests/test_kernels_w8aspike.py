@@ -466,7 +466,7 @@ def test_gpu_split_k_counters_first_made_inside_a_capture(monkeypatch):
     n, k = LAYERS_7B["k/v"]  # 32 column blocks: split on any GPU
     weight, scales, b = make_layer(n, k, 128, seed=3, device="cuda", dtype=torch.bfloat16)
     x = heavy_tailed((1, k), seed=4, dtype=torch.bfloat16, device="cuda")
-    assert w8._decode_config(n, 128, k // 128, w8._sm_count(0), True)["SPLITS"] > 1
+    assert w8._decode_config(n, 128, k // 128, w8.sm_count(torch.device("cuda", 0), 0), True)["SPLITS"] > 1
     warm = torch.cuda.Stream()
     with torch.cuda.stream(warm):
         expected = w8aspike_linear(x, weight, scales, b, backend="triton")  # compiles; counters of `warm`
