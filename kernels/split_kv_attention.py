@@ -183,7 +183,8 @@ def decode_attention(
 
     Args:
         q: ``[B, H, 1, D]``.
-        keys, values: ``[B, Hkv, Lk, D]``, ``Hkv`` dividing ``H`` (query head ``h`` reads head ``h // (H // Hkv)``).
+        keys: ``[B, Hkv, Lk, D]``, ``Hkv`` dividing ``H`` (query head ``h`` reads head ``h // (H // Hkv)``).
+        values: ``[B, Hkv, Lk, D]``, as ``keys``.
         allowed: bool ``[B, 1, Lk]`` or ``[B, Lk]``: the keys the query may attend (at least one per row).
         scale: score scale, default ``D ** -0.5``.
         backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels._dispatch`); the Triton
