@@ -205,7 +205,7 @@ def sweep_fused(name: str, m: int) -> list[dict]:
         return dict(exact_form_err_over_tol=err, graph_ms=g, graph_bf16_over_fused=g_bf16 / g,
                     weight_TBps=n * k / (g * 1e-3) / 1e12, bf16_weight_TBps=2 * n * k / (g_bf16 * 1e-3) / 1e12)
 
-    shipped = w8._decode_config(n, 128, k // 128, torch.cuda.get_device_properties(0).multi_processor_count, True)
+    shipped = w8._decode_config(n, 128, k // 128, w8.sm_count(x.device, 0), True)
     return sweep_rows(SWEEP_FUSED, ("BN", "BK", "num_warps", "num_stages", "SPLITS"), shipped,
                       {"layer": name, "M": m}, measure)
 
