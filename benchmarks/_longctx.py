@@ -276,69 +276,6 @@ def float32_guards(
     return results
 
 
-class GraphedDecodeStep:
-    """A batch-1 greedy decode step of SpikingBrain captured as one CUDA graph, replayed per token.
-
-    The cache's tensors become static buffers: the captured step reads them, computes the next state
-    and copies it back into them, and writes the argmax token into the static input, so ``replay()``
-    decodes one more token. The cache's sliding windows are filled first (``fill_windows``: same
-    outputs, fixed shapes). Python-side counters (``seen_tokens``, each window's ``length``) are
-    advanced by :meth:`step`. Only plain GLA-state / rolling-window caches (the 7B layout).
-    """
-
-    def __init__(self, model: SpikingBrainForCausalLM, cache, token: torch.Tensor, warmup: int = 2) -> None:
-        from sb_layers.sliding_window import RollingKVCache
-
-        self.model, self.cache = model, cache
-        cache.fill_windows()
-        self.token = token.detach().clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(warmup):  # real steps: kernels compile/autotune outside the capture
-                logits = model(self.token, past_key_values=cache, use_cache=True).logits
-                self.token.copy_(logits[:, -1:].argmax(-1))
-        torch.cuda.current_stream().wait_stream(stream)
-        self.windows = [s for s in cache.states if isinstance(s, RollingKVCache)]
-        if any(not isinstance(s, (torch.Tensor, RollingKVCache)) for s in cache.states):
-            raise TypeError("GraphedDecodeStep handles GLA-state and rolling-window layers only")
-        slots = [(cache, "real_tokens")]
-        for index, state in enumerate(cache.states):
-            if isinstance(state, torch.Tensor):
-                slots.append((cache.states, index))
-            else:
-                slots += [(state, name) for name in ("keys", "values", "key_mask", "key_index", "seen_tokens")]
-        get = lambda slot: slot[0][slot[1]] if isinstance(slot[0], list) else getattr(*slot)  # noqa: E731
-        static = [get(slot) for slot in slots]
-        counters = (cache.seen_tokens, [w.length for w in self.windows])
-        self.graph = torch.cuda.CUDAGraph()
-        # Captured on the warm-up stream: per-stream state the kernels set up during warm-up (the
-        # W8ASpike split-K arrival counters) is then already in place.
-        with torch.cuda.graph(self.graph, stream=stream), torch.inference_mode():
-            logits = model(self.token, past_key_values=cache, use_cache=True).logits
-            for slot, buffer in zip(slots, static):
-                if get(slot) is not buffer:  # the windows are written in place: nothing to copy back
-                    buffer.copy_(get(slot))
-            self.token.copy_(logits[:, -1:].argmax(-1))
-        self.logits = logits
-        for slot, buffer in zip(slots, static):  # the cache points at the static buffers again
-            if isinstance(slot[0], list):
-                slot[0][slot[1]] = buffer
-            else:
-                setattr(slot[0], slot[1], buffer)
-        cache.seen_tokens, lengths = counters
-        for window, length in zip(self.windows, lengths):
-            window.length = length
-
-    def step(self) -> torch.Tensor:
-        """Decode one token; returns the (static) logits ``[1, 1, vocab]`` of this step."""
-        self.graph.replay()
-        self.cache.seen_tokens += 1
-        for window in self.windows:
-            window.length += 1
-        return self.logits
-
-
 # --- FLOPs --------------------------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from .cache import SpikingBrainCache
 from .configuration import GLASwaConfig, SpikingBrainConfig
 from .layout import adapt_config_to_checkpoint, checkpoint_shapes, save_released_checkpoint
 from .convert import continual_pretrain, convert_qwen2
+from .graphed_decode import GraphedDecoder
 from .modeling import GLAswaForCausalLM, SpikingBrainForCausalLM, SpikingBrainModel, SpikingBrainPreTrainedModel
 from .w8aspike import SpikeReport, plot_spike_report, record_spike_statistics, spike_report, to_w8aspike
 
@@ -20,6 +21,7 @@ for _model_class in (SpikingBrainForCausalLM, GLAswaForCausalLM):
 __all__ = [
     "GLASwaConfig",
     "GLAswaForCausalLM",
+    "GraphedDecoder",
     "SpikingBrainCache",
     "SpikingBrainConfig",
     "SpikingBrainForCausalLM",

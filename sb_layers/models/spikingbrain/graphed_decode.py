@@ -1,0 +1,226 @@
+"""GraphedDecoder: one-token decode steps of SpikingBrain replayed from a captured CUDA graph.
+
+A batch-B decode step of the 7B layout launches ~1,300 small kernels; eager PyTorch spends more time
+launching them than the GPU spends running them. Every tensor such a step reads or writes has a fixed
+shape once the sliding windows are full (:meth:`SpikingBrainCache.fill_windows`), so the whole step can
+be captured once and replayed per token (the figures: ``docs/performance.md``).
+
+The decoder owns the cache from construction on: its tensors become the graph's static buffers. Each
+step reads them, computes the next state and writes it back into the same storage, so the cache stays
+a valid :class:`SpikingBrainCache` (readable, e.g. ``memory_bytes``) but must not be advanced by an
+eager call while the decoder uses it (detected: :meth:`GraphedDecoder.step` raises).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+from sb_layers.sliding_window import RollingKVCache
+
+from .cache import SpikingBrainCache
+
+# The tensors of a rolling-window state that a decode step rewrites (sinks are refused, see below).
+_WINDOW_SLOTS = ("keys", "values", "key_mask", "key_index", "seen_tokens")
+
+
+class GraphedDecoder:
+    """Greedy or caller-driven one-token decode steps of a :class:`SpikingBrainForCausalLM` over a cache.
+
+    Args:
+        model: a :class:`SpikingBrainForCausalLM` in eval mode whose layers are GLA or sliding-window
+            attention (the 7B layout, bf16 or W8ASpike); full-attention, intra-layer-hybrid and
+            attention-sink layers keep growing state and are refused.
+        cache: the :class:`SpikingBrainCache` after the prompt (``seen_tokens >= 1``) on ``model``'s
+            device. Its windows are filled (same outputs, fixed shapes) and its tensors become static.
+        input_ids: ``[B, 1]`` int64, the next token of every row (usually the prompt's greedy token).
+        use_cuda_graph: capture the step as a CUDA graph (needs a CUDA model). False runs the very same
+            step eagerly, buffers and all: for CPU models and for checking the graph against it.
+        warmup: eager steps run before the capture, on a side stream (Triton kernels compile and
+            autotune outside the capture); the cache is restored afterwards, so they leave no trace.
+
+    Each :meth:`step` feeds ``[B, 1]`` tokens (by default the previous step's greedy choice) and returns
+    the logits ``[B, 1, vocab]`` in the model's dtype. The logits and :attr:`next_tokens` are static
+    buffers overwritten by the next step: clone what you keep. Identity: the logits of every step equal
+    those of ``model(tokens, past_key_values=cache)`` on a copy of the cache, up to the floating-point
+    order of the ring-buffer window (bit-equal on CUDA for the 7B layout's kernels).
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, cache: SpikingBrainCache, input_ids: torch.Tensor, *,
+        use_cuda_graph: bool = True, warmup: int = 2,
+    ) -> None:
+        if not isinstance(cache, SpikingBrainCache):
+            raise TypeError(f"cache must be a SpikingBrainCache, got {type(cache).__name__}")
+        if cache.seen_tokens < 1 or cache.real_tokens is None:
+            raise ValueError("cache must hold a prompt (run the model on it with use_cache=True first)")
+        if len(cache) != model.config.num_hidden_layers:
+            raise ValueError(f"cache has {len(cache)} layers, the model {model.config.num_hidden_layers}")
+        batch = int(cache.real_tokens.shape[0])
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype != torch.int64 or input_ids.shape != (batch, 1):
+            raise ValueError(f"input_ids must be an int64 tensor of shape ({batch}, 1), got {_describe(input_ids)}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+        if model.training:
+            raise ValueError("model must be in eval mode (model.eval()): dropout and autograd cannot be captured")
+        device = cache.real_tokens.device
+        if input_ids.device != device or next(model.parameters()).device != device:
+            raise ValueError(f"model, cache and input_ids must share one device; the cache is on {device}")
+        if use_cuda_graph and device.type != "cuda":
+            raise ValueError(f"use_cuda_graph=True needs a CUDA model and cache, got device {device}")
+        _check_layer_states(cache)
+
+        self.model, self.cache, self.use_cuda_graph = model, cache, use_cuda_graph
+        cache.fill_windows()
+        self.windows = [state for state in cache.states if isinstance(state, RollingKVCache)]
+        for window in self.windows:
+            # Ring order is the state after any decode step; the captured step must take that path.
+            window.in_ring_order = True
+        self._slots = _state_slots(cache)
+        self._buffers = [_get(slot) for slot in self._slots]
+        self.next_tokens = input_ids.detach().clone()
+        self.logits: torch.Tensor | None = None
+        self._graph: torch.cuda.CUDAGraph | None = None
+
+        snapshot = [buffer.clone() for buffer in self._buffers]
+        counters = self._counters()
+        stream = torch.cuda.Stream(device) if use_cuda_graph else None
+        if stream is not None:
+            stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream) if stream is not None else nullcontext(), torch.inference_mode():
+            for _ in range(warmup):
+                self._decode_once()
+            for buffer, saved in zip(self._buffers, snapshot):
+                buffer.copy_(saved)
+            self.next_tokens.copy_(input_ids)
+            if stream is not None:
+                self._graph = torch.cuda.CUDAGraph()
+                # Captured on the warm-up stream: per-stream state the kernels set up while warming up
+                # (the W8ASpike split-K arrival counters) is then already in place.
+                with torch.cuda.graph(self._graph, stream=stream):
+                    self.logits = self._decode_once()
+        if stream is not None:
+            torch.cuda.current_stream(device).wait_stream(stream)
+        self._set_counters(counters)
+
+    @property
+    def tokens_seen(self) -> int:
+        """Sequence positions the cache holds (prompt, padding included, plus decoded steps)."""
+        return self.cache.seen_tokens
+
+    def step(self, input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode one position; returns the static logits ``[B, 1, vocab]`` of this step.
+
+        Args:
+            input_ids: ``[B, 1]`` int64 tokens to feed, or None for :attr:`next_tokens` (the greedy choice
+                of the previous step, or the ``input_ids`` given at construction before the first step).
+        """
+        if self.cache.seen_tokens != self._expected_seen:
+            raise RuntimeError(
+                "the cache was advanced outside this GraphedDecoder (an eager model call on it): its static "
+                "buffers no longer hold the state; build a new GraphedDecoder from the cache"
+            )
+        if input_ids is not None:
+            if not isinstance(input_ids, torch.Tensor) or input_ids.dtype != torch.int64 or input_ids.shape != self.next_tokens.shape:
+                raise ValueError(
+                    f"input_ids must be an int64 tensor of shape {tuple(self.next_tokens.shape)}, got {_describe(input_ids)}"
+                )
+            self.next_tokens.copy_(input_ids)
+        counters = self._counters()
+        if self._graph is not None:
+            self._graph.replay()
+        else:
+            with torch.inference_mode():
+                self.logits = self._decode_once()
+        self._set_counters(counters)
+        self.cache.seen_tokens += 1
+        for window in self.windows:
+            window.length += 1
+        self._expected_seen = self.cache.seen_tokens
+        return self.logits
+
+    def generate(self, max_new_tokens: int) -> torch.Tensor:
+        """Greedy decoding of ``max_new_tokens`` steps: ``[B, max_new_tokens]`` int64, starting with the
+        token fed first (no end-of-sequence stop: stopping would read the device every step)."""
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+        out = torch.empty(self.next_tokens.shape[0], max_new_tokens, dtype=torch.int64, device=self.next_tokens.device)
+        for index in range(max_new_tokens):
+            out[:, index : index + 1].copy_(self.next_tokens)
+            if index + 1 < max_new_tokens:
+                self.step()
+        return out
+
+    # --- internals --------------------------------------------------------------------------------------
+
+    def _decode_once(self) -> torch.Tensor:
+        """One eager step that leaves the state in the static buffers and the greedy token in next_tokens."""
+        logits = self.model(self.next_tokens, past_key_values=self.cache, use_cache=True).logits
+        for slot, buffer in zip(self._slots, self._buffers):
+            current = _get(slot)
+            if current is not buffer:  # GLA states and token counts are new tensors; windows are written in place
+                buffer.copy_(current)
+                _set(slot, buffer)
+        self.next_tokens.copy_(logits[:, -1:].argmax(-1))
+        return logits
+
+    def _counters(self) -> tuple[int, list[int]]:
+        return self.cache.seen_tokens, [window.length for window in self.windows]
+
+    def _set_counters(self, counters: tuple[int, list[int]]) -> None:
+        self.cache.seen_tokens, lengths = counters
+        for window, length in zip(self.windows, lengths):
+            window.length = length
+        self._expected_seen = self.cache.seen_tokens
+
+
+def _check_layer_states(cache: SpikingBrainCache) -> None:
+    for index, state in enumerate(cache.states):
+        if isinstance(state, torch.Tensor):
+            continue
+        if isinstance(state, RollingKVCache):
+            if state.window is None or state.sink_keys is not None or state.keys is None:
+                raise TypeError(
+                    f"layer {index}: GraphedDecoder needs bounded sliding windows without sinks (this cache "
+                    "grows or holds sink tokens, so a step's shapes change)"
+                )
+            continue
+        raise TypeError(
+            f"layer {index}: GraphedDecoder handles GLA-state and sliding-window layers only, got "
+            f"{type(state).__name__} (intra-layer hybrid or not yet run)"
+        )
+
+
+def _state_slots(cache: SpikingBrainCache) -> list[tuple[Any, Any]]:
+    """Where each state tensor lives: ``(list, index)`` or ``(object, attribute)``."""
+    slots: list[tuple[Any, Any]] = [(cache, "real_tokens")]
+    for index, state in enumerate(cache.states):
+        if isinstance(state, torch.Tensor):
+            slots.append((cache.states, index))
+        else:
+            slots += [(state, name) for name in _WINDOW_SLOTS]
+    return slots
+
+
+def _get(slot: tuple[Any, Any]) -> torch.Tensor:
+    owner, key = slot
+    return owner[key] if isinstance(owner, list) else getattr(owner, key)
+
+
+def _set(slot: tuple[Any, Any], value: torch.Tensor) -> None:
+    owner, key = slot
+    if isinstance(owner, list):
+        owner[key] = value
+    else:
+        setattr(owner, key, value)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+__all__ = ["GraphedDecoder"]

@@ -1,0 +1,198 @@
+"""GraphedDecoder: its steps (eagerly on the CPU, replayed CUDA graphs on the GPU) equal plain model calls
+on a copy of the cache, leave no trace of the warm-up, and refuse caches whose shapes would change."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sb_layers.models.spikingbrain import GraphedDecoder, SpikingBrainCache, SpikingBrainConfig, SpikingBrainForCausalLM
+from sb_layers.models.spikingbrain.w8aspike import to_w8aspike
+
+VOCAB, WINDOW = 61, 4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(dtype=torch.float64, **overrides) -> SpikingBrainForCausalLM:
+    torch.manual_seed(0)
+    fields = dict(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=48, sliding_window=WINDOW, gla_chunk_size=3, rope_theta=100.0, initializer_range=0.2,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+    fields.update(overrides)
+    return SpikingBrainForCausalLM(SpikingBrainConfig(**fields)).to(dtype).eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> SpikingBrainForCausalLM:
+    return tiny_model()
+
+
+def prompt(model, ids, attention_mask=None) -> tuple[SpikingBrainCache, torch.Tensor]:
+    cache = SpikingBrainCache(model.config.num_hidden_layers)
+    with torch.no_grad():
+        logits = model(ids, attention_mask=attention_mask, past_key_values=cache, use_cache=True).logits
+    return cache, logits[:, -1:].argmax(-1)
+
+
+def eager_steps(model, cache, tokens: list[torch.Tensor], attention_mask=None) -> list[torch.Tensor]:
+    """Logits of plain model calls feeding ``tokens`` one by one (the mask grown as generate grows it)."""
+    out = []
+    with torch.no_grad():
+        for token in tokens:
+            if attention_mask is not None:
+                attention_mask = torch.cat([attention_mask, torch.ones_like(token)], dim=1)
+            out.append(model(token, attention_mask=attention_mask, past_key_values=cache, use_cache=True).logits)
+    return out
+
+
+@settings(max_examples=12)
+@given(
+    batch=st.integers(1, 2), length=st.integers(1, WINDOW + 5), pad=st.integers(0, 2), steps=st.integers(1, 7),
+    warmup=st.integers(0, 2), seed=st.integers(0, 2**16),
+)
+def test_greedy_decoding_equals_generate(model, batch, length, pad, steps, warmup, seed):
+    ids = torch.randint(3, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones_like(ids)
+    if batch > 1 and pad < length:
+        mask[0, :pad] = 0  # left padding: rows hold different numbers of real tokens
+        ids[0, :pad] = 0
+    want = model.generate(ids, attention_mask=mask, max_new_tokens=steps, do_sample=False, pad_token_id=0)[:, length:]
+    cache, first = prompt(model, ids, mask)
+    decoder = GraphedDecoder(model, cache, first, use_cuda_graph=False, warmup=warmup)
+    assert torch.equal(decoder.generate(steps), want)
+    assert decoder.tokens_seen == length + steps - 1
+
+
+@settings(max_examples=8)
+@given(length=st.integers(1, WINDOW + 4), steps=st.integers(1, 6), warmup=st.integers(0, 3), seed=st.integers(0, 2**16))
+def test_each_step_equals_a_model_call_on_a_copy_of_the_cache(model, length, steps, warmup, seed):
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (2, length), generator=gen)
+    fed = [torch.randint(3, VOCAB, (2, 1), generator=gen) for _ in range(steps)]
+    cache, _ = prompt(model, ids)
+    twin = copy.deepcopy(cache)
+    decoder = GraphedDecoder(model, cache, fed[0], use_cuda_graph=False, warmup=warmup)
+    static = [t.data_ptr() for t in _state_tensors(cache)]
+    got = [decoder.step(token).clone() for token in fed]
+    for g, w in zip(got, eager_steps(model, twin, fed)):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
+    assert [t.data_ptr() for t in _state_tensors(cache)] == static  # every step wrote into the same storage
+
+
+def _state_tensors(cache: SpikingBrainCache) -> list[torch.Tensor]:
+    out = [cache.real_tokens]
+    for state in cache.states:
+        out += [state] if isinstance(state, torch.Tensor) else [state.keys, state.values, state.key_mask, state.key_index, state.seen_tokens]
+    return out
+
+
+def test_w8aspike_model_decodes_like_its_model_calls():
+    source = tiny_model(num_hidden_layers=2)
+    gen = torch.Generator().manual_seed(5)
+    converted = to_w8aspike(source, [torch.randint(3, VOCAB, (2, 12), generator=gen)], group_size=16, progress=False)
+    ids = torch.randint(3, VOCAB, (1, WINDOW + 2), generator=gen)
+    cache, first = prompt(converted, ids)
+    twin = copy.deepcopy(cache)
+    decoder = GraphedDecoder(converted, cache, first, use_cuda_graph=False)
+    tokens, got = [first], []
+    for _ in range(5):
+        got.append(decoder.step().clone())
+        tokens.append(decoder.next_tokens.clone())
+    want = eager_steps(converted, twin, tokens[:-1])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
+
+
+def test_an_eager_call_on_the_owned_cache_is_detected(model):
+    cache, first = prompt(model, torch.tensor([[5, 6, 7]]))
+    decoder = GraphedDecoder(model, cache, first, use_cuda_graph=False, warmup=0)
+    decoder.step()
+    with torch.no_grad():
+        model(first, past_key_values=cache, use_cache=True)
+    with pytest.raises(RuntimeError, match="advanced outside"):
+        decoder.step()
+
+
+def test_refuses_caches_whose_shapes_would_change():
+    common = dict(variant="intra_layer", num_sink_tokens=0, full_attn_layers=[])
+    intra = tiny_model(**common)
+    cache, first = prompt(intra, torch.tensor([[5, 6, 7]]))
+    with pytest.raises(TypeError, match="layer 0: .*intra-layer"):
+        GraphedDecoder(intra, cache, first, use_cuda_graph=False)
+    unbounded = tiny_model(sliding_window=None)  # full attention: the cache grows every step
+    cache, first = prompt(unbounded, torch.tensor([[5, 6, 7]]))
+    with pytest.raises(TypeError, match="layer 1: .*bounded sliding windows"):
+        GraphedDecoder(unbounded, cache, first, use_cuda_graph=False)
+    with_sinks = tiny_model(**{**common, "num_sink_tokens": 2})
+    cache, first = prompt(with_sinks, torch.tensor([[5, 6, 7]]))
+    with pytest.raises(TypeError, match="layer 0"):
+        GraphedDecoder(with_sinks, cache, first, use_cuda_graph=False)
+
+
+def test_rejects_bad_arguments(model):
+    cache, first = prompt(model, torch.tensor([[5, 6, 7]]))
+    with pytest.raises(TypeError, match="cache must be a SpikingBrainCache"):
+        GraphedDecoder(model, [None] * 4, first, use_cuda_graph=False)
+    with pytest.raises(ValueError, match="cache must hold a prompt"):
+        GraphedDecoder(model, SpikingBrainCache(4), first, use_cuda_graph=False)
+    with pytest.raises(ValueError, match="cache has 3 layers"):
+        GraphedDecoder(model, _with_layers(cache, 3), first, use_cuda_graph=False)
+    for bad in (first.to(torch.int32), first[:, :0], torch.cat([first, first]), [[5]]):
+        with pytest.raises(ValueError, match="input_ids must be an int64 tensor of shape"):
+            GraphedDecoder(model, cache, bad, use_cuda_graph=False)
+    for warmup in (-1, 1.0, True):
+        with pytest.raises(ValueError, match="warmup must be an int >= 0"):
+            GraphedDecoder(model, cache, first, use_cuda_graph=False, warmup=warmup)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="use_cuda_graph=True needs a CUDA model"):
+            GraphedDecoder(model, cache, first)
+    model.train()
+    try:
+        with pytest.raises(ValueError, match="eval mode"):
+            GraphedDecoder(model, cache, first, use_cuda_graph=False)
+    finally:
+        model.eval()
+    decoder = GraphedDecoder(model, cache, first, use_cuda_graph=False, warmup=0)
+    with pytest.raises(ValueError, match="input_ids must be an int64 tensor of shape \\(1, 1\\)"):
+        decoder.step(torch.tensor([[1, 2]]))
+    for bad in (0, -3, 2.0, False):
+        with pytest.raises(ValueError, match="max_new_tokens must be an int >= 1"):
+            decoder.generate(bad)
+
+
+def _with_layers(cache: SpikingBrainCache, layers: int) -> SpikingBrainCache:
+    other = copy.deepcopy(cache)
+    other.states = other.states[:layers]
+    return other
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_replayed_graph_equals_the_same_steps_run_eagerly(dtype):
+    model = tiny_model(dtype=dtype, num_hidden_layers=4, sliding_window=64, hidden_size=256, num_attention_heads=4,
+                       num_key_value_heads=2, intermediate_size=512).cuda()
+    ids = torch.randint(3, VOCAB, (2, 100), generator=torch.Generator().manual_seed(3)).cuda()
+    cache, first = prompt(model, ids)
+    twin = copy.deepcopy(cache)
+    graphed = GraphedDecoder(model, cache, first)
+    eager = GraphedDecoder(model, twin, first, use_cuda_graph=False)
+    for _ in range(12):  # past the window's wrap-around of the ring
+        got, want = graphed.step().float(), eager.step().float()
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        assert torch.equal(graphed.next_tokens, eager.next_tokens)
+    fed = torch.randint(3, VOCAB, (2, 1), device="cuda", generator=torch.Generator("cuda").manual_seed(4))
+    torch.testing.assert_close(graphed.step(fed).float(), eager.step(fed).float(), rtol=0, atol=0)
