@@ -220,7 +220,7 @@ def profile_steps(model, length: int, steps: int, device, graph: bool) -> dict:
     events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
     total = sum(e.self_device_time_total for e in events) / 1e3
     shares = time_by_category(events, lambda e: e.self_device_time_total / 1e3 / steps)
-    top = sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:20]
+    top = sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:48]
     # Host side: the operators whose own CPU time is largest (an eager step is host-bound; e.g. a
     # library that rebuilds a plan for every new key length shows up here, not among the kernels).
     host = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CPU]

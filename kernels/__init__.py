@@ -13,6 +13,7 @@ from .fake_quant import (
     spike_fake_quantize_reference,
 )
 from .gla import fla_available, gla_fla
+from .gla_decode import gla_decode_step, gla_decode_step_reference
 from .glu import silu_mul, silu_mul_reference
 from .neuron import NeuronOutput, multistep_neuron
 from .rms_norm import add_rms_norm, rms_norm, rms_norm_reference
@@ -39,6 +40,8 @@ __all__ = [
     "decode_attention_reference",
     "dequantize_weight",
     "fla_available",
+    "gla_decode_step",
+    "gla_decode_step_reference",
     "gla_fla",
     "int8_fake_quantize",
     "int8_fake_quantize_reference",

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sb_kernels import gla_decode_step
 from sb_neurons import Codec, get_codec, spike_count
 
 from sb_neurons._validation import check_int, check_positive, check_tensor
@@ -285,7 +286,8 @@ class GatedLinearAttention(nn.Module):
             event (:func:`gla_event_driven`); the output and state take its values and the gradient of
             the count form (straight-through), which is computed alongside.
         mode: ``"chunk"``, ``"recurrent"``, ``"fla"`` (GPU kernel) or ``"auto"`` (fla on CUDA when
-            installed, else chunk). All three compute the same function.
+            installed, else chunk; on CUDA a one-token call takes :func:`sb_kernels.gla_decode_step`, one
+            kernel per decode step). All compute the same function.
         chunk_size: chunk length of the ``"chunk"`` form (any sequence length works).
 
     Identities: the three modes agree (float rounding); a layer with ``coding.mode="spike"`` equals the
@@ -396,10 +398,12 @@ class GatedLinearAttention(nn.Module):
             if tuple(state.shape) != expected_state:
                 raise ValueError(f"state must have shape (B, H, Dk, Dv) = {expected_state}, got {tuple(state.shape)}")
 
-        q = self._heads(self.q_proj(hidden_states), self.num_heads)
-        k_flat = self.k_proj(hidden_states)
+        q_flat, k_flat, v_flat = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
+        if length == 1 and self.mode == "auto" and hidden_states.is_cuda and not self._event_driven():
+            return self._decode_step(hidden_states, q_flat, k_flat, v_flat, attention_mask, state)
+        q = self._heads(q_flat, self.num_heads)
         k_logits = self._heads(k_flat, self.num_kv_heads)
-        v = self._heads(self.v_proj(hidden_states), self.num_kv_heads)
+        v = self._heads(v_flat, self.num_kv_heads)
         if self.feature_map == "relu":
             q, k = F.relu(q), F.relu(k_logits)
         else:
@@ -431,7 +435,7 @@ class GatedLinearAttention(nn.Module):
             o, new_state = gla_fla(q, k, v, gk, self.scale, state)
         else:
             o, new_state = gla_chunked(q, k, v, gk, self.scale, state, self.chunk_size)
-        if self.spike_qk and self.coding is not None and self.coding.mode == "spike":
+        if self._event_driven():
             o_events, state_events = gla_event_driven(
                 q_counts.detach(), q_v_th, self._repeat_kv(k_counts.detach()), self._repeat_kv(k_v_th),
                 v.detach(), gk.detach(), self.scale, self.coding.codec, None if state is None else state.detach(),
@@ -441,6 +445,38 @@ class GatedLinearAttention(nn.Module):
             new_state = new_state + (state_events.to(new_state.dtype) - new_state).detach()
         o = self.g_norm(o.transpose(1, 2).to(hidden_states.dtype))  # [B, L, H, Dv]
         return self.o_proj(o.reshape(batch, length, self.num_heads * self.head_dim)), new_state
+
+    def _event_driven(self) -> bool:
+        return self.spike_qk and self.coding is not None and self.coding.mode == "spike"
+
+    def _decode_step(
+        self, hidden_states: torch.Tensor, q_flat: torch.Tensor, k_flat: torch.Tensor, v_flat: torch.Tensor,
+        attention_mask: torch.Tensor | None, state: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One token per row through :func:`sb_kernels.gla_decode_step` (feature maps, decay, grouped heads
+        and the state update in one kernel on CUDA; its PyTorch reference where the kernel cannot run,
+        e.g. under autograd or :func:`sb_kernels.use_reference`). Same function as the other modes."""
+        batch = hidden_states.shape[0]
+        heads = lambda t, n: t.view(batch, n, self.head_dim)  # noqa: E731  [B, 1, n * D] -> [B, n, D]
+        q, k, feature_map = heads(q_flat, self.num_heads), heads(k_flat, self.num_kv_heads), self.feature_map
+        if self.spike_qk:
+            coding = self.coding or SpikeCoding()
+            mapped = (F.relu, torch.sigmoid)[self.feature_map == "sigmoid"]
+            q, k = mapped(q), mapped(k)
+            q_counts, q_v_th = spike_count(q, coding.k, -1, coding.clamp)
+            k_counts, k_v_th = spike_count(k, coding.k, -1, coding.clamp)
+            q, k, feature_map = (q_counts * q_v_th).to(q.dtype), (k_counts * k_v_th).to(k.dtype), "identity"
+        if self.gate == "tied_key":
+            gate_logits, negate, normalizer = k_flat, True, 1.0
+        else:
+            gate_logits, negate, normalizer = self.gk_proj(hidden_states), False, self.gate_logit_normalizer
+        keep = None if attention_mask is None else attention_mask[:, 0].to(torch.bool)
+        o, new_state = gla_decode_step(
+            q, k, heads(v_flat, self.num_kv_heads), heads(gate_logits, self.num_kv_heads), state, scale=self.scale,
+            feature_map=feature_map, negate_gate=negate, gate_normalizer=normalizer, keep=keep,
+        )
+        o = self.g_norm(o.view(batch, 1, self.num_heads, self.head_dim).to(hidden_states.dtype))
+        return self.o_proj(o.reshape(batch, 1, self.num_heads * self.head_dim)), new_state
 
     def extra_repr(self) -> str:
         return f"gate={self.gate}, feature_map={self.feature_map}, mode={self.mode}, spike_qk={self.spike_qk}"

@@ -184,6 +184,46 @@ def test_tied_key_gate_is_one_minus_key():
     torch.testing.assert_close(new_state, expected)
 
 
+DECODE_OPTIONS = [dict(), dict(gate="merged"), dict(gate="tied_key", feature_map="sigmoid"), dict(feature_map="sigmoid"),
+                  dict(coding=SpikeCoding(), spike_qk=True), dict(coding=SpikeCoding(), spike_qk=True, gate="tied_key", feature_map="sigmoid")]
+
+
+@pytest.mark.parametrize("options", DECODE_OPTIONS)
+@given(seed=st.integers(0, 1000), prompt=st.integers(0, 9), padded=st.booleans())
+def test_one_token_decode_step_equals_the_chunked_layer(options, seed, prompt, padded):
+    # The one-kernel decode path (mode "auto" on CUDA; here its reference, the same code up to the
+    # kernel) against the chunked form on the same token and state, padding included.
+    layer = make_gla(chunk_size=4, **options)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, prompt + 1, 24, generator=gen)
+    state = layer(x[:, :prompt])[1] if prompt else None
+    mask = torch.tensor([[1], [0], [1]]) if padded else None
+    token = x[:, prompt:]
+    want, want_state = layer(token, attention_mask=mask, state=state)
+    q, k, v = layer.q_proj(token), layer.k_proj(token), layer.v_proj(token)
+    got, got_state = layer._decode_step(token, q, k, v, mask, state)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got_state, want_state, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("options", DECODE_OPTIONS)
+def test_auto_mode_decodes_one_token_like_the_recurrent_form_on_the_gpu(options):
+    layer = GatedLinearAttention(256, num_heads=8, num_kv_heads=2, chunk_size=16, **options).float().cuda().eval()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 40, 256, generator=gen, dtype=torch.float32).cuda()
+    layer.mode = "recurrent"  # PyTorch's float32 arithmetic (fla's chunk kernels may use tf32)
+    with torch.no_grad():
+        _, state = layer(x[:, :39])
+        want, want_state = layer(x[:, 39:], state=state)
+        layer.mode = "auto"
+        got, got_state = layer(x[:, 39:], state=state)
+    assert got_state.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_state, want_state, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("length", [1, 37])

@@ -69,7 +69,8 @@ def test_greedy_decoding_equals_generate(model, batch, length, pad, steps, warmu
     if batch > 1 and pad < length:
         mask[0, :pad] = 0  # left padding: rows hold different numbers of real tokens
         ids[0, :pad] = 0
-    want = model.generate(ids, attention_mask=mask, max_new_tokens=steps, do_sample=False, pad_token_id=0)[:, length:]
+    greedy = dict(max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=0)  # no stop at EOS
+    want = model.generate(ids, attention_mask=mask, **greedy)[:, length:]
     cache, first = prompt(model, ids, mask)
     decoder = GraphedDecoder(model, cache, first, use_cuda_graph=False, warmup=warmup)
     assert torch.equal(decoder.generate(steps), want)
