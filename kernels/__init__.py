@@ -16,6 +16,7 @@ from .gla import fla_available, gla_fla
 from .gla_decode import gla_decode_step, gla_decode_step_reference
 from .glu import silu_mul, silu_mul_reference
 from .neuron import NeuronOutput, multistep_neuron
+from .ring_write import rotate_and_write_ring, rotate_and_write_ring_reference
 from .rms_norm import add_rms_norm, rms_norm, rms_norm_reference
 from .rotary import apply_rotary, apply_rotary_reference
 from .spike_quant import QuantizedSpikes, QuantizedSpikesWithStats, spike_quantize, spike_quantize_reference
@@ -51,6 +52,8 @@ __all__ = [
     "merge_attention_reference",
     "multistep_neuron",
     "resolve_backend",
+    "rotate_and_write_ring",
+    "rotate_and_write_ring_reference",
     "rms_norm",
     "rms_norm_reference",
     "silu_mul",

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sb_kernels import decode_attention, int8_fake_quantize, merge_attention_into, spike_fake_quantize
+from sb_kernels import decode_attention, int8_fake_quantize, merge_attention_into, rotate_and_write_ring, spike_fake_quantize
 from sb_neurons._validation import check_positive
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
-from .rotary import apply_rotary, rotary_cos_sin
+from .rotary import _inverse_frequencies, apply_rotary, rotary_cos_sin
 from .spiking_linear import SpikeCoding, make_linear
 
 
@@ -416,6 +416,10 @@ class SlidingWindowAttention(nn.Module):
         q = self._heads(self.q_proj(hidden_states), self.num_heads)
         k = self._heads(self.k_proj(hidden_states), self.num_kv_heads)
         v = self._heads(self.v_proj(hidden_states), self.num_kv_heads)
+        # One token onto a full window writes over the oldest entry in place (no copy of the window).
+        ring = regular == 1 and not sinks and cache.can_write_over_oldest()
+        if ring and self.spike_attention_k is None:
+            return self._decode_into_ring(q, k, v, attention_mask, regular_mask, cache)
         if attention_mask is None:  # every token real: the same positions in two kernels instead of five
             positions = cache.seen_tokens[:, None] + torch.arange(regular, device=device)
         else:
@@ -429,9 +433,7 @@ class SlidingWindowAttention(nn.Module):
             k = torch.cat([quantize_int8_per_vector(k[:, :, :sinks]), k[:, :, sinks:]], dim=2) if sinks else k
             k_reg, v = quantize_int8_per_vector(k_reg), quantize_int8_per_vector(v)
 
-        # One token onto a full window writes over the oldest entry in place (no copy of the window);
-        # every other call wants the entries in index order.
-        ring = regular == 1 and not sinks and cache.can_write_over_oldest()
+        # Every call but the in-place ring write wants the entries in index order.
         if not ring:
             cache.sort()
         if sinks:
@@ -464,6 +466,28 @@ class SlidingWindowAttention(nn.Module):
         cache.seen_tokens = cache.seen_tokens + real
         out = out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
         return self.o_proj(out), cache
+
+    def _decode_into_ring(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None,
+        regular_mask: torch.Tensor, cache: RollingKVCache,
+    ) -> tuple[torch.Tensor, RollingKVCache]:
+        """A decode step onto a full window (``q [B, H, 1, D]``, ``k, v [B, Hkv, 1, D]``, unrotated): the
+        rotary rotation and the ring write in one kernel on CUDA (:func:`sb_kernels.rotate_and_write_ring`;
+        its PyTorch reference elsewhere), then the one-query attention over the window. The same function
+        as the general path: the ring holds the last ``window`` indices, so only padding hides keys."""
+        batch = q.shape[0]
+        compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+        inv_freq = _inverse_frequencies(self.head_dim, float(self.rope_theta), compute, q.device)
+        keep = None if attention_mask is None else regular_mask[:, 0]
+        q_rot, allowed, cache.seen_tokens = rotate_and_write_ring(
+            q[:, :, 0], k[:, :, 0], v[:, :, 0], cache.keys, cache.values, cache.key_mask, cache.key_index,
+            cache.seen_tokens, inv_freq, keep=keep,
+        )
+        cache.in_ring_order = True
+        cache.maybe_masked = cache.maybe_masked or attention_mask is not None
+        cache.length += 1
+        out = masked_attention(q_rot, cache.keys, cache.values, allowed[:, None, :], self.attention_backend)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, 1, self.num_heads * self.head_dim)), cache
 
     def _attend_band(
         self, q: torch.Tensor, k_reg: torch.Tensor, v_reg: torch.Tensor, regular_mask: torch.Tensor,

@@ -1,0 +1,138 @@
+"""sb_kernels.rotate_and_write_ring: a sliding-window decode step's rotary rotation and ring-buffer write.
+
+Identity: the Triton kernel equals the PyTorch reference in every output and every buffer it writes, for
+any ring order of the window's indices, any padding and long-context positions: bit for bit on the GPU,
+and up to the last bit of a cosine in Triton's CPU interpreter.
+"""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kernel_testing import CUDA, triton_interpreter  # noqa: F401  (autouse fixture)
+
+from sb_kernels import rotate_and_write_ring, rotate_and_write_ring_reference
+
+
+def ring_state(batch, heads, kv_heads, window, dim, dtype, seed, *, max_seen=200_000, masked=True, device="cpu"):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, heads, dim, generator=gen).to(dtype)
+    k = torch.randn(batch, kv_heads, dim, generator=gen).to(dtype)
+    v = torch.randn(batch, kv_heads, dim, generator=gen).to(dtype)
+    keys = torch.randn(batch, kv_heads, window, dim, generator=gen).to(dtype)
+    values = torch.randn(batch, kv_heads, window, dim, generator=gen).to(dtype)
+    key_mask = torch.rand(batch, window, generator=gen) < (0.7 if masked else 2.0)
+    start = int(torch.randint(-window, max_seen, (1,), generator=gen))
+    # A contiguous run of indices in ring order: rotated by a random number of writes.
+    key_index = torch.roll(torch.arange(start, start + window), int(torch.randint(0, window, (1,), generator=gen)))
+    seen = torch.randint(0, max_seen, (batch,), generator=gen)
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    tensors = (q, k, v, keys, values, key_mask, key_index, seen, inv_freq)
+    return tuple(t.to(device) for t in tensors)
+
+
+def run(backend, tensors, keep):
+    copies = [t.clone() for t in tensors]
+    out = rotate_and_write_ring(*copies, keep=keep, backend=backend)
+    return out, copies
+
+
+ULP = {torch.float32: 2**-23, torch.bfloat16: 2**-8, torch.float16: 2**-11}
+
+
+def assert_same(a, b, cosine_ulps=0):
+    """Every output and buffer equal; the rotated query and keys within ``cosine_ulps`` of a cosine/sine
+    rounding difference (Triton's interpreter takes NumPy's float32 cosine, which may differ from
+    PyTorch's CPU one in the last bit; compiled kernels and PyTorch on CUDA share CUDA's)."""
+    (out_a, buf_a), (out_b, buf_b) = a, b
+    for position, (x, y) in enumerate(zip((*out_a, *buf_a), (*out_b, *buf_b))):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        if cosine_ulps and position in (0, 6):  # q_rot, keys
+            bound = cosine_ulps * ULP[x.dtype] * 2 * float(y.double().abs().amax())
+            assert float((x.double() - y.double()).abs().max()) <= bound
+        else:
+            assert torch.equal(x, y), float((x.double() - y.double()).abs().max())
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1), batch=st.integers(1, 3), kv_heads=st.integers(1, 3), groups=st.sampled_from([1, 2, 7]),
+    window=st.sampled_from([1, 5, 64, 1100]), dim=st.sampled_from([2, 16, 40]),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), padded=st.booleans(),
+)
+def test_kernel_equals_the_reference(seed, batch, kv_heads, groups, window, dim, dtype, padded):
+    tensors = ring_state(batch, kv_heads * groups, kv_heads, window, dim, dtype, seed)
+    keep = (torch.arange(batch) % 2 == 1) if padded else None
+    assert_same(run("triton", tensors, keep), run("torch", tensors, keep), cosine_ulps=2)
+
+
+def test_the_oldest_entry_is_replaced_and_the_new_one_is_always_attended():
+    q, k, v, keys, values, key_mask, key_index, seen, inv_freq = ring_state(2, 4, 2, 6, 8, torch.float32, seed=1)
+    key_index.copy_(torch.tensor([13, 14, 15, 10, 11, 12]))
+    for backend in ("torch", "triton"):
+        ks, vs, km, ki = keys.clone(), values.clone(), key_mask.clone(), key_index.clone()
+        keep = torch.tensor([True, False])
+        q_rot, allowed, next_seen = rotate_and_write_ring(q, k, v, ks, vs, km, ki, seen, inv_freq, keep=keep, backend=backend)
+        assert ki.tolist() == [13, 14, 15, 16, 11, 12]
+        assert torch.equal(vs[:, :, 3], v) and torch.equal(vs[:, :, :3], values[:, :, :3])
+        assert km[:, 3].tolist() == [True, False] and torch.equal(km[:, 4:], key_mask[:, 4:])
+        assert allowed[:, 3].all() and torch.equal(allowed[:, :3], key_mask[:, :3])
+        assert torch.equal(next_seen, seen + torch.tensor([1, 0]))
+        assert q_rot.shape == (2, 4, 1, 8)
+        # A rotation keeps each half-pair's norm.
+        pair = lambda t: t[..., :4] ** 2 + t[..., 4:] ** 2  # noqa: E731
+        torch.testing.assert_close(pair(q_rot[:, :, 0]), pair(q), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(pair(ks[:, :, 3]), pair(k), rtol=1e-5, atol=1e-5)
+
+
+def test_position_zero_leaves_the_query_and_key_unrotated():
+    q, k, v, keys, values, key_mask, key_index, seen, inv_freq = ring_state(1, 2, 1, 4, 8, torch.float32, seed=2)
+    seen.zero_()
+    q_rot, _, _ = rotate_and_write_ring(q, k, v, keys, values, key_mask, key_index, seen, inv_freq, backend="triton")
+    assert torch.equal(q_rot[:, :, 0], q)
+    assert torch.equal(keys[:, :, int(key_index.argmax())], k)
+
+
+def test_rejects_bad_arguments():
+    q, k, v, keys, values, key_mask, key_index, seen, inv_freq = ring_state(2, 4, 2, 6, 8, torch.float32, seed=3)
+    good = [q, k, v, keys, values, key_mask, key_index, seen, inv_freq]
+    cases = [
+        (0, q[0], "q must be a floating-point \\[B, heads, D\\]"),
+        (0, q[..., :7], "must be even"),
+        (1, k[:, :, :4], "k and v must be \\[B, Hkv, D\\]"),
+        (3, keys[:, :1], "keys must be a \\[B, Hkv, W, D\\] ring buffer"),
+        (4, values[:, :, :5], "values must have the shape of keys"),
+        (2, v.double(), "k and v must be|share one dtype"),
+        (5, key_mask.long(), "key_mask must be a bool tensor of shape \\(2, 6\\)"),
+        (6, key_index.int(), "key_index must be an int64 tensor of shape \\(6,\\)"),
+        (7, seen[:1], "seen_tokens must be an int64 tensor of shape \\(2,\\)"),
+        (8, inv_freq[:3], "inv_freq must be a floating-point tensor of shape \\(4,\\)"),
+    ]
+    for position, bad, message in cases:
+        args = list(good)
+        args[position] = bad
+        with pytest.raises(ValueError, match=message):
+            rotate_and_write_ring(*args)
+    with pytest.raises(ValueError, match="keep must be a bool tensor of shape \\(2,\\)"):
+        rotate_and_write_ring(*good, keep=torch.ones(2))
+    with pytest.raises(RuntimeError, match="float32 inv_freq"):
+        rotate_and_write_ring(*good[:8], inv_freq.double(), backend="triton")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_7b_window_on_the_gpu_equals_the_reference_and_replays(dtype, batch):
+    # SpikingBrain-7B's SWA layers: 28 query heads, 4 key/value heads of 128, a 4,096-token window,
+    # positions past 128k (the angles' range reduction matters there).
+    tensors = ring_state(batch, 28, 4, 4096, 128, dtype, seed=4, max_seen=600_000, device="cuda")
+    keep = torch.tensor([True, False, True][:batch], device="cuda")
+    assert_same(run("triton", tensors, keep), run("torch", tensors, keep))
+    copies = [t.clone() for t in tensors]
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = rotate_and_write_ring(*copies, keep=keep, backend="triton")
+    graph.replay()
+    torch.cuda.synchronize()
+    assert_same((outs, copies), run("torch", tensors, keep))
