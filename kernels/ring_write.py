@@ -202,8 +202,10 @@ def rotate_and_write_ring(
     Args:
         q: ``[B, H, D]`` queries before rotation (last dimension contiguous; views of a projection's
             output are read in place).
-        k, v: ``[B, Hkv, D]`` keys before rotation and values.
-        keys, values: ``[B, Hkv, W, D]`` the window's ring buffers, written in place at the slot.
+        k: ``[B, Hkv, D]`` keys before rotation.
+        v: ``[B, Hkv, D]`` values.
+        keys: ``[B, Hkv, W, D]`` the window's ring buffer of rotated keys, written in place at the slot.
+        values: ``[B, Hkv, W, D]`` its values, written in place at the slot.
         key_mask: bool ``[B, W]``, written in place at the slot.
         key_index: int64 ``[W]`` distinct sequence indices of the entries, written in place at the slot.
         seen_tokens: int64 ``[B]`` real tokens seen per row (the token's rotary position when kept).
