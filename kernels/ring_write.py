@@ -8,7 +8,7 @@ For each row ``b`` (``keep[b]`` False marks a padded token), with the ring's seq
     slot       s     = argmin(I),  new index  n = max(I) + 1
     writes     keys[b, :, s] = rope(k[b]),  values[b, :, s] = v[b],  key_mask[b, s] = keep[b],  I[s] = n
     returns    rope(q) [B, H, 1, D],  allowed[b, j] = key_mask[b, j] or j == s  (a padded query still
-               sees itself),  next seen[b] = seen[b] + keep[b]
+               sees itself; without padding key_mask itself),  next seen[b] = seen[b] + keep[b]
 
 Identity: equal to the PyTorch ops of :class:`sb_layers.SlidingWindowAttention`'s ring path
 (:func:`rotate_and_write_ring_reference`), bit for bit on CUDA: the angles are float32 products as
@@ -65,7 +65,7 @@ def rotate_and_write_ring_reference(
     values.index_copy_(2, slot, v[:, :, None])
     key_mask.index_copy_(1, slot, mask)
     key_index.index_copy_(0, slot, new_index.view(1))
-    allowed = key_mask | (key_index == new_index)[None, :]
+    allowed = key_mask if keep is None else key_mask | (key_index == new_index)[None, :]
     next_seen = seen_tokens + (1 if keep is None else keep.long())
     return q_rot[:, :, None], allowed, next_seen
 
@@ -142,12 +142,14 @@ if triton is not None:
             tl.store(dst, tl.load(src, mask=kv_ok, other=0.0), mask=kv_ok)
             tl.store(dst + half, tl.load(src + half, mask=kv_ok, other=0.0), mask=kv_ok)
 
-            # The mask: the slot takes keep; what the query may attend is the mask with the slot allowed.
-            for w0 in range(0, window, BLOCK_W):
-                at = w0 + entries
-                inside = at < window
-                old = tl.load(mask_ptr + b64 * mask_sb + at, mask=inside, other=0)
-                tl.store(allowed_ptr + b64 * allowed_sb + at, tl.where(at == slot, 1, old).to(tl.int8), mask=inside)
+            # The mask: the slot takes keep; what the query may attend is the mask with the slot allowed
+            # (without padding, that is the mask itself: the caller reads key_mask, nothing is copied).
+            if HAS_KEEP:
+                for w0 in range(0, window, BLOCK_W):
+                    at = w0 + entries
+                    inside = at < window
+                    old = tl.load(mask_ptr + b64 * mask_sb + at, mask=inside, other=0)
+                    tl.store(allowed_ptr + b64 * allowed_sb + at, tl.where(at == slot, 1, old).to(tl.int8), mask=inside)
             tl.store(mask_ptr + b64 * mask_sb + slot, kept.to(tl.int8))
             tl.store(seen_out_ptr + b64, seen + kept)
         tl.store(index_ptr + slot, new_index)
@@ -215,7 +217,8 @@ def rotate_and_write_ring(
             takes float16, bfloat16 or float32 activations and runs without autograd.
 
     Returns:
-        ``(q_rot [B, H, 1, D] in q's dtype, allowed bool [B, W], next_seen int64 [B])``.
+        ``(q_rot [B, H, 1, D] in q's dtype, allowed bool [B, W], next_seen int64 [B])``; without ``keep``
+        every new key is real and ``allowed`` is ``key_mask`` itself (after the write).
     """
     _check(q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq, keep)
     tensors = (q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq)
@@ -238,7 +241,7 @@ def rotate_and_write_ring(
     kv_heads, window = keys.shape[1], keys.shape[2]
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     q_rot = torch.empty(batch, heads, 1, dim, dtype=q.dtype, device=q.device)
-    allowed = torch.empty(batch, window, dtype=torch.bool, device=q.device)
+    allowed = key_mask if keep is None else torch.empty(batch, window, dtype=torch.bool, device=q.device)
     next_seen = torch.empty_like(seen_tokens)
     flags = keep.contiguous().view(torch.int8) if keep is not None else next_seen  # any pointer when absent
     compiled = q.is_cuda

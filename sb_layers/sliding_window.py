@@ -391,10 +391,6 @@ class SlidingWindowAttention(nn.Module):
         batch, length, _ = hidden_states.shape
         device = hidden_states.device
         check_attention_mask(attention_mask, batch, length)
-        if attention_mask is None:
-            mask = torch.ones(batch, length, dtype=torch.bool, device=device)
-        else:
-            mask = attention_mask.to(device=device, dtype=torch.bool)
         if cache is None:
             cache = RollingKVCache(self.window)
         elif not isinstance(cache, RollingKVCache):
@@ -411,7 +407,6 @@ class SlidingWindowAttention(nn.Module):
         if sinks and length < sinks:
             raise ValueError(f"the first call must start with the {sinks} sink tokens, got length {length}")
         regular = length - sinks
-        regular_mask = mask[:, sinks:]
 
         q = self._heads(self.q_proj(hidden_states), self.num_heads)
         k = self._heads(self.k_proj(hidden_states), self.num_kv_heads)
@@ -419,7 +414,13 @@ class SlidingWindowAttention(nn.Module):
         # One token onto a full window writes over the oldest entry in place (no copy of the window).
         ring = regular == 1 and not sinks and cache.can_write_over_oldest()
         if ring and self.spike_attention_k is None:
-            return self._decode_into_ring(q, k, v, attention_mask, regular_mask, cache)
+            keep = None if attention_mask is None else attention_mask[:, 0].to(device=device, dtype=torch.bool)
+            return self._decode_into_ring(q, k, v, keep, cache)
+        if attention_mask is None:
+            mask = torch.ones(batch, length, dtype=torch.bool, device=device)
+        else:
+            mask = attention_mask.to(device=device, dtype=torch.bool)
+        regular_mask = mask[:, sinks:]
         if attention_mask is None:  # every token real: the same positions in two kernels instead of five
             positions = cache.seen_tokens[:, None] + torch.arange(regular, device=device)
         else:
@@ -468,8 +469,7 @@ class SlidingWindowAttention(nn.Module):
         return self.o_proj(out), cache
 
     def _decode_into_ring(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None,
-        regular_mask: torch.Tensor, cache: RollingKVCache,
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None, cache: RollingKVCache,
     ) -> tuple[torch.Tensor, RollingKVCache]:
         """A decode step onto a full window (``q [B, H, 1, D]``, ``k, v [B, Hkv, 1, D]``, unrotated): the
         rotary rotation and the ring write in one kernel on CUDA (:func:`sb_kernels.rotate_and_write_ring`;
@@ -478,13 +478,12 @@ class SlidingWindowAttention(nn.Module):
         batch = q.shape[0]
         compute = torch.float64 if q.dtype == torch.float64 else torch.float32
         inv_freq = _inverse_frequencies(self.head_dim, float(self.rope_theta), compute, q.device)
-        keep = None if attention_mask is None else regular_mask[:, 0]
         q_rot, allowed, cache.seen_tokens = rotate_and_write_ring(
             q[:, :, 0], k[:, :, 0], v[:, :, 0], cache.keys, cache.values, cache.key_mask, cache.key_index,
             cache.seen_tokens, inv_freq, keep=keep,
         )
         cache.in_ring_order = True
-        cache.maybe_masked = cache.maybe_masked or attention_mask is not None
+        cache.maybe_masked = cache.maybe_masked or keep is not None
         cache.length += 1
         out = masked_attention(q_rot, cache.keys, cache.values, allowed[:, None, :], self.attention_backend)
         return self.o_proj(out.transpose(1, 2).reshape(batch, 1, self.num_heads * self.head_dim)), cache

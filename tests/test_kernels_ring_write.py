@@ -88,7 +88,8 @@ def test_the_oldest_entry_is_replaced_and_the_new_one_is_always_attended():
 def test_position_zero_leaves_the_query_and_key_unrotated():
     q, k, v, keys, values, key_mask, key_index, seen, inv_freq = ring_state(1, 2, 1, 4, 8, torch.float32, seed=2)
     seen.zero_()
-    q_rot, _, _ = rotate_and_write_ring(q, k, v, keys, values, key_mask, key_index, seen, inv_freq, backend="triton")
+    q_rot, allowed, _ = rotate_and_write_ring(q, k, v, keys, values, key_mask, key_index, seen, inv_freq, backend="triton")
+    assert allowed is key_mask and bool(key_mask[0, int(key_index.argmax())])  # no padding: the mask itself
     assert torch.equal(q_rot[:, :, 0], q)
     assert torch.equal(keys[:, :, int(key_index.argmax())], k)
 
