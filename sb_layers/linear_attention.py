@@ -32,6 +32,7 @@ from sb_neurons import Codec, get_codec, spike_count
 from sb_neurons._validation import check_int, check_positive, check_tensor
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
+from ._merged import merged_linear_outputs
 from .rms_norm import RMSNorm
 from .spiking_linear import SpikeCoding, make_linear
 
@@ -398,7 +399,9 @@ class GatedLinearAttention(nn.Module):
             if tuple(state.shape) != expected_state:
                 raise ValueError(f"state must have shape (B, H, Dk, Dv) = {expected_state}, got {tuple(state.shape)}")
 
-        q_flat, k_flat, v_flat = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
+        q_flat = self.q_proj(hidden_states)
+        kv = merged_linear_outputs(hidden_states, (self.k_proj, self.v_proj), self, "kv")
+        k_flat, v_flat = kv if kv is not None else (self.k_proj(hidden_states), self.v_proj(hidden_states))
         if length == 1 and self.mode == "auto" and hidden_states.is_cuda and not self._event_driven():
             return self._decode_step(hidden_states, q_flat, k_flat, v_flat, attention_mask, state)
         q = self._heads(q_flat, self.num_heads)

@@ -27,6 +27,7 @@ from sb_kernels import decode_attention, int8_fake_quantize, merge_attention_int
 from sb_neurons._validation import check_positive
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
+from ._merged import merged_linear_outputs
 from .rotary import _inverse_frequencies, apply_rotary, rotary_cos_sin
 from .spiking_linear import SpikeCoding, make_linear
 
@@ -409,8 +410,9 @@ class SlidingWindowAttention(nn.Module):
         regular = length - sinks
 
         q = self._heads(self.q_proj(hidden_states), self.num_heads)
-        k = self._heads(self.k_proj(hidden_states), self.num_kv_heads)
-        v = self._heads(self.v_proj(hidden_states), self.num_kv_heads)
+        kv = merged_linear_outputs(hidden_states, (self.k_proj, self.v_proj), self, "kv")
+        k_flat, v_flat = kv if kv is not None else (self.k_proj(hidden_states), self.v_proj(hidden_states))
+        k, v = self._heads(k_flat, self.num_kv_heads), self._heads(v_flat, self.num_kv_heads)
         # One token onto a full window writes over the oldest entry in place (no copy of the window).
         ring = regular == 1 and not sinks and cache.can_write_over_oldest()
         if ring and self.spike_attention_k is None:
