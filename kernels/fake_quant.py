@@ -31,7 +31,7 @@ import torch
 from sb_neurons._validation import check_float_tensor, check_positive
 from sb_neurons.spike import V_TH_MAX, V_TH_MIN, spike_count
 
-from ._device import round_half_even, round_to
+from ._device import DeviceFunction, round_half_even, round_to
 from ._dispatch import Backend, lazy_jit, resolve_forward_backend
 
 try:  # the module must import without triton: the torch backends need none of this
@@ -76,6 +76,30 @@ def int8_fake_quantize_reference(x: torch.Tensor) -> torch.Tensor:
 
 if triton is not None:
 
+    @DeviceFunction
+    def fake_quant_scale(abs_sum, abs_max, width_f, k, INT8: tl.constexpr):
+        """The scale of a row from its float32 ``sum |x|`` and ``max |x|`` (either rule, clamped)."""
+        if INT8:
+            s = tl.math.div_rn(abs_max, 127.0)
+        else:
+            s = tl.math.div_rn(tl.math.div_rn(abs_sum, width_f), k)
+        return tl.minimum(tl.maximum(s, 1e-5), 1e4)
+
+    @DeviceFunction
+    def fake_quantize_values(x, s, finite, INT8: tl.constexpr, COMPILED: tl.constexpr):
+        """float32 ``x`` coded with scale ``s`` (broadcast): ``round(x / s) * s`` (clamped to int8 for
+        ``INT8``), NaN where ``finite`` is False; not yet rounded to the output dtype."""
+        # RN(x / s) without a division per element: q = RN(x * RN(1/s)) is within an ulp, the remainder
+        # x - q s is exact in one fma, and RN(q + rem / s) is RN(x / s) (see sb_kernels.spike_quant).
+        # q is capped at 2**40 so that a quotient past float32's range (a huge k) cannot give inf - inf.
+        inv = tl.math.div_rn(1.0, s)
+        q = tl.minimum(tl.maximum(x * inv, -1099511627776.0), 1099511627776.0)
+        quotient = tl.fma(tl.fma(-q, s, x), inv, q)
+        r = round_half_even(quotient, COMPILED)
+        if INT8:
+            r = tl.minimum(tl.maximum(r, -128.0), 127.0)
+        return tl.where(finite, r * s, float("nan"))
+
     @lazy_jit
     def _fake_quant_kernel(
         x_ptr, y_ptr, scale_ptr, width, stride_x, stride_y, width_f, k,
@@ -89,21 +113,8 @@ if triton is not None:
         abs_x = tl.abs(x)
         abs_sum = tl.sum(abs_x, axis=0)
         finite = abs_sum * 0.0 == 0.0  # NaN or Inf anywhere in the row
-        if INT8:
-            s = tl.math.div_rn(tl.max(abs_x, axis=0), 127.0)
-        else:
-            s = tl.math.div_rn(tl.math.div_rn(abs_sum, width_f), k)
-        s = tl.minimum(tl.maximum(s, 1e-5), 1e4)
-        # RN(x / s) without a division per element: q = RN(x * RN(1/s)) is within an ulp, the remainder
-        # x - q s is exact in one fma, and RN(q + rem / s) is RN(x / s) (see sb_kernels.spike_quant).
-        # q is capped at 2**40 so that a quotient past float32's range (a huge k) cannot give inf - inf.
-        inv = tl.math.div_rn(1.0, s)
-        q = tl.minimum(tl.maximum(x * inv, -1099511627776.0), 1099511627776.0)
-        quotient = tl.fma(tl.fma(-q, s, x), inv, q)
-        r = round_half_even(quotient, COMPILED)
-        if INT8:
-            r = tl.minimum(tl.maximum(r, -128.0), 127.0)
-        y = tl.where(finite, r * s, float("nan"))
+        s = fake_quant_scale(abs_sum, tl.max(abs_x, axis=0), width_f, k, INT8)
+        y = fake_quantize_values(x, s, finite, INT8, COMPILED)
         tl.store(y_ptr + row * stride_y + offs, round_to(y, dt).to(dt), mask=mask)
         tl.store(scale_ptr + row, s)
 

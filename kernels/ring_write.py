@@ -17,6 +17,11 @@ the approximate hardware ones, which lose the range reduction of long-context an
 rounds where PyTorch does (:mod:`sb_kernels.rotary`). Triton's CPU interpreter takes NumPy's float32
 cosine, which may differ from PyTorch's CPU one in the last bit.
 
+With ``spike_query_k`` (the W8ASpike attention) the rotated query is spike-coded and the rotated key and
+the value are int8-coded per head vector, by :mod:`sb_kernels.fake_quant`'s rules, before the writes.
+The spiking scale sums the row's two halves separately, so, as with that module's kernel against
+PyTorch, it may differ in its last bit and an element at a rounding tie may take the neighbouring count.
+
 Why a kernel: PyTorch spends about twenty small kernels on this per layer and token (positions, the
 rotary table, two rotations, the slot's search, four indexed writes, the mask); a decode step is a few
 microseconds of work spread over them. One program does all rows in order: the slot is found before
@@ -27,13 +32,16 @@ from __future__ import annotations
 
 import torch
 
-from ._device import round_to
+from ._device import DeviceFunction, round_to
 from ._dispatch import Backend, lazy_jit, resolve_backend
+from .fake_quant import int8_fake_quantize, spike_fake_quantize
 
 try:  # the module must import without triton: the torch backend needs none of this
     import triton
     import triton.language as tl
     from triton.language.extra import libdevice
+
+    from .fake_quant import fake_quant_scale, fake_quantize_values
 except ImportError:  # pragma: no cover - exercised only where triton is missing
     triton = tl = libdevice = None
 
@@ -49,7 +57,7 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 def rotate_and_write_ring_reference(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     key_mask: torch.Tensor, key_index: torch.Tensor, seen_tokens: torch.Tensor, inv_freq: torch.Tensor,
-    keep: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None, spike_query_k: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`rotate_and_write_ring` in PyTorch (same arguments; writes the same buffers in place)."""
     compute = inv_freq.dtype
@@ -58,6 +66,9 @@ def rotate_and_write_ring_reference(
     angles = torch.cat([angles, angles], dim=-1)[:, None, :]  # [B, 1, D], broadcast over heads
     cos, sin = angles.cos().to(q.dtype), angles.sin().to(q.dtype)
     q_rot, k_rot = _rotate(q, cos, sin), _rotate(k, cos, sin)
+    if spike_query_k is not None:
+        q_rot = spike_fake_quantize(q_rot, spike_query_k, backend="torch")
+        k_rot, v = int8_fake_quantize(k_rot, backend="torch"), int8_fake_quantize(v, backend="torch")
     slot = key_index.argmin().view(1)
     new_index = key_index.max() + 1
     mask = torch.ones_like(key_mask[:, :1]) if keep is None else keep[:, None]
@@ -72,14 +83,33 @@ def rotate_and_write_ring_reference(
 
 if triton is not None:
 
+    @DeviceFunction
+    def _rotate_halves(x1, x2, cos, sin, dt: tl.constexpr):
+        """The two halves of rows rotated, each product and the sum rounded to ``dt`` (as PyTorch)."""
+        a1, a2 = x1.to(tl.float32), x2.to(tl.float32)
+        y1 = round_to(round_to(a1 * cos, dt) + round_to(-a2 * sin, dt), dt)
+        y2 = round_to(round_to(a2 * cos, dt) + round_to(a1 * sin, dt), dt)
+        return y1, y2
+
+    @DeviceFunction
+    def _code_halves(y1, y2, width_f, k, INT8: tl.constexpr, COMPILED: tl.constexpr, dt: tl.constexpr):
+        """Rows split in two halves, fake-quantized per row (:mod:`sb_kernels.fake_quant`'s rules)."""
+        abs_sum = tl.sum(tl.abs(y1), axis=1) + tl.sum(tl.abs(y2), axis=1)
+        abs_max = tl.maximum(tl.max(tl.abs(y1), axis=1), tl.max(tl.abs(y2), axis=1))
+        finite = (abs_sum * 0.0 == 0.0)[:, None]  # NaN or Inf anywhere in the row
+        s = fake_quant_scale(abs_sum, abs_max, width_f, k, INT8)[:, None]
+        z1 = round_to(fake_quantize_values(y1, s, finite, INT8, COMPILED), dt)
+        z2 = round_to(fake_quantize_values(y2, s, finite, INT8, COMPILED), dt)
+        return z1, z2
+
     @lazy_jit
     def _ring_write_kernel(
         q_ptr, k_ptr, v_ptr, inv_ptr, seen_ptr, keep_ptr,
         keys_ptr, values_ptr, mask_ptr, index_ptr, q_out_ptr, allowed_ptr, seen_out_ptr,
         batch, heads, kv_heads, window, half,
         q_sb, q_sh, k_sb, k_sh, v_sb, v_sh, keys_sb, keys_sh, keys_sn, values_sb, values_sh, values_sn,
-        mask_sb, allowed_sb,
-        HAS_KEEP: tl.constexpr, COMPILED: tl.constexpr,
+        mask_sb, allowed_sb, spike_k,
+        HAS_KEEP: tl.constexpr, CODE: tl.constexpr, COMPILED: tl.constexpr,
         BLOCK_H: tl.constexpr, BLOCK_KV: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_W: tl.constexpr,
     ):
         # The slot (oldest entry) and the new index, before anything is written.
@@ -108,6 +138,7 @@ if triton is not None:
         q_ok = (q_rows < heads)[:, None] & col_ok[None, :]
         kv_ok = (kv_rows < kv_heads)[:, None] & col_ok[None, :]
         dt = q_ptr.dtype.element_ty
+        width_f = (2 * half).to(tl.float32)
         for b in range(batch):
             b64 = tl.zeros([], tl.int64) + b
             seen = tl.load(seen_ptr + b64)
@@ -122,25 +153,31 @@ if triton is not None:
                 cos, sin = tl.cos(angles), tl.sin(angles)
             cos, sin = round_to(cos, dt)[None, :], round_to(sin, dt)[None, :]
 
-            # Query: rotated into [B, H, 1, D] (contiguous).
+            # Query: rotated (and spike-coded) into [B, H, 1, D] (contiguous).
             src = q_ptr + b64 * q_sb + q_rows[:, None] * q_sh + cols[None, :]
-            x1 = tl.load(src, mask=q_ok, other=0.0).to(tl.float32)
-            x2 = tl.load(src + half, mask=q_ok, other=0.0).to(tl.float32)
+            y1, y2 = _rotate_halves(tl.load(src, mask=q_ok, other=0.0), tl.load(src + half, mask=q_ok, other=0.0), cos, sin, dt)
+            if CODE:
+                y1, y2 = _code_halves(y1, y2, width_f, spike_k, False, COMPILED, dt)
             dst = q_out_ptr + (b64 * heads + q_rows[:, None]) * (2 * half) + cols[None, :]
-            tl.store(dst, round_to(round_to(x1 * cos, dt) + round_to(-x2 * sin, dt), dt).to(dt), mask=q_ok)
-            tl.store(dst + half, round_to(round_to(x2 * cos, dt) + round_to(x1 * sin, dt), dt).to(dt), mask=q_ok)
+            tl.store(dst, y1.to(dt), mask=q_ok)
+            tl.store(dst + half, y2.to(dt), mask=q_ok)
 
-            # Key: rotated and written over the slot; value copied there.
+            # Key: rotated (and int8-coded), written over the slot; the value (int8-coded) too.
             src = k_ptr + b64 * k_sb + kv_rows[:, None] * k_sh + cols[None, :]
-            x1 = tl.load(src, mask=kv_ok, other=0.0).to(tl.float32)
-            x2 = tl.load(src + half, mask=kv_ok, other=0.0).to(tl.float32)
+            y1, y2 = _rotate_halves(tl.load(src, mask=kv_ok, other=0.0), tl.load(src + half, mask=kv_ok, other=0.0), cos, sin, dt)
+            if CODE:
+                y1, y2 = _code_halves(y1, y2, width_f, 0.0, True, COMPILED, dt)
             dst = keys_ptr + b64 * keys_sb + kv_rows[:, None] * keys_sh + slot * keys_sn + cols[None, :]
-            tl.store(dst, round_to(round_to(x1 * cos, dt) + round_to(-x2 * sin, dt), dt).to(dt), mask=kv_ok)
-            tl.store(dst + half, round_to(round_to(x2 * cos, dt) + round_to(x1 * sin, dt), dt).to(dt), mask=kv_ok)
+            tl.store(dst, y1.to(dt), mask=kv_ok)
+            tl.store(dst + half, y2.to(dt), mask=kv_ok)
             src = v_ptr + b64 * v_sb + kv_rows[:, None] * v_sh + cols[None, :]
+            y1 = tl.load(src, mask=kv_ok, other=0.0).to(tl.float32)
+            y2 = tl.load(src + half, mask=kv_ok, other=0.0).to(tl.float32)
+            if CODE:
+                y1, y2 = _code_halves(y1, y2, width_f, 0.0, True, COMPILED, dt)
             dst = values_ptr + b64 * values_sb + kv_rows[:, None] * values_sh + slot * values_sn + cols[None, :]
-            tl.store(dst, tl.load(src, mask=kv_ok, other=0.0), mask=kv_ok)
-            tl.store(dst + half, tl.load(src + half, mask=kv_ok, other=0.0), mask=kv_ok)
+            tl.store(dst, y1.to(dt), mask=kv_ok)
+            tl.store(dst + half, y2.to(dt), mask=kv_ok)
 
             # The mask: the slot takes keep; what the query may attend is the mask with the slot allowed
             # (without padding, that is the mask itself: the caller reads key_mask, nothing is copied).
@@ -196,6 +233,7 @@ def rotate_and_write_ring(
     inv_freq: torch.Tensor,
     *,
     keep: torch.Tensor | None = None,
+    spike_query_k: float | None = None,
     backend: Backend = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One token per row: rotary rotation of ``q``/``k`` and the ring buffer's in-place update (module
@@ -213,6 +251,9 @@ def rotate_and_write_ring(
         seen_tokens: int64 ``[B]`` real tokens seen per row (the token's rotary position when kept).
         inv_freq: ``[D / 2]`` rotary inverse frequencies (float32 for the Triton kernel).
         keep: bool ``[B]``, False for a padded token, or None (all kept).
+        spike_query_k: the W8ASpike attention's coding, or None: the rotated query spike-coded with
+            this ``k`` (:func:`sb_kernels.spike_fake_quantize`), the rotated key and the value int8-coded
+            per head vector (:func:`sb_kernels.int8_fake_quantize`) before they are written.
         backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels._dispatch`); the kernel
             takes float16, bfloat16 or float32 activations and runs without autograd.
 
@@ -221,6 +262,8 @@ def rotate_and_write_ring(
         every new key is real and ``allowed`` is ``key_mask`` itself (after the write).
     """
     _check(q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq, keep)
+    if spike_query_k is not None and (isinstance(spike_query_k, bool) or not isinstance(spike_query_k, (int, float)) or not spike_query_k > 0):
+        raise ValueError(f"spike_query_k must be a number > 0 or None, got {spike_query_k!r}")
     tensors = (q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq)
     chosen = resolve_backend(backend, *tensors, op="rotate_and_write_ring")
     reason = None
@@ -236,7 +279,9 @@ def rotate_and_write_ring(
                 raise RuntimeError(f"rotate_and_write_ring: backend='triton' cannot run here: {reason}; use backend='torch' or 'auto'")
             chosen = "torch"
     if chosen == "torch":
-        return rotate_and_write_ring_reference(q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq, keep)
+        return rotate_and_write_ring_reference(
+            q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq, keep, spike_query_k
+        )
     batch, heads, dim = q.shape
     kv_heads, window = keys.shape[1], keys.shape[2]
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
@@ -251,8 +296,8 @@ def rotate_and_write_ring(
         batch, heads, kv_heads, window, dim // 2,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         keys.stride(0), keys.stride(1), keys.stride(2), values.stride(0), values.stride(1), values.stride(2),
-        key_mask.stride(0), allowed.stride(0),
-        HAS_KEEP=keep is not None, COMPILED=compiled,
+        key_mask.stride(0), allowed.stride(0), float(spike_query_k or 1.0),
+        HAS_KEEP=keep is not None, CODE=spike_query_k is not None, COMPILED=compiled,
         BLOCK_H=triton.next_power_of_2(heads), BLOCK_KV=triton.next_power_of_2(kv_heads),
         BLOCK_HALF=max(16, triton.next_power_of_2(dim // 2)), BLOCK_W=BLOCK_W,
         **(dict(num_warps=4, enable_fp_fusion=False) if compiled else {}),

@@ -190,7 +190,8 @@ class RollingKVCache:
         maybe_masked: True once an entry may be masked (a call with an ``attention_mask``, or
             :meth:`fill_window`'s placeholders); while False every entry is a real token, which lets a
             prefill take the unmasked :func:`windowed_attention` path without reading the mask back.
-        in_ring_order: True after :meth:`write_over_oldest`: entries are no longer sorted by index
+        in_ring_order: True after a decode step wrote over the oldest entry in place
+            (:func:`sb_kernels.rotate_and_write_ring`): entries are no longer sorted by index
             (:meth:`sort` restores the order, which every other path assumes).
     """
 
@@ -235,27 +236,14 @@ class RollingKVCache:
         self.key_index = torch.cat([self.key_index[:1] + below, self.key_index])
 
     def can_write_over_oldest(self) -> bool:
-        """Whether :meth:`write_over_oldest` may take one token now: a bounded window already full, no
+        """Whether a one-token step may write over the oldest entry in place now (the decode path of
+        :class:`SlidingWindowAttention`, :func:`sb_kernels.rotate_and_write_ring`): a bounded window already full, no
         sinks, and in-place writes allowed (no autograd; inference tensors only in inference mode)."""
         if self.window is None or self.keys is None or self.sink_keys is not None or self.keys.shape[2] != self.window:
             return False
         if torch.is_grad_enabled():
             return False
         return torch.is_inference_mode_enabled() or not self.keys.is_inference()
-
-    def write_over_oldest(self, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> None:
-        """One token ``[B, Hkv, 1, D]`` written in place over the oldest entry (the one the window drops).
-
-        The buffers keep their shapes and storage, so a decode step copies no window and a captured CUDA
-        graph updates them in place; the slot is found on the device (the smallest index), so nothing is
-        read back. Entries are then in ring order (:attr:`in_ring_order`); attention is order-free.
-        """
-        slot = self.key_index.argmin().view(1)
-        self.keys.index_copy_(2, slot, keys)
-        self.values.index_copy_(2, slot, values)
-        self.key_mask.index_copy_(1, slot, mask)
-        self.key_index.index_copy_(0, slot, index)
-        self.in_ring_order = True
 
     def sort(self) -> None:
         """Entries back in increasing index order after ring writes (a no-op otherwise)."""
@@ -415,7 +403,7 @@ class SlidingWindowAttention(nn.Module):
         k, v = self._heads(k_flat, self.num_kv_heads), self._heads(v_flat, self.num_kv_heads)
         # One token onto a full window writes over the oldest entry in place (no copy of the window).
         ring = regular == 1 and not sinks and cache.can_write_over_oldest()
-        if ring and self.spike_attention_k is None:
+        if ring:
             keep = None if attention_mask is None else attention_mask[:, 0].to(device=device, dtype=torch.bool)
             return self._decode_into_ring(q, k, v, keep, cache)
         if attention_mask is None:
@@ -436,9 +424,7 @@ class SlidingWindowAttention(nn.Module):
             k = torch.cat([quantize_int8_per_vector(k[:, :, :sinks]), k[:, :, sinks:]], dim=2) if sinks else k
             k_reg, v = quantize_int8_per_vector(k_reg), quantize_int8_per_vector(v)
 
-        # Every call but the in-place ring write wants the entries in index order.
-        if not ring:
-            cache.sort()
+        cache.sort()  # every call but the in-place ring write wants the entries in index order
         if sinks:
             cache.sink_keys, cache.sink_values = k[:, :, :sinks], v[:, :, :sinks]
         num_sink = 0 if cache.sink_keys is None else cache.sink_keys.shape[2]
@@ -451,19 +437,9 @@ class SlidingWindowAttention(nn.Module):
         else:
             new_index = new_index + cache.length
 
-        if ring:
-            # Decode with a full window: the new token overwrites the entry it evicts, in place; the
-            # attention sees the same keys as the general path (old window + new, oldest masked out).
-            cache.write_over_oldest(k_reg, v, regular_mask, new_index)
-            # The ring holds the last `window` indices, the new one included: every entry lies in the
-            # window, so only padding hides keys (a padded query still sees itself). Two ops, not seven.
-            allowed = (cache.key_mask | (cache.key_index == new_index)[None, :])[:, None, :]
-            out = masked_attention(q, cache.keys, cache.values, allowed, self.attention_backend)
-        else:
-            out = self._attend_band(q, k_reg, v[:, :, sinks:], regular_mask, new_index, cache, sinks, num_sink, attention_mask)
+        out = self._attend_band(q, k_reg, v[:, :, sinks:], regular_mask, new_index, cache, sinks, num_sink, attention_mask)
         cache.maybe_masked = cache.maybe_masked or attention_mask is not None
-        if not ring:
-            cache.append(k_reg, v[:, :, sinks:], regular_mask, new_index)
+        cache.append(k_reg, v[:, :, sinks:], regular_mask, new_index)
         cache.length += regular
         real = regular if attention_mask is None else regular_mask.long().sum(dim=1)
         cache.seen_tokens = cache.seen_tokens + real
@@ -475,14 +451,15 @@ class SlidingWindowAttention(nn.Module):
     ) -> tuple[torch.Tensor, RollingKVCache]:
         """A decode step onto a full window (``q [B, H, 1, D]``, ``k, v [B, Hkv, 1, D]``, unrotated): the
         rotary rotation and the ring write in one kernel on CUDA (:func:`sb_kernels.rotate_and_write_ring`;
-        its PyTorch reference elsewhere), then the one-query attention over the window. The same function
-        as the general path: the ring holds the last ``window`` indices, so only padding hides keys."""
+        its PyTorch reference elsewhere; with the W8ASpike attention's query/key/value coding), then the
+        one-query attention over the window. The same function as the general path: the ring holds the
+        last ``window`` indices, the new one included, so only padding hides keys."""
         batch = q.shape[0]
         compute = torch.float64 if q.dtype == torch.float64 else torch.float32
         inv_freq = _inverse_frequencies(self.head_dim, float(self.rope_theta), compute, q.device)
         q_rot, allowed, cache.seen_tokens = rotate_and_write_ring(
             q[:, :, 0], k[:, :, 0], v[:, :, 0], cache.keys, cache.values, cache.key_mask, cache.key_index,
-            cache.seen_tokens, inv_freq, keep=keep,
+            cache.seen_tokens, inv_freq, keep=keep, spike_query_k=self.spike_attention_k,
         )
         cache.in_ring_order = True
         cache.maybe_masked = cache.maybe_masked or keep is not None

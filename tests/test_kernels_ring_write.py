@@ -31,10 +31,27 @@ def ring_state(batch, heads, kv_heads, window, dim, dtype, seed, *, max_seen=200
     return tuple(t.to(device) for t in tensors)
 
 
-def run(backend, tensors, keep):
+def run(backend, tensors, keep, spike_query_k=None):
     copies = [t.clone() for t in tensors]
-    out = rotate_and_write_ring(*copies, keep=keep, backend=backend)
+    out = rotate_and_write_ring(*copies, keep=keep, spike_query_k=spike_query_k, backend=backend)
     return out, copies
+
+
+def assert_coded_within_a_step(a, b, spike_query_k):
+    """The W8ASpike coding: the query, keys and values of two runs within one quantization step of their
+    row (a scale may differ in its last bit, and a value at a rounding tie take the next count); every
+    other output and buffer equal."""
+    (out_a, buf_a), (out_b, buf_b) = a, b
+    steps = {
+        0: out_b[0].double().abs().mean(-1, keepdim=True) / spike_query_k,  # q_rot
+        6: buf_b[3].double().abs().amax(-1, keepdim=True) / 127,  # keys
+        7: buf_b[4].double().abs().amax(-1, keepdim=True) / 127,  # values
+    }
+    for position, (x, y) in enumerate(zip((*out_a, *buf_a), (*out_b, *buf_b))):
+        if position in steps:
+            assert bool(((x.double() - y.double()).abs() <= 1.01 * steps[position] + 1e-6).all())
+        else:
+            assert torch.equal(x, y)
 
 
 ULP = {torch.float32: 2**-23, torch.bfloat16: 2**-8, torch.float16: 2**-11}
@@ -64,6 +81,8 @@ def test_kernel_equals_the_reference(seed, batch, kv_heads, groups, window, dim,
     tensors = ring_state(batch, kv_heads * groups, kv_heads, window, dim, dtype, seed)
     keep = (torch.arange(batch) % 2 == 1) if padded else None
     assert_same(run("triton", tensors, keep), run("torch", tensors, keep), cosine_ulps=2)
+    if dim > 2:  # the W8ASpike attention's coding of the rotated query, key and value
+        assert_coded_within_a_step(run("triton", tensors, keep, 3.0), run("torch", tensors, keep, 3.0), 3.0)
 
 
 def test_the_oldest_entry_is_replaced_and_the_new_one_is_always_attended():
@@ -116,6 +135,9 @@ def test_rejects_bad_arguments():
             rotate_and_write_ring(*args)
     with pytest.raises(ValueError, match="keep must be a bool tensor of shape \\(2,\\)"):
         rotate_and_write_ring(*good, keep=torch.ones(2))
+    for bad_k in (0.0, -1.0, True, "3"):
+        with pytest.raises(ValueError, match="spike_query_k must be a number > 0 or None"):
+            rotate_and_write_ring(*good, spike_query_k=bad_k)
     with pytest.raises(RuntimeError, match="float32 inv_freq"):
         rotate_and_write_ring(*good[:8], inv_freq.double(), backend="triton")
 
@@ -137,3 +159,9 @@ def test_7b_window_on_the_gpu_equals_the_reference_and_replays(dtype, batch):
     graph.replay()
     torch.cuda.synchronize()
     assert_same((outs, copies), run("torch", tensors, keep))
+    # The W8ASpike coding: int8 keys and values bit-equal (maxima are exact in any order); the spiking
+    # query within a step of its row and almost everywhere equal (its scale sums in another order).
+    (got, got_buffers), (want, want_buffers) = run("triton", tensors, keep, 3.0), run("torch", tensors, keep, 3.0)
+    assert torch.equal(got_buffers[3], want_buffers[3]) and torch.equal(got_buffers[4], want_buffers[4])
+    assert_coded_within_a_step((got, got_buffers), (want, want_buffers), 3.0)
+    assert float((got[0] == want[0]).float().mean()) >= 0.99
