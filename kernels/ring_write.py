@@ -46,7 +46,7 @@ except ImportError:  # pragma: no cover - exercised only where triton is missing
     triton = tl = libdevice = None
 
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-BLOCK_W = 1024  # ring entries per step of the slot search and of the mask copy
+MAX_BLOCK_W = 4096  # ring entries per step of the slot search and of the mask copy (a 7B window in one)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -299,8 +299,8 @@ def rotate_and_write_ring(
         key_mask.stride(0), allowed.stride(0), float(spike_query_k or 1.0),
         HAS_KEEP=keep is not None, CODE=spike_query_k is not None, COMPILED=compiled,
         BLOCK_H=triton.next_power_of_2(heads), BLOCK_KV=triton.next_power_of_2(kv_heads),
-        BLOCK_HALF=max(16, triton.next_power_of_2(dim // 2)), BLOCK_W=BLOCK_W,
-        **(dict(num_warps=4, enable_fp_fusion=False) if compiled else {}),
+        BLOCK_HALF=max(16, triton.next_power_of_2(dim // 2)), BLOCK_W=min(MAX_BLOCK_W, triton.next_power_of_2(window)),
+        **(dict(num_warps=8, enable_fp_fusion=False) if compiled else {}),
     )
     return q_rot, allowed, next_seen
 
