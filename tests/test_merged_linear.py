@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from sb_layers import SpikingLinear
+from sb_layers import SpikeCoding, SpikingLinear
 from sb_layers._merged import MAX_ROWS, merged_linear_outputs
 
 
@@ -64,6 +64,40 @@ def test_declines_where_merging_could_change_what_a_user_sees():
         assert merged(layers(), x.double()) is None  # dtype differs from the weights
 
 
+def spiking_layers(k=3.0, clamp=None, group_size=32, sizes=(64, 96)):
+    torch.manual_seed(0)
+    owner = nn.Module()
+    coding = lambda kk: SpikeCoding(k=kk, clamp=clamp, weight_bits=8, group_size=group_size, backend="triton")  # noqa: E731
+    owner.k_proj = SpikingLinear(64, sizes[0], coding=coding(k))
+    owner.v_proj = SpikingLinear(64, sizes[1], coding=coding(3.0))
+    return owner
+
+
+def test_spiking_layers_coding_alike_share_one_w8aspike_call(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the W8ASpike kernel in Triton's interpreter
+    pytest.importorskip("triton")
+    owner = spiking_layers()
+    x = torch.randn(2, 1, 64)
+    calls = []
+    import sb_kernels
+
+    original = sb_kernels.w8aspike_linear
+    monkeypatch.setattr(sb_kernels, "w8aspike_linear", lambda *a, **kw: calls.append(a[1].shape) or original(*a, **kw))
+    with torch.no_grad():
+        k, v = merged(owner, x)
+        assert calls == [(160, 64)]  # one call over the stacked int8 weights
+        want_k, want_v = owner.k_proj(x), owner.v_proj(x)
+    # The same integer products and scales per output; split-K may group the float32 partials otherwise.
+    torch.testing.assert_close(k, want_k, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(v, want_v, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        assert merged(spiking_layers(k=2.0), x) is None  # codings differ: two different inputs
+        assert merged(spiking_layers(group_size=None), x) is not None  # per-channel scales stack too
+        recording = spiking_layers()
+        recording.v_proj.record_stats = True
+        assert merged(recording, x) is None  # statistics are recorded per layer
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_spikingbrain_7b_key_value_projections_on_the_gpu():
@@ -78,3 +112,20 @@ def test_spikingbrain_7b_key_value_projections_on_the_gpu():
     # Same dot products; cuBLAS may sum them in another order: bf16 rounding of the outputs.
     torch.testing.assert_close(k.float(), want_k, rtol=2e-2, atol=2e-2 * float(want_k.abs().max()))
     torch.testing.assert_close(v.float(), want_v, rtol=2e-2, atol=2e-2 * float(want_v.abs().max()))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_spikingbrain_7b_w8aspike_key_value_projections_on_the_gpu():
+    owner = spiking_layers(group_size=128, sizes=(512, 512))
+    torch.manual_seed(1)
+    owner.k_proj, owner.v_proj = (
+        SpikingLinear(3584, 512, coding=SpikeCoding(weight_bits=8, group_size=128, backend="auto")) for _ in range(2)
+    )
+    owner = owner.to("cuda", torch.bfloat16)
+    x = torch.randn(1, 1, 3584, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        k, v = merged_linear_outputs(x, (owner.k_proj, owner.v_proj), owner, "kv")
+        want_k, want_v = owner.k_proj(x).float(), owner.v_proj(x).float()
+    torch.testing.assert_close(k.float(), want_k, rtol=1e-2, atol=1e-2 * float(want_k.abs().max()))
+    torch.testing.assert_close(v.float(), want_v, rtol=1e-2, atol=1e-2 * float(want_v.abs().max()))
