@@ -119,10 +119,9 @@ def test_spikingbrain_7b_key_value_projections_on_the_gpu():
 def test_spikingbrain_7b_w8aspike_key_value_projections_on_the_gpu():
     torch.manual_seed(1)
     owner = nn.Module()
-    owner.k_proj, owner.v_proj = (
-        SpikingLinear(3584, 512, coding=SpikeCoding(weight_bits=8, group_size=128, backend="auto")) for _ in range(2)
-    )
-    owner = owner.to("cuda", torch.bfloat16)
+    coding = SpikeCoding(weight_bits=8, group_size=128, backend="auto")
+    # bf16 weights, float32 group scales (as to_w8aspike builds them; .to(bfloat16) would cast the scales)
+    owner.k_proj, owner.v_proj = (SpikingLinear(3584, 512, coding=coding, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     x = torch.randn(1, 1, 3584, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
         k, v = merged_linear_outputs(x, (owner.k_proj, owner.v_proj), owner, "kv")
