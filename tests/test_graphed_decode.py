@@ -16,12 +16,7 @@ from sb_layers.models.spikingbrain.w8aspike import to_w8aspike
 VOCAB, WINDOW = 61, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny matmuls (tests/conftest.py)
 
 
 def tiny_model(dtype=torch.float64, **overrides) -> SpikingBrainForCausalLM:

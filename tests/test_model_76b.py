@@ -19,12 +19,7 @@ VOCAB, WINDOW, SINKS, LAYERS = 83, 4, 3, 4
 FULL_LAYERS, DENSE_LAYERS = [2], [0]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny matmuls (tests/conftest.py)
 
 
 def dense_intra_model(**overrides) -> SpikingBrainForCausalLM:

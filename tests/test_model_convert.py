@@ -18,12 +18,7 @@ CORPUS = (
 ALPHABET = sorted(set(CORPUS))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny matmuls (tests/conftest.py)
 
 
 def tiny_qwen2(dtype=torch.float64, tie=False) -> Qwen2ForCausalLM:

@@ -112,13 +112,7 @@ def reference_logits(model: SpikingBrainForCausalLM, ids: torch.Tensor) -> torch
 # --- tests ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny matmuls: intra-op threads only add synchronization (and stall badly on a loaded 2-core runner).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny matmuls (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

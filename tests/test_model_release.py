@@ -53,12 +53,7 @@ RELEASED_CONFIG = {  # the release's config.json fields (facts section 4), at ti
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny matmuls (tests/conftest.py)
 
 
 def released_shapes(w8aspike: bool = False) -> dict[str, tuple[int, ...]]:

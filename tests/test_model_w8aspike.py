@@ -22,12 +22,7 @@ from sb_layers.spiking_linear import SpikingLinear
 VOCAB, GROUP = 89, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny matmuls (tests/conftest.py)
 
 
 def float_model(dtype=torch.float64) -> SpikingBrainForCausalLM:
