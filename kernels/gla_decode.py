@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ._device import round_to
-from ._dispatch import Backend, lazy_jit, resolve_backend
+from ._dispatch import Backend, lazy_jit, resolve_forward_backend
 
 try:  # the module must import without triton: the torch backend needs none of this
     import triton
@@ -135,6 +135,8 @@ def _check(q, k, v, g, state, scale, feature_map, gate_normalizer, keep) -> None
         expected = (batch, heads, dk, v.shape[2])
         if not isinstance(state, torch.Tensor) or tuple(state.shape) != expected or not state.is_floating_point():
             raise ValueError(f"state must be a floating-point tensor of shape (B, H, Dk, Dv) = {expected}, got {getattr(state, 'shape', type(state).__name__)}")
+        if state.device != q.device:
+            raise ValueError(f"state must be on q's device {q.device}, got {state.device}")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
     if feature_map not in FEATURE_MAPS:
@@ -181,19 +183,14 @@ def gla_decode_step(
         kernel (float64 from the reference for float64 input); ``state`` is not modified.
     """
     _check(q, k, v, g, state, scale, feature_map, gate_normalizer, keep)
-    chosen = resolve_backend(backend, q, k, v, g, *(() if state is None else (state,)), op="gla_decode_step")
-    reason = None
-    if chosen == "triton":
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, g, state) if t is not None):
-            reason = "the kernel is forward only and an input requires grad"
-        elif q.dtype not in TRITON_DTYPES:
-            reason = f"it takes float16, bfloat16 or float32 inputs, got {q.dtype}"
-        elif state is not None and state.dtype != torch.float32:
-            reason = f"it keeps the state in float32, got {state.dtype}"
-        if reason is not None:
-            if backend == "triton":
-                raise RuntimeError(f"gla_decode_step: backend='triton' cannot run here: {reason}; use backend='torch' or 'auto'")
-            chosen = "torch"
+    unsupported = None
+    if state is not None and state.dtype != torch.float32:
+        unsupported = f"it keeps the state in float32, got {state.dtype}"
+    elif state is not None and torch.is_grad_enabled() and state.requires_grad:
+        unsupported = "the Triton kernel is forward only and the state requires grad"
+    chosen = resolve_forward_backend(
+        backend, q, k, v, g, op="gla_decode_step", dtypes=TRITON_DTYPES, unsupported=unsupported
+    )
     if chosen == "torch":
         return gla_decode_step_reference(
             q, k, v, g, state, scale=scale, feature_map=feature_map, negate_gate=negate_gate,

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 
 from ._device import DeviceFunction, round_to
-from ._dispatch import Backend, lazy_jit, resolve_backend
+from ._dispatch import Backend, lazy_jit, resolve_forward_backend
 from .fake_quant import int8_fake_quantize, spike_fake_quantize
 
 try:  # the module must import without triton: the torch backend needs none of this
@@ -219,6 +219,9 @@ def _check(q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq, ke
         raise ValueError(f"inv_freq must be a floating-point tensor of shape ({dim // 2},), got {getattr(inv_freq, 'shape', type(inv_freq).__name__)}")
     if keep is not None and (not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool or tuple(keep.shape) != (batch,)):
         raise ValueError(f"keep must be a bool tensor of shape ({batch},) or None, got {getattr(keep, 'shape', type(keep).__name__)}")
+    for name, t in (("key_mask", key_mask), ("key_index", key_index), ("seen_tokens", seen_tokens), ("inv_freq", inv_freq)):
+        if t.device != q.device:
+            raise ValueError(f"{name} must be on q's device {q.device}, got {t.device}")
 
 
 def rotate_and_write_ring(
@@ -264,20 +267,14 @@ def rotate_and_write_ring(
     _check(q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq, keep)
     if spike_query_k is not None and (isinstance(spike_query_k, bool) or not isinstance(spike_query_k, (int, float)) or not spike_query_k > 0):
         raise ValueError(f"spike_query_k must be a number > 0 or None, got {spike_query_k!r}")
-    tensors = (q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq)
-    chosen = resolve_backend(backend, *tensors, op="rotate_and_write_ring")
-    reason = None
-    if chosen == "triton":
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, keys, values)):
-            reason = "the kernel is forward only and an input requires grad"
-        elif q.dtype not in TRITON_DTYPES or inv_freq.dtype != torch.float32:
-            reason = f"it takes float16/bfloat16/float32 activations and float32 inv_freq, got {q.dtype}, {inv_freq.dtype}"
-        elif not all(t.stride(-1) == 1 for t in (keys, values)) or key_mask.stride(-1) != 1 or key_index.stride(0) != 1:
-            reason = "it writes ring buffers whose last dimension is contiguous"
-        if reason is not None:
-            if backend == "triton":
-                raise RuntimeError(f"rotate_and_write_ring: backend='triton' cannot run here: {reason}; use backend='torch' or 'auto'")
-            chosen = "torch"
+    unsupported = None
+    if inv_freq.dtype != torch.float32:
+        unsupported = f"it takes float32 inv_freq, got {inv_freq.dtype}"
+    elif not all(t.stride(-1) == 1 for t in (keys, values, key_mask, key_index)):
+        unsupported = "it writes ring buffers whose last dimension is contiguous"
+    chosen = resolve_forward_backend(
+        backend, q, k, v, keys, values, op="rotate_and_write_ring", dtypes=TRITON_DTYPES, unsupported=unsupported
+    )
     if chosen == "torch":
         return rotate_and_write_ring_reference(
             q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq, keep, spike_query_k
