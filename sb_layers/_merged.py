@@ -5,8 +5,10 @@ A decode step multiplies one token by SpikingBrain-7B's key and value projection
 H100, against 2.5 TB/s for the 136 MB MLP weights), and each call adds a split-K reduction kernel.
 Concatenated, the two are one 7.3 MB GEMM. Spiking layers (W8ASpike) on the Triton path merge the same
 way when they code their input alike (same ``k`` and clamp): one spike quantization of the token and
-one int8 GEMM over the stacked int8 weights and group scales, instead of one of each per layer. The concatenated weights are a copy kept on the owning
-module (not a parameter, not in the state dict), rebuilt whenever a source weight or bias changes
+one int8 GEMM over the stacked int8 weights and group scales, instead of one of each per layer.
+
+The concatenated weights are a copy kept on the owning module (not a parameter, not in the state dict;
+0.2 GB of bf16 key/value weights for SpikingBrain-7B), rebuilt whenever a source weight or bias changes
 (another storage, or an in-place update: PyTorch's version counter), so training steps, weight loading
 and ``.to()`` are seen. Used only where merging cannot change what a user observes: no autograd, every
 layer exactly ``nn.Linear`` or exactly ``SpikingLinear`` (an adapter-wrapped layer is left alone), no

@@ -237,8 +237,9 @@ class RollingKVCache:
 
     def can_write_over_oldest(self) -> bool:
         """Whether a one-token step may write over the oldest entry in place now (the decode path of
-        :class:`SlidingWindowAttention`, :func:`sb_kernels.rotate_and_write_ring`): a bounded window already full, no
-        sinks, and in-place writes allowed (no autograd; inference tensors only in inference mode)."""
+        :class:`SlidingWindowAttention`, :func:`sb_kernels.rotate_and_write_ring`): a bounded window
+        already full, no sinks, and in-place writes allowed (no autograd; inference tensors only in
+        inference mode)."""
         if self.window is None or self.keys is None or self.sink_keys is not None or self.keys.shape[2] != self.window:
             return False
         if torch.is_grad_enabled():
@@ -432,8 +433,7 @@ class SlidingWindowAttention(nn.Module):
         if cache.key_index is not None and cache.key_index.numel():
             # Continue from the cached indices on the device (no host value enters the graph of a
             # decode step, so a captured step stays right when replayed): the largest index + 1 == length.
-            last = cache.key_index.max() if cache.in_ring_order else cache.key_index[-1]
-            new_index = new_index + (last + 1)
+            new_index = new_index + (cache.key_index[-1] + 1)  # sorted above
         else:
             new_index = new_index + cache.length
 

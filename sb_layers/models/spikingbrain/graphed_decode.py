@@ -1,7 +1,7 @@
 """GraphedDecoder: one-token decode steps of SpikingBrain replayed from a captured CUDA graph.
 
-A batch-B decode step of the 7B layout launches ~1,300 small kernels; eager PyTorch spends more time
-launching them than the GPU spends running them. Every tensor such a step reads or writes has a fixed
+A batch-B decode step of the 7B layout launches about 500 kernels, most of them small; eager PyTorch
+spends several times longer launching them than the GPU spends running them. Every tensor such a step reads or writes has a fixed
 shape once the sliding windows are full (:meth:`SpikingBrainCache.fill_windows`), so the whole step can
 be captured once and replayed per token (the figures: ``docs/performance.md``).
 
