@@ -20,10 +20,10 @@ host read (capturable in a CUDA graph); the state stays float32.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
+
+from sb_neurons._validation import check_positive, describe
 
 from ._device import round_to
 from ._dispatch import Backend, lazy_jit, resolve_forward_backend
@@ -115,16 +115,18 @@ if triton is not None:
         tl.store(new_state_ptr + tile, update, mask=tile_ok)
         out = tl.sum((q * scale)[:, None] * update, axis=0)
         dt = o_ptr.dtype.element_ty
-        tl.store(o_ptr + b * o_sb + h * o_sh + cols, round_to(out, dt).to(dt), mask=col_ok)  # rounded in the interpreter too
+        # Rounded to the output dtype here, so that the interpreter (which truncates) rounds as CUDA does.
+        tl.store(o_ptr + b * o_sb + h * o_sh + cols, round_to(out, dt).to(dt), mask=col_ok)
 
 
 def _check(q, k, v, g, state, scale, feature_map, gate_normalizer, keep) -> None:
     for name, t in (("q", q), ("k", k), ("v", v), ("g", g)):
         if not isinstance(t, torch.Tensor) or t.ndim != 3 or not t.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point [B, heads, D] tensor, got {getattr(t, 'shape', type(t).__name__)}")
+            raise ValueError(f"{name} must be a floating-point [B, heads, D] tensor, got {describe(t)}")
     batch, heads, dk = q.shape
     if k.shape[0] != batch or k.shape[2] != dk or g.shape != k.shape:
-        raise ValueError(f"k and g must be [B, Hkv, Dk] matching q {tuple(q.shape)}, got {tuple(k.shape)}, {tuple(g.shape)}")
+        raise ValueError(f"k and g must be [B, Hkv, Dk] matching q {tuple(q.shape)}, "
+                         f"got {tuple(k.shape)}, {tuple(g.shape)}")
     if k.shape[1] == 0 or heads % k.shape[1]:
         raise ValueError(f"the key/value heads ({k.shape[1]}) must divide the query heads ({heads})")
     if v.shape[:2] != k.shape[:2] or v.shape[2] == 0:
@@ -134,17 +136,16 @@ def _check(q, k, v, g, state, scale, feature_map, gate_normalizer, keep) -> None
     if state is not None:
         expected = (batch, heads, dk, v.shape[2])
         if not isinstance(state, torch.Tensor) or tuple(state.shape) != expected or not state.is_floating_point():
-            raise ValueError(f"state must be a floating-point tensor of shape (B, H, Dk, Dv) = {expected}, got {getattr(state, 'shape', type(state).__name__)}")
+            raise ValueError(f"state must be a floating-point tensor of shape (B, H, Dk, Dv) = {expected}, "
+                             f"got {describe(state)}")
         if state.device != q.device:
             raise ValueError(f"state must be on q's device {q.device}, got {state.device}")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    check_positive(scale, "scale")
     if feature_map not in FEATURE_MAPS:
         raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
-    if isinstance(gate_normalizer, bool) or not isinstance(gate_normalizer, (int, float)) or not math.isfinite(gate_normalizer) or gate_normalizer <= 0:
-        raise ValueError(f"gate_normalizer must be a finite number > 0, got {gate_normalizer!r}")
+    check_positive(gate_normalizer, "gate_normalizer")
     if keep is not None and (not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool or tuple(keep.shape) != (batch,)):
-        raise ValueError(f"keep must be a bool tensor of shape ({batch},) or None, got {getattr(keep, 'shape', type(keep).__name__)}")
+        raise ValueError(f"keep must be a bool tensor of shape ({batch},) or None, got {describe(keep)}")
 
 
 def gla_decode_step(

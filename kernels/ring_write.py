@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import torch
 
+from sb_neurons._validation import check_positive, describe
+
 from ._device import DeviceFunction, round_to
 from ._dispatch import Backend, lazy_jit, resolve_forward_backend
 from .fake_quant import int8_fake_quantize, spike_fake_quantize
@@ -155,7 +157,8 @@ if triton is not None:
 
             # Query: rotated (and spike-coded) into [B, H, 1, D] (contiguous).
             src = q_ptr + b64 * q_sb + q_rows[:, None] * q_sh + cols[None, :]
-            y1, y2 = _rotate_halves(tl.load(src, mask=q_ok, other=0.0), tl.load(src + half, mask=q_ok, other=0.0), cos, sin, dt)
+            x1, x2 = tl.load(src, mask=q_ok, other=0.0), tl.load(src + half, mask=q_ok, other=0.0)
+            y1, y2 = _rotate_halves(x1, x2, cos, sin, dt)
             if CODE:
                 y1, y2 = _code_halves(y1, y2, width_f, spike_k, False, COMPILED, dt)
             dst = q_out_ptr + (b64 * heads + q_rows[:, None]) * (2 * half) + cols[None, :]
@@ -164,7 +167,8 @@ if triton is not None:
 
             # Key: rotated (and int8-coded), written over the slot; the value (int8-coded) too.
             src = k_ptr + b64 * k_sb + kv_rows[:, None] * k_sh + cols[None, :]
-            y1, y2 = _rotate_halves(tl.load(src, mask=kv_ok, other=0.0), tl.load(src + half, mask=kv_ok, other=0.0), cos, sin, dt)
+            x1, x2 = tl.load(src, mask=kv_ok, other=0.0), tl.load(src + half, mask=kv_ok, other=0.0)
+            y1, y2 = _rotate_halves(x1, x2, cos, sin, dt)
             if CODE:
                 y1, y2 = _code_halves(y1, y2, width_f, 0.0, True, COMPILED, dt)
             dst = keys_ptr + b64 * keys_sb + kv_rows[:, None] * keys_sh + slot * keys_sn + cols[None, :]
@@ -195,7 +199,7 @@ if triton is not None:
 def _check(q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq, keep) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor) or t.ndim != 3 or not t.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point [B, heads, D] tensor, got {getattr(t, 'shape', type(t).__name__)}")
+            raise ValueError(f"{name} must be a floating-point [B, heads, D] tensor, got {describe(t)}")
     batch, heads, dim = q.shape
     if dim % 2:
         raise ValueError(f"the head dimension must be even for rotary embeddings, got {dim}")
@@ -203,22 +207,23 @@ def _check(q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq, ke
         raise ValueError(f"k and v must be [B, Hkv, D] matching q {tuple(q.shape)}, got {tuple(k.shape)}, {tuple(v.shape)}")
     for name, t in (("keys", keys), ("values", values)):
         if not isinstance(t, torch.Tensor) or t.ndim != 4 or t.shape[:2] != k.shape[:2] or t.shape[3] != dim or t.shape[2] == 0:
-            raise ValueError(f"{name} must be a [B, Hkv, W, D] ring buffer matching k {tuple(k.shape)}, got {getattr(t, 'shape', type(t).__name__)}")
+            raise ValueError(f"{name} must be a [B, Hkv, W, D] ring buffer matching k {tuple(k.shape)}, got {describe(t)}")
     window = keys.shape[2]
     if values.shape != keys.shape:
         raise ValueError(f"values must have the shape of keys {tuple(keys.shape)}, got {tuple(values.shape)}")
     if len({q.dtype, k.dtype, v.dtype, keys.dtype, values.dtype}) != 1:
-        raise ValueError(f"q, k, v, keys and values must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}, {keys.dtype}, {values.dtype}")
+        raise ValueError("q, k, v, keys and values must share one dtype, "
+                         f"got {q.dtype}, {k.dtype}, {v.dtype}, {keys.dtype}, {values.dtype}")
     if not isinstance(key_mask, torch.Tensor) or key_mask.dtype != torch.bool or tuple(key_mask.shape) != (batch, window):
-        raise ValueError(f"key_mask must be a bool tensor of shape ({batch}, {window}), got {getattr(key_mask, 'shape', type(key_mask).__name__)}")
+        raise ValueError(f"key_mask must be a bool tensor of shape ({batch}, {window}), got {describe(key_mask)}")
     if not isinstance(key_index, torch.Tensor) or key_index.dtype != torch.int64 or tuple(key_index.shape) != (window,):
-        raise ValueError(f"key_index must be an int64 tensor of shape ({window},), got {getattr(key_index, 'shape', type(key_index).__name__)}")
+        raise ValueError(f"key_index must be an int64 tensor of shape ({window},), got {describe(key_index)}")
     if not isinstance(seen_tokens, torch.Tensor) or seen_tokens.dtype != torch.int64 or tuple(seen_tokens.shape) != (batch,):
-        raise ValueError(f"seen_tokens must be an int64 tensor of shape ({batch},), got {getattr(seen_tokens, 'shape', type(seen_tokens).__name__)}")
+        raise ValueError(f"seen_tokens must be an int64 tensor of shape ({batch},), got {describe(seen_tokens)}")
     if not isinstance(inv_freq, torch.Tensor) or not inv_freq.is_floating_point() or tuple(inv_freq.shape) != (dim // 2,):
-        raise ValueError(f"inv_freq must be a floating-point tensor of shape ({dim // 2},), got {getattr(inv_freq, 'shape', type(inv_freq).__name__)}")
+        raise ValueError(f"inv_freq must be a floating-point tensor of shape ({dim // 2},), got {describe(inv_freq)}")
     if keep is not None and (not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool or tuple(keep.shape) != (batch,)):
-        raise ValueError(f"keep must be a bool tensor of shape ({batch},) or None, got {getattr(keep, 'shape', type(keep).__name__)}")
+        raise ValueError(f"keep must be a bool tensor of shape ({batch},) or None, got {describe(keep)}")
     for name, t in (("key_mask", key_mask), ("key_index", key_index), ("seen_tokens", seen_tokens), ("inv_freq", inv_freq)):
         if t.device != q.device:
             raise ValueError(f"{name} must be on q's device {q.device}, got {t.device}")
@@ -265,8 +270,8 @@ def rotate_and_write_ring(
         every new key is real and ``allowed`` is ``key_mask`` itself (after the write).
     """
     _check(q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq, keep)
-    if spike_query_k is not None and (isinstance(spike_query_k, bool) or not isinstance(spike_query_k, (int, float)) or not spike_query_k > 0):
-        raise ValueError(f"spike_query_k must be a number > 0 or None, got {spike_query_k!r}")
+    if spike_query_k is not None:
+        check_positive(spike_query_k, "spike_query_k")
     unsupported = None
     if inv_freq.dtype != torch.float32:
         unsupported = f"it takes float32 inv_freq, got {inv_freq.dtype}"

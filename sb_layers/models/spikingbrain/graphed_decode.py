@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from sb_layers.sliding_window import RollingKVCache
+from sb_neurons._validation import describe
 
 from .cache import SpikingBrainCache
 
@@ -59,8 +60,7 @@ class GraphedDecoder:
         if len(cache) != model.config.num_hidden_layers:
             raise ValueError(f"cache has {len(cache)} layers, the model {model.config.num_hidden_layers}")
         batch = int(cache.real_tokens.shape[0])
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype != torch.int64 or input_ids.shape != (batch, 1):
-            raise ValueError(f"input_ids must be an int64 tensor of shape ({batch}, 1), got {_describe(input_ids)}")
+        _check_tokens(input_ids, (batch, 1))
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
         if model.training:
@@ -123,10 +123,7 @@ class GraphedDecoder:
                 "buffers no longer hold the state; build a new GraphedDecoder from the cache"
             )
         if input_ids is not None:
-            if not isinstance(input_ids, torch.Tensor) or input_ids.dtype != torch.int64 or input_ids.shape != self.next_tokens.shape:
-                raise ValueError(
-                    f"input_ids must be an int64 tensor of shape {tuple(self.next_tokens.shape)}, got {_describe(input_ids)}"
-                )
+            _check_tokens(input_ids, tuple(self.next_tokens.shape))
             self.next_tokens.copy_(input_ids)
         counters = self._counters()
         if self._graph is not None:
@@ -176,6 +173,11 @@ class GraphedDecoder:
         self._expected_seen = self.cache.seen_tokens
 
 
+def _check_tokens(input_ids: object, shape: tuple[int, int]) -> None:
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype != torch.int64 or tuple(input_ids.shape) != shape:
+        raise ValueError(f"input_ids must be an int64 tensor of shape {shape}, got {describe(input_ids)}")
+
+
 def _check_layer_states(cache: SpikingBrainCache) -> None:
     for index, state in enumerate(cache.states):
         if isinstance(state, torch.Tensor):
@@ -215,12 +217,6 @@ def _set(slot: tuple[Any, Any], value: torch.Tensor) -> None:
         owner[key] = value
     else:
         setattr(owner, key, value)
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
-    return type(value).__name__
 
 
 __all__ = ["GraphedDecoder"]
