@@ -4,7 +4,8 @@
 #     bash benchmarks/run_gpu.sh [tests|spike_quant|neuron|w8aspike|decode_attention ...]   # default: all five
 # TEST_FILES narrows the GPU tests (Triton compiles of every kernel's variants take minutes), e.g.
 #     TEST_FILES="tests/test_kernels_spike_quant.py tests/test_kernels_neuron.py" bash benchmarks/run_gpu.sh tests
-# TEST_MARKS="gpu" also runs the slow ones (neuron kernels at T = 64: minutes of compiling).
+# TEST_MARKS="gpu" also runs the slow ones (neuron kernels at T = 64: minutes of compiling). With pytest-xdist
+# importable the tests run in TEST_WORKERS (default 8) processes.
 # Wheels for fla / SpikingJelly / snnTorch are installed from .whl/ when present (no network needed);
 # sb_kernels and sb_adapters are aliased onto PYTHONPATH when the package is not installed.
 set -u
@@ -28,10 +29,16 @@ for step in $steps; do
     echo "=== $step ($(date -u +%H:%M:%S))"
     if [ "$step" = tests ]; then
         files=${TEST_FILES:-tests/test_kernels_dispatch.py tests/test_kernels_spike_quant.py tests/test_kernels_w8aspike.py \
-            tests/test_kernels_neuron.py tests/test_kernels_gla.py tests/test_kernels_elementwise.py tests/test_linear.py \
-            tests/test_kernels_fake_quant.py tests/test_kernels_decode_attention.py}
-        # shellcheck disable=SC2086  # a list of paths
-        timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -m "${TEST_MARKS:-gpu and not slow}" -p no:cacheprovider $files \
+            tests/test_kernels_neuron.py tests/test_kernels_gla.py tests/test_gla.py tests/test_kernels_elementwise.py \
+            tests/test_linear.py tests/test_kernels_fake_quant.py tests/test_kernels_decode_attention.py \
+            tests/test_kernels_gla_decode.py tests/test_kernels_ring_write.py tests/test_merged_linear.py \
+            tests/test_graphed_decode.py}
+        # Cold Triton compiles dominate (minutes for the fla and T = 64 neuron kernels): with pytest-xdist
+        # installed the tests run in parallel processes, which compile in parallel.
+        workers=""
+        python3 -c "import xdist" 2>/dev/null && workers="-n ${TEST_WORKERS:-8}"
+        # shellcheck disable=SC2086  # lists of paths and options
+        timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q $workers -m "${TEST_MARKS:-gpu and not slow}" -p no:cacheprovider $files \
             -rfEs --durations=12 2>&1 \
             | tee "$OUT/gpu_tests.log" | tail -40
         rc=${PIPESTATUS[0]}
