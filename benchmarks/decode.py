@@ -47,7 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--models", default="spikingbrain-bf16,spikingbrain-w8aspike,qwen2")
     parser.add_argument(
         "--profile-steps", type=int, default=0,
-        help="profile this many SpikingBrain decode steps (eager and graphed) after the first context, then time",
+        help="profile this many SpikingBrain decode steps (bf16 eager and graphed, W8ASpike graphed) after the "
+        "first context, then time",
     )
     parser.add_argument("--out", default="decode.json")
     return parser.parse_args(argv)
@@ -304,7 +305,7 @@ def main(argv=None) -> int:
             print(f"guard bf16 graph: {result['guards']['spikingbrain-bf16-graph']}", flush=True)
         if args.profile_steps:
             result["profiles"] = [
-                profile_steps(model, contexts[0], args.profile_steps, device, graph)
+                dict(profile_steps(model, contexts[0], args.profile_steps, device, graph), model="spikingbrain-bf16")
                 for graph in ((False, True) if graphs else (False,))
             ]
             lc.release()
@@ -324,6 +325,10 @@ def main(argv=None) -> int:
             if graphs:
                 try:
                     result["guards"]["spikingbrain-w8aspike-graph"] = graph_guard(w8, args.guard_length, args.guard_steps, device)
+                    if args.profile_steps:  # the graphed W8ASpike step too (its eager step is host-bound)
+                        row = profile_steps(w8, contexts[0], args.profile_steps, device, True)
+                        result.setdefault("profiles", []).append(dict(row, model="spikingbrain-w8aspike"))
+                        lc.release()
                     run_model("spikingbrain-w8aspike", w8, contexts, args, device, bandwidth, result, True, graph=True)
                 except RuntimeError as err:  # e.g. a host read inside a kernel wrapper breaks the capture
                     result["w8aspike_graph_error"] = str(err).splitlines()[0][:300]
