@@ -112,6 +112,19 @@ def test_w8aspike_model_decodes_like_its_model_calls():
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
 
 
+def test_from_prompt_continues_the_prompt_like_generate(model):
+    ids = torch.randint(3, VOCAB, (2, WINDOW + 3), generator=torch.Generator().manual_seed(9))
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0
+    greedy = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=0)
+    want = model.generate(ids, attention_mask=mask, **greedy)[:, ids.shape[1]:]
+    decoder = GraphedDecoder.from_prompt(model, ids, mask, use_cuda_graph=False, warmup=1)
+    assert torch.equal(decoder.generate(5), want)
+    for bad in (ids[0], ids.int(), ids[:, :0]):
+        with pytest.raises(ValueError, match="input_ids must be a non-empty int64 tensor of shape \\(B, L\\)"):
+            GraphedDecoder.from_prompt(model, bad, use_cuda_graph=False)
+
+
 def test_an_eager_call_on_the_owned_cache_is_detected(model):
     cache, first = prompt(model, torch.tensor([[5, 6, 7]]))
     decoder = GraphedDecoder(model, cache, first, use_cuda_graph=False, warmup=0)

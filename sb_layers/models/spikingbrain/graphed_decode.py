@@ -105,6 +105,20 @@ class GraphedDecoder:
             torch.cuda.current_stream(device).wait_stream(stream)
         self._set_counters(counters)
 
+    @classmethod
+    def from_prompt(
+        cls, model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **options: Any
+    ) -> GraphedDecoder:
+        """Run the prompt ``input_ids [B, L]`` (left padding marked by ``attention_mask``) through ``model``
+        into a new :class:`SpikingBrainCache` and return the decoder that continues it greedily: its first
+        :meth:`generate` token is the prompt's argmax. ``options`` go to the constructor."""
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dtype != torch.int64 or input_ids.ndim != 2 or not input_ids.numel():
+            raise ValueError(f"input_ids must be a non-empty int64 tensor of shape (B, L), got {describe(input_ids)}")
+        cache = SpikingBrainCache(model.config.num_hidden_layers)
+        with torch.inference_mode():
+            logits = model(input_ids, attention_mask=attention_mask, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+        return cls(model, cache, logits[:, -1:].argmax(-1), **options)
+
     @property
     def tokens_seen(self) -> int:
         """Sequence positions the cache holds (prompt, padding included, plus decoded steps)."""
