@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     runs = [json.loads(open(source).read()) for source in sources]
     measured = {(r["model"], r["context"]): r["ttft_ms"] for run in runs for r in run["rows"] if r["ttft_ms"]}
     fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=100)
-    for name, style in (("qwen2", "s-"), ("spikingbrain-bf16", "o-"), ("spikingbrain-w8aspike", "^--")):
+    for name, style in (("qwen2", "s-"), ("qwen2-cudnn", "s:"), ("spikingbrain-bf16", "o-"), ("spikingbrain-w8aspike", "^--")):
         rows = sorted((context, ms) for (model, context), ms in measured.items() if model == name)
         if rows:
             ax.loglog([c for c, _ in rows], [t / 1e3 for _, t in rows], style, label=name, base=2)

@@ -5,7 +5,9 @@ random bf16 weights, one model on the GPU at a time, all in one process so that 
 figures of the same run. SpikingBrain runs its fast path: fla's ``chunk_gla`` for the GLA layers,
 sliding-window attention in query blocks (never an ``L x L`` mask), and the stack in pieces of
 ``--piece`` tokens with the cache carried (bounded activation memory); W8ASpike adds the Triton
-int8 x spike-count GEMMs. Qwen2 is transformers' ``Qwen2ForCausalLM`` with SDPA attention as is.
+int8 x spike-count GEMMs. Qwen2 is transformers' ``Qwen2ForCausalLM`` with SDPA attention as is, and
+(``qwen2-cudnn``) once more with its SDPA calls on cuDNN's attention, the kernel SpikingBrain's
+windowed attention takes on Hopper: speed-ups are reported against both.
 
 Before timing, a correctness guard compares the fast path's logits with the PyTorch reference path
 (PyTorch chunked GLA, SWA over all queries at once, PyTorch spiking linears, one piece) on an input
@@ -56,7 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--guard-piece", type=int, default=2560, help="guard: prefill_chunk_size of the fast path")
     parser.add_argument("--guard-layers", type=int, default=4, help="depth of the float32 guard model (full width)")
     parser.add_argument("--budget-s", type=float, default=480.0, help="seconds of timed runs: skip lengths predicted to end past this")
-    parser.add_argument("--models", default="spikingbrain-bf16,spikingbrain-w8aspike,qwen2")
+    parser.add_argument("--models", default="spikingbrain-bf16,spikingbrain-w8aspike,qwen2,qwen2-cudnn",
+                        help="qwen2-cudnn: Qwen2 again with its attention on cuDNN (needs qwen2)")
     parser.add_argument("--guards-only", action="store_true", help="run the float32 guards and stop")
     parser.add_argument("--out", default="ttft.json")
     return parser.parse_args(argv)
@@ -237,21 +240,41 @@ def main(argv=None) -> int:
         qflops = lambda n: lc.qwen_prefill_flops(qconfig, qwen, n)  # noqa: E731
         # Predicted cost from the FLOP count (quadratic attention term included).
         time_lengths("qwen2", qwen, qwen_contexts, device, clock, qflops, lambda a, b: qflops(b) / qflops(a), result["rows"], matmul["best"])
+        if "qwen2-cudnn" in models and device.type == "cuda":
+            # The same model with its SDPA calls on cuDNN's attention (SpikingBrain's windowed pieces take
+            # cuDNN on Hopper): the baseline at its fastest attention kernel, so that the comparison does
+            # not credit SpikingBrain with a kernel choice. cuDNN builds a plan per shape: warm up at
+            # every timed length first.
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            try:
+                with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+                    warm_up(qwen, device, qwen_contexts)
+                    time_lengths("qwen2-cudnn", qwen, qwen_contexts, device, clock, qflops, lambda a, b: qflops(b) / qflops(a),
+                                 result["rows"], matmul["best"])
+            except RuntimeError as err:  # no cuDNN attention in this build: recorded, the run goes on
+                print(f"qwen2-cudnn: not run ({str(err)[:200]})", flush=True)
+                result["qwen2_cudnn_error"] = str(err)[:500]
         del qwen
         lc.release()
 
-    qwen_ms = {r["context"]: r["ttft_ms"] for r in result["rows"] if r["model"] == "qwen2" and r["ttft_ms"]}
+    baselines = {name: {r["context"]: r["ttft_ms"] for r in result["rows"] if r["model"] == name and r["ttft_ms"]}
+                 for name in ("qwen2", "qwen2-cudnn")}
     for row in result["rows"]:
-        if row["model"] != "qwen2" and row["ttft_ms"] and row["context"] in qwen_ms:
-            row["speedup_vs_qwen"] = qwen_ms[row["context"]] / row["ttft_ms"]
-    print("\n| model | context | TTFT ms | x Qwen | peak GiB | TFLOP/s | of matmul |\n|---|---|---|---|---|---|---|")
+        if row["model"].startswith("qwen2") or not row["ttft_ms"]:
+            continue
+        for name, key in (("qwen2", "speedup_vs_qwen"), ("qwen2-cudnn", "speedup_vs_qwen_cudnn")):
+            if row["context"] in baselines[name]:
+                row[key] = baselines[name][row["context"]] / row["ttft_ms"]
+    print("\n| model | context | TTFT ms | x Qwen | x Qwen (cuDNN) | peak GiB | TFLOP/s | of matmul |\n|---|---|---|---|---|---|---|---|")
     for row in result["rows"]:
         ms = "OOM" if row["ttft_ms"] is None else f"{row['ttft_ms']:.1f}"
         speed = f"{row['speedup_vs_qwen']:.2f}" if "speedup_vs_qwen" in row else "-"
+        speed_cudnn = f"{row['speedup_vs_qwen_cudnn']:.2f}" if "speedup_vs_qwen_cudnn" in row else "-"
         peak = "-" if row["peak_mem_gib"] is None else f"{row['peak_mem_gib']:.1f}"
         rate = f"{row['achieved_tflops']:.0f}" if "achieved_tflops" in row else "-"
         frac = f"{row['matmul_fraction']:.0%}" if "matmul_fraction" in row else "-"
-        print(f"| {row['model']} | {row['context']} | {ms} | {speed} | {peak} | {rate} | {frac} |")
+        print(f"| {row['model']} | {row['context']} | {ms} | {speed} | {speed_cudnn} | {peak} | {rate} | {frac} |")
     result["elapsed_s"] = clock.elapsed()
     save()
     return lc.guard_exit_status(result["guards"])

@@ -64,11 +64,56 @@ def masked_attention(
     return flex_attention(q, keys, values, block_mask=block_mask, enable_gqa=groups > 1)
 
 
-_FLASH_GROUPED_HEADS = [True]  # whether this build's flash kernel took fewer key/value heads than query heads
+# Which fused kernels this process found usable: "grouped" entries record whether a kernel took fewer
+# key/value heads than query heads (if not, keys and values are repeated), "cudnn" whether cuDNN's
+# attention ran at all (a build or GPU without it falls back to flash for the rest of the process).
+_KERNEL_WORKS = {"flash_grouped": True, "cudnn_grouped": True, "cudnn": True}
+CUDNN_MIN_CAPABILITY = (9, 0)  # where cuDNN's attention was measured faster than flash (H100: 1.27x on the SWA pieces)
+
+
+def _prefers_cudnn(q: torch.Tensor) -> bool:
+    """cuDNN's fused attention for this call: Hopper or newer, not switched off by the user
+    (``torch.backends.cuda.enable_cudnn_sdp(False)`` or a ``torch.nn.attention.sdpa_kernel`` context
+    without ``SDPBackend.CUDNN_ATTENTION``), and not found unusable earlier in this process."""
+    if not (_KERNEL_WORKS["cudnn"] and torch.backends.cuda.cudnn_sdp_enabled()):
+        return False
+    return torch.cuda.get_device_capability(q.device) >= CUDNN_MIN_CAPABILITY
+
+
+def _fused_with_lse(kernel: str, q, keys, values, causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One of PyTorch's fused attention kernels returning the log-sum-exp: ``kernel`` is "flash" or
+    "cudnn". Grouped key/value heads are handed over as they are, and repeated from then on if the
+    kernel refuses them."""
+    q_len, groups = q.shape[2], q.shape[1] // keys.shape[1]
+
+    def run(k, v):
+        if kernel == "cudnn":
+            out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False, scale=scale)[:2]
+        else:
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)[:2]
+        return out, lse[..., :q_len].reshape(q.shape[:3])  # cuDNN: [B, H, Lq, 1]; flash: padded rows
+
+    grouped = f"{kernel}_grouped"
+    if groups > 1 and _KERNEL_WORKS[grouped]:
+        try:
+            return run(keys, values)
+        except torch.OutOfMemoryError:
+            raise  # not a refusal of grouped heads: repeating keys would only need more memory
+        except RuntimeError:  # a build whose kernel wants equal head counts: repeat from now on
+            _KERNEL_WORKS[grouped] = False
+    if groups > 1:
+        keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
+    return run(keys, values)
 
 
 def attention_with_lse(
-    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, causal: bool, scale: float | None = None
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    causal: bool,
+    scale: float | None = None,
+    *,
+    allow_cudnn: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention and the log-sum-exp of its scores, with grouped key/value heads and no mask tensor.
 
@@ -79,9 +124,14 @@ def attention_with_lse(
     for float64 input): two results on disjoint key sets merge exactly through their ``lse``
     (:func:`windowed_attention`).
 
-    CUDA half/bfloat16 runs PyTorch's flash-attention kernel (grouped heads natively, causal tiles
-    skipped); CUDA float32 the memory-efficient kernel (keys and values repeated per group); anything
-    else a plain PyTorch computation in float32/float64 (the reference, used on CPU).
+    CUDA half/bfloat16 runs cuDNN's fused attention on Hopper and newer (where it measured faster) and
+    PyTorch's flash-attention kernel elsewhere, or where the user switched cuDNN off
+    (``torch.nn.attention.sdpa_kernel(SDPBackend.FLASH_ATTENTION)``), or it failed to run once, or the
+    caller passed ``allow_cudnn=False``: cuDNN builds an execution plan for every new shape (150-400 ms
+    on an H100), so shapes that change from call to call are better left to flash. Both kernels read
+    grouped heads in place and skip causal tiles. CUDA float32 runs the memory-efficient kernel (keys and
+    values repeated per group); anything else a plain PyTorch computation in float32/float64 (the
+    reference, used on CPU).
     """
     q_len, k_len = q.shape[2], keys.shape[2]
     if causal and q_len != k_len:
@@ -89,19 +139,14 @@ def attention_with_lse(
     groups = q.shape[1] // keys.shape[1]
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-        flash = torch.ops.aten._scaled_dot_product_flash_attention
-        if groups > 1 and _FLASH_GROUPED_HEADS[0]:
+        if allow_cudnn and _prefers_cudnn(q):
             try:
-                out, lse = flash(q, keys, values, 0.0, causal, False, scale=scale)[:2]
-                return out, lse[..., :q_len]
+                return _fused_with_lse("cudnn", q, keys, values, causal, scale)
             except torch.OutOfMemoryError:
-                raise  # not a refusal of grouped heads: repeating keys would only need more memory
-            except RuntimeError:  # a build whose flash kernel wants equal head counts: repeat from now on
-                _FLASH_GROUPED_HEADS[0] = False
-        if groups > 1:
-            keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
-        out, lse = flash(q, keys, values, 0.0, causal, False, scale=scale)[:2]
-        return out, lse[..., :q_len]
+                raise
+            except RuntimeError:  # no usable cuDNN attention in this build or for this GPU: flash from now on
+                _KERNEL_WORKS["cudnn"] = False
+        return _fused_with_lse("flash", q, keys, values, causal, scale)
     if groups > 1:
         keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
     if q.is_cuda and q.dtype == torch.float32:
@@ -135,6 +180,11 @@ def windowed_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
     their log-sum-exp (:func:`attention_with_lse`, :func:`sb_kernels.merge_attention_into`), so the
     result equals the masked softmax exactly (to rounding); the work is ``Lq * window`` scores, the
     useful ones.
+
+    Pieces of the recurring shapes (blocks of ``window`` queries, and the first block when it spans a
+    whole window) may run on cuDNN (:func:`attention_with_lse`), whose per-shape plans are then built
+    once per process; the pieces whose shapes follow the input's length (the last partial block, the
+    rectangle against a short cache) run on flash, so a new length costs no new plan.
     """
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be an int >= 1, got {window!r}")
@@ -150,18 +200,24 @@ def windowed_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
     # Queries at positions < window: every earlier key is in their window.
     first = max(0, min(q_len, window - cached))
     if first:
-        o, lse = attention_with_lse(q[:, :, :first], keys[:, :, cached : cached + first], values[:, :, cached : cached + first], True, scale)
-        earlier = attention_with_lse(q[:, :, :first], keys[:, :, :cached], values[:, :, :cached], False, scale) if cached else None
+        o, lse = attention_with_lse(
+            q[:, :, :first], keys[:, :, cached : cached + first], values[:, :, cached : cached + first], True, scale,
+            allow_cudnn=first == window,
+        )
+        earlier = None
+        if cached:
+            earlier = attention_with_lse(q[:, :, :first], keys[:, :, :cached], values[:, :, :cached], False, scale, allow_cudnn=False)
         merge_attention_into(out[:, :, :first], (o, lse), c=earlier)
     for start in range(first, q_len, window):
         stop = min(start + window, q_len)
         m, t = stop - start, cached + start  # t: position of the block's first query, t >= window
         q_block = q[:, :, start:stop]
-        causal = attention_with_lse(q_block, keys[:, :, t : t + m], values[:, :, t : t + m], True, scale)
+        recurring = m == window  # every block but a last partial one: the same shapes at any length
+        causal = attention_with_lse(q_block, keys[:, :, t : t + m], values[:, :, t : t + m], True, scale, allow_cudnn=recurring)
         full = None
         if m < window:  # keys every query of the block sees in full
             low = t - window + m
-            full = attention_with_lse(q_block, keys[:, :, low:t], values[:, :, low:t], False, scale)
+            full = attention_with_lse(q_block, keys[:, :, low:t], values[:, :, low:t], False, scale, allow_cudnn=False)
         triangle = None
         if m > 1:
             # Query a' (0 <= a' <= m - 2) sees key t - window + 1 + c for c >= a'; the last query none.
@@ -169,7 +225,8 @@ def windowed_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
             low = t - window + 1
             flip = lambda x: x.flip(2)  # noqa: E731
             triangle = attention_with_lse(
-                flip(q_block[:, :, : m - 1]), flip(keys[:, :, low : low + m - 1]), flip(values[:, :, low : low + m - 1]), True, scale
+                flip(q_block[:, :, : m - 1]), flip(keys[:, :, low : low + m - 1]), flip(values[:, :, low : low + m - 1]), True, scale,
+                allow_cudnn=recurring,
             )
         merge_attention_into(out[:, :, start:stop], causal, full, triangle, reverse_c=True)
     return out

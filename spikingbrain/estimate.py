@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 PHASES = ("prefill", "decode")
-RUN_MODELS = ("qwen2", "spikingbrain-bf16", "spikingbrain-w8aspike")
+RUN_MODELS = ("qwen2", "qwen2-cudnn", "spikingbrain-bf16", "spikingbrain-w8aspike")
 DEFAULT_CONTEXTS = (4096, 32768, 131072, 524288)
 
 

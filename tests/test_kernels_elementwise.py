@@ -263,15 +263,26 @@ def test_merge_attention_checks_shapes():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_gpu_windowed_attention_with_merge_kernel_matches_float64(dtype):
-    """The SWA prefill path these kernels serve (flash pieces merged on the GPU) against a float64 band."""
-    from sb_layers.sliding_window import windowed_attention
+@pytest.mark.parametrize("kernel", ["flash", "cudnn"])
+@pytest.mark.parametrize("layout", [(8, 2, 64, 384), (28, 4, 128, 512)], ids=["small", "7B-heads"])
+def test_gpu_windowed_attention_with_merge_kernel_matches_float64(dtype, kernel, layout):
+    """The SWA prefill path these kernels serve (fused attention pieces merged on the GPU) against a float64
+    band, on each fused kernel the pieces can take (cuDNN is the default on Hopper)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    heads, kv_heads, cached, q_len, dim, window = 8, 2, 256, 1000, 64, 384
+    from sb_layers import sliding_window as swa
+
+    if kernel == "cudnn" and torch.cuda.get_device_capability() < swa.CUDNN_MIN_CAPABILITY:
+        pytest.skip("the windowed path takes cuDNN only on Hopper and newer")
+    heads, kv_heads, dim, window = layout
+    cached, q_len = 256, 1000
     q = randn((1, heads, q_len, dim), 0, dtype, DEVICE)
     keys, values = randn((1, kv_heads, cached + q_len, dim), 1, dtype, DEVICE), randn((1, kv_heads, cached + q_len, dim), 2, dtype, DEVICE)
-    with torch.inference_mode():
-        out = windowed_attention(q, keys, values, window).double().cpu()
+    backend = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}[kernel]
+    with torch.inference_mode(), sdpa_kernel([backend]):
+        out = swa.windowed_attention(q, keys, values, window).double().cpu()
+    if kernel == "cudnn":
+        assert swa._KERNEL_WORKS["cudnn"], "cuDNN's attention failed and the pieces fell back to flash"
     k64 = keys.double().cpu().repeat_interleave(heads // kv_heads, dim=1)
     v64 = values.double().cpu().repeat_interleave(heads // kv_heads, dim=1)
     scores = q.double().cpu() @ k64.transpose(-1, -2) * dim**-0.5
