@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _longctx as lc  # noqa: E402
 
 CATEGORIES = [  # first match wins: flash kernels' names mention cutlass types
-    ("attention", re.compile(r"fmha|attention|flash|efficient", re.I)),
+    ("attention", re.compile(r"fmha|attention|flash|efficient|sdpa|cudnn", re.I)),  # cuDNN: ..._native_sdpa_sm90_...
     ("gemm", re.compile(r"gemm|sm90_xmma|cutlass|cublas|nvjet", re.I)),
     ("gla (fla)", re.compile(r"chunk|gla|fused_recurrent", re.I)),
     ("w8aspike", re.compile(r"w8a|quantize_rows|int8", re.I)),
