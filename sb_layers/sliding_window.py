@@ -71,13 +71,14 @@ _KERNEL_WORKS = {"flash_grouped": True, "cudnn_grouped": True, "cudnn": True}
 CUDNN_MIN_CAPABILITY = (9, 0)  # where cuDNN's attention was measured faster than flash (H100: 1.27x on the SWA pieces)
 
 
-def _prefers_cudnn(q: torch.Tensor) -> bool:
-    """cuDNN's fused attention for this call: Hopper or newer, not switched off by the user
-    (``torch.backends.cuda.enable_cudnn_sdp(False)`` or a ``torch.nn.attention.sdpa_kernel`` context
-    without ``SDPBackend.CUDNN_ATTENTION``), and not found unusable earlier in this process."""
+def _prefers_cudnn(capability: tuple[int, int]) -> bool:
+    """Whether a half-precision call on a GPU of this compute ``capability`` takes cuDNN's fused
+    attention: Hopper or newer, not switched off by the user (``torch.backends.cuda.enable_cudnn_sdp(False)``
+    or a ``torch.nn.attention.sdpa_kernel`` context without ``SDPBackend.CUDNN_ATTENTION``), and not found
+    unusable earlier in this process."""
     if not (_KERNEL_WORKS["cudnn"] and torch.backends.cuda.cudnn_sdp_enabled()):
         return False
-    return torch.cuda.get_device_capability(q.device) >= CUDNN_MIN_CAPABILITY
+    return tuple(capability) >= CUDNN_MIN_CAPABILITY
 
 
 def _fused_with_lse(kernel: str, q, keys, values, causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,7 +140,7 @@ def attention_with_lse(
     groups = q.shape[1] // keys.shape[1]
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-        if allow_cudnn and _prefers_cudnn(q):
+        if allow_cudnn and _prefers_cudnn(torch.cuda.get_device_capability(q.device)):
             try:
                 return _fused_with_lse("cudnn", q, keys, values, causal, scale)
             except torch.OutOfMemoryError:

@@ -205,3 +205,17 @@ def test_replayed_graph_equals_the_same_steps_run_eagerly(dtype):
         assert torch.equal(graphed.next_tokens, eager.next_tokens)
     fed = torch.randint(3, VOCAB, (2, 1), device="cuda", generator=torch.Generator("cuda").manual_seed(4))
     torch.testing.assert_close(graphed.step(fed).float(), eager.step(fed).float(), rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_from_prompt_replays_what_the_eager_decoder_computes():
+    """``from_prompt`` on CUDA (prefill, then captured steps) emits the eager decoder's tokens, left padding included."""
+    model = tiny_model(dtype=torch.bfloat16, sliding_window=64, hidden_size=256, num_attention_heads=4, num_key_value_heads=2,
+                       intermediate_size=512).cuda()
+    ids = torch.randint(3, VOCAB, (2, 90), generator=torch.Generator().manual_seed(5)).cuda()
+    mask = torch.ones_like(ids)
+    mask[1, :7] = 0
+    graphed = GraphedDecoder.from_prompt(model, ids, mask)
+    eager = GraphedDecoder.from_prompt(model, ids, mask, use_cuda_graph=False)
+    assert torch.equal(graphed.generate(80), eager.generate(80))  # past the window's wrap-around

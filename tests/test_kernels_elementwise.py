@@ -293,6 +293,39 @@ def test_gpu_windowed_attention_with_merge_kernel_matches_float64(dtype, kernel,
     assert float((out - exact).norm() / exact.norm()) < 8 * unit_roundoff(dtype)
 
 
+@pytest.mark.gpu
+def test_gpu_windowed_attention_falls_back_to_flash_when_cudnn_fails(monkeypatch):
+    """A build or GPU whose cuDNN attention raises: the pieces run on flash (same result as with flash
+    chosen), and cuDNN is not tried again in the process."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from sb_layers import sliding_window as swa
+
+    if torch.cuda.get_device_capability() < swa.CUDNN_MIN_CAPABILITY:
+        pytest.skip("the windowed path takes cuDNN only on Hopper and newer")
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(args[0].shape)
+        raise RuntimeError("no cuDNN attention here (test)")
+
+    heads, kv_heads, dim, window = 8, 2, 64, 256
+    q = randn((1, heads, 700, dim), 0, torch.bfloat16, DEVICE)
+    keys, values = randn((1, kv_heads, 700, dim), 1, torch.bfloat16, DEVICE), randn((1, kv_heads, 700, dim), 2, torch.bfloat16, DEVICE)
+    with torch.inference_mode(), sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        want = swa.windowed_attention(q, keys, values, window)
+    monkeypatch.setattr(torch.ops.aten, "_scaled_dot_product_cudnn_attention", refuse)
+    monkeypatch.setitem(swa._KERNEL_WORKS, "cudnn", True)
+    monkeypatch.setitem(swa._KERNEL_WORKS, "cudnn_grouped", True)
+    with torch.inference_mode():
+        got = swa.windowed_attention(q, keys, values, window)
+        assert calls and not swa._KERNEL_WORKS["cudnn"]
+        tried = len(calls)
+        swa.windowed_attention(q, keys, values, window)
+    assert len(calls) == tried  # not tried again
+    assert torch.equal(got, want)
+
+
 @lazy_jit
 def round_bf16(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
     offs = tl.arange(0, BLOCK)

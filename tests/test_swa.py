@@ -276,6 +276,25 @@ def test_attention_with_lse_returns_the_log_normalizer():
         windowed_attention(q, keys, values, 0)
 
 
+def test_the_fused_kernel_choice_honours_the_users_sdpa_switches(monkeypatch):
+    """cuDNN for the windowed pieces on Hopper and newer only, never where the user switched it off or
+    where it failed earlier in the process (then flash)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from sb_layers import sliding_window as swa
+
+    monkeypatch.setitem(swa._KERNEL_WORKS, "cudnn", True)
+    assert swa._prefers_cudnn((9, 0)) and swa._prefers_cudnn((10, 0))
+    assert not swa._prefers_cudnn((8, 0)) and not swa._prefers_cudnn((8, 9))
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        assert not swa._prefers_cudnn((9, 0))
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION]):
+        assert swa._prefers_cudnn((9, 0))
+    assert swa._prefers_cudnn((9, 0))  # the context restored the default
+    monkeypatch.setitem(swa._KERNEL_WORKS, "cudnn", False)  # cuDNN raised once in this process
+    assert not swa._prefers_cudnn((9, 0))
+
+
 @given(seed=st.integers(0, 1000), window=st.integers(1, 9), block=st.integers(1, 9), cuts=st.lists(st.integers(2, 30), max_size=3))
 def test_windowed_path_equals_the_masked_path_across_pieces(seed, window, block, cuts):
     """Without padding or sinks, query_chunk_size takes the mask-free path: same outputs and cache as the
