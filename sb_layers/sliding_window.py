@@ -107,6 +107,10 @@ def _fused_with_lse(kernel: str, q, keys, values, causal: bool, scale: float) ->
     return run(keys, values)
 
 
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def attention_with_lse(
     q: torch.Tensor,
     keys: torch.Tensor,
@@ -125,6 +129,9 @@ def attention_with_lse(
     for float64 input): two results on disjoint key sets merge exactly through their ``lse``
     (:func:`windowed_attention`).
 
+    The fused kernels below return a log-sum-exp that carries no gradient (PyTorch defines none for it),
+    so when an input needs a gradient the plain computation runs instead, differentiable in both results
+    (memory ``Lq x Lk`` per head). Otherwise:
     CUDA half/bfloat16 runs cuDNN's fused attention on Hopper and newer (where it measured faster) and
     PyTorch's flash-attention kernel elsewhere, or where the user switched cuDNN off
     (``torch.nn.attention.sdpa_kernel(SDPBackend.FLASH_ATTENTION)``), or it failed to run once, or the
@@ -139,7 +146,8 @@ def attention_with_lse(
         raise ValueError(f"causal attention_with_lse needs Lq == Lk (square), got {q_len} and {k_len}")
     groups = q.shape[1] // keys.shape[1]
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+    fused = q.is_cuda and not _needs_grad(q, keys, values)
+    if fused and q.dtype in (torch.float16, torch.bfloat16):
         if allow_cudnn and _prefers_cudnn(torch.cuda.get_device_capability(q.device)):
             try:
                 return _fused_with_lse("cudnn", q, keys, values, causal, scale)
@@ -150,7 +158,7 @@ def attention_with_lse(
         return _fused_with_lse("flash", q, keys, values, causal, scale)
     if groups > 1:
         keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
-    if q.is_cuda and q.dtype == torch.float32:
+    if fused and q.dtype == torch.float32:
         out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, keys, values, None, True, 0.0, causal, scale=scale)[:2]
         return out, lse[..., :q_len]
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -362,8 +370,8 @@ class SlidingWindowAttention(nn.Module):
             ``O(L * (block + window))`` time and ``O(block * (block + window))`` mask memory instead of
             ``O(L^2)``. Same function either way (ignored when ``window`` is None). In the common case
             (``attention_backend="sdpa"``, no ``attention_mask``, no sinks, a cache without masked
-            entries, more than one query) an int selects :func:`windowed_attention` instead: no mask
-            tensor, no repeated keys, only the ``L * window`` scores of the band.
+            entries, more than one query, no gradient needed) an int selects :func:`windowed_attention`
+            instead: no mask tensor, no repeated keys, only the ``L * window`` scores of the band.
         spike_attention_k: None (default) attends in floating point; a threshold divisor ``k > 0`` runs
             the release's W8ASpike attention (facts section 4): each query head vector spike-coded
             (:func:`sb_kernels.spike_fake_quantize`, ``V_th = mean|q| / k``) and each key and value head vector
@@ -544,10 +552,12 @@ class SlidingWindowAttention(nn.Module):
         key_valid = torch.cat([old_mask, regular_mask], dim=1)  # [B, n_regular_keys]
 
         # The unmasked windowed path: nothing padded now or in the cache, no sinks (a decode step keeps the
-        # masked path, whose shapes a captured graph expects).
+        # masked path, whose shapes a captured graph expects), no gradient (its fused kernels' log-sum-exp
+        # has none; the masked blocks train through SDPA's own backward).
         windowed = (
             self.query_chunk_size is not None and self.window is not None and self.attention_backend == "sdpa"
             and attention_mask is None and not cache.maybe_masked and num_sink == 0 and regular > 1
+            and not _needs_grad(q, keys, values)
         )
         outputs = []
         if windowed:

@@ -8,6 +8,8 @@ float32 noise), the bound PyTorch's own evaluation satisfies too. CPU tests run 
 interpreter; ``gpu`` tests compile them at SpikingBrain-7B's widths.
 """
 
+import copy
+
 import pytest
 import torch
 import triton.language as tl
@@ -324,6 +326,34 @@ def test_gpu_windowed_attention_falls_back_to_flash_when_cudnn_fails(monkeypatch
         swa.windowed_attention(q, keys, values, window)
     assert len(calls) == tried  # not tried again
     assert torch.equal(got, want)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_windowed_attention_and_the_layer_train_with_exact_gradients(dtype):
+    """The fused kernels' log-sum-exp has no gradient: with inputs that need one, ``windowed_attention``
+    computes differentiably and the SWA layer takes its masked blocks, so gradients equal float64's."""
+    from sb_layers import sliding_window as swa
+
+    heads, kv_heads, dim, window, length = 4, 2, 32, 48, 130
+    tensors = [randn((1, h, length, dim), seed, dtype, DEVICE).requires_grad_() for seed, h in ((0, heads), (1, kv_heads), (2, kv_heads))]
+    weight = randn((1, heads, length, dim), 3, torch.float32, DEVICE)
+    (swa.windowed_attention(*tensors, window).float() * weight).sum().backward()
+    exact = [t.detach().double().cpu().requires_grad_() for t in tensors]
+    (swa.windowed_attention(*exact, window) * weight.double().cpu()).sum().backward()
+    tolerance = 1e-5 if dtype == torch.float32 else 3e-2
+    for got, want in zip(tensors, exact):
+        assert float((got.grad.double().cpu() - want.grad).norm() / want.grad.norm()) < tolerance
+
+    torch.manual_seed(0)
+    layer = swa.SlidingWindowAttention(64, heads, kv_heads, window=window, query_chunk_size=32, device=DEVICE)
+    reference = copy.deepcopy(layer).double().cpu()
+    x = randn((2, length, 64), 4, torch.float32, DEVICE).requires_grad_()
+    x64 = x.detach().double().cpu().requires_grad_()
+    layer(x)[0].square().sum().backward()
+    reference(x64)[0].square().sum().backward()
+    for got, want in ((x.grad, x64.grad), (layer.q_proj.weight.grad, reference.q_proj.weight.grad)):
+        torch.testing.assert_close(got.double().cpu(), want, rtol=1e-4, atol=1e-6)
 
 
 @lazy_jit

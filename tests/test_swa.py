@@ -306,16 +306,17 @@ def test_windowed_path_equals_the_masked_path_across_pieces(seed, window, block,
     x = torch.randn(2, 33, 24)
     bounds = [0, *sorted(set(cuts)), 33]
     caches, outs = [None, None], [[], []]
-    for a, b in zip(bounds, bounds[1:]):
-        for i, layer in enumerate((masked, windowed)):
-            out, caches[i] = layer(x[:, a:b], cache=caches[i])
-            outs[i].append(out)
+    with torch.no_grad():  # the windowed path serves calls without gradients
+        for a, b in zip(bounds, bounds[1:]):
+            for i, layer in enumerate((masked, windowed)):
+                out, caches[i] = layer(x[:, a:b], cache=caches[i])
+                outs[i].append(out)
     torch.testing.assert_close(torch.cat(outs[1], 1), torch.cat(outs[0], 1))
     torch.testing.assert_close(caches[1].keys, caches[0].keys)
     torch.testing.assert_close(torch.cat(outs[1], 1), dense_swa_reference(masked, x, window))
 
 
-def test_windowed_path_is_taken_only_without_masks_and_sinks(monkeypatch):
+def test_windowed_path_is_taken_only_without_masks_sinks_and_gradients(monkeypatch):
     import sb_layers.sliding_window as swa
 
     calls = []
@@ -323,16 +324,19 @@ def test_windowed_path_is_taken_only_without_masks_and_sinks(monkeypatch):
     monkeypatch.setattr(swa, "windowed_attention", lambda *a, **k: calls.append(1) or original(*a, **k))
     layer = SlidingWindowAttention(16, 2, 1, window=3, query_chunk_size=2)
     x = torch.randn(1, 8, 16)
-    _, cache = layer(x)
-    assert calls == [1]
-    layer(x[:, :1], cache=cache)  # a decode step keeps the masked path (fixed shapes for graphs)
-    assert calls == [1]
-    _, padded = layer(x, attention_mask=torch.ones(1, 8))
-    assert padded.maybe_masked and calls == [1]
-    layer(x, cache=padded)  # the cache may hold masked entries now
-    assert calls == [1]
-    SlidingWindowAttention(16, 2, 1, window=3, query_chunk_size=2, num_sinks=1)(x)
-    assert calls == [1]
+    layer(x)  # the weights need gradients: the masked blocks (the fused kernels' log-sum-exp has none)
+    assert calls == []
+    with torch.no_grad():
+        _, cache = layer(x)
+        assert calls == [1]
+        layer(x[:, :1], cache=cache)  # a decode step keeps the masked path (fixed shapes for graphs)
+        assert calls == [1]
+        _, padded = layer(x, attention_mask=torch.ones(1, 8))
+        assert padded.maybe_masked and calls == [1]
+        layer(x, cache=padded)  # the cache may hold masked entries now
+        assert calls == [1]
+        SlidingWindowAttention(16, 2, 1, window=3, query_chunk_size=2, num_sinks=1)(x)
+        assert calls == [1]
 
 
 @given(seed=st.integers(0, 1000), window=st.integers(1, 6), pieces=st.lists(st.integers(1, 4), min_size=1, max_size=12),
