@@ -272,6 +272,8 @@ def test_attention_with_lse_returns_the_log_normalizer():
         torch.testing.assert_close(out, scores.softmax(-1) @ values.repeat_interleave(2, 1))
     with pytest.raises(ValueError, match="square"):
         attention_with_lse(q, keys[:, :, :3], values[:, :, :3], True)
+    with pytest.raises(TypeError, match="allow_cudnn must be a bool"):
+        attention_with_lse(q, keys, values, True, allow_cudnn=1)
     with pytest.raises(ValueError, match="window"):
         windowed_attention(q, keys, values, 0)
 
