@@ -151,6 +151,12 @@ def is_compiled_launch(device: torch.device) -> bool:
     return device.type != "cpu"
 
 
+def needs_grad(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd would record an operation on ``tensors`` now (None entries ignored): where a
+    forward-only kernel must give way to a differentiable computation."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def resolve_forward_backend(
     backend: object, *tensors: torch.Tensor, op: str, dtypes: tuple[torch.dtype, ...], unsupported: str | None = None,
 ) -> Literal["torch", "triton"]:
@@ -165,7 +171,7 @@ def resolve_forward_backend(
         return chosen
     reason = unsupported
     kinds = {t.dtype for t in tensors}
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    if needs_grad(*tensors):
         reason = "the Triton kernel is forward only and an input requires grad"
     elif len(kinds) != 1 or not kinds <= set(dtypes):
         names = ", ".join(str(d).removeprefix("torch.") for d in dtypes)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from sb_neurons._validation import check_positive, describe
 
 from ._device import round_to
-from ._dispatch import Backend, lazy_jit, resolve_forward_backend
+from ._dispatch import Backend, lazy_jit, needs_grad, resolve_forward_backend
 
 try:  # the module must import without triton: the torch backend needs none of this
     import triton
@@ -187,7 +187,7 @@ def gla_decode_step(
     unsupported = None
     if state is not None and state.dtype != torch.float32:
         unsupported = f"it keeps the state in float32, got {state.dtype}"
-    elif state is not None and torch.is_grad_enabled() and state.requires_grad:
+    elif needs_grad(state):
         unsupported = "the Triton kernel is forward only and the state requires grad"
     chosen = resolve_forward_backend(
         backend, q, k, v, g, op="gla_decode_step", dtypes=TRITON_DTYPES, unsupported=unsupported

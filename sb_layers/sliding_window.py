@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sb_kernels import decode_attention, int8_fake_quantize, merge_attention_into, rotate_and_write_ring, spike_fake_quantize
+from sb_kernels._dispatch import needs_grad
 from sb_neurons._validation import check_positive
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
@@ -107,11 +108,6 @@ def _fused_with_lse(kernel: str, q, keys, values, causal: bool, scale: float) ->
     return run(keys, values)
 
 
-def _needs_grad(*tensors: torch.Tensor) -> bool:
-    """Whether autograd would record an operation on ``tensors`` now."""
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-
-
 def attention_with_lse(
     q: torch.Tensor,
     keys: torch.Tensor,
@@ -149,7 +145,7 @@ def attention_with_lse(
         raise TypeError(f"allow_cudnn must be a bool, got {type(allow_cudnn).__name__}")
     groups = q.shape[1] // keys.shape[1]
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    fused = q.is_cuda and not _needs_grad(q, keys, values)
+    fused = q.is_cuda and not needs_grad(q, keys, values)
     if fused and q.dtype in (torch.float16, torch.bfloat16):
         if allow_cudnn and _prefers_cudnn(torch.cuda.get_device_capability(q.device)):
             try:
@@ -560,7 +556,7 @@ class SlidingWindowAttention(nn.Module):
         windowed = (
             self.query_chunk_size is not None and self.window is not None and self.attention_backend == "sdpa"
             and attention_mask is None and not cache.maybe_masked and num_sink == 0 and regular > 1
-            and not _needs_grad(q, keys, values)
+            and not needs_grad(q, keys, values)
         )
         outputs = []
         if windowed:

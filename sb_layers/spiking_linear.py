@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sb_kernels._dispatch import needs_grad
 from sb_neurons import SpikeStats, get_codec, resolve_clamp, spike_count, spike_stats, spike_train_matmul
 from sb_neurons._validation import check_int
 from sb_neurons.spike import ClampSpec, compute_dtype
@@ -157,7 +158,7 @@ def _kernel_available() -> bool:
 
 
 def _needs_grad(x: torch.Tensor, layer: nn.Linear) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, layer.weight, layer.bias))
+    return needs_grad(x, layer.weight, layer.bias)
 
 
 def resolve_backend(coding: SpikeCoding, x: torch.Tensor, layer: SpikingLinear) -> str:
