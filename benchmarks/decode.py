@@ -31,6 +31,7 @@ import _longctx as lc  # noqa: E402
 from sb_kernels import use_reference  # noqa: E402
 from sb_layers import SpikingLinear  # noqa: E402
 from sb_layers.models.spikingbrain import GraphedDecoder, SpikingBrainCache, to_w8aspike  # noqa: E402
+from sb_layers.models.spikingbrain.cache_names import output_cache  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -85,9 +86,9 @@ def guard(model, length: int, steps: int, tolerance: float | None, seed: int = 0
         cache = SpikingBrainCache(model.config.num_hidden_layers)
         # The reference path takes PyTorch for the layers' other kernels too (norms, rotary, GLU).
         with contextlib.nullcontext() if fast else use_reference():
-            model(ids[:, :length], past_key_values=cache, use_cache=True, logits_to_keep=1, prefill_chunk_size=length)
+            model(ids[:, :length], cache=cache, use_cache=True, logits_to_keep=1, prefill_chunk_size=length)
             logits[fast] = torch.cat(
-                [model(ids[:, t : t + 1], past_key_values=cache, use_cache=True).logits.float() for t in range(length, length + steps)],
+                [model(ids[:, t : t + 1], cache=cache, use_cache=True).logits.float() for t in range(length, length + steps)],
                 dim=1,
             )
     error = float((logits[True] - logits[False]).norm() / logits[False].norm())
@@ -108,9 +109,9 @@ def per_layer_decode_guard(model, length: int, steps: int, tolerance: float, see
     ids = torch.randint(0, model.config.vocab_size, (1, length + steps), generator=gen).to(device)
     with lc.spiking_layer_comparison(model) as errors:
         cache = SpikingBrainCache(model.config.num_hidden_layers)
-        model(ids[:, :length], past_key_values=cache, use_cache=True, logits_to_keep=1, prefill_chunk_size=length)
+        model(ids[:, :length], cache=cache, use_cache=True, logits_to_keep=1, prefill_chunk_size=length)
         for t in range(length, length + steps):
-            model(ids[:, t : t + 1], past_key_values=cache, use_cache=True)
+            model(ids[:, t : t + 1], cache=cache, use_cache=True)
     return lc.judge_layers(errors, tolerance, prompt=length, steps=steps)
 
 
@@ -143,10 +144,10 @@ def prefill(model, length: int, device, spiking_brain: bool, seed: int = 1):
     ids = torch.randint(0, model.config.vocab_size, (1, length), generator=gen).to(device)
     if spiking_brain:
         cache = SpikingBrainCache(model.config.num_hidden_layers)
-        out = model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = model(ids, cache=cache, use_cache=True, logits_to_keep=1)
     else:
         out = model(ids, use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        cache = output_cache(out)
     return cache, out.logits[:, -1:].argmax(-1)
 
 
@@ -161,7 +162,7 @@ def graph_guard(model, length: int, steps: int, device) -> dict:
     graph_logits = [graphed.step().float().clone() for _ in range(steps)]
     eager_logits, eager_token = [], token
     for _ in range(steps):
-        logits = model(eager_token, past_key_values=twin, use_cache=True).logits
+        logits = model(eager_token, cache=twin, use_cache=True).logits
         eager_token = logits[:, -1:].argmax(-1)
         eager_logits.append(logits.float())
     got, want = torch.cat(graph_logits, 1), torch.cat(eager_logits, 1)

@@ -419,7 +419,7 @@ def _model_demo(prompt: str, out: Path | None, new_tokens: int, seed: int, train
     ids = torch.tensor([tokenizer.encode(prompt)])
     common = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     cache = SpikingBrainCache(config.num_hidden_layers)
-    generated = model.generate(ids, past_key_values=cache, **common)
+    generated = model.generate(ids, cache=cache, **common)
     uncached = model.generate(ids, use_cache=False, **common)
     text = tokenizer.decode(generated[0, ids.shape[1] :])
     say(f"\nByte-level tokenizer (UTF-8 bytes, vocab {tokenizer.vocab_size}); greedy generation with a SpikingBrainCache:")

@@ -38,7 +38,7 @@ def model() -> SpikingBrainForCausalLM:
 def prompt(model, ids, attention_mask=None) -> tuple[SpikingBrainCache, torch.Tensor]:
     cache = SpikingBrainCache(model.config.num_hidden_layers)
     with torch.no_grad():
-        logits = model(ids, attention_mask=attention_mask, past_key_values=cache, use_cache=True).logits
+        logits = model(ids, attention_mask=attention_mask, cache=cache, use_cache=True).logits
     return cache, logits[:, -1:].argmax(-1)
 
 
@@ -49,7 +49,7 @@ def eager_steps(model, cache, tokens: list[torch.Tensor], attention_mask=None) -
         for token in tokens:
             if attention_mask is not None:
                 attention_mask = torch.cat([attention_mask, torch.ones_like(token)], dim=1)
-            out.append(model(token, attention_mask=attention_mask, past_key_values=cache, use_cache=True).logits)
+            out.append(model(token, attention_mask=attention_mask, cache=cache, use_cache=True).logits)
     return out
 
 
@@ -130,7 +130,7 @@ def test_an_eager_call_on_the_owned_cache_is_detected(model):
     decoder = GraphedDecoder(model, cache, first, use_cuda_graph=False, warmup=0)
     decoder.step()
     with torch.no_grad():
-        model(first, past_key_values=cache, use_cache=True)
+        model(first, cache=cache, use_cache=True)
     with pytest.raises(RuntimeError, match="advanced outside"):
         decoder.step()
 

@@ -80,7 +80,7 @@ def test_prefill_equals_token_by_token_decode_with_sinks_and_moe(moe_model, leng
     with torch.no_grad():
         prefill = moe_model(ids, use_cache=False).logits
         cache = SpikingBrainCache(LAYERS)
-        steps = [moe_model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(length)]
+        steps = [moe_model(ids[:, t : t + 1], cache=cache).logits for t in range(length)]
     torch.testing.assert_close(torch.cat(steps, dim=1), prefill, rtol=1e-10, atol=1e-10)
 
 
@@ -102,9 +102,9 @@ def test_only_full_attention_layers_grow_the_cache():
         cache = SpikingBrainCache(LAYERS)
         sizes = []
         with torch.no_grad():
-            model(torch.tensor([[5]]), past_key_values=cache)
+            model(torch.tensor([[5]]), cache=cache)
             for t in range(3 * WINDOW):
-                model(torch.tensor([[6 + t]]), past_key_values=cache)
+                model(torch.tensor([[6 + t]]), cache=cache)
                 sizes.append(cache.memory_bytes())
         return sizes[-1] - sizes[WINDOW]
 

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sb_layers.models.spikingbrain import SpikingBrainCache, SpikingBrainConfig, SpikingBrainForCausalLM
+from sb_layers.models.spikingbrain.cache_names import output_cache
 from strategies import assert_left_padding_is_invisible
 
 VOCAB = 97
@@ -133,7 +134,7 @@ def test_prefill_equals_token_by_token_decode_beyond_the_window(model, length, s
     with torch.no_grad():
         prefill = model(ids, use_cache=False).logits
         cache = SpikingBrainCache(model.config.num_hidden_layers)
-        steps = [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(length)]
+        steps = [model(ids[:, t : t + 1], cache=cache).logits for t in range(length)]
     torch.testing.assert_close(torch.cat(steps, dim=1), prefill, rtol=1e-10, atol=1e-10)
     assert cache.get_seq_length() == length
 
@@ -143,8 +144,33 @@ def test_prefill_then_chunks_equals_one_call(model):
     with torch.no_grad():
         whole = model(ids).logits
         cache = SpikingBrainCache(model.config.num_hidden_layers)
-        parts = [model(ids[:, a:b], past_key_values=cache).logits for a, b in ((0, 5), (5, 6), (6, 14))]
+        parts = [model(ids[:, a:b], cache=cache).logits for a, b in ((0, 5), (5, 6), (6, 14))]
     torch.testing.assert_close(torch.cat(parts, dim=1), whole, rtol=1e-10, atol=1e-10)
+
+
+def test_past_key_values_is_the_caches_other_name(model):
+    """transformers renamed the cache keyword (``past_key_values`` -> ``cache``); both must keep working."""
+    ids = torch.randint(3, VOCAB, (2, 9), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        new_name, old_name = SpikingBrainCache(model.config.num_hidden_layers), SpikingBrainCache(model.config.num_hidden_layers)
+        out = model(ids[:, :6], cache=new_name)
+        assert output_cache(out) is new_name
+        model(ids[:, :6], past_key_values=old_name)
+        both = model(ids[:, 6:], cache=new_name, past_key_values=new_name).logits
+        torch.testing.assert_close(model(ids[:, 6:], past_key_values=old_name).logits, both, rtol=1e-10, atol=1e-10)
+        with pytest.raises(ValueError, match="different objects"):
+            model(ids[:, 6:], cache=new_name, past_key_values=old_name)
+
+
+@pytest.mark.parametrize("name", ["cache", "past_key_values"])
+def test_generate_continues_a_cache_given_under_either_name(model, name):
+    prompt = torch.randint(3, VOCAB, (1, 5), generator=torch.Generator().manual_seed(6))
+    greedy = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0)
+    cache = SpikingBrainCache(model.config.num_hidden_layers)
+    with_cache = model.generate(prompt, **{name: cache}, **greedy)
+    assert torch.equal(with_cache, model.generate(prompt, use_cache=False, **greedy))
+    # generate() fed its last token back through the given cache: it saw every position but the last.
+    assert cache.get_seq_length() == with_cache.shape[1] - 1
 
 
 @given(lengths=st.lists(st.integers(1, 10), min_size=2, max_size=3), seed=st.integers(0, 2**16))
@@ -172,12 +198,12 @@ def test_prefill_in_pieces_equals_one_piece(model, piece, keep, pad, with_cache,
         expected = whole.logits if keep == 0 else whole.logits[:, -keep:]
         torch.testing.assert_close(pieces.logits, expected, rtol=1e-10, atol=1e-10)
         if not with_cache:
-            assert pieces.past_key_values is None
+            assert output_cache(pieces) is None
             return
-        assert pieces.past_key_values.get_seq_length() == 13
+        assert output_cache(pieces).get_seq_length() == 13
         step_mask = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], dim=1)
-        after_whole = model(nxt, attention_mask=step_mask, past_key_values=whole.past_key_values).logits
-        after_pieces = model(nxt, attention_mask=step_mask, past_key_values=pieces.past_key_values).logits
+        after_whole = model(nxt, attention_mask=step_mask, cache=output_cache(whole)).logits
+        after_pieces = model(nxt, attention_mask=step_mask, cache=output_cache(pieces)).logits
     torch.testing.assert_close(after_pieces, after_whole, rtol=1e-10, atol=1e-10)
 
 
@@ -221,12 +247,12 @@ def test_filled_windows_decode_like_the_plain_cache(model):
     with torch.no_grad():
         plain = SpikingBrainCache(model.config.num_hidden_layers)
         filled = SpikingBrainCache(model.config.num_hidden_layers)
-        model(ids[:, :2], past_key_values=plain)
-        model(ids[:, :2], past_key_values=filled)
+        model(ids[:, :2], cache=plain)
+        model(ids[:, :2], cache=filled)
         filled.fill_windows()
         for t in range(2, ids.shape[1]):
-            want = model(ids[:, t : t + 1], past_key_values=plain).logits
-            got = model(ids[:, t : t + 1], past_key_values=filled).logits
+            want = model(ids[:, t : t + 1], cache=plain).logits
+            got = model(ids[:, t : t + 1], cache=filled).logits
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     assert filled.memory_bytes() == plain.memory_bytes()  # both windows are full by now
 
@@ -237,17 +263,17 @@ def test_reordered_cache_after_in_place_decode_steps_continues_each_row(model):
     ids = torch.randint(3, VOCAB, (2, WINDOW + 9), generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
         cache = SpikingBrainCache(model.config.num_hidden_layers)
-        model(ids[:, :3], past_key_values=cache)
+        model(ids[:, :3], cache=cache)
         for t in range(3, WINDOW + 6):
-            model(ids[:, t : t + 1], past_key_values=cache)
+            model(ids[:, t : t + 1], cache=cache)
         swapped = copy.deepcopy(cache)
         swapped.reorder_cache(torch.tensor([1, 0]))
         kept = copy.deepcopy(cache)
         for t in range(WINDOW + 6, ids.shape[1]):
-            want = model(ids[:, t : t + 1], past_key_values=cache).logits
-            got = model(ids[[1, 0], t : t + 1], past_key_values=swapped).logits
+            want = model(ids[:, t : t + 1], cache=cache).logits
+            got = model(ids[[1, 0], t : t + 1], cache=swapped).logits
             torch.testing.assert_close(got, want[[1, 0]], rtol=1e-10, atol=1e-10)
-        again = model(ids[:, WINDOW + 6 : WINDOW + 7], past_key_values=kept).logits
+        again = model(ids[:, WINDOW + 6 : WINDOW + 7], cache=kept).logits
     first = model(ids[:, : WINDOW + 7]).logits[:, -1:]
     torch.testing.assert_close(again, first, rtol=1e-10, atol=1e-10)
 
@@ -289,7 +315,7 @@ def test_cache_memory_stops_growing_after_the_window(model):
     sizes = []
     with torch.no_grad():
         for t in range(4 * WINDOW):
-            model(torch.tensor([[3 + t % 50]]), past_key_values=cache)
+            model(torch.tensor([[3 + t % 50]]), cache=cache)
             sizes.append(cache.memory_bytes())
     assert sizes[WINDOW - 1 :] == [sizes[WINDOW - 1]] * (3 * WINDOW + 1)
     assert sizes[0] < sizes[WINDOW - 1]
@@ -403,4 +429,4 @@ def test_forward_rejects_bad_inputs(model):
     with pytest.raises(ValueError, match="keep_last"):
         model.model(ids, keep_last=-1)
     with pytest.raises(TypeError, match="SpikingBrainCache"):
-        model(ids, past_key_values=object(), prefill_chunk_size=2)
+        model(ids, cache=object(), prefill_chunk_size=2)

@@ -219,7 +219,7 @@ def test_w8aspike_attention_streams_exactly_with_an_int8_cache(converted, source
     cache = SpikingBrainCache(converted.config.num_hidden_layers)
     with torch.no_grad():
         whole = converted(ids, use_cache=False).logits
-        steps = torch.cat([converted(ids[:, t : t + 1], past_key_values=cache).logits for t in range(ids.shape[1])], dim=1)
+        steps = torch.cat([converted(ids[:, t : t + 1], cache=cache).logits for t in range(ids.shape[1])], dim=1)
     torch.testing.assert_close(steps, whole, rtol=1e-9, atol=1e-9)
     keys = cache.states[1].keys  # the cached keys lie on an int8 grid per head vector
     scale = (keys.abs().amax(-1, keepdim=True) / 127).clamp(1e-5, 1e4)

@@ -96,7 +96,7 @@ class SpikingBrainConfig(PreTrainedConfig):
     """
 
     model_type = "spikingbrain"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
 
     # --- released config.json fields ---
     vocab_size: int = 152064

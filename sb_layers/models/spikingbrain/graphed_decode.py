@@ -45,7 +45,7 @@ class GraphedDecoder:
     Each :meth:`step` feeds ``[B, 1]`` tokens (by default the previous step's greedy choice) and returns
     the logits ``[B, 1, vocab]`` in the model's dtype. The logits and :attr:`next_tokens` are static
     buffers overwritten by the next step: clone what you keep. Identity: the logits of every step equal
-    those of ``model(tokens, past_key_values=cache)`` on a copy of the cache, up to the floating-point
+    those of ``model(tokens, cache=cache)`` on a copy of the cache, up to the floating-point
     order of the ring-buffer window (bit-equal on CUDA for the 7B layout's kernels).
     """
 
@@ -116,7 +116,7 @@ class GraphedDecoder:
             raise ValueError(f"input_ids must be a non-empty int64 tensor of shape (B, L), got {describe(input_ids)}")
         cache = SpikingBrainCache(model.config.num_hidden_layers)
         with torch.inference_mode():
-            logits = model(input_ids, attention_mask=attention_mask, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+            logits = model(input_ids, attention_mask=attention_mask, cache=cache, use_cache=True, logits_to_keep=1).logits
         return cls(model, cache, logits[:, -1:].argmax(-1), **options)
 
     @property
@@ -168,7 +168,7 @@ class GraphedDecoder:
 
     def _decode_once(self) -> torch.Tensor:
         """One eager step that leaves the state in the static buffers and the greedy token in next_tokens."""
-        logits = self.model(self.next_tokens, past_key_values=self.cache, use_cache=True).logits
+        logits = self.model(self.next_tokens, cache=self.cache, use_cache=True).logits
         for slot, buffer in zip(self._slots, self._buffers):
             current = _get(slot)
             if current is not buffer:  # GLA states and token counts are new tensors; windows are written in place

@@ -37,6 +37,7 @@ from sb_layers.sliding_window import SlidingWindowAttention
 from sb_layers.spiking_linear import SpikingLinear
 
 from .cache import SpikingBrainCache
+from .cache_names import CACHE_NAMES, GENERATE_CACHE_KEY, OUTPUT_CACHE_FIELD, output_cache, resolve_cache
 from .configuration import GLASwaConfig, SpikingBrainConfig
 from .layout import adapt_config_to_checkpoint
 
@@ -113,7 +114,7 @@ class SpikingBrainPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["HybridBlock"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = list(CACHE_NAMES)
     # The W8ASpike release stores scales for down_proj although its forward never uses them.
     _keys_to_ignore_on_load_unexpected = [r"mlp\.down_proj\.weight_quantizer\.scales"]
 
@@ -202,17 +203,20 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: SpikingBrainCache | None = None,
+        cache: SpikingBrainCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         prefill_chunk_size: int | None = None,
         keep_last: int = 0,
+        past_key_values: SpikingBrainCache | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPast:
         """Run the stack. ``attention_mask`` may span the cached positions too (``[B, past + L]``).
 
         Args:
+            cache: the :class:`SpikingBrainCache` to continue from and append to; ``past_key_values`` is
+                its older name, accepted on every transformers release (give one of the two).
             prefill_chunk_size: in eval mode, an input longer than this runs through the whole stack in
                 pieces of this many tokens with the cache carried (a temporary one when ``use_cache`` is
                 False), so activation memory is that of one piece. Default ``config.prefill_chunk_size``
@@ -220,8 +224,10 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
             keep_last: 0 returns every position; ``n > 0`` only the last ``n`` positions of
                 ``last_hidden_state`` (what a ``logits_to_keep=n`` head reads), never holding the others.
 
-        Returns ``BaseModelOutputWithPast(last_hidden_state [B, L, hidden], past_key_values, hidden_states)``.
+        Returns ``BaseModelOutputWithPast(last_hidden_state [B, L, hidden], cache, hidden_states)``, the cache
+        under the installed transformers' field name (``cache``, or ``past_key_values`` before the rename).
         """
+        cache = resolve_cache(cache, past_key_values)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if input_ids is not None and (input_ids.ndim != 2 or input_ids.dtype not in (torch.int32, torch.int64)):
@@ -234,7 +240,7 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
         length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         if piece is not None and length > piece and not self.training:
             return self._forward_in_pieces(
-                piece, input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
+                piece, input_ids, attention_mask, position_ids, cache, inputs_embeds, use_cache,
                 output_hidden_states, keep_last,
             )
         hidden = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
@@ -243,13 +249,12 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
         batch, length = hidden.shape[:2]
         use_cache = self.config.use_cache if use_cache is None else use_cache
         checkpointing = self.gradient_checkpointing and self.training
-        if checkpointing and use_cache and past_key_values is None:
+        if checkpointing and use_cache and cache is None:
             use_cache = False  # recomputation in backward must not append to a cache twice
-        if past_key_values is not None and not isinstance(past_key_values, SpikingBrainCache):
-            raise TypeError(f"past_key_values must be a SpikingBrainCache, got {type(past_key_values).__name__}")
-        cache = past_key_values if past_key_values is not None else (SpikingBrainCache(len(self.layers)) if use_cache else None)
+        if cache is None and use_cache:
+            cache = SpikingBrainCache(len(self.layers))
         if cache is not None and len(cache) != len(self.layers):
-            raise ValueError(f"past_key_values has {len(cache)} layers, the model {len(self.layers)}")
+            raise ValueError(f"cache has {len(cache)} layers, the model {len(self.layers)}")
 
         mask = self._regular_mask(attention_mask, batch, length, hidden.device)
         if position_ids is not None:
@@ -283,20 +288,20 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
         if cache is not None:
             cache.advance(mask)
         return BaseModelOutputWithPast(
-            last_hidden_state=hidden, past_key_values=cache, hidden_states=all_hidden if output_hidden_states else None,
+            last_hidden_state=hidden, hidden_states=all_hidden if output_hidden_states else None,
+            **{OUTPUT_CACHE_FIELD: cache},
         )
 
     def _forward_in_pieces(
-        self, piece, input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
+        self, piece, input_ids, attention_mask, position_ids, cache, inputs_embeds, use_cache,
         output_hidden_states, keep_last,
     ) -> BaseModelOutputWithPast:
         """:meth:`forward` over consecutive pieces of ``piece`` tokens, carrying one cache through them."""
         source = input_ids if input_ids is not None else inputs_embeds
         batch, length = source.shape[:2]
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        if past_key_values is not None and not isinstance(past_key_values, SpikingBrainCache):
-            raise TypeError(f"past_key_values must be a SpikingBrainCache, got {type(past_key_values).__name__}")
-        cache = past_key_values if past_key_values is not None else SpikingBrainCache(len(self.layers))
+        if cache is None:
+            cache = SpikingBrainCache(len(self.layers))
         mask = self._regular_mask(attention_mask, batch, length, source.device)
         if position_ids is not None:
             self._check_position_ids(position_ids, mask, cache)
@@ -309,7 +314,7 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
             out = self.forward(
                 input_ids=None if input_ids is None else input_ids[:, start:stop],
                 inputs_embeds=None if inputs_embeds is None else inputs_embeds[:, start:stop],
-                attention_mask=mask[:, start:stop], past_key_values=cache, use_cache=True,
+                attention_mask=mask[:, start:stop], cache=cache, use_cache=True,
                 output_hidden_states=output_hidden_states, prefill_chunk_size=piece,
                 keep_last=max(wanted, 1) if keep_last else 0,
             )
@@ -322,7 +327,7 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
         if output_hidden_states:
             all_hidden = tuple(torch.cat(parts, dim=1) for parts in zip(*layer_hidden))
         return BaseModelOutputWithPast(
-            last_hidden_state=hidden, past_key_values=cache if use_cache else None, hidden_states=all_hidden,
+            last_hidden_state=hidden, hidden_states=all_hidden, **{OUTPUT_CACHE_FIELD: cache if use_cache else None},
         )
 
     @staticmethod
@@ -341,8 +346,8 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
 class SpikingBrainForCausalLM(SpikingBrainPreTrainedModel, GenerationMixin):
     """SpikingBrain causal LM: :class:`SpikingBrainModel` plus an untied ``lm_head`` (release layout).
 
-    ``forward(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, labels, use_cache,
-    logits_to_keep, prefill_chunk_size)`` returns logits ``[B, L, vocab]`` (``[B, n, vocab]`` for
+    ``forward(input_ids, attention_mask, position_ids, cache, inputs_embeds, labels, use_cache,
+    logits_to_keep, prefill_chunk_size)`` (``past_key_values=`` names the cache too) returns logits ``[B, L, vocab]`` (``[B, n, vocab]`` for
     ``logits_to_keep=n``; the stack then returns only those positions: see
     :meth:`SpikingBrainModel.forward` for ``prefill_chunk_size``); with ``labels`` ``[B, L]`` the loss is the mean
     cross-entropy of position ``t`` predicting ``labels[t + 1]`` (``-100`` ignored), plus
@@ -383,7 +388,7 @@ class SpikingBrainForCausalLM(SpikingBrainPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: SpikingBrainCache | None = None,
+        cache: SpikingBrainCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -391,13 +396,14 @@ class SpikingBrainForCausalLM(SpikingBrainPreTrainedModel, GenerationMixin):
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         prefill_chunk_size: int | None = None,
+        past_key_values: SpikingBrainCache | None = None,
         **kwargs: Any,
     ) -> MoeCausalLMOutputWithPast:
         # Positions whose logits are not kept are never held past the stack (bounded memory in pieces).
         keep_last = logits_to_keep if isinstance(logits_to_keep, int) and logits_to_keep > 0 and labels is None else 0
         outputs = self.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
+            cache=resolve_cache(cache, past_key_values), inputs_embeds=inputs_embeds, use_cache=use_cache,
             output_hidden_states=output_hidden_states, prefill_chunk_size=prefill_chunk_size, keep_last=keep_last,
         )
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
@@ -411,22 +417,25 @@ class SpikingBrainForCausalLM(SpikingBrainPreTrainedModel, GenerationMixin):
             if aux_loss is not None and self.config.router_aux_loss_coef > 0:
                 loss = loss + self.config.router_aux_loss_coef * aux_loss.to(loss.dtype)
         output = MoeCausalLMOutputWithPast(
-            loss=loss, aux_loss=aux_loss, logits=logits, past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
+            loss=loss, aux_loss=aux_loss, logits=logits, hidden_states=outputs.hidden_states,
+            **{OUTPUT_CACHE_FIELD: output_cache(outputs)},
         )
         return output if return_dict is not False else output.to_tuple()
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs) -> None:
-        """``generate()`` hook: a :class:`SpikingBrainCache` instead of transformers' KV caches."""
-        cache = model_kwargs.get("past_key_values")
+        """``generate()`` hook: a :class:`SpikingBrainCache` instead of transformers' KV caches.
+
+        A cache the caller passed as ``cache=`` or ``past_key_values=`` is continued; it travels under the key
+        the installed transformers reads (:data:`GENERATE_CACHE_KEY`).
+        """
+        cache = resolve_cache(model_kwargs.pop("cache", None), model_kwargs.pop("past_key_values", None))
         if cache is not None:
-            if not isinstance(cache, SpikingBrainCache):
-                raise TypeError(f"past_key_values must be a SpikingBrainCache, got {type(cache).__name__}")
             cache._is_user_defined = True
+        elif generation_config.use_cache is False:
             return
-        if generation_config.use_cache is False:
-            return
-        model_kwargs["past_key_values"] = SpikingBrainCache(self.config.num_hidden_layers)
+        else:
+            cache = SpikingBrainCache(self.config.num_hidden_layers)
+        model_kwargs[GENERATE_CACHE_KEY] = cache
 
     @classmethod
     def from_qwen2(cls, model_or_dir, **overrides: Any) -> SpikingBrainForCausalLM:
