@@ -347,8 +347,8 @@ class SpikingBrainForCausalLM(SpikingBrainPreTrainedModel, GenerationMixin):
     """SpikingBrain causal LM: :class:`SpikingBrainModel` plus an untied ``lm_head`` (release layout).
 
     ``forward(input_ids, attention_mask, position_ids, cache, inputs_embeds, labels, use_cache,
-    logits_to_keep, prefill_chunk_size)`` (``past_key_values=`` names the cache too) returns logits ``[B, L, vocab]`` (``[B, n, vocab]`` for
-    ``logits_to_keep=n``; the stack then returns only those positions: see
+    logits_to_keep, prefill_chunk_size)`` (``past_key_values=`` names the cache too) returns logits
+    ``[B, L, vocab]`` (``[B, n, vocab]`` for ``logits_to_keep=n``; the stack then returns only those positions: see
     :meth:`SpikingBrainModel.forward` for ``prefill_chunk_size``); with ``labels`` ``[B, L]`` the loss is the mean
     cross-entropy of position ``t`` predicting ``labels[t + 1]`` (``-100`` ignored), plus
     ``router_aux_loss_coef`` times the MoE load-balancing loss when MoE layers exist. ``generate()`` keeps
