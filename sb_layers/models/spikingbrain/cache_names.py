@@ -2,8 +2,9 @@
 
 Earlier 5.x releases (5.17 among them) call it ``past_key_values`` everywhere; later ones (5.24 among them)
 call it ``cache`` (the forward keyword, the model outputs' field and ``generate()``'s model kwargs) and keep
-``past_key_values`` as a deprecated alias. Which one is installed is read from transformers itself below. The SpikingBrain models accept both keywords on every release and write the cache under
-the name the installed release reads, so ``generate()`` and user code work on either side of the rename.
+``past_key_values`` as a deprecated alias; which one is installed is read from transformers itself below.
+The SpikingBrain models accept both keywords on every release and write the cache under the name the
+installed release reads, so ``generate()`` and user code work on either side of the rename.
 """
 
 from __future__ import annotations
