@@ -7,13 +7,16 @@ import copy
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sb_layers.models.spikingbrain import GraphedDecoder, SpikingBrainCache, SpikingBrainConfig, SpikingBrainForCausalLM
 from sb_layers.models.spikingbrain.w8aspike import to_w8aspike
 
 VOCAB, WINDOW = 61, 4
+# Plain argmax decoding, as GraphedDecoder does: eos_token_id=None keeps generate() going past an EOS
+# without what min_new_tokens would add, a processor that bans EOS and so changes the argmax.
+PLAIN_GREEDY = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny matmuls (tests/conftest.py)
@@ -58,13 +61,14 @@ def eager_steps(model, cache, tokens: list[torch.Tensor], attention_mask=None) -
     batch=st.integers(1, 2), length=st.integers(1, WINDOW + 5), pad=st.integers(0, 2), steps=st.integers(1, 7),
     warmup=st.integers(0, 2), seed=st.integers(0, 2**16),
 )
+@example(batch=2, length=3, pad=2, steps=2, warmup=0, seed=5196)  # row 0's second greedy token is the EOS id
 def test_greedy_decoding_equals_generate(model, batch, length, pad, steps, warmup, seed):
     ids = torch.randint(3, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
     mask = torch.ones_like(ids)
     if batch > 1 and pad < length:
         mask[0, :pad] = 0  # left padding: rows hold different numbers of real tokens
         ids[0, :pad] = 0
-    greedy = dict(max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=0)  # no stop at EOS
+    greedy = dict(max_new_tokens=steps, **PLAIN_GREEDY)
     want = model.generate(ids, attention_mask=mask, **greedy)[:, length:]
     cache, first = prompt(model, ids, mask)
     decoder = GraphedDecoder(model, cache, first, use_cuda_graph=False, warmup=warmup)
@@ -116,7 +120,7 @@ def test_from_prompt_continues_the_prompt_like_generate(model):
     ids = torch.randint(3, VOCAB, (2, WINDOW + 3), generator=torch.Generator().manual_seed(9))
     mask = torch.ones_like(ids)
     mask[1, :2] = 0
-    greedy = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=0)
+    greedy = dict(max_new_tokens=5, **PLAIN_GREEDY)
     want = model.generate(ids, attention_mask=mask, **greedy)[:, ids.shape[1]:]
     decoder = GraphedDecoder.from_prompt(model, ids, mask, use_cuda_graph=False, warmup=1)
     assert torch.equal(decoder.generate(5), want)

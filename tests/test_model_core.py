@@ -304,7 +304,8 @@ def test_generate_with_and_without_cache_is_identical(model):
 
 def test_greedy_generate_picks_the_argmax_continuation(model):
     ids = torch.randint(3, VOCAB, (1, 5), generator=torch.Generator().manual_seed(6))
-    out = model.generate(ids, do_sample=False, max_new_tokens=4, min_new_tokens=4, pad_token_id=0)
+    # eos_token_id=None: no stop at EOS and, unlike min_new_tokens, no ban on it that would change the argmax
+    out = model.generate(ids, do_sample=False, max_new_tokens=4, pad_token_id=0, eos_token_id=None)
     with torch.no_grad():
         logits = model(out[:, :-1]).logits[0, ids.shape[1] - 1 :]
     assert torch.equal(out[0, ids.shape[1] :], logits.argmax(-1))
