@@ -9,6 +9,11 @@
 # and the registry's torchvision builds that do not match the installed torch break
 # `import transformers` (and so peft). spikingjelly never imports either of them for the
 # activation_based API we use, so it is installed without them; everything else resolves normally.
+#
+# So `pip check` reports exactly "spikingjelly 2.0.0 requires torchaudio/torchvision, which is not
+# installed" (tests/test_environment.py checks that it reports nothing else). Neither can be added
+# here: the registry's torchvision 0.28.0 (the one for torch 2.13) and torchaudio 2.11.1 are CUDA builds
+# that do not load beside the CPU torch (docs/installation.md, "What pip check reports").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
