@@ -8,7 +8,7 @@ try:  # the package must import without triton: the torch backends need none of 
     from triton.runtime.interpreter import InterpretedFunction
     from triton.runtime.jit import JITFunction
 except ImportError:  # pragma: no cover - exercised only where triton is missing
-    tl = DeviceFunction = round_to = round_half_even = None
+    tl = DeviceFunction = round_to = round_half_even = quotient_rn = None
 
 if tl is not None:
 
@@ -57,3 +57,22 @@ if tl is not None:
             a = tl.where(a < 8388608.0, (a + 8388608.0) - 8388608.0, a)
             r = tl.where(y < 0, -a, a)
         return r
+
+    @DeviceFunction
+    def quotient_rn(x, v, inv, COMPILED: tl.constexpr):
+        """float32 ``RN(x / v)``, the correctly rounded IEEE quotient, capped at ``+-2**40``.
+
+        ``inv`` is ``RN(1 / v)``, broadcast like ``v``. Compiled: with ``q = RN(x * inv)`` within an ulp
+        of ``x / v``, the remainder ``x - q v`` is exact in one fma and ``RN(q + rem * inv)`` is
+        ``RN(x / v)`` (Markstein): no division per element, which bounded 16-bit rows by the instruction
+        rate. Interpreted: an IEEE division, because the interpreter of Triton 3.6 and earlier
+        computes an fma as a product and a sum, rounded twice, which moves a quotient on a rounding tie
+        (a one-element row gives exactly ``x / v = +-k``) by an ulp, and so its count.
+        The cap keeps a quotient past float32's range (an absurd ``k``) finite on both paths.
+        """
+        if COMPILED:
+            q = tl.minimum(tl.maximum(x * inv, -1099511627776.0), 1099511627776.0)
+            y = tl.fma(tl.fma(-q, v, x), inv, q)
+        else:
+            y = tl.minimum(tl.maximum(tl.math.div_rn(x, v), -1099511627776.0), 1099511627776.0)
+        return y

@@ -10,8 +10,8 @@ in float32 (round half to even, IEEE division), cast to ``x.dtype``: the rules o
 :func:`sb_neurons.spike_quantize` (``dim=-1``) and of the release's int8 KV cache. PyTorch runs each as a
 chain of 6-9 elementwise kernels over float32 copies; the kernel reads ``x`` once and writes ``y`` once.
 
-Exactness. The quotient is the correctly rounded ``RN(x / s)`` (the reciprocal-and-fma form of
-:mod:`sb_kernels.spike_quant`), so given the same ``s`` every output equals PyTorch's bit for bit. ``max``
+Exactness. The quotient is the correctly rounded ``RN(x / s)`` (:func:`sb_kernels._device.quotient_rn`),
+so given the same ``s`` every output equals PyTorch's bit for bit. ``max``
 is exact in any order, so ``int8_fake_quantize`` equals its reference exactly where PyTorch divides
 exactly (on the CPU; on CUDA PyTorch divides by a Python scalar as a product with its rounded
 reciprocal, so its scale may differ in the last bit); the sum inside
@@ -31,7 +31,7 @@ import torch
 from sb_neurons._validation import check_float_tensor, check_positive
 from sb_neurons.spike import V_TH_MAX, V_TH_MIN, spike_count
 
-from ._device import DeviceFunction, round_half_even, round_to
+from ._device import DeviceFunction, quotient_rn, round_half_even, round_to
 from ._dispatch import Backend, lazy_jit, resolve_forward_backend
 
 try:  # the module must import without triton: the torch backends need none of this
@@ -89,12 +89,7 @@ if triton is not None:
     def fake_quantize_values(x, s, finite, INT8: tl.constexpr, COMPILED: tl.constexpr):
         """float32 ``x`` coded with scale ``s`` (broadcast): ``round(x / s) * s`` (clamped to int8 for
         ``INT8``), NaN where ``finite`` is False; not yet rounded to the output dtype."""
-        # RN(x / s) without a division per element: q = RN(x * RN(1/s)) is within an ulp, the remainder
-        # x - q s is exact in one fma, and RN(q + rem / s) is RN(x / s) (see sb_kernels.spike_quant).
-        # q is capped at 2**40 so that a quotient past float32's range (a huge k) cannot give inf - inf.
-        inv = tl.math.div_rn(1.0, s)
-        q = tl.minimum(tl.maximum(x * inv, -1099511627776.0), 1099511627776.0)
-        quotient = tl.fma(tl.fma(-q, s, x), inv, q)
+        quotient = quotient_rn(x, s, tl.math.div_rn(1.0, s), COMPILED)
         r = round_half_even(quotient, COMPILED)
         if INT8:
             r = tl.minimum(tl.maximum(r, -128.0), 127.0)

@@ -10,7 +10,8 @@ Exactness. The kernel computes the correctly rounded quotient ``RN(x / v_th)`` w
 element: with ``inv = RN(1 / v_th)`` (one IEEE division per row), ``q = RN(x * inv)`` is within one ulp of
 ``x / v_th``, the remainder ``x - q * v_th`` is exact in one fused multiply-add and ``RN(q + rem * inv)`` is
 ``RN(x / v_th)`` (Markstein's theorem; float32 throughout, no underflow where it matters: a quotient
-below 1/2 gives count 0 either way). It then rounds half to even (CUDA's ``cvt.rni``; in Triton's
+below 1/2 gives count 0 either way). Triton's interpreter divides instead: up to Triton 3.6 it rounds an
+fma twice, which moves quotients on a rounding tie (see :func:`sb_kernels._device.quotient_rn`). It then rounds half to even (CUDA's ``cvt.rni``; in Triton's
 interpreter an equivalent add-and-subtract of 2**23), so given the same ``v_th`` its counts equal
 ``torch.round(x.float() / v_th)`` bit for bit. The sum inside ``mean(|x|)``
 is taken in a different order than PyTorch's, so ``v_th`` may differ from the reference in its last
@@ -39,7 +40,7 @@ from sb_neurons import SpikeStats, spike_count
 from sb_neurons._validation import check_float_tensor, check_positive
 from sb_neurons.spike import V_TH_MAX, ClampSpec, resolve_clamp
 
-from ._device import round_half_even
+from ._device import quotient_rn, round_half_even
 from ._dispatch import Backend, lazy_jit, resolve_backend
 
 try:  # the module must import without triton: the torch backend needs none of this
@@ -121,12 +122,8 @@ if tl is not None:
                 mean_abs = tl.math.div_rn(abs_sum, width)
                 v_th = tl.minimum(tl.maximum(tl.math.div_rn(mean_abs, k), 1e-5), 1e4)
                 tl.store(vth_ptr + row, v_th)
-                # x / v_th correctly rounded without a division per element (Markstein): with inv = RN(1/v_th)
-                # and q = RN(x * inv) within one ulp of x / v_th, the remainder x - q * v_th is exact in one
-                # fma and RN(q + rem * inv) is RN(x / v_th). An IEEE division per element (reciprocal,
-                # Newton steps, range check) bounded 16-bit rows by the instruction rate, not by memory.
-                # q is clamped to 2**40 so that a quotient past float32's range saturates instead of
-                # turning into inf - inf (such counts are far beyond int32 and rejected from row_max).
+                # x / v_th correctly rounded (quotient_rn: no division per element when compiled), capped
+                # at 2**40 (such counts are far beyond int32 and rejected from row_max).
                 inv = tl.math.div_rn(1.0, v_th)
 
                 top = 0.0
@@ -141,8 +138,7 @@ if tl is not None:
                         xc = x
                     else:
                         xc = tl.load(x_row + start + offs, mask=m, other=0.0).to(tl.float32)
-                    q = tl.minimum(tl.maximum(xc * inv, -1099511627776.0), 1099511627776.0)
-                    y = tl.fma(tl.fma(-q, v_th, xc), inv, q)
+                    y = quotient_rn(xc, v_th, inv, COMPILED)
                     if CLAMP:
                         # Rounding is monotone and fixes the integer bounds: clamping before it is the same.
                         y = tl.minimum(tl.maximum(y, clamp_low), clamp_high)

@@ -67,6 +67,17 @@ def test_half_way_ties_round_to_even():
     assert counts.tolist() == [[0, 2, 2, 0, -2, -2, 4, 4]]
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [0.5, 2.5, 7.5])
+def test_a_one_element_row_is_a_tie_at_half_integer_k(k, dtype):
+    # mean |x| = |x|, so x / v_th is +-k up to the rounding of v_th: on a tie or an ulp off it, as IEEE
+    # division decides (issue 19: an interpreter fma rounded twice and gave -7 where round(-7.5) is -8).
+    x = torch.tensor([[-0.37109375], [0.37109375], [-3.0], [1e-3]], dtype=dtype)
+    counts, v_th = spike_quantize(x, k, backend="triton")
+    assert torch.equal(counts.double(), torch.round(x.float() / v_th).double())
+    assert torch.equal(counts, spike_quantize_reference(x, k).counts)
+
+
 def near_ties(rows, width, seed, device="cpu", rounds=3):
     """``(x, k)``: rows whose quotients ``x / v_th`` lie on or within a few ulps of ``n + 1/2`` for the
     kernel's own ``v_th``. Every row permutes the same integers ``n`` (so one ``k = mean|n + 1/2|`` fits
@@ -87,8 +98,9 @@ def near_ties(rows, width, seed, device="cpu", rounds=3):
 
 
 def test_quotients_near_ties_round_like_ieee_division():
-    # The kernel divides by multiplying with RN(1 / v_th) and correcting once with fused multiply-adds:
-    # exact only if the corrected quotient is the correctly rounded one, which ties expose.
+    # Compiled, the kernel divides by multiplying with RN(1 / v_th) and correcting once with fused
+    # multiply-adds: exact only if the corrected quotient is the correctly rounded one, which ties expose
+    # (the interpreter divides; the gpu test below holds the compiled form to the same rule).
     x, k = near_ties(8, 257, seed=0)
     counts, v_th = spike_quantize(x, k, backend="triton")
     quotient = x / v_th
