@@ -174,3 +174,86 @@ def test_our_model_type_is_registered_with_the_auto_classes(tmp_path):
     ids = torch.randint(3, VOCAB, (1, 9))
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, model(ids).logits)
+
+
+# --- from_pretrained(path, <config field>=value) overrides the saved config, as for every HF model ----------
+
+
+def _save_tiny_qwen2(directory):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=1, num_attention_heads=HEADS,
+                         num_key_value_heads=KV_HEADS, intermediate_size=INTER, bos_token_id=1, eos_token_id=2)
+    Qwen2ForCausalLM(config).save_pretrained(directory)
+    return Qwen2ForCausalLM, "rms_norm_eps"
+
+
+def _save_tiny_ours(directory):
+    config = SpikingBrainConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=HEADS,
+                                num_key_value_heads=KV_HEADS, intermediate_size=INTER, sliding_window=6,
+                                bos_token_id=1, eos_token_id=2)
+    SpikingBrainForCausalLM(config).save_pretrained(directory)
+    return SpikingBrainForCausalLM, "norm_eps"
+
+
+def _save_tiny_release(directory):
+    write_released_checkpoint(directory)
+    from sb_layers.models.spikingbrain import GLAswaForCausalLM
+
+    return GLAswaForCausalLM, "norm_eps"
+
+
+def _save_tiny_release_auto(directory):
+    write_released_checkpoint(directory)
+    return AutoModelForCausalLM, "norm_eps"
+
+
+SAVERS = [_save_tiny_qwen2, _save_tiny_ours, _save_tiny_release, _save_tiny_release_auto]
+
+
+@pytest.mark.parametrize("save", SAVERS, ids=["qwen2", "spikingbrain", "gla_swa", "gla_swa-auto"])
+def test_from_pretrained_keyword_overrides_a_config_field(tmp_path, save):
+    model_class, field = save(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved.get(field, 1e-6) != 1e-3
+    model = model_class.from_pretrained(tmp_path, dtype=torch.float32, **{field: 1e-3})
+    assert getattr(model.config, field) == 1e-3
+    assert model.dtype == torch.float32  # loading options still reach the loader
+    norm = model.model.norm
+    assert getattr(norm, "eps", getattr(norm, "variance_epsilon", None)) == 1e-3  # the model is built from it
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randint(3, VOCAB, (1, 5))).logits).all()
+    assert json.loads((tmp_path / "config.json").read_text()) == saved  # the saved file is untouched
+
+
+@pytest.mark.parametrize("save", SAVERS[:3], ids=["qwen2", "spikingbrain", "gla_swa"])
+def test_from_pretrained_unknown_keyword_reaches_the_model_init_as_in_hf(tmp_path, save):
+    model_class, _ = save(tmp_path)
+    with pytest.raises(TypeError, match="not_a_field"):
+        model_class.from_pretrained(tmp_path, not_a_field=1)
+
+
+@pytest.mark.parametrize("save", [_save_tiny_ours, _save_tiny_release], ids=["spikingbrain", "gla_swa"])
+@pytest.mark.parametrize(
+    "override, match",
+    [(dict(norm_eps=-1.0), "norm_eps"), (dict(hidden_act="gelu"), "hidden_act"), (dict(num_hidden_layers=1), "attn_layers")],
+)
+def test_from_pretrained_override_is_validated_like_a_new_config(tmp_path, save, override, match):
+    model_class, _ = save(tmp_path)
+    with pytest.raises(ValueError, match=match):
+        model_class.from_pretrained(tmp_path, **override)
+
+
+def test_from_pretrained_variant_keeps_its_loader_meaning(tmp_path):
+    """``variant`` is both a loading option of transformers (the weight-file variant) and our config field:
+    the loading option wins, as it does in transformers; the config's variant is set through ``config=``."""
+    model_class, _ = _save_tiny_ours(tmp_path)
+    with pytest.raises(OSError, match="model.intra_layer.safetensors"):
+        model_class.from_pretrained(tmp_path, variant="intra_layer")
+
+
+def test_from_pretrained_explicit_config_is_not_overridden(tmp_path):
+    model_class, _ = _save_tiny_ours(tmp_path)
+    config = AutoConfig.from_pretrained(tmp_path, norm_eps=1e-2)
+    model = model_class.from_pretrained(tmp_path, config=config)
+    assert model.config.norm_eps == 1e-2

@@ -19,12 +19,13 @@ and a mismatch raises instead of being ignored.
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import AutoConfig, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPast, MoeCausalLMOutputWithPast
 
@@ -106,6 +107,41 @@ def build_mlp(config: SpikingBrainConfig, index: int) -> nn.Module:
     return mlp
 
 
+# Keyword arguments of ``PreTrainedModel.from_pretrained`` that configure the loading itself: transformers
+# takes them out before the rest reaches the config (as field overrides), so ``_load_config`` does the same.
+# The named parameters are read from the signature; these are the ones it takes from ``**kwargs``.
+_LOADER_KWARGS = frozenset({
+    "adapter_kwargs", "adapter_name", "allow_all_kernels", "device_map", "device_mesh", "distributed_config",
+    "dtype", "generation_config", "key_mapping", "kernel_config", "max_memory", "offload_buffers",
+    "offload_folder", "output_loading_info", "proxies", "quantization_config", "state_dict", "subfolder",
+    "tp_plan", "tp_size", "torch_dtype", "tqdm_class", "trust_remote_code", "use_kernels", "variant",
+    "_commit_hash", "_from_auto", "_from_pipeline", "mirror", "_fast_init", "low_cpu_mem_usage", "from_tf",
+    "from_flax", "offload_state_dict",
+}) | frozenset(
+    name for name, parameter in inspect.signature(PreTrainedModel.from_pretrained).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+)
+# Loading options that also locate the config file (transformers passes them to both).
+_DOWNLOAD_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+
+
+def _load_config(config_path: str | os.PathLike, kwargs: dict[str, Any]) -> tuple[PreTrainedConfig, dict[str, Any]]:
+    """The config at ``config_path`` with the config-field overrides among ``kwargs`` applied and validated.
+
+    Returns the config and the keyword arguments left for ``PreTrainedModel.from_pretrained``: its loading
+    options plus whatever no config field claimed (transformers hands those to the model's ``__init__``).
+    """
+    loader = {name: value for name, value in kwargs.items() if name in _LOADER_KWARGS}
+    overrides = {name: value for name, value in kwargs.items() if name not in _LOADER_KWARGS}
+    download = {name: loader[name] for name in _DOWNLOAD_KWARGS if name in loader}
+    config, unused = AutoConfig.from_pretrained(config_path, return_unused_kwargs=True, **download, **overrides)
+    if isinstance(config, SpikingBrainConfig) and set(overrides) - set(unused):
+        # transformers sets the overrides as attributes after construction, past __post_init__'s checks:
+        # build the config again from its fields so that an overridden value is validated like a saved one.
+        config = type(config).from_dict(config.to_dict())
+    return config, {**loader, **unused}
+
+
 class SpikingBrainPreTrainedModel(PreTrainedModel):
     """Weight initialization, gradient checkpointing and loading rules shared by the SpikingBrain models."""
 
@@ -135,17 +171,25 @@ class SpikingBrainPreTrainedModel(PreTrainedModel):
         package, so no remote code runs) and adapted to the weights found: ``weight_quantizer.scales`` keys
         switch on W8ASpike (int8 weight groups of the stored size, spike-coded activations), a merged
         ``gk_proj.weight`` selects the merged GLA gate.
+
+        As for every transformers model, keyword arguments that name config fields override the saved
+        config (``from_pretrained(path, norm_eps=1e-3)``); the overridden config is validated like a new
+        one (a bad value raises ``ValueError`` naming the field). Keyword arguments that are neither
+        loading options nor config fields go to the model's ``__init__`` (which rejects them with a
+        ``TypeError``), as in transformers. With an explicit ``config=`` object nothing overrides it. A
+        loading option keeps its meaning where a config field has the same name: ``variant=`` is the
+        weight-file variant (``model.<variant>.safetensors``), so the config's ``variant`` is changed
+        through ``config=``.
         """
         path = os.fspath(pretrained_model_name_or_path)
-        if os.path.isdir(path):
+        directory = os.path.join(path, kwargs.get("subfolder") or "")
+        if os.path.isdir(directory):
             config = kwargs.pop("config", None)
-            if config is None:
-                from transformers import AutoConfig
-
-                config = AutoConfig.from_pretrained(path)
+            if not isinstance(config, PreTrainedConfig):
+                config, kwargs = _load_config(path if config is None else config, kwargs)
             if not isinstance(config, SpikingBrainConfig):
                 raise TypeError(f"config must be a SpikingBrainConfig, got {type(config).__name__}")
-            kwargs["config"] = adapt_config_to_checkpoint(config, path)
+            kwargs["config"] = adapt_config_to_checkpoint(config, directory)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @classmethod
