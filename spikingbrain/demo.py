@@ -156,32 +156,57 @@ def format_table(rows: Sequence[DemoRow]) -> str:
             f"{r.mean_spikes_per_activation:>7.3f} {r.silent_activation_fraction:>7.2%} {r.relative_error:>8.4f} "
             f"{r.energy_pj_per_mac:>7.4f} {-r.saving_vs_fp16:>+8.1%} {-r.saving_vs_int8:>+8.1%}"
         )
+    lines.append(TABLE_T_NOTE)
     return "\n".join(lines)
 
 
-def plot_raster(counts: torch.Tensor, path: Path, codec: str = RASTER_CODEC) -> None:
-    """Spike raster of the first channels of one token: +1 spikes up-ticks, -1 spikes down-ticks."""
+TABLE_T_NOTE = (
+    "T: time steps for the whole tensor (set by its largest |count|); spike_raster.png shows "
+    "a few channels of token 0, whose own T can be smaller"
+)
+
+
+def plot_raster(counts: torch.Tensor, path: Path, codec: str = RASTER_CODEC, whole_tensor_steps: int | None = None) -> None:
+    """Write :func:`raster_figure` of ``counts`` to ``path`` (PNG)."""
+    fig = raster_figure(counts, codec, whole_tensor_steps)  # selects the Agg backend before pyplot loads
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def raster_figure(counts: torch.Tensor, codec: str = RASTER_CODEC, whole_tensor_steps: int | None = None):
+    """Spike raster of the first channels of one token (``counts``: that token's counts, ``[features]``):
+    +1 spikes up-ticks, -1 spikes down-ticks. Returns the matplotlib ``Figure``.
+
+    Three T's differ here, and the title names each: the train drawn is as long as the channels shown
+    need; the whole token can need more, and the demo's table gives T for the whole tensor, which the
+    largest count of any token sets (pass it as ``whole_tensor_steps``).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = get_codec(codec).encode(counts[:RASTER_CHANNELS]).to(torch.float32)  # [T, channels]
+    coder = get_codec(codec)
+    train = coder.encode(counts[:RASTER_CHANNELS]).to(torch.float32)  # [T, channels]
     steps, channels = train.shape
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
     for sign, color, label in ((1, "tab:red", "+1 spike"), (-1, "tab:blue", "-1 spike")):
         t, c = torch.nonzero(train == sign, as_tuple=True)
         ax.scatter(t.numpy(), c.numpy(), marker="|" if sign > 0 else "_", s=120, color=color, label=label)
-    ax.set_xlabel(f"time step (MSB first, T = {steps})")
+    ax.set_xlabel("time step (MSB first)")
     ax.set_ylabel("channel")
     ax.set_xticks(range(steps))
     ax.set_xlim(-0.5, steps - 0.5)
     ax.set_ylim(-0.5, channels - 0.5)
-    ax.set_title(f"Spike raster, {codec} coding, token 0")
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    title = f"Spike raster, {codec} coding, token 0, channels 0-{channels - 1}\nT = {steps} (the channels shown)"
+    title += f"; the whole token needs T = {coder.min_steps(counts)}"
+    if whole_tensor_steps is not None:
+        title += f", the table's whole tensor T = {whole_tensor_steps}"
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)  # outside: never over a spike
+    return fig
 
 
 def plot_count_histogram(x: torch.Tensor, ks: Sequence[float], path: Path) -> None:
@@ -341,6 +366,72 @@ def format_spike_report(report, max_count: int = 16) -> str:
     return "\n".join(lines)
 
 
+# The SpikingBrain-7B figures of the report's Fig. 9 (facts section 3), drawn beside ours.
+FIG9_LABEL = "report (Fig. 9)"
+FIG9_MEAN_SPIKES_PER_CHANNEL = 1.13
+FIG9_SILENT_PERCENT = 18.4
+FIG9_WITHIN_7 = 0.941
+FIG9_ABOVE_16 = 0.01  # "about 1%"
+
+
+def plot_spike_report_vs_fig9(report, max_count: int = 16):
+    """The report's Fig. 9 layout for ``report`` (a :class:`sb_layers.models.spikingbrain.SpikeReport`),
+    with SpikingBrain-7B's published figures drawn beside ours.
+
+    Panels: the |count| histogram (bars ``0 .. max_count`` and one for ``> max_count``; the ``[0, 7]``
+    band and the report's ~1% above 16 marked), mean spikes per channel and silent channels per
+    projection (bars), each with our overall value (dashed) and the report's 1.13 / 18.4% (dotted,
+    labelled "report (Fig. 9)"). Legends sit below the panels, clear of every bar.
+
+    Returns the matplotlib ``Figure`` (nothing is shown or saved).
+    """
+    if isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 1:
+        raise ValueError(f"max_count must be an int >= 1, got {max_count!r}")
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    total = report.total
+    histogram = total.count_histogram.double()
+    shares = (histogram[: max_count + 1] / histogram.sum()).tolist()
+    above = 1.0 - total.fraction_of_counts_at_most(max_count)
+    names = list(report.by_projection)
+    legend = dict(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False)
+
+    fig, (ax_hist, ax_mean, ax_silent) = plt.subplots(1, 3, figsize=(14, 4.8), layout="constrained")
+    ax_hist.bar(range(len(shares)), shares, color="tab:blue", label="ours")
+    ax_hist.bar([max_count + 1], [above], color="tab:gray", label=f"ours, > {max_count}: {above:.1%}")
+    ax_hist.axvspan(-0.5, 7.5, color="tab:green", alpha=0.1,
+                    label=f"|count| in [0, 7]: ours {total.fraction_of_counts_at_most(min(7, max_count)):.1%}, "
+                          f"{FIG9_LABEL} {FIG9_WITHIN_7:.1%}")
+    if max_count == 16:
+        ax_hist.scatter([max_count + 1], [FIG9_ABOVE_16], marker="_", s=400, color="tab:red", zorder=3,
+                        label=f"{FIG9_LABEL}: ~{FIG9_ABOVE_16:.0%} above 16")
+    ticks = list(range(0, max_count, max(1, max_count // 8)))  # max_count itself would crowd the "> max_count" tick
+    ax_hist.set_xticks(ticks + [max_count + 1], [str(t) for t in ticks] + [f">{max_count}"])
+    ax_hist.set(xlabel="|spike count| per channel", ylabel="share of channels", title="spike count distribution")
+    ax_hist.legend(**legend)
+
+    ax_mean.barh(names, [s.mean_spikes_per_channel for s in report.by_projection.values()], color="tab:blue")
+    ax_mean.axvline(total.mean_spikes_per_channel, color="k", ls="--", label=f"all (ours): {total.mean_spikes_per_channel:.2f}")
+    ax_mean.axvline(FIG9_MEAN_SPIKES_PER_CHANNEL, color="tab:red", ls=":", lw=2,
+                    label=f"{FIG9_LABEL}, SpikingBrain-7B: {FIG9_MEAN_SPIKES_PER_CHANNEL:.2f}")
+    ax_mean.set(xlabel="mean spikes per channel", title="spikes per channel")
+    ax_mean.legend(**legend)
+
+    ax_silent.barh(names, [100 * s.silent_channel_fraction for s in report.by_projection.values()], color="tab:blue")
+    ax_silent.axvline(100 * total.silent_channel_fraction, color="k", ls="--",
+                      label=f"all (ours): {total.silent_channel_fraction:.1%}")
+    ax_silent.axvline(FIG9_SILENT_PERCENT, color="tab:red", ls=":", lw=2,
+                      label=f"{FIG9_LABEL}, SpikingBrain-7B: {FIG9_SILENT_PERCENT:.1f}%")
+    ax_silent.set(xlabel="silent channels (%)", title="silent channels")
+    ax_silent.tick_params(labelleft=False)  # the same projections as the middle panel
+    ax_silent.legend(**legend)
+    fig.suptitle("W8ASpike spike report in the layout of the report's Fig. 9: ours beside SpikingBrain-7B's figures", fontsize=11)
+    return fig
+
+
 @torch.no_grad()
 def _next_token_agreement(a, b, batches: Sequence[torch.Tensor]) -> float:
     same = total = 0
@@ -387,7 +478,7 @@ def model_demo(
 
 def _model_demo(prompt: str, out: Path | None, new_tokens: int, seed: int, train_steps: int, say) -> ModelDemoResult:
     from sb_layers.models.spikingbrain import SpikingBrainCache, SpikingBrainForCausalLM, continual_pretrain
-    from sb_layers.models.spikingbrain import plot_spike_report, spike_report, to_w8aspike
+    from sb_layers.models.spikingbrain import spike_report, to_w8aspike
 
     tokenizer = ByteTokenizer()
     config = demo_config()
@@ -443,7 +534,7 @@ def _model_demo(prompt: str, out: Path | None, new_tokens: int, seed: int, train
         import matplotlib.pyplot as plt
 
         out.mkdir(parents=True, exist_ok=True)
-        figure = plot_spike_report(report)
+        figure = plot_spike_report_vs_fig9(report)
         figure.savefig(out / "spike_report.png", dpi=110)
         plt.close(figure)
         say(f"\nWrote {out / 'spike_report.png'}")
@@ -484,7 +575,8 @@ def run_demo(
     raster_k = 3.0 if 3.0 in ks else ks[0]
     raster = out / "spike_raster.png"
     histogram = out / "count_histogram.png"
-    plot_raster(spike_count(x[0], raster_k).counts, raster)
+    raster_steps = next(r.time_steps for r in rows if r.k == raster_k and r.codec == RASTER_CODEC)
+    plot_raster(spike_count(x[0], raster_k).counts, raster, whole_tensor_steps=raster_steps)
     plot_count_histogram(x, ks, histogram)
     print(f"\nWrote {raster} (k = {raster_k:g}) and {histogram}")
     hf_injection_demo(seed=seed)
