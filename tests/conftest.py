@@ -1,15 +1,26 @@
-"""Shared pytest configuration: hypothesis profiles and the GPU marker.
+"""Shared pytest configuration: hypothesis profiles and seeds, the ``property`` and ``gpu`` markers.
 
-Profiles: ``ci`` (bounded examples, no deadline: CI machines are slow and shared) is selected when the
-environment variable ``CI`` is set; ``dev`` otherwise. ``HYPOTHESIS_PROFILE`` overrides both.
+Profiles (``HYPOTHESIS_PROFILE`` picks one; else ``ci`` where the variable ``CI`` is set, ``dev`` otherwise):
+
+- ``ci``: 25 examples per property test unless the test asks for another number; no deadline (CI
+  machines are slow and shared).
+- ``dev``: 60 examples unless the test asks for another number.
+- ``deep``: every property test runs ``DEEP_SCALE`` times the examples it runs under ``ci`` (its own
+  ``@settings(max_examples=...)`` included), for hunting rare failures: ``scripts/deep-tests.sh``.
+
+None is derandomized: every run draws new examples, as a newcomer's does. The seed of the run is printed
+in pytest's header; ``--hypothesis-seed=N`` (or ``SB_HYPOTHESIS_SEED=N``) replays it, and the failing
+example itself is printed with the ``@example`` to keep it by. Hypothesis tests carry the ``property``
+marker (``-m property`` selects them).
 """
 
 import importlib.util
 import os
+import random
 
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, is_hypothesis_test, settings
 
 
 def _import_triton_for_its_interpreter() -> None:
@@ -36,24 +47,57 @@ def _import_triton_for_its_interpreter() -> None:
 
 _import_triton_for_its_interpreter()
 
-settings.register_profile(
-    "ci",
-    max_examples=25,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+SEED_VARIABLE = "SB_HYPOTHESIS_SEED"
+DEEP_SCALE = 10
+_SLOW_IS_FINE = [HealthCheck.too_slow, HealthCheck.data_too_large]
+
+settings.register_profile("ci", max_examples=25, deadline=None, suppress_health_check=_SLOW_IS_FINE)
 settings.register_profile("dev", max_examples=60, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+settings.register_profile(
+    "deep", max_examples=25 * DEEP_SCALE, deadline=None,
+    suppress_health_check=[*_SLOW_IS_FINE, HealthCheck.filter_too_much],
+)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
+settings.load_profile(PROFILE)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Fix the run's seed before hypothesis' plugin reads it: the ``--hypothesis-seed`` given, else
+    ``SB_HYPOTHESIS_SEED``, else a fresh random one. Passed on through the environment, so that
+    pytest-xdist's workers (started later, from this process) use the same seed."""
+    config.addinivalue_line("markers", "property: a hypothesis property test (marked automatically)")
+    seed = config.getoption("hypothesis_seed", None) or os.environ.get(SEED_VARIABLE)
+    if seed is None:
+        seed = str(random.SystemRandom().randrange(2**32))
+    config.option.hypothesis_seed = os.environ[SEED_VARIABLE] = str(seed)
+
+
+def pytest_report_header(config):
+    seed = config.option.hypothesis_seed
+    return f"hypothesis: profile {PROFILE!r}, seed {seed} (replay: python -m pytest --hypothesis-seed={seed} ...)"
 
 
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    scaled = set()
+    skip_gpu = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "gpu" in item.keywords:
+        test = getattr(item, "obj", None)
+        if is_hypothesis_test(test):
+            item.add_marker(pytest.mark.property)
+            if PROFILE == "deep" and id(test) not in scaled:  # parametrized items share one function
+                scaled.add(id(test))
+                _scale_examples(test, DEEP_SCALE)
+        if skip_gpu is not None and "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+def _scale_examples(test, factor: int) -> None:
+    """``factor`` times the examples a test runs under ``ci``: a test's own ``@settings(max_examples=n)``
+    takes precedence over any profile, so the deep profile alone would not deepen it."""
+    own = test._hypothesis_internal_use_settings
+    examples = own.max_examples if own.max_examples != settings.default.max_examples else 25
+    test._hypothesis_internal_use_settings = settings(own, max_examples=examples * factor)
 
 
 @pytest.fixture(scope="module")
