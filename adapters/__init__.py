@@ -1,6 +1,8 @@
 """Adapters for SpikingJelly, snnTorch and HuggingFace models (installed as ``sb_adapters``).
 
-The PEFT-style injector is exported here. The host-library adapters are imported on demand, so that
+The PEFT-style injector is exported here, with its save / load: ``model.save_pretrained(dir)`` of an
+injected model also writes ``spiking_config.json`` (and the spiking state), ``from_pretrained_spiking(dir)``
+loads both back, ``load_spiking(model, dir)`` injects a model you loaded yourself. The host-library adapters are imported on demand, so that
 ``import sb_adapters`` needs neither SpikingJelly nor snnTorch:
 
 - ``import sb_adapters.spikingjelly`` registers ``neuron.SBLIFNode`` and ``neuron.SBSpikeCountNode``;
@@ -13,7 +15,17 @@ for demos and tests: :mod:`sb_adapters.tiny`.
 from .calibration import LayerCalibration, calibrate
 from .config import SpikingConfig
 from .conv1d import SpikingConv1D
-from .injector import get_spiking_config, inject_spiking, spiking_layers, spiking_summary, unload_spiking
+from .injector import (
+    from_pretrained_spiking,
+    get_spiking_config,
+    inject_spiking,
+    load_spiking,
+    save_spiking,
+    spiking_layers,
+    spiking_state_dict,
+    spiking_summary,
+    unload_spiking,
+)
 from .report import LayerReport, SpikingReport, spiking_report
 from .sweep import KSweep, SweepPoint, sweep_k
 
@@ -26,10 +38,14 @@ __all__ = [
     "SpikingReport",
     "SweepPoint",
     "calibrate",
+    "from_pretrained_spiking",
     "get_spiking_config",
     "inject_spiking",
+    "load_spiking",
+    "save_spiking",
     "spiking_layers",
     "spiking_report",
+    "spiking_state_dict",
     "spiking_summary",
     "sweep_k",
     "unload_spiking",

@@ -22,6 +22,7 @@ from sb_layers import SpikeCoding
 from sb_neurons.spike import ClampSpec
 
 CONFIG_NAME = "spiking_config.json"
+STATE_NAME = "spiking_state.safetensors"
 ALL_LINEAR = "all-linear"
 
 TargetSpec = list[str] | str | None
@@ -161,8 +162,21 @@ class SpikingConfig:
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> SpikingConfig:
         """Read the ``spiking_config.json`` that :meth:`save_pretrained` wrote into ``directory``."""
+        if not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(f"directory must be a path (str or os.PathLike), got {type(directory).__name__}")
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"directory {directory!s} does not exist (or is not a directory)")
         path = os.path.join(directory, CONFIG_NAME)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"no {CONFIG_NAME} in {directory!s}")
+            raise FileNotFoundError(
+                f"no {CONFIG_NAME} in {directory!s}: it is not a saved spiking model (save one with "
+                "model.save_pretrained(dir) on an injected model, sb_adapters.save_spiking or SpikingConfig.save_pretrained)"
+            )
         with open(path, encoding="utf-8") as handle:
-            return cls.from_json_string(handle.read())
+            text = handle.read()
+        try:
+            return cls.from_json_string(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{path}: {exc}") from exc

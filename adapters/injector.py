@@ -21,6 +21,19 @@ fresh model. ``unload_spiking(model)`` puts the original module objects back; si
 shared, they carry whatever training changed, and without training the model is bit-exactly the original.
 ``spiking_summary(model)`` lists what was replaced and which linear layers stayed dense (and why).
 
+Saving and loading (PEFT's pattern: a config file beside the weights, one call to load both back):
+
+- ``model.save_pretrained(dir)`` on an injected HuggingFace model writes the dense checkpoint (``config.json``,
+  ``model.safetensors``: the original keys and layouts, so ``AutoModel*.from_pretrained(dir)`` loads the
+  plain model without warnings), plus ``spiking_config.json`` (the :class:`SpikingConfig`) and, when the
+  layers hold state of their own, ``spiking_state.safetensors`` (every tensor the injection added: the
+  weight-quantization scales, calibrated or not). :func:`save_spiking` writes the two spiking files alone
+  (any ``nn.Module``, as ``PeftModel.save_pretrained`` writes only the adapter).
+- :func:`from_pretrained_spiking(dir) <from_pretrained_spiking>` loads both back into an injected model
+  (as ``AutoPeftModelForCausalLM.from_pretrained``); :func:`load_spiking(model, dir) <load_spiking>` injects
+  a model you built or loaded yourself with the saved config and restores the saved state (as
+  ``PeftModel.from_pretrained(base, dir)``). Outputs after the reload equal those before the save exactly.
+
 PEFT: ``SpikingConfig`` is not a registered PEFT method. ``peft.register_peft_method`` accepts only names
 that are members of the closed ``peft.PeftType`` enum, which has none for us, and a PEFT tuner saves
 adapter-only weights found by a name prefix, while spike coding adds no weights (it re-codes the
@@ -34,17 +47,22 @@ layers back under the LoRA wrappers.
 
 from __future__ import annotations
 
+import os
+import types
 from dataclasses import dataclass, field
+from typing import Any
 
+import torch
 from torch import nn
 
 from sb_layers import GatedLinearAttention, SpikeCoding, SpikingLinear
 
-from .config import ALL_LINEAR, SpikingConfig
+from .config import ALL_LINEAR, CONFIG_NAME, STATE_NAME, SpikingConfig
 from .conv1d import SpikingConv1D
 from .matching import iter_targets, layer_index, linear_types, spec_matches
 
 _RECORD_ATTRIBUTE = "_spiking_injection"
+_SAVE_ATTRIBUTE = "save_pretrained"
 
 
 @dataclass
@@ -165,6 +183,7 @@ def inject_spiking(model: nn.Module, config: SpikingConfig) -> nn.Module:
         if module.coding is None:
             module.coding = coding
     model.__dict__[_RECORD_ATTRIBUTE] = record
+    _install_save_pretrained(model)
     return model
 
 
@@ -228,6 +247,8 @@ def unload_spiking(model: nn.Module) -> nn.Module:
         module.spike_qk = spike_qk
         module.coding = coding
     del root.__dict__[_RECORD_ATTRIBUTE]
+    if getattr(root.__dict__.get(_SAVE_ATTRIBUTE), "__func__", None) is _save_pretrained_with_spiking:
+        del root.__dict__[_SAVE_ATTRIBUTE]
     return model
 
 
@@ -283,3 +304,173 @@ def spiking_summary(model: nn.Module) -> str:
 def spiking_layers(model: nn.Module) -> dict[str, SpikingLinear]:
     """Every :class:`SpikingLinear` of ``model`` (injected or built in), by module name."""
     return {name: module for name, module in _check_model(model).named_modules() if isinstance(module, SpikingLinear)}
+
+
+# -- save / load ------------------------------------------------------------------------------------
+def _install_save_pretrained(model: nn.Module) -> None:
+    """Give an injected HuggingFace model a ``save_pretrained`` that also writes the spiking files."""
+    if callable(getattr(type(model), _SAVE_ATTRIBUTE, None)) and _SAVE_ATTRIBUTE not in model.__dict__:
+        model.__dict__[_SAVE_ATTRIBUTE] = types.MethodType(_save_pretrained_with_spiking, model)
+
+
+def _save_pretrained_with_spiking(self: nn.Module, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+    """The model class's ``save_pretrained`` on the dense state dict, then :func:`save_spiking`."""
+    if get_injection(self) is None:  # unloaded by other means: behave as the class does
+        return type(self).save_pretrained(self, save_directory, *args, **kwargs)
+    _check_uniform_coding(self)
+    if kwargs.get("state_dict") is None:
+        spiking = set(spiking_state_dict(self))
+        kwargs["state_dict"] = {key: value for key, value in self.state_dict().items() if key not in spiking}
+    result = type(self).save_pretrained(self, save_directory, *args, **kwargs)
+    if kwargs.get("is_main_process", True) and (not args or args[0]):
+        save_spiking(self, save_directory)
+    return result
+
+
+def _injected_layers(model: nn.Module) -> tuple[nn.Module, InjectionRecord, dict[str, SpikingLinear]]:
+    root = _injected_root(_check_model(model))
+    record = get_injection(root)
+    if record is None:
+        raise ValueError("model has no injected spiking layers: call inject_spiking(model, config) first")
+    return root, record, {name: _locate_twin(root, name)[0] for name in record.originals}
+
+
+def spiking_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors the injection added to ``model``'s state dict, by full key (detached, as stored).
+
+    These are the keys of the injected model that the original model lacks: ``<layer>.weight_quantizer.scales``
+    (``(out, in / group_size, 1)``, float32) per spiking layer when ``weight_bits`` is set, nothing otherwise.
+    Together with the original checkpoint and the :class:`SpikingConfig` they determine the injected model.
+
+    Raises:
+        ValueError: ``model`` was not injected.
+    """
+    _, record, twins = _injected_layers(model)
+    state: dict[str, torch.Tensor] = {}
+    for name, twin in twins.items():
+        original_keys = set(record.originals[name].state_dict())
+        for key, value in twin.state_dict().items():
+            if key not in original_keys:
+                state[f"{name}.{key}"] = value.detach()
+    return state
+
+
+def _check_uniform_coding(model: nn.Module) -> None:
+    _, record, twins = _injected_layers(model)
+    coding = record.config.spike_coding()
+    for name, twin in twins.items():
+        if twin.coding != coding or twin.record_stats != record.config.record_stats:
+            raise ValueError(
+                f"layer {name!r} was changed after injection (coding {twin.coding}, record_stats={twin.record_stats}) and "
+                f"no longer follows the SpikingConfig ({coding}, record_stats={record.config.record_stats}): "
+                f"{CONFIG_NAME} describes one coding for every layer, so this model cannot be saved as it is"
+            )
+
+
+def save_spiking(model: nn.Module, save_directory: str | os.PathLike) -> None:
+    """Write ``spiking_config.json`` and, when the injection holds tensors, ``spiking_state.safetensors``.
+
+    ``model`` is an injected model (or a ``PeftModel`` around one). The dense weights are not written:
+    ``model.save_pretrained(dir)`` of an injected HuggingFace model calls this after writing them.
+
+    Raises:
+        ValueError: ``model`` was not injected, ``save_directory`` is a file, or a spiking layer's coding
+            was changed after injection so that the config no longer describes it.
+    """
+    from safetensors.torch import save_file
+
+    _, record, _ = _injected_layers(model)
+    _check_uniform_coding(model)
+    record.config.save_pretrained(save_directory)  # checks save_directory
+    state = spiking_state_dict(model)
+    path = os.path.join(save_directory, STATE_NAME)
+    if state:
+        save_file({key: value.contiguous().cpu() for key, value in state.items()}, path)
+    elif os.path.isfile(path):
+        os.remove(path)  # a stale state file from an earlier save would not match this config
+
+
+def _restore_state(model: nn.Module, directory: str | os.PathLike) -> None:
+    from safetensors.torch import load_file
+
+    expected = spiking_state_dict(model)
+    path = os.path.join(directory, STATE_NAME)
+    saved = load_file(path) if os.path.isfile(path) else {}
+    missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{CONFIG_NAME} and {STATE_NAME} in {directory!s} do not match this model: the injection has "
+            f"{len(expected)} spiking tensors; missing from the folder: {missing[:6]}, in the folder but not in the "
+            f"model: {unexpected[:6]} (was {CONFIG_NAME} edited, or saved from another model?)"
+        )
+    for key, target in expected.items():
+        if saved[key].shape != target.shape:
+            raise ValueError(
+                f"{STATE_NAME}: {key} has shape {tuple(saved[key].shape)}, the model's has {tuple(target.shape)} "
+                "(saved from another model or another group_size?)"
+            )
+    with torch.no_grad():
+        for key, target in expected.items():
+            target.copy_(saved[key].to(device=target.device, dtype=target.dtype))
+
+
+def load_spiking(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
+    """Inject ``model`` with the :class:`SpikingConfig` saved in ``directory`` and restore the saved spiking
+    state (the weight-quantization scales); returns ``model``. PEFT's ``PeftModel.from_pretrained(base, dir)``.
+
+    ``model`` holds the dense weights (loaded from the same folder, or the original checkpoint); with them
+    the outputs equal those of the model that was saved, exactly.
+
+    Raises:
+        FileNotFoundError: ``directory`` does not exist or holds no ``spiking_config.json``.
+        ValueError: the config cannot be read, matches no module of ``model``, or the saved state does
+            not fit the injected layers (``model`` is then left un-injected).
+        RuntimeError: ``model`` is already injected.
+    """
+    model = _check_model(model)
+    config = SpikingConfig.from_pretrained(directory)
+    inject_spiking(model, config)
+    try:
+        _restore_state(model, directory)
+    except BaseException:
+        unload_spiking(model)
+        raise
+    return model
+
+
+def from_pretrained_spiking(directory: str | os.PathLike, model_class: type | None = None, **kwargs: Any) -> nn.Module:
+    """Load a folder that an injected model's ``save_pretrained`` wrote: the dense model, injected with the
+    saved config, its spiking state restored. PEFT's ``AutoPeftModelForCausalLM.from_pretrained(dir)``.
+
+    Args:
+        directory: a local folder (nothing is downloaded) with ``config.json``, the weights and
+            ``spiking_config.json``.
+        model_class: the transformers class to load with (its ``from_pretrained``); default the class
+            named in ``config.json``'s ``architectures``.
+        **kwargs: passed to ``model_class.from_pretrained`` (``dtype``, ``device_map``, ...).
+
+    Returns:
+        The injected model; its outputs equal those of the model that was saved.
+
+    Raises:
+        FileNotFoundError: ``directory`` is not a folder, or has no ``spiking_config.json``.
+        ValueError: ``model_class`` is not given and ``config.json`` names no transformers class, or the
+            saved spiking files do not match the model (see :func:`load_spiking`).
+    """
+    SpikingConfig.from_pretrained(directory)  # fail before loading weights when the folder is not spiking
+    if model_class is None:
+        import transformers
+
+        hf_config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
+        names = list(getattr(hf_config, "architectures", None) or [])
+        model_class = getattr(transformers, names[0], None) if names else None
+        if model_class is None:
+            raise ValueError(
+                f"config.json in {directory!s} names no transformers model class (architectures={names!r}): "
+                "pass model_class=, e.g. transformers.AutoModelForCausalLM"
+            )
+    if not callable(getattr(model_class, "from_pretrained", None)):
+        raise TypeError(f"model_class must have a from_pretrained method, got {model_class!r}")
+    kwargs.setdefault("local_files_only", True)
+    model = model_class.from_pretrained(directory, **kwargs)
+    return load_spiking(model, directory)

@@ -7,10 +7,25 @@ subclass of ``snntorch.Leaky`` and keeps its conventions: ``beta``, ``threshold`
 ``forward(input_, mem)`` returns ``(spk, mem)``, or ``spk`` alone with ``init_hidden=True``; its state is
 cleared by ``snntorch.utils.reset(net)`` or ``init_leaky()``.
 
-The adaptive threshold: with ``threshold="adaptive"`` (default) the neuron takes
-``v_th = mean(|x_0|, dim) / k`` (clamped to ``[1e-5, 1e4]``, one per sample row by default) from the first
-input after a reset and keeps it for the sequence: SpikingBrain's ``threshold="first_step"``
-(:mod:`sb_neurons.neurons`). A float gives snnTorch's fixed threshold.
+Defaults are ``snntorch.Leaky``'s (``beta`` required, ``threshold=1.0``, ``reset_mechanism="subtract"``,
+``spike_grad=None`` (atan), ``init_hidden=False``, ``reset_delay=True``, ...), and with them, or any
+float threshold, ``SBLeaky`` is ``Leaky`` spike for spike (tested with explicit ``mem`` and with
+``init_hidden``). The adaptive threshold is switched on by one argument, ``threshold="first_step"``: the
+neuron takes ``v_th = mean(|x_0|, dim) / k`` (clamped to ``[1e-5, 1e4]``, one per sample row by default)
+from the first input after a reset and keeps it for the sequence, SpikingBrain's ``threshold="first_step"``
+of :mod:`sb_neurons.neurons` (same name).
+
+Behaviour change (this release): ``threshold`` used to default to the adaptive threshold, spelled
+``"adaptive"``; it now defaults to 1.0 as in ``Leaky``, and the adaptive rule is spelled ``"first_step"``
+as in :mod:`sb_neurons` and :class:`sb_adapters.spikingjelly.SBLIFNode`. ``"adaptive"`` is still accepted,
+with a ``DeprecationWarning``.
+
+State and batch size: an explicit ``mem`` of ``input_``'s shape continues the sequence; an all-zero one of
+another shape (what ``init_leaky()`` / ``reset_mem()`` return) starts a new one; a non-zero ``mem`` of
+another shape (a membrane of another batch) raises ``ValueError`` (snnTorch would silently zero it). A stored
+membrane (``init_hidden=True``) whose shape differs from ``input_``'s starts a new sequence, as in snnTorch:
+zero membrane and, for ``"first_step"``, a new threshold. ``input_`` must be a finite floating tensor
+(``TypeError`` for bool / integer tensors, ``ValueError`` for NaN / Inf).
 
 Dynamics: snnTorch's ``Leaky`` with the default ``reset_delay=True``, which are those of
 :func:`sb_neurons.multistep_neuron_forward` with ``decay = beta``:
@@ -25,6 +40,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
+import warnings
+
 import snntorch
 import torch
 
@@ -35,12 +52,18 @@ _RESET_MODES = {"subtract": "soft", "zero": "hard"}
 
 
 class SBLeaky(snntorch.Leaky):
-    """``snntorch.Leaky`` with SpikingBrain's adaptive threshold.
+    """``snntorch.Leaky`` with SpikingBrain's adaptive threshold (``threshold="first_step"``).
+
+    With ``Leaky``'s arguments it is ``Leaky``. Behaviour change: ``threshold`` defaulted to the adaptive
+    threshold (``"adaptive"``) before; it now defaults to ``Leaky``'s 1.0.
 
     Args:
-        beta: membrane decay in ``(0, 1]`` (a float or tensor; learnable with ``learn_beta``).
-        k: ``k > 0`` of the adaptive threshold ``mean|x_0| / k``; larger k, lower threshold, more spikes.
-        threshold: ``"adaptive"`` (default) or a fixed float ``> 0`` (learnable with ``learn_threshold``).
+        beta: membrane decay in ``(0, 1]`` (a float or tensor; learnable with ``learn_beta``), required as
+            in ``Leaky``.
+        k: ``k > 0`` of the adaptive threshold ``mean|x_0| / k`` (``"first_step"`` only); larger k, lower
+            threshold, more spikes.
+        threshold: a fixed float ``> 0`` (default 1.0 as ``Leaky``; learnable with ``learn_threshold``) or
+            ``"first_step"`` (SpikingBrain's adaptive threshold; ``"adaptive"`` is its deprecated alias).
         spike_grad: an ``snntorch.surrogate`` function (default ``atan()``, as snnTorch).
         surrogate_disable: Heaviside forward and zero gradient (no surrogate).
         init_hidden: keep the membrane inside the module; ``forward(x)`` then returns ``spk`` only.
@@ -65,7 +88,7 @@ class SBLeaky(snntorch.Leaky):
         self,
         beta: float | torch.Tensor,
         k: float = 3.0,
-        threshold: float | Literal["adaptive"] = "adaptive",
+        threshold: float | Literal["first_step"] = 1.0,
         spike_grad: Callable[[torch.Tensor], torch.Tensor] | None = None,
         surrogate_disable: bool = False,
         init_hidden: bool = False,
@@ -81,10 +104,17 @@ class SBLeaky(snntorch.Leaky):
         dim: int | tuple[int, ...] = -1,
     ) -> None:
         adaptive = isinstance(threshold, str)
-        if adaptive and threshold != "adaptive":
-            raise ValueError(f"threshold must be 'adaptive' or a float > 0, got {threshold!r}")
+        if adaptive and threshold == "adaptive":
+            warnings.warn(
+                "SBLeaky(threshold='adaptive') is renamed threshold='first_step' (the name sb_neurons and SBLIFNode use)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            threshold = "first_step"
+        if adaptive and threshold != "first_step":
+            raise ValueError(f"threshold must be a float > 0 or 'first_step', got {threshold!r}")
         if adaptive and learn_threshold:
-            raise ValueError("learn_threshold needs a fixed float threshold, not threshold='adaptive'")
+            raise ValueError("learn_threshold needs a fixed float threshold, not threshold='first_step'")
         fixed = 1.0 if adaptive else check_positive(threshold, "threshold")
         beta_value = float(beta) if isinstance(beta, (int, float)) and not isinstance(beta, bool) else None
         if beta_value is not None and not 0.0 < beta_value <= 1.0:
@@ -119,7 +149,7 @@ class SBLeaky(snntorch.Leaky):
         self.adaptive = adaptive
         self.v_th: torch.Tensor | None = None
         if adaptive:
-            # An adaptive neuron has no scalar threshold: code reading one must fail, not use a placeholder.
+            # A first_step neuron has no scalar threshold: code reading one must fail, not use a placeholder.
             del self.threshold
 
     # -- state: snntorch.utils.reset assigns ``mem``; a new membrane starts a new sequence -------------
@@ -145,6 +175,8 @@ class SBLeaky(snntorch.Leaky):
         if not self.adaptive:
             return self.threshold.to(input_.dtype)
         if self.v_th is None:
+            if input_.ndim < 1:
+                raise ValueError("input_ must be [B, *] for threshold='first_step' (one threshold per sample), got a 0-dim tensor")
             dims = normalize_dims(self.dim, input_.ndim)
             if 0 in dims and input_.ndim > 1:
                 raise ValueError(f"dim={self.dim!r} includes the batch dimension 0; thresholds are per sample")
@@ -173,8 +205,14 @@ class SBLeaky(snntorch.Leaky):
         if self.init_hidden and mem is not None:
             raise TypeError("`mem` should not be passed as an argument while `init_hidden=True`")
         if mem is not None:
+            check_float_tensor(mem, "mem")
+            if mem.shape != input_.shape and bool(mem.any()):
+                raise ValueError(
+                    f"mem has shape {tuple(mem.shape)} but input_ has shape {tuple(input_.shape)}: a membrane from "
+                    "another batch; start a new sequence with mem = lif.reset_mem() (or init_leaky())"
+                )
             self.membrane = mem
-        if self.membrane.shape != input_.shape:
+        if self.membrane.shape != input_.shape:  # a new sequence (empty or stored state of another batch)
             self.mem = torch.zeros_like(input_)
         spk, new_mem = self._step(input_, self.membrane, self._threshold(input_))
         self.membrane = new_mem
@@ -183,7 +221,7 @@ class SBLeaky(snntorch.Leaky):
         return spk
 
     def extra_repr(self) -> str:
-        threshold = "adaptive" if self.adaptive else f"{float(self.threshold):.4g}"
+        threshold = "first_step" if self.adaptive else f"{float(self.threshold):.4g}"
         return f"k={self.k}, threshold={threshold}, reset_mechanism={self.reset_mechanism}, init_hidden={self.init_hidden}"
 
 

@@ -2,30 +2,55 @@
 
 ``import sb_adapters.spikingjelly`` registers two classes in ``spikingjelly.activation_based.neuron``:
 
-- :class:`SBLIFNode`: the adaptive-threshold IF (``tau=None``, report Eq. 20) or LIF neuron, a
-  ``neuron.BaseNode`` with SpikingJelly's conventions: ``step_mode`` ``'s'`` / ``'m'``
+- :class:`SBLIFNode`: a drop-in for ``neuron.LIFNode`` (``neuron.IFNode`` with ``tau=None``) that adds
+  SpikingBrain's adaptive threshold, switched on by one argument: ``v_threshold="first_step"`` (report
+  Eq. 20, the threshold ``mean|x_0| / k`` of the first input after a reset) or ``"total"`` (Eq. 19, from the
+  whole sequence). Its defaults are ``LIFNode``'s (``tau=2.0``, ``decay_input=True``, ``v_threshold=1.0``,
+  ``v_reset=0.0``, ``surrogate.Sigmoid()``), and with them, or with any arguments ``LIFNode`` / ``IFNode``
+  accept, it computes exactly what that SpikingJelly neuron computes (tested, both step modes).
+  It is a ``neuron.BaseNode`` with SpikingJelly's conventions: ``step_mode`` ``'s'`` / ``'m'``
   (``functional.set_step_mode``), state cleared by ``functional.reset_net``, ``surrogate_function`` from
   ``spikingjelly.activation_based.surrogate``, ``detach_reset``, ``store_v_seq``, ``v_reset=None`` for the
-  soft (subtractive) reset and a float for the hard one. Its dynamics are those of
-  :func:`sb_neurons.multistep_neuron_forward` (see :mod:`sb_neurons.neurons`): SpikingJelly's
-  charge / fire / reset hooks of BaseNode, ``single_step_functional_forward`` and
-  ``multi_step_functional_forward``, both delegate to it, with the state (``v``, ``v_th``) held as
-  SpikingJelly memories.
+  soft (subtractive) reset and a float for the hard one.
 - :class:`SBSpikeCountNode`: the single-step (collapsed) neuron of Eq. 21, ``v_th * round(x / v_th)``
   (or the integer counts), stateless, applied per time step in multi-step mode.
+
+Behaviour change (this release): ``SBLIFNode()`` used to default to ``tau=None`` (an IF neuron),
+``v_reset=None`` (soft reset) and ``v_threshold="first_step"``. The SpikingBrain neuron of Eq. 20 is now
+``SBLIFNode(tau=None, v_reset=None, v_threshold="first_step")``. The threshold rules keep the names of
+:mod:`sb_neurons` (``"first_step"``, ``"total"``; snnTorch's :class:`sb_adapters.snntorch.SBLeaky` uses
+the same ``"first_step"``).
+
+Dynamics, each step (SpikingJelly's): charge ``h = v + x`` (IF, ``tau=None``), ``h = v + (x - (v - v_r)) / tau``
+(``decay_input=True``) or ``h = v - (v - v_r) / tau + x`` (``decay_input=False``), with ``v_r = v_reset``
+(0 for the soft reset); fire ``s = H(h - theta)``; reset ``v = h - v_th * s`` (soft) or
+``v = s * v_reset + (1 - s) * h`` (hard). A fixed float threshold without the SpikingBrain-only options
+(``signed``, ``rounding``, ``learn_threshold``) runs SpikingJelly's own ``functional.lif_multi_step`` /
+``if_multi_step``. Otherwise the charge is SpikingJelly's formula and fire / reset are
+:func:`sb_neurons.multistep_neuron_forward` with ``decay=1`` (``signed`` ternary spikes, ``rounding`` at
+half the threshold); for the IF neuron this is exactly the SpikingBrain neuron of :mod:`sb_neurons.neurons`.
+Note that SpikingJelly's LIF leaks after the reset (``v <- decay * (h - v_th s)``), while the LIF of
+:mod:`sb_neurons` (report Eq. 9, ``sb_neurons.AdaptiveLIFNode``) subtracts the full threshold after the
+leak: the two differ for soft-reset LIF neurons, and this class follows SpikingJelly.
 
 Identity (tested): a single-step loop over ``x_seq[t]`` gives the same spikes and state as one
 multi-step call on ``x_seq`` (``v_threshold="total"`` excepted: it needs the whole sequence).
 
-SpikingJelly 2.0 nodes take no ``backend`` argument; ours does: ``"torch"`` (default,
-:func:`sb_neurons.multistep_neuron_forward`) or ``"triton"``: the fused multi-step kernel
-:func:`sb_kernels.multistep_neuron` (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``), which
-computes the same spikes and states on float32 input. It never falls back silently: a call it cannot run
-raises, naming the reason. Its limits: ``surrogate.ATan`` or ``surrogate.Sigmoid`` (the two surrogates the
-kernel implements, same formulas as SpikingJelly's), no ``learn_threshold`` (the kernel holds the
-threshold constant), float16/bfloat16/float32 input, at most ``sb_kernels.neuron.MAX_STEPS`` steps per
-call, and no ``store_v_seq`` in multi-step mode (the kernel keeps the potential in registers and returns
-only the last one; in single-step mode ``v_seq`` is built step by step as usual).
+SpikingJelly 2.0 nodes take no ``backend`` argument; ours does: ``"torch"`` (default) or ``"triton"``:
+the fused multi-step kernel :func:`sb_kernels.multistep_neuron` (CUDA tensors, or CPU tensors under
+``TRITON_INTERPRET=1``), which computes the same spikes and states on float32 input. It never falls back
+silently: a call it cannot run raises, naming the reason. Its limits: the IF neuron (``tau=None``; the
+kernel leaks after the reset as :mod:`sb_neurons` does, not as SpikingJelly's LIF), ``surrogate.ATan`` or
+``surrogate.Sigmoid`` (the two surrogates the kernel implements, same formulas as SpikingJelly's), no
+``learn_threshold`` (the kernel holds the threshold constant), float16/bfloat16/float32 input, at most
+``sb_kernels.neuron.MAX_STEPS`` steps per call, and no ``store_v_seq`` in multi-step mode (the kernel keeps
+the potential in registers and returns only the last one; in single-step mode ``v_seq`` is built step by
+step as usual).
+
+Input checks: a step's input must be a finite floating tensor (``TypeError`` for bool / integer tensors,
+``ValueError`` for NaN / Inf) of at least one dimension (``[N, *]``; ``[T, N, *]`` in multi-step mode), and
+a state left by a batch of another shape raises ``ValueError`` (call ``functional.reset_net``) rather than
+broadcasting.
 """
 
 from __future__ import annotations
@@ -35,6 +60,7 @@ from typing import Any, Literal
 
 import torch
 from spikingjelly.activation_based import base, neuron, surrogate
+from spikingjelly.activation_based import functional as sj_functional
 
 from sb_neurons import adaptive_threshold, multistep_neuron_forward, spike_count, spike_quantize
 from sb_neurons._validation import check_float_tensor, check_positive, normalize_dims
@@ -78,49 +104,59 @@ def _check_step_dims(dim: int | tuple[int, ...], step_ndim: int) -> tuple[int, .
 
 
 class SBLIFNode(neuron.BaseNode):
-    """SpikingBrain's adaptive-threshold IF/LIF neuron as a SpikingJelly ``BaseNode``.
+    """SpikingJelly's ``LIFNode`` (``IFNode`` with ``tau=None``) with SpikingBrain's adaptive threshold.
 
-    Dynamics (:mod:`sb_neurons.neurons`): ``v_t = u_{t-1} + x_t``; ``s_t = H(v_t - theta)``;
-    soft reset ``u_t = decay * v_t - v_th * s_t`` (``v_reset=None``) or hard reset
-    ``u_t = decay * (1 - s_t) * v_t + v_reset * s_t``; ``decay = 1 - 1 / tau`` (1 for ``tau=None``: IF).
-    With ``v_reset=0`` this is SpikingJelly's ``LIFNode(tau, decay_input=False)`` up to the order of
-    leak and reset, and with ``tau=None`` and a float threshold it is ``IFNode``.
+    With its defaults, or with any arguments ``neuron.LIFNode`` accepts, it is ``LIFNode`` spike for spike
+    and state for state; ``v_threshold="first_step"`` switches the SpikingBrain threshold on. The
+    SpikingBrain neuron of report Eq. 20 is ``SBLIFNode(tau=None, v_reset=None, v_threshold="first_step")``.
+
+    Behaviour change: the defaults used to be ``tau=None``, ``v_reset=None``, ``v_threshold="first_step"``
+    (an adaptive IF neuron); they are now ``LIFNode``'s, so swapping ``neuron.LIFNode`` for
+    ``neuron.SBLIFNode`` changes nothing until an SpikingBrain argument is given.
+
+    Dynamics: see the module docstring (SpikingJelly's charge, fire and reset).
 
     Args:
-        tau: membrane time constant ``> 1`` (LIF), or ``None`` for the IF neuron of Eq. 20 (default).
-        k: ``k > 0`` of the adaptive threshold ``v_th = mean(|x|, dim) / k``.
-        v_threshold: ``"first_step"`` (adaptive, from the first input after a reset; both step modes),
-            ``"total"`` (adaptive, from the sum of the whole input sequence, Eq. 19; multi-step only),
-            or a fixed float ``> 0``.
-        v_reset: ``None`` (soft reset, the SpikingBrain neuron) or the hard-reset potential.
+        tau: membrane time constant ``> 1`` (LIF, default 2.0 as ``LIFNode``), or ``None`` for the IF
+            neuron (``IFNode``; SpikingBrain's Eq. 20).
+        decay_input: ``LIFNode``'s ``decay_input`` (default ``True``: the input is divided by ``tau``);
+            ignored for ``tau=None``.
+        v_threshold: a fixed float ``> 0`` (default 1.0 as ``LIFNode``), ``"first_step"`` (SpikingBrain's
+            adaptive threshold ``mean(|x_0|, dim) / k`` from the first input after a reset; both step
+            modes), or ``"total"`` (from the sum of the whole input sequence, Eq. 19; multi-step only).
+        v_reset: the hard-reset potential (default 0.0 as ``LIFNode``), or ``None`` for the soft
+            (subtractive) reset of the SpikingBrain neuron.
+        k: ``k > 0`` of the adaptive threshold (used by ``"first_step"`` / ``"total"`` only).
         surrogate_function: a ``spikingjelly.activation_based.surrogate`` function (default ``Sigmoid()``).
         detach_reset: detach the spikes of the reset term.
         step_mode: ``'s'`` (input ``[N, *]``) or ``'m'`` (input ``[T, N, *]``).
         store_v_seq: keep the potential of every step in ``v_seq`` (``[T, N, *]``).
-        backend: ``"torch"`` or ``"triton"`` (the fused kernel ``sb_kernels.multistep_neuron``; see the
-            module docstring for its limits, each of which raises rather than falling back).
-        dim: dimension(s) of a step's input ``[N, *]`` sharing one threshold (default the last);
+        backend: ``"torch"`` or ``"triton"`` (the fused kernel ``sb_kernels.multistep_neuron``, IF neurons
+            only; see the module docstring for its limits, each of which raises rather than falling back).
+        dim: dimension(s) of a step's input ``[N, *]`` sharing one adaptive threshold (default the last);
             never 0, the batch dimension.
         signed: also fire ``-1`` below ``-theta`` (ternary spikes for signed activations).
         rounding: fire at half the threshold so that spike counts round (Eq. 21) instead of floor.
         learn_threshold: make a fixed float ``v_threshold`` a learnable parameter.
 
     State (SpikingJelly memories, cleared by ``reset()`` / ``functional.reset_net``): ``v``, the
-    potential carried to the next step (``[N, *]``), and ``v_th``, the threshold in use (size-1 along
-    ``dim``), ``None`` until the first step of a sequence.
+    potential carried to the next step (``[N, *]``, ``v_reset`` or 0 after a reset), and ``v_th``, the
+    adaptive threshold in use (size-1 along ``dim``), ``None`` until the first step of a sequence and
+    always ``None`` for a fixed threshold.
     """
 
     def __init__(
         self,
-        tau: float | None = None,
-        k: float = 3.0,
-        v_threshold: ThresholdSpec = "first_step",
-        v_reset: float | None = None,
+        tau: float | None = 2.0,
+        decay_input: bool = True,
+        v_threshold: ThresholdSpec = 1.0,
+        v_reset: float | None = 0.0,
         surrogate_function: Callable[[torch.Tensor], torch.Tensor] | None = None,
         detach_reset: bool = False,
         step_mode: str = "s",
         store_v_seq: bool = False,
         backend: NodeBackend = "torch",
+        k: float = 3.0,
         dim: int | tuple[int, ...] = -1,
         signed: bool = False,
         rounding: bool = False,
@@ -136,8 +172,17 @@ class SBLIFNode(neuron.BaseNode):
             fixed = check_positive(v_threshold, "v_threshold")
         if v_reset is not None and (isinstance(v_reset, bool) or not isinstance(v_reset, (int, float))):
             raise TypeError(f"v_reset must be None (soft reset) or a float, got {v_reset!r}")
-        if not isinstance(detach_reset, bool):
-            raise TypeError(f"detach_reset must be a bool, got {detach_reset!r}")
+        for flag, value in (("decay_input", decay_input), ("detach_reset", detach_reset), ("signed", signed),
+                            ("rounding", rounding), ("learn_threshold", learn_threshold), ("store_v_seq", store_v_seq)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be a bool, got {value!r}")
+        if tau is not None:
+            tau = check_positive(tau, "tau")
+            if tau <= 1.0:
+                raise ValueError(f"tau must be > 1 (decay = 1 - 1/tau in (0, 1)) or None for IF, got {tau}")
+        k = check_positive(k, "k")
+        if backend not in ("torch", "triton"):
+            raise ValueError(f"backend must be 'torch' or 'triton', got {backend!r}")
         super().__init__(
             v_threshold=1.0 if fixed is None else fixed,
             v_reset=None if v_reset is None else float(v_reset),
@@ -147,18 +192,18 @@ class SBLIFNode(neuron.BaseNode):
             store_v_seq=store_v_seq,
         )
         self.v_threshold: ThresholdSpec = v_threshold if fixed is None else fixed
-        if tau is not None:
-            tau = check_positive(tau, "tau")
-            if tau <= 1.0:
-                raise ValueError(f"tau must be > 1 (decay = 1 - 1/tau in (0, 1)) or None for IF, got {tau}")
         self.tau = tau
-        self.k = check_positive(k, "k")
+        self.decay_input = decay_input
+        self.k = k
         self.dim = dim
-        self.signed = bool(signed)
-        self.rounding = bool(rounding)
-        if backend not in ("torch", "triton"):
-            raise ValueError(f"backend must be 'torch' or 'triton', got {backend!r}")
+        self.signed = signed
+        self.rounding = rounding
         if backend == "triton":
+            if tau is not None:
+                raise ValueError(
+                    f"backend='triton' runs the IF neuron (tau=None) of sb_kernels.multistep_neuron, got tau={tau}: "
+                    "the kernel leaks after the reset (sb_neurons), not as SpikingJelly's LIF; use backend='torch'"
+                )
             if _triton_neuron() is None:
                 raise RuntimeError(
                     "backend='triton' needs sb_kernels.multistep_neuron and the triton package, which this "
@@ -168,17 +213,18 @@ class SBLIFNode(neuron.BaseNode):
                 raise ValueError("backend='triton' holds the threshold constant: learn_threshold needs backend='torch'")
             _kernel_surrogate(self.surrogate_function)
         self.backend = backend
-        self.learn_threshold = bool(learn_threshold)
+        self.learn_threshold = learn_threshold
         if fixed is not None and learn_threshold:
             self.threshold_parameter = torch.nn.Parameter(torch.tensor(fixed))
         self.register_memory("v_th", None)
 
     @property
     def supported_backends(self) -> tuple[str, ...]:
-        return ("torch", "triton") if _triton_neuron() is not None else ("torch",)
+        return ("torch", "triton") if _triton_neuron() is not None and self.tau is None else ("torch",)
 
     @property
     def decay(self) -> float:
+        """``1 - 1 / tau`` (1 for the IF neuron): the factor SpikingJelly's charge keeps of ``v - v_reset``."""
         return 1.0 if self.tau is None else 1.0 - 1.0 / self.tau
 
     # -- threshold -------------------------------------------------------------------------------
@@ -200,12 +246,27 @@ class SBLIFNode(neuron.BaseNode):
         return adaptive_threshold(step.detach(), self.k, dims).to(x.dtype)
 
     def materialize_states(self, inputs: tuple[torch.Tensor, ...], states: tuple[object, ...], step_mode: str) -> tuple[object, ...]:
-        check_float_tensor(inputs[0], "x_seq" if step_mode == "m" else "x")
-        if step_mode == "m" and inputs[0].ndim < 2:
-            raise ValueError(f"multi-step input must be [T, N, *], got shape {tuple(inputs[0].shape)}")
+        name = "x_seq" if step_mode == "m" else "x"
+        x = check_float_tensor(inputs[0], name)
+        if step_mode == "m" and x.ndim < 2:
+            raise ValueError(f"multi-step input x_seq must be [T, N, *], got shape {tuple(x.shape)}")
+        if step_mode == "s" and x.ndim < 1:
+            raise ValueError(f"single-step input x must be [N, *], got a 0-dim tensor")
+        step_shape = tuple(x.shape[1:] if step_mode == "m" else x.shape)
+        v_state, v_th_state = states
+        if isinstance(v_state, torch.Tensor) and tuple(v_state.shape) != step_shape:
+            raise ValueError(
+                f"the neuron's state v has shape {tuple(v_state.shape)}, but a step of {name} has shape {step_shape}: "
+                "a state left by another batch; call functional.reset_net(net) before a new batch"
+            )
+        if isinstance(v_th_state, torch.Tensor) and (v_th_state.ndim != len(step_shape) or v_th_state.shape[0] != step_shape[0]):
+            raise ValueError(
+                f"the neuron's adaptive threshold v_th has shape {tuple(v_th_state.shape)}, which does not fit a step "
+                f"of {name} of shape {step_shape}: call functional.reset_net(net) before a new batch"
+            )
         v, v_th = super().materialize_states(inputs, states, step_mode)
         if v_th is None:
-            v_th = self._initial_threshold(inputs[0], step_mode)
+            v_th = self._initial_threshold(x, step_mode)
         elif self.v_threshold == "total" and step_mode == "m":
             raise ValueError(
                 "v_threshold='total' sets the threshold from a whole sequence: call functional.reset_net(net) "
@@ -213,38 +274,65 @@ class SBLIFNode(neuron.BaseNode):
             )
         return (v, v_th)
 
-    # -- dynamics (sb_neurons) -------------------------------------------------------------------
-    def _run(self, x_seq: torch.Tensor, v: torch.Tensor, v_th: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(spikes [T, N, *], u_seq [T, N, *])`` of :func:`sb_neurons.multistep_neuron_forward`.
+    # -- dynamics --------------------------------------------------------------------------------
+    def _runs_host_neuron(self, v_th: torch.Tensor | None) -> bool:
+        """Whether this call is exactly a SpikingJelly LIFNode / IFNode (fixed float threshold, no SB option)."""
+        return v_th is None and not (self.learn_threshold or self.signed or self.rounding) and self.backend == "torch"
 
-        On the triton backend ``u_seq`` holds only the last step (``[1, N, *]``): the kernel keeps the
-        potential in registers.
+    def _fire_reset(self, h_seq: torch.Tensor, threshold: torch.Tensor, v: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fire and reset (no leak) of :func:`sb_neurons.multistep_neuron_forward`: ``(spikes, u_seq)``."""
+        return multistep_neuron_forward(
+            h_seq,
+            threshold,
+            v,
+            decay=1.0,
+            reset_mode="soft" if self.v_reset is None else "hard",
+            signed=self.signed,
+            v_reset=0.0 if self.v_reset is None else self.v_reset,
+            rounding=self.rounding,
+            surrogate=self.surrogate_function,
+            detach_reset=self.detach_reset,
+        )
+
+    def _run(self, x_seq: torch.Tensor, v: torch.Tensor, v_th: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(spikes [T, N, *], v_seq [T, N, *])``: spikes and the potential after every step's reset.
+
+        On the triton backend, and on the host path without ``store_v_seq``, ``v_seq`` holds only the last
+        step (``[1, N, *]``).
         """
+        if self._runs_host_neuron(v_th):
+            if self.tau is None:
+                spikes, v_last, v_seq = sj_functional.if_multi_step(
+                    x_seq, v, self.v_threshold, self.v_reset, self.surrogate_function, self.detach_reset, self.store_v_seq
+                )
+            else:
+                spikes, v_last, v_seq = sj_functional.lif_multi_step(
+                    x_seq, v, self.tau, self.decay_input, self.v_threshold, self.v_reset, self.surrogate_function,
+                    self.detach_reset, self.store_v_seq,
+                )
+            return spikes, (v_last.unsqueeze(0) if v_seq is None else v_seq)
         threshold = self._fixed_threshold(x_seq) if v_th is None else v_th
-        reset_mode = "soft" if self.v_reset is None else "hard"
-        v_reset = 0.0 if self.v_reset is None else self.v_reset
         if self.backend == "triton":
             kernel = _triton_neuron()
             if kernel is None:  # the module was built elsewhere, or moved to an installation without Triton
                 raise RuntimeError("backend='triton' needs sb_kernels.multistep_neuron and the triton package")
             spikes, v_last = kernel(
-                x_seq, threshold, v, decay=self.decay, reset=reset_mode, v_reset=v_reset, signed=self.signed,
+                x_seq, threshold, v, decay=1.0, reset="soft" if self.v_reset is None else "hard",
+                v_reset=0.0 if self.v_reset is None else self.v_reset, signed=self.signed,
                 rounding=self.rounding, surrogate=_kernel_surrogate(self.surrogate_function),
                 detach_reset=self.detach_reset, backend="triton",
             )
             return spikes, v_last.unsqueeze(0)
-        return multistep_neuron_forward(
-            x_seq,
-            threshold,
-            v,
-            decay=self.decay,
-            reset_mode=reset_mode,
-            signed=self.signed,
-            v_reset=v_reset,
-            rounding=self.rounding,
-            surrogate=self.surrogate_function,
-            detach_reset=self.detach_reset,
-        )
+        if self.tau is None:  # IF: charge v + x is that of sb_neurons, one call for the whole sequence
+            return self._fire_reset(x_seq, threshold, v)
+        spikes, v_seq = [], []
+        for x in x_seq:
+            h = sj_functional.lif_charge(x, v, self.tau, self.decay_input, self.v_reset)
+            s, u = self._fire_reset(h.unsqueeze(0), threshold, 0.0)
+            v = u[0]
+            spikes.append(s[0])
+            v_seq.append(v)
+        return torch.stack(spikes), torch.stack(v_seq)
 
     def single_step_functional_forward(self, inputs, states, **kwargs):
         v, v_th = states
@@ -271,9 +359,9 @@ class SBLIFNode(neuron.BaseNode):
 
     def extra_repr(self) -> str:
         return (
-            f"tau={self.tau}, k={self.k}, v_threshold={self.v_threshold!r}, v_reset={self.v_reset}, "
-            f"detach_reset={self.detach_reset}, step_mode={self.step_mode}, backend={self.backend}, "
-            f"signed={self.signed}, rounding={self.rounding}"
+            f"tau={self.tau}, decay_input={self.decay_input}, v_threshold={self.v_threshold!r}, k={self.k}, "
+            f"v_reset={self.v_reset}, detach_reset={self.detach_reset}, step_mode={self.step_mode}, "
+            f"backend={self.backend}, signed={self.signed}, rounding={self.rounding}"
         )
 
 

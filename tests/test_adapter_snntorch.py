@@ -42,9 +42,47 @@ def test_fixed_threshold_reproduces_snntorch_leaky(reset_mechanism, seed, beta, 
     assert torch.allclose(mem, mem_ref, rtol=0, atol=1e-12)  # same sums, associated differently
 
 
+def test_defaults_are_those_of_leaky():
+    ours, host = SBLeaky(beta=0.9), snntorch.Leaky(beta=0.9)
+    assert float(ours.threshold) == float(host.threshold) == 1.0
+    for name in ("reset_mechanism", "init_hidden", "output", "surrogate_disable", "reset_delay"):
+        assert getattr(ours, name) == getattr(host, name), name
+    assert not ours.adaptive
+
+
+def run_hidden(neuron: torch.nn.Module, x_seq: torch.Tensor) -> torch.Tensor:
+    utils.reset(neuron)
+    return torch.stack([neuron(x) for x in x_seq])
+
+
+@pytest.mark.parametrize("options", [dict(), dict(reset_mechanism="zero"), dict(reset_mechanism="none"), dict(threshold=0.5)], ids=str)
+@given(seed=st.integers(0, 2**31 - 1), beta=st.floats(0.05, 1.0), scale=st.sampled_from([0.5, 1.0, 3.0]), steps=st.integers(1, 8))
+def test_leaky_arguments_give_leaky_explicit_mem_and_init_hidden(options, seed, beta, scale, steps):
+    """Swapping snn.Leaky for SBLeaky with the same arguments changes no spike: explicit mem and init_hidden."""
+    x_seq = scale * torch.randn(steps, 3, 5, generator=torch.Generator().manual_seed(seed))
+    spk_ref, mem_ref = run(snntorch.Leaky(beta=beta, **options), x_seq)
+    spk, mem = run(SBLeaky(beta=beta, **options), x_seq)
+    assert torch.equal(spk, spk_ref)
+    assert torch.allclose(mem, mem_ref, rtol=0, atol=1e-5)
+    hidden_ref = run_hidden(snntorch.Leaky(beta=beta, init_hidden=True, **options), x_seq)
+    hidden = run_hidden(SBLeaky(beta=beta, init_hidden=True, **options), x_seq)
+    assert torch.equal(hidden, hidden_ref) and torch.equal(hidden, spk)
+    ref = snntorch.Leaky(beta=beta, init_hidden=True, output=True, **options)
+    ours = SBLeaky(beta=beta, init_hidden=True, output=True, **options)
+    for x in x_seq:
+        (s_ref, m_ref), (s, m) = ref(x), ours(x)
+        assert torch.equal(s, s_ref) and torch.allclose(m, m_ref, rtol=0, atol=1e-5)
+
+
+def test_adaptive_alias_is_deprecated():
+    with pytest.warns(DeprecationWarning, match="first_step"):
+        lif = SBLeaky(beta=0.9, threshold="adaptive")
+    assert lif.adaptive
+
+
 def test_adaptive_threshold_is_taken_from_the_first_step_and_kept():
     x_seq = torch.randn(5, 4, 6, dtype=torch.float64)
-    lif = SBLeaky(beta=0.9, k=2.0)
+    lif = SBLeaky(beta=0.9, k=2.0, threshold="first_step")
     run(lif, x_seq)
     assert torch.equal(lif.v_th, adaptive_threshold(x_seq[0], 2.0))
     # With that threshold fixed, the adaptive neuron is the plain Leaky neuron of that threshold, row by row.
@@ -57,7 +95,7 @@ def test_adaptive_threshold_is_taken_from_the_first_step_and_kept():
 
 def test_init_hidden_output_and_reset_through_snntorch_utils():
     x_seq = torch.randn(4, 2, 3)
-    net = torch.nn.Sequential(torch.nn.Identity(), SBLeaky(beta=0.8, init_hidden=True))
+    net = torch.nn.Sequential(torch.nn.Identity(), SBLeaky(beta=0.8, threshold="first_step", init_hidden=True))
     first = torch.stack([net(x) for x in x_seq])
     assert first.shape == x_seq.shape
     assert net[1].v_th is not None
@@ -75,7 +113,7 @@ def test_learnable_beta_and_threshold_receive_gradients():
     spk, mem = run(lif, torch.randn(5, 3, 4))
     (spk.sum() + mem.sum()).backward()
     assert lif.beta.grad is not None and lif.threshold.grad is not None
-    graded = SBLeaky(beta=0.7, learn_graded_spikes_factor=True, graded_spikes_factor=0.5)
+    graded = SBLeaky(beta=0.7, threshold="first_step", learn_graded_spikes_factor=True, graded_spikes_factor=0.5)
     spk, _ = run(graded, torch.randn(5, 3, 4) * 3)
     assert set(spk.unique().tolist()) <= {0.0, 0.5}
     spk.sum().backward()
@@ -86,18 +124,59 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="threshold"):
         SBLeaky(beta=0.9, threshold="sometimes")
     with pytest.raises(ValueError, match="learn_threshold"):
-        SBLeaky(beta=0.9, learn_threshold=True)
+        SBLeaky(beta=0.9, threshold="first_step", learn_threshold=True)
+    with pytest.raises(ValueError, match="threshold"):
+        SBLeaky(beta=0.9, threshold=0.0)
     with pytest.raises(ValueError, match="beta"):
         SBLeaky(beta=1.5)
-    with pytest.raises(ValueError, match="k"):
-        SBLeaky(beta=0.9, k=0)
+    for k in (0, -2.0):
+        with pytest.raises(ValueError, match="k"):
+            SBLeaky(beta=0.9, k=k)
     with pytest.raises(ValueError, match="reset_mechanism"):
         SBLeaky(beta=0.9, reset_mechanism="sometimes")
     for option, match in ((dict(inhibition=True), "inhibition"), (dict(state_quant=lambda m: m), "state_quant"), (dict(reset_delay=False), "reset_delay")):
         with pytest.raises(ValueError, match=match):
             SBLeaky(beta=0.9, **option)
     with pytest.raises(AttributeError):
-        SBLeaky(beta=0.9).threshold  # noqa: B018 - an adaptive neuron has no scalar threshold
+        SBLeaky(beta=0.9, threshold="first_step").threshold  # noqa: B018 - an adaptive neuron has no scalar threshold
+
+
+@pytest.mark.parametrize("threshold", [1.0, "first_step"])
+def test_bad_inputs_raise_naming_the_argument(threshold):
+    lif = SBLeaky(beta=0.9, threshold=threshold)
+    x = torch.randn(2, 4)
+    for bad in (x > 0, (x * 4).to(torch.int32)):
+        with pytest.raises(TypeError, match="input_"):
+            lif(bad, lif.reset_mem())
+    for value in (float("nan"), float("inf")):
+        bad = x.clone()
+        bad[0, 1] = value
+        with pytest.raises(ValueError, match="input_ contains NaN or Inf"):
+            lif(bad, lif.reset_mem())
+    _, mem = lif(x, lif.init_leaky())
+    with pytest.raises(ValueError, match="mem has shape"):
+        lif(torch.randn(5, 4), mem)  # a membrane of batch size 2 for a batch of 5
+    with pytest.raises(ValueError, match="mem contains NaN"):
+        lif(x, torch.full_like(x, float("nan")))
+    with pytest.raises(TypeError, match="mem"):
+        lif(x, mem.to(torch.int64))
+    spk, mem = lif(torch.randn(5, 4), lif.reset_mem())  # reset: a new sequence of any batch size
+    assert spk.shape == mem.shape == (5, 4)
+
+
+def test_stored_state_of_another_batch_size_starts_a_new_sequence():
+    """init_hidden: as in snnTorch, a stored membrane of another shape is replaced by zeros (and, with
+    'first_step', a new threshold is taken from the new batch)."""
+    lif = SBLeaky(beta=0.9, threshold="first_step", init_hidden=True)
+    small, large = torch.randn(2, 4), torch.randn(5, 4)
+    lif(small)
+    spk = lif(large)
+    assert lif.v_th.shape == (5, 1) and torch.equal(lif.v_th, adaptive_threshold(large, 3.0))
+    fresh = SBLeaky(beta=0.9, threshold="first_step", init_hidden=True)
+    assert torch.equal(spk, fresh(large))
+    host, ours = snntorch.Leaky(beta=0.9, init_hidden=True), SBLeaky(beta=0.9, init_hidden=True)
+    for x in (small, large, large):
+        assert torch.equal(host(x), ours(x))
 
 
 def test_snntorch_style_network_trains():
@@ -105,7 +184,7 @@ def test_snntorch_style_network_trains():
     steps, classes = 10, 3
     net = torch.nn.Sequential(
         torch.nn.Linear(12, 24),
-        SBLeaky(beta=0.9, init_hidden=True, spike_grad=surrogate.fast_sigmoid(slope=25)),
+        SBLeaky(beta=0.9, threshold="first_step", init_hidden=True, spike_grad=surrogate.fast_sigmoid(slope=25)),
         torch.nn.Linear(24, classes),
         SBLeaky(beta=0.9, threshold=1.0, init_hidden=True, output=True, spike_grad=surrogate.fast_sigmoid(slope=25)),
     )

@@ -13,23 +13,85 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import sb_adapters.spikingjelly  # noqa: F401 - registers the neurons
-from sb_neurons import AdaptiveIFNode, AdaptiveLIFNode, spike_quantize
+from sb_neurons import AdaptiveIFNode, adaptive_threshold, spike_quantize
 from spikingjelly.activation_based import functional, layer, monitor, neuron, surrogate
 
 NODE_OPTIONS = [
     dict(),
-    dict(tau=2.0),
-    dict(v_reset=0.0),
-    dict(signed=True, rounding=True),
-    dict(v_threshold=0.4),
+    dict(v_threshold="first_step"),
+    dict(tau=None, v_reset=None, v_threshold="first_step"),
+    dict(v_threshold="first_step", v_reset=None, decay_input=False),
+    dict(tau=None, signed=True, rounding=True, v_threshold="first_step", v_reset=None),
+    dict(signed=True, v_threshold=0.4),
     dict(tau=4.0, v_threshold=0.3, learn_threshold=True, detach_reset=True),
 ]
+
+# Arguments that LIFNode (tau a float) or IFNode (tau=None) also take: SBLIFNode must be that neuron.
+HOST_OPTIONS = [
+    dict(),
+    dict(tau=None),
+    dict(v_reset=None),
+    dict(tau=None, v_reset=None, v_threshold=0.5),
+    dict(tau=4.0, decay_input=False),
+    dict(tau=3.0, decay_input=False, v_reset=-0.25, v_threshold=0.7, detach_reset=True),
+]
+
+
+def host_neuron(options: dict, **common) -> neuron.BaseNode:
+    options = dict(options)
+    tau = options.pop("tau", 2.0)
+    if tau is None:
+        options.pop("decay_input", None)
+        return neuron.IFNode(**options, **common)
+    return neuron.LIFNode(tau=tau, **options, **common)
+
+
+def run_steps(node: neuron.BaseNode, x_seq: torch.Tensor, step_mode: str) -> torch.Tensor:
+    return node(x_seq) if step_mode == "m" else torch.stack([node(x) for x in x_seq])
 
 
 def test_registered_in_spikingjelly_neuron_namespace():
     assert neuron.SBLIFNode is sb_adapters.spikingjelly.SBLIFNode
     assert neuron.SBSpikeCountNode is sb_adapters.spikingjelly.SBSpikeCountNode
     assert isinstance(neuron.SBLIFNode(), neuron.BaseNode)
+
+
+def test_defaults_are_those_of_lifnode():
+    ours, host = neuron.SBLIFNode(), neuron.LIFNode()
+    for name in ("tau", "decay_input", "v_threshold", "v_reset", "detach_reset", "step_mode", "store_v_seq"):
+        assert getattr(ours, name) == getattr(host, name), name
+    assert type(ours.surrogate_function) is type(host.surrogate_function)
+    assert ours.v == host.v and ours.v_th is None
+
+
+@pytest.mark.parametrize("options", HOST_OPTIONS, ids=str)
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+@given(seed=st.integers(0, 2**31 - 1), steps=st.integers(1, 6), scale=st.sampled_from([0.5, 2.0, 5.0]),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_host_arguments_give_the_host_neuron(options, step_mode, seed, steps, scale, dtype):
+    """Swapping LIFNode / IFNode for SBLIFNode with the same arguments changes no spike and no state."""
+    x_seq = scale * torch.randn(steps, 3, 7, dtype=dtype, generator=torch.Generator().manual_seed(seed))
+    ours = neuron.SBLIFNode(step_mode=step_mode, store_v_seq=True, **options)
+    host = host_neuron(options, step_mode=step_mode, store_v_seq=True)
+    assert torch.equal(run_steps(ours, x_seq, step_mode), run_steps(host, x_seq, step_mode))
+    assert torch.equal(ours.v, host.v)
+    assert torch.equal(ours.v_seq, host.v_seq)
+    # the general path (charge of SpikingJelly, fire / reset of sb_neurons) gives the same neuron
+    general = neuron.SBLIFNode(step_mode=step_mode, learn_threshold=True, **options)
+    assert torch.equal(run_steps(general, x_seq, step_mode).detach(), run_steps(host_neuron(options, step_mode=step_mode), x_seq, step_mode))
+
+
+@pytest.mark.parametrize("options", [dict(), dict(tau=None, v_reset=None), dict(decay_input=False, v_reset=None)], ids=str)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_first_step_threshold_is_the_host_neuron_at_that_threshold(options, seed):
+    """v_threshold='first_step' takes mean|x_0| / k per row and then runs the host neuron with it."""
+    x_seq = 2 * torch.randn(5, 4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    node = neuron.SBLIFNode(v_threshold="first_step", k=2.0, step_mode="m", **options)
+    spikes = node(x_seq)
+    assert torch.equal(node.v_th, adaptive_threshold(x_seq[0], 2.0))
+    for row in range(4):
+        host = host_neuron({**options, "v_threshold": float(node.v_th[row])}, step_mode="m")
+        assert torch.equal(spikes[:, row], host(x_seq[:, row : row + 1])[:, 0])
 
 
 @pytest.mark.parametrize("options", NODE_OPTIONS, ids=str)
@@ -52,22 +114,17 @@ def test_single_step_loop_equals_multi_step_call(options, store_v_seq, seed, ste
 
 
 @pytest.mark.parametrize("threshold", ["first_step", "total"])
-@pytest.mark.parametrize("tau", [None, 2.0])
-def test_dynamics_are_those_of_sb_neurons(threshold, tau):
+def test_if_neuron_is_the_spikingbrain_neuron_of_sb_neurons(threshold):
     x_seq = torch.randn(5, 4, 6, dtype=torch.float64)
-    reference = (
-        AdaptiveIFNode(k=2.0, threshold=threshold, surrogate="sigmoid", step_mode="m")
-        if tau is None
-        else AdaptiveLIFNode(1.0 - 1.0 / tau, k=2.0, threshold=threshold, surrogate="sigmoid", step_mode="m")
-    )
-    node = neuron.SBLIFNode(tau=tau, k=2.0, v_threshold=threshold, step_mode="m")
+    reference = AdaptiveIFNode(k=2.0, threshold=threshold, surrogate="sigmoid", step_mode="m")
+    node = neuron.SBLIFNode(tau=None, v_reset=None, k=2.0, v_threshold=threshold, step_mode="m")
     assert torch.equal(node(x_seq), reference(x_seq))
     assert torch.allclose(node.v, reference.v, rtol=0, atol=1e-12)
 
 
 def test_state_is_cleared_by_reset_net_and_sequences_can_be_split():
     x_seq = torch.randn(6, 2, 5, dtype=torch.float64)
-    node = neuron.SBLIFNode(step_mode="m")
+    node = neuron.SBLIFNode(v_threshold="first_step", step_mode="m")
     whole = node(x_seq)
     functional.reset_net(node)
     assert node.v_th is None and node.v == 0.0
@@ -81,7 +138,7 @@ def test_total_threshold_needs_a_whole_sequence():
     with pytest.raises(ValueError, match="reset_net"):
         node(torch.randn(3, 2, 4))
     with pytest.raises(ValueError, match="step_mode='m'"):
-        neuron.SBLIFNode(v_threshold="total")(torch.randn(2, 4))
+        neuron.SBLIFNode(v_threshold="total")(torch.randn(2, 4))  # single-step default
 
 
 def test_total_threshold_collapses_to_spike_count():
@@ -90,7 +147,7 @@ def test_total_threshold_collapses_to_spike_count():
     steps = 40
     x_seq = torch.zeros(steps, *x.shape, dtype=torch.float64)
     x_seq[0] = x
-    node = neuron.SBLIFNode(k=3.0, v_threshold="total", signed=True, rounding=True, step_mode="m")
+    node = neuron.SBLIFNode(tau=None, v_reset=None, k=3.0, v_threshold="total", signed=True, rounding=True, step_mode="m")
     counts = node(x_seq).sum(dim=0)
     expected = spike_quantize(x, 3.0) / node.v_th
     assert torch.allclose(counts, expected, atol=1e-9)
@@ -99,16 +156,46 @@ def test_total_threshold_collapses_to_spike_count():
 def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="v_threshold"):
         neuron.SBLIFNode(v_threshold="sometimes")
+    with pytest.raises(ValueError, match="v_threshold"):
+        neuron.SBLIFNode(v_threshold=0.0)
     with pytest.raises(ValueError, match="tau"):
         neuron.SBLIFNode(tau=0.5)
     with pytest.raises(ValueError, match="learn_threshold"):
-        neuron.SBLIFNode(learn_threshold=True)
+        neuron.SBLIFNode(v_threshold="first_step", learn_threshold=True)
     with pytest.raises(ValueError, match="backend"):
         neuron.SBLIFNode(backend="cupy")
     with pytest.raises(ValueError, match="batch dimension"):
-        neuron.SBLIFNode(dim=0)(torch.randn(2, 3))
-    with pytest.raises(ValueError, match=r"\[T, N"):
-        neuron.SBLIFNode(step_mode="m")(torch.randn(3))
+        neuron.SBLIFNode(v_threshold="first_step", dim=0)(torch.randn(2, 3))
+    for k in (0, -1.0):
+        with pytest.raises(ValueError, match="k"):
+            neuron.SBLIFNode(k=k)
+    with pytest.raises(TypeError, match="decay_input"):
+        neuron.SBLIFNode(decay_input=1)
+    with pytest.raises(ValueError, match="step_mode"):
+        neuron.SBLIFNode(step_mode="x")
+
+
+@pytest.mark.parametrize("threshold", [1.0, "first_step"])
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+def test_bad_inputs_raise_naming_the_argument(threshold, step_mode):
+    name = "x_seq" if step_mode == "m" else "x"
+    node = neuron.SBLIFNode(v_threshold=threshold, step_mode=step_mode)
+    good = torch.randn(3, 2, 4) if step_mode == "m" else torch.randn(2, 4)
+    for bad in (good > 0, (good * 4).to(torch.int64)):
+        with pytest.raises(TypeError, match=name):
+            node(bad)
+    for value in (float("nan"), float("inf")):
+        bad = good.clone()
+        bad.view(-1)[1] = value
+        with pytest.raises(ValueError, match=f"{name} contains NaN or Inf"):
+            node(bad)
+    with pytest.raises(ValueError, match=r"\[T, N" if step_mode == "m" else r"\[N, \*\]"):
+        node(torch.randn(3) if step_mode == "m" else torch.tensor(1.0))
+    node(good)  # a state for batch size 2, then a batch of 5 without reset_net
+    with pytest.raises(ValueError, match="reset_net"):
+        node(torch.randn(3, 5, 4) if step_mode == "m" else torch.randn(5, 4))
+    functional.reset_net(node)
+    assert node(torch.randn(3, 5, 4) if step_mode == "m" else torch.randn(5, 4)).shape[-2] == 5
 
 
 TRITON_AGREEMENT_SCRIPT = """
@@ -117,10 +204,10 @@ import sb_adapters.spikingjelly  # noqa: F401
 from spikingjelly.activation_based import functional, neuron, surrogate
 
 torch.manual_seed(0)
-OPTIONS = [dict(), dict(tau=2.0), dict(v_reset=0.0), dict(signed=True, rounding=True), dict(v_threshold=0.4, detach_reset=True),
-           dict(v_threshold="total", tau=4.0), dict(surrogate_function=surrogate.Sigmoid(alpha=3.0))]
+OPTIONS = [dict(), dict(v_reset=0.0), dict(signed=True, rounding=True), dict(v_threshold=0.4, detach_reset=True),
+           dict(v_threshold="total"), dict(surrogate_function=surrogate.Sigmoid(alpha=3.0))]
 for options in OPTIONS:
-    options = {"surrogate_function": surrogate.ATan(alpha=1.5), **options}
+    options = {"tau": None, "v_reset": None, "v_threshold": "first_step", "surrogate_function": surrogate.ATan(alpha=1.5), **options}
     x_seq = (torch.randn(6, 3, 16) * 2).requires_grad_()
     nodes = {b: neuron.SBLIFNode(step_mode="m", backend=b, **options) for b in ("torch", "triton")}
     out = {}
@@ -141,7 +228,7 @@ for options in OPTIONS:
         single = torch.stack([node(x) for x in x_seq.detach()])
         assert torch.equal(single, out["torch"][0]), options
         assert node.v_seq.shape == x_seq.shape and torch.equal(node.v_seq[-1], out["torch"][1])
-node = neuron.SBLIFNode(step_mode="m", backend="triton", store_v_seq=True)
+node = neuron.SBLIFNode(tau=None, step_mode="m", backend="triton", store_v_seq=True)
 try:
     node(torch.randn(3, 2, 4))
 except ValueError as err:
@@ -167,15 +254,18 @@ def test_triton_backend_equals_torch_backend_in_the_interpreter():
 def test_triton_backend_never_falls_back_silently(monkeypatch):
     if sb_adapters.spikingjelly._triton_neuron() is None:
         with pytest.raises(RuntimeError, match="triton"):
-            neuron.SBLIFNode(backend="triton")
-        assert neuron.SBLIFNode().supported_backends == ("torch",)
+            neuron.SBLIFNode(tau=None, backend="triton")
+        assert neuron.SBLIFNode(tau=None).supported_backends == ("torch",)
         return
-    assert neuron.SBLIFNode().supported_backends == ("torch", "triton")
+    assert neuron.SBLIFNode(tau=None).supported_backends == ("torch", "triton")
+    assert neuron.SBLIFNode().supported_backends == ("torch",)  # LIF: SpikingJelly's leak, not the kernel's
+    with pytest.raises(ValueError, match="tau=None"):
+        neuron.SBLIFNode(backend="triton")
     with pytest.raises(ValueError, match="surrogate.ATan and surrogate.Sigmoid"):
-        neuron.SBLIFNode(backend="triton", surrogate_function=surrogate.PiecewiseQuadratic())
+        neuron.SBLIFNode(tau=None, backend="triton", surrogate_function=surrogate.PiecewiseQuadratic())
     with pytest.raises(ValueError, match="learn_threshold"):
-        neuron.SBLIFNode(backend="triton", v_threshold=0.5, learn_threshold=True)
-    node = neuron.SBLIFNode(backend="triton", step_mode="m")
+        neuron.SBLIFNode(tau=None, backend="triton", v_threshold=0.5, learn_threshold=True)
+    node = neuron.SBLIFNode(tau=None, backend="triton", step_mode="m")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
         node(torch.randn(3, 2, 4))  # CPU tensors, no interpreter: the kernel cannot run, and says so
@@ -204,7 +294,7 @@ class TutorialNet(torch.nn.Module):
         self.conv = layer.SeqToANNContainer(
             torch.nn.Conv2d(1, channels, 3, padding=1, bias=False), torch.nn.BatchNorm2d(channels)
         )
-        self.sn1 = neuron.SBLIFNode(tau=2.0, k=2.0, surrogate_function=surrogate.ATan(), detach_reset=True)
+        self.sn1 = neuron.SBLIFNode(tau=2.0, v_threshold="first_step", k=2.0, surrogate_function=surrogate.ATan(), detach_reset=True)
         self.pool = layer.SeqToANNContainer(torch.nn.AvgPool2d(2), torch.nn.Flatten())
         self.fc = layer.SeqToANNContainer(torch.nn.Linear(channels * 4 * 4, classes))
         self.sn2 = neuron.SBLIFNode(tau=2.0, v_threshold=1.0, surrogate_function=surrogate.ATan())
