@@ -1,4 +1,5 @@
-"""``python -m sb_adapters report | sweep-k``: see :mod:`sb_adapters.cli`."""
+"""``python -m sb_adapters ...``: an alias of the ``spikingbrain`` command (same parser, same
+subcommands; :mod:`spikingbrain.cli`, and :mod:`sb_adapters.cli` for ``report`` / ``sweep-k``)."""
 
 import sys
 

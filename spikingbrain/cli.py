@@ -1,42 +1,62 @@
-"""The ``spikingbrain`` command line: ``spikingbrain --help``, ``demo``, ``estimate``, and sb_adapters'
-``report`` / ``sweep-k`` (spiking injected into a HuggingFace model)."""
+"""The ``spikingbrain`` command line, the project's one entry point: ``spikingbrain --help``, ``demo``,
+``estimate``, and sb_adapters' ``report`` / ``sweep-k`` (spiking injected into a HuggingFace model).
+``python -m sb_adapters ...`` is an alias (the same parser).
+
+Every argument that names a file or folder is checked while the command line is parsed, before any work
+starts (:mod:`sb_adapters.cli`'s path types); bad values and inputs are usage errors: one line,
+``spikingbrain COMMAND: error: ...``, naming the argument, exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from typing import NoReturn
 
-from sb_adapters.cli import positive_float, positive_int
+from sb_adapters.cli import HelpFormatter, output_dir, positive_float, positive_int
+
+DESCRIPTION = """\
+SpikingBrain's adaptive-threshold spiking parts: demos and tools. Run `spikingbrain COMMAND --help` for
+a command's description, its options and their defaults. (`python -m sb_adapters ...` is an alias of
+`spikingbrain ...`.)"""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line, ``PROG: error: MESSAGE (see PROG --help)``,
+    exit status 2 (the usage block is in ``--help``). Subcommand parsers are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="spikingbrain",
-        description="SpikingBrain's adaptive-threshold spiking parts: demos and tools.",
-    )
+    parser = ArgumentParser(prog="spikingbrain", description=DESCRIPTION, formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = sub.add_parser(
         "demo",
         help="spike-code synthetic LLM-like activations and report statistics, energy and plots",
+        formatter_class=HelpFormatter,
         description=(
-            "Spike-codes a reproducible heavy-tailed activation tensor at several k with every codec, "
-            "prints a table (time steps, firing rate, sparsity, spikes per channel, silent channels, "
-            "reconstruction error, energy against FP16/INT8 MACs), checks a spike-coded linear layer "
-            "against its dense twin, and writes a spike raster and a count histogram. Then builds a small "
-            "SpikingBrain model from sb_layers parts (seeded), generates from --prompt with a byte-level "
-            "tokenizer, converts it to W8ASpike and prints its Fig. 9-style spike report."
+            "Spike-codes a reproducible heavy-tailed activation tensor at several k with every codec,\n"
+            "prints a table (time steps, firing rate, sparsity, spikes per channel, silent channels,\n"
+            "reconstruction error, energy against FP16/INT8 MACs), checks a spike-coded linear layer\n"
+            "against its dense twin, and writes a spike raster and a count histogram into --out. Then\n"
+            "injects spiking into a tiny HuggingFace model, builds a small SpikingBrain model from\n"
+            "sb_layers parts (seeded), generates from --prompt with a byte-level tokenizer, converts it\n"
+            "to W8ASpike and prints its Fig. 9-style spike report (and writes spike_report.png).\n\n"
+            "--out is checked before anything runs: it must be a folder that exists or can be created,\n"
+            "and is writable."
         ),
     )
-    demo.add_argument("--out", type=Path, default=Path("spikingbrain-demo"), help="output folder (default: %(default)s)")
-    demo.add_argument("--k", type=positive_float, nargs="+", default=[1.0, 3.0, 8.0], help="threshold divisors k (default: %(default)s)")
-    demo.add_argument("--tokens", type=positive_int, default=256, help="activation rows (default: %(default)s)")
-    demo.add_argument("--features", type=positive_int, default=1024, help="activation columns (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    demo.add_argument("--out", type=output_dir, default="spikingbrain-demo", metavar="DIR", help="output folder for the plots (created if missing)")
+    demo.add_argument("--k", type=positive_float, nargs="+", default=[1.0, 3.0, 8.0], help="threshold divisors k")
+    demo.add_argument("--tokens", type=positive_int, default=256, help="activation rows")
+    demo.add_argument("--features", type=positive_int, default=1024, help="activation columns")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument("--prompt", default="Spiking neurons", help="prompt of the small model's generation (default: %(default)r)")
-    demo.add_argument("--new-tokens", type=positive_int, default=24, help="tokens to generate (default: %(default)s)")
+    demo.add_argument("--new-tokens", type=positive_int, default=24, help="tokens to generate")
     demo.add_argument("--no-model", action="store_true", help="skip the small SpikingBrain model part")
 
     from sb_adapters.cli import add_parsers as add_adapter_parsers
@@ -48,7 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``) and run the command; returns the exit status.
+    Usage errors (bad values, unusable paths, bad inputs found before the work) exit with status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -65,15 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             run_estimate_command(args)
         except ValueError as error:  # bad inputs: argparse's usage error (exit status 2), not a traceback
-            parser.exit(2, f"{parser.prog} estimate: error: {error}\n")
+            parser.exit(2, f"{parser.prog} estimate: error: {_one_line(error)}\n")
         return 0
     if getattr(args, "sb_adapters_command", None):
         from sb_adapters.cli import run_command
 
         try:
             return run_command(args)
-        except ValueError as error:
-            parser.exit(2, f"{parser.prog} {args.command}: error: {error}\n")
+        except (ValueError, TypeError) as error:
+            parser.exit(2, f"{parser.prog} {args.command}: error: {_one_line(error)}\n")
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands
 
 

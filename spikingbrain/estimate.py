@@ -626,8 +626,25 @@ def _context_arg(text: str) -> int:
     return int(digits) * scale
 
 
+def _model_config_arg(text: str) -> Path:
+    """argparse type of ``--config``: a readable config.json, or a folder holding one."""
+    from sb_adapters.cli import input_file
+
+    path = Path(text).expanduser()
+    if text and path.is_dir():
+        path = path / "config.json"
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(f"folder {text!r} holds no config.json")
+        return input_file(os.fspath(path)).parent
+    return input_file(text)
+
+
 def add_estimate_parser(sub: Any) -> Any:
-    """Register ``spikingbrain estimate`` on an argparse subparsers object."""
+    """Register ``spikingbrain estimate`` on an argparse subparsers object. File arguments are checked
+    while parsing (before any work): ``--spike-stats`` and ``--run`` must be readable files, ``--config``
+    a config.json or a folder holding one, ``--json`` a file that can be written (folders created)."""
+    from sb_adapters.cli import input_file, output_file
+
     parser = sub.add_parser(
         "estimate", help=ESTIMATE_HELP, description=ESTIMATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -639,11 +656,11 @@ def add_estimate_parser(sub: Any) -> Any:
     spikes = given.add_mutually_exclusive_group()
     spikes.add_argument("--sparsity", type=_fraction_arg, help="fraction of silent neurons (zero spike count) in [0, 1]; a = 1 - sparsity")
     spikes.add_argument("--active-fraction", type=_fraction_arg, help="a in [0, 1]")
-    spikes.add_argument("--spike-stats", type=Path, help="JSON of measured spike statistics (SpikeReport.as_dict() or SpikeStats.as_dict()): sparsity = its silent_channel_fraction")
+    spikes.add_argument("--spike-stats", type=input_file, metavar="FILE", help="JSON of measured spike statistics (SpikeReport.as_dict() or SpikeStats.as_dict()): sparsity = its silent_channel_fraction")
     given.add_argument("--expert-fraction", type=_fraction_arg, help="k/M in (0, 1]")
 
     shape = parser.add_argument_group("model shape (default: SpikingBrain-7B)")
-    shape.add_argument("--config", type=Path, help="config.json (or its directory) of a SpikingBrain model; flags below override it")
+    shape.add_argument("--config", type=_model_config_arg, metavar="PATH", help="config.json (or its directory) of a SpikingBrain model; flags below override it")
     defaults = ModelShape()
     for name in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
                  "gla_layers", "swa_layers", "full_layers", "window", "num_experts", "experts_per_token",
@@ -652,8 +669,8 @@ def add_estimate_parser(sub: Any) -> Any:
         note = "" if default is None else f" (7B: {default})"
         shape.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=name.replace("_", " ") + note)
 
-    parser.add_argument("--run", type=Path, help="JSON written by benchmarks/ttft.py: print the theory beside the measured speedup per context")
-    parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
+    parser.add_argument("--run", type=input_file, metavar="FILE", help="JSON written by benchmarks/ttft.py: print the theory beside the measured speedup per context")
+    parser.add_argument("--json", type=output_file, metavar="FILE", help="also write the rows as JSON to this file (missing folders are created)")
     return parser
 
 
@@ -677,6 +694,8 @@ def _shape_from_args(args: Any, run: Mapping | None) -> ModelShape:
 
 def run_estimate_command(args: Any) -> list[dict]:
     """``spikingbrain estimate``: print the table(s); returns the rows written to ``--json``."""
+    if args.run is not None and args.phase != "prefill":
+        raise ValueError("--run compares time to first token: --phase must be 'prefill'")
     if args.expert_fraction is not None and args.expert_fraction == 0:
         raise ValueError("--expert-fraction must be in (0, 1], got 0")
     sparsity = args.sparsity
@@ -719,6 +738,7 @@ def run_estimate_command(args: Any) -> list[dict]:
         print(format_estimates(estimates))
         rows = [e.as_dict() for e in estimates]
     if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"shape": asdict(shape), "rows": rows}, indent=2))
         print(f"\nWrote {args.json}")
     return rows
