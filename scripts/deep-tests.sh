@@ -10,6 +10,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+PYTHON=${PYTHON:-.venv/bin/python}
 SEEDS=${1:-10}
 shift $(( $# > 0 ? 1 : 0 ))
 if ! [[ $SEEDS =~ ^[1-9][0-9]*$ ]]; then
@@ -21,9 +22,9 @@ for arg in "$@"; do [[ $arg == -m* ]] && MARKER=(); done  # a marker of the call
 
 failed=()
 for ((i = 1; i <= SEEDS; i++)); do
-  seed=$(.venv/bin/python -c 'import random; print(random.SystemRandom().randrange(2**32))')
+  seed=$("$PYTHON" -c 'import random; print(random.SystemRandom().randrange(2**32))')
   start=$SECONDS
-  if HYPOTHESIS_PROFILE=deep .venv/bin/python -m pytest -q -p no:cacheprovider "${MARKER[@]}" \
+  if HYPOTHESIS_PROFILE=deep "$PYTHON" -m pytest -q -p no:cacheprovider "${MARKER[@]}" \
       --hypothesis-seed="$seed" "$@" >"/tmp/deep-tests-$seed.log" 2>&1; then
     echo "seed $seed: passed ($((SECONDS - start)) s; $(tail -n 1 "/tmp/deep-tests-$seed.log"))"
   else

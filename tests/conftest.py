@@ -51,10 +51,12 @@ SEED_VARIABLE = "SB_HYPOTHESIS_SEED"
 DEEP_SCALE = 10
 _SLOW_IS_FINE = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
-settings.register_profile("ci", max_examples=25, deadline=None, suppress_health_check=_SLOW_IS_FINE)
-settings.register_profile("dev", max_examples=60, deadline=None)
+# derandomize=False said explicitly: where CI is set, hypothesis' built-in "ci" profile (derandomized) is
+# the default that profiles registered here would otherwise inherit from.
+settings.register_profile("ci", max_examples=25, deadline=None, derandomize=False, suppress_health_check=_SLOW_IS_FINE)
+settings.register_profile("dev", max_examples=60, deadline=None, derandomize=False)
 settings.register_profile(
-    "deep", max_examples=25 * DEEP_SCALE, deadline=None,
+    "deep", max_examples=25 * DEEP_SCALE, deadline=None, derandomize=False,
     suppress_health_check=[*_SLOW_IS_FINE, HealthCheck.filter_too_much],
 )
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")

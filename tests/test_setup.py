@@ -59,7 +59,7 @@ def test_installation_page_shows_the_same_two_commands():
 
 
 def test_shell_scripts_parse():
-    for script in (ROOT / "scripts" / "install.sh", ROOT / ".ci" / "run"):
+    for script in (*sorted((ROOT / "scripts").glob("*.sh")), ROOT / ".ci" / "run"):
         result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, f"{script.name}: {result.stderr}"
 
