@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._checks import check_hidden_states
 from .linear_attention import GatedLinearAttention
 from .rms_norm import RMSNorm
 from .sliding_window import RollingKVCache, SlidingWindowAttention
@@ -83,6 +84,7 @@ class HybridBlock(nn.Module):
         self.mlp = mlp
 
     def forward(self, hidden_states, attention_mask=None, state: MixerState = None):
+        check_hidden_states(hidden_states, self.attn_norm.weight.shape[0])
         mixed, state = run_mixer(self.attn, self.attn_norm(hidden_states), attention_mask, state)
         normed, hidden_states = self.mlp_norm.add_forward(mixed, hidden_states)  # hidden_states + mixed, normed
         return hidden_states + self.mlp(normed), state

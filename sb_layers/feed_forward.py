@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sb_kernels import silu_mul
-from sb_neurons._validation import check_int, check_tensor
+from sb_neurons._validation import check_float_tensor, check_int, check_tensor
 
 from .spiking_linear import SpikeCoding, make_linear
 
@@ -40,7 +40,7 @@ class GLUMLP(nn.Module):
         self.down_proj = make_linear(intermediate_size, hidden_size, False, coding, **factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_tensor(x, "x")
+        check_float_tensor(x, "x", finite=False)  # float math: NaN and Inf propagate
         if x.shape[-1] != self.hidden_size:
             raise ValueError(f"input's last dimension must be hidden_size={self.hidden_size}, got shape {tuple(x.shape)}")
         return self.down_proj(silu_mul(self.gate_proj(x), self.up_proj(x)))
@@ -103,7 +103,7 @@ class MoE(nn.Module):
         return probs, weights, indices
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_tensor(x, "x")
+        check_float_tensor(x, "x", finite=False)  # float math: NaN and Inf propagate
         if x.shape[-1] != self.hidden_size:
             raise ValueError(f"input's last dimension must be hidden_size={self.hidden_size}, got shape {tuple(x.shape)}")
         tokens = x.reshape(-1, self.hidden_size)

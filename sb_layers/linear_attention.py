@@ -29,7 +29,7 @@ from torch import nn
 from sb_kernels import gla_decode_step
 from sb_neurons import Codec, get_codec, spike_count
 
-from sb_neurons._validation import check_int, check_positive, check_tensor
+from sb_neurons._validation import check_float_tensor, check_int, check_positive, check_same_device, check_tensor
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
 from ._merged import merged_linear_outputs
@@ -48,6 +48,7 @@ def _check_gla_inputs(q, k, v, gk, initial_state, scale=1.0, integer_qk=False):
         if not t.is_floating_point() and not (integer_qk and name in ("q", "k")):
             raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
     check_positive(scale, "scale")
+    check_same_device((("q", q), ("k", k), ("v", v), ("gk", gk), ("initial_state", initial_state)))
     if initial_state is not None:
         check_tensor(initial_state, "initial_state")
         if not initial_state.is_floating_point():
@@ -193,7 +194,8 @@ def gla_event_driven(
             raise ValueError(f"{name} must be a 4-d tensor [B, H, L, Dk], got {getattr(counts, 'shape', type(counts))}")
     _check_gla_inputs(q_counts, k_counts, v, gk, initial_state, scale, integer_qk=True)
     for name, v_th in (("q_v_th", q_v_th), ("k_v_th", k_v_th)):
-        check_tensor(v_th, name)
+        check_float_tensor(v_th, name, finite=False)  # NaN propagates, as in the float forms
+        check_same_device(((name, v_th), ("v", v)))
         if tuple(v_th.shape) != tuple(q_counts.shape[:3]) + (1,):
             raise ValueError(f"{name} must have shape [B, H, L, 1] = {tuple(q_counts.shape[:3]) + (1,)}, got {tuple(v_th.shape)}")
     codec = get_codec(codec)

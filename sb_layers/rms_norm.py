@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sb_neurons._validation import check_positive
+
 from sb_kernels import Backend, add_rms_norm, rms_norm
 from sb_kernels._dispatch import BACKENDS
 
@@ -24,8 +26,7 @@ class RMSNorm(nn.Module):
         super().__init__()
         if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
             raise ValueError(f"hidden_size must be a positive int, got {hidden_size!r}")
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps!r}")
+        check_positive(eps, "eps")
         self.weight = nn.Parameter(torch.ones(hidden_size, device=device, dtype=dtype))
         self.eps = float(eps)
         if backend not in BACKENDS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from sb_kernels.rotary import apply_rotary, rotate_half
+from sb_neurons._validation import check_int, check_positive, check_tensor
 
 __all__ = ["apply_rotary", "rotary_cos_sin", "rotate_half"]
 
@@ -34,10 +35,11 @@ def _inverse_frequencies(head_dim: int, theta: float, compute: torch.dtype, devi
 
 def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """``cos, sin`` of shape ``[*positions.shape, head_dim]`` for integer ``positions``."""
+    check_tensor(positions, "positions")
+    check_int(head_dim, "head_dim", minimum=2)
     if head_dim % 2:
         raise ValueError(f"head_dim must be even for rotary embeddings, got {head_dim}")
-    if not theta > 0:
-        raise ValueError(f"rope_theta must be > 0, got {theta}")
+    check_positive(theta, "theta")
     compute = torch.float64 if dtype == torch.float64 else torch.float32
     angles = positions.to(compute).unsqueeze(-1) * _inverse_frequencies(head_dim, float(theta), compute, positions.device)
     angles = torch.cat([angles, angles], dim=-1)

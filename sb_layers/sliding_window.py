@@ -25,7 +25,7 @@ from torch import nn
 
 from sb_kernels import decode_attention, int8_fake_quantize, merge_attention_into, rotate_and_write_ring, spike_fake_quantize
 from sb_kernels._dispatch import needs_grad
-from sb_neurons._validation import check_positive
+from sb_neurons._validation import check_int, check_positive
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
 from ._merged import merged_linear_outputs
@@ -271,6 +271,11 @@ class RollingKVCache:
     length: int = 0
     maybe_masked: bool = False
     in_ring_order: bool = False
+
+    def __post_init__(self) -> None:
+        if self.window is not None:
+            check_int(self.window, "window", minimum=1)
+        check_int(self.length, "length", minimum=0)
 
     @property
     def num_entries(self) -> int:

@@ -64,8 +64,8 @@ class SpikeCoding:
     backend: Backend = "torch"
 
     def __post_init__(self) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, (int, float)) or not self.k > 0:
-            raise ValueError(f"k must be a number > 0, got {self.k!r}")
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, float)) or not 0 < self.k < float("inf"):
+            raise ValueError(f"k must be a finite number > 0, got {self.k!r}")
         resolve_clamp(self.clamp)
         get_codec(self.codec)
         if self.mode not in ("count", "spike"):
@@ -395,6 +395,8 @@ class SpikingLinear(nn.Linear):
 
 def make_linear(in_features: int, out_features: int, bias: bool, coding: SpikeCoding | None, **factory) -> nn.Linear:
     """``nn.Linear`` when ``coding`` is None, else a :class:`SpikingLinear` with that coding."""
+    check_int(in_features, "in_features", minimum=1)
+    check_int(out_features, "out_features", minimum=1)
     if coding is None:
         return nn.Linear(in_features, out_features, bias=bias, **factory)
     return SpikingLinear(in_features, out_features, bias=bias, coding=coding, **factory)

@@ -95,3 +95,15 @@ def normalize_dims(dim: int | Iterable[int], ndim: int, name: str = "dim") -> tu
     if len(set(out)) != len(out):
         raise ValueError(f"{name} repeats a dimension: {dim!r}")
     return tuple(out)
+
+
+def check_same_device(named: Iterable[tuple[str, object]]) -> None:
+    """The tensors among ``(name, value)`` pairs (None and numbers skipped) must share the first one's device."""
+    first: tuple[str, torch.device] | None = None
+    for name, value in named:
+        if not isinstance(value, torch.Tensor):
+            continue
+        if first is None:
+            first = (name, value.device)
+        elif value.device != first[1]:
+            raise ValueError(f"{name} is on {value.device} but {first[0]} is on {first[1]}: all tensors must share one device")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._validation import check_float_tensor, check_int, check_integer_valued, check_tensor
+from ._validation import check_float_tensor, check_int, check_integer_valued, check_same_device, check_tensor
 
 CODEC_NAMES = ("binary", "ternary", "bitwise", "bitwise_bidirectional", "bitwise_twos_complement")
 
@@ -220,6 +220,7 @@ def spike_train_matmul(train: torch.Tensor, weight: torch.Tensor, codec: str | C
     codec = get_codec(codec)
     s = check_tensor(train, "train")
     w = check_float_tensor(weight, "weight")
+    check_same_device((("train", s), ("weight", w)))
     if w.ndim != 2:
         raise ValueError(f"weight must be [N, K], got shape {tuple(w.shape)}")
     if s.ndim < 2 or s.shape[-1] != w.shape[1]:

@@ -62,7 +62,12 @@ ThresholdMode = Literal["total", "first_step"]
 
 
 def heaviside(x: torch.Tensor) -> torch.Tensor:
-    """Step function with zero gradient: 1 where ``x >= 0``."""
+    """Step function with zero gradient: 1 where ``x >= 0``, in ``x``'s (floating) dtype.
+
+    Elementwise and unchecked for finiteness (it runs at every time step; the neurons check their
+    inputs): NaN gives 0, ``+inf`` 1, ``-inf`` 0.
+    """
+    check_float_tensor(x, "x", finite=False)
     return (x >= 0).to(x.dtype)
 
 
@@ -326,8 +331,8 @@ class AdaptiveIFNode(nn.Module):
     # -- forward ---------------------------------------------------------------------------------
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         check_float_tensor(x_seq, "x_seq")
-        if x_seq.ndim < 2:
-            raise ValueError(f"x_seq must be [T, B, ...] in multi-step mode, got shape {tuple(x_seq.shape)}")
+        if x_seq.ndim < 2 or x_seq.shape[0] < 1:
+            raise ValueError(f"x_seq must be [T, B, ...] with T >= 1 in multi-step mode, got shape {tuple(x_seq.shape)}")
         if self.threshold_mode == "total" and self.v is not None:
             raise ValueError(
                 "threshold='total' sets the threshold from a whole sequence: call reset() before the next "

@@ -85,7 +85,9 @@ def adaptive_threshold(x: torch.Tensor, k: float = 3.0, dim: int | tuple[int, ..
     check_float_tensor(x, "x")
     k = check_positive(k, "k")
     dims = normalize_dims(dim, x.ndim)
-    mean_abs = x.to(compute_dtype(x.dtype)).abs().mean(dim=dims, keepdim=True)
+    # A contiguous copy first: the reduction then sums in one order whatever x's strides (a
+    # non-contiguous or expanded input gives the same thresholds, to the bit, as its contiguous copy).
+    mean_abs = x.contiguous().to(compute_dtype(x.dtype)).abs().mean(dim=dims, keepdim=True)
     return (mean_abs / k).clamp(V_TH_MIN, V_TH_MAX)
 
 

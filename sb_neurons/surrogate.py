@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ._validation import check_positive
+from ._validation import check_float_tensor, check_positive
 
 
 class _SigmoidSpike(torch.autograd.Function):
@@ -64,6 +64,7 @@ class Sigmoid(SurrogateSpike):
         super().__init__(alpha)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_float_tensor(x, "x", finite=False)  # elementwise, as heaviside (NaN gives 0)
         return _SigmoidSpike.apply(x, self.alpha)
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,6 +79,7 @@ class ATan(SurrogateSpike):
         super().__init__(alpha)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_float_tensor(x, "x", finite=False)  # elementwise, as heaviside (NaN gives 0)
         return _ATanSpike.apply(x, self.alpha)
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:

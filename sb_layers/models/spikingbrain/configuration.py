@@ -46,6 +46,13 @@ def _check_positive_int(value: Any, name: str) -> None:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
+def _check_positive_number(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number > 0, got {type(value).__name__}")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
 def _check_layer_list(value: Any, name: str, num_layers: int) -> None:
     if not isinstance(value, (list, tuple)):
         raise TypeError(f"{name} must be a list of layer indices, got {type(value).__name__}")
@@ -172,10 +179,8 @@ class SpikingBrainConfig(PreTrainedConfig):
             raise ValueError(f"hidden_act must be one of {ACTIVATIONS} (SiLU), got {self.hidden_act!r}")
         if self.sliding_window is not None:
             _check_positive_int(self.sliding_window, "sliding_window")
-        if not self.rope_theta > 0:
-            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta!r}")
-        if not self.norm_eps > 0:
-            raise ValueError(f"norm_eps must be > 0, got {self.norm_eps!r}")
+        for name in ("rope_theta", "norm_eps", "gate_logit_normalizer"):
+            _check_positive_number(getattr(self, name), name)
         if self.use_short_conv:
             raise ValueError("use_short_conv=True is not supported: SpikingBrain-7B is released without short convolutions")
         if self.attn_mode not in ATTN_MODES and self.attn_mode not in RELEASE_ATTN_MODES:
@@ -200,8 +205,6 @@ class SpikingBrainConfig(PreTrainedConfig):
         if self.feature_map not in FEATURE_MAPS:
             raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {self.feature_map!r}")
         _check_positive_int(self.gate_low_rank_dim, "gate_low_rank_dim")
-        if not self.gate_logit_normalizer > 0:
-            raise ValueError(f"gate_logit_normalizer must be > 0, got {self.gate_logit_normalizer!r}")
         _check_positive_int(self.gla_chunk_size, "gla_chunk_size")
         for name in ("swa_query_chunk_size", "prefill_chunk_size"):
             if getattr(self, name) is not None:
@@ -221,11 +224,13 @@ class SpikingBrainConfig(PreTrainedConfig):
                 raise ValueError(f"num_shared_experts must be an int >= 0, got {self.num_shared_experts!r}")
             if self.router not in ROUTERS:
                 raise ValueError(f"router must be one of {ROUTERS}, got {self.router!r}")
-        if not self.router_aux_loss_coef >= 0:
+        if isinstance(self.router_aux_loss_coef, bool) or not isinstance(self.router_aux_loss_coef, (int, float)) or not self.router_aux_loss_coef >= 0:
             raise ValueError(f"router_aux_loss_coef must be >= 0, got {self.router_aux_loss_coef!r}")
         if isinstance(self.spike_clamp, list):
             self.spike_clamp = tuple(self.spike_clamp)  # JSON has no tuples
         if self.spiking:
+            if isinstance(self.spike_k, bool) or not isinstance(self.spike_k, (int, float)) or not 0 < self.spike_k < float("inf"):
+                raise ValueError(f"spike_k must be a finite number > 0, got {self.spike_k!r}")
             self.spike_coding()  # validates the spiking fields (SpikeCoding raises ValueError)
         super().__post_init__(**kwargs)
         if isinstance(self.spike_clamp, tuple):
