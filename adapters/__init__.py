@@ -8,7 +8,7 @@ loads both back, ``load_spiking(model, dir)`` injects a model you loaded yoursel
 - ``import sb_adapters.spikingjelly`` registers ``neuron.SBLIFNode`` and ``neuron.SBSpikeCountNode``;
 - ``from sb_adapters.snntorch import SBLeaky`` (also ``snntorch.SBLeaky`` after the import).
 
-Command line: ``python -m sb_adapters report | sweep-k`` (:mod:`sb_adapters.cli`); tiny random HF models
+Command line: ``spikingbrain report | sweep-k`` (:mod:`sb_adapters.cli`; alias ``python -m sb_adapters``); tiny random HF models
 for demos and tests: :mod:`sb_adapters.tiny`.
 """
 

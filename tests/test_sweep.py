@@ -1,9 +1,11 @@
-"""sweep_k (accuracy / energy against k), the tiny model builders and the ``python -m sb_adapters`` command."""
+"""sweep_k (accuracy / energy against k), the tiny model builders and the ``spikingbrain report | sweep-k``
+commands (``python -m sb_adapters`` is their alias)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import runpy
 import sys
 
@@ -151,7 +153,9 @@ def test_command_line_report_on_a_saved_model_and_config(tmp_path, capsys, monke
         runpy.run_module("sb_adapters", run_name="__main__")  # python -m sb_adapters
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "model.layers.0.self_attn.q_proj" in out and "k_proj" not in out and "FP16" in out
+    assert "model.layers.0.self_attn.q_proj" in out and "FP16" in out
+    assert "model.layers.0.self_attn.k_proj: Linear, not targeted" in out  # listed as kept dense, not in the table
+    assert not re.search(r"^\S*k_proj\s+[\d.]", out, re.M)
     data = json.loads((tmp_path / "report.json").read_text())
     assert set(data["layers"]) == {f"model.layers.{i}.self_attn.{p}" for i in (0, 1) for p in ("q_proj", "v_proj")}
     assert data["total"]["num_channels"] == 2 * 2 * 6 * 32 * 4  # batches x batch x length x width x layers
@@ -174,4 +178,5 @@ def test_subcommands_can_be_hosted_by_another_command_line(capsys):
     args = host.parse_args(["report", "--tiny", "mistral", "--k", "2", "--batches", "1", "--length", "4", "--target-modules", "q_proj,o_proj"])
     assert run_command(args) == 0
     out = capsys.readouterr().out
-    assert "model.layers.1.self_attn.o_proj" in out and "v_proj" not in out
+    assert "model.layers.1.self_attn.o_proj" in out
+    assert "self_attn.v_proj: Linear, not targeted" in out and not re.search(r"^\S*v_proj\s+[\d.]", out, re.M)
