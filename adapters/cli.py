@@ -407,13 +407,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         parser.set_defaults(sb_adapters_command=parser.prog.rsplit(" ", 1)[-1])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``spikingbrain`` parser (``python -m sb_adapters`` is its alias)."""
-    from spikingbrain.cli import build_parser as build_spikingbrain_parser
-
-    return build_spikingbrain_parser()
-
-
 # --- running a parsed command ----------------------------------------------------------------------
 
 
@@ -533,14 +526,3 @@ def run_command(args: argparse.Namespace) -> int:
             return 1
         print(f"recommended k = {best.k:g}: relative error {best.relative_error:.4g}, {best.energy_pj_per_mac:.4f} pJ/MAC")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sb_adapters ...``: the same as ``spikingbrain ...`` (:func:`spikingbrain.cli.main`)."""
-    from spikingbrain.cli import main as spikingbrain_main
-
-    return spikingbrain_main(argv)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
