@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the property tests (hypothesis, marker `property`) under the `deep` profile, which gives every
-# test 10x the examples it runs in CI, once for each of N fresh random seeds; prints each seed's result
-# and exits non-zero if any seed failed. Replay a failing seed with
+# test 5x the examples it runs by default (in CI too), once for each of N fresh random seeds; prints
+# each seed's result and exits non-zero if any seed failed. Replay a failing seed with
 #   HYPOTHESIS_PROFILE=deep .venv/bin/python -m pytest -m property --hypothesis-seed=SEED
 # and keep the falsifying example pytest prints as an @example of its test.
 #

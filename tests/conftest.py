@@ -1,17 +1,16 @@
 """Shared pytest configuration: hypothesis profiles and seeds, the ``property`` and ``gpu`` markers.
 
-Profiles (``HYPOTHESIS_PROFILE`` picks one; else ``ci`` where the variable ``CI`` is set, ``dev`` otherwise):
+Profiles (``HYPOTHESIS_PROFILE`` picks one):
 
-- ``ci``: 25 examples per property test unless the test asks for another number; no deadline (CI
-  machines are slow and shared).
-- ``dev``: 60 examples unless the test asks for another number.
-- ``deep``: every property test runs ``DEEP_SCALE`` times the examples it runs under ``ci`` (its own
+- ``default``: what everyone runs, a newcomer and CI alike (``CI`` set or not): 60 examples per property
+  test unless the test asks for another number, no deadline (CI machines are slow and shared).
+- ``deep``: every property test runs ``DEEP_SCALE`` times the examples it runs by default (its own
   ``@settings(max_examples=...)`` included), for hunting rare failures: ``scripts/deep-tests.sh``.
 
-None is derandomized: every run draws new examples, as a newcomer's does. The seed of the run is printed
-in pytest's header; ``--hypothesis-seed=N`` (or ``SB_HYPOTHESIS_SEED=N``) replays it, and the failing
-example itself is printed with the ``@example`` to keep it by. Hypothesis tests carry the ``property``
-marker (``-m property`` selects them).
+Neither is derandomized: every run draws new examples. The seed of the run is printed in pytest's
+header; ``--hypothesis-seed=N`` (or ``SB_HYPOTHESIS_SEED=N``) replays it, and the failing example itself
+is printed, to be kept as an ``@example`` of its test. Hypothesis tests carry the ``property`` marker
+(``-m property`` selects them).
 """
 
 import importlib.util
@@ -48,18 +47,20 @@ def _import_triton_for_its_interpreter() -> None:
 _import_triton_for_its_interpreter()
 
 SEED_VARIABLE = "SB_HYPOTHESIS_SEED"
-DEEP_SCALE = 10
+EXAMPLES = 60
+DEEP_SCALE = 5
 _SLOW_IS_FINE = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
-# derandomize=False said explicitly: where CI is set, hypothesis' built-in "ci" profile (derandomized) is
-# the default that profiles registered here would otherwise inherit from.
-settings.register_profile("ci", max_examples=25, deadline=None, derandomize=False, suppress_health_check=_SLOW_IS_FINE)
-settings.register_profile("dev", max_examples=60, deadline=None, derandomize=False)
+# derandomize=False said explicitly: where CI is set, the default that profiles registered here inherit
+# from is hypothesis' own "ci" profile, which is derandomized (it would prove one fixed sample forever).
 settings.register_profile(
-    "deep", max_examples=25 * DEEP_SCALE, deadline=None, derandomize=False,
+    "default", max_examples=EXAMPLES, deadline=None, derandomize=False, suppress_health_check=_SLOW_IS_FINE
+)
+settings.register_profile(
+    "deep", max_examples=EXAMPLES * DEEP_SCALE, deadline=None, derandomize=False,
     suppress_health_check=[*_SLOW_IS_FINE, HealthCheck.filter_too_much],
 )
-PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "default")
 settings.load_profile(PROFILE)
 
 
@@ -95,10 +96,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _scale_examples(test, factor: int) -> None:
-    """``factor`` times the examples a test runs under ``ci``: a test's own ``@settings(max_examples=n)``
+    """``factor`` times the examples a test runs by default: a test's own ``@settings(max_examples=n)``
     takes precedence over any profile, so the deep profile alone would not deepen it."""
     own = test._hypothesis_internal_use_settings
-    examples = own.max_examples if own.max_examples != settings.default.max_examples else 25
+    examples = own.max_examples if own.max_examples != settings.default.max_examples else EXAMPLES
     test._hypothesis_internal_use_settings = settings(own, max_examples=examples * factor)
 
 
