@@ -362,74 +362,11 @@ def format_spike_report(report, max_count: int = 16) -> str:
             f"{name:<16} {stats.mean_spikes_per_channel:>7.3f} {stats.silent_channel_fraction:>7.2%} "
             f"{stats.fraction_of_counts_at_most(7):>7.2%} {stats.sparsity:>8.2%} {stats.time_steps:>3d}"
         )
-    lines.append("report (SpikingBrain-7B): 1.13 spikes per channel, 18.4% silent, 94.1% within [0, 7], ~69% sparsity")
+    from sb_layers.models.spikingbrain.w8aspike import FIG9_MEAN_SPIKES_PER_CHANNEL, FIG9_SILENT_PERCENT, FIG9_WITHIN_7
+
+    lines.append(f"report (SpikingBrain-7B): {FIG9_MEAN_SPIKES_PER_CHANNEL:.2f} spikes per channel, {FIG9_SILENT_PERCENT:.1f}% silent, "
+                 f"{FIG9_WITHIN_7:.1%} within [0, 7], ~69% sparsity")
     return "\n".join(lines)
-
-
-# The SpikingBrain-7B figures of the report's Fig. 9 (facts section 3), drawn beside ours.
-FIG9_LABEL = "report (Fig. 9)"
-FIG9_MEAN_SPIKES_PER_CHANNEL = 1.13
-FIG9_SILENT_PERCENT = 18.4
-FIG9_WITHIN_7 = 0.941
-FIG9_ABOVE_16 = 0.01  # "about 1%"
-
-
-def plot_spike_report_vs_fig9(report, max_count: int = 16):
-    """The report's Fig. 9 layout for ``report`` (a :class:`sb_layers.models.spikingbrain.SpikeReport`),
-    with SpikingBrain-7B's published figures drawn beside ours.
-
-    Panels: the |count| histogram (bars ``0 .. max_count`` and one for ``> max_count``; the ``[0, 7]``
-    band and the report's ~1% above 16 marked), mean spikes per channel and silent channels per
-    projection (bars), each with our overall value (dashed) and the report's 1.13 / 18.4% (dotted,
-    labelled "report (Fig. 9)"). Legends sit below the panels, clear of every bar.
-
-    Returns the matplotlib ``Figure`` (nothing is shown or saved).
-    """
-    if isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 1:
-        raise ValueError(f"max_count must be an int >= 1, got {max_count!r}")
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    total = report.total
-    histogram = total.count_histogram.double()
-    shares = (histogram[: max_count + 1] / histogram.sum()).tolist()
-    above = 1.0 - total.fraction_of_counts_at_most(max_count)
-    names = list(report.by_projection)
-    legend = dict(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False)
-
-    fig, (ax_hist, ax_mean, ax_silent) = plt.subplots(1, 3, figsize=(14, 4.8), layout="constrained")
-    ax_hist.bar(range(len(shares)), shares, color="tab:blue", label="ours")
-    ax_hist.bar([max_count + 1], [above], color="tab:gray", label=f"ours, > {max_count}: {above:.1%}")
-    ax_hist.axvspan(-0.5, 7.5, color="tab:green", alpha=0.1,
-                    label=f"|count| in [0, 7]: ours {total.fraction_of_counts_at_most(min(7, max_count)):.1%}, "
-                          f"{FIG9_LABEL} {FIG9_WITHIN_7:.1%}")
-    if max_count == 16:
-        ax_hist.scatter([max_count + 1], [FIG9_ABOVE_16], marker="_", s=400, color="tab:red", zorder=3,
-                        label=f"{FIG9_LABEL}: ~{FIG9_ABOVE_16:.0%} above 16")
-    ticks = list(range(0, max_count, max(1, max_count // 8)))  # max_count itself would crowd the "> max_count" tick
-    ax_hist.set_xticks(ticks + [max_count + 1], [str(t) for t in ticks] + [f">{max_count}"])
-    ax_hist.set(xlabel="|spike count| per channel", ylabel="share of channels", title="spike count distribution")
-    ax_hist.legend(**legend)
-
-    ax_mean.barh(names, [s.mean_spikes_per_channel for s in report.by_projection.values()], color="tab:blue")
-    ax_mean.axvline(total.mean_spikes_per_channel, color="k", ls="--", label=f"all (ours): {total.mean_spikes_per_channel:.2f}")
-    ax_mean.axvline(FIG9_MEAN_SPIKES_PER_CHANNEL, color="tab:red", ls=":", lw=2,
-                    label=f"{FIG9_LABEL}, SpikingBrain-7B: {FIG9_MEAN_SPIKES_PER_CHANNEL:.2f}")
-    ax_mean.set(xlabel="mean spikes per channel", title="spikes per channel")
-    ax_mean.legend(**legend)
-
-    ax_silent.barh(names, [100 * s.silent_channel_fraction for s in report.by_projection.values()], color="tab:blue")
-    ax_silent.axvline(100 * total.silent_channel_fraction, color="k", ls="--",
-                      label=f"all (ours): {total.silent_channel_fraction:.1%}")
-    ax_silent.axvline(FIG9_SILENT_PERCENT, color="tab:red", ls=":", lw=2,
-                      label=f"{FIG9_LABEL}, SpikingBrain-7B: {FIG9_SILENT_PERCENT:.1f}%")
-    ax_silent.set(xlabel="silent channels (%)", title="silent channels")
-    ax_silent.tick_params(labelleft=False)  # the same projections as the middle panel
-    ax_silent.legend(**legend)
-    fig.suptitle("W8ASpike spike report in the layout of the report's Fig. 9: ours beside SpikingBrain-7B's figures", fontsize=11)
-    return fig
 
 
 @torch.no_grad()
@@ -478,7 +415,7 @@ def model_demo(
 
 def _model_demo(prompt: str, out: Path | None, new_tokens: int, seed: int, train_steps: int, say) -> ModelDemoResult:
     from sb_layers.models.spikingbrain import SpikingBrainCache, SpikingBrainForCausalLM, continual_pretrain
-    from sb_layers.models.spikingbrain import spike_report, to_w8aspike
+    from sb_layers.models.spikingbrain import plot_spike_report, spike_report, to_w8aspike
 
     tokenizer = ByteTokenizer()
     config = demo_config()
@@ -534,7 +471,7 @@ def _model_demo(prompt: str, out: Path | None, new_tokens: int, seed: int, train
         import matplotlib.pyplot as plt
 
         out.mkdir(parents=True, exist_ok=True)
-        figure = plot_spike_report_vs_fig9(report)
+        figure = plot_spike_report(report)  # Fig. 9 layout, the report's 7B figures beside ours
         figure.savefig(out / "spike_report.png", dpi=110)
         plt.close(figure)
         say(f"\nWrote {out / 'spike_report.png'}")

@@ -1,5 +1,6 @@
 """The demo's figures say what they show: the raster's T against the table's, and the Fig. 9-style spike
-report with the report's own figures beside ours and legends clear of the bars (Agg backend)."""
+report (the library's :func:`plot_spike_report`, which the demo draws) with the report's own figures
+beside ours and legends clear of the bars (Agg backend)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from sb_layers.models.spikingbrain import SpikeReport  # noqa: E402
+import spikingbrain.demo as demo  # noqa: E402
+from sb_layers.models.spikingbrain import SpikeReport, plot_spike_report  # noqa: E402
+from sb_layers.models.spikingbrain.w8aspike import (  # noqa: E402
+    FIG9_ABOVE_16,
+    FIG9_LABEL,
+    FIG9_MEAN_SPIKES_PER_CHANNEL,
+    FIG9_SILENT_PERCENT,
+    FIG9_WITHIN_7,
+)
 from sb_neurons import SpikeStats, get_codec, spike_count, spike_stats  # noqa: E402
 from spikingbrain.demo import (  # noqa: E402
-    FIG9_LABEL,
     RASTER_CHANNELS,
     RASTER_CODEC,
+    format_spike_report,
     format_table,
-    plot_spike_report_vs_fig9,
     raster_figure,
     spike_code_table,
     synthetic_activations,
@@ -73,7 +81,7 @@ def test_table_says_its_T_is_the_whole_tensors():
 
 
 def test_spike_report_draws_fig9_figures_beside_ours(report):
-    figure = plot_spike_report_vs_fig9(report, max_count=16)
+    figure = plot_spike_report(report)  # default max_count = 16, as in Fig. 9
     try:
         hist, means, silent = figure.axes
         assert "Fig. 9" in figure.get_suptitle()
@@ -98,7 +106,7 @@ def test_spike_report_draws_fig9_figures_beside_ours(report):
 
 def test_spike_report_legends_cover_no_bar(report):
     """The old figure's "all" legend sat on the top bar; every legend now lies outside its panel."""
-    figure = plot_spike_report_vs_fig9(report)
+    figure = plot_spike_report(report)
     try:
         figure.canvas.draw()
         renderer = figure.canvas.get_renderer()
@@ -114,6 +122,40 @@ def test_spike_report_legends_cover_no_bar(report):
         plt.close(figure)
 
 
-def test_spike_report_rejects_bad_max_count(report):
+def test_reference_figures_are_the_reports():
+    """The report's SpikingBrain-7B figures (arXiv 2509.05276, Fig. 9), defined once in the library."""
+    assert (FIG9_MEAN_SPIKES_PER_CHANNEL, FIG9_SILENT_PERCENT, FIG9_WITHIN_7, FIG9_ABOVE_16) == (1.13, 18.4, 0.941, 0.01)
+
+
+def test_other_max_count_draws_no_above_16_mark(report):
+    """The report's ~1% is for |count| > 16: with another cut-off there is nothing to compare it with."""
+    figure = plot_spike_report(report, max_count=32)
+    try:
+        hist = figure.axes[0]
+        labels = [text.get_text() for text in hist.get_legend().get_texts()]
+        assert not any("above 16" in label for label in labels), labels
+        assert any("94.1%" in label for label in labels), labels
+        assert [t.get_text() for t in hist.get_xticklabels()][-1] == ">32"
+    finally:
+        plt.close(figure)
+
+
+def test_demo_draws_the_library_figure_and_states_the_same_figures(report):
+    """One implementation: the demo has no figure or reference constants of its own, and its text
+    report quotes the library's constants (its line unchanged)."""
+    assert not hasattr(demo, "plot_spike_report_vs_fig9")
+    assert not [name for name in vars(demo) if name.startswith("FIG9_")]
+    assert format_spike_report(report).splitlines()[-1] == (
+        "report (SpikingBrain-7B): 1.13 spikes per channel, 18.4% silent, 94.1% within [0, 7], ~69% sparsity"
+    )
+
+
+@pytest.mark.parametrize("max_count", [0, -1, True, 16.0, "16"])
+def test_spike_report_rejects_bad_max_count(report, max_count):
     with pytest.raises(ValueError, match="max_count"):
-        plot_spike_report_vs_fig9(report, max_count=0)
+        plot_spike_report(report, max_count=max_count)
+
+
+def test_spike_report_rejects_a_non_report():
+    with pytest.raises(TypeError, match="report"):
+        plot_spike_report({"total": None})

@@ -76,7 +76,7 @@ def test_released_projections_are_spiking_with_int8_groups(converted, source):
 
 def test_merged_gate_computes_the_low_rank_gate_exactly(source):
     merged_config = w8aspike_config(source.config)
-    merged_config.spiking, merged_config.weight_bits, merged_config.spike_attention = False, None, False
+    merged_config.spiking, merged_config.coding, merged_config.spike_attention = False, {"weight_bits": None}, False
     merged = SpikingBrainForCausalLM.build(merged_config, dtype=torch.float64).eval()
     merged.load_state_dict(merge_low_rank_gates(source.state_dict()))
     ids = torch.randint(3, VOCAB, (2, 10), generator=torch.Generator().manual_seed(2))
@@ -120,13 +120,21 @@ def test_spike_report_is_consistent_with_the_recorded_counts(converted, calibrat
 
 
 def test_plot_has_the_three_fig9_panels(converted):
-    figure = plot_spike_report(spike_report(converted), max_count=16)
-    histogram, means, silent = figure.axes
-    assert len(histogram.patches) == min(17, len(spike_report(converted).total.count_histogram))
-    assert len(means.patches) == len(silent.patches) == 7
+    """Layout and reference marks are tested in tests/test_demo_plots.py; here, a converted model's report."""
     import matplotlib.pyplot as plt
 
-    plt.close(figure)
+    from sb_layers.models.spikingbrain.w8aspike import FIG9_LABEL
+
+    figure = plot_spike_report(spike_report(converted), max_count=16)
+    try:
+        histogram, means, silent = figure.axes
+        # bars 0..16 (as far as the histogram goes), the "> 16" bar, the [0, 7] band
+        assert len(histogram.patches) == min(17, len(spike_report(converted).total.count_histogram)) + 2
+        assert len(means.patches) == len(silent.patches) == 7
+        for ax in (means, silent):
+            assert any(line.get_label().startswith(FIG9_LABEL) for line in ax.get_lines())
+    finally:
+        plt.close(figure)
 
 
 def test_converted_model_saves_and_loads_with_its_scales(tmp_path, converted):

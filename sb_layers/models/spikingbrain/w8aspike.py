@@ -14,7 +14,7 @@
 
 :func:`spike_report` gathers the counts the spiking projections saw while ``record_stats`` was on (the
 calibration pass of :func:`to_w8aspike`) into the statistics of the report's Fig. 9, and
-:func:`plot_spike_report` draws them.
+:func:`plot_spike_report` draws them beside the report's own 7B figures (the ``FIG9_*`` constants).
 """
 
 from __future__ import annotations
@@ -213,8 +213,26 @@ def spike_report(model: torch.nn.Module) -> SpikeReport:
     return SpikeReport(total=total, by_projection=dict(sorted(by_projection.items())))
 
 
-def plot_spike_report(report: SpikeReport, max_count: int = 32):
-    """Fig. 9-style figure: |count| histogram, mean spikes per channel and silent channels per projection.
+# The report's Fig. 9 figures for SpikingBrain-7B under bitwise-ternary spike coding (arXiv 2509.05276,
+# "SpikingBrain: Spiking Brain-inspired Large Models", Fig. 9 and its text), drawn by plot_spike_report
+# beside ours. They are published figures of the real 7B, not targets: a small or random model spikes
+# differently.
+FIG9_LABEL = "report (Fig. 9)"
+FIG9_MEAN_SPIKES_PER_CHANNEL = 1.13  # mean spikes per activation channel
+FIG9_SILENT_PERCENT = 18.4  # channels with no spike, in percent
+FIG9_WITHIN_7 = 0.941  # share of |count| within [0, 7]
+FIG9_ABOVE_16 = 0.01  # share of |count| above 16 ("about 1%")
+
+
+def plot_spike_report(report: SpikeReport, max_count: int = 16):
+    """The report's Fig. 9 layout for ``report``, with SpikingBrain-7B's published figures beside ours.
+
+    Panels: the |count| histogram (bars ``0 .. max_count`` and one for ``> max_count``; the ``[0, 7]``
+    band shaded, with our share and the report's 94.1%; with ``max_count = 16``, the default, the
+    report's ~1% above 16 is marked on the ``> 16`` bar), then mean spikes per channel and silent
+    channels per projection (bars), each with our overall value (dashed, ``"all (ours)"``) and the
+    report's 1.13 / 18.4% (dotted, labelled :data:`FIG9_LABEL`). The reference figures are the module's
+    ``FIG9_*`` constants. Legends sit below the panels, clear of every bar.
 
     Returns the matplotlib ``Figure`` (nothing is shown or saved).
     """
@@ -227,25 +245,52 @@ def plot_spike_report(report: SpikeReport, max_count: int = 32):
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    histogram = report.total.count_histogram.double()
-    shown = histogram[: max_count + 1]
-    shares = (shown / histogram.sum()).tolist()
+    total = report.total
+    histogram = total.count_histogram.double()
+    shares = (histogram[: max_count + 1] / histogram.sum()).tolist()
+    above = 1.0 - total.fraction_of_counts_at_most(max_count)
     names = list(report.by_projection)
-    fig, (ax_hist, ax_mean, ax_silent) = plt.subplots(1, 3, figsize=(13, 3.6))
-    ax_hist.bar(range(len(shares)), shares)
+    legend = dict(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False)
+
+    fig, (ax_hist, ax_mean, ax_silent) = plt.subplots(1, 3, figsize=(14, 4.8), layout="constrained")
+    ax_hist.bar(range(len(shares)), shares, color="tab:blue", label="ours")
+    ax_hist.bar([max_count + 1], [above], color="tab:gray", label=f"ours, > {max_count}: {above:.1%}")
+    ax_hist.axvspan(-0.5, min(7, max_count) + 0.5, color="tab:green", alpha=0.1,
+                    label=f"|count| in [0, 7]: ours {total.fraction_of_counts_at_most(7):.1%}, "
+                          f"{FIG9_LABEL} {FIG9_WITHIN_7:.1%}")
+    if max_count == 16:  # the report's figure is for |count| > 16: only comparable with this bar
+        ax_hist.scatter([max_count + 1], [FIG9_ABOVE_16], marker="_", s=400, color="tab:red", zorder=3,
+                        label=f"{FIG9_LABEL}: ~{FIG9_ABOVE_16:.0%} above 16")
+    ticks = list(range(0, max_count, max(1, max_count // 8)))  # max_count itself would crowd the "> max_count" tick
+    ax_hist.set_xticks(ticks + [max_count + 1], [str(t) for t in ticks] + [f">{max_count}"])
     ax_hist.set(xlabel="|spike count| per channel", ylabel="share of channels", title="spike count distribution")
-    ax_mean.barh(names, [s.mean_spikes_per_channel for s in report.by_projection.values()])
-    ax_mean.axvline(report.total.mean_spikes_per_channel, color="k", ls="--", label="all")
+    ax_hist.legend(**legend)
+
+    ax_mean.barh(names, [s.mean_spikes_per_channel for s in report.by_projection.values()], color="tab:blue")
+    ax_mean.axvline(total.mean_spikes_per_channel, color="k", ls="--", label=f"all (ours): {total.mean_spikes_per_channel:.2f}")
+    ax_mean.axvline(FIG9_MEAN_SPIKES_PER_CHANNEL, color="tab:red", ls=":", lw=2,
+                    label=f"{FIG9_LABEL}, SpikingBrain-7B: {FIG9_MEAN_SPIKES_PER_CHANNEL:.2f}")
     ax_mean.set(xlabel="mean spikes per channel", title="spikes per channel")
-    ax_mean.legend()
-    ax_silent.barh(names, [100 * s.silent_channel_fraction for s in report.by_projection.values()])
-    ax_silent.axvline(100 * report.total.silent_channel_fraction, color="k", ls="--")
+    ax_mean.legend(**legend)
+
+    ax_silent.barh(names, [100 * s.silent_channel_fraction for s in report.by_projection.values()], color="tab:blue")
+    ax_silent.axvline(100 * total.silent_channel_fraction, color="k", ls="--",
+                      label=f"all (ours): {total.silent_channel_fraction:.1%}")
+    ax_silent.axvline(FIG9_SILENT_PERCENT, color="tab:red", ls=":", lw=2,
+                      label=f"{FIG9_LABEL}, SpikingBrain-7B: {FIG9_SILENT_PERCENT:.1f}%")
     ax_silent.set(xlabel="silent channels (%)", title="silent channels")
-    fig.tight_layout()
+    ax_silent.tick_params(labelleft=False)  # the same projections as the middle panel
+    ax_silent.legend(**legend)
+    fig.suptitle("W8ASpike spike report in the layout of the report's Fig. 9: ours beside SpikingBrain-7B's figures", fontsize=11)
     return fig
 
 
 __all__ = [
+    "FIG9_ABOVE_16",
+    "FIG9_LABEL",
+    "FIG9_MEAN_SPIKES_PER_CHANNEL",
+    "FIG9_SILENT_PERCENT",
+    "FIG9_WITHIN_7",
     "SpikeReport",
     "merge_low_rank_gates",
     "plot_spike_report",
