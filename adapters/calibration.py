@@ -118,8 +118,8 @@ def calibrate(
     record = get_injection(model)
     if record is None:
         raise ValueError("calibrate needs a model injected with inject_spiking(model, config)")
-    if record.config.weight_bits is None:
-        raise ValueError("calibrate sets weight-quantization scales: the SpikingConfig has weight_bits=None")
+    if record.config.coding.weight_bits is None:
+        raise ValueError("calibrate sets weight-quantization scales: the SpikingConfig has coding.weight_bits=None")
     ratios = _check_ratios(clip_ratios)
     layers = {
         name: module

@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from sb_layers import SpikeCoding
 from sb_neurons import CODEC_NAMES
 
 from .config import CONFIG_NAME, SpikingConfig
@@ -426,25 +427,28 @@ def _config(args: argparse.Namespace, model: torch.nn.Module, k: float = 3.0) ->
     checked against it (a ``ValueError`` naming ``--group-size`` when it does not divide)."""
     if args.config is not None:
         config = SpikingConfig.from_json_string(Path(args.config).read_text(encoding="utf-8"))
-        source = f"group_size={config.group_size} of --config {os.fspath(args.config)!r}"
+        source = f"group_size={config.coding.group_size} of --config {os.fspath(args.config)!r}"
         fix = "set group_size in that file to"
     else:
         group = args.group_size
+        coding = SpikeCoding(  # --coding names the codec
+            k=k, codec=args.coding, weight_bits=args.weight_bits, group_size=128 if group == "auto" else group
+        )
         config = SpikingConfig(
-            target_modules=args.target_modules, exclude_modules=args.exclude_modules, k=k, coding=args.coding,
-            weight_bits=args.weight_bits, group_size=128 if group == "auto" else group, dense_layers=args.dense_layers,
+            target_modules=args.target_modules, exclude_modules=args.exclude_modules, coding=coding,
+            dense_layers=args.dense_layers,
         )
         source = f"--group-size {group}"
         fix = "use --group-size auto (the default), none, or"
-    if config.weight_bits is None:
+    if config.coding.weight_bits is None:
         return config  # float weights: no groups
     features = {name: f for name, module in iter_targets(model, config) if (f := _in_features(module)) is not None}
     if not features:
         return config  # nothing to inject: inject_spiking names the targets
     fitting = fitting_group_size(list(features.values()))
     if args.config is None and args.group_size == "auto":
-        return dataclasses.replace(config, group_size=fitting)
-    bad = [(name, f) for name, f in features.items() if config.group_size is not None and f % config.group_size]
+        return dataclasses.replace(config, coding=dataclasses.replace(config.coding, group_size=fitting))
+    bad = [(name, f) for name, f in features.items() if config.coding.group_size is not None and f % config.coding.group_size]
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise ValueError(

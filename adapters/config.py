@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from sb_layers import SpikeCoding
-from sb_neurons.spike import ClampSpec
+from sb_layers._deprecation import warn_renamed
 
 CONFIG_NAME = "spiking_config.json"
 STATE_NAME = "spiking_state.safetensors"
@@ -62,7 +62,35 @@ def _check_layer_indices(value: object) -> list[int] | None:
     return sorted(set(value))
 
 
-@dataclass
+# Fields of the previous release, now fields of ``SpikingConfig.coding`` (a :class:`sb_layers.SpikeCoding`):
+# old name -> SpikeCoding field. ``coding`` itself was the codec name.
+DEPRECATED_FIELDS = {
+    "k": "k", "mode": "mode", "clamp": "clamp", "weight_bits": "weight_bits", "group_size": "group_size", "backend": "backend",
+}
+
+
+def _coding_with(coding: SpikeCoding | dict | None, updates: dict[str, Any]) -> SpikeCoding:
+    base = SpikeCoding() if coding is None else coding
+    if isinstance(base, dict):
+        base = SpikeCoding.from_dict(base)
+    if not isinstance(base, SpikeCoding):
+        raise TypeError(f"coding must be a SpikeCoding or a dict of its fields, got {type(base).__name__}")
+    return SpikeCoding.from_dict(updates, base=base) if updates else base
+
+
+def _deprecated_property(field_name: str) -> property:
+    def getter(self: SpikingConfig) -> Any:
+        warn_renamed(f"SpikingConfig.{field_name}", f"SpikingConfig.coding.{field_name}")
+        return getattr(self.coding, field_name)
+
+    def setter(self: SpikingConfig, value: Any) -> None:
+        warn_renamed(f"SpikingConfig.{field_name} = ...", f"SpikingConfig.coding = dataclasses.replace(config.coding, {field_name}=...)")
+        self.coding = replace(self.coding, **{field_name: value})
+
+    return property(getter, setter, doc=f"Deprecated: ``coding.{field_name}``.")
+
+
+@dataclass(init=False)
 class SpikingConfig:
     """How :func:`sb_adapters.inject_spiking` turns a model's projections into spike-coded ones.
 
@@ -71,32 +99,56 @@ class SpikingConfig:
             names or name suffixes, or ``"all-linear"`` (every ``nn.Linear`` / ``Conv1D`` except the
             output head). Default ``"all-linear"``.
         exclude_modules: modules never touched, same forms as ``target_modules`` (no ``"all-linear"``).
-        k: ``k > 0`` of the adaptive threshold ``mean|x| / k`` (3.0 as released; larger, finer).
-        coding: spike codec of the event-driven form, one of ``sb_neurons.CODEC_NAMES``.
-        mode: ``"count"`` (single step, what GPUs run) or ``"spike"`` (expanded spike train).
-        clamp: ``None`` (counts unbounded), a signed bit width, or a ``(low, high)`` count range.
-        weight_bits: ``None`` (float weights) or the width of symmetric weight quantization (2..8).
-        group_size: input features per weight scale (128 as released); ``None``: one per output row.
-        backend: ``"torch"``, ``"triton"`` or ``"auto"``, passed to every spiking layer.
+        coding: the :class:`sb_layers.SpikeCoding` of every spiking layer (``k``, ``clamp``, ``codec``,
+            ``mode``, ``weight_bits``, ``group_size``, ``backend``; validated there). A dict is read as
+            SpikeCoding fields, the ones it leaves out at their defaults. In JSON: a nested dict.
         spike_qk: also spike-code the q/k feature maps of linear-attention layers
             (:class:`sb_layers.GatedLinearAttention`) found in the model.
         dense_layers: layer indices kept dense (the fallback when accuracy drops): a module is kept
             when the first numbered component of its name (``h.3.attn``, ``layers.3.mlp``) is listed.
         record_stats: spiking layers accumulate spike statistics as they run (see ``spiking_report``).
+
+    Deprecated (the previous release's flat fields, kept for one release with a ``DeprecationWarning``):
+    the keywords and attributes ``k``, ``mode``, ``clamp``, ``weight_bits``, ``group_size``, ``backend``
+    (now ``coding.<field>``), ``coding="<codec name>"`` (now ``coding.codec``), and
+    ``spiking_config.json`` files in that flat layout.
     """
 
     target_modules: TargetSpec = ALL_LINEAR
     exclude_modules: TargetSpec = None
-    k: float = 3.0
-    coding: str = "bitwise_bidirectional"
-    mode: str = "count"
-    clamp: ClampSpec = None
-    weight_bits: int | None = None
-    group_size: int | None = 128
-    backend: str = "torch"
+    coding: SpikeCoding = field(default_factory=SpikeCoding)
     spike_qk: bool = False
     dense_layers: list[int] | None = None
     record_stats: bool = False
+
+    def __init__(
+        self,
+        target_modules: TargetSpec = ALL_LINEAR,
+        exclude_modules: TargetSpec = None,
+        *,
+        coding: SpikeCoding | dict | str | None = None,
+        spike_qk: bool = False,
+        dense_layers: list[int] | None = None,
+        record_stats: bool = False,
+        **deprecated: Any,
+    ) -> None:
+        unknown = sorted(set(deprecated) - set(DEPRECATED_FIELDS))
+        if unknown:
+            raise TypeError(f"SpikingConfig got unexpected keyword arguments {unknown}")
+        updates = {}
+        if isinstance(coding, str):
+            warn_renamed("SpikingConfig(coding=<codec name>)", "SpikingConfig(coding=SpikeCoding(codec=...))")
+            updates["codec"], coding = coding, None
+        for old, value in deprecated.items():
+            warn_renamed(f"SpikingConfig({old}=...)", f"SpikingConfig(coding=SpikeCoding({DEPRECATED_FIELDS[old]}=...))")
+            updates[DEPRECATED_FIELDS[old]] = value
+        self.target_modules = target_modules
+        self.exclude_modules = exclude_modules
+        self.coding = _coding_with(coding, updates)
+        self.spike_qk = spike_qk
+        self.dense_layers = dense_layers
+        self.record_stats = record_stats
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if self.target_modules is None:
@@ -105,44 +157,56 @@ class SpikingConfig:
         self.exclude_modules = _check_targets(self.exclude_modules, "exclude_modules")
         if self.exclude_modules == ALL_LINEAR:
             raise ValueError("exclude_modules cannot be 'all-linear': that would exclude every target")
-        if isinstance(self.clamp, list):
-            self.clamp = tuple(self.clamp)  # JSON has no tuples
         for flag in ("spike_qk", "record_stats"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
         self.dense_layers = _check_layer_indices(self.dense_layers)
-        self.spike_coding()  # validates k, clamp, coding, mode, weight_bits, group_size, backend
 
     def spike_coding(self) -> SpikeCoding:
-        """The per-layer :class:`sb_layers.SpikeCoding` these options describe."""
-        return SpikeCoding(
-            k=self.k,
-            clamp=self.clamp,
-            codec=self.coding,
-            mode=self.mode,
-            weight_bits=self.weight_bits,
-            group_size=self.group_size,
-            backend=self.backend,
-        )
+        """The per-layer :class:`sb_layers.SpikeCoding`: ``self.coding``."""
+        return self.coding
+
+    k = _deprecated_property("k")
+    mode = _deprecated_property("mode")
+    clamp = _deprecated_property("clamp")
+    weight_bits = _deprecated_property("weight_bits")
+    group_size = _deprecated_property("group_size")
+    backend = _deprecated_property("backend")
 
     # -- serialization (PEFT's method names) ----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-friendly values (``clamp`` ranges become lists)."""
-        data = asdict(self)
-        if isinstance(data["clamp"], tuple):
-            data["clamp"] = list(data["clamp"])
+        """Plain JSON-friendly values: ``coding`` a nested dict (a ``clamp`` range a list)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["coding"] = self.coding.to_dict()
+        for name in ("target_modules", "exclude_modules", "dense_layers"):
+            if isinstance(data[name], list):
+                data[name] = list(data[name])
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SpikingConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` (never silently dropped)."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` (never silently dropped).
+
+        The previous release's flat layout (``"k"``, ``"coding": "<codec name>"``, ``"weight_bits"``, ...)
+        still loads, with a ``DeprecationWarning`` naming the nested ``"coding"`` field.
+        """
         if not isinstance(data, dict):
             raise TypeError(f"data must be a dict, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known - set(DEPRECATED_FIELDS))
         if unknown:
             raise ValueError(f"unknown SpikingConfig fields: {unknown}; known fields: {sorted(known)}")
-        return cls(**data)
+        data = dict(data)
+        old = {name: data.pop(name) for name in DEPRECATED_FIELDS if name in data}
+        coding = data.pop("coding", None)
+        if isinstance(coding, str):
+            old["codec"], coding = coding, None
+        if old:
+            names = sorted(n if n != "codec" else "coding (a codec name)" for n in old)
+            new = ", ".join(f"coding.{DEPRECATED_FIELDS.get(n, n)}" for n in sorted(old))
+            warn_renamed(f"the flat SpikingConfig layout (fields {names})", f"the nested \"coding\" dict ({new})")
+            coding = _coding_with(coding, {DEPRECATED_FIELDS.get(n, n): v for n, v in old.items()})
+        return cls(coding=coding, **data)
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

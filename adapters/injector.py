@@ -11,7 +11,7 @@ with a spike-coded twin that *shares* its Parameters:
 Layers that already are :class:`SpikingLinear` are left as they are. With ``config.spike_qk`` every
 :class:`sb_layers.GatedLinearAttention` (not excluded, not kept dense) also spike-codes its q/k feature maps.
 
-State dict: the keys of the injected model are the original keys plus, when ``weight_bits`` is set,
+State dict: the keys of the injected model are the original keys plus, when ``coding.weight_bits`` is set,
 one buffer ``<layer>.weight_quantizer.scales`` (float32, ``(out, in / group_size, 1)``) per spiking layer.
 Tensors under the original keys keep their shapes, so the original checkpoint loads (``strict=False``
 for the scales) into the injected model and vice versa.
@@ -268,8 +268,8 @@ def spiking_summary(model: nn.Module) -> str:
     coding = config.spike_coding()
     weights = "float weights" if coding.weight_bits is None else f"int{coding.weight_bits} weights, group {coding.group_size}"
     lines = [
-        f"spiking: {len(record.originals)} modules spike-coded (k={config.k:g}, {config.coding}, mode={config.mode}, "
-        f"{weights}, backend={config.backend})"
+        f"spiking: {len(record.originals)} modules spike-coded (k={coding.k:g}, {coding.codec}, mode={coding.mode}, "
+        f"{weights}, backend={coding.backend})"
     ]
     lines += [f"  {name}: {type(original).__name__} -> {type(_locate_twin(root, name)[0]).__name__}" for name, original in record.originals.items()]
     lines += [f"  {name}: linear attention, q/k feature maps spike-coded" for name in record.attention_flags]

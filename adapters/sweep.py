@@ -222,11 +222,11 @@ def sweep_k(
         batches: calibration-style batches (tensor, tuple/list of arguments, or dict of keyword arguments,
             e.g. a tokenizer's output); they are run once densely and once per ``k``.
         ks: values of ``k > 0`` (sorted; no repeats).
-        config: the :class:`SpikingConfig` to inject (its ``k`` is replaced); default ``SpikingConfig()``.
+        config: the :class:`SpikingConfig` to inject (its ``coding.k`` is replaced); default ``SpikingConfig()``.
         progress: show a tqdm progress bar over ``ks``.
 
     Returns:
-        :class:`KSweep` with one point per ``k``. Weight quantization (``config.weight_bits``) uses
+        :class:`KSweep` with one point per ``k``. Weight quantization (``config.coding.weight_bits``) uses
         max-abs scales; its error is part of every point.
 
     Raises:
@@ -254,7 +254,7 @@ def sweep_k(
         dense = [tensor.detach() for _, tensor in named]
         points = []
         for k in tqdm(ks, desc="sweep_k", disable=not progress):
-            inject_spiking(model, dataclasses.replace(config, k=k))
+            inject_spiking(model, dataclasses.replace(config, coding=dataclasses.replace(config.coding, k=k)))
             try:
                 report, outputs = record_batches(model, batches)
             finally:

@@ -259,7 +259,7 @@ def float32_guards(
         results["float32-bf16-arch"]["layers"] = layers
         print(f"guard float32-bf16-arch ({layers} layers, float32): {results['float32-bf16-arch']}", flush=True)
         return results
-    model.config.spike_backend = "auto"
+    model.config.coding = {"backend": "auto"}
     w8 = to_w8aspike(model, progress=False)
     del model
     release()

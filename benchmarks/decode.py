@@ -124,7 +124,7 @@ def decode_float32_guards(config, device, length: int, steps: int, layers: int =
     small.num_hidden_layers, small.attn_layers = layers, list(range(1, layers, 2))
     model = lc.build_spikingbrain(small, device, torch.float32)
     results = {"float32-bf16-arch": guard(model, length, steps, 1e-3)}
-    model.config.spike_backend = "auto"
+    model.config.coding = {"backend": "auto"}
     w8 = to_w8aspike(model, progress=False)
     del model
     results["float32-w8aspike"] = guard(w8, length, steps, None)
@@ -315,7 +315,7 @@ def main(argv=None) -> int:
             if graphs:
                 run_model("spikingbrain-bf16", model, contexts, args, device, bandwidth, result, True, graph=True)
         if "spikingbrain-w8aspike" in models:
-            model.config.spike_backend = "auto"
+            model.config.coding = {"backend": "auto"}
             w8 = to_w8aspike(model, progress=False)
             del model
             lc.release()

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     if args.w8aspike:
         from sb_layers.models.spikingbrain import to_w8aspike
 
-        model.config.spike_backend = "auto"
+        model.config.coding = {"backend": "auto"}
         model = to_w8aspike(model, progress=False)
         lc.release()
     ids = torch.randint(0, config.vocab_size, (1, args.context), device=device)

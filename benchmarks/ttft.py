@@ -200,7 +200,7 @@ def main(argv=None) -> int:
             )
             save()
         if "spikingbrain-w8aspike" in models:
-            model.config.spike_backend = "auto"
+            model.config.coding = {"backend": "auto"}
             calib = torch.randint(0, config.vocab_size, (1, min(4096, args.guard_length)), device=device)
             w8 = to_w8aspike(model, [calib], progress=False)
             del model, calib

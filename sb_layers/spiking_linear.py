@@ -20,7 +20,7 @@ takes its gradient from the count form), so quantization-aware fine-tuning works
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal
 
 import torch
@@ -64,6 +64,8 @@ class SpikeCoding:
     backend: Backend = "torch"
 
     def __post_init__(self) -> None:
+        if isinstance(self.clamp, list):
+            object.__setattr__(self, "clamp", tuple(self.clamp))  # JSON has no tuples
         if isinstance(self.k, bool) or not isinstance(self.k, (int, float)) or not 0 < self.k < float("inf"):
             raise ValueError(f"k must be a finite number > 0, got {self.k!r}")
         resolve_clamp(self.clamp)
@@ -87,7 +89,25 @@ class SpikeCoding:
             )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON-friendly values (a ``clamp`` range becomes a list)."""
+        data = asdict(self)
+        if isinstance(data["clamp"], tuple):
+            data["clamp"] = list(data["clamp"])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict, base: SpikeCoding | None = None) -> SpikeCoding:
+        """A coding from a dict of its fields; fields the dict leaves out keep ``base``'s values (the
+        defaults when ``base`` is None), so a partial dict updates a coding. Unknown keys raise ``ValueError``."""
+        if isinstance(data, SpikeCoding):
+            return data
+        if not isinstance(data, dict):
+            raise TypeError(f"coding must be a SpikeCoding or a dict of its fields, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown SpikeCoding fields: {unknown}; known fields: {sorted(known)}")
+        return replace(base, **data) if base is not None else cls(**data)
 
 
 class WeightQuantizer(nn.Module):

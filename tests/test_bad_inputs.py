@@ -509,10 +509,10 @@ def test_config_rejects_a_bad_field_naming_it(config_class, name, value):
         config_class(**{**TINY, name: value})
 
 
-@pytest.mark.parametrize("name, value", [("spike_k", math.nan), ("spike_k", True), ("spike_k", 0.0), ("spike_k", math.inf)])
+@pytest.mark.parametrize("name, value", [("k", math.nan), ("k", True), ("k", 0.0), ("k", math.inf), ("group_size", 0)])
 def test_config_spiking_fields_are_named(name, value):
-    with pytest.raises((ValueError, TypeError), match=name):
-        SpikingBrainConfig(**TINY, spiking=True, **{name: value})
+    with pytest.raises((ValueError, TypeError), match=rf"coding\.{name}"):
+        SpikingBrainConfig(**TINY, spiking=True, coding={name: value})
 
 
 # --- from_pretrained of a corrupted or mismatched checkpoint ----------------------------------------------

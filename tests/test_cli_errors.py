@@ -15,6 +15,7 @@ import pytest
 
 from sb_adapters.cli import fitting_group_size
 from sb_adapters.config import SpikingConfig
+from sb_layers import SpikeCoding
 from sb_adapters.tiny import TINY_ARCHS, tiny_model
 from sb_neurons import CODEC_NAMES
 from spikingbrain.cli import main
@@ -161,7 +162,7 @@ def test_a_group_size_that_does_not_fit_names_the_flag_and_the_value_that_fits(c
 
 
 def test_a_config_files_group_size_that_does_not_fit_names_the_file(tmp_path, capsys):
-    SpikingConfig(weight_bits=8, group_size=64).save_pretrained(tmp_path)
+    SpikingConfig(coding=SpikeCoding(weight_bits=8, group_size=64)).save_pretrained(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         main(["sweep-k", "--tiny", "gpt2", "--config", str(tmp_path), "--k", "3", "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2

@@ -6,6 +6,8 @@ Llama, Qwen2, Mistral and OPT (causal LMs with nn.Linear projections) and BERT (
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from hypothesis import given
@@ -42,7 +44,7 @@ from sb_adapters import (
 )
 from sb_adapters.injector import get_injection
 from sb_adapters.matching import iter_targets, layer_index, spec_matches
-from sb_layers import GatedLinearAttention, SpikingLinear
+from sb_layers import GatedLinearAttention, SpikeCoding, SpikingLinear
 from sb_neurons import CODEC_NAMES
 
 VOCAB = 64
@@ -111,12 +113,15 @@ configs = st.builds(
         st.just("all-linear"), st.just(r".*\.(q|k)_proj"), st.lists(st.sampled_from(["q_proj", "c_attn", "mlp.up_proj"]), min_size=1, unique=True)
     ),
     exclude_modules=st.one_of(st.none(), st.just(["lm_head"]), st.just(r".*\.0\..*")),
-    k=st.floats(0.1, 100.0),
-    coding=st.sampled_from(CODEC_NAMES[1:]),
-    mode=st.sampled_from(["count", "spike"]),
-    clamp=st.one_of(st.none(), st.integers(2, 16), st.tuples(st.integers(-64, 0), st.integers(0, 64))),
-    weight_bits=st.one_of(st.none(), st.integers(2, 8)),
-    group_size=st.one_of(st.none(), st.sampled_from([16, 32, 128])),
+    coding=st.builds(
+        SpikeCoding,
+        k=st.floats(0.1, 100.0),
+        codec=st.sampled_from(CODEC_NAMES[1:]),
+        mode=st.sampled_from(["count", "spike"]),
+        clamp=st.one_of(st.none(), st.integers(2, 16), st.tuples(st.integers(-64, 0), st.integers(0, 64))),
+        weight_bits=st.one_of(st.none(), st.integers(2, 8)),
+        group_size=st.one_of(st.none(), st.sampled_from([16, 32, 128])),
+    ),
     spike_qk=st.booleans(),
     dense_layers=st.one_of(st.none(), st.lists(st.integers(0, 30), min_size=1, max_size=4)),
     record_stats=st.booleans(),
@@ -130,7 +135,7 @@ def test_config_round_trips_through_json(config):
 
 
 def test_config_save_and_load_pretrained(tmp_path):
-    config = SpikingConfig(target_modules=["q_proj", "v_proj"], k=5.0, clamp=(-8, 7), weight_bits=8, dense_layers=[1])
+    config = SpikingConfig(target_modules=["q_proj", "v_proj"], dense_layers=[1], coding=SpikeCoding(k=5.0, clamp=(-8, 7), weight_bits=8))
     config.save_pretrained(tmp_path / "run")
     assert (tmp_path / "run" / "spiking_config.json").is_file()
     assert SpikingConfig.from_pretrained(tmp_path / "run") == config
@@ -146,10 +151,13 @@ def test_config_save_and_load_pretrained(tmp_path):
         (dict(target_modules="(unclosed"), ValueError, "regular expression"),
         (dict(target_modules=[3]), TypeError, "target_modules"),
         (dict(exclude_modules="all-linear"), ValueError, "exclude_modules"),
-        (dict(k=0.0), ValueError, "k"),
-        (dict(coding="morse"), ValueError, "codec"),
-        (dict(mode="dense"), ValueError, "mode"),
-        (dict(weight_bits=16), ValueError, "weight_bits"),
+        (dict(coding=dict(k=0.0)), ValueError, "k"),
+        (dict(coding=dict(codec="morse")), ValueError, "codec"),
+        (dict(coding=dict(mode="dense")), ValueError, "mode"),
+        (dict(coding=dict(weight_bits=16)), ValueError, "weight_bits"),
+        (dict(coding=dict(threshold=1.0)), ValueError, "unknown SpikeCoding fields"),
+        (dict(coding=3.0), TypeError, "coding"),
+        (dict(rank=8), TypeError, "rank"),
         (dict(dense_layers=[-1]), ValueError, "dense_layers"),
         (dict(spike_qk="yes"), TypeError, "spike_qk"),
     ],
@@ -161,7 +169,59 @@ def test_config_rejects_bad_values(kwargs, error, match):
 
 def test_config_rejects_unknown_fields():
     with pytest.raises(ValueError, match="unknown SpikingConfig fields"):
-        SpikingConfig.from_dict({"k": 3.0, "r": 8})
+        SpikingConfig.from_dict({"coding": {"k": 3.0}, "r": 8})
+
+
+def test_config_coding_is_the_spike_coding_and_a_dict_fills_it():
+    config = SpikingConfig(coding={"k": 5.0, "clamp": [-8, 7]})
+    assert config.coding == SpikeCoding(k=5.0, clamp=(-8, 7)) and config.spike_coding() is config.coding
+    assert config.to_dict()["coding"] == {**SpikeCoding().to_dict(), "k": 5.0, "clamp": [-8, 7]}
+
+
+# The previous release's flat fields: deprecated aliases of coding's fields, for one release.
+OLD_KEYWORDS = dict(k=5.0, coding="ternary", mode="spike", clamp=8, weight_bits=4, group_size=16, backend="auto")
+NEW_CODING = SpikeCoding(k=5.0, codec="ternary", mode="spike", clamp=8, weight_bits=4, group_size=16, backend="auto")
+
+
+@pytest.mark.parametrize("name", sorted(OLD_KEYWORDS))
+def test_deprecated_keyword_warns_naming_the_new_field_and_works(name):
+    new = "codec" if name == "coding" else name
+    with pytest.warns(DeprecationWarning, match=rf"SpikingConfig\({name}=.*SpikeCoding\({new}="):
+        config = SpikingConfig(**{name: OLD_KEYWORDS[name]}, **({} if name != "backend" else {"coding": {"weight_bits": 8}}))
+    assert getattr(config.coding, new) == getattr(NEW_CODING, new)
+
+
+def test_deprecated_keywords_together_give_the_same_config():
+    with pytest.warns(DeprecationWarning):
+        old = SpikingConfig(target_modules=["q_proj"], record_stats=True, **OLD_KEYWORDS)
+    assert old == SpikingConfig(target_modules=["q_proj"], record_stats=True, coding=NEW_CODING)
+
+
+@pytest.mark.parametrize("name", ["k", "mode", "clamp", "weight_bits", "group_size", "backend"])
+def test_deprecated_attribute_reads_and_writes_warn_and_work(name):
+    config = SpikingConfig(coding=NEW_CODING)
+    with pytest.warns(DeprecationWarning, match=rf"SpikingConfig.{name} .*coding.{name}"):
+        assert getattr(config, name) == getattr(NEW_CODING, name)
+    value = {"k": 2.0, "mode": "count", "clamp": 4, "weight_bits": 8, "group_size": 32, "backend": "torch"}[name]
+    with pytest.warns(DeprecationWarning, match="coding"):
+        setattr(config, name, value)
+    assert getattr(config.coding, name) == value
+
+
+def test_previous_release_spiking_config_json_loads_with_a_warning(tmp_path):
+    old = {  # spiking_config.json as the previous release wrote it (flat, coding = the codec name)
+        "backend": "auto", "clamp": [-8, 7], "coding": "ternary", "dense_layers": [1], "exclude_modules": None,
+        "group_size": 16, "k": 5.0, "mode": "spike", "record_stats": False, "spike_qk": False,
+        "target_modules": ["q_proj", "v_proj"], "weight_bits": 4,
+    }
+    (tmp_path / "spiking_config.json").write_text(json.dumps(old))
+    with pytest.warns(DeprecationWarning, match=r"flat SpikingConfig layout.*nested \"coding\".*coding\.codec"):
+        config = SpikingConfig.from_pretrained(tmp_path)
+    assert config == SpikingConfig(
+        target_modules=["q_proj", "v_proj"], dense_layers=[1],
+        coding=SpikeCoding(k=5.0, codec="ternary", mode="spike", clamp=(-8, 7), weight_bits=4, group_size=16, backend="auto"),
+    )
+    assert "k" not in config.to_dict() and config.to_dict()["coding"]["codec"] == "ternary"  # saved in the new layout
 
 
 # -- target matching: PEFT's semantics --------------------------------------------------------------
@@ -212,7 +272,7 @@ def test_injected_model_approaches_the_original_at_high_k(model_name):
         reference = model(ids).logits
         errors = []
         for k in (3.0, 30.0, 300.0):
-            inject_spiking(model, SpikingConfig(k=k))
+            inject_spiking(model, SpikingConfig(coding=SpikeCoding(k=k)))
             errors.append((model(ids).logits - reference).abs().max().item())
             unload_spiking(model)
     scale = reference.abs().max().item()
@@ -238,18 +298,18 @@ def test_generate_runs_after_injection_and_matches_the_original_at_high_k(model_
     prompt = token_ids(seed=2, batch=2, length=5)
     options = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False, pad_token_id=0)
     reference = model.generate(prompt, **options)
-    inject_spiking(model, SpikingConfig(k=3.0, weight_bits=8, group_size=16))
+    inject_spiking(model, SpikingConfig(coding=SpikeCoding(k=3.0, weight_bits=8, group_size=16)))
     coarse = model.generate(prompt, **options)
     assert coarse.shape == reference.shape and bool(((coarse >= 0) & (coarse < VOCAB)).all())
     assert torch.equal(coarse[:, :5], prompt)
     unload_spiking(model)
-    inject_spiking(model, SpikingConfig(k=3000.0))
+    inject_spiking(model, SpikingConfig(coding=SpikeCoding(k=3000.0)))
     assert torch.equal(model.generate(prompt, **options), reference)
 
 
 def test_config_options_reach_every_injected_layer():
     model = tiny_qwen2()
-    config = SpikingConfig(k=5.0, coding="ternary", mode="spike", clamp=8, weight_bits=4, group_size=16, backend="auto", record_stats=True)
+    config = SpikingConfig(record_stats=True, coding=SpikeCoding(k=5.0, codec="ternary", mode="spike", clamp=8, weight_bits=4, group_size=16, backend="auto"))
     inject_spiking(model, config)
     layers = spiking_layers(model)
     assert layers and all(layer.coding == config.spike_coding() and layer.record_stats for layer in layers.values())
@@ -276,7 +336,7 @@ def test_unload_restores_the_original_objects_bit_exactly(model_name):
     model = MODELS[model_name]()
     before = snapshot(model)
     modules = dict(model.named_modules())
-    inject_spiking(model, SpikingConfig(weight_bits=8, group_size=16))
+    inject_spiking(model, SpikingConfig(coding=SpikeCoding(weight_bits=8, group_size=16)))
     assert spiking_layers(model)
     unload_spiking(model)
     assert get_spiking_config(model) is None
@@ -294,7 +354,7 @@ def test_state_dict_keys_are_the_original_ones_plus_weight_scales(model_name):
     assert {key: value.shape for key, value in model.state_dict().items()} == {key: value.shape for key, value in original.items()}
     model.load_state_dict(original)  # strict: the original checkpoint loads as is
     unload_spiking(model)
-    inject_spiking(model, SpikingConfig(weight_bits=8, group_size=16))
+    inject_spiking(model, SpikingConfig(coding=SpikeCoding(weight_bits=8, group_size=16)))
     layers = spiking_layers(model)
     extra = set(model.state_dict()) - set(original)
     assert extra == {f"{name}.weight_quantizer.scales" for name in layers}
@@ -304,7 +364,7 @@ def test_state_dict_keys_are_the_original_ones_plus_weight_scales(model_name):
 def test_fine_tune_lowers_the_loss_and_unload_keeps_the_trained_weights():
     torch.manual_seed(0)
     model = tiny_gpt2().train()
-    inject_spiking(model, SpikingConfig(k=3.0, weight_bits=8, group_size=16))
+    inject_spiking(model, SpikingConfig(coding=SpikeCoding(k=3.0, weight_bits=8, group_size=16)))
     ids = token_ids(seed=1, batch=4, length=12)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
@@ -357,7 +417,7 @@ def test_errors_are_clear():
 
 def test_spike_qk_switches_linear_attention_feature_maps_and_unload_restores_them():
     model = nn.Sequential(GatedLinearAttention(hidden_size=16, num_heads=2), nn.Linear(16, 16))
-    inject_spiking(model, SpikingConfig(target_modules=["1"], spike_qk=True, k=4.0))
+    inject_spiking(model, SpikingConfig(target_modules=["1"], spike_qk=True, coding=SpikeCoding(k=4.0)))
     assert model[0].spike_qk and model[0].coding.k == 4.0
     assert isinstance(model[1], SpikingLinear)
     unload_spiking(model)
@@ -368,7 +428,7 @@ def test_spiking_summary_lists_replaced_and_dense_modules_with_reasons():
     model = tiny_gpt2()
     with pytest.raises(ValueError, match="inject_spiking"):
         spiking_summary(model)
-    inject_spiking(model, SpikingConfig(exclude_modules=["c_proj"], dense_layers=[1], weight_bits=8, group_size=16))
+    inject_spiking(model, SpikingConfig(exclude_modules=["c_proj"], dense_layers=[1], coding=SpikeCoding(weight_bits=8, group_size=16)))
     lines = spiking_summary(model).splitlines()
     assert lines[0].startswith("spiking: 2 modules spike-coded (k=3, bitwise_bidirectional") and "int8 weights, group 16" in lines[0]
     assert "  transformer.h.0.attn.c_attn: Conv1D -> SpikingConv1D" in lines
@@ -395,7 +455,7 @@ def test_peft_cannot_register_spiking_as_a_method():
 def test_lora_composes_with_an_injected_model_saves_loads_and_unloads(tmp_path):
     torch.manual_seed(0)
     ids = token_ids(seed=3, length=6)
-    injected = inject_spiking(tiny_llama(), SpikingConfig(target_modules=["q_proj", "v_proj", "up_proj"], k=3.0))
+    injected = inject_spiking(tiny_llama(), SpikingConfig(target_modules=["q_proj", "v_proj", "up_proj"], coding=SpikeCoding(k=3.0)))
     base_state = snapshot(injected)
     with torch.no_grad():
         spiking = injected(ids).logits
@@ -446,7 +506,7 @@ def test_unload_refuses_a_layer_replaced_after_injection_and_changes_nothing():
 
 def test_spiking_report_accounts_for_every_layer():
     model = tiny_llama()
-    inject_spiking(model, SpikingConfig(k=3.0))
+    inject_spiking(model, SpikingConfig(coding=SpikeCoding(k=3.0)))
     ids = token_ids(length=6)
     report = spiking_report(model, {"input_ids": ids})
     layers = spiking_layers(model)
@@ -475,7 +535,7 @@ def test_spiking_report_accounts_for_every_layer():
 def test_calibrate_never_increases_the_output_error_on_its_data():
     torch.manual_seed(0)
     model = tiny_qwen2()
-    inject_spiking(model, SpikingConfig(weight_bits=3, group_size=16))
+    inject_spiking(model, SpikingConfig(coding=SpikeCoding(weight_bits=3, group_size=16)))
     layers = spiking_layers(model)
     max_abs = {name: layer.weight_quantizer.scales.clone() for name, layer in layers.items()}
     results = calibrate(model, [token_ids(seed) for seed in range(3)], progress=False)
@@ -495,7 +555,7 @@ def test_calibrate_needs_quantized_weights_and_batches():
     with pytest.raises(ValueError, match="weight_bits"):
         calibrate(model, [token_ids()], progress=False)
     unload_spiking(model)
-    inject_spiking(model, SpikingConfig(weight_bits=8, group_size=16))
+    inject_spiking(model, SpikingConfig(coding=SpikeCoding(weight_bits=8, group_size=16)))
     with pytest.raises(ValueError, match="empty"):
         calibrate(model, [], progress=False)
     with pytest.raises(ValueError, match="clip_ratios"):

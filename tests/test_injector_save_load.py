@@ -23,6 +23,7 @@ from sb_adapters import (
     unload_spiking,
 )
 from sb_adapters.config import CONFIG_NAME, STATE_NAME
+from sb_layers import SpikeCoding
 from sb_adapters.tiny import tiny_batches, tiny_model
 
 BATCH = tiny_batches(1, batch=2, length=12, seed=7)[0]
@@ -35,7 +36,7 @@ def logits(model: torch.nn.Module) -> torch.Tensor:
 
 @pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
 def test_calibrated_round_trip_gives_the_same_logits(arch, tmp_path):
-    config = SpikingConfig(k=4.0, weight_bits=8, group_size=16, exclude_modules=["lm_head"])
+    config = SpikingConfig(exclude_modules=["lm_head"], coding=SpikeCoding(k=4.0, weight_bits=8, group_size=16))
     model = inject_spiking(tiny_model(arch), config)
     calibrate(model, tiny_batches(2), clip_ratios=(1.0, 0.8, 0.6), progress=False)
     with torch.no_grad():  # and a state no config can rebuild: scales set by hand, row by row
@@ -65,7 +66,7 @@ def test_calibrated_round_trip_gives_the_same_logits(arch, tmp_path):
 def test_saved_weights_are_the_dense_checkpoint(arch, tmp_path):
     dense = tiny_model(arch)
     expected = logits(dense)
-    inject_spiking(dense, SpikingConfig(weight_bits=4, group_size=8)).save_pretrained(tmp_path)
+    inject_spiking(dense, SpikingConfig(coding=SpikeCoding(weight_bits=4, group_size=8))).save_pretrained(tmp_path)
     loaded = type(dense).from_pretrained(tmp_path)  # the plain class loads the folder as the dense model
     assert torch.equal(logits(loaded), expected)
     assert not any("weight_quantizer" in key for key in loaded.state_dict())
@@ -79,7 +80,7 @@ def test_saved_weights_are_the_dense_checkpoint(arch, tmp_path):
     mode=st.sampled_from(["count", "spike"]),
 )
 def test_round_trip_for_any_config(tmp_path_factory, k, weight_bits, dense_layers, mode):
-    config = SpikingConfig(k=k, weight_bits=weight_bits, group_size=16, dense_layers=dense_layers, mode=mode, coding="bitwise")
+    config = SpikingConfig(dense_layers=dense_layers, coding=SpikeCoding(k=k, weight_bits=weight_bits, group_size=16, mode=mode, codec="bitwise"))
     model = inject_spiking(tiny_model("qwen2", seed=3), config)
     directory = tmp_path_factory.mktemp("saved")
     model.save_pretrained(directory)
@@ -90,7 +91,7 @@ def test_round_trip_for_any_config(tmp_path_factory, k, weight_bits, dense_layer
 
 
 def test_load_spiking_injects_a_model_you_loaded(tmp_path):
-    config = SpikingConfig(weight_bits=8, group_size=16)
+    config = SpikingConfig(coding=SpikeCoding(weight_bits=8, group_size=16))
     model = inject_spiking(tiny_model("gpt2"), config)
     calibrate(model, tiny_batches(1), progress=False)
     save_spiking(model, tmp_path)  # spiking files only, like PeftModel.save_pretrained
@@ -120,18 +121,18 @@ def test_folder_without_spiking_config_is_refused(tmp_path):
 
 
 def test_mismatched_config_is_refused(tmp_path):
-    model = inject_spiking(tiny_model("qwen2"), SpikingConfig(weight_bits=8, group_size=16))
+    model = inject_spiking(tiny_model("qwen2"), SpikingConfig(coding=SpikeCoding(weight_bits=8, group_size=16)))
     model.save_pretrained(tmp_path)
     path = tmp_path / CONFIG_NAME
     data = json.loads(path.read_text())
 
-    path.write_text(json.dumps({**data, "weight_bits": None}))  # state saved, config says float weights
+    path.write_text(json.dumps({**data, "coding": {**data["coding"], "weight_bits": None}}))  # state saved, config says float weights
     base = tiny_model("qwen2")
     with pytest.raises(ValueError, match="do not match"):
         load_spiking(base, tmp_path)
     assert get_spiking_config(base) is None  # left un-injected
 
-    path.write_text(json.dumps({**data, "group_size": 8}))  # scales of another shape
+    path.write_text(json.dumps({**data, "coding": {**data["coding"], "group_size": 8}}))  # scales of another shape
     with pytest.raises(ValueError, match="shape"):
         from_pretrained_spiking(tmp_path)
 
@@ -155,7 +156,7 @@ def test_mismatched_config_is_refused(tmp_path):
 def test_saving_refuses_layers_changed_after_injection(tmp_path):
     model = inject_spiking(tiny_model("gpt2"), SpikingConfig())
     layer = next(iter(sb_adapters.spiking_layers(model).values()))
-    layer.coding = SpikingConfig(k=9.0).spike_coding()
+    layer.coding = SpikingConfig(coding=SpikeCoding(k=9.0)).spike_coding()
     with pytest.raises(ValueError, match="changed after injection"):
         model.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="inject_spiking"):

@@ -407,7 +407,7 @@ def test_build_allocates_directly_on_the_requested_device():
         (dict(variant="diagonal"), ValueError),
         (dict(num_sink_tokens=4), ValueError),
         (dict(hidden_act="gelu"), ValueError),
-        (dict(spiking=True, spike_k=0.0), ValueError),
+        (dict(spiking=True, coding={"k": 0.0}), ValueError),
         (dict(prefill_chunk_size=0), ValueError),
         (dict(swa_query_chunk_size=-1), ValueError),
     ],

@@ -7,6 +7,7 @@ model, so these tests check that our module tree matches the release's names and
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ from sb_layers.models.spikingbrain import (
     checkpoint_shapes,
     save_released_checkpoint,
 )
-from sb_layers.spiking_linear import SpikingLinear
+from sb_layers.spiking_linear import SpikeCoding, SpikingLinear
 
 HIDDEN, HEADS, KV_HEADS, INTER, VOCAB, LAYERS = 32, 4, 2, 48, 101, 4
 HEAD_DIM = HIDDEN // HEADS
@@ -124,7 +125,7 @@ def test_released_w8aspike_layout_loads_with_scales_and_merged_gate(tmp_path):
     tensors = write_released_checkpoint(tmp_path, w8aspike=True, group=16)
     model = SpikingBrainForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
     config = model.config
-    assert config.spiking and config.weight_bits == 8 and config.group_size == 16 and config.gla_gate == "merged"
+    assert config.spiking and config.coding.weight_bits == 8 and config.coding.group_size == 16 and config.gla_gate == "merged"
     assert config.spike_attention and model.model.layers[1].attn.spike_attention_k == 3.0  # spiking q, int8 KV
     layer0 = model.model.layers[0]
     assert isinstance(layer0.attn.gk_proj, SpikingLinear)
@@ -198,9 +199,9 @@ def _save_tiny_ours(directory):
 
 def _save_tiny_release(directory):
     write_released_checkpoint(directory)
-    from sb_layers.models.spikingbrain import GLAswaForCausalLM
+    from sb_layers.models.spikingbrain import GLASwaForCausalLM
 
-    return GLAswaForCausalLM, "norm_eps"
+    return GLASwaForCausalLM, "norm_eps"
 
 
 def _save_tiny_release_auto(directory):
@@ -257,3 +258,100 @@ def test_from_pretrained_explicit_config_is_not_overridden(tmp_path):
     config = AutoConfig.from_pretrained(tmp_path, norm_eps=1e-2)
     model = model_class.from_pretrained(tmp_path, config=config)
     assert model.config.norm_eps == 1e-2
+
+
+# --- nested coding: overrides, the previous release's config.json, the renamed model class -----------------
+
+
+def test_from_pretrained_coding_override_updates_the_named_fields(tmp_path):
+    """``coding={...}`` overrides the saved coding's fields it names and keeps the others."""
+    write_released_checkpoint(tmp_path, w8aspike=True, group=16)
+    model = SpikingBrainForCausalLM.from_pretrained(tmp_path, dtype=torch.float32, coding={"k": 4.0, "mode": "spike"})
+    coding = model.config.coding
+    assert (coding.k, coding.mode, coding.weight_bits, coding.group_size) == (4.0, "spike", 8, 16)
+    assert model.model.layers[0].attn.q_proj.coding == coding and model.model.layers[1].attn.spike_attention_k == 4.0
+
+
+def test_from_pretrained_coding_override_is_validated(tmp_path):
+    _save_tiny_ours(tmp_path)
+    with pytest.raises(ValueError, match=r"coding\.k"):
+        SpikingBrainForCausalLM.from_pretrained(tmp_path, coding={"k": 0.0})
+    with pytest.raises(ValueError, match="unknown SpikeCoding fields"):
+        SpikingBrainForCausalLM.from_pretrained(tmp_path, coding={"threshold": 1.0})
+
+
+def test_from_pretrained_deprecated_field_override_warns_and_works(tmp_path):
+    _save_tiny_ours(tmp_path)
+    with pytest.warns(DeprecationWarning, match=r"spike_k.*coding\.k"):
+        model = SpikingBrainForCausalLM.from_pretrained(tmp_path, spiking=True, spike_k=4.0)
+    assert model.config.coding.k == 4.0 and model.model.layers[0].attn.q_proj.coding.k == 4.0
+
+
+def test_released_config_json_loads_without_deprecation_warnings(tmp_path):
+    write_released_checkpoint(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        config = AutoConfig.from_pretrained(tmp_path)
+    assert type(config) is GLASwaConfig and not config.spiking and config.coding == SpikeCoding()
+
+
+def test_previous_release_config_json_loads_with_a_warning_naming_coding(tmp_path):
+    """config.json as the previous release wrote it: flat ``spike_*`` / ``weight_bits`` / ``group_size`` keys."""
+    config = SpikingBrainConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=HEADS,
+                                num_key_value_heads=KV_HEADS, intermediate_size=INTER, sliding_window=6, spiking=True,
+                                coding=SpikeCoding(k=5.0, codec="ternary", clamp=(-8, 7), mode="spike", weight_bits=8, group_size=16))
+    SpikingBrainForCausalLM(config).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["coding"]["clamp"] == [-8, 7] and "spike_k" not in saved  # the new layout: a nested dict
+    old = {key: value for key, value in saved.items() if key != "coding"}
+    old.update(spike_k=5.0, spike_codec="ternary", spike_clamp=[-8, 7], spike_mode="spike", weight_bits=8, group_size=16,
+               spike_backend="torch")
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    with pytest.warns(DeprecationWarning, match=r"spike_k=.*coding\.k"):
+        loaded = SpikingBrainForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    assert loaded.config.coding == config.coding
+
+
+@pytest.mark.parametrize("old, new", [
+    ("spike_k", "k"), ("spike_codec", "codec"), ("spike_clamp", "clamp"), ("spike_mode", "mode"),
+    ("weight_bits", "weight_bits"), ("group_size", "group_size"), ("spike_backend", "backend"),
+])
+@pytest.mark.parametrize("config_class", [SpikingBrainConfig, GLASwaConfig])
+def test_deprecated_config_fields_warn_and_work(config_class, old, new):
+    value = {"k": 5.0, "codec": "ternary", "clamp": [-8, 7], "mode": "spike", "weight_bits": 8, "group_size": 16,
+             "backend": "auto"}[new]
+    tiny = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=HEADS,
+                num_key_value_heads=KV_HEADS, intermediate_size=INTER)
+    with pytest.warns(DeprecationWarning, match=rf"{old}=.*coding\.{new}"):
+        config = config_class(**tiny, **{old: value})
+    expected = tuple(value) if new == "clamp" else value
+    assert getattr(config.coding, new) == expected
+    with pytest.warns(DeprecationWarning, match=rf"{old} .*coding\.{new}"):
+        assert getattr(config, old) == value  # attribute read
+    with pytest.warns(DeprecationWarning, match="coding"):
+        setattr(config, old, value)  # attribute write
+    assert getattr(config.coding, new) == expected
+
+
+def test_glaswa_for_causal_lm_is_the_renamed_class_and_the_old_name_warns():
+    import sb_layers.models.spikingbrain as package
+    from sb_layers.models.spikingbrain import GLASwaForCausalLM, modeling
+
+    with pytest.warns(DeprecationWarning, match="GLASwaForCausalLM"):
+        old = package.GLAswaForCausalLM
+    with pytest.warns(DeprecationWarning, match="GLASwaForCausalLM"):
+        assert modeling.GLAswaForCausalLM is GLASwaForCausalLM
+    assert old is GLASwaForCausalLM and GLASwaForCausalLM.config_class is GLASwaConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    assert MODEL_FOR_CAUSAL_LM_MAPPING[GLASwaConfig] is GLASwaForCausalLM
+
+
+def test_released_architecture_name_still_loads_through_auto_classes(tmp_path):
+    write_released_checkpoint(tmp_path)  # config.json: architectures ["GLAswaForCausalLM"], model_type gla_swa
+    from sb_layers.models.spikingbrain import GLASwaForCausalLM
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    assert type(model) is GLASwaForCausalLM

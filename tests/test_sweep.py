@@ -15,6 +15,7 @@ from torch import nn
 
 from sb_adapters import SpikingConfig, get_spiking_config, inject_spiking, spiking_report, sweep_k, unload_spiking
 from sb_adapters.cli import add_parsers, run_command
+from sb_layers import SpikeCoding
 from spikingbrain.cli import main
 from sb_adapters.sweep import output_tensor
 from sb_adapters.tiny import CAUSAL_ARCHS, TINY_ARCHS, TINY_VOCAB, tiny_batches, tiny_model
@@ -62,7 +63,7 @@ def test_sweep_measures_each_k_against_the_dense_model_and_leaves_it_dense(arch)
     model.eval()
     with torch.no_grad():
         dense = [model(**batch).logits for batch in batches]
-    inject_spiking(model, SpikingConfig(k=4.0))
+    inject_spiking(model, SpikingConfig(coding=SpikeCoding(k=4.0)))
     with torch.no_grad():
         spiking = [model(**batch).logits for batch in batches]
     point = result.points[1]
@@ -105,9 +106,9 @@ def test_recommend_picks_the_cheapest_k_within_the_bounds():
 
 
 def test_sweep_result_serializes_and_plots(tmp_path):
-    result = sweep_k(tiny_model("qwen2"), tiny_batches(1, length=8), ks=(2.0, 8.0), config=SpikingConfig(weight_bits=8, group_size=16), progress=False)
+    result = sweep_k(tiny_model("qwen2"), tiny_batches(1, length=8), ks=(2.0, 8.0), config=SpikingConfig(coding=SpikeCoding(weight_bits=8, group_size=16)), progress=False)
     data = json.loads(json.dumps(result.as_dict()))
-    assert data["config"]["weight_bits"] == 8 and [p["k"] for p in data["points"]] == [2.0, 8.0]
+    assert data["config"]["coding"]["weight_bits"] == 8 and [p["k"] for p in data["points"]] == [2.0, 8.0]
     text = str(result)
     assert "top-1" in text and "pJ/MAC" in text and text.count("\n") == 4
     figure = result.plot(tmp_path / "sweep.png")
@@ -147,7 +148,7 @@ def test_command_line_sweep_writes_table_json_and_plot(tmp_path, capsys):
 
 def test_command_line_report_on_a_saved_model_and_config(tmp_path, capsys, monkeypatch):
     tiny_model("llama").save_pretrained(tmp_path / "model")
-    SpikingConfig(target_modules=["q_proj", "v_proj"], k=5.0).save_pretrained(tmp_path / "spiking")
+    SpikingConfig(target_modules=["q_proj", "v_proj"], coding=SpikeCoding(k=5.0)).save_pretrained(tmp_path / "spiking")
     monkeypatch.setattr(sys, "argv", ["sb_adapters", "report", "--model", str(tmp_path / "model"), "--config", str(tmp_path / "spiking"),
                                       "--batches", "2", "--length", "6", "--json", str(tmp_path / "report.json")])
     with pytest.raises(SystemExit) as exit_info:

@@ -6,21 +6,26 @@ Importing this package registers the model types ``"spikingbrain"`` and the rele
 
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from sb_layers._deprecation import module_aliases
+
 from .cache import SpikingBrainCache
 from .configuration import GLASwaConfig, SpikingBrainConfig
 from .layout import adapt_config_to_checkpoint, checkpoint_shapes, save_released_checkpoint
 from .convert import continual_pretrain, convert_qwen2
 from .graphed_decode import GraphedDecoder
-from .modeling import GLAswaForCausalLM, SpikingBrainForCausalLM, SpikingBrainModel, SpikingBrainPreTrainedModel
+from .modeling import GLASwaForCausalLM, SpikingBrainForCausalLM, SpikingBrainModel, SpikingBrainPreTrainedModel
 from .w8aspike import SpikeReport, plot_spike_report, record_spike_statistics, spike_report, to_w8aspike
 
-for _model_class in (SpikingBrainForCausalLM, GLAswaForCausalLM):
+for _model_class in (SpikingBrainForCausalLM, GLASwaForCausalLM):
     AutoConfig.register(_model_class.config_class.model_type, _model_class.config_class, exist_ok=True)
     AutoModelForCausalLM.register(_model_class.config_class, _model_class, exist_ok=True)
 
+# Deprecated names, kept for one release (a DeprecationWarning names the new one).
+__getattr__ = module_aliases(__name__, {"GLAswaForCausalLM": (f"{__name__}.GLASwaForCausalLM", lambda: GLASwaForCausalLM)})
+
 __all__ = [
     "GLASwaConfig",
-    "GLAswaForCausalLM",
+    "GLASwaForCausalLM",
     "GraphedDecoder",
     "SpikingBrainCache",
     "SpikingBrainConfig",

@@ -28,6 +28,7 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
+from sb_layers._deprecation import warn_renamed
 from sb_layers.spiking_linear import SpikeCoding
 
 VARIANTS = ("inter_layer", "intra_layer")
@@ -39,6 +40,39 @@ RELEASE_ATTN_MODES = {"fused_chunk": "chunk", "fused_recurrent": "recurrent"}
 ACTIVATIONS = ("swish", "silu")
 ROUTERS = ("softmax", "sigmoid")
 BACKENDS = ("torch", "triton", "auto")
+
+
+# Fields of the previous release, now fields of ``coding`` (a SpikeCoding): old name -> SpikeCoding field.
+DEPRECATED_FIELDS = {
+    "spike_k": "k", "spike_codec": "codec", "spike_clamp": "clamp", "spike_mode": "mode",
+    "weight_bits": "weight_bits", "group_size": "group_size", "spike_backend": "backend",
+}
+
+
+def _named_coding(updates: dict[str, Any], base: SpikeCoding | None, label: str | None = None) -> SpikeCoding:
+    """``base`` (default ``SpikeCoding()``) with ``updates``; a bad value raises naming ``coding.<field>``
+    (or ``label``)."""
+    try:
+        return SpikeCoding.from_dict(updates, base=base)
+    except (TypeError, ValueError) as exc:
+        if label is None:
+            label = ", ".join(f"coding.{name}" for name in updates) if isinstance(updates, dict) else "coding"
+        raise type(exc)(f"{label}: {exc}") from exc
+
+
+def _deprecated_property(old: str) -> property:
+    new = DEPRECATED_FIELDS[old]
+
+    def getter(self: SpikingBrainConfig) -> Any:
+        warn_renamed(f"{type(self).__name__}.{old}", f"{type(self).__name__}.coding.{new}")
+        value = getattr(self.coding, new)
+        return list(value) if isinstance(value, tuple) else value
+
+    def setter(self: SpikingBrainConfig, value: Any) -> None:
+        warn_renamed(f"{type(self).__name__}.{old} = ...", f"coding.{new} (config.coding = {{{new!r}: ...}}, or a SpikeCoding)")
+        self.coding = {new: value}
+
+    return property(getter, setter, doc=f"Deprecated: ``coding.{new}``.")
 
 
 def _check_positive_int(value: Any, name: str) -> None:
@@ -92,14 +126,22 @@ class SpikingBrainConfig(PreTrainedConfig):
         num_sink_tokens, full_attn_layers: 76B sink tokens and full-attention layers.
         num_experts (0: dense), num_experts_per_tok, num_shared_experts, router, dense_ffn_layers,
         router_aux_loss_coef: 76B MoE.
-        spiking: spike-code projection inputs (W8ASpike activations); then ``spike_k``, ``spike_codec``,
-            ``spike_clamp``, ``spike_mode``, ``weight_bits`` (None or 2..8), ``group_size`` and
-            ``spike_backend`` are the :class:`sb_layers.SpikeCoding` fields; ``spike_down_proj`` also codes
-            the MLP ``down_proj`` (the release feeds it unspiked float input); ``spike_qk`` spike-codes the
-            linear-attention q/k feature maps.
+        spiking: spike-code projection inputs (W8ASpike activations) with ``coding``.
+        coding: the :class:`sb_layers.SpikeCoding` of the projections (``k``, ``clamp``, ``codec``,
+            ``mode``, ``weight_bits``, ``group_size``, ``backend``; validated there); a nested dict in
+            ``config.json``. Assigning a dict (``config.coding = {"k": 4.0}``, or the override
+            ``from_pretrained(path, coding={"k": 4.0})``) updates the fields it names and keeps the others.
+        spike_down_proj: also spike-code the MLP ``down_proj`` (the release feeds it unspiked float input).
+        spike_qk: spike-code the linear-attention q/k feature maps.
         spike_attention: the release's W8ASpike softmax attention: queries spike-coded per head vector
-            (``k = spike_k``) and keys/values int8 per head vector after RoPE, so the SWA cache is int8
+            (``k = coding.k``) and keys/values int8 per head vector after RoPE, so the SWA cache is int8
             (see :class:`sb_layers.SlidingWindowAttention`, ``spike_attention_k``).
+
+    Deprecated (the previous release's flat fields, kept for one release with a ``DeprecationWarning``
+    naming the new field): the keywords, attributes and ``config.json`` keys ``spike_k``, ``spike_codec``,
+    ``spike_clamp``, ``spike_mode``, ``weight_bits``, ``group_size`` and ``spike_backend``, now
+    ``coding.k``, ``coding.codec``, ``coding.clamp``, ``coding.mode``, ``coding.weight_bits``,
+    ``coding.group_size`` and ``coding.backend``.
     """
 
     model_type = "spikingbrain"
@@ -145,15 +187,9 @@ class SpikingBrainConfig(PreTrainedConfig):
     router: str = "softmax"
     dense_ffn_layers: list[int] | None = None
     router_aux_loss_coef: float = 0.0
-    # --- ours: spiking (plain fields of sb_layers.SpikeCoding) ---
+    # --- ours: spiking ---
     spiking: bool = False
-    spike_k: float = 3.0
-    spike_codec: str = "bitwise_bidirectional"
-    spike_clamp: int | list[int] | None = None
-    spike_mode: str = "count"
-    weight_bits: int | None = None
-    group_size: int | None = 128
-    spike_backend: str = "torch"
+    coding: SpikeCoding | dict | None = None  # None: SpikeCoding(); a dict updates the current coding
     spike_down_proj: bool = False
     spike_qk: bool = False
     spike_attention: bool = False
@@ -226,30 +262,48 @@ class SpikingBrainConfig(PreTrainedConfig):
                 raise ValueError(f"router must be one of {ROUTERS}, got {self.router!r}")
         if isinstance(self.router_aux_loss_coef, bool) or not isinstance(self.router_aux_loss_coef, (int, float)) or not self.router_aux_loss_coef >= 0:
             raise ValueError(f"router_aux_loss_coef must be >= 0, got {self.router_aux_loss_coef!r}")
-        if isinstance(self.spike_clamp, list):
-            self.spike_clamp = tuple(self.spike_clamp)  # JSON has no tuples
-        if self.spiking:
-            if isinstance(self.spike_k, bool) or not isinstance(self.spike_k, (int, float)) or not 0 < self.spike_k < float("inf"):
-                raise ValueError(f"spike_k must be a finite number > 0, got {self.spike_k!r}")
-            self.spike_coding()  # validates the spiking fields (SpikeCoding raises ValueError)
+        if self.coding is None:
+            self.coding = SpikeCoding()
+        old = {name: kwargs.pop(name) for name in list(kwargs) if name in DEPRECATED_FIELDS}
+        if old:
+            warn_renamed(
+                f"{type(self).__name__}({', '.join(f'{name}=...' for name in sorted(old))})",
+                ", ".join(f"coding.{DEPRECATED_FIELDS[name]}" for name in sorted(old)) + " (coding=SpikeCoding(...) or a dict)",
+                stacklevel=4,
+            )
+            label = ", ".join(f"{name} (coding.{DEPRECATED_FIELDS[name]})" for name in old)
+            self.coding = _named_coding({DEPRECATED_FIELDS[name]: value for name, value in old.items()}, self.coding, label)
         super().__post_init__(**kwargs)
-        if isinstance(self.spike_clamp, tuple):
-            self.spike_clamp = list(self.spike_clamp)
 
     @property
     def gla_mode(self) -> str:
         """The GLA form to run: the release's fla kernel names map to ours."""
         return RELEASE_ATTN_MODES.get(self.attn_mode, self.attn_mode)
 
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key == "coding" and isinstance(value, dict):
+            current = self.__dict__.get("coding")
+            value = _named_coding(value, current if isinstance(current, SpikeCoding) else None)
+        super().__setattr__(key, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``PreTrainedConfig.to_dict`` with ``coding`` as a nested dict of its fields."""
+        output = super().to_dict()
+        if isinstance(output.get("coding"), SpikeCoding):
+            output["coding"] = output["coding"].to_dict()
+        return output
+
     def spike_coding(self) -> SpikeCoding | None:
-        """The :class:`SpikeCoding` of the projections, or None when ``spiking`` is off."""
-        if not self.spiking:
-            return None
-        clamp = tuple(self.spike_clamp) if isinstance(self.spike_clamp, (list, tuple)) else self.spike_clamp
-        return SpikeCoding(
-            k=self.spike_k, clamp=clamp, codec=self.spike_codec, mode=self.spike_mode,
-            weight_bits=self.weight_bits, group_size=self.group_size, backend=self.spike_backend,
-        )
+        """The :class:`SpikeCoding` of the projections (``coding``), or None when ``spiking`` is off."""
+        return self.coding if self.spiking else None
+
+    spike_k = _deprecated_property("spike_k")
+    spike_codec = _deprecated_property("spike_codec")
+    spike_clamp = _deprecated_property("spike_clamp")
+    spike_mode = _deprecated_property("spike_mode")
+    weight_bits = _deprecated_property("weight_bits")
+    group_size = _deprecated_property("group_size")
+    spike_backend = _deprecated_property("spike_backend")
 
     def is_swa_layer(self, index: int) -> bool:
         """Whether layer ``index`` of the inter-layer variant is sliding-window attention."""

@@ -43,8 +43,8 @@ def checkpoint_shapes(directory: str | os.PathLike) -> dict[str, tuple[int, ...]
 def adapt_config_to_checkpoint(config: SpikingBrainConfig, directory: str | os.PathLike) -> SpikingBrainConfig:
     """A copy of ``config`` matching the weights in ``directory`` (unchanged when they already match).
 
-    - ``...weight_quantizer.scales`` present: ``spiking=True``, ``weight_bits=8`` (unless set),
-      ``group_size = in_features / scales.shape[1]`` (the stored group size) and ``spike_attention=True``
+    - ``...weight_quantizer.scales`` present: ``spiking=True``, ``coding.weight_bits=8`` (unless set),
+      ``coding.group_size = in_features / scales.shape[1]`` (the stored group size) and ``spike_attention=True``
       (the release's W8ASpike attention: spiking queries, int8 keys and values).
     - ``...attn.gk_proj.weight`` (no ``gk_proj.0``) present: ``gla_gate="merged"``.
     """
@@ -57,8 +57,7 @@ def adapt_config_to_checkpoint(config: SpikingBrainConfig, directory: str | os.P
         name, shape = next((n, s) for n, s in scales.items() if ".mlp.down_proj." not in n)
         in_features = shapes[name.replace("weight_quantizer.scales", "weight")][1]
         adapted.spiking = True
-        adapted.weight_bits = adapted.weight_bits or 8
-        adapted.group_size = in_features // shape[1]
+        adapted.coding = {"weight_bits": adapted.coding.weight_bits or 8, "group_size": in_features // shape[1]}
         adapted.spike_attention = True
     if any(name.endswith("attn.gk_proj.weight") for name in shapes):
         adapted.gla_gate = "merged"

@@ -29,6 +29,7 @@ from transformers import AutoConfig, GenerationMixin, PreTrainedConfig, PreTrain
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPast, MoeCausalLMOutputWithPast
 
+from sb_layers._deprecation import module_aliases
 from sb_layers.blocks import HybridBlock, ParallelMixer
 from sb_layers.feed_forward import GLUMLP, MoE
 from sb_layers.linear_attention import GatedLinearAttention
@@ -79,7 +80,7 @@ def build_mixer(config: SpikingBrainConfig, index: int) -> nn.Module:
         return SlidingWindowAttention(
             **sizes, window=window, rope_theta=config.rope_theta, qkv_bias=True, num_sinks=sinks, coding=coding,
             query_chunk_size=config.swa_query_chunk_size,
-            spike_attention_k=config.spike_k if config.spike_attention else None,
+            spike_attention_k=config.coding.k if config.spike_attention else None,
         )
 
     if config.variant == "inter_layer":
@@ -492,14 +493,18 @@ class SpikingBrainForCausalLM(SpikingBrainPreTrainedModel, GenerationMixin):
         return convert_qwen2(model_or_dir, **overrides)
 
 
-class GLAswaForCausalLM(SpikingBrainForCausalLM):
-    """The release's architecture name for :class:`SpikingBrainForCausalLM` (``model_type: "gla_swa"``).
+class GLASwaForCausalLM(SpikingBrainForCausalLM):
+    """:class:`SpikingBrainForCausalLM` for the release's config class :class:`GLASwaConfig` (``model_type: "gla_swa"``).
 
     Exists so that ``AutoModelForCausalLM`` maps the release's config class to a model class whose
-    ``config_class`` matches; it adds nothing.
+    ``config_class`` matches; it adds nothing. The release's ``config.json`` names the architecture
+    ``"GLAswaForCausalLM"`` (its own spelling); transformers picks the model class from ``model_type``, so
+    that name needs no class of its own. ``GLAswaForCausalLM`` is a deprecated alias of this class.
     """
 
     config_class = GLASwaConfig
 
 
-__all__ = ["GLAswaForCausalLM", "SpikingBrainForCausalLM", "SpikingBrainModel", "SpikingBrainPreTrainedModel", "build_mixer", "build_mlp"]
+__getattr__ = module_aliases(__name__, {"GLAswaForCausalLM": (f"{__name__}.GLASwaForCausalLM", lambda: GLASwaForCausalLM)})
+
+__all__ = ["GLASwaForCausalLM", "SpikingBrainForCausalLM", "SpikingBrainModel", "SpikingBrainPreTrainedModel", "build_mixer", "build_mlp"]

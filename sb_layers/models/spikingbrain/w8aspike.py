@@ -51,13 +51,12 @@ def w8aspike_config(
     if not isinstance(config, SpikingBrainConfig):
         raise TypeError(f"config must be a SpikingBrainConfig, got {type(config).__name__}")
     converted = copy.deepcopy(config)
-    converted.spiking, converted.spike_k, converted.spike_codec = True, k, codec
-    converted.weight_bits, converted.group_size, converted.spike_mode = weight_bits, group_size, mode
+    converted.spiking = True
+    converted.coding = dict(k=k, codec=codec, weight_bits=weight_bits, group_size=group_size, mode=mode)  # validated
     converted.spike_down_proj = False
     converted.spike_attention = bool(attention)
     if converted.gla_gate == "low_rank":
         converted.gla_gate = "merged"
-    converted.spike_coding()  # validates k, codec, bits, group size, mode
     return converted
 
 
@@ -126,7 +125,7 @@ def to_w8aspike(
         state = merge_low_rank_gates(state)
     for name, layer in spiking_linears(converted).items():
         # Scales are computed here, on the weights' device: the meta-built layers cannot derive them.
-        quantizer = WeightQuantizer(layer.out_features, layer.in_features, config.weight_bits, config.group_size)
+        quantizer = WeightQuantizer(layer.out_features, layer.in_features, config.coding.weight_bits, config.coding.group_size)
         weight = state[f"{name}.weight"]
         quantizer.to(weight.device).calibrate(weight)
         state[f"{name}.weight_quantizer.scales"] = quantizer.scales
