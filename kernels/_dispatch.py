@@ -159,14 +159,17 @@ def needs_grad(*tensors: torch.Tensor | None) -> bool:
 
 def resolve_forward_backend(
     backend: object, *tensors: torch.Tensor, op: str, dtypes: tuple[torch.dtype, ...], unsupported: str | None = None,
+    device_only: tuple[torch.Tensor | None, ...] = (),
 ) -> Literal["torch", "triton"]:
     """:func:`resolve_backend` for an op whose Triton kernel is forward only and takes one dtype.
 
     Triton is chosen only when no tensor needs a gradient, all share one dtype among ``dtypes`` and
     ``unsupported`` (the caller's own reason against the kernel, if any) is None. Otherwise ``"auto"``
-    takes the PyTorch reference and ``"triton"`` raises a ``RuntimeError`` saying why.
+    takes the PyTorch reference and ``"triton"`` raises a ``RuntimeError`` saying why. ``device_only``:
+    further tensors (None skipped) of other dtypes (masks, indices, states) that the kernel reads or
+    writes: they count for the device rule only.
     """
-    chosen = resolve_backend(backend, *tensors, op=op)
+    chosen = resolve_backend(backend, *tensors, *(t for t in device_only if t is not None), op=op)
     if chosen == "torch":
         return chosen
     reason = unsupported

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from sb_neurons._validation import FLOAT_DTYPES
+
 from ._device import DeviceFunction, round_to
 from ._dispatch import Backend, lazy_jit, resolve_forward_backend
 
@@ -116,8 +118,8 @@ def merge_attention_into(
     """Write the merge of the parts ``a``, optional ``b`` and optional ``c`` (module docstring) into ``out``.
 
     Args:
-        out: ``[B, H, m, D]`` (any strides, e.g. a head-transposed view of ``[B, m, H, D]`` rows),
-            written in place.
+        out: floating ``[B, H, m, D]`` (any strides, e.g. a head-transposed view of ``[B, m, H, D]`` rows,
+            but no two elements sharing memory: an expanded, stride-0 view is an error), written in place.
         a: ``(o [B, H, m, D], lse [B, H, m])``; ``lse`` float32 (float64 for float64 ``o``).
         b: as ``a``, or None.
         c: ``(o [B, H, m_c, D], lse [B, H, m_c])`` with ``m_c <= m``; query ``q`` sees it at row
@@ -126,6 +128,10 @@ def merge_attention_into(
     """
     if not isinstance(out, torch.Tensor) or out.ndim != 4:
         raise ValueError(f"out must be a [B, H, m, D] tensor, got {getattr(out, 'shape', type(out).__name__)}")
+    if out.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"out must have a floating dtype among float16, bfloat16, float32, float64; got {out.dtype}")
+    if any(stride == 0 and size > 1 for stride, size in zip(out.stride(), out.shape)):
+        raise ValueError(f"out must not be an expanded (stride-0) view: its elements would share memory; got strides {out.stride()}")
     batch, heads, rows, dim = out.shape
     named = [("a", a)] + ([("b", b)] if b is not None else [])
     for name, (o, lse) in named:

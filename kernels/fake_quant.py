@@ -57,7 +57,10 @@ def _nan_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def spike_fake_quantize_reference(x: torch.Tensor, k: float = 3.0) -> torch.Tensor:
     """``round(x / v_th) * v_th`` per row, ``v_th = clamp(mean|x| / k, 1e-5, 1e4)``, in ``x.dtype``
-    (PyTorch; straight-through gradient); rows holding NaN or Inf become NaN."""
+    (PyTorch; straight-through gradient); rows holding NaN or Inf become NaN. Arguments as
+    :func:`spike_fake_quantize`, checked the same way."""
+    x = _check(x, "x")
+    k = check_positive(k, "k")
     finite = torch.where(torch.isfinite(x), x, 0.0)
     counts, v_th = spike_count(finite, k, -1)
     return _nan_rows(x, _straight_through(x, (counts * v_th).to(x.dtype)))
@@ -66,7 +69,8 @@ def spike_fake_quantize_reference(x: torch.Tensor, k: float = 3.0) -> torch.Tens
 def int8_fake_quantize_reference(x: torch.Tensor) -> torch.Tensor:
     """``clamp(round(x / s), -128, 127) * s`` per row, ``s = clamp(max|x| / 127, 1e-5, 1e4)``, in
     ``x.dtype`` (float32 arithmetic, float64 for float64 ``x``; straight-through gradient); rows holding
-    NaN or Inf become NaN."""
+    NaN or Inf become NaN. Arguments as :func:`int8_fake_quantize`, checked the same way."""
+    x = _check(x, "x")
     work = x.detach().to(torch.float64 if x.dtype == torch.float64 else torch.float32)
     work = torch.where(torch.isfinite(work), work, 0.0)
     scale = (work.abs().amax(dim=-1, keepdim=True) / INT8_LEVELS).clamp(V_TH_MIN, V_TH_MAX)

@@ -16,6 +16,12 @@ in separate kernels and made every input time-major: about 15 launches per GLA l
 few microseconds for 2 MB of state. Here program ``(b * H + h, j)`` reads head ``h``'s ``[Dk, BLOCK_V]``
 slice of the float32 state once, writes the new one and the output columns it owns. Forward only, no
 host read (capturable in a CUDA graph); the state stays float32.
+
+Non-finite inputs are not checked (no host read): NaN in any input, and Inf in ``q``, ``k``, ``v`` or
+``state``, propagate by IEEE arithmetic into the output and the new state, on both paths (the kernel's
+relu keeps NaN, as ``F.relu`` does). An infinite gate logit ``g`` is the gate's limit, not an error:
+``logsigmoid(+inf) = 0`` keeps the state whole (decay 1) and ``logsigmoid(-inf) = -inf`` forgets it
+(decay 0), both finite, on both paths (``-g`` with ``negate_gate``).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sb_neurons._validation import check_positive, describe
+from sb_neurons._validation import check_positive, check_same_device, describe
 
 from ._device import round_to
 from ._dispatch import Backend, lazy_jit, needs_grad, resolve_forward_backend
@@ -52,7 +58,10 @@ def gla_decode_step_reference(
     scale: float, feature_map: str = "relu", negate_gate: bool = False, gate_normalizer: float = 1.0,
     keep: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`gla_decode_step` in PyTorch, in float32 (float64 when ``v`` is float64): same arguments."""
+    """:func:`gla_decode_step` in PyTorch, in float32 (float64 when ``v`` is float64): same arguments, checked
+    the same way (all tensors on one device)."""
+    _check(q, k, v, g, state, scale, feature_map, gate_normalizer, keep)
+    _check_devices(q, k, v, g, state, keep)
     compute = torch.float64 if v.dtype == torch.float64 else torch.float32
     groups = q.shape[1] // k.shape[1]
     qf = _feature(q.to(compute), feature_map)
@@ -91,8 +100,8 @@ if triton is not None:
         col_ok = cols < dv
         q = tl.load(q_ptr + b * q_sb + h * q_sh + rows, mask=row_ok, other=0.0).to(tl.float32)
         k = tl.load(k_ptr + b * k_sb + kh * k_sh + rows, mask=row_ok, other=0.0).to(tl.float32)
-        if FEATURE == 0:
-            q, k = tl.maximum(q, 0.0), tl.maximum(k, 0.0)
+        if FEATURE == 0:  # relu that keeps NaN, as F.relu does (tl.maximum(nan, 0) would give 0)
+            q, k = tl.where(q < 0.0, 0.0, q), tl.where(k < 0.0, 0.0, k)
         elif FEATURE == 1:  # sigmoid(0) = 1/2: the rows past Dk must stay 0, or they would add up
             q = tl.where(row_ok, 1.0 / (1.0 + tl.exp(-q)), 0.0)
             k = tl.where(row_ok, 1.0 / (1.0 + tl.exp(-k)), 0.0)
@@ -136,16 +145,18 @@ def _check(q, k, v, g, state, scale, feature_map, gate_normalizer, keep) -> None
     if state is not None:
         expected = (batch, heads, dk, v.shape[2])
         if not isinstance(state, torch.Tensor) or tuple(state.shape) != expected or not state.is_floating_point():
-            raise ValueError(f"state must be a floating-point tensor of shape (B, H, Dk, Dv) = {expected}, "
-                             f"got {describe(state)}")
-        if state.device != q.device:
-            raise ValueError(f"state must be on q's device {q.device}, got {state.device}")
+            raise ValueError(f"state must be a floating-point tensor of shape (B, H, Dk, Dv) = {expected} "
+                             f"(B, H, Dk of q, Dv of v), got {describe(state)}")
     check_positive(scale, "scale")
     if feature_map not in FEATURE_MAPS:
         raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
     check_positive(gate_normalizer, "gate_normalizer")
     if keep is not None and (not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool or tuple(keep.shape) != (batch,)):
         raise ValueError(f"keep must be a bool tensor of shape ({batch},) or None, got {describe(keep)}")
+
+
+def _check_devices(q, k, v, g, state, keep) -> None:
+    check_same_device([("q", q), ("k", k), ("v", v), ("g", g), ("state", state), ("keep", keep)])
 
 
 def gla_decode_step(
@@ -190,13 +201,15 @@ def gla_decode_step(
     elif needs_grad(state):
         unsupported = "the Triton kernel is forward only and the state requires grad"
     chosen = resolve_forward_backend(
-        backend, q, k, v, g, op="gla_decode_step", dtypes=TRITON_DTYPES, unsupported=unsupported
+        backend, q, k, v, g, op="gla_decode_step", dtypes=TRITON_DTYPES, unsupported=unsupported,
+        device_only=(state, keep),
     )
     if chosen == "torch":
         return gla_decode_step_reference(
             q, k, v, g, state, scale=scale, feature_map=feature_map, negate_gate=negate_gate,
             gate_normalizer=gate_normalizer, keep=keep,
         )
+    _check_devices(q, k, v, g, state, keep)  # one CUDA device (resolve_forward_backend: all on CUDA)
     batch, heads, dk = q.shape
     dv = v.shape[2]
     q, k, v, g = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v, g))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sb_neurons._validation import check_float_tensor
+from sb_neurons._validation import check_float_tensor, check_same_device
 
 from ._device import round_to
 from ._dispatch import Backend, lazy_jit, resolve_forward_backend
@@ -34,8 +34,17 @@ BLOCK = 2048
 
 
 def silu_mul_reference(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """``F.silu(gate) * up`` (differentiable)."""
+    """``F.silu(gate) * up`` (differentiable); arguments as :func:`silu_mul`, checked the same way (on one device)."""
+    _check(gate, up)
+    check_same_device([("gate", gate), ("up", up)])
     return F.silu(gate) * up
+
+
+def _check(gate: object, up: object) -> None:
+    check_float_tensor(gate, "gate", finite=False)
+    check_float_tensor(up, "up", finite=False)
+    if gate.shape != up.shape:
+        raise ValueError(f"gate and up must have one shape, got {tuple(gate.shape)} and {tuple(up.shape)}")
 
 
 if triton is not None:
@@ -69,10 +78,7 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor, *, backend: Backend = "auto")
     Returns:
         ``gate``'s shape, contiguous, in the inputs' dtype.
     """
-    check_float_tensor(gate, "gate", finite=False)
-    check_float_tensor(up, "up", finite=False)
-    if gate.shape != up.shape:
-        raise ValueError(f"gate and up must have one shape, got {tuple(gate.shape)} and {tuple(up.shape)}")
+    _check(gate, up)
     chosen = resolve_forward_backend(backend, gate, up, op="silu_mul", dtypes=TRITON_DTYPES)
     if chosen == "torch":
         return silu_mul_reference(gate, up)

@@ -22,6 +22,10 @@ the value are int8-coded per head vector, by :mod:`sb_kernels.fake_quant`'s rule
 The spiking scale sums the row's two halves separately, so, as with that module's kernel against
 PyTorch, it may differ in its last bit and an element at a rounding tie may take the neighbouring count.
 
+Non-finite values are not checked (no host read): a NaN or Inf in ``q``, ``k`` or ``v`` propagates by
+IEEE arithmetic into the rotated query and into the slot written in ``keys`` / ``values`` (on both paths);
+with ``spike_query_k`` a coded row holding NaN or Inf comes out all NaN (:mod:`sb_kernels.fake_quant`'s rule).
+
 Why a kernel: PyTorch spends about twenty small kernels on this per layer and token (positions, the
 rotary table, two rotations, the slot's search, four indexed writes, the mask); a decode step is a few
 microseconds of work spread over them. One program does all rows in order: the slot is found before
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 import torch
 
-from sb_neurons._validation import check_positive, describe
+from sb_neurons._validation import check_positive, check_same_device, describe
 
 from ._device import DeviceFunction, round_to
 from ._dispatch import Backend, lazy_jit, resolve_forward_backend
@@ -61,7 +65,11 @@ def rotate_and_write_ring_reference(
     key_mask: torch.Tensor, key_index: torch.Tensor, seen_tokens: torch.Tensor, inv_freq: torch.Tensor,
     keep: torch.Tensor | None = None, spike_query_k: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`rotate_and_write_ring` in PyTorch (same arguments; writes the same buffers in place)."""
+    """:func:`rotate_and_write_ring` in PyTorch (same arguments, checked the same way, all on one device;
+    writes the same buffers in place)."""
+    _check(q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq, keep, spike_query_k)
+    check_same_device([("q", q), ("k", k), ("v", v), ("keys", keys), ("values", values), ("key_mask", key_mask),
+                       ("key_index", key_index), ("seen_tokens", seen_tokens), ("inv_freq", inv_freq), ("keep", keep)])
     compute = inv_freq.dtype
     positions = seen_tokens if keep is None else (seen_tokens + keep.long() - 1).clamp(min=0)
     angles = positions.to(compute)[:, None] * inv_freq
@@ -196,13 +204,14 @@ if triton is not None:
         tl.store(index_ptr + slot, new_index)
 
 
-def _check(q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq, keep) -> None:
+def _check(q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq, keep, spike_query_k) -> None:
+    """Types, dtypes and shapes (devices: the reference names a mix, the Triton dispatch refuses one)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor) or t.ndim != 3 or not t.is_floating_point():
             raise ValueError(f"{name} must be a floating-point [B, heads, D] tensor, got {describe(t)}")
     batch, heads, dim = q.shape
     if dim % 2:
-        raise ValueError(f"the head dimension must be even for rotary embeddings, got {dim}")
+        raise ValueError(f"q's head dimension D must be even for rotary embeddings, got q of shape {tuple(q.shape)}")
     if k.shape != v.shape or k.shape[0] != batch or k.shape[2] != dim:
         raise ValueError(f"k and v must be [B, Hkv, D] matching q {tuple(q.shape)}, got {tuple(k.shape)}, {tuple(v.shape)}")
     for name, t in (("keys", keys), ("values", values)):
@@ -224,9 +233,8 @@ def _check(q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq, ke
         raise ValueError(f"inv_freq must be a floating-point tensor of shape ({dim // 2},), got {describe(inv_freq)}")
     if keep is not None and (not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool or tuple(keep.shape) != (batch,)):
         raise ValueError(f"keep must be a bool tensor of shape ({batch},) or None, got {describe(keep)}")
-    for name, t in (("key_mask", key_mask), ("key_index", key_index), ("seen_tokens", seen_tokens), ("inv_freq", inv_freq)):
-        if t.device != q.device:
-            raise ValueError(f"{name} must be on q's device {q.device}, got {t.device}")
+    if spike_query_k is not None:
+        check_positive(spike_query_k, "spike_query_k")
 
 
 def rotate_and_write_ring(
@@ -269,21 +277,22 @@ def rotate_and_write_ring(
         ``(q_rot [B, H, 1, D] in q's dtype, allowed bool [B, W], next_seen int64 [B])``; without ``keep``
         every new key is real and ``allowed`` is ``key_mask`` itself (after the write).
     """
-    _check(q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq, keep)
-    if spike_query_k is not None:
-        check_positive(spike_query_k, "spike_query_k")
+    _check(q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq, keep, spike_query_k)
     unsupported = None
     if inv_freq.dtype != torch.float32:
         unsupported = f"it takes float32 inv_freq, got {inv_freq.dtype}"
     elif not all(t.stride(-1) == 1 for t in (keys, values, key_mask, key_index)):
         unsupported = "it writes ring buffers whose last dimension is contiguous"
     chosen = resolve_forward_backend(
-        backend, q, k, v, keys, values, op="rotate_and_write_ring", dtypes=TRITON_DTYPES, unsupported=unsupported
+        backend, q, k, v, keys, values, op="rotate_and_write_ring", dtypes=TRITON_DTYPES, unsupported=unsupported,
+        device_only=(key_mask, key_index, seen_tokens, inv_freq, keep),
     )
     if chosen == "torch":
         return rotate_and_write_ring_reference(
             q, k, v, keys, values, key_mask, key_index, seen_tokens, inv_freq, keep, spike_query_k
         )
+    check_same_device([("q", q), ("k", k), ("v", v), ("keys", keys), ("values", values), ("key_mask", key_mask),
+                       ("key_index", key_index), ("seen_tokens", seen_tokens), ("inv_freq", inv_freq), ("keep", keep)])
     batch, heads, dim = q.shape
     kv_heads, window = keys.shape[1], keys.shape[2]
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))

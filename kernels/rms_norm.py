@@ -19,9 +19,11 @@ PyTorch path, and ``backend="triton"`` is an error.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from sb_neurons._validation import check_float_tensor
+from sb_neurons._validation import check_float_tensor, check_same_device
 
 from ._device import round_to
 from ._dispatch import Backend, lazy_jit, resolve_forward_backend
@@ -37,9 +39,16 @@ MAX_TRITON_WIDTH = 32768  # a row is held in registers; wider rows take the PyTo
 
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """The rule in PyTorch (differentiable): ``weight * (x * rsqrt(mean(x^2) + eps)).to(x.dtype)``."""
+    """The rule in PyTorch (differentiable): ``weight * (x * rsqrt(mean(x^2) + eps)).to(x.dtype)``.
+
+    Arguments as :func:`rms_norm` (checked the same way; ``x`` and ``weight`` on one device). The mean is
+    taken over a contiguous copy of ``x``, so a non-contiguous or expanded ``x`` gives, to the bit, the
+    result of its contiguous copy (PyTorch's reduction order follows the strides).
+    """
+    eps = _check(x, weight, eps)
+    check_same_device([("x", x), ("weight", weight)])
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
-    h = x.to(compute)
+    h = x.contiguous().to(compute)
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
     return weight * h.to(x.dtype)
 
@@ -113,8 +122,10 @@ def _check(x: object, weight: object, eps: object, name: str = "x") -> float:
         raise ValueError(f"{name} must have at least one dimension (the normalized one)")
     if weight.shape != (x.shape[-1],):
         raise ValueError(f"weight must have shape ({x.shape[-1]},) to match {name}'s last dimension, got {tuple(weight.shape)}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f"eps must be a number > 0, got {eps!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps must be a number > 0 and finite, got {type(eps).__name__}")
+    if not 0 < eps < math.inf:  # an infinite eps would zero every row; NaN fails the comparison
+        raise ValueError(f"eps must be a number > 0 and finite, got {eps!r}")
     return float(eps)
 
 
@@ -131,7 +142,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, *, backen
     Args:
         x: ``[..., D]`` float16/bfloat16/float32 (float64 on the torch backend).
         weight: ``[D]``, the same dtype as ``x`` for the Triton path.
-        eps: ``> 0``, added to the mean square.
+        eps: finite ``> 0``, added to the mean square.
         backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels._dispatch`).
 
     Returns:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from sb_neurons._validation import check_float_tensor
+from sb_neurons._validation import check_float_tensor, check_same_device
 
 from ._device import round_to
 from ._dispatch import Backend, lazy_jit, resolve_forward_backend
@@ -36,7 +36,10 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """``x * cos + rotate_half(x) * sin`` with ``cos, sin`` broadcast over heads (differentiable)."""
+    """``x * cos + rotate_half(x) * sin`` with ``cos, sin`` broadcast over heads (differentiable); arguments
+    as :func:`apply_rotary`, checked the same way (all on one device)."""
+    _check(x, cos, sin)
+    check_same_device([("x", x), ("cos", cos), ("sin", sin)])
     return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1)
 
 
@@ -73,6 +76,18 @@ if triton is not None:
         tl.store(o_row + half, y2.to(dt), mask=mask)
 
 
+def _check(x: object, cos: object, sin: object) -> None:
+    check_float_tensor(x, "x", finite=False)
+    check_float_tensor(cos, "cos", finite=False)
+    check_float_tensor(sin, "sin", finite=False)
+    if x.ndim != 4 or x.shape[-1] % 2:
+        raise ValueError(f"x must be [B, H, L, D] with D even, got shape {tuple(x.shape)}")
+    expected = (x.shape[0], x.shape[2], x.shape[3])
+    for name, t in (("cos", cos), ("sin", sin)):
+        if tuple(t.shape) != expected:
+            raise ValueError(f"{name} must have shape [B, L, D] = {expected} (B, L, D of x), got {tuple(t.shape)}")
+
+
 def _compile_options(x: torch.Tensor) -> dict:
     # No fused multiply-add: PyTorch rounds each product before the sum (with contraction, float16 and
     # float32 outputs differed from PyTorch's in the last bit on an H100; without, all three dtypes equal).
@@ -92,15 +107,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, backe
         ``[B, H, L, D]`` in ``x``'s dtype; the Triton path keeps ``x``'s memory layout when ``x`` is
         dense (a head-transposed view stays one).
     """
-    check_float_tensor(x, "x", finite=False)
-    check_float_tensor(cos, "cos", finite=False)
-    check_float_tensor(sin, "sin", finite=False)
-    if x.ndim != 4 or x.shape[-1] % 2:
-        raise ValueError(f"x must be [B, H, L, D] with D even, got shape {tuple(x.shape)}")
-    expected = (x.shape[0], x.shape[2], x.shape[3])
-    for name, t in (("cos", cos), ("sin", sin)):
-        if tuple(t.shape) != expected:
-            raise ValueError(f"{name} must have shape [B, L, D] = {expected}, got {tuple(t.shape)}")
+    _check(x, cos, sin)
     if resolve_forward_backend(backend, x, cos, sin, op="apply_rotary", dtypes=TRITON_DTYPES) == "torch":
         return apply_rotary_reference(x, cos, sin)
     if x.stride(-1) != 1:

@@ -281,10 +281,22 @@ def _stats_from_histogram(hist: torch.Tensor, counts: torch.Tensor, row_max: tor
     )
 
 
+def _check_rows(x: object) -> None:
+    check_float_tensor(x, "x", finite=False)  # finiteness: by spike_count, or by the kernel in its pass
+    if x.ndim == 0:
+        raise ValueError("x must have at least one dimension (the row that shares a threshold)")
+    if x.shape[-1] == 0:
+        raise ValueError("x's last dimension must be non-empty: a threshold needs at least one element")
+
+
 def spike_quantize_reference(
     x: torch.Tensor, k: float = 3.0, clamp: ClampSpec = None, counts_dtype: torch.dtype = torch.int32
 ) -> QuantizedSpikes:
-    """The PyTorch reference: :func:`sb_neurons.spike_count` with counts cast to ``counts_dtype``."""
+    """The PyTorch reference: :func:`sb_neurons.spike_count` with counts cast to ``counts_dtype``; arguments
+    as :func:`spike_quantize`, checked the same way. The thresholds are taken over a contiguous copy of
+    ``x`` (:func:`sb_neurons.adaptive_threshold`): any layout gives its contiguous copy's result."""
+    _check_rows(x)
+    counts_dtype = _check_counts_dtype(counts_dtype)
     counts, v_th = spike_count(x, k, -1, clamp)
     largest = counts.abs().amax(dim=-1) if counts.numel() else counts.new_zeros(0)
     _check_range(largest.reshape(-1).float(), counts_dtype, clamped=clamp is not None)
@@ -325,10 +337,7 @@ def spike_quantize(
     counts_dtype = _check_counts_dtype(counts_dtype)
     if not isinstance(return_stats, bool):
         raise TypeError(f"return_stats must be a bool, got {type(return_stats).__name__}")
-    if x.ndim == 0:
-        raise ValueError("x must have at least one dimension (the row that shares a threshold)")
-    if x.shape[-1] == 0:
-        raise ValueError("x's last dimension must be non-empty: a threshold needs at least one element")
+    _check_rows(x)
     chosen = resolve_backend(backend, x, op="spike_quantize")
     if chosen == "triton" and x.dtype not in TRITON_INPUT_DTYPES:
         raise TypeError(f"spike_quantize: the triton backend takes float16, bfloat16 or float32 x, got {x.dtype}")

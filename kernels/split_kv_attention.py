@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from sb_neurons._validation import check_same_device
+
 from ._device import round_to
 from ._dispatch import Backend, lazy_jit, resolve_forward_backend, sm_count
 
@@ -41,7 +43,10 @@ def decode_attention_reference(
     q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor, scale: float | None = None
 ) -> torch.Tensor:
     """Masked softmax attention of one query per head over keys repeated per group, in float32 (float64
-    for float64 ``q``); shapes as :func:`decode_attention`. Returns ``[B, H, 1, D]`` in ``q.dtype``."""
+    for float64 ``q``); arguments as :func:`decode_attention` (checked the same way, all on one device).
+    Returns ``[B, H, 1, D]`` in ``q.dtype``."""
+    _check(q, keys, values, allowed, scale)
+    check_same_device([("q", q), ("keys", keys), ("values", values), ("allowed", allowed)])
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
     groups = q.shape[1] // keys.shape[1]
     scale = q.shape[-1] ** -0.5 if scale is None else scale
@@ -143,7 +148,7 @@ if triton is not None:
         tl.store(dest, round_to(acc / tl.sum(total, axis=0), dt).to(dt), mask=cols < dim)  # rounded in the interpreter too
 
 
-def _check(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor) -> None:
+def _check(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor, scale: object) -> None:
     for name, t in (("q", q), ("keys", keys), ("values", values)):
         if not isinstance(t, torch.Tensor) or t.ndim != 4 or not t.is_floating_point():
             raise ValueError(f"{name} must be a floating-point [B, H, L, D] tensor, got {getattr(t, 'shape', type(t).__name__)}")
@@ -159,6 +164,8 @@ def _check(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: t
         raise ValueError(f"allowed must be a bool [B, 1, Lk] (or [B, Lk]) tensor for B={batch}, Lk={keys.shape[2]}")
     if q.dtype != keys.dtype or q.dtype != values.dtype:
         raise ValueError(f"q, keys and values must share one dtype, got {q.dtype}, {keys.dtype}, {values.dtype}")
+    if scale is not None and not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 < scale < float("inf")):
+        raise ValueError(f"scale must be a finite number > 0 or None, got {scale!r}")
 
 
 def _splits(work: int, keys_len: int, device: torch.device) -> tuple[int, int]:
@@ -193,9 +200,7 @@ def decode_attention(
     Returns:
         ``[B, H, 1, D]`` in ``q.dtype``.
     """
-    _check(q, keys, values, allowed)
-    if scale is not None and not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0):
-        raise ValueError(f"scale must be a positive number or None, got {scale!r}")
+    _check(q, keys, values, allowed, scale)
     batch, heads, _, dim = q.shape
     kv_heads, keys_len = keys.shape[1], keys.shape[2]
     chosen = resolve_forward_backend(

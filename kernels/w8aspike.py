@@ -49,7 +49,7 @@ import math
 import torch
 
 from sb_neurons import spike_count
-from sb_neurons._validation import check_float_tensor, check_positive, check_tensor
+from sb_neurons._validation import check_float_tensor, check_positive, check_same_device, check_tensor
 from sb_neurons.spike import ClampSpec, resolve_clamp
 
 from ._device import DeviceFunction, round_half_even
@@ -459,12 +459,13 @@ def _launch_gemm(
     return out
 
 
-def _check_weight(weight_int8: object, in_features: int | None) -> tuple[int, int]:
+def _check_weight(weight_int8: object, in_features: int | None, input_name: str = "x") -> tuple[int, int]:
     weight = check_tensor(weight_int8, "weight_int8")
     if weight.dtype != torch.int8 or weight.ndim != 2:
         raise TypeError(f"weight_int8 must be an int8 tensor [N, K], got {weight.dtype} of shape {tuple(weight.shape)}")
     if in_features is not None and weight.shape[1] != in_features:
-        raise ValueError(f"weight_int8 is [N, K] = {tuple(weight.shape)}, but the input's last dimension is {in_features}")
+        raise ValueError(f"{input_name}'s last dimension is {in_features}, but weight_int8 is [N, K] = {tuple(weight.shape)}: "
+                         f"{input_name} must be [..., {weight.shape[1]}]")
     return weight.shape[0], weight.shape[1]
 
 
@@ -502,7 +503,7 @@ def int8_matmul_int32(counts: torch.Tensor, weight_int8: torch.Tensor, *, backen
     check_tensor(counts, "counts")
     if counts.is_floating_point() or counts.dtype == torch.bool or counts.ndim != 2:
         raise TypeError(f"counts must be a 2-d integer tensor [M, K], got {counts.dtype} {tuple(counts.shape)}")
-    cols, _ = _check_weight(weight_int8, counts.shape[1])
+    cols, _ = _check_weight(weight_int8, counts.shape[1], "counts")
     bound = int(counts.abs().sum(dim=1).max()) * INT8_MAX if counts.numel() else 0
     if bound >= 2**31:
         raise OverflowError(f"|counts| @ 127 reaches {bound}, which int32 accumulation cannot hold")
@@ -524,10 +525,13 @@ def dequantize_weight(weight_int8: torch.Tensor, scales: torch.Tensor, dtype: to
 
 
 def _scaled_matmul(counts, v_th, weight_int8, scales, bias):
-    """``(counts * v_th) @ (weight_int8 * scales).T + bias`` in ``v_th``'s dtype."""
+    """``(counts * v_th) @ (weight_int8 * scales).T + bias`` in ``v_th``'s dtype.
+
+    The left factor is made contiguous first: the matmul's summation order follows its strides, so any
+    layout of ``x`` gives, to the bit, its contiguous copy's result."""
     compute = v_th.dtype
     weight = dequantize_weight(weight_int8, scales, torch.float32).to(compute)
-    y = (counts * v_th) @ weight.T
+    y = (counts * v_th).contiguous() @ weight.T
     if bias is not None:
         y = y + bias.to(compute)
     return y.detach()
@@ -543,7 +547,18 @@ def w8aspike_linear_reference(
     clamp: ClampSpec = None,
 ) -> torch.Tensor:
     """``(counts * v_th) @ (weight_int8 * scales).T + bias`` in float32 (float64 for float64 ``x``),
-    cast to ``x.dtype``; ``counts, v_th = sb_neurons.spike_count(x, k, -1, clamp)`` (``x`` finite)."""
+    cast to ``x.dtype``; ``counts, v_th = sb_neurons.spike_count(x, k, -1, clamp)`` (``x`` finite).
+
+    Arguments as :func:`w8aspike_linear`, checked the same way (all on one device; ``scales`` and ``bias``
+    finite). Any layout of ``x`` gives its contiguous copy's result, to the bit."""
+    check_same_device([("x", x), ("weight_int8", weight_int8), ("scales", scales), ("bias", bias)])  # before values are read
+    check_float_tensor(x, "x")
+    k = check_positive(k, "k")
+    resolve_clamp(clamp)
+    if x.ndim == 0:
+        raise ValueError("x must have shape [..., K]")
+    cols, _, _ = _check_weight_and_scales(weight_int8, scales, x.shape[-1])
+    bias = _check_bias(bias, cols)
     counts, v_th = spike_count(x, k, -1, clamp)
     return _scaled_matmul(counts, v_th, weight_int8, scales, bias).to(x.dtype)
 
@@ -594,6 +609,7 @@ def w8aspike_linear(
     if x.ndim == 0:
         raise ValueError("x must have shape [..., K]")
     chosen = resolve_backend(backend, x, weight_int8, scales, op="w8aspike_linear")
+    check_same_device([("x", x), ("weight_int8", weight_int8), ("scales", scales), ("bias", bias)])
     cols, width, groups = _check_weight_and_scales(weight_int8, scales, x.shape[-1], check_finite=chosen == "torch")
     bias = _check_bias(bias, cols, check_finite=chosen == "torch")
     if chosen == "torch":

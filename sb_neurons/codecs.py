@@ -209,23 +209,28 @@ def spike_train_matmul(train: torch.Tensor, weight: torch.Tensor, codec: str | C
     """Event-driven projection: ``sum_t w_t (s_t @ weight.T)``, equal to ``decode(train) @ weight.T``.
 
     Args:
-        train: spikes ``[T, ..., K]`` of ``codec``.
-        weight: ``[N, K]`` floating weight.
+        train: spikes ``[T, ..., K]`` of ``codec``: an integer dtype (as :meth:`Codec.encode` makes) or a
+            floating one holding the spike values.
+        weight: ``[N, K]`` floating weight, finite, on ``train``'s device.
         codec: the codec that produced ``train`` (its step weights ``w_t``).
 
     Returns:
         ``[..., N]`` in ``weight.dtype``. Exact when ``weight`` holds integers representable in its
-        dtype and the partial sums stay so (float64 for integer checks).
+        dtype and the partial sums stay so (float64 for integer checks). The products are taken over
+        contiguous copies of ``train`` and ``weight``: any layout (non-contiguous or expanded views)
+        gives, to the bit, the result of its contiguous copy (a matmul's summation order follows strides).
     """
     codec = get_codec(codec)
     s = check_tensor(train, "train")
+    check_tensor(weight, "weight")
+    check_same_device((("train", s), ("weight", weight)))  # before any value is read
     w = check_float_tensor(weight, "weight")
-    check_same_device((("train", s), ("weight", w)))
     if w.ndim != 2:
         raise ValueError(f"weight must be [N, K], got shape {tuple(w.shape)}")
     if s.ndim < 2 or s.shape[-1] != w.shape[1]:
         raise ValueError(f"train must be [T, ..., K] with K = weight.shape[1] = {w.shape[1]}, got {tuple(s.shape)}")
     codec.check_train(s)
+    s, w = s.contiguous(), w.contiguous()
     step_weights = codec.step_weights(s.shape[0], dtype=w.dtype, device=w.device)
     out = None
     for t in range(s.shape[0]):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._validation import check_int, check_integer_valued, check_tensor
+from ._validation import check_int, check_integer_valued
 from .codecs import Codec, get_codec
 
 
@@ -136,7 +136,8 @@ def spike_stats(
     """Statistics of a spike train ``x``, or of the train that ``codec`` would make of ``counts``.
 
     Give exactly one of:
-        x: a spike train ``[T, ...]`` (time-major, values in {-1, 0, 1}); ``T``, if given, must equal
+        x: a spike train ``[T, ...]`` (time-major, values in {-1, 0, 1}) of an integer or floating dtype
+            (any layout: the statistics are integer sums); ``T``, if given, must equal
             ``x.shape[0]``. ``codec`` says how the train decodes into the counts of the histogram;
             ``None`` reads it with unit step weights (binary/ternary), so pass it for bitwise trains.
         counts: integer counts of any shape (integer dtype or whole floats), keyword only; the train is
@@ -150,7 +151,7 @@ def spike_stats(
         raise ValueError("give exactly one of x (a spike train [T, ...]) and counts= (integer counts)")
     reader = get_codec("ternary" if codec is None else codec)
     if x is not None:
-        s = check_tensor(x, "x")
+        s = check_integer_valued(x, "x")  # a real dtype (integer or float) holding whole values
         if s.ndim < 1 or s.shape[0] < 1:
             raise ValueError(f"x must be a spike train [T, ...] with T >= 1, got shape {tuple(s.shape)}")
         if T is not None and check_int(T, "T", minimum=1) != s.shape[0]:
