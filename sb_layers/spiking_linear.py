@@ -195,6 +195,12 @@ def resolve_backend(coding: SpikeCoding, x: torch.Tensor, layer: SpikingLinear) 
     host (so a decode step can be captured in a CUDA graph) and returns a NaN output row for each row of
     ``x`` holding NaN or Inf, as a float matmul does (``sb_kernels.w8aspike_linear``, ``check=False``).
     """
+    if not isinstance(coding, SpikeCoding):
+        raise TypeError(f"coding must be a SpikeCoding, got {type(coding).__name__}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not isinstance(layer, SpikingLinear):
+        raise TypeError(f"layer must be a SpikingLinear, got {type(layer).__name__}")
     if coding.backend == "torch":
         return "torch"
     if coding.backend == "triton":

@@ -40,6 +40,56 @@ def checkpoint_shapes(directory: str | os.PathLike) -> dict[str, tuple[int, ...]
     return shapes
 
 
+def weight_file_shapes(directory: str | os.PathLike, variant: str | None = None) -> dict[str, tuple[int, ...]] | None:
+    """Name -> shape of the tensors in the safetensors weights that ``from_pretrained`` loads from
+    ``directory`` (``model.safetensors``, or the shards its index lists; ``model.<variant>...`` for a
+    variant), read from the headers only. None when there is no such file or a header cannot be read
+    (transformers then reports the problem itself)."""
+    root = Path(directory)
+    single = SINGLE_FILE if variant is None else f"model.{variant}.safetensors"
+    index = INDEX_FILE if variant is None else f"model.safetensors.index.{variant}.json"
+    try:
+        if (root / single).is_file():
+            files = [root / single]
+        elif (root / index).is_file():
+            files = [root / name for name in sorted(set(json.loads((root / index).read_text())["weight_map"].values()))]
+        else:
+            return None
+        shapes: dict[str, tuple[int, ...]] = {}
+        for file in files:
+            with safe_open(str(file), framework="pt") as handle:
+                for name in handle.keys():
+                    shapes[name] = tuple(handle.get_slice(name).get_shape())
+    except Exception:  # noqa: BLE001 - a truncated or garbled file: left to transformers' own error
+        return None
+    return shapes
+
+
+def check_checkpoint_shapes(
+    expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]], prefix: str = "model",
+) -> None:
+    """Raise ``ValueError`` naming every checkpoint weight whose shape differs from the model's.
+
+    ``expected``: the model's state-dict names -> shapes; ``found``: the checkpoint's. A checkpoint name
+    matches the model's as is, without the base-model ``prefix`` (a causal-LM checkpoint loaded into the
+    base model) or with it (the reverse); names the model lacks are left to transformers (unexpected keys).
+    """
+    mismatches = []
+    for name, shape in found.items():
+        for candidate in (name, name.removeprefix(prefix + "."), f"{prefix}.{name}"):
+            if candidate in expected:
+                if tuple(expected[candidate]) != tuple(shape):
+                    mismatches.append(f"{name}: shape {tuple(shape)} in the checkpoint, {tuple(expected[candidate])} expected")
+                break
+    if mismatches:
+        shown = "; ".join(mismatches[:8]) + (f"; and {len(mismatches) - 8} more" if len(mismatches) > 8 else "")
+        raise ValueError(
+            f"the checkpoint does not fit the model its config describes: size mismatch for {len(mismatches)} "
+            f"weight(s): {shown}. Check that config.json belongs to these weights (or pass "
+            "ignore_mismatched_sizes=True to re-initialize the mismatched weights)"
+        )
+
+
 def adapt_config_to_checkpoint(config: SpikingBrainConfig, directory: str | os.PathLike) -> SpikingBrainConfig:
     """A copy of ``config`` matching the weights in ``directory`` (unchanged when they already match).
 
@@ -119,4 +169,4 @@ def save_released_checkpoint(
     return root
 
 
-__all__ = ["adapt_config_to_checkpoint", "checkpoint_shapes", "save_released_checkpoint"]
+__all__ = ["adapt_config_to_checkpoint", "check_checkpoint_shapes", "checkpoint_shapes", "save_released_checkpoint", "weight_file_shapes"]

@@ -19,6 +19,7 @@ and a mismatch raises instead of being ignored.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 from typing import Any
@@ -41,7 +42,7 @@ from sb_layers.spiking_linear import SpikingLinear
 from .cache import SpikingBrainCache
 from .cache_names import CACHE_NAMES, GENERATE_CACHE_KEY, OUTPUT_CACHE_FIELD, output_cache, resolve_cache
 from .configuration import GLASwaConfig, SpikingBrainConfig
-from .layout import adapt_config_to_checkpoint
+from .layout import adapt_config_to_checkpoint, check_checkpoint_shapes, weight_file_shapes
 
 try:
     from transformers.modeling_utils import slice_logits_to_keep
@@ -181,6 +182,12 @@ class SpikingBrainPreTrainedModel(PreTrainedModel):
         loading option keeps its meaning where a config field has the same name: ``variant=`` is the
         weight-file variant (``model.<variant>.safetensors``), so the config's ``variant`` is changed
         through ``config=``.
+
+        Before anything is loaded, the shapes in the safetensors headers are compared with those of the
+        model the config describes (built on the meta device, nothing allocated): a weight of another shape
+        (a wrong config.json, or a corrupted weight) raises ``ValueError`` naming the weight, its shape in the
+        checkpoint and the expected one, unless ``ignore_mismatched_sizes=True`` (transformers then
+        re-initializes it, as documented there).
         """
         path = os.fspath(pretrained_model_name_or_path)
         directory = os.path.join(path, kwargs.get("subfolder") or "")
@@ -191,6 +198,11 @@ class SpikingBrainPreTrainedModel(PreTrainedModel):
             if not isinstance(config, SpikingBrainConfig):
                 raise TypeError(f"config must be a SpikingBrainConfig, got {type(config).__name__}")
             kwargs["config"] = adapt_config_to_checkpoint(config, directory)
+            if not kwargs.get("ignore_mismatched_sizes"):
+                found = weight_file_shapes(directory, kwargs.get("variant"))
+                if found is not None:
+                    expected = cls.build(copy.deepcopy(kwargs["config"]), device="meta").state_dict()
+                    check_checkpoint_shapes({name: tuple(t.shape) for name, t in expected.items()}, found, cls.base_model_prefix)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @classmethod
