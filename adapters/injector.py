@@ -55,7 +55,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sb_layers import GatedLinearAttention, SpikeCoding, SpikingLinear
+from sb_layers import GatedLinearAttention, SpikeCoding, SpikingLinear, spiking_layers
 
 from .config import ALL_LINEAR, CONFIG_NAME, STATE_NAME, SpikingConfig
 from .conv1d import SpikingConv1D
@@ -299,11 +299,6 @@ def spiking_summary(model: nn.Module) -> str:
         lines.append(f"kept dense: {len(dense)} linear modules")
         lines += dense
     return "\n".join(lines)
-
-
-def spiking_layers(model: nn.Module) -> dict[str, SpikingLinear]:
-    """Every :class:`SpikingLinear` of ``model`` (injected or built in), by module name."""
-    return {name: module for name, module in _check_model(model).named_modules() if isinstance(module, SpikingLinear)}
 
 
 # -- save / load ------------------------------------------------------------------------------------

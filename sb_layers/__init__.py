@@ -13,11 +13,13 @@ from .rotary import apply_rotary, rotary_cos_sin
 from .sinks import SinkTokens
 from .sliding_window import RollingKVCache, SlidingWindowAttention
 from .spiking_linear import SpikeCoding, SpikingLinear, WeightQuantizer, make_linear, resolve_backend
+from .report import LayerReport, SpikingReport, recorded_report, spiking_layers
 
 __all__ = [
     "GLUMLP",
     "GatedLinearAttention",
     "HybridBlock",
+    "LayerReport",
     "MoE",
     "ParallelMixer",
     "RMSNorm",
@@ -26,6 +28,7 @@ __all__ = [
     "SlidingWindowAttention",
     "SpikeCoding",
     "SpikingLinear",
+    "SpikingReport",
     "WeightQuantizer",
     "apply_rotary",
     "gla_chunked",
@@ -33,8 +36,10 @@ __all__ = [
     "gla_fla",
     "gla_recurrent",
     "make_linear",
+    "recorded_report",
     "resolve_backend",
     "rotary_cos_sin",
     "run_mixer",
+    "spiking_layers",
     "upcycle",
 ]

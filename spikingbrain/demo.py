@@ -332,7 +332,7 @@ class ModelDemoResult:
     cached_equals_uncached: bool
     cache_bytes: int
     top1_agreement: float
-    report: object  # sb_layers.models.spikingbrain.SpikeReport
+    report: object  # sb_layers.SpikingReport
 
 
 def corpus_batches(tokenizer: ByteTokenizer, length: int = 48, batch: int = 8, count: int = 12, seed: int = 0) -> list[torch.Tensor]:
@@ -527,7 +527,7 @@ def hf_injection_demo(arch: str = "qwen2", seed: int = 0, k: float = 3.0):
     print which projections were replaced and its spiking report on random token batches, then unload.
 
     Returns:
-        The :class:`sb_adapters.SpikingReport` merged over the batches.
+        The :class:`sb_layers.SpikingReport` merged over the batches.
     """
     from sb_adapters import SpikingConfig, inject_spiking, spiking_summary, unload_spiking
     from sb_adapters.report import record_batches
@@ -536,7 +536,7 @@ def hf_injection_demo(arch: str = "qwen2", seed: int = 0, k: float = 3.0):
     model = tiny_model(arch, seed=seed)
     batches = tiny_batches(2, batch=2, length=16, seed=seed)
     print(f"\nsb_adapters: inject_spiking into a tiny random {type(model).__name__} (built from a config), k = {k:g}")
-    inject_spiking(model, SpikingConfig(target_modules="all-linear", k=k))
+    inject_spiking(model, SpikingConfig(target_modules="all-linear", coding=SpikeCoding(k=k)))
     print(spiking_summary(model))
     report, _ = record_batches(model, batches)
     print(report)

@@ -53,6 +53,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sb_layers.models.spikingbrain.configuration import SpikingBrainConfig
+
+_RELEASED = SpikingBrainConfig()  # SpikingBrain-7B as released (facts section 4): the defaults of ModelShape
+
 PHASES = ("prefill", "decode")
 RUN_MODELS = ("qwen2", "qwen2-cudnn", "spikingbrain-bf16", "spikingbrain-w8aspike")
 DEFAULT_CONTEXTS = (4096, 32768, 131072, 524288)
@@ -107,7 +111,7 @@ def speedup(alpha: float, attended_fraction: float, active_fraction: float = 1.0
 
 @dataclass(frozen=True)
 class ModelShape:
-    """What the FLOP count needs of a model (defaults: SpikingBrain-7B as released, facts section 4).
+    """What the FLOP count needs of a model (defaults: ``SpikingBrainConfig()``'s, SpikingBrain-7B as released).
 
     Attributes:
         num_layers: decoder layers ``L``.
@@ -122,17 +126,18 @@ class ModelShape:
         moe_layers: layers whose FFN is a MoE (default: all of them when ``num_experts > 0``).
     """
 
-    num_layers: int = 28
-    hidden_size: int = 3584
-    num_heads: int = 28
-    num_kv_heads: int = 4
-    head_dim: int = 128
-    intermediate_size: int = 18944
-    gla_layers: int = 14
-    swa_layers: int = 14
+    # The defaults are read from SpikingBrainConfig's (the released 7B), not restated here.
+    num_layers: int = _RELEASED.num_hidden_layers
+    hidden_size: int = _RELEASED.hidden_size
+    num_heads: int = _RELEASED.num_attention_heads
+    num_kv_heads: int = _RELEASED.num_key_value_heads
+    head_dim: int = _RELEASED.head_dim
+    intermediate_size: int = _RELEASED.intermediate_size
+    gla_layers: int = _RELEASED.num_hidden_layers - len(_RELEASED.attn_layers)
+    swa_layers: int = len(_RELEASED.attn_layers)
     full_layers: int = 0
-    window: int = 4096
-    num_experts: int = 0
+    window: int = _RELEASED.sliding_window
+    num_experts: int = _RELEASED.num_experts
     experts_per_token: int = 1
     shared_experts: int = 0
     moe_layers: int | None = None
@@ -290,7 +295,7 @@ def active_from_sparsity(sparsity: float) -> float:
 
 def sparsity_from_stats(path: str | os.PathLike) -> float:
     """The measured sparsity in a spike-statistics JSON: the fraction of silent channels (activation
-    elements whose spike count is zero), ``silent_channel_fraction`` of ``SpikeReport.as_dict()`` (its
+    elements whose spike count is zero), ``silent_channel_fraction`` of ``SpikingReport.as_dict()`` (its
     ``total``) or of ``SpikeStats.as_dict()`` (see :func:`sb_layers.models.spikingbrain.spike_report`).
 
     This is the sparsity ``benchmarks/ttft.py`` records as ``spike_sparsity``, so that ``a`` is the share
@@ -656,7 +661,7 @@ def add_estimate_parser(sub: Any) -> Any:
     spikes = given.add_mutually_exclusive_group()
     spikes.add_argument("--sparsity", type=_fraction_arg, help="fraction of silent neurons (zero spike count) in [0, 1]; a = 1 - sparsity")
     spikes.add_argument("--active-fraction", type=_fraction_arg, help="a in [0, 1]")
-    spikes.add_argument("--spike-stats", type=input_file, metavar="FILE", help="JSON of measured spike statistics (SpikeReport.as_dict() or SpikeStats.as_dict()): sparsity = its silent_channel_fraction")
+    spikes.add_argument("--spike-stats", type=input_file, metavar="FILE", help="JSON of measured spike statistics (SpikingReport.as_dict() or SpikeStats.as_dict()): sparsity = its silent_channel_fraction")
     given.add_argument("--expert-fraction", type=_fraction_arg, help="k/M in (0, 1]")
 
     shape = parser.add_argument_group("model shape (default: SpikingBrain-7B)")

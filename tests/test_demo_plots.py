@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
 import spikingbrain.demo as demo  # noqa: E402
-from sb_layers.models.spikingbrain import SpikeReport, plot_spike_report  # noqa: E402
+from sb_layers.models.spikingbrain import SpikingReport, plot_spike_report  # noqa: E402
 from sb_layers.models.spikingbrain.w8aspike import (  # noqa: E402
     FIG9_ABOVE_16,
     FIG9_LABEL,
@@ -35,13 +35,13 @@ PROJECTIONS = ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.gk_proj", "att
 
 
 @pytest.fixture(scope="module")
-def report() -> SpikeReport:
+def report() -> SpikingReport:
     """A report shaped like the demo's: bitwise-bidirectional counts of seven projections' inputs."""
     by = {
         name: spike_stats(counts=spike_count(synthetic_activations(16, 256, seed=i), 3.0).counts, codec=RASTER_CODEC)
         for i, name in enumerate(PROJECTIONS)
     }
-    return SpikeReport(total=SpikeStats.accumulate(by.values()), by_projection=by)
+    return SpikingReport(total=SpikeStats.accumulate(by.values()), by_projection=by)
 
 
 def _overlaps(a, b) -> bool:

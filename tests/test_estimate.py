@@ -278,12 +278,12 @@ def test_run_file_errors(tmp_path):
 def test_spike_statistics_file_gives_the_sparsity(tmp_path):
     import torch
 
-    from sb_layers.models.spikingbrain import SpikeReport
+    from sb_layers import SpikingReport
     from sb_neurons import spike_stats
 
     stats = spike_stats(counts=torch.tensor([[0, 1, -3, 0, 7, 0]]), codec="bitwise_bidirectional")
     path = tmp_path / "report.json"
-    path.write_text(json.dumps(SpikeReport(total=stats).as_dict()))
+    path.write_text(json.dumps(SpikingReport(total=stats).as_dict()))
     assert sparsity_from_stats(path) == pytest.approx(3 / 6)  # three of six channels have a zero count
     path.write_text(json.dumps(stats.as_dict()))
     assert sparsity_from_stats(path) == pytest.approx(stats.silent_channel_fraction)

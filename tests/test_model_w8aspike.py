@@ -7,13 +7,12 @@ import torch
 from torch import nn
 
 from sb_layers.models.spikingbrain import SpikingBrainConfig, SpikingBrainForCausalLM
+from sb_layers import SpikingReport, spiking_layers
 from sb_layers.models.spikingbrain.w8aspike import (
-    SpikeReport,
     merge_low_rank_gates,
     plot_spike_report,
     record_spike_statistics,
     spike_report,
-    spiking_linears,
     to_w8aspike,
     w8aspike_config,
 )
@@ -58,9 +57,9 @@ def test_released_projections_are_spiking_with_int8_groups(converted, source):
         *(f"model.layers.1.attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "o_proj")),
         *(f"model.layers.{i}.mlp.{p}" for i in (0, 1) for p in ("gate_proj", "up_proj")),
     }
-    assert set(spiking_linears(converted)) == spiking
+    assert set(spiking_layers(converted)) == spiking
     assert type(gla.mlp.down_proj) is nn.Linear and type(swa.mlp.down_proj) is nn.Linear
-    for layer in spiking_linears(converted).values():
+    for layer in spiking_layers(converted).values():
         assert layer.coding.k == 3.0 and layer.coding.codec == "bitwise_bidirectional"
         scales = layer.weight_quantizer.scales
         assert scales.shape == (layer.out_features, layer.in_features // GROUP, 1)
@@ -71,7 +70,7 @@ def test_released_projections_are_spiking_with_int8_groups(converted, source):
         assert integers.abs().max() <= 127
     assert converted.config.gla_gate == "merged" and converted.config.spiking
     assert not source.config.spiking  # the source model is unchanged
-    assert not spiking_linears(source)
+    assert not spiking_layers(source)
 
 
 def test_merged_gate_computes_the_low_rank_gate_exactly(source):
@@ -108,7 +107,7 @@ def test_spike_report_is_consistent_with_the_recorded_counts(converted, calibrat
     report = spike_report(converted)
     total = report.total
     tokens = sum(batch.numel() for batch in calibration)
-    widths = sum(layer.in_features for layer in spiking_linears(converted).values())
+    widths = sum(layer.in_features for layer in spiking_layers(converted).values())
     assert total.num_channels == tokens * widths
     assert int(total.count_histogram.sum()) == total.num_channels
     assert total.silent_channels == int(total.count_histogram[0])  # bitwise: only a zero count is silent
@@ -159,7 +158,7 @@ def test_w8aspike_rejects_bad_arguments(source, converted):
         record_spike_statistics(converted, [], progress=False)
     with pytest.raises(ValueError, match="no spike statistics"):
         spike_report(to_w8aspike(source, group_size=GROUP, progress=False))
-    assert isinstance(spike_report(converted), SpikeReport)
+    assert isinstance(spike_report(converted), SpikingReport)
 
 
 # --- W8ASpike softmax attention: spiking queries, int8 keys and values (the INT8 KV cache) -----------
@@ -236,3 +235,27 @@ def test_w8aspike_attention_streams_exactly_with_an_int8_cache(converted, source
     assert not float_attention.config.spike_attention and float_attention.model.layers[1].attn.spike_attention_k is None
     with torch.no_grad():
         assert not torch.allclose(float_attention(ids).logits, whole, atol=1e-6)
+
+
+def test_spike_report_is_the_one_report_type_with_layers_and_energy(converted):
+    from sb_adapters import spiking_report as adapters_spiking_report
+
+    report = spike_report(converted)
+    assert set(report.layers) == set(spiking_layers(converted))
+    assert sum(layer.macs for layer in report.layers.values()) == report.total_macs > 0
+    assert 0 < report.energy.spiking_pj_per_mac and "total_macs" in report.as_dict() and "by_projection" in report.as_dict()
+    ids = torch.randint(3, VOCAB, (1, 6), generator=torch.Generator().manual_seed(9))
+    assert type(adapters_spiking_report(converted, ids)) is SpikingReport  # the adapters' report is the same type
+
+
+def test_deprecated_report_names_warn_and_still_work(converted):
+    import sb_layers.models.spikingbrain as package
+    import sb_layers.models.spikingbrain.w8aspike as w8aspike
+
+    with pytest.warns(DeprecationWarning, match="sb_layers.SpikingReport"):
+        assert w8aspike.SpikeReport is SpikingReport
+    with pytest.warns(DeprecationWarning, match="sb_layers.SpikingReport"):
+        assert package.SpikeReport is SpikingReport
+    with pytest.warns(DeprecationWarning, match="sb_layers.spiking_layers"):
+        old = w8aspike.spiking_linears
+    assert old(converted) == spiking_layers(converted)

@@ -14,14 +14,19 @@ from .layout import adapt_config_to_checkpoint, checkpoint_shapes, save_released
 from .convert import continual_pretrain, convert_qwen2
 from .graphed_decode import GraphedDecoder
 from .modeling import GLASwaForCausalLM, SpikingBrainForCausalLM, SpikingBrainModel, SpikingBrainPreTrainedModel
-from .w8aspike import SpikeReport, plot_spike_report, record_spike_statistics, spike_report, to_w8aspike
+from sb_layers.report import SpikingReport, spiking_layers
+
+from .w8aspike import plot_spike_report, record_spike_statistics, spike_report, to_w8aspike
 
 for _model_class in (SpikingBrainForCausalLM, GLASwaForCausalLM):
     AutoConfig.register(_model_class.config_class.model_type, _model_class.config_class, exist_ok=True)
     AutoModelForCausalLM.register(_model_class.config_class, _model_class, exist_ok=True)
 
 # Deprecated names, kept for one release (a DeprecationWarning names the new one).
-__getattr__ = module_aliases(__name__, {"GLAswaForCausalLM": (f"{__name__}.GLASwaForCausalLM", lambda: GLASwaForCausalLM)})
+__getattr__ = module_aliases(__name__, {
+    "GLAswaForCausalLM": (f"{__name__}.GLASwaForCausalLM", lambda: GLASwaForCausalLM),
+    "SpikeReport": ("sb_layers.SpikingReport", lambda: SpikingReport),
+})
 
 __all__ = [
     "GLASwaConfig",
@@ -32,7 +37,7 @@ __all__ = [
     "SpikingBrainForCausalLM",
     "SpikingBrainModel",
     "SpikingBrainPreTrainedModel",
-    "SpikeReport",
+    "SpikingReport",
     "adapt_config_to_checkpoint",
     "checkpoint_shapes",
     "continual_pretrain",
@@ -41,5 +46,6 @@ __all__ = [
     "record_spike_statistics",
     "save_released_checkpoint",
     "spike_report",
+    "spiking_layers",
     "to_w8aspike",
 ]

@@ -13,8 +13,10 @@
   ``k``, keys and values int8 per head vector after RoPE (the INT8 KV cache).
 
 :func:`spike_report` gathers the counts the spiking projections saw while ``record_stats`` was on (the
-calibration pass of :func:`to_w8aspike`) into the statistics of the report's Fig. 9, and
-:func:`plot_spike_report` draws them beside the report's own 7B figures (the ``FIG9_*`` constants).
+calibration pass of :func:`to_w8aspike`) into a :class:`sb_layers.SpikingReport` (its ``by_projection``:
+the statistics of the report's Fig. 9), and :func:`plot_spike_report` draws them beside the report's own
+7B figures (the ``FIG9_*`` constants). ``SpikeReport`` and ``spiking_linears`` are deprecated aliases of
+:class:`sb_layers.SpikingReport` and :func:`sb_layers.spiking_layers`.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
-from sb_layers.spiking_linear import SpikingLinear, WeightQuantizer
-from sb_neurons import SpikeStats
+from sb_layers._deprecation import module_aliases
+from sb_layers.report import SpikingReport, projection_kind, recorded_report, spiking_layers
+from sb_layers.spiking_linear import WeightQuantizer
 
 from .configuration import SpikingBrainConfig
 from .modeling import SpikingBrainForCausalLM
@@ -80,11 +82,6 @@ def merge_low_rank_gates(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return merged
 
 
-def spiking_linears(model: torch.nn.Module) -> dict[str, SpikingLinear]:
-    """Name -> module of every :class:`SpikingLinear` in ``model``."""
-    return {name: module for name, module in model.named_modules() if isinstance(module, SpikingLinear)}
-
-
 @torch.no_grad()
 def to_w8aspike(
     model: SpikingBrainForCausalLM,
@@ -123,7 +120,7 @@ def to_w8aspike(
     state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
     if model.config.gla_gate == "low_rank":
         state = merge_low_rank_gates(state)
-    for name, layer in spiking_linears(converted).items():
+    for name, layer in spiking_layers(converted).items():
         # Scales are computed here, on the weights' device: the meta-built layers cannot derive them.
         quantizer = WeightQuantizer(layer.out_features, layer.in_features, config.coding.weight_bits, config.coding.group_size)
         weight = state[f"{name}.weight"]
@@ -145,7 +142,7 @@ def record_spike_statistics(
     Statistics restart from zero and stay in each module's ``spike_stats``; recording is switched off
     afterwards.
     """
-    layers = spiking_linears(model)
+    layers = spiking_layers(model)
     if not layers:
         raise ValueError("model has no SpikingLinear projections: convert it with to_w8aspike first")
     batches = list(batches)
@@ -165,51 +162,14 @@ def record_spike_statistics(
             layer.record_stats = False
 
 
-def projection_kind(name: str) -> str:
-    """``"model.layers.3.attn.q_proj"`` -> ``"attn.q_proj"``: the projection's role, layer index dropped."""
-    return re.sub(r"^model\.layers\.\d+\.", "", name)
-
-
-@dataclass(frozen=True)
-class SpikeReport:
-    """Spike statistics of a W8ASpike model, in the shape of the report's Fig. 9.
-
-    Attributes:
-        total: all spiking projections' input counts merged (:class:`sb_neurons.SpikeStats`).
-        by_projection: the same per projection role (``"attn.q_proj"``, ``"mlp.up_proj"``, ...).
-
-    ``total.count_histogram[n]`` is the number of activation channels (token x feature) whose count has
-    magnitude n; ``total.mean_spikes_per_channel`` and ``total.silent_channel_fraction`` are the report's
-    "mean spikes per channel" (1.13 for the 7B) and "silent channels" (18.4%).
-    """
-
-    total: SpikeStats
-    by_projection: dict[str, SpikeStats] = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return {
-            "total": self.total.as_dict(),
-            "fraction_at_most_7": self.total.fraction_of_counts_at_most(7),
-            "fraction_above_16": 1.0 - self.total.fraction_of_counts_at_most(16),
-            "by_projection": {name: stats.as_dict() for name, stats in self.by_projection.items()},
-        }
-
-
-def spike_report(model: torch.nn.Module) -> SpikeReport:
-    """Merge the recorded ``spike_stats`` of ``model``'s spiking projections into a :class:`SpikeReport`."""
-    by_projection: dict[str, SpikeStats] = {}
-    for name, layer in spiking_linears(model).items():
-        if layer.spike_stats is None:
-            continue
-        kind = projection_kind(name)
-        by_projection[kind] = layer.spike_stats if kind not in by_projection else by_projection[kind].merge(layer.spike_stats)
-    if not by_projection:
+def spike_report(model: torch.nn.Module) -> SpikingReport:
+    """The :class:`sb_layers.SpikingReport` of the ``spike_stats`` ``model``'s spiking projections recorded
+    (the calibration pass of :func:`to_w8aspike`, or :func:`record_spike_statistics`): ``total``,
+    ``by_projection`` (the shape of the report's Fig. 9), per-layer ``layers`` and ``energy``."""
+    report = recorded_report(model)
+    if report is None:
         raise ValueError("no spike statistics recorded: pass calibration_batches to to_w8aspike or call record_spike_statistics")
-    stats = list(by_projection.values())
-    total = stats[0]
-    for more in stats[1:]:
-        total = total.merge(more)
-    return SpikeReport(total=total, by_projection=dict(sorted(by_projection.items())))
+    return report
 
 
 # The report's Fig. 9 figures for SpikingBrain-7B under bitwise-ternary spike coding (arXiv 2509.05276,
@@ -223,7 +183,7 @@ FIG9_WITHIN_7 = 0.941  # share of |count| within [0, 7]
 FIG9_ABOVE_16 = 0.01  # share of |count| above 16 ("about 1%")
 
 
-def plot_spike_report(report: SpikeReport, max_count: int = 16):
+def plot_spike_report(report: SpikingReport, max_count: int = 16):
     """The report's Fig. 9 layout for ``report``, with SpikingBrain-7B's published figures beside ours.
 
     Panels: the |count| histogram (bars ``0 .. max_count`` and one for ``> max_count``; the ``[0, 7]``
@@ -235,8 +195,8 @@ def plot_spike_report(report: SpikeReport, max_count: int = 16):
 
     Returns the matplotlib ``Figure`` (nothing is shown or saved).
     """
-    if not isinstance(report, SpikeReport):
-        raise TypeError(f"report must be a SpikeReport, got {type(report).__name__}")
+    if not isinstance(report, SpikingReport):
+        raise TypeError(f"report must be a SpikingReport, got {type(report).__name__}")
     if isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 1:
         raise ValueError(f"max_count must be an int >= 1, got {max_count!r}")
     import matplotlib
@@ -290,13 +250,19 @@ __all__ = [
     "FIG9_MEAN_SPIKES_PER_CHANNEL",
     "FIG9_SILENT_PERCENT",
     "FIG9_WITHIN_7",
-    "SpikeReport",
+    "SpikingReport",
     "merge_low_rank_gates",
     "plot_spike_report",
     "projection_kind",
     "record_spike_statistics",
     "spike_report",
-    "spiking_linears",
+    "spiking_layers",
     "to_w8aspike",
     "w8aspike_config",
 ]
+
+# Deprecated names, kept for one release (a DeprecationWarning names the new one).
+__getattr__ = module_aliases(__name__, {
+    "SpikeReport": ("sb_layers.SpikingReport", lambda: SpikingReport),
+    "spiking_linears": ("sb_layers.spiking_layers", lambda: spiking_layers),
+})

@@ -1,0 +1,187 @@
+"""The spike report: per-layer spike statistics of a model's spiking projections and their energy estimate.
+
+One report type for every model with :class:`sb_layers.SpikingLinear` layers, built in or injected:
+:func:`sb_adapters.spiking_report` runs a batch and returns one, :func:`sb_layers.models.spikingbrain.spike_report`
+gathers what a W8ASpike calibration recorded, :func:`recorded_report` gathers what any model's layers
+recorded (``record_stats``).
+
+For every layer the report gives the statistics of the spike counts of its input
+(:class:`sb_neurons.SpikeStats` under the layer's codec): firing rate, sparsity, mean spikes per channel,
+silent channels and the count histogram, and the layer's multiply-accumulates
+``macs = input elements x out_features``.
+
+Totals: ``total`` merges the statistics of all layers (exact integer sums); ``by_projection`` merges them
+per projection role (the layer name without its ``model.layers.<i>.`` prefix), the shape of the report's
+Fig. 9. The energy estimate weights each layer by its MACs, because a spike of an input element triggers
+one add per output feature: ``mean spikes per MAC = sum_l spikes_l * out_l / sum_l macs_l``, then the
+report's 45 nm model (:func:`sb_neurons.energy_estimate`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from sb_neurons import EnergyEstimate, SpikeStats, energy_estimate
+
+from .spiking_linear import SpikingLinear
+
+
+def spiking_layers(model: nn.Module) -> dict[str, SpikingLinear]:
+    """Every :class:`SpikingLinear` of ``model`` (injected or built in), by module name."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return {name: module for name, module in model.named_modules() if isinstance(module, SpikingLinear)}
+
+
+def projection_kind(name: str) -> str:
+    """``"model.layers.3.attn.q_proj"`` -> ``"attn.q_proj"``: the projection's role, layer index dropped."""
+    return re.sub(r"^model\.layers\.\d+\.", "", name)
+
+
+def _merged(stats: list[SpikeStats]) -> SpikeStats:
+    total = stats[0]
+    for more in stats[1:]:
+        total = total.merge(more)
+    return total
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """Spike statistics of one layer's input and the layer's MAC count for the reported batch."""
+
+    stats: SpikeStats
+    in_features: int
+    out_features: int
+
+    @property
+    def macs(self) -> int:
+        return self.stats.num_channels * self.out_features
+
+    @property
+    def spike_adds(self) -> int:
+        """Accumulations the event-driven form performs: one per spike per output feature."""
+        return self.stats.total_spikes * self.out_features
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.stats.as_dict(), "in_features": self.in_features, "out_features": self.out_features, "macs": self.macs}
+
+
+@dataclass(frozen=True)
+class SpikingReport:
+    """Spike statistics of a model's spiking layers (:func:`SpikingReport.from_layers` builds one).
+
+    Attributes:
+        total: all layers' input counts merged (:class:`sb_neurons.SpikeStats`).
+        layers: :class:`LayerReport` by module name (empty when the report was built from totals only).
+        energy: the energy estimate per MAC; default: from ``layers`` (MAC-weighted spikes), or from
+            ``total.mean_spikes_per_channel`` when there are no layers.
+        by_projection: statistics per projection role (``"attn.q_proj"``, ``"mlp.up_proj"``, ...), sorted;
+            default: ``layers`` merged by :func:`projection_kind`.
+
+    ``total.count_histogram[n]`` is the number of activation channels (token x feature) whose count has
+    magnitude n; ``total.mean_spikes_per_channel`` and ``total.silent_channel_fraction`` are the report's
+    "mean spikes per channel" (1.13 for the 7B) and "silent channels" (18.4%).
+    """
+
+    total: SpikeStats
+    layers: dict[str, LayerReport] = field(default_factory=dict)
+    energy: EnergyEstimate | None = None
+    by_projection: dict[str, SpikeStats] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.total, SpikeStats):
+            raise TypeError(f"total must be a SpikeStats, got {type(self.total).__name__}")
+        if self.by_projection is None:
+            groups: dict[str, list[SpikeStats]] = {}
+            for name, layer in self.layers.items():
+                groups.setdefault(projection_kind(name), []).append(layer.stats)
+            object.__setattr__(self, "by_projection", {kind: _merged(groups[kind]) for kind in sorted(groups)})
+        if self.energy is None:
+            if self.layers:
+                macs = sum(layer.macs for layer in self.layers.values())
+                spikes_per_mac = sum(layer.spike_adds for layer in self.layers.values()) / macs if macs else 0.0
+            else:
+                spikes_per_mac = self.total.mean_spikes_per_channel
+            object.__setattr__(self, "energy", energy_estimate(spikes_per_mac))
+
+    @classmethod
+    def from_layers(cls, layers: Mapping[str, LayerReport]) -> SpikingReport:
+        """The report of ``layers`` (at least one): their merged total, per-projection groups and energy."""
+        layers = dict(layers)
+        if not layers:
+            raise ValueError("a spiking report needs at least one layer's statistics")
+        return cls(total=_merged([layer.stats for layer in layers.values()]), layers=layers)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(layer.macs for layer in self.layers.values())
+
+    def energy_pj(self) -> dict[str, float]:
+        """Energy of the reported forward pass in pJ: spiking vs FP16 vs INT8 arithmetic."""
+        return self.energy.total_pj(self.total_macs)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (plain numbers and lists)."""
+        return {
+            "layers": {name: layer.as_dict() for name, layer in self.layers.items()},
+            "total": self.total.as_dict(),
+            "fraction_at_most_7": self.total.fraction_of_counts_at_most(7),
+            "fraction_above_16": 1.0 - self.total.fraction_of_counts_at_most(16),
+            "by_projection": {name: stats.as_dict() for name, stats in self.by_projection.items()},
+            "total_macs": self.total_macs,
+            "energy_pj_per_mac": {
+                "spiking": self.energy.spiking_pj_per_mac,
+                "fp16": self.energy.fp16_pj_per_mac,
+                "int8": self.energy.int8_pj_per_mac,
+            },
+            "saving_vs_fp16": self.energy.saving_vs_fp16,
+            "saving_vs_int8": self.energy.saving_vs_int8,
+        }
+
+    def format(self, histogram_bins: int = 8) -> str:
+        """A readable table: one row per layer, a total row, the energy summary and the count histogram."""
+        width = max([len("layer"), len("total"), *(len(name) for name in self.layers)])
+        header = f"{'layer':<{width}}  {'firing':>7}  {'sparsity':>8}  {'spikes/ch':>9}  {'silent':>7}  {'T':>3}  {'MACs':>10}"
+        lines = [header, "-" * len(header)]
+
+        def row(name: str, stats: SpikeStats, macs: int) -> str:
+            return (
+                f"{name:<{width}}  {stats.firing_rate:>7.3f}  {stats.sparsity:>8.3f}  {stats.mean_spikes_per_channel:>9.3f}"
+                f"  {stats.silent_channel_fraction:>6.1%}  {stats.time_steps:>3d}  {macs:>10d}"
+            )
+
+        lines += [row(name, layer.stats, layer.macs) for name, layer in self.layers.items()]
+        lines += ["-" * len(header), row("total", self.total, self.total_macs)]
+        e = self.energy
+        lines.append(
+            f"energy per MAC: spiking {e.spiking_pj_per_mac:.4f} pJ ({e.mean_spikes_per_channel:.3f} spikes/MAC), "
+            f"FP16 {e.fp16_pj_per_mac} pJ ({e.saving_vs_fp16:.1%} less), INT8 {e.int8_pj_per_mac} pJ ({e.saving_vs_int8:.1%} less)"
+        )
+        channels = max(self.total.num_channels, 1)
+        histogram = self.total.count_histogram.tolist()
+        shown = ", ".join(f"{n}: {count / channels:.1%}" for n, count in enumerate(histogram[:histogram_bins]))
+        rest = sum(histogram[histogram_bins:]) / channels
+        lines.append(f"|count| histogram: {shown}" + (f", >={histogram_bins}: {rest:.1%}" if rest else ""))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def recorded_report(model: nn.Module) -> SpikingReport | None:
+    """The report of what ``model``'s spiking layers have recorded (their ``spike_stats``; nothing is run),
+    or None when no layer has recorded anything."""
+    reports = {
+        name: LayerReport(layer.spike_stats, layer.in_features, layer.out_features)
+        for name, layer in spiking_layers(model).items()
+        if layer.spike_stats is not None
+    }
+    return SpikingReport.from_layers(reports) if reports else None
+
+
+__all__ = ["LayerReport", "SpikingReport", "projection_kind", "recorded_report", "spiking_layers"]
