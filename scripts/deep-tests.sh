@@ -6,11 +6,12 @@
 # and keep the falsifying example pytest prints as an @example of its test.
 #
 # Usage: bash scripts/deep-tests.sh [N] [extra pytest arguments]
-#   N defaults to 10. On a GPU machine, `-m "property and gpu"` runs only the GPU property tests.
+#   N defaults to 10; PYTHON (default .venv/bin/python) and LOGS (default /tmp) may be set. On a GPU machine, `-m "property and gpu"` runs only the GPU property tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-.venv/bin/python}
+LOGS=${LOGS:-/tmp}  # one log per seed: $LOGS/deep-tests-SEED.log
 SEEDS=${1:-10}
 shift $(( $# > 0 ? 1 : 0 ))
 if ! [[ $SEEDS =~ ^[1-9][0-9]*$ ]]; then
@@ -25,11 +26,11 @@ for ((i = 1; i <= SEEDS; i++)); do
   seed=$("$PYTHON" -c 'import random; print(random.SystemRandom().randrange(2**32))')
   start=$SECONDS
   if HYPOTHESIS_PROFILE=deep "$PYTHON" -m pytest -q -p no:cacheprovider "${MARKER[@]}" \
-      --hypothesis-seed="$seed" "$@" >"/tmp/deep-tests-$seed.log" 2>&1; then
-    echo "seed $seed: passed ($((SECONDS - start)) s; $(tail -n 1 "/tmp/deep-tests-$seed.log"))"
+      --hypothesis-seed="$seed" "$@" >"$LOGS/deep-tests-$seed.log" 2>&1; then
+    echo "seed $seed: passed ($((SECONDS - start)) s; $(tail -n 1 "$LOGS/deep-tests-$seed.log"))"
   else
-    echo "seed $seed: FAILED ($((SECONDS - start)) s), log /tmp/deep-tests-$seed.log:"
-    grep -E "^(FAILED|ERROR)" "/tmp/deep-tests-$seed.log" | sed 's/^/  /'
+    echo "seed $seed: FAILED ($((SECONDS - start)) s), log $LOGS/deep-tests-$seed.log:"
+    grep -E "^(FAILED|ERROR)" "$LOGS/deep-tests-$seed.log" | sed 's/^/  /'
     failed+=("$seed")
   fi
 done
