@@ -6,6 +6,11 @@ built per launch by :class:`sb_kernels._dispatch.LazyKernel` (interpreted for CP
 for CUDA tensors) and :func:`sb_kernels.resolve_backend` reads ``TRITON_INTERPRET`` at every call, so
 the ``triton_interpreter`` fixture sets it only while a CPU kernel test runs: the rest of the suite
 keeps the default dispatch rules, with no subprocess and no import-order dependence.
+
+Devices. A property test parametrized with ``DEVICES`` runs on CPU tensors (the kernels interpreted)
+and, marked ``gpu``, on CUDA tensors (the kernels compiled; skipped without CUDA by tests/conftest.py).
+Compiles are cached per constexpr combination and integer specialization, so a CUDA variant draws
+block-determining widths from a small sampled set (:func:`widths`) where the CPU one draws a range.
 """
 
 from __future__ import annotations
@@ -15,13 +20,25 @@ import torch
 
 CUDA = torch.cuda.is_available()
 triton = pytest.importorskip("triton")
+from hypothesis import strategies as st  # noqa: E402
+
+# A pytest.param's marks are the item's own markers: get_closest_marker("gpu") sees them.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+def widths(device: str, low: int, high: int, cuda: tuple[int, ...]) -> st.SearchStrategy[int]:
+    """``low..high`` on CPU; on CUDA the few widths ``cuda`` (within that range), so that compiles stay bounded."""
+    assert all(low <= w <= high for w in cuda)
+    return st.integers(low, high) if device == "cpu" else st.sampled_from(cuda)
 
 
 @pytest.fixture(autouse=True)
 def triton_interpreter(request, monkeypatch):
-    """``TRITON_INTERPRET=1`` for CPU tests; left as found for GPU-marked tests (compiled kernels)."""
+    """``TRITON_INTERPRET=1`` for CPU tests; unset for GPU-marked tests (compiled kernels)."""
     if request.node.get_closest_marker("gpu") is None:
         monkeypatch.setenv("TRITON_INTERPRET", "1")
+    else:
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     yield
 
 

@@ -2,14 +2,17 @@
 
 Identity: equal to masked softmax attention over keys and values repeated per group (float64 reference),
 for any mask with an allowed key per row, including key slices with no allowed key (their log-sum-exp
-is -inf and they weigh nothing in the merge).
+is -inf and they weigh nothing in the merge). The property runs interpreted (CPU, float32 tiles) and
+compiled (``device="cuda"``: half-precision tiles on tensor cores, probabilities rounded to the value
+dtype before their product with the values, ``exp`` as ``ex2.approx``), within the same bound, which
+allows for those roundings.
 """
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_testing import triton_interpreter  # noqa: F401  (autouse fixture)
+from kernel_testing import DEVICES, triton_interpreter  # noqa: F401  (autouse fixture)
 
 import sb_kernels.split_kv_attention as da
 from sb_kernels import decode_attention, decode_attention_reference
@@ -36,6 +39,7 @@ def assert_close_to_reference(out, q, keys, values, allowed, scale=None):
     assert torch.all((out.double() - ref).abs() <= tol), float(((out.double() - ref).abs() / tol).max())
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=20, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
@@ -47,9 +51,10 @@ def assert_close_to_reference(out, q, keys, values, allowed, scale=None):
     dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
     visible=st.sampled_from([0.05, 0.5, 1.0]),
 )
-def test_split_attention_equals_softmax_over_repeated_keys(seed, batch, kv_heads, groups, keys_len, dim, dtype, visible):
-    q, keys, values, allowed = inputs(batch, kv_heads, groups, keys_len, dim, dtype, seed, visible=visible)
+def test_split_attention_equals_softmax_over_repeated_keys(device, seed, batch, kv_heads, groups, keys_len, dim, dtype, visible):
+    q, keys, values, allowed = inputs(batch, kv_heads, groups, keys_len, dim, dtype, seed, device=device, visible=visible)
     out = decode_attention(q, keys, values, allowed, backend="triton")
+    assert out.device == q.device
     assert_close_to_reference(out, q, keys, values, allowed)
     assert torch.equal(decode_attention(q, keys, values, allowed, backend="torch"), decode_attention_reference(q, keys, values, allowed))
 

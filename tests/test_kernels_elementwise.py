@@ -5,7 +5,9 @@ Identities: rotary equals PyTorch's three-kernel evaluation bit for bit (same ro
 rounded); ``add_rms_norm``'s sum equals ``x + residual`` bit for bit; RMSNorm and the GLU activation are
 within their dtype's rounding of a float64 evaluation of the same rule (two roundings to the dtype, plus
 float32 noise), the bound PyTorch's own evaluation satisfies too. CPU tests run the kernels in Triton's
-interpreter; ``gpu`` tests compile them at SpikingBrain-7B's widths.
+interpreter; ``gpu`` tests compile them at SpikingBrain-7B's widths, and the property tests run compiled
+too (``device="cuda"``, the same identities: rotary is compiled without fma and casts round to nearest
+as PyTorch's; the bounds allow for ``rsqrt`` and ``exp`` to the last bits of float32).
 """
 
 import copy
@@ -15,7 +17,7 @@ import torch
 import triton.language as tl
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_testing import CUDA, triton_interpreter  # noqa: F401  (autouse fixture)
+from kernel_testing import CUDA, DEVICES, triton_interpreter, widths  # noqa: F401  (autouse fixture)
 
 from sb_kernels import (
     add_rms_norm,
@@ -65,23 +67,27 @@ def assert_rms_norm_bound(y, x, weight, eps):
     assert excess <= 0, f"RMSNorm off its rounding bound by {float(excess):.3g}"
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=10)
-@given(seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 9), width=st.integers(1, 80),
+@given(data=st.data(), seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 9),
        dtype=st.sampled_from(DTYPES), eps=st.sampled_from([1e-6, 1e-2]), scale=st.sampled_from([1e-3, 1.0, 30.0]))
-def test_rms_norm_within_rounding_of_the_rule(seed, rows, width, dtype, eps, scale):
-    x = randn((rows, width), seed, dtype, scale=scale)
-    weight = randn((width,), seed + 1, dtype)
+def test_rms_norm_within_rounding_of_the_rule(device, data, seed, rows, dtype, eps, scale):
+    width = data.draw(widths(device, 1, 80, (1, 7, 16, 33, 80)), label="width")  # the BLOCK: few on CUDA
+    x = randn((rows, width), seed, dtype, device, scale=scale)
+    weight = randn((width,), seed + 1, dtype, device)
     y = rms_norm(x, weight, eps, backend="triton")
-    assert y.dtype == dtype and y.shape == x.shape and y.is_contiguous()
+    assert y.dtype == dtype and y.shape == x.shape and y.is_contiguous() and y.device == x.device
     assert_rms_norm_bound(y, x, weight, eps)
     assert_rms_norm_bound(rms_norm_reference(x, weight, eps), x, weight, eps)  # the same bound holds for PyTorch
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=8)
-@given(seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 7), width=st.integers(1, 70), dtype=st.sampled_from(DTYPES))
-def test_add_rms_norm_sum_is_exact_and_normed_is_rms_norm_of_it(seed, rows, width, dtype):
-    x, residual = randn((2, rows, width), seed, dtype), randn((2, rows, width), seed + 1, dtype, scale=4.0)
-    weight = randn((width,), seed + 2, dtype)
+@given(data=st.data(), seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 7), dtype=st.sampled_from(DTYPES))
+def test_add_rms_norm_sum_is_exact_and_normed_is_rms_norm_of_it(device, data, seed, rows, dtype):
+    width = data.draw(widths(device, 1, 70, (1, 7, 16, 33, 70)), label="width")  # the BLOCK: few on CUDA
+    x, residual = randn((2, rows, width), seed, dtype, device), randn((2, rows, width), seed + 1, dtype, device, scale=4.0)
+    weight = randn((width,), seed + 2, dtype, device)
     normed, summed = add_rms_norm(x, residual, weight, 1e-6, backend="triton")
     assert torch.equal(summed, x + residual)
     assert_rms_norm_bound(normed, summed, weight, 1e-6)
@@ -107,12 +113,14 @@ def assert_silu_mul_bound(y, gate, up):
     assert excess <= 0, f"silu_mul off its rounding bound by {float(excess):.3g}"
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=10)
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 5000), dtype=st.sampled_from(DTYPES), scale=st.sampled_from([0.1, 3.0, 40.0]))
-def test_silu_mul_within_rounding_of_the_rule(seed, n, dtype, scale):
-    gate, up = randn((n,), seed, dtype, scale=scale), randn((n,), seed + 1, dtype)
+def test_silu_mul_within_rounding_of_the_rule(device, seed, n, dtype, scale):
+    # BLOCK is fixed: n changes no compile but Triton's specialization of n (1, divisible by 16, other).
+    gate, up = randn((n,), seed, dtype, device, scale=scale), randn((n,), seed + 1, dtype, device)
     y = silu_mul(gate, up, backend="triton")
-    assert y.dtype == dtype and y.shape == gate.shape
+    assert y.dtype == dtype and y.shape == gate.shape and y.device == gate.device
     assert_silu_mul_bound(y, gate, up)
     assert_silu_mul_bound(silu_mul_reference(gate, up), gate, up)
 
@@ -128,11 +136,13 @@ def rotary_inputs(batch, heads, length, dim, seed, dtype, device="cpu", head_maj
     return x, angles.cos().to(dtype), angles.sin().to(dtype)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=10)
-@given(seed=st.integers(0, 2**31 - 1), batch=st.integers(1, 2), heads=st.integers(1, 3), length=st.integers(1, 40),
-       half=st.integers(1, 20), dtype=st.sampled_from(DTYPES), head_major=st.booleans())
-def test_rotary_equals_pytorch_bit_for_bit(seed, batch, heads, length, half, dtype, head_major):
-    x, cos, sin = rotary_inputs(batch, heads, length, 2 * half, seed, dtype, head_major=head_major)
+@given(data=st.data(), seed=st.integers(0, 2**31 - 1), batch=st.integers(1, 2), heads=st.integers(1, 3),
+       length=st.integers(1, 40), dtype=st.sampled_from(DTYPES), head_major=st.booleans())
+def test_rotary_equals_pytorch_bit_for_bit(device, data, seed, batch, heads, length, dtype, head_major):
+    half = data.draw(widths(device, 1, 20, (1, 3, 8, 20)), label="half")  # BLOCK_HALF: few on CUDA
+    x, cos, sin = rotary_inputs(batch, heads, length, 2 * half, seed, dtype, device, head_major=head_major)
     out = apply_rotary(x, cos, sin, backend="triton")
     assert out.stride() == x.stride()  # the layout is kept (a head-transposed view stays one)
     assert torch.equal(out, apply_rotary_reference(x, cos, sin))
@@ -217,17 +227,18 @@ def attention_part(batch, heads, rows, dim, seed, dtype, device="cpu"):
     return o, lse
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=10)
 @given(seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 40), dim=st.sampled_from([4, 12, 16]), dtype=st.sampled_from(DTYPES),
        with_b=st.booleans(), rows_c=st.integers(-1, 40), reverse_c=st.booleans())
-def test_merge_attention_equals_the_lse_weighted_sum(seed, rows, dim, dtype, with_b, rows_c, reverse_c):
+def test_merge_attention_equals_the_lse_weighted_sum(device, seed, rows, dim, dtype, with_b, rows_c, reverse_c):
     from sb_kernels import merge_attention_into
 
     rows_c = min(rows_c, rows)
-    a = attention_part(2, 3, rows, dim, seed, dtype)
-    b = attention_part(2, 3, rows, dim, seed + 2, dtype) if with_b else None
-    c = attention_part(2, 3, rows_c, dim, seed + 4, dtype) if rows_c >= 0 else None
-    out = torch.full((2, rows, 3, dim), float("nan"), dtype=dtype).transpose(1, 2)
+    a = attention_part(2, 3, rows, dim, seed, dtype, device)
+    b = attention_part(2, 3, rows, dim, seed + 2, dtype, device) if with_b else None
+    c = attention_part(2, 3, rows_c, dim, seed + 4, dtype, device) if rows_c >= 0 else None
+    out = torch.full((2, rows, 3, dim), float("nan"), dtype=dtype, device=device).transpose(1, 2)
     merge_attention_into(out, a, b, c, reverse_c=reverse_c, backend="triton")
     # float64 evaluation: query q sees row (rows_c - 1 - q) of c when reversed, row q otherwise.
     parts = [a] + ([b] if b is not None else [])
@@ -235,8 +246,8 @@ def test_merge_attention_equals_the_lse_weighted_sum(seed, rows, dim, dtype, wit
     values = [o.double() for o, _ in parts]
     if c is not None and rows_c > 0:
         index = [rows_c - 1 - q if reverse_c else q for q in range(rows)]
-        seen = torch.tensor([0 <= i < rows_c for i in index])
-        gather = torch.tensor([i if 0 <= i < rows_c else 0 for i in index])
+        seen = torch.tensor([0 <= i < rows_c for i in index], device=device)
+        gather = torch.tensor([i if 0 <= i < rows_c else 0 for i in index], device=device)
         weights.append(torch.where(seen, c[1].double()[:, :, gather], float("-inf")))
         values.append(c[0].double()[:, :, gather])
     total = torch.logsumexp(torch.stack(weights), dim=0)

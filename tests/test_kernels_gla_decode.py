@@ -2,7 +2,10 @@
 
 Identities: the reference equals :func:`sb_layers.gla_recurrent` on one token with the feature maps and
 the log decay applied first and the key/value heads repeated; the Triton kernel equals the reference;
-a masked token leaves the state exactly as it was.
+a masked token leaves the state exactly as it was. The kernel-equals-reference property runs interpreted
+(CPU) and compiled (``device="cuda"``); compiled, ``tl.exp`` is ``ex2.approx.f32`` of a rounded product by
+``log2(e)`` and ``/`` is ``div.full.f32`` (2 ulps), which the error bound adds for the decay and the
+sigmoid feature map (:func:`output_error_bound`).
 """
 
 import math
@@ -12,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from kernel_testing import CUDA, rel_err, triton_interpreter  # noqa: F401  (autouse fixture)
+from kernel_testing import CUDA, DEVICES, rel_err, triton_interpreter  # noqa: F401  (autouse fixture)
 
 from sb_kernels import gla_decode_step, gla_decode_step_reference
 from sb_layers.linear_attention import gla_recurrent
@@ -51,6 +54,7 @@ def test_reference_is_one_step_of_the_recurrent_gla(seed, batch, kv_heads, group
     torch.testing.assert_close(new_state, want_state, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=20, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1), batch=st.integers(1, 3), kv_heads=st.integers(1, 2), groups=st.sampled_from([1, 3]),
@@ -59,27 +63,38 @@ def test_reference_is_one_step_of_the_recurrent_gla(seed, batch, kv_heads, group
 )
 @example(seed=16777215, batch=1, kv_heads=1, groups=3, dk=31, dv=4, feature="relu", negate=False, dtype=torch.float32,
          with_state=True, masked=False)  # an output near 0 from large cancelling terms (issue 19)
-def test_kernel_equals_the_reference(seed, batch, kv_heads, groups, dk, dv, feature, negate, dtype, with_state, masked):
-    q, k, v, g, state = inputs(batch, kv_heads, groups, dk, dv, dtype, seed, with_state=with_state)
-    keep = (torch.arange(batch) % 2 == 0) if masked else None
+def test_kernel_equals_the_reference(device, seed, batch, kv_heads, groups, dk, dv, feature, negate, dtype, with_state, masked):
+    q, k, v, g, state = inputs(batch, kv_heads, groups, dk, dv, dtype, seed, device=device, with_state=with_state)
+    keep = (torch.arange(batch, device=device) % 2 == 0) if masked else None
     args = dict(scale=dk**-0.5, feature_map=feature, negate_gate=negate, gate_normalizer=4.0, keep=keep)
     out, new_state = gla_decode_step(q, k, v, g, state, backend="triton", **args)
     ref_out, ref_state = gla_decode_step_reference(
         q.double(), k.double(), v.double(), g.double(), None if state is None else state.double(), **args
     )
-    assert out.dtype == dtype and new_state.dtype == torch.float32
+    assert out.dtype == dtype and new_state.dtype == torch.float32 and out.device == q.device
     assert rel_err(new_state, ref_state) <= 1e-6
-    assert torch.all((out.double() - ref_out).abs() <= output_error_bound(q, k, v, g, state, ref_out, dtype, **args))
+    bound = output_error_bound(q, k, v, g, state, ref_out, dtype, compiled=q.is_cuda, **args)
+    assert torch.all((out.double() - ref_out).abs() <= bound)
+    if masked:  # a padded row's state passes through exactly (zeros without a state)
+        for b in range(1, batch, 2):  # keep is False on the odd rows
+            assert torch.equal(new_state[b], state[b] if state is not None else torch.zeros_like(new_state[b]))
 
 
 def output_error_bound(q, k, v, g, state, ref_out, dtype, *, scale, feature_map="relu", negate_gate=False, gate_normalizer=1.0,
-                       keep=None):
+                       keep=None, compiled=False):
     """What float32 arithmetic and one rounding to ``dtype`` may move each output element by.
 
     ``out_j = scale * sum_i phi(q_i) (decay_i S_ij + phi(k_i) v_j)``: the float32 sum of ``dk`` terms, each
     built from a few roundings (the decay's exp among them), is off by at most ``(dk + 4) u32`` times the
     sum of the terms' magnitudes (not of the result, which cancellation may make arbitrarily small);
     rounding to ``dtype`` adds half an ulp of the result (float16: of its smallest normal at least).
+
+    ``compiled`` (CUDA): ``exp`` is ``ex2.approx.f32`` (2^-22.5 relative) of ``x * log2(e)`` rounded (an
+    error of ``|x| u32`` in the result) and ``/`` is ``div.full.f32`` (2 ulps = 4 u32). The log decay
+    ``gk = (min(g, 0) - log(1 + exp(-|g|))) / normalizer`` then errs by ``5 |gk| u32`` plus ``6 u32 /
+    normalizer`` absolutely, and ``decay = exp(gk)`` by ``(6 |gk| + 8) u32`` relatively (with margin); a
+    sigmoid feature ``1 / (1 + exp(-x))`` by ``(8 + |x|) u32``. Each term's part that carries such a factor
+    gets that much more.
     """
     groups = q.shape[1] // k.shape[1]
     qf = _feature(q.double(), feature_map).abs() * scale
@@ -94,6 +109,18 @@ def output_error_bound(q, k, v, g, state, ref_out, dtype, *, scale, feature_map=
     magnitude = torch.einsum("bhk,bhkv->bhv", qf, old * decay[..., None] + kf[..., None] * vf[..., None, :])
     u32 = 2.0**-24
     float32_error = (q.shape[-1] + 4) * u32 * magnitude
+    if compiled:
+        gk = (F.logsigmoid(-g if negate_gate else g) / gate_normalizer).abs().repeat_interleave(groups, dim=1)
+        if keep is not None:
+            gk = gk * keep.double()[:, None, None]
+        sigmoid = feature_map == "sigmoid"
+        e_q = 8 + q.double().abs() if sigmoid else torch.zeros_like(qf)
+        e_k = (8 + k.double().abs()).repeat_interleave(groups, dim=1) if sigmoid else torch.zeros_like(kf)
+        e_decay = 6 * gk + 8
+        extra = torch.einsum(
+            "bhk,bhkv->bhv", qf, old * (decay * (e_q + e_decay))[..., None] + (kf * (e_q + e_k))[..., None] * vf[..., None, :]
+        )
+        float32_error = float32_error + u32 * extra
     if dtype == torch.float32:
         return float32_error
     u = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}[dtype]

@@ -3,14 +3,17 @@
 Identities: ``counts == round(x.float() / v_th)`` bit for bit given the kernel's ``v_th`` (IEEE division,
 half to even); ``v_th`` equals the reference's up to float32 summation order; wherever the two ``v_th``
 agree the counts equal the reference's; the statistics equal ``sb_neurons.spike_stats`` of the counts.
-CPU tests run the kernel in Triton's interpreter at small sizes; ``gpu`` tests compile it at model sizes.
+CPU tests run the kernel in Triton's interpreter at small sizes; ``gpu`` tests compile it at model sizes,
+and the property tests run compiled too (``device="cuda"``, the same identities: the compiled quotient is
+the correctly rounded one by Markstein's correction and ``cvt.rni`` rounds half to even; PyTorch divides
+tensor by tensor correctly rounded on CUDA too).
 """
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_testing import CUDA, heavy_tailed, triton_interpreter  # noqa: F401  (autouse fixture)
+from kernel_testing import CUDA, DEVICES, heavy_tailed, triton_interpreter, widths  # noqa: F401  (autouse fixture)
 
 from sb_kernels import spike_quantize, spike_quantize_reference
 from sb_kernels import spike_quant as sq
@@ -43,18 +46,21 @@ def assert_kernel_identities(x, k=3.0, clamp=None, counts=None, v_th=None):
     assert torch.equal(counts.double()[same], ref_counts.double()[same])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @given(
+    data=st.data(),
     seed=st.integers(0, 2**31 - 1),
     rows=st.integers(1, 5),
-    width=st.integers(1, 300),
     scale=st.sampled_from([1e-7, 1e-3, 1.0, 1e3, 1e6]),
     k=st.floats(0.25, 8.0),
     dtype=st.sampled_from(DTYPES),
     clamp=st.sampled_from([None, 2, 8, (-3, 300), (0, 5)]),
 )
-def test_counts_round_x_over_the_kernel_threshold_exactly(seed, rows, width, scale, k, dtype, clamp):
+def test_counts_round_x_over_the_kernel_threshold_exactly(device, data, seed, rows, scale, k, dtype, clamp):
+    # width picks the kernel's BLOCK: on CUDA a few widths (blocks 1, 8, 64, 256, 512) bound the compiles.
+    width = data.draw(widths(device, 1, 300, (1, 7, 64, 129, 300)), label="width")
     scale = min(scale, 10.0) if dtype == torch.float16 else scale  # heavy tails reach 100x: stay under 65504
-    x = heavy_tailed((rows, width), seed, scale, dtype)
+    x = heavy_tailed((rows, width), seed, scale, dtype, device)
     assert_kernel_identities(x, k, clamp)
 
 
@@ -171,14 +177,18 @@ def assert_stats_equal(got, want):
     assert torch.equal(got.count_histogram, want.count_histogram)
 
 
-@given(seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 4), width=st.integers(1, 200),
-       burst=st.sampled_from([0.0, 200.0, 5e4]))
-def test_stats_in_the_same_pass_equal_spike_stats(seed, rows, width, burst):
-    x = heavy_tailed((rows, width), seed)
+@pytest.mark.parametrize("device", DEVICES)
+@given(data=st.data(), seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 4), burst=st.sampled_from([0.0, 200.0, 5e4]))
+def test_stats_in_the_same_pass_equal_spike_stats(device, data, seed, rows, burst):
+    # The histogram is integer atomics: exact compiled as interpreted.
+    width = data.draw(widths(device, 1, 200, (1, 7, 64, 129, 200)), label="width")
+    x = heavy_tailed((rows, width), seed, device=device)
     if burst:
         x[0, 0] = burst * x.abs().mean()
     counts, v_th, stats = spike_quantize(x, backend="triton", return_stats=True)
-    assert_stats_equal(stats, spike_stats(counts=counts, codec="ternary"))
+    assert counts.device == x.device
+    assert_stats_equal(stats, spike_stats(counts=counts.cpu(), codec="ternary"))
+    assert_kernel_identities(x, counts=counts, v_th=v_th)
     ref = spike_quantize(x, backend="torch", return_stats=True)
     assert ref.stats.num_channels == stats.num_channels
 

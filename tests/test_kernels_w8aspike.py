@@ -7,7 +7,9 @@ rounds), hence ``== w8aspike_linear_reference`` to float rounding, whether count
 far past 127 (rows past 127 are recomputed on the device with all their digits). Both Triton paths are
 covered: the one-launch decode kernel (one token) and the multi-row path (quantization
 kernel, GEMM, device-side list of wide rows, persistent exact kernel). Bad rows (NaN/Inf, counts past
-int32) give NaN rows without a host read, or errors with ``check=True``.
+int32) give NaN rows without a host read, or errors with ``check=True``. The property tests of the
+kernels run interpreted (CPU) and compiled (``device="cuda"``) with the same identities: integer products
+exact, counts the correctly rounded quotient on both (``div_rn`` / Markstein's correction, ``cvt.rni``).
 """
 
 import math
@@ -16,7 +18,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_testing import CUDA, heavy_tailed, rel_err, triton_interpreter  # noqa: F401  (autouse fixture)
+from kernel_testing import CUDA, DEVICES, heavy_tailed, rel_err, triton_interpreter  # noqa: F401  (autouse fixture)
 
 from sb_kernels import (
     dequantize_weight,
@@ -87,9 +89,12 @@ def assert_matches_exact(out, x, v_th, weight, scales, bias, clamp=None):
     y, magnitude = exact_reference(x, v_th, weight, scales, bias, clamp)
     out2d = out.reshape(-1, weight.shape[0]).double()
     # float32 scaling (~K/group + 3 roundings) then the cast to x.dtype: one unit in the last place,
-    # since Triton's interpreter casts float32 to bfloat16 by truncation (compiled kernels round).
+    # since Triton's interpreter casts float32 to bfloat16 by truncation; compiled kernels round to
+    # nearest: half a unit (of the scaled sum, hence the factor 1 + eps on its error).
     eps = {torch.float32: 2**-23, torch.bfloat16: 2**-7, torch.float16: 2**-10}[out.dtype]
-    tol = magnitude * (scales.shape[1] + 4) * 2**-24 + y.abs() * eps + 1e-30
+    if out.is_cuda:
+        eps /= 2
+    tol = magnitude * (scales.shape[1] + 4) * 2**-24 * (1 + eps) + y.abs() * eps + 1e-30
     assert torch.all((out2d - y).abs() <= tol), float(((out2d - y).abs() / tol).max())
 
 
@@ -127,20 +132,22 @@ def test_digits_reject_floats():
         split_int8_digits(torch.randn(3))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=12)  # the interpreter runs every tile in Python: keep CI under a minute
 @given(seed=st.integers(0, 2**31 - 1), m=st.integers(1, 24), n=st.integers(1, 24),
        k=st.sampled_from([32, 64, 96, 160]), burst=st.sampled_from([0, 300, 40000, 2_000_000]))
-def test_int8_matmul_is_exact_for_any_counts(seed, m, n, k, burst):
+def test_int8_matmul_is_exact_for_any_counts(device, seed, m, n, k, burst):
     g = torch.Generator().manual_seed(seed)
     counts = torch.randint(-127, 128, (m, k), generator=g, dtype=torch.int32)
     if burst:
         counts[0, -1] = burst
         counts[-1, 0] = -burst
     weight = torch.randint(-128, 128, (n, k), generator=g, dtype=torch.int8)
+    want = counts.to(torch.int64) @ weight.to(torch.int64).T  # on the CPU: CUDA has no integer matmul
+    counts, weight = counts.to(device), weight.to(device)
     got = int8_matmul_int32(counts, weight, backend="triton")
-    want = counts.to(torch.int64) @ weight.to(torch.int64).T
-    assert got.dtype == torch.int32 and torch.equal(got.to(torch.int64), want)
-    assert torch.equal(int8_matmul_int32(counts, weight, backend="torch").to(torch.int64), want)
+    assert got.dtype == torch.int32 and got.device == counts.device and torch.equal(got.cpu().to(torch.int64), want)
+    assert torch.equal(int8_matmul_int32(counts, weight, backend="torch").cpu().to(torch.int64), want)
 
 
 def test_int8_matmul_errors():
@@ -155,6 +162,7 @@ def test_int8_matmul_errors():
         int8_matmul_int32(torch.ones(2, 16, dtype=torch.int32), weight)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=12)
 @given(
     seed=st.integers(0, 2**31 - 1),
@@ -165,14 +173,16 @@ def test_int8_matmul_errors():
     clamp=st.sampled_from([None, None, 8, (-300, 300)]),
     dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
 )
-def test_linear_equals_exact_integer_form(seed, rows, group, bias, burst, clamp, dtype):
+def test_linear_equals_exact_integer_form(device, seed, rows, group, bias, burst, clamp, dtype):
+    # Compiled, 1 row takes the split-K decode kernel, 3 and 16 the decode-sized GEMM tiles and 17 and 33
+    # the 64 x 64 ones, past 16 rows with the one-program list of the rows past 127.
     n, k = 16, 128
-    weight, scales, b = make_layer(n, k, group, seed, bias=bias, dtype=dtype)
-    x = heavy_tailed((rows, k), seed, 0.5, dtype)
+    weight, scales, b = make_layer(n, k, group, seed, device=device, bias=bias, dtype=dtype)
+    x = heavy_tailed((rows, k), seed, 0.5, dtype, device)
     if burst:
         x[::5, 7] = burst  # some rows' counts past 127 (at most (k + 1/2) D = 448 here)
     out = check_linear(x, weight, scales, b, clamp=clamp)
-    assert out.dtype == dtype and out.shape == (rows, n)
+    assert out.dtype == dtype and out.shape == (rows, n) and out.device == x.device
     ref = w8aspike_linear_reference(x.double(), weight, scales, None if b is None else b.double(), clamp=clamp)
     if dtype == torch.float32:  # v_th may differ in its last bit from the reference's: compare loosely
         assert rel_err(out, ref) < 1e-3
@@ -243,6 +253,7 @@ def test_decode_kernel_counts_on_division_traps(seed):
     assert_matches_exact(out, x, v, weight, scales, b)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=16, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
@@ -251,18 +262,18 @@ def test_decode_kernel_counts_on_division_traps(seed):
     burst=st.sampled_from([0.0, 40.0, 3000.0, float("nan")]),
     clamp=st.sampled_from([None, None, (-300, 300)]),
 )
-def test_split_k_decode_equals_exact_integer_form(seed, splits, bias, burst, clamp):
+def test_split_k_decode_equals_exact_integer_form(device, seed, splits, bias, burst, clamp):
     """One token with K cut into ``SPLITS`` slices of whole weight groups: every program sums its slice
     (redoing it exactly if its own counts pass 127), the last one of a column block to arrive adds the
     partials in slice order. The output is the exact integer form for the kernel's ``v_th``, the row
     maximum is the whole row's, a NaN anywhere gives a NaN row, and the arrival counters are zero again."""
     n, k, group = 40, 192, 32  # 3 column blocks of 16, 6 weight groups
-    weight, scales, b = make_layer(n, k, group, seed, bias=bias)
-    x = heavy_tailed((1, k), seed, 0.5)
+    weight, scales, b = make_layer(n, k, group, seed, device=device, bias=bias)
+    x = heavy_tailed((1, k), seed, 0.5, device=device)
     if burst:
         x[0, seed % k] = burst * x.abs().mean()  # in one slice only
     bounds = resolve_clamp(clamp)
-    out = torch.full((1, n), 7.0)
+    out = torch.full((1, n), 7.0, device=device)
     cfg = dict(BN=16, BK=32, num_warps=1, num_stages=1, SPLITS=splits)
     v_th, row_max = w8._linear_fused(x, weight, scales.reshape(n, -1).contiguous(), b, 3.0, bounds, out, config=cfg)
     assert not bool(w8._arrival_counters(x.device).any())
