@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from sb_layers import SpikeCoding
-from sb_layers._deprecation import warn_renamed
+from sb_neurons.deprecation import warn_renamed
 
 CONFIG_NAME = "spiking_config.json"
 STATE_NAME = "spiking_state.safetensors"

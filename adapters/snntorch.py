@@ -46,7 +46,7 @@ import snntorch
 import torch
 
 from sb_neurons import adaptive_threshold, heaviside, multistep_neuron_forward
-from sb_neurons._validation import check_float_tensor, check_positive, normalize_dims
+from sb_neurons.validation import check_float_tensor, check_positive, normalize_dims
 
 _RESET_MODES = {"subtract": "soft", "zero": "hard"}
 

@@ -63,7 +63,7 @@ from spikingjelly.activation_based import base, neuron, surrogate
 from spikingjelly.activation_based import functional as sj_functional
 
 from sb_neurons import adaptive_threshold, multistep_neuron_forward, spike_count, spike_quantize
-from sb_neurons._validation import check_float_tensor, check_positive, normalize_dims
+from sb_neurons.validation import check_float_tensor, check_positive, normalize_dims
 from sb_neurons.spike import ClampSpec, resolve_clamp
 
 ThresholdSpec = Literal["first_step", "total"] | float
@@ -74,7 +74,7 @@ def _triton_neuron() -> Callable[..., Any] | None:
     """``sb_kernels.multistep_neuron`` when it and Triton are importable, else ``None``."""
     try:
         from sb_kernels import multistep_neuron
-        from sb_kernels._dispatch import triton_importable
+        from sb_kernels.dispatch import triton_importable
     except ImportError:
         return None
     return multistep_neuron if triton_importable() else None

@@ -1,9 +1,9 @@
 """Triton kernels with PyTorch references and explicit backend dispatch (installed as ``sb_kernels``).
 
-Every op takes ``backend="torch" | "triton" | "auto"`` (see :mod:`sb_kernels._dispatch`).
+Every op takes ``backend="torch" | "triton" | "auto"`` (see :mod:`sb_kernels.dispatch`).
 """
 
-from ._dispatch import BACKENDS, Backend, interpreter_enabled, resolve_backend, use_reference
+from .dispatch import BACKENDS, Backend, interpreter_enabled, resolve_backend, use_reference
 from .attention_merge import merge_attention_into, merge_attention_reference
 from .split_kv_attention import decode_attention, decode_attention_reference
 from .fake_quant import (

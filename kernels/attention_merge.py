@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import torch
 
-from sb_neurons._validation import FLOAT_DTYPES
+from sb_neurons.validation import FLOAT_DTYPES
 
-from ._device import DeviceFunction, round_to
-from ._dispatch import Backend, lazy_jit, resolve_forward_backend
+from .device import DeviceFunction, round_to
+from .dispatch import Backend, lazy_jit, resolve_forward_backend
 
 try:  # the module must import without triton: the torch backend needs none of this
     import triton
@@ -124,7 +124,7 @@ def merge_attention_into(
         b: as ``a``, or None.
         c: ``(o [B, H, m_c, D], lse [B, H, m_c])`` with ``m_c <= m``; query ``q`` sees it at row
             ``m_c - 1 - q`` when ``reverse_c``, else row ``q``; queries past its rows do not see it.
-        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels._dispatch`).
+        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels.dispatch`).
     """
     if not isinstance(out, torch.Tensor) or out.ndim != 4:
         raise ValueError(f"out must be a [B, H, m, D] tensor, got {getattr(out, 'shape', type(out).__name__)}")

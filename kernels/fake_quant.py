@@ -10,7 +10,7 @@ in float32 (round half to even, IEEE division), cast to ``x.dtype``: the rules o
 :func:`sb_neurons.spike_quantize` (``dim=-1``) and of the release's int8 KV cache. PyTorch runs each as a
 chain of 6-9 elementwise kernels over float32 copies; the kernel reads ``x`` once and writes ``y`` once.
 
-Exactness. The quotient is the correctly rounded ``RN(x / s)`` (:func:`sb_kernels._device.quotient_rn`),
+Exactness. The quotient is the correctly rounded ``RN(x / s)`` (:func:`sb_kernels.device.quotient_rn`),
 so given the same ``s`` every output equals PyTorch's bit for bit. ``max``
 is exact in any order, so ``int8_fake_quantize`` equals its reference exactly where PyTorch divides
 exactly (on the CPU; on CUDA PyTorch divides by a Python scalar as a product with its rounded
@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import torch
 
-from sb_neurons._validation import check_float_tensor, check_positive
+from sb_neurons.validation import check_float_tensor, check_positive
 from sb_neurons.spike import V_TH_MAX, V_TH_MIN, spike_count
 
-from ._device import DeviceFunction, quotient_rn, round_half_even, round_to
-from ._dispatch import Backend, lazy_jit, resolve_forward_backend
+from .device import DeviceFunction, quotient_rn, round_half_even, round_to
+from .dispatch import Backend, lazy_jit, resolve_forward_backend
 
 try:  # the module must import without triton: the torch backends need none of this
     import triton
@@ -154,7 +154,7 @@ def spike_fake_quantize(x: torch.Tensor, k: float = 3.0, *, backend: Backend = "
     Args:
         x: ``[..., D]``, float16/bfloat16/float32 for the Triton path (float64 too on the torch path).
         k: ``k > 0``; ``v_th = clamp(mean(|x|) / k, 1e-5, 1e4)`` per row.
-        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels._dispatch`).
+        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels.dispatch`).
 
     Returns:
         ``x``'s shape and dtype; rows holding NaN or Inf are NaN. Gradient (torch path): identity.
@@ -175,7 +175,7 @@ def int8_fake_quantize(x: torch.Tensor, *, backend: Backend = "auto") -> torch.T
 
     Args:
         x: ``[..., D]``, float16/bfloat16/float32 for the Triton path (float64 too on the torch path).
-        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels._dispatch`).
+        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels.dispatch`).
 
     Returns:
         ``x``'s shape and dtype; rows holding NaN or Inf are NaN. Gradient (torch path): identity.

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from sb_neurons._validation import check_float_tensor
+from sb_neurons.validation import check_float_tensor
 
 
 def fla_available() -> bool:

@@ -29,10 +29,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sb_neurons._validation import check_positive, check_same_device, describe
+from sb_neurons.validation import check_positive, check_same_device, describe
 
-from ._device import round_to
-from ._dispatch import Backend, lazy_jit, needs_grad, resolve_forward_backend
+from .device import round_to
+from .dispatch import Backend, lazy_jit, needs_grad, resolve_forward_backend
 
 try:  # the module must import without triton: the torch backend needs none of this
     import triton
@@ -187,7 +187,7 @@ def gla_decode_step(
         negate_gate: use ``-g`` (SpikingBrain-7B's decay tied to the key: ``log(1 - sigmoid(k))``).
         gate_normalizer: divides the log decay (``> 0``).
         keep: bool ``[B]``, False for a padded token (the state passes through unchanged), or None.
-        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels._dispatch`); the kernel is
+        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels.dispatch`); the kernel is
             forward only and takes float16, bfloat16 or float32 inputs sharing one dtype.
 
     Returns:

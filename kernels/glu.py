@@ -17,10 +17,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sb_neurons._validation import check_float_tensor, check_same_device
+from sb_neurons.validation import check_float_tensor, check_same_device
 
-from ._device import round_to
-from ._dispatch import Backend, lazy_jit, resolve_forward_backend
+from .device import round_to
+from .dispatch import Backend, lazy_jit, resolve_forward_backend
 
 try:  # the module must import without triton: the torch backend needs none of this
     import triton
@@ -72,7 +72,7 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor, *, backend: Backend = "auto")
     Args:
         gate: float16/bfloat16/float32 for the Triton path (any float dtype on the torch path).
         up: ``gate``'s shape (and dtype, for the Triton path).
-        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels._dispatch`); ``"auto"``
+        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels.dispatch`); ``"auto"``
             takes Triton for CUDA tensors of one supported dtype when no gradient is needed.
 
     Returns:

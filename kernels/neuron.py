@@ -35,10 +35,10 @@ from typing import Literal, NamedTuple
 import torch
 
 from sb_neurons import multistep_neuron_forward
-from sb_neurons._validation import check_float_tensor, check_positive
+from sb_neurons.validation import check_float_tensor, check_positive
 from sb_neurons.surrogate import ATan, Sigmoid, SurrogateSpike, get_surrogate
 
-from ._dispatch import Backend, lazy_jit, resolve_backend
+from .dispatch import Backend, lazy_jit, resolve_backend
 
 try:
     import triton

@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import torch
 
-from sb_neurons._validation import check_positive, check_same_device, describe
+from sb_neurons.validation import check_positive, check_same_device, describe
 
-from ._device import DeviceFunction, round_to
-from ._dispatch import Backend, lazy_jit, resolve_forward_backend
+from .device import DeviceFunction, round_to
+from .dispatch import Backend, lazy_jit, resolve_forward_backend
 from .fake_quant import int8_fake_quantize, spike_fake_quantize
 
 try:  # the module must import without triton: the torch backend needs none of this
@@ -270,7 +270,7 @@ def rotate_and_write_ring(
         spike_query_k: the W8ASpike attention's coding, or None: the rotated query spike-coded with
             this ``k`` (:func:`sb_kernels.spike_fake_quantize`), the rotated key and the value int8-coded
             per head vector (:func:`sb_kernels.int8_fake_quantize`) before they are written.
-        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels._dispatch`); the kernel
+        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels.dispatch`); the kernel
             takes float16, bfloat16 or float32 activations and runs without autograd.
 
     Returns:

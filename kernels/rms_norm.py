@@ -23,10 +23,10 @@ import math
 
 import torch
 
-from sb_neurons._validation import check_float_tensor, check_same_device
+from sb_neurons.validation import check_float_tensor, check_same_device
 
-from ._device import round_to
-from ._dispatch import Backend, lazy_jit, resolve_forward_backend
+from .device import round_to
+from .dispatch import Backend, lazy_jit, resolve_forward_backend
 
 try:  # the module must import without triton: the torch backend needs none of this
     import triton
@@ -143,7 +143,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, *, backen
         x: ``[..., D]`` float16/bfloat16/float32 (float64 on the torch backend).
         weight: ``[D]``, the same dtype as ``x`` for the Triton path.
         eps: finite ``> 0``, added to the mean square.
-        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels._dispatch`).
+        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels.dispatch`).
 
     Returns:
         ``[..., D]``, contiguous, in ``x``'s dtype (PyTorch's type promotion with ``weight`` on the

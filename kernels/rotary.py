@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import torch
 
-from sb_neurons._validation import check_float_tensor, check_same_device
+from sb_neurons.validation import check_float_tensor, check_same_device
 
-from ._device import round_to
-from ._dispatch import Backend, lazy_jit, resolve_forward_backend
+from .device import round_to
+from .dispatch import Backend, lazy_jit, resolve_forward_backend
 
 try:  # the module must import without triton: the torch backend needs none of this
     import triton
@@ -101,7 +101,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, backe
         x: ``[B, H, L, D]`` (any strides), ``D`` even.
         cos: ``[B, L, D]``, broadcast over the heads; the dtype of ``x`` for the Triton path.
         sin: as ``cos``.
-        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels._dispatch`).
+        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels.dispatch`).
 
     Returns:
         ``[B, H, L, D]`` in ``x``'s dtype; the Triton path keeps ``x``'s memory layout when ``x`` is

@@ -11,7 +11,7 @@ element: with ``inv = RN(1 / v_th)`` (one IEEE division per row), ``q = RN(x * i
 ``x / v_th``, the remainder ``x - q * v_th`` is exact in one fused multiply-add and ``RN(q + rem * inv)`` is
 ``RN(x / v_th)`` (Markstein's theorem; float32 throughout, no underflow where it matters: a quotient
 below 1/2 gives count 0 either way). Triton's interpreter divides instead: up to Triton 3.6 it rounds an
-fma twice, which moves quotients on a rounding tie (see :func:`sb_kernels._device.quotient_rn`). It then rounds half to even (CUDA's ``cvt.rni``; in Triton's
+fma twice, which moves quotients on a rounding tie (see :func:`sb_kernels.device.quotient_rn`). It then rounds half to even (CUDA's ``cvt.rni``; in Triton's
 interpreter an equivalent add-and-subtract of 2**23), so given the same ``v_th`` its counts equal
 ``torch.round(x.float() / v_th)`` bit for bit. The sum inside ``mean(|x|)``
 is taken in a different order than PyTorch's, so ``v_th`` may differ from the reference in its last
@@ -37,11 +37,11 @@ from typing import NamedTuple
 import torch
 
 from sb_neurons import SpikeStats, spike_count
-from sb_neurons._validation import check_float_tensor, check_positive
+from sb_neurons.validation import check_float_tensor, check_positive
 from sb_neurons.spike import V_TH_MAX, ClampSpec, resolve_clamp
 
-from ._device import quotient_rn, round_half_even
-from ._dispatch import Backend, lazy_jit, resolve_backend
+from .device import quotient_rn, round_half_even
+from .dispatch import Backend, lazy_jit, resolve_backend
 
 try:  # the module must import without triton: the torch backend needs none of this
     import triton
@@ -319,7 +319,7 @@ def spike_quantize(
         x: activations ``[..., D]``, float16/bfloat16/float32 (float64 on the torch backend), finite.
         k: ``k > 0``; ``v_th = clamp(mean(|x|) / k, 1e-5, 1e4)``.
         clamp: ``None`` (counts unbounded), a signed bit width, or a ``(low, high)`` range.
-        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels._dispatch`).
+        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels.dispatch`).
         return_stats: also return the ternary-coding :class:`sb_neurons.SpikeStats` of the counts,
             gathered in the same pass.
         counts_dtype: ``torch.int32`` (default, holds every count), ``torch.int16`` or ``torch.int8``

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import torch
 
-from sb_neurons._validation import check_same_device
+from sb_neurons.validation import check_same_device
 
-from ._device import round_to
-from ._dispatch import Backend, lazy_jit, resolve_forward_backend, sm_count
+from .device import round_to
+from .dispatch import Backend, lazy_jit, resolve_forward_backend, sm_count
 
 try:  # the module must import without triton: the torch backend needs none of this
     import triton
@@ -194,7 +194,7 @@ def decode_attention(
         values: ``[B, Hkv, Lk, D]``, as ``keys``.
         allowed: bool ``[B, 1, Lk]`` or ``[B, Lk]``: the keys the query may attend (at least one per row).
         scale: score scale, default ``D ** -0.5``.
-        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels._dispatch`); the Triton
+        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see :mod:`sb_kernels.dispatch`); the Triton
             kernel is forward only and takes float16, bfloat16 or float32.
 
     Returns:

@@ -49,11 +49,11 @@ import math
 import torch
 
 from sb_neurons import spike_count
-from sb_neurons._validation import check_float_tensor, check_positive, check_same_device, check_tensor
+from sb_neurons.validation import check_float_tensor, check_positive, check_same_device, check_tensor
 from sb_neurons.spike import ClampSpec, resolve_clamp
 
-from ._device import DeviceFunction, round_half_even
-from ._dispatch import Backend, lazy_jit, resolve_backend, sm_count
+from .device import DeviceFunction, round_half_even
+from .dispatch import Backend, lazy_jit, resolve_backend, sm_count
 from .spike_quant import TRITON_INPUT_DTYPES, check_rows_finite, quantize_rows
 
 try:

@@ -1,10 +1,10 @@
-"""Argument checks shared by the layers of :mod:`sb_layers` (on top of :mod:`sb_neurons._validation`)."""
+"""Argument checks shared by the layers of :mod:`sb_layers` (on top of :mod:`sb_neurons.validation`)."""
 
 from __future__ import annotations
 
 import torch
 
-from sb_neurons._validation import check_int, check_tensor
+from sb_neurons.validation import check_int, check_tensor
 
 
 def check_head_layout(hidden_size: int, num_heads: int, num_kv_heads: int | None, head_dim: int | None) -> tuple[int, int]:

@@ -1,25 +1,5 @@
-"""Deprecated names kept for one release: each use warns with a ``DeprecationWarning`` naming the new one."""
+"""sb_layers' own name for :mod:`sb_neurons.deprecation` (private; the helpers live there)."""
 
-from __future__ import annotations
+from sb_neurons.deprecation import module_aliases, warn_renamed
 
-import warnings
-from collections.abc import Callable
-from typing import Any
-
-
-def warn_renamed(old: str, new: str, *, stacklevel: int = 3) -> None:
-    """Warn that ``old`` is deprecated in favour of ``new`` (removed in the next release)."""
-    warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new}", DeprecationWarning, stacklevel=stacklevel)
-
-
-def module_aliases(module_name: str, aliases: dict[str, tuple[str, Callable[[], Any]]]) -> Callable[[str], Any]:
-    """A module ``__getattr__`` serving deprecated names: ``aliases[old] = (new name, getter of the object)``."""
-
-    def __getattr__(name: str) -> Any:
-        if name in aliases:
-            new, get = aliases[name]
-            warn_renamed(f"{module_name}.{name}", new)
-            return get()
-        raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
-
-    return __getattr__
+__all__ = ["module_aliases", "warn_renamed"]

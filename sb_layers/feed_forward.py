@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sb_kernels import silu_mul
-from sb_neurons._validation import check_float_tensor, check_int, check_tensor
+from sb_neurons.validation import check_float_tensor, check_int, check_tensor
 
 from .spiking_linear import SpikeCoding, make_linear
 

@@ -29,7 +29,7 @@ from torch import nn
 from sb_kernels import gla_decode_step
 from sb_neurons import Codec, get_codec, spike_count
 
-from sb_neurons._validation import check_float_tensor, check_int, check_positive, check_same_device, check_tensor
+from sb_neurons.validation import check_float_tensor, check_int, check_positive, check_same_device, check_tensor
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
 from ._merged import merged_linear_outputs

@@ -8,10 +8,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sb_neurons._validation import check_positive
+from sb_neurons.validation import check_positive
 
 from sb_kernels import Backend, add_rms_norm, rms_norm
-from sb_kernels._dispatch import BACKENDS
+from sb_kernels.dispatch import BACKENDS
 
 
 class RMSNorm(nn.Module):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from sb_kernels.rotary import apply_rotary, rotate_half
-from sb_neurons._validation import check_int, check_positive, check_tensor
+from sb_neurons.validation import check_int, check_positive, check_tensor
 
 __all__ = ["apply_rotary", "rotary_cos_sin", "rotate_half"]
 

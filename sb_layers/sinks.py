@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sb_neurons._validation import check_int
+from sb_neurons.validation import check_int
 
 from ._checks import check_attention_mask, check_hidden_states
 

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sb_kernels import decode_attention, int8_fake_quantize, merge_attention_into, rotate_and_write_ring, spike_fake_quantize
-from sb_kernels._dispatch import needs_grad
-from sb_neurons._validation import check_int, check_positive
+from sb_kernels.dispatch import needs_grad
+from sb_neurons.validation import check_int, check_positive
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
 from ._merged import merged_linear_outputs

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sb_kernels._dispatch import needs_grad
+from sb_kernels.dispatch import needs_grad
 from sb_neurons import SpikeStats, get_codec, resolve_clamp, spike_count, spike_stats, spike_train_matmul
-from sb_neurons._validation import check_int
+from sb_neurons.validation import check_int
 from sb_neurons.spike import ClampSpec, compute_dtype
 
 Backend = Literal["torch", "triton", "auto"]

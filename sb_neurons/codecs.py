@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._validation import check_float_tensor, check_int, check_integer_valued, check_same_device, check_tensor
+from .validation import check_float_tensor, check_int, check_integer_valued, check_same_device, check_tensor
 
 CODEC_NAMES = ("binary", "ternary", "bitwise", "bitwise_bidirectional", "bitwise_twos_complement")
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._validation import FLOAT_DTYPES, check_float_tensor, check_integer_valued, check_positive
+from .validation import FLOAT_DTYPES, check_float_tensor, check_integer_valued, check_positive
 
 
 _MAX_LEVEL = 2.0**62

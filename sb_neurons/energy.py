@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ._validation import check_positive
+from .validation import check_positive
 from .stats import SpikeStats
 
 FP16_MAC_PJ = 1.5

@@ -53,7 +53,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ._validation import check_dim_spec, check_float_tensor, check_positive, normalize_dims
+from .validation import check_dim_spec, check_float_tensor, check_positive, normalize_dims
 from .spike import V_TH_MAX, V_TH_MIN
 from .surrogate import get_surrogate
 

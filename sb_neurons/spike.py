@@ -34,7 +34,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._validation import check_dim_spec, check_float_tensor, check_positive, normalize_dims
+from .validation import check_dim_spec, check_float_tensor, check_positive, normalize_dims
 
 V_TH_MIN = 1e-5
 V_TH_MAX = 1e4

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._validation import check_int, check_integer_valued
+from .validation import check_int, check_integer_valued
 from .codecs import Codec, get_codec
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ._validation import check_float_tensor, check_positive
+from .validation import check_float_tensor, check_positive
 
 
 class _SigmoidSpike(torch.autograd.Function):

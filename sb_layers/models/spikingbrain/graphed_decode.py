@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from sb_layers.sliding_window import RollingKVCache
-from sb_neurons._validation import describe
+from sb_neurons.validation import describe
 
 from .cache import SpikingBrainCache
 

@@ -1,4 +1,5 @@
-"""Input checks shared by the public functions of :mod:`sb_neurons`.
+"""Input checks shared by the public functions of :mod:`sb_neurons`, :mod:`sb_kernels`, :mod:`sb_layers` and
+:mod:`sb_adapters` (a public module: the packages above ``sb_neurons`` import it by this name).
 
 Every public entry point validates its arguments with these helpers so that a bad value fails early
 with an error naming the argument and the allowed range, instead of propagating NaNs or being
