@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sb_kernels import use_reference
+from sb_kernels import fla_available, use_reference
 from sb_layers import SpikingLinear
-from sb_layers.linear_attention import GatedLinearAttention, _fla_available
+from sb_layers.linear_attention import GatedLinearAttention
 from sb_layers.models.spikingbrain import SpikingBrainConfig, SpikingBrainForCausalLM
 from sb_layers.sliding_window import SlidingWindowAttention
 
@@ -158,7 +158,7 @@ def guard(
         "length": length, "piece": piece, "positions": keep, "rel_l2_error": error, "argmax_agreement": agree,
         "tolerance": tolerance,
         "passed": None if tolerance is None else bool(error <= tolerance and math.isfinite(error)),
-        "gla": "fla" if device.type == "cuda" and _fla_available() else "chunk",
+        "gla": "fla" if device.type == "cuda" and fla_available() else "chunk",
     }
 
 

@@ -193,9 +193,10 @@ def main(argv=None) -> int:
 
     # GLA layer (fla): keys, values and decays expanded in time-major storage vs the former
     # repeat_interleave to head-major plus fla's transpose copies.
-    from sb_layers.linear_attention import GatedLinearAttention, _fla_available
+    from sb_kernels import fla_available
+    from sb_layers.linear_attention import GatedLinearAttention
 
-    if _fla_available() and device.type == "cuda":
+    if fla_available() and device.type == "cuda":
         print("GLA layer: fla's Triton kernels compile and autotune on first use (minutes on a cold machine)", flush=True)
         gla = GatedLinearAttention(hidden, heads, kv_heads, mode="fla", device=device, dtype=torch.bfloat16)
         x = torch.randn(1, args.length, hidden, device=device, dtype=torch.bfloat16)

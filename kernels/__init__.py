@@ -12,8 +12,15 @@ from .fake_quant import (
     spike_fake_quantize,
     spike_fake_quantize_reference,
 )
-from .gla import fla_available, gla_fla
-from .gla_decode import gla_decode_step, gla_decode_step_reference
+from .gla import (
+    fla_available,
+    gla_chunked,
+    gla_decode_step,
+    gla_decode_step_reference,
+    gla_event_driven,
+    gla_fla,
+    gla_recurrent,
+)
 from .glu import silu_mul, silu_mul_reference
 from .neuron import NeuronOutput, multistep_neuron
 from .ring_write import rotate_and_write_ring, rotate_and_write_ring_reference
@@ -43,7 +50,10 @@ __all__ = [
     "fla_available",
     "gla_decode_step",
     "gla_decode_step_reference",
+    "gla_chunked",
+    "gla_event_driven",
     "gla_fla",
+    "gla_recurrent",
     "int8_fake_quantize",
     "int8_fake_quantize_reference",
     "int8_matmul_int32",

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.modules import module as module_globals
 
 from .spiking_linear import SpikingLinear
-from .spiking_linear import resolve_backend as resolve_spiking_backend
+from .spiking_linear import resolve_linear_backend
 
 
 def _source_key(tensors: list[torch.Tensor | None]) -> tuple | None:
@@ -129,6 +129,6 @@ def _spiking_mergeable(x: torch.Tensor, linears: tuple[SpikingLinear, ...]) -> b
             return False
         if linear.bias is not None and linear.bias.dtype != first.weight.dtype:
             return False
-        if resolve_spiking_backend(coding, x, linear) != "triton":
+        if resolve_linear_backend(coding, x, linear) != "triton":
             return False
     return True

@@ -29,6 +29,7 @@ from torch import nn
 
 from sb_kernels.dispatch import needs_grad
 from sb_neurons import SpikeStats, get_codec, resolve_clamp, spike_count, spike_stats, spike_train_matmul
+from sb_neurons.deprecation import module_aliases
 from sb_neurons.validation import check_int
 from sb_neurons.spike import ClampSpec, compute_dtype
 
@@ -169,27 +170,20 @@ class WeightQuantizer(nn.Module):
         return f"bits={self.bits}, group_size={self.group_size}"
 
 
-def _kernel_available() -> bool:
-    try:
-        from sb_kernels import w8aspike_linear  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _needs_grad(x: torch.Tensor, layer: nn.Linear) -> bool:
     return needs_grad(x, layer.weight, layer.bias)
 
 
-def resolve_backend(coding: SpikeCoding, x: torch.Tensor, layer: SpikingLinear) -> str:
-    """The backend one forward of ``layer`` on ``x`` runs: ``"torch"`` or ``"triton"``.
+def resolve_linear_backend(coding: SpikeCoding, x: torch.Tensor, layer: SpikingLinear) -> str:
+    """The backend one forward of the :class:`SpikingLinear` ``layer`` on ``x`` runs: ``"torch"`` or ``"triton"``
+    (``resolve_backend`` until this release; :func:`sb_kernels.resolve_backend` is a kernel op's choice).
 
     ``"torch"`` always runs PyTorch. ``"triton"`` always runs ``sb_kernels.w8aspike_linear`` with its
     Triton backend (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``) and raises ``RuntimeError``
-    when the kernel is missing, cannot run on these tensors, or a gradient is needed (the kernel is
+    when the kernel cannot run on these tensors, or a gradient is needed (the kernel is
     forward-only): it never falls back. ``"auto"`` runs the kernel only where it computes the same
     function and applies: count mode, int8 weights, a float16/bfloat16/float32 CUDA input whose width and
-    group size are multiples of 32, the kernel installed, and no gradient needed; PyTorch everywhere else.
+    group size are multiples of 32, and no gradient needed; PyTorch everywhere else.
 
     Non-finite input: the PyTorch path raises ``ValueError``; the kernel path reads nothing back to the
     host (so a decode step can be captured in a CUDA graph) and returns a NaN output row for each row of
@@ -204,8 +198,6 @@ def resolve_backend(coding: SpikeCoding, x: torch.Tensor, layer: SpikingLinear) 
     if coding.backend == "torch":
         return "torch"
     if coding.backend == "triton":
-        if not _kernel_available():
-            raise RuntimeError("backend='triton' needs sb_kernels.w8aspike_linear, which this installation lacks")
         if _needs_grad(x, layer):
             raise RuntimeError(
                 "backend='triton' runs a forward-only kernel, but a gradient is needed here; "
@@ -221,7 +213,6 @@ def resolve_backend(coding: SpikeCoding, x: torch.Tensor, layer: SpikingLinear) 
         and layer.in_features % 32 == 0
         and quantizer.group_size % 32 == 0
         and not _needs_grad(x, layer)
-        and _kernel_available()
     )
     return "triton" if usable else "torch"
 
@@ -235,7 +226,7 @@ class SpikingLinear(nn.Linear):
     calibrates the scales from the loaded weight; a state dict with scales (a W8ASpike checkpoint)
     loads them as they are.
 
-    Backends (``coding.backend``): see :func:`resolve_backend`. The Triton kernel computes the count form
+    Backends (``coding.backend``): see :func:`resolve_linear_backend`. The Triton kernel computes the count form
     with the int8 weights ``round(W / scale)`` and the same scales, and is forward-only.
 
     Args:
@@ -364,7 +355,7 @@ class SpikingLinear(nn.Linear):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input's last dimension must be in_features={self.in_features}, got shape {tuple(x.shape)}")
         coding = self.coding
-        if resolve_backend(coding, x, self) == "triton":
+        if resolve_linear_backend(coding, x, self) == "triton":
             return self._forward_triton(x)
         counts, v_th = spike_count(x, coding.k, -1, coding.clamp)
         if self.record_stats:
@@ -428,4 +419,6 @@ def make_linear(in_features: int, out_features: int, bias: bool, coding: SpikeCo
     return SpikingLinear(in_features, out_features, bias=bias, coding=coding, **factory)
 
 
-__all__ = ["SpikeCoding", "SpikingLinear", "WeightQuantizer", "make_linear", "resolve_backend"]
+__all__ = ["SpikeCoding", "SpikingLinear", "WeightQuantizer", "make_linear", "resolve_linear_backend"]
+
+__getattr__ = module_aliases("sb_layers.spiking_linear", {"resolve_backend": ("sb_layers.resolve_linear_backend", lambda: resolve_linear_backend)})

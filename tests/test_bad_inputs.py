@@ -236,11 +236,11 @@ def _layer_inputs():
 
 
 ENTRIES += [
-    Entry("sb_layers.gla_chunked", L.gla_chunked, lambda: dict(**_gla_inputs(), chunk_size=2), ("q", "k", "v", "gk", "initial_state"),
+    Entry("sb_kernels.gla_chunked", K.gla_chunked, lambda: dict(**_gla_inputs(), chunk_size=2), ("q", "k", "v", "gk", "initial_state"),
           {"scale": "positive", "chunk_size": "count"}, allow={("v", "shape"): "raises:initial_state must have shape"}),
-    Entry("sb_layers.gla_recurrent", L.gla_recurrent, _gla_inputs, ("q", "k", "v", "gk", "initial_state"), {"scale": "positive"},
+    Entry("sb_kernels.gla_recurrent", K.gla_recurrent, _gla_inputs, ("q", "k", "v", "gk", "initial_state"), {"scale": "positive"},
           allow={("v", "shape"): "raises:initial_state must have shape"}),
-    Entry("sb_layers.gla_event_driven", L.gla_event_driven,
+    Entry("sb_kernels.gla_event_driven", K.gla_event_driven,
           lambda: dict(q_counts=torch.randint(-3, 4, (2, 2, 5, 4), generator=_g()).float(), q_v_th=rand(2, 2, 5, 1).abs() + 0.1,
                        k_counts=torch.randint(-3, 4, (2, 2, 5, 4), generator=_g(1)).float(), k_v_th=rand(2, 2, 5, 1, seed=1).abs() + 0.1,
                        v=rand(2, 2, 5, 4, seed=2), gk=-rand(2, 2, 5, 4, seed=3).abs(), scale=0.5),
@@ -302,8 +302,7 @@ EXEMPT = {
     "sb_kernels.use_reference": "context manager without arguments",
     "sb_kernels.resolve_backend": "cases in SPECIAL",
     "sb_kernels.gla_fla": "needs the fla library and CUDA (cases in SPECIAL: checks before the import)",
-    "sb_layers.gla_fla": "needs the fla library and CUDA (cases in SPECIAL: checks before the import)",
-    "sb_layers.resolve_backend": "cases in SPECIAL",
+    "sb_layers.resolve_linear_backend": "cases in SPECIAL",
 }
 
 # --- the spoilers ---------------------------------------------------------------------------------------
@@ -362,9 +361,9 @@ PROPAGATES_NON_FINITE = {
     "sb_kernels.gla_decode_step", "sb_kernels.gla_decode_step_reference", "sb_kernels.rotate_and_write_ring",
     "sb_kernels.rotate_and_write_ring_reference", "sb_kernels.int8_fake_quantize", "sb_kernels.int8_fake_quantize_reference",
     "sb_kernels.spike_fake_quantize", "sb_kernels.spike_fake_quantize_reference", "sb_kernels.w8aspike_linear",
-    "sb_layers.apply_rotary", "sb_layers.gla_chunked", "sb_layers.gla_recurrent", "sb_layers.RMSNorm", "sb_layers.GLUMLP",
+    "sb_layers.apply_rotary", "sb_kernels.gla_chunked", "sb_kernels.gla_recurrent", "sb_layers.RMSNorm", "sb_layers.GLUMLP",
     "sb_layers.GatedLinearAttention", "sb_layers.SlidingWindowAttention", "sb_layers.HybridBlock", "sb_layers.ParallelMixer",
-    "sb_layers.run_mixer", "sb_layers.MoE", "sb_layers.gla_event_driven",
+    "sb_layers.run_mixer", "sb_layers.MoE", "sb_kernels.gla_event_driven",
 }
 # The dispatch's own clear error for a device mix on an explicit backend='triton' (names the rule, not an argument).
 TRITON_DEVICE_ERROR = "needs all tensors on one CUDA device"
@@ -483,8 +482,8 @@ SPECIAL = [
     (lambda: sb_neurons.resolve_clamp((1, 2)), ValueError, "clamp"),
     (lambda: sb_neurons.resolve_clamp(1), ValueError, "clamp"),
     (lambda: sb_kernels.resolve_backend("cuda", rand(2), op="rms_norm"), ValueError, "backend"),
-    (lambda: sb_layers.resolve_backend(L.SpikeCoding(backend="torch"), "x", None), (TypeError, ValueError), "x|layer"),
-    (lambda: sb_layers.gla_fla(*[rand(1, 1, 2, 4)] * 4, scale=-1.0), (ValueError, RuntimeError, ImportError), "scale|fla"),
+    (lambda: sb_layers.resolve_linear_backend(L.SpikeCoding(backend="torch"), "x", None), (TypeError, ValueError), "x|layer"),
+    (lambda: sb_kernels.gla_fla(*[rand(1, 1, 2, 4)] * 4, scale=-1.0), (ValueError, RuntimeError, ImportError), "scale|fla"),
 ]
 
 

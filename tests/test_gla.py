@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import sb_layers.linear_attention as linear_attention
-from sb_layers import GatedLinearAttention, SpikeCoding, gla_chunked, gla_event_driven, gla_fla, gla_recurrent
+from sb_kernels import gla_chunked, gla_event_driven, gla_fla, gla_recurrent
+from sb_layers import GatedLinearAttention, SpikeCoding
 from sb_neurons import CODEC_NAMES
 from strategies import names
 
@@ -240,13 +241,13 @@ def test_auto_mode_resolves_to_an_importable_form():
     """mode="auto": fla on CUDA tensors exactly when fla imports, the chunked form otherwise."""
     import importlib.util
 
-    from sb_layers.linear_attention import _fla_available
+    from sb_kernels import fla_available
 
-    assert _fla_available() == (importlib.util.find_spec("fla") is not None)
+    assert fla_available() == (importlib.util.find_spec("fla") is not None)
     layer = GatedLinearAttention(16, 2, mode="auto")
     assert layer._resolve_mode(torch.randn(1, 3, 16)) == "chunk"
     if torch.cuda.is_available():
-        expected = "fla" if _fla_available() else "chunk"
+        expected = "fla" if fla_available() else "chunk"
         assert layer._resolve_mode(torch.randn(1, 3, 16, device="cuda")) == expected
 
 

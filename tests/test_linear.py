@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sb_layers import SpikeCoding, SpikingLinear, WeightQuantizer, resolve_backend
+from sb_layers import SpikeCoding, SpikingLinear, WeightQuantizer, resolve_linear_backend
 from sb_neurons import CODEC_NAMES, get_codec, spike_count
 from strategies import names
 
@@ -198,8 +198,8 @@ def test_auto_backend_runs_torch_on_cpu_and_where_the_kernel_does_not_apply():
     for coding in (SpikeCoding(backend="auto"), SpikeCoding(backend="auto", weight_bits=8, group_size=8),
                    SpikeCoding(backend="auto", mode="spike", weight_bits=8, group_size=8)):
         layer = SpikingLinear(16, 4, coding=coding)
-        assert resolve_backend(coding, x, layer) == "torch"
-    assert resolve_backend(SpikeCoding(), x, SpikingLinear(16, 4)) == "torch"
+        assert resolve_linear_backend(coding, x, layer) == "torch"
+    assert resolve_linear_backend(SpikeCoding(), x, SpikingLinear(16, 4)) == "torch"
 
 
 @pytest.mark.parametrize(
@@ -288,5 +288,5 @@ def test_auto_backend_on_cuda_matches_torch():
     reference = SpikingLinear.from_linear(linear, SpikeCoding(weight_bits=8))
     x = torch.randn(4, 256, device="cuda")
     with torch.no_grad():
-        assert resolve_backend(auto.coding, x, auto) == "triton"
+        assert resolve_linear_backend(auto.coding, x, auto) == "triton"
         torch.testing.assert_close(auto(x), reference(x), rtol=1e-4, atol=1e-4)

@@ -1,0 +1,43 @@
+"""Names renamed or moved by issue 23 stay importable for one release under their old name: each use
+warns with a DeprecationWarning naming the new one, and gives the same object."""
+
+import importlib
+
+import pytest
+
+import sb_kernels
+import sb_layers
+
+# (module, old name, new name as the warning spells it, the object the new name gives)
+ALIASES = [
+    ("sb_layers", "gla_recurrent", "sb_kernels.gla_recurrent", lambda: sb_kernels.gla_recurrent),
+    ("sb_layers", "gla_chunked", "sb_kernels.gla_chunked", lambda: sb_kernels.gla_chunked),
+    ("sb_layers", "gla_event_driven", "sb_kernels.gla_event_driven", lambda: sb_kernels.gla_event_driven),
+    ("sb_layers", "gla_fla", "sb_kernels.gla_fla", lambda: sb_kernels.gla_fla),
+    ("sb_layers", "resolve_backend", "sb_layers.resolve_linear_backend", lambda: sb_layers.resolve_linear_backend),
+    ("sb_layers.spiking_linear", "resolve_backend", "sb_layers.resolve_linear_backend", lambda: sb_layers.resolve_linear_backend),
+    ("sb_kernels.gla_decode", "gla_decode_step", "sb_kernels.gla.decode.gla_decode_step", lambda: sb_kernels.gla_decode_step),
+    ("sb_kernels.gla_decode", "gla_decode_step_reference", "sb_kernels.gla.decode.gla_decode_step_reference",
+     lambda: sb_kernels.gla_decode_step_reference),
+]
+
+
+@pytest.mark.parametrize("module, old, new, current", ALIASES, ids=[f"{m}.{o}" for m, o, _, _ in ALIASES])
+def test_old_name_warns_naming_the_new_one_and_is_the_same_object(module, old, new, current):
+    mod = importlib.import_module(module)
+    with pytest.warns(DeprecationWarning, match=new.replace(".", r"\.")):
+        value = getattr(mod, old)
+    assert value is current()
+    assert old not in getattr(mod, "__all__", ())  # deprecated names are not exported
+
+
+def test_from_import_of_an_old_name_warns():
+    with pytest.warns(DeprecationWarning, match="sb_kernels.gla_recurrent"):
+        from sb_layers import gla_recurrent
+    assert gla_recurrent is sb_kernels.gla_recurrent
+
+
+@pytest.mark.parametrize("module", ["sb_layers", "sb_kernels", "sb_kernels.gla_decode"])
+def test_unknown_names_still_raise_attribute_error(module):
+    with pytest.raises(AttributeError, match="no_such_name"):
+        getattr(importlib.import_module(module), "no_such_name")
