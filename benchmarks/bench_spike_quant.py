@@ -14,7 +14,7 @@ import statistics
 import torch
 
 from _common import copy_bandwidth, device_name, kernel_resources, print_table, time_ms, write_json
-from sb_kernels import spike_quantize
+from sb_kernels import spike_count_rows
 from sb_kernels.spike_quant import quantize_rows
 from sb_neurons import spike_count
 
@@ -28,7 +28,7 @@ STATS_ROWS = (1, 4, 16, 64)  # rows per program with statistics (one histogram a
 def check(rows: int, width: int, dtype: torch.dtype) -> dict:
     x = (torch.randn(rows, width, device="cuda") * 2).to(dtype)
     x[:, :: 997] *= 60  # bursts past 127
-    counts, v_th = spike_quantize(x, 3.0, backend="triton")
+    counts, v_th = spike_count_rows(x, 3.0, backend="triton")
     ref_counts, ref_v_th = spike_count(x.double(), 3.0)
     exact = torch.equal(counts.double(), torch.round(x.double() / v_th.double()))  # x/v_th exact in fp64
     same_as_fp32 = torch.equal(counts.float(), torch.round(x.float() / v_th))

@@ -26,7 +26,7 @@ from .neuron import NeuronOutput, multistep_neuron
 from .ring_write import rotate_and_write_ring, rotate_and_write_ring_reference
 from .rms_norm import add_rms_norm, rms_norm, rms_norm_reference
 from .rotary import apply_rotary, apply_rotary_reference
-from .spike_quant import QuantizedSpikes, QuantizedSpikesWithStats, spike_quantize, spike_quantize_reference
+from .spike_quant import QuantizedSpikes, QuantizedSpikesWithStats, spike_count_rows, spike_count_rows_reference
 from .w8aspike import (
     dequantize_weight,
     int8_matmul_int32,
@@ -68,12 +68,21 @@ __all__ = [
     "rms_norm_reference",
     "silu_mul",
     "silu_mul_reference",
+    "spike_count_rows",
+    "spike_count_rows_reference",
     "spike_fake_quantize",
     "spike_fake_quantize_reference",
-    "spike_quantize",
-    "spike_quantize_reference",
     "split_int8_digits",
     "use_reference",
     "w8aspike_linear",
     "w8aspike_linear_reference",
 ]
+
+# Deprecated names (one release): spike_quantize returned counts, while sb_neurons.spike_quantize returns
+# values; the op is spike_count_rows (sb_neurons.spike_count per row of the last dimension).
+from sb_neurons.deprecation import module_aliases as _module_aliases  # noqa: E402
+
+__getattr__ = _module_aliases("sb_kernels", {
+    "spike_quantize": ("sb_kernels.spike_count_rows", lambda: spike_count_rows),
+    "spike_quantize_reference": ("sb_kernels.spike_count_rows_reference", lambda: spike_count_rows_reference),
+})

@@ -1,4 +1,6 @@
-"""Fused adaptive-threshold spike quantization: ``x -> (counts, v_th)`` reading ``x`` once.
+"""Fused adaptive-threshold spike counting per row, :func:`spike_count_rows`: ``x -> (counts, v_th)`` reading
+``x`` once (named ``spike_quantize`` until this release; :func:`sb_neurons.spike_quantize` returns the values
+``counts * v_th``, this op the counts).
 
 Per row of the last dimension (one token), the same rule as :func:`sb_neurons.spike_count`:
 
@@ -37,6 +39,7 @@ from typing import NamedTuple
 import torch
 
 from sb_neurons import SpikeStats, spike_count
+from sb_neurons.deprecation import module_aliases
 from sb_neurons.validation import check_float_tensor, check_positive
 from sb_neurons.spike import V_TH_MAX, ClampSpec, resolve_clamp
 
@@ -289,11 +292,11 @@ def _check_rows(x: object) -> None:
         raise ValueError("x's last dimension must be non-empty: a threshold needs at least one element")
 
 
-def spike_quantize_reference(
+def spike_count_rows_reference(
     x: torch.Tensor, k: float = 3.0, clamp: ClampSpec = None, counts_dtype: torch.dtype = torch.int32
 ) -> QuantizedSpikes:
     """The PyTorch reference: :func:`sb_neurons.spike_count` with counts cast to ``counts_dtype``; arguments
-    as :func:`spike_quantize`, checked the same way. The thresholds are taken over a contiguous copy of
+    as :func:`spike_count_rows`, checked the same way. The thresholds are taken over a contiguous copy of
     ``x`` (:func:`sb_neurons.adaptive_threshold`): any layout gives its contiguous copy's result."""
     _check_rows(x)
     counts_dtype = _check_counts_dtype(counts_dtype)
@@ -304,7 +307,7 @@ def spike_quantize_reference(
     return QuantizedSpikes(counts.detach().double().clamp(-(2**31), 2**31 - 1).to(counts_dtype), v_th.float())
 
 
-def spike_quantize(
+def spike_count_rows(
     x: torch.Tensor,
     k: float = 3.0,
     clamp: ClampSpec = None,
@@ -338,11 +341,11 @@ def spike_quantize(
     if not isinstance(return_stats, bool):
         raise TypeError(f"return_stats must be a bool, got {type(return_stats).__name__}")
     _check_rows(x)
-    chosen = resolve_backend(backend, x, op="spike_quantize")
+    chosen = resolve_backend(backend, x, op="spike_count_rows")
     if chosen == "triton" and x.dtype not in TRITON_INPUT_DTYPES:
-        raise TypeError(f"spike_quantize: the triton backend takes float16, bfloat16 or float32 x, got {x.dtype}")
+        raise TypeError(f"spike_count_rows: the triton backend takes float16, bfloat16 or float32 x, got {x.dtype}")
     if chosen == "torch":
-        counts, v_th = spike_quantize_reference(x, k, clamp, counts_dtype)
+        counts, v_th = spike_count_rows_reference(x, k, clamp, counts_dtype)
         if not return_stats:
             return QuantizedSpikes(counts, v_th)
         from sb_neurons import spike_stats
@@ -369,6 +372,11 @@ __all__ = [
     "QuantizedSpikesWithStats",
     "RowCodes",
     "quantize_rows",
-    "spike_quantize",
-    "spike_quantize_reference",
+    "spike_count_rows",
+    "spike_count_rows_reference",
 ]
+
+__getattr__ = module_aliases("sb_kernels.spike_quant", {
+    "spike_quantize": ("sb_kernels.spike_count_rows", lambda: spike_count_rows),
+    "spike_quantize_reference": ("sb_kernels.spike_count_rows_reference", lambda: spike_count_rows_reference),
+})

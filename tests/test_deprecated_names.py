@@ -19,6 +19,12 @@ ALIASES = [
     ("sb_kernels.gla_decode", "gla_decode_step", "sb_kernels.gla.decode.gla_decode_step", lambda: sb_kernels.gla_decode_step),
     ("sb_kernels.gla_decode", "gla_decode_step_reference", "sb_kernels.gla.decode.gla_decode_step_reference",
      lambda: sb_kernels.gla_decode_step_reference),
+    ("sb_kernels", "spike_quantize", "sb_kernels.spike_count_rows", lambda: sb_kernels.spike_count_rows),
+    ("sb_kernels", "spike_quantize_reference", "sb_kernels.spike_count_rows_reference",
+     lambda: sb_kernels.spike_count_rows_reference),
+    ("sb_kernels.spike_quant", "spike_quantize", "sb_kernels.spike_count_rows", lambda: sb_kernels.spike_count_rows),
+    ("sb_kernels.spike_quant", "spike_quantize_reference", "sb_kernels.spike_count_rows_reference",
+     lambda: sb_kernels.spike_count_rows_reference),
 ]
 
 
