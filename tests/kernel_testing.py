@@ -2,7 +2,7 @@
 
 Triton's interpreter. Without CUDA, tests/conftest.py imports Triton once with ``TRITON_INTERPRET=1``
 (its standard library is built for the interpreter only then) and restores the variable. Kernels are
-built per launch by :class:`sb_kernels._dispatch.LazyKernel` (interpreted for CPU tensors, compiled
+built per launch by :class:`sb_kernels.dispatch.LazyKernel` (interpreted for CPU tensors, compiled
 for CUDA tensors) and :func:`sb_kernels.resolve_backend` reads ``TRITON_INTERPRET`` at every call, so
 the ``triton_interpreter`` fixture sets it only while a CPU kernel test runs: the rest of the suite
 keeps the default dispatch rules, with no subprocess and no import-order dependence.

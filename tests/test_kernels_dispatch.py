@@ -5,7 +5,7 @@ import torch
 from kernel_testing import CUDA, triton_interpreter  # noqa: F401  (autouse fixture)
 
 from sb_kernels import BACKENDS, interpreter_enabled, resolve_backend
-from sb_kernels._dispatch import LazyKernel, lazy_jit, sm_count
+from sb_kernels.dispatch import LazyKernel, lazy_jit, sm_count
 
 x_cpu = torch.zeros(2)
 
@@ -35,7 +35,7 @@ def test_cpu_rules(monkeypatch):
 
 
 def test_triton_never_falls_back_when_missing(monkeypatch):
-    import sb_kernels._dispatch as dispatch
+    import sb_kernels.dispatch as dispatch
 
     monkeypatch.setattr(dispatch, "triton_importable", lambda: False)
     with pytest.raises(RuntimeError, match="needs the triton package"):
@@ -71,7 +71,7 @@ def test_cuda_rules():
 
 def test_use_reference_nests_and_leaves_explicit_choices_alone():
     from sb_kernels import use_reference
-    from sb_kernels._dispatch import _AUTO_IS_TORCH
+    from sb_kernels.dispatch import _AUTO_IS_TORCH
 
     assert not _AUTO_IS_TORCH.get()
     with use_reference():

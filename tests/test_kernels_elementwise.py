@@ -28,8 +28,8 @@ from sb_kernels import (
     silu_mul,
     silu_mul_reference,
 )
-from sb_kernels._device import round_to
-from sb_kernels._dispatch import lazy_jit
+from sb_kernels.device import round_to
+from sb_kernels.dispatch import lazy_jit
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 # silu of gates below -88 in float32: exp(-g) overflows to inf on purpose (silu -> -0), and the

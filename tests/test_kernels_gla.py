@@ -1,6 +1,6 @@
 """sb_kernels.gla_fla: flash-linear-attention's chunk_gla in our [B, H, L, D] layout.
 
-Identity (GPU, with fla installed): ``gla_fla == sb_layers.gla_recurrent`` (float64 reference) for the
+Identity (GPU, with fla installed): ``gla_fla == sb_kernels.gla_recurrent`` (float64 reference) for the
 output and the final state, with and without an initial state, and gradients to within the kernel
 precision. On CPU the argument checks run (they precede the CUDA requirement).
 """
@@ -10,7 +10,7 @@ import torch
 from kernel_testing import CUDA, rel_err
 
 from sb_kernels import fla_available, gla_fla
-from sb_layers import gla_recurrent
+from sb_kernels import gla_recurrent
 
 
 def inputs(batch=1, heads=2, length=8, dk=4, dv=6, device="cpu", dtype=torch.float32, seed=0):

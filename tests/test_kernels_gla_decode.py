@@ -1,6 +1,6 @@
 """sb_kernels.gla_decode_step: one GLA token from the projections' raw outputs in one kernel.
 
-Identities: the reference equals :func:`sb_layers.gla_recurrent` on one token with the feature maps and
+Identities: the reference equals :func:`sb_kernels.gla_recurrent` on one token with the feature maps and
 the log decay applied first and the key/value heads repeated; the Triton kernel equals the reference;
 a masked token leaves the state exactly as it was. The kernel-equals-reference property runs interpreted
 (CPU) and compiled (``device="cuda"``); compiled, ``tl.exp`` is ``ex2.approx.f32`` of a rounded product by
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from kernel_testing import CUDA, DEVICES, rel_err, triton_interpreter  # noqa: F401  (autouse fixture)
 
 from sb_kernels import gla_decode_step, gla_decode_step_reference
-from sb_layers.linear_attention import gla_recurrent
+from sb_kernels import gla_recurrent
 
 FEATURES = {"relu": F.relu, "sigmoid": torch.sigmoid, "identity": lambda x: x}
 

@@ -1,4 +1,4 @@
-"""sb_kernels.spike_quantize: the fused Triton kernel against sb_neurons.spike_count.
+"""sb_kernels.spike_count_rows: the fused Triton kernel against sb_neurons.spike_count.
 
 Identities: ``counts == round(x.float() / v_th)`` bit for bit given the kernel's ``v_th`` (IEEE division,
 half to even); ``v_th`` equals the reference's up to float32 summation order; wherever the two ``v_th``
@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kernel_testing import CUDA, DEVICES, heavy_tailed, triton_interpreter, widths  # noqa: F401  (autouse fixture)
 
-from sb_kernels import spike_quantize, spike_quantize_reference
+from sb_kernels import spike_count_rows, spike_count_rows_reference
 from sb_kernels import spike_quant as sq
 from sb_neurons import spike_count, spike_stats
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:Runtim
 def assert_kernel_identities(x, k=3.0, clamp=None, counts=None, v_th=None):
     """The kernel's counts/v_th satisfy its documented identities against the float reference."""
     if counts is None:
-        counts, v_th = spike_quantize(x, k, clamp, backend="triton")
+        counts, v_th = spike_count_rows(x, k, clamp, backend="triton")
     assert counts.dtype == torch.int32 and v_th.dtype == torch.float32
     assert counts.shape == x.shape and v_th.shape == (*x.shape[:-1], 1)
     # Exact: the kernel's own rounding of x / v_th (float32 division, round half to even).
@@ -68,7 +68,7 @@ def test_half_way_ties_round_to_even():
     # k = mean |x| makes v_th = 1 exactly, so x / v_th = x and every .5 is a tie.
     x = torch.tensor([[0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5, 4.0]])
     k = float(x.abs().mean())
-    counts, v_th = spike_quantize(x, k, backend="triton")
+    counts, v_th = spike_count_rows(x, k, backend="triton")
     assert float(v_th) == 1.0
     assert counts.tolist() == [[0, 2, 2, 0, -2, -2, 4, 4]]
 
@@ -79,9 +79,9 @@ def test_a_one_element_row_is_a_tie_at_half_integer_k(k, dtype):
     # mean |x| = |x|, so x / v_th is +-k up to the rounding of v_th: on a tie or an ulp off it, as IEEE
     # division decides (issue 19: an interpreter fma rounded twice and gave -7 where round(-7.5) is -8).
     x = torch.tensor([[-0.37109375], [0.37109375], [-3.0], [1e-3]], dtype=dtype)
-    counts, v_th = spike_quantize(x, k, backend="triton")
+    counts, v_th = spike_count_rows(x, k, backend="triton")
     assert torch.equal(counts.double(), torch.round(x.float() / v_th).double())
-    assert torch.equal(counts, spike_quantize_reference(x, k).counts)
+    assert torch.equal(counts, spike_count_rows_reference(x, k).counts)
 
 
 def near_ties(rows, width, seed, device="cpu", rounds=3):
@@ -97,7 +97,7 @@ def near_ties(rows, width, seed, device="cpu", rounds=3):
     v_th = (10 ** (torch.rand(rows, 1, generator=g, dtype=torch.float64) * 6 - 3)).to(device)
     for _ in range(rounds):
         x = (half * v_th.double()).float()
-        v_th = spike_quantize(x, k, backend="triton").v_th
+        v_th = spike_count_rows(x, k, backend="triton").v_th
     flip = torch.randint(0, 3, x.shape, generator=g).to(device)
     up, down = torch.nextafter(x, torch.full_like(x, float("inf"))), torch.nextafter(x, torch.full_like(x, -float("inf")))
     return torch.where(flip == 1, up, torch.where(flip == 2, down, x)), k
@@ -108,7 +108,7 @@ def test_quotients_near_ties_round_like_ieee_division():
     # multiply-adds: exact only if the corrected quotient is the correctly rounded one, which ties expose
     # (the interpreter divides; the gpu test below holds the compiled form to the same rule).
     x, k = near_ties(8, 257, seed=0)
-    counts, v_th = spike_quantize(x, k, backend="triton")
+    counts, v_th = spike_count_rows(x, k, backend="triton")
     quotient = x / v_th
     assert torch.equal(counts.double(), torch.round(quotient).double())
     assert float(((quotient - quotient.round()).abs() - 0.5).abs().max()) < 1e-5  # all near ties
@@ -120,8 +120,8 @@ def test_quotient_past_float32_range_is_an_overflow_not_a_nan():
     # v_th = mean|x| / k with a huge k makes x / v_th overflow float32: counts saturate, OverflowError.
     x = torch.tensor([[3.0e38, 1.0, -2.0, 0.0], [-3.0e38, 1.0, -2.0, 0.0]])
     with pytest.raises(OverflowError, match="int32"):
-        spike_quantize(x, 1e38, backend="triton")
-    counts, v_th = spike_quantize(x, 1e38, clamp=(-7, 9), backend="triton")
+        spike_count_rows(x, 1e38, backend="triton")
+    counts, v_th = spike_count_rows(x, 1e38, clamp=(-7, 9), backend="triton")
     assert torch.equal(counts, torch.round(x / v_th).clamp(-7, 9).int())  # the signs survive saturation
     assert counts[:, 0].tolist() == [9, -7]
 
@@ -144,21 +144,21 @@ def test_bursts_past_127_are_exact_and_unbounded():
     x = torch.randn(4, 200)
     x[:, 3] = 5000.0
     x[2, 5] = 3e6
-    counts, v_th = spike_quantize(x, 300.0, backend="triton")
+    counts, v_th = spike_count_rows(x, 300.0, backend="triton")
     assert int(counts.abs().max()) > 32767 and int(counts[0].abs().max()) > 127
     assert_kernel_identities(x, 300.0, counts=counts, v_th=v_th)
 
 
 def test_counts_dtype_narrow_and_checked():
     x = torch.randn(3, 64)
-    wide, _ = spike_quantize(x, backend="triton")
+    wide, _ = spike_count_rows(x, backend="triton")
     for dtype in (torch.int8, torch.int16):
-        narrow, _ = spike_quantize(x, backend="triton", counts_dtype=dtype)
+        narrow, _ = spike_count_rows(x, backend="triton", counts_dtype=dtype)
         assert narrow.dtype == dtype and torch.equal(narrow.to(torch.int32), wide)
     x[1, 0] = 1e4
     with pytest.raises(ValueError, match="counts_dtype"):
-        spike_quantize(x, backend="triton", counts_dtype=torch.int8)
-    assert spike_quantize(x, backend="triton", counts_dtype=torch.int8, clamp=8).counts.dtype == torch.int8
+        spike_count_rows(x, backend="triton", counts_dtype=torch.int8)
+    assert spike_count_rows(x, backend="triton", counts_dtype=torch.int8, clamp=8).counts.dtype == torch.int8
 
 
 def test_long_rows_take_the_two_pass_path(monkeypatch):
@@ -166,7 +166,7 @@ def test_long_rows_take_the_two_pass_path(monkeypatch):
     monkeypatch.setattr(sq, "SINGLE_PASS_MAX", 64)
     monkeypatch.setattr(sq, "CHUNK", 32)
     x = heavy_tailed((3, 150), seed=4, scale=2.0)
-    counts, v_th, stats = spike_quantize(x, backend="triton", return_stats=True, clamp=(-200, 200))
+    counts, v_th, stats = spike_count_rows(x, backend="triton", return_stats=True, clamp=(-200, 200))
     assert_kernel_identities(x, clamp=(-200, 200), counts=counts, v_th=v_th)
     assert_stats_equal(stats, spike_stats(counts=counts, codec="ternary"))
 
@@ -185,40 +185,40 @@ def test_stats_in_the_same_pass_equal_spike_stats(device, data, seed, rows, burs
     x = heavy_tailed((rows, width), seed, device=device)
     if burst:
         x[0, 0] = burst * x.abs().mean()
-    counts, v_th, stats = spike_quantize(x, backend="triton", return_stats=True)
+    counts, v_th, stats = spike_count_rows(x, backend="triton", return_stats=True)
     assert counts.device == x.device
     assert_stats_equal(stats, spike_stats(counts=counts.cpu(), codec="ternary"))
     assert_kernel_identities(x, counts=counts, v_th=v_th)
-    ref = spike_quantize(x, backend="torch", return_stats=True)
+    ref = spike_count_rows(x, backend="torch", return_stats=True)
     assert ref.stats.num_channels == stats.num_channels
 
 
 def test_shapes_strides_and_empty_rows():
     x = torch.randn(6, 3, 40).transpose(0, 1)  # non-contiguous [3, 6, 40]
-    counts, v_th = spike_quantize(x, backend="triton")
+    counts, v_th = spike_count_rows(x, backend="triton")
     assert counts.shape == (3, 6, 40) and v_th.shape == (3, 6, 1)
     assert_kernel_identities(x, counts=counts, v_th=v_th)
     strided = torch.randn(4, 80)[:, ::2]  # last-dim stride 2
     assert_kernel_identities(strided)
-    empty = spike_quantize(torch.randn(0, 7), backend="triton")
+    empty = spike_count_rows(torch.randn(0, 7), backend="triton")
     assert empty.counts.shape == (0, 7) and empty.v_th.shape == (0, 1)
     one = torch.tensor([-2.0])
-    assert spike_quantize(one, backend="triton").counts.tolist() == [-3]
+    assert spike_count_rows(one, backend="triton").counts.tolist() == [-3]
 
 
 def test_threshold_clamps_and_overflow():
     tiny = torch.full((1, 8), 1e-9)  # v_th clamps at 1e-5: counts 0
-    counts, v_th = spike_quantize(tiny, backend="triton")
+    counts, v_th = spike_count_rows(tiny, backend="triton")
     assert float(v_th) == pytest.approx(1e-5) and not counts.any()
     huge = torch.full((2, 4), 1e14)  # v_th clamps at 1e4: counts 1e10, beyond int32
     with pytest.raises(OverflowError, match="clamp="):
-        spike_quantize(huge, backend="triton")
+        spike_count_rows(huge, backend="triton")
     with pytest.raises(OverflowError):
-        spike_quantize(huge, backend="torch")
-    clamped = spike_quantize(huge, backend="triton", clamp=16).counts
+        spike_count_rows(huge, backend="torch")
+    clamped = spike_count_rows(huge, backend="triton", clamp=16).counts
     assert torch.equal(clamped, torch.full_like(clamped, 32767))
     for backend in ("triton", "torch"):  # the widest clamp saturates at int32's ends (no overflow error)
-        widest = spike_quantize(torch.cat([huge, -huge]), backend=backend, clamp=32).counts
+        widest = spike_count_rows(torch.cat([huge, -huge]), backend=backend, clamp=32).counts
         assert widest[:2].eq(2**31 - 1).all() and widest[2:].eq(-(2**31)).all()
 
 
@@ -228,7 +228,7 @@ def test_non_finite_input_is_an_error(bad, backend):
     x = torch.randn(3, 50)
     x[1, 7] = bad
     with pytest.raises(ValueError, match="NaN or Inf"):
-        spike_quantize(x, backend=backend)
+        spike_count_rows(x, backend=backend)
 
 
 @pytest.mark.parametrize(
@@ -247,15 +247,15 @@ def test_non_finite_input_is_an_error(bad, backend):
 )
 def test_bad_arguments_name_the_argument(kwargs, match, error):
     with pytest.raises(error, match=match):
-        spike_quantize(**kwargs)
+        spike_count_rows(**kwargs)
 
 
 def test_reference_matches_spike_count_and_float64():
     x = heavy_tailed((3, 33), seed=1, dtype=torch.float64)
-    counts, v_th = spike_quantize_reference(x, 2.0, clamp=(-40, 40))
+    counts, v_th = spike_count_rows_reference(x, 2.0, clamp=(-40, 40))
     ref_counts, ref_v_th = spike_count(x, 2.0, -1, (-40, 40))
     assert torch.equal(counts, ref_counts.to(torch.int32)) and torch.equal(v_th, ref_v_th.float())
-    auto = spike_quantize(x, 2.0, (-40, 40))  # auto on CPU: the reference
+    auto = spike_count_rows(x, 2.0, (-40, 40))  # auto on CPU: the reference
     assert torch.equal(auto.counts, counts)
 
 
@@ -266,13 +266,13 @@ def test_gpu_full_size(shape, dtype):
     torch.manual_seed(sum(shape))
     x = (torch.randn(shape, device="cuda") * 2).to(dtype)
     x[:, ::997] *= 60  # bursts past 127
-    counts, v_th, stats = spike_quantize(x, backend="triton", return_stats=True)
+    counts, v_th, stats = spike_count_rows(x, backend="triton", return_stats=True)
     assert counts.is_cuda
     assert_kernel_identities(x, counts=counts, v_th=v_th)
     assert_stats_equal(stats, spike_stats(counts=counts.cpu(), codec="ternary"))
     for clamp in (8, (-3, 100)):
         assert_kernel_identities(x, clamp=clamp)
-    auto = spike_quantize(x, backend="auto")
+    auto = spike_count_rows(x, backend="auto")
     assert torch.equal(auto.counts, counts)
 
 
@@ -282,7 +282,7 @@ def test_gpu_near_ties_and_every_16_bit_value(dtype):
     # Quotients on and next to n + 1/2 at model width, and every finite 16-bit value under many thresholds.
     x, k = near_ties(2048, 3584, seed=7, device="cuda")
     x = x.to(dtype)
-    counts, v_th = spike_quantize(x, k, backend="triton")
+    counts, v_th = spike_count_rows(x, k, backend="triton")
     assert torch.equal(counts.double(), torch.round(x.float() / v_th).double())
     if dtype == torch.float32:
         return
@@ -295,7 +295,7 @@ def test_gpu_near_ties_and_every_16_bit_value(dtype):
     rows = torch.cat([values[None, :].expand(512, -1), ballast.expand(-1, 4096)], dim=1).to(dtype)
     mean = float(rows.float().abs().mean())
     for target in (1e-3, 1.0, 1e3):  # v_th around these values
-        counts, v_th = spike_quantize(rows, mean / target, clamp=32, backend="triton")
+        counts, v_th = spike_count_rows(rows, mean / target, clamp=32, backend="triton")
         assert float(v_th.min()) > target / 10 and float(v_th.max()) < target * 10
         assert torch.equal(counts.double(), torch.round(rows.float() / v_th).double().clamp(-(2**31), 2**31 - 1))
 
@@ -305,9 +305,9 @@ def test_gpu_errors_and_int8_counts():
     x = torch.randn(64, 256, device="cuda")
     x[5, 3] = float("nan")
     with pytest.raises(ValueError, match="NaN or Inf"):
-        spike_quantize(x, backend="triton")
+        spike_count_rows(x, backend="triton")
     x[5, 3] = 1e5
     with pytest.raises(ValueError, match="counts_dtype"):
-        spike_quantize(x, backend="triton", counts_dtype=torch.int8)
-    narrow = spike_quantize(x, backend="triton", counts_dtype=torch.int16).counts
-    assert narrow.dtype == torch.int16 and torch.equal(narrow.int(), spike_quantize(x, backend="triton").counts)
+        spike_count_rows(x, backend="triton", counts_dtype=torch.int8)
+    narrow = spike_count_rows(x, backend="triton", counts_dtype=torch.int16).counts
+    assert narrow.dtype == torch.int16 and torch.equal(narrow.int(), spike_count_rows(x, backend="triton").counts)

@@ -473,7 +473,7 @@ def test_gpu_cuda_graph_replay_equals_eager(rows):
 def test_gpu_split_k_counters_first_made_inside_a_capture(monkeypatch):
     """The split-K decode kernel's arrival counters for a stream first used inside a graph capture are
     zeroed by the graph (on replay) and, before an eager call on that stream, on the stream itself."""
-    monkeypatch.setattr(w8, "_ARRIVAL_COUNTERS", {})
+    monkeypatch.setattr(w8.decode, "_ARRIVAL_COUNTERS", {})
     n, k = LAYERS_7B["k/v"]  # 32 column blocks: split on any GPU
     weight, scales, b = make_layer(n, k, 128, seed=3, device="cuda", dtype=torch.bfloat16)
     x = heavy_tailed((1, k), seed=4, dtype=torch.bfloat16, device="cuda")
@@ -494,7 +494,7 @@ def test_gpu_split_k_counters_first_made_inside_a_capture(monkeypatch):
         graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(static_out, expected)
-    assert not any(bool(counters.any()) for counters, _ in w8._ARRIVAL_COUNTERS.values())
+    assert not any(bool(counters.any()) for counters, _ in w8.decode._ARRIVAL_COUNTERS.values())
 
 
 @pytest.mark.gpu
