@@ -1,0 +1,110 @@
+"""Dependencies point one way (docs: DESIGN's layout): sb_neurons -> sb_kernels -> sb_layers -> sb_adapters
+-> spikingbrain. Every module of the five packages is parsed (ast, imports inside functions included) and
+none may import a package later in that order, nor another package's private (underscore) module or name.
+
+The one documented exception: ``adapters/__main__.py``, the ``python -m sb_adapters`` script entry point,
+runs ``spikingbrain.cli``.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# import name -> (folder, rank in the dependency order)
+PACKAGES = {"sb_neurons": ("sb_neurons", 0), "sb_kernels": ("kernels", 1), "sb_layers": ("sb_layers", 2),
+            "sb_adapters": ("adapters", 3), "spikingbrain": ("spikingbrain", 4)}
+EXCEPTIONS = {("adapters/__main__.py", "spikingbrain.cli"): "script entry point of python -m sb_adapters"}
+
+
+def _modules():
+    for package, (folder, _) in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            yield package, path
+
+
+def _module_name(package: str, path: Path) -> list[str]:
+    folder = PACKAGES[package][0]
+    parts = [package, *path.relative_to(ROOT / folder).with_suffix("").parts]
+    return parts[:-1] if parts[-1] == "__init__" else parts
+
+
+def _imports(package: str, path: Path):
+    """``(line, module, names)`` for every import of the file, relative imports made absolute."""
+    here = _module_name(package, path)
+    is_package = path.name == "__init__.py"
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name, ()
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here if is_package else here[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            yield node.lineno, module, tuple(alias.name for alias in node.names)
+
+
+def _private(part: str) -> bool:
+    return part.startswith("_") and not part.startswith("__")
+
+
+def _violations(package: str, path: Path) -> list[str]:
+    rank = PACKAGES[package][1]
+    relative = path.relative_to(ROOT).as_posix()
+    found = []
+    for line, module, names in _imports(package, path):
+        top = module.split(".")[0]
+        if top not in PACKAGES or top == package:
+            continue
+        where = f"{relative}:{line}: {package} imports {module}"
+        if PACKAGES[top][1] > rank and (relative, module) not in EXCEPTIONS:
+            found.append(f"{where} (against the direction sb_neurons -> sb_kernels -> sb_layers -> sb_adapters -> spikingbrain)")
+        private = [part for part in module.split(".")[1:] if _private(part)] + [name for name in names if _private(name)]
+        if private:
+            found.append(f"{where} ({', '.join(private)}: another package's private module or name; make it public)")
+    return found
+
+
+def test_every_package_module_is_scanned():
+    scanned = {path.relative_to(ROOT).as_posix() for _, path in _modules()}
+    assert {"sb_neurons/spike.py", "kernels/gla/reference.py", "sb_layers/linear_attention.py", "adapters/__main__.py",
+            "spikingbrain/cli.py"} <= scanned
+
+
+def test_imports_follow_the_dependency_direction_and_skip_private_modules():
+    found = [v for package, path in _modules() for v in _violations(package, path)]
+    assert found == [], "\n".join(found)
+
+
+def test_the_exceptions_are_still_needed():
+    """An exception that no import uses any more is removed from the list."""
+    used = {(path.relative_to(ROOT).as_posix(), module) for package, path in _modules() for _, module, _ in _imports(package, path)}
+    assert set(EXCEPTIONS) <= used
+
+
+@pytest.mark.parametrize(
+    "source, package, expected",
+    [
+        ("from sb_layers import GatedLinearAttention\n", "sb_kernels", "against the direction"),
+        ("def f():\n    import sb_adapters.cli\n", "sb_layers", "against the direction"),
+        ("from sb_kernels._dispatch import needs_grad\n", "sb_layers", "_dispatch"),
+        ("from sb_neurons.spike import _private_helper\n", "sb_kernels", "_private_helper"),
+        ("from ..spike_quant import quantize_rows\nfrom . import _tiles\n", "sb_kernels", None),
+    ],
+)
+def test_the_checker_catches_what_it_should(tmp_path, monkeypatch, source, package, expected):
+    folder = tmp_path / PACKAGES[package][0] / "sub"
+    folder.mkdir(parents=True)
+    (folder / "mod.py").write_text(source)
+    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
+    found = _violations(package, folder / "mod.py")
+    if expected is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and expected in found[0]
