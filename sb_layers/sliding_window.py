@@ -25,6 +25,7 @@ from torch import nn
 
 from sb_kernels import decode_attention, int8_fake_quantize, merge_attention_into, rotate_and_write_ring, spike_fake_quantize
 from sb_kernels.dispatch import needs_grad
+from sb_neurons.deprecation import module_aliases
 from sb_neurons.validation import check_int, check_positive
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
@@ -340,16 +341,10 @@ class RollingKVCache:
             self.key_mask, self.key_index = self.key_mask[:, keep], self.key_index[keep]
 
 
-def quantize_int8_per_vector(x: torch.Tensor) -> torch.Tensor:
-    """Symmetric int8 fake quantization of each vector along the last dimension (the release's KV cache).
-
-    ``scale = max|x| / 127`` per vector, computed in float32 (float64 for float64 input) and clamped to
-    ``[1e-5, 1e4]``; returns ``clamp(round(x / scale), -128, 127) * scale`` in ``x``'s dtype. Gradients pass
-    straight through. Identity: a vector already on its grid (``x = n * scale`` with integer ``|n| <= 127``)
-    is returned unchanged, and ``|result - x| <= scale / 2`` elementwise. A vector holding NaN or Inf
-    becomes NaN. :func:`sb_kernels.int8_fake_quantize` (one Triton pass on CUDA without autograd).
-    """
-    return int8_fake_quantize(x)
+# Deprecated (one release): quantize_int8_per_vector was a second name of sb_kernels.int8_fake_quantize.
+__getattr__ = module_aliases(
+    "sb_layers.sliding_window", {"quantize_int8_per_vector": ("sb_kernels.int8_fake_quantize", lambda: int8_fake_quantize)}
+)
 
 
 class SlidingWindowAttention(nn.Module):
@@ -379,7 +374,7 @@ class SlidingWindowAttention(nn.Module):
         spike_attention_k: None (default) attends in floating point; a threshold divisor ``k > 0`` runs
             the release's W8ASpike attention (facts section 4): each query head vector spike-coded
             (:func:`sb_kernels.spike_fake_quantize`, ``V_th = mean|q| / k``) and each key and value head vector
-            int8-quantized (:func:`quantize_int8_per_vector`), both after RoPE, so the cache holds int8-grid
+            int8-quantized (:func:`sb_kernels.int8_fake_quantize`), both after RoPE, so the cache holds int8-grid
             keys and values (the report's INT8 KV cache). Per-vector coding keeps the streaming identity.
 
     ``forward(hidden_states [B, L, hidden], attention_mask [B, L] | None, cache | None)`` returns
@@ -492,8 +487,8 @@ class SlidingWindowAttention(nn.Module):
         q = torch.cat([q[:, :, :sinks], q_reg], dim=2) if sinks else q_reg
         if self.spike_attention_k is not None:  # W8ASpike attention: spiking queries, int8 keys and values
             q = spike_fake_quantize(q, self.spike_attention_k)
-            k = torch.cat([quantize_int8_per_vector(k[:, :, :sinks]), k[:, :, sinks:]], dim=2) if sinks else k
-            k_reg, v = quantize_int8_per_vector(k_reg), quantize_int8_per_vector(v)
+            k = torch.cat([int8_fake_quantize(k[:, :, :sinks]), k[:, :, sinks:]], dim=2) if sinks else k
+            k_reg, v = int8_fake_quantize(k_reg), int8_fake_quantize(v)
 
         cache.sort()  # every call but the in-place ring write wants the entries in index order
         if sinks:

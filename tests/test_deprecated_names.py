@@ -25,6 +25,7 @@ ALIASES = [
     ("sb_kernels.spike_quant", "spike_quantize", "sb_kernels.spike_count_rows", lambda: sb_kernels.spike_count_rows),
     ("sb_kernels.spike_quant", "spike_quantize_reference", "sb_kernels.spike_count_rows_reference",
      lambda: sb_kernels.spike_count_rows_reference),
+    ("sb_layers.sliding_window", "quantize_int8_per_vector", "sb_kernels.int8_fake_quantize", lambda: sb_kernels.int8_fake_quantize),
 ]
 
 

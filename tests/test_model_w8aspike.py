@@ -170,28 +170,29 @@ from hypothesis import strategies as st  # noqa: E402
 
 from sb_layers.models.spikingbrain import SpikingBrainCache  # noqa: E402
 from sb_layers.rotary import apply_rotary, rotary_cos_sin  # noqa: E402
-from sb_layers.sliding_window import SlidingWindowAttention, quantize_int8_per_vector  # noqa: E402
+from sb_kernels import int8_fake_quantize  # noqa: E402
+from sb_layers.sliding_window import SlidingWindowAttention  # noqa: E402
 from sb_neurons import spike_quantize  # noqa: E402
 
 
 @given(rows=st.integers(1, 6), width=st.integers(1, 40), seed=st.integers(0, 2**16), magnitude=st.sampled_from([1e-3, 1.0, 300.0]))
 def test_int8_per_vector_rounds_to_a_grid_within_half_a_step(rows, width, seed, magnitude):
     x = magnitude * torch.randn(rows, width, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    q = quantize_int8_per_vector(x)
+    q = int8_fake_quantize(x)
     scale = (x.abs().amax(-1, keepdim=True) / 127).clamp(1e-5, 1e4)  # float64 input: float64 scales
     integers = q / scale
     torch.testing.assert_close(integers, integers.round(), rtol=0, atol=1e-9)
     assert integers.abs().max() <= 127 + 1e-9
     assert bool(((q - x).abs() <= scale / 2 + 1e-12).all())
-    torch.testing.assert_close(quantize_int8_per_vector(q), q, rtol=0, atol=1e-12)  # on the grid: unchanged
+    torch.testing.assert_close(int8_fake_quantize(q), q, rtol=0, atol=1e-12)  # on the grid: unchanged
 
 
 def test_int8_per_vector_passes_gradients_straight_through():
     x = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
-    quantize_int8_per_vector(x).sum().backward()
+    int8_fake_quantize(x).sum().backward()
     assert torch.equal(x.grad, torch.ones_like(x))
     with pytest.raises(TypeError, match="x must have a floating dtype"):
-        quantize_int8_per_vector(torch.ones(2, 2, dtype=torch.int64))
+        int8_fake_quantize(torch.ones(2, 2, dtype=torch.int64))
 
 
 def test_spiking_attention_equals_dense_softmax_on_coded_queries_and_int8_keys_values():
@@ -204,7 +205,7 @@ def test_spiking_attention_equals_dense_softmax_on_coded_queries_and_int8_keys_v
         q, k, v = heads(layer.q_proj(x), 4), heads(layer.k_proj(x), 2), heads(layer.v_proj(x), 2)
         cos, sin = rotary_cos_sin(torch.arange(11).expand(2, 11), 8, 100.0, torch.float64)
         q = spike_quantize(apply_rotary(q, cos, sin), 3.0)
-        k, v = quantize_int8_per_vector(apply_rotary(k, cos, sin)), quantize_int8_per_vector(v)
+        k, v = int8_fake_quantize(apply_rotary(k, cos, sin)), int8_fake_quantize(v)
         k, v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
         distance = torch.arange(11)[:, None] - torch.arange(11)[None, :]
         allowed = (distance >= 0) & (distance < 5)
