@@ -194,7 +194,9 @@ def int8_matmul_int32(counts: torch.Tensor, weight_int8: torch.Tensor, *, backen
         raise OverflowError(f"|counts| @ 127 reaches {bound}, which int32 accumulation cannot hold")
     chosen = resolve_backend(backend, counts, weight_int8, op="int8_matmul_int32")
     if chosen == "torch":
-        return (counts.to(torch.int64) @ weight_int8.to(torch.int64).T).to(torch.int32)
+        # float64, not int64: CUDA has no integer matmul, and with every partial sum below the bound
+        # (< 2**31 < 2**53) each float64 product and sum is an exact integer on any device.
+        return (counts.to(torch.float64) @ weight_int8.to(torch.float64).T).to(torch.int32)
     digits = split_int8_digits(counts).contiguous()
     out = torch.empty(counts.shape[0], cols, dtype=torch.int32, device=counts.device)
     ones = torch.ones(cols, 1, dtype=torch.float32, device=counts.device)
