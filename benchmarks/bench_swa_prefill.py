@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _longctx as lc  # noqa: E402
 
+from sb_layers import MixerCache  # noqa: E402
 from sb_layers import sliding_window as swa  # noqa: E402
 
 
@@ -176,14 +177,15 @@ def main(argv=None) -> int:
     x = torch.randn(1, args.length, hidden, device=device, dtype=dtype)
     ones = torch.ones(1, args.length, device=device, dtype=torch.long)
     with torch.inference_mode():
-        a = layer(x, ones)[0]
-        b = layer(x)[0]
+        # The mixer protocol: a fresh MixerCache per call, a whole sequence.
+        a = layer(x, ones, MixerCache(1))
+        b = layer(x, None, MixerCache(1))
         result["checks"]["layer_masked_vs_windowed_bf16"] = rel(b, a)
-        layer_timing = {"masked": lc.wall_ms(lambda: layer(x, ones), device, 5)[0]}
+        layer_timing = {"masked": lc.wall_ms(lambda: layer(x, ones, MixerCache(1)), device, 5)[0]}
         for kernel in KERNELS:
             with sdpa_kernel([KERNELS[kernel]]):
-                layer(x)
-                layer_timing[f"windowed-{kernel}"] = lc.wall_ms(lambda: layer(x), device, 5)[0]
+                layer(x, None, MixerCache(1))
+                layer_timing[f"windowed-{kernel}"] = lc.wall_ms(lambda: layer(x, None, MixerCache(1)), device, 5)[0]
     result["timing_ms"]["layer"] = layer_timing
     result["fused_kernels_usable"] = dict(swa._KERNEL_WORKS)  # cuDNN ran; grouped heads taken in place
     lc.write_json(args.out, result)
@@ -201,11 +203,11 @@ def main(argv=None) -> int:
         gla = GatedLinearAttention(hidden, heads, kv_heads, mode="fla", device=device, dtype=torch.bfloat16)
         x = torch.randn(1, args.length, hidden, device=device, dtype=torch.bfloat16)
         with torch.inference_mode():
-            new = gla(x)[0]
-            gla_timing = {"time-major": lc.wall_ms(lambda: gla(x), device, 5)[0]}
+            new = gla(x, None, MixerCache(1))
+            gla_timing = {"time-major": lc.wall_ms(lambda: gla(x, None, MixerCache(1)), device, 5)[0]}
             gla._repeat_kv = lambda t: t.repeat_interleave(heads // kv_heads, dim=1)  # the former copies
-            old = gla(x)[0]
-            gla_timing["head-major (former)"] = lc.wall_ms(lambda: gla(x), device, 5)[0]
+            old = gla(x, None, MixerCache(1))
+            gla_timing["head-major (former)"] = lc.wall_ms(lambda: gla(x, None, MixerCache(1)), device, 5)[0]
         result["checks"]["gla_time_major_vs_former"] = rel(new, old)
         result["timing_ms"]["gla_layer"] = gla_timing
         print(f"GLA layer L={args.length}: {gla_timing}; rel {result['checks']['gla_time_major_vs_former']:.2e}", flush=True)

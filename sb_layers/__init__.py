@@ -6,6 +6,7 @@ identity between them stated in its docstring and checked by the tests, and expl
 """
 
 from .blocks import HybridBlock, ParallelMixer, run_mixer
+from .mixer_cache import MixerCache
 from .feed_forward import GLUMLP, MoE, upcycle
 from .linear_attention import GatedLinearAttention
 from .rms_norm import RMSNorm
@@ -20,6 +21,7 @@ __all__ = [
     "GatedLinearAttention",
     "HybridBlock",
     "LayerReport",
+    "MixerCache",
     "MoE",
     "ParallelMixer",
     "RMSNorm",

@@ -6,8 +6,10 @@
   sliding-window (or full) attention on the same input, normalizes each output, and sums them.
 
 Block: ``h = x + mixer(attn_norm(x))``; ``out = h + mlp(mlp_norm(h))`` (release names ``attn_norm``,
-``attn``, ``mlp_norm``, ``mlp``). The mixer's streaming state passes through unchanged in kind: a GLA
-state tensor, a :class:`RollingKVCache`, or a ``(gla_state, kv_cache)`` pair for a parallel mixer.
+``attn``, ``mlp_norm``, ``mlp``). Every mixer and block follows one protocol,
+``forward(hidden_states, attention_mask, cache) -> hidden_states`` (:mod:`sb_layers.mixer_cache`): the
+streaming state of each layer (a GLA state tensor, a :class:`RollingKVCache`, or a ``(gla_state,
+kv_cache)`` pair for a parallel mixer) lives in one :class:`MixerCache`, at the mixer's ``layer_idx``.
 """
 
 from __future__ import annotations
@@ -19,31 +21,41 @@ from torch import nn
 
 from ._checks import check_hidden_states
 from .linear_attention import GatedLinearAttention
+from .mixer_cache import MixerCache, check_layer_idx, resolve_call, warn_functional_call
 from .rms_norm import RMSNorm
 from .sliding_window import RollingKVCache, SlidingWindowAttention
 
 MixerState = Any  # torch.Tensor | RollingKVCache | tuple[torch.Tensor | None, RollingKVCache | None] | None
 
+_LEGACY_STATES = (torch.Tensor, RollingKVCache, tuple)
+
 
 def run_mixer(mixer: nn.Module, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, state: MixerState):
-    """Call any of this package's mixers with its own kind of state; returns ``(output, new_state)``."""
-    if isinstance(mixer, GatedLinearAttention):
-        return mixer(hidden_states, attention_mask=attention_mask, state=state)
-    if isinstance(mixer, SlidingWindowAttention):
-        return mixer(hidden_states, attention_mask=attention_mask, cache=state)
-    if isinstance(mixer, ParallelMixer):
-        return mixer(hidden_states, attention_mask=attention_mask, state=state)
-    raise TypeError(f"unsupported mixer {type(mixer).__name__}")
+    """Deprecated: the functional call ``(output, new_state)`` of any of this package's mixers.
+
+    Call the mixer itself, ``mixer(hidden_states, attention_mask, cache)`` with a :class:`MixerCache`
+    (the mixer protocol, :mod:`sb_layers.mixer_cache`).
+    """
+    warn_functional_call("run_mixer", "run_mixer(mixer, hidden_states, attention_mask, state)", stacklevel=3)
+    mix = getattr(mixer, "_mix", None)
+    if mix is None:
+        raise TypeError(f"unsupported mixer {type(mixer).__name__}")
+    return mix(hidden_states, attention_mask, state)
 
 
 class ParallelMixer(nn.Module):
     """``norm_linear(linear_attn(x)) + norm_softmax(softmax_attn(x))`` (the 76B intra-layer hybrid).
 
     ``softmax_attn`` is a :class:`SlidingWindowAttention` (``window=None`` for the full-attention layers).
-    State: ``(gla_state, kv_cache)``.
+    In a :class:`MixerCache` its entry is the pair ``(gla_state, kv_cache)``: the two mixers share this
+    mixer's ``layer_idx`` and own parts 0 and 1 (``cache_part``). ``layer_idx`` (default: the linear
+    attention's) is set on both.
     """
 
-    def __init__(self, linear_attn: GatedLinearAttention, softmax_attn: SlidingWindowAttention, norm_eps: float = 1e-6) -> None:
+    def __init__(
+        self, linear_attn: GatedLinearAttention, softmax_attn: SlidingWindowAttention, norm_eps: float = 1e-6,
+        layer_idx: int | None = None,
+    ) -> None:
         super().__init__()
         if not isinstance(linear_attn, GatedLinearAttention):
             raise TypeError(f"linear_attn must be a GatedLinearAttention, got {type(linear_attn).__name__}")
@@ -53,41 +65,77 @@ class ParallelMixer(nn.Module):
             raise ValueError("linear_attn and softmax_attn must share hidden_size")
         ref = linear_attn.o_proj.weight
         self.linear_attn, self.softmax_attn = linear_attn, softmax_attn
+        self.hidden_size = linear_attn.hidden_size
         self.linear_norm = RMSNorm(linear_attn.hidden_size, norm_eps, device=ref.device, dtype=ref.dtype)
         self.softmax_norm = RMSNorm(linear_attn.hidden_size, norm_eps, device=ref.device, dtype=ref.dtype)
+        linear_attn.cache_part, softmax_attn.cache_part = 0, 1
+        self.layer_idx = linear_attn.layer_idx if layer_idx is None else layer_idx
 
-    def forward(self, hidden_states, attention_mask=None, state=None):
+    @property
+    def layer_idx(self) -> int:
+        return self.linear_attn.layer_idx
+
+    @layer_idx.setter
+    def layer_idx(self, value: int) -> None:
+        self.linear_attn.layer_idx = self.softmax_attn.layer_idx = check_layer_idx(value)
+
+    def forward(self, hidden_states, attention_mask=None, cache: MixerCache | None = None, *, state=None):
+        """``output [B, L, hidden]``; each of the two mixers reads and updates its part of ``cache``.
+        Deprecated: without a MixerCache (``state=(gla_state, kv_cache)``, that pair as ``cache``, or no
+        cache) the call returns ``(output, new_state)``."""
+        cache, legacy_state, legacy = resolve_call(type(self).__name__, cache, state, _LEGACY_STATES, "state")
+        if legacy:
+            return self._mix(hidden_states, attention_mask, legacy_state)
+        linear_out = self.linear_attn(hidden_states, attention_mask, cache)
+        softmax_out = self.softmax_attn(hidden_states, attention_mask, cache)
+        return self.linear_norm(linear_out) + self.softmax_norm(softmax_out)
+
+    def _mix(self, hidden_states, attention_mask, state):
+        """The mixer as a function of its state ``(gla_state, kv_cache)``: ``(output, new_state)``."""
         gla_state, kv_cache = (None, None) if state is None else state
-        linear_out, gla_state = self.linear_attn(hidden_states, attention_mask=attention_mask, state=gla_state)
-        softmax_out, kv_cache = self.softmax_attn(hidden_states, attention_mask=attention_mask, cache=kv_cache)
+        linear_out, gla_state = self.linear_attn._mix(hidden_states, attention_mask, gla_state)
+        softmax_out, kv_cache = self.softmax_attn._mix(hidden_states, attention_mask, kv_cache)
         return self.linear_norm(linear_out) + self.softmax_norm(softmax_out), (gla_state, kv_cache)
 
 
 class HybridBlock(nn.Module):
     """Pre-norm residual block: ``attn_norm``, ``attn`` (the mixer), ``mlp_norm``, ``mlp``.
 
-    ``forward(hidden_states [B, L, hidden], attention_mask, state) -> (output [B, L, hidden], new_state)``.
-    The MLP may be a :class:`GLUMLP` or a :class:`MoE` (any module mapping ``[..., hidden]`` to itself).
+    ``forward(hidden_states [B, L, hidden], attention_mask, cache) -> output [B, L, hidden]`` (the mixer
+    protocol, :mod:`sb_layers.mixer_cache`): the mixer reads and updates its entry ``layer_idx`` of the
+    :class:`MixerCache` ``cache``. The MLP may be a :class:`GLUMLP` or a :class:`MoE` (any module mapping
+    ``[..., hidden]`` to itself). Deprecated: without a MixerCache (``state=``, a layer state as the third
+    argument, or no cache) the call returns ``(output, new_state)``.
     """
 
     def __init__(self, hidden_size: int, mixer: nn.Module, mlp: nn.Module, norm_eps: float = 1e-6) -> None:
         super().__init__()
         if not isinstance(mixer, (GatedLinearAttention, SlidingWindowAttention, ParallelMixer)):
             raise TypeError(f"mixer must be a GatedLinearAttention, SlidingWindowAttention or ParallelMixer, got {type(mixer).__name__}")
-        mixer_width = mixer.linear_attn.hidden_size if isinstance(mixer, ParallelMixer) else mixer.hidden_size
-        if mixer_width != hidden_size:
-            raise ValueError(f"hidden_size={hidden_size} differs from the mixer's hidden_size={mixer_width}")
+        if mixer.hidden_size != hidden_size:
+            raise ValueError(f"hidden_size={hidden_size} differs from the mixer's hidden_size={mixer.hidden_size}")
         ref = next(mixer.parameters())
         self.attn_norm = RMSNorm(hidden_size, norm_eps, device=ref.device, dtype=ref.dtype)
         self.attn = mixer
         self.mlp_norm = RMSNorm(hidden_size, norm_eps, device=ref.device, dtype=ref.dtype)
         self.mlp = mlp
 
-    def forward(self, hidden_states, attention_mask=None, state: MixerState = None):
+    @property
+    def layer_idx(self) -> int:
+        """The mixer's ``layer_idx`` (its entry in a :class:`MixerCache`)."""
+        return self.attn.layer_idx
+
+    def forward(self, hidden_states, attention_mask=None, cache: MixerCache | None = None, *, state: MixerState = None):
+        cache, legacy_state, legacy = resolve_call(type(self).__name__, cache, state, _LEGACY_STATES, "state")
         check_hidden_states(hidden_states, self.attn_norm.weight.shape[0])
-        mixed, state = run_mixer(self.attn, self.attn_norm(hidden_states), attention_mask, state)
+        if legacy:
+            mixed, new_state = self.attn._mix(self.attn_norm(hidden_states), attention_mask, legacy_state)
+            return self._feed_forward(mixed, hidden_states), new_state
+        return self._feed_forward(self.attn(self.attn_norm(hidden_states), attention_mask, cache), hidden_states)
+
+    def _feed_forward(self, mixed: torch.Tensor, hidden_states: torch.Tensor) -> torch.Tensor:
         normed, hidden_states = self.mlp_norm.add_forward(mixed, hidden_states)  # hidden_states + mixed, normed
-        return hidden_states + self.mlp(normed), state
+        return hidden_states + self.mlp(normed)
 
 
-__all__ = ["HybridBlock", "ParallelMixer", "RollingKVCache", "run_mixer"]
+__all__ = ["HybridBlock", "MixerCache", "ParallelMixer", "RollingKVCache", "run_mixer"]

@@ -25,6 +25,7 @@ from sb_neurons.validation import check_int, check_positive, check_tensor
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
 from ._merged import merged_linear_outputs
+from .mixer_cache import MixerCache, cache_key, check_layer_idx, resolve_call
 from .rms_norm import RMSNorm
 from .spiking_linear import SpikeCoding, make_linear
 
@@ -62,13 +63,15 @@ class GatedLinearAttention(nn.Module):
             installed, else chunk; on CUDA a one-token call takes :func:`sb_kernels.gla_decode_step`, one
             kernel per decode step). All compute the same function.
         chunk_size: chunk length of the ``"chunk"`` form (any sequence length works).
+        layer_idx: this layer's entry in a :class:`sb_layers.MixerCache` (its index in the stack).
 
     Identities: the three modes agree (float rounding); a layer with ``coding.mode="spike"`` equals the
     same layer with ``coding.mode="count"``; as ``coding.k`` grows a spike-coded layer approaches the
     dense one (``coding=None``) with the same weights.
 
-    ``forward(hidden_states [B, L, hidden], attention_mask [B, L] | None, state [B, H, Dk, Dv] | None)``
-    returns ``(output [B, L, hidden], new_state)``. ``attention_mask`` (1 keep, 0 pad) zeroes the padded
+    ``forward(hidden_states [B, L, hidden], attention_mask [B, L] | None, cache: MixerCache | None)``
+    returns ``output [B, L, hidden]`` (the mixer protocol, :mod:`sb_layers.mixer_cache`): the recurrent
+    state ``[B, H, Dk, Dv]`` is entry ``layer_idx`` of ``cache``, updated in place. ``attention_mask`` (1 keep, 0 pad) zeroes the padded
     values before the recurrence, as the release does, and also their log decays: a padded step leaves
     the state unchanged, so the real tokens' outputs and the final state equal those of the unpadded
     sequence (left padding, or padding anywhere). Padded positions' outputs are meaningless.
@@ -91,8 +94,11 @@ class GatedLinearAttention(nn.Module):
         chunk_size: int = 64,
         device=None,
         dtype=None,
+        layer_idx: int = 0,
     ) -> None:
         super().__init__()
+        self.layer_idx = check_layer_idx(layer_idx)
+        self.cache_part: int | None = None  # set by a ParallelMixer holding this layer
         num_kv_heads, head_dim = check_head_layout(hidden_size, num_heads, num_kv_heads, head_dim)
         check_int(gate_low_rank_dim, "gate_low_rank_dim", minimum=1)
         check_positive(gate_logit_normalizer, "gate_logit_normalizer")
@@ -155,13 +161,41 @@ class GatedLinearAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        cache: MixerCache | None = None,
+        *,
         state: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(output [B, L, hidden], new_state [B, H, Dk, Dv])`` for ``hidden_states [B, L, hidden]``.
+    ) -> torch.Tensor:
+        """``output [B, L, hidden]`` for ``hidden_states [B, L, hidden]`` (the mixer protocol,
+        :mod:`sb_layers.mixer_cache`).
 
         ``attention_mask`` ``[B, L]`` covers this call's tokens only (a wrapper holding HuggingFace's
-        ``[B, past + L]`` mask passes its last L columns); ``state`` is the previous call's ``new_state``.
+        ``[B, past + L]`` mask passes its last L columns). ``cache``: a :class:`sb_layers.MixerCache` whose
+        entry ``layer_idx`` is this layer's recurrent state ``[B, H, Dk, Dv]`` (None before the first call:
+        a zero state), replaced by the new state. Deprecated: without a MixerCache (``state=``, a state
+        tensor as ``cache``, or no cache) the call returns ``(output, new_state)``.
         """
+        cache, legacy_state, legacy = resolve_call(type(self).__name__, cache, state, (torch.Tensor,), "state")
+        if legacy:
+            return self._mix(hidden_states, attention_mask, legacy_state)
+        key = cache_key(self)
+        out, new_state = self._mix(hidden_states, attention_mask, cache.layer_state(key))
+        cache.update_layer_state(key, new_state)
+        return out
+
+    def _mix(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, state: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer as a function of its state: ``(output [B, L, hidden], new_state [B, H, Dk, Dv])``."""
+        self._check_call(hidden_states, attention_mask, state)
+        length = hidden_states.shape[1]
+        q_flat, k_flat, v_flat = self._projections(hidden_states)
+        if length == 1 and self.mode == "auto" and hidden_states.is_cuda and not self._event_driven():
+            return self._decode_step(hidden_states, q_flat, k_flat, v_flat, attention_mask, state)
+        inputs = self._recurrence_inputs(hidden_states, q_flat, k_flat, v_flat, attention_mask)
+        o, new_state = self._recurrence(hidden_states, inputs, state)
+        return self._output(o, hidden_states), new_state
+
+    def _check_call(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, state: torch.Tensor | None) -> None:
         check_hidden_states(hidden_states, self.hidden_size)
         batch, length, _ = hidden_states.shape
         check_attention_mask(attention_mask, batch, length)
@@ -171,11 +205,20 @@ class GatedLinearAttention(nn.Module):
             if tuple(state.shape) != expected_state:
                 raise ValueError(f"state must have shape (B, H, Dk, Dv) = {expected_state}, got {tuple(state.shape)}")
 
+    def _projections(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(q, k, v)`` projections ``[B, L, heads * D]`` (k and v through one merged matmul when possible)."""
         q_flat = self.q_proj(hidden_states)
         kv = merged_linear_outputs(hidden_states, (self.k_proj, self.v_proj), self, "kv")
         k_flat, v_flat = kv if kv is not None else (self.k_proj(hidden_states), self.v_proj(hidden_states))
-        if length == 1 and self.mode == "auto" and hidden_states.is_cuda and not self._event_driven():
-            return self._decode_step(hidden_states, q_flat, k_flat, v_flat, attention_mask, state)
+        return q_flat, k_flat, v_flat
+
+    def _recurrence_inputs(
+        self, hidden_states: torch.Tensor, q_flat: torch.Tensor, k_flat: torch.Tensor, v_flat: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
+        """What the recurrence reads, ``[B, H, L, D]`` each (grouped heads repeated): ``q`` (feature map,
+        spike-coded with ``spike_qk``), ``k``, ``v`` and the log decay ``gk`` (padded steps: v and gk zeroed),
+        plus the q/k counts and thresholds of the event-driven form."""
         q = self._heads(q_flat, self.num_heads)
         k_logits = self._heads(k_flat, self.num_kv_heads)
         v = self._heads(v_flat, self.num_kv_heads)
@@ -191,18 +234,26 @@ class GatedLinearAttention(nn.Module):
         else:
             gk = F.logsigmoid(self.gk_proj(hidden_states).to(compute)) / self.gate_logit_normalizer
         gk = self._heads(gk, self.num_kv_heads)
+        inputs: dict[str, torch.Tensor] = {}
         if self.spike_qk:
             coding = self.coding or SpikeCoding()
             q_counts, q_v_th = spike_count(q, coding.k, -1, coding.clamp)
             k_counts, k_v_th = spike_count(k, coding.k, -1, coding.clamp)
             q, k = (q_counts * q_v_th).to(q.dtype), (k_counts * k_v_th).to(k.dtype)
+            inputs.update(q_counts=q_counts, q_v_th=q_v_th, k_counts=k_counts, k_v_th=k_v_th)
         if attention_mask is not None:
             # The release zeroes padded values; zeroing their log decay too makes a padded step leave the
             # state exactly as it was, so padding is a no-op even with a non-zero incoming state.
             keep = attention_mask[:, None, :, None]
             v, gk = v * keep.to(v.dtype), gk * keep.to(gk.dtype)
-        k, v, gk = self._repeat_kv(k), self._repeat_kv(v), self._repeat_kv(gk)
+        inputs.update(q=q, k=self._repeat_kv(k), v=self._repeat_kv(v), gk=self._repeat_kv(gk))
+        return inputs
 
+    def _recurrence(
+        self, hidden_states: torch.Tensor, inputs: dict[str, torch.Tensor], state: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(o [B, H, L, Dv], new_state)`` of the recurrence from ``state`` in the layer's mode."""
+        q, k, v, gk = inputs["q"], inputs["k"], inputs["v"], inputs["gk"]
         mode = self._resolve_mode(hidden_states)
         if mode == "recurrent":
             o, new_state = gla_recurrent(q, k, v, gk, self.scale, state)
@@ -212,14 +263,20 @@ class GatedLinearAttention(nn.Module):
             o, new_state = gla_chunked(q, k, v, gk, self.scale, state, self.chunk_size)
         if self._event_driven():
             o_events, state_events = gla_event_driven(
-                q_counts.detach(), q_v_th, self._repeat_kv(k_counts.detach()), self._repeat_kv(k_v_th),
-                v.detach(), gk.detach(), self.scale, self.coding.codec, None if state is None else state.detach(),
+                inputs["q_counts"].detach(), inputs["q_v_th"], self._repeat_kv(inputs["k_counts"].detach()),
+                self._repeat_kv(inputs["k_v_th"]), v.detach(), gk.detach(), self.scale, self.coding.codec,
+                None if state is None else state.detach(),
             )
             # Values of the event-driven form, gradients of the (equal) count form.
             o = o + (o_events - o).detach()
             new_state = new_state + (state_events.to(new_state.dtype) - new_state).detach()
+        return o, new_state
+
+    def _output(self, o: torch.Tensor, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``g_norm`` per head, then ``o_proj``: ``o [B, H, L, Dv]`` -> ``[B, L, hidden]``."""
+        batch, length, _ = hidden_states.shape
         o = self.g_norm(o.transpose(1, 2).to(hidden_states.dtype))  # [B, L, H, Dv]
-        return self.o_proj(o.reshape(batch, length, self.num_heads * self.head_dim)), new_state
+        return self.o_proj(o.reshape(batch, length, self.num_heads * self.head_dim))
 
     def _event_driven(self) -> bool:
         return self.spike_qk and self.coding is not None and self.coding.mode == "spike"

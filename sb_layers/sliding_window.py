@@ -30,6 +30,7 @@ from sb_neurons.validation import check_int, check_positive
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
 from ._merged import merged_linear_outputs
+from .mixer_cache import MixerCache, cache_key, check_layer_idx, resolve_call
 from .rotary import _inverse_frequencies, apply_rotary, rotary_cos_sin
 from .spiking_linear import SpikeCoding, make_linear
 
@@ -376,11 +377,13 @@ class SlidingWindowAttention(nn.Module):
             (:func:`sb_kernels.spike_fake_quantize`, ``V_th = mean|q| / k``) and each key and value head vector
             int8-quantized (:func:`sb_kernels.int8_fake_quantize`), both after RoPE, so the cache holds int8-grid
             keys and values (the report's INT8 KV cache). Per-vector coding keeps the streaming identity.
+        layer_idx: this layer's entry in a :class:`sb_layers.MixerCache` (its index in the stack).
 
-    ``forward(hidden_states [B, L, hidden], attention_mask [B, L] | None, cache | None)`` returns
-    ``(output [B, L, hidden], cache)``; pass the returned cache back to continue the sequence (the cache
-    is updated in place and returned). Without a cache the call is a whole sequence. ``attention_mask``
-    covers this call's tokens only.
+    ``forward(hidden_states [B, L, hidden], attention_mask [B, L] | None, cache: MixerCache | None)``
+    returns ``output [B, L, hidden]`` (the mixer protocol, :mod:`sb_layers.mixer_cache`): the layer's
+    :class:`RollingKVCache` is entry ``layer_idx`` of ``cache``, updated in place; pass the same cache
+    again to continue the sequence (a fresh cache: a whole sequence). ``attention_mask`` covers this call's
+    tokens only.
 
     Identity: one call over a sequence equals any split of it into pieces fed with the cache carried
     (prefill and token-by-token decode see the same window), and equals the dense masked softmax
@@ -403,8 +406,11 @@ class SlidingWindowAttention(nn.Module):
         spike_attention_k: float | None = None,
         device=None,
         dtype=None,
+        layer_idx: int = 0,
     ) -> None:
         super().__init__()
+        self.layer_idx = check_layer_idx(layer_idx)
+        self.cache_part: int | None = None  # set by a ParallelMixer holding this layer
         if spike_attention_k is not None:
             check_positive(spike_attention_k, "spike_attention_k")
         self.spike_attention_k = None if spike_attention_k is None else float(spike_attention_k)
@@ -440,8 +446,25 @@ class SlidingWindowAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        cache: RollingKVCache | None = None,
+        cache: MixerCache | None = None,
+    ) -> torch.Tensor:
+        """``output [B, L, hidden]``; this layer's :class:`RollingKVCache` lives in ``cache`` (a
+        :class:`sb_layers.MixerCache`, entry ``layer_idx``), created on the first call and updated in place.
+        Deprecated: a :class:`RollingKVCache` as ``cache``, or no cache (``cache=None``), returns
+        ``(output, rolling_kv_cache)`` (see :mod:`sb_layers.mixer_cache`)."""
+        cache, legacy_state, legacy = resolve_call(type(self).__name__, cache, None, (RollingKVCache,), "cache")
+        if legacy:
+            return self._mix(hidden_states, attention_mask, legacy_state)
+        key = cache_key(self)
+        out, state = self._mix(hidden_states, attention_mask, cache.layer_state(key))
+        cache.update_layer_state(key, state)
+        return out
+
+    def _mix(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, cache: RollingKVCache | None,
     ) -> tuple[torch.Tensor, RollingKVCache]:
+        """The layer as a function of its state: ``(output, cache)``, ``cache`` updated in place (a new one
+        when None)."""
         check_hidden_states(hidden_states, self.hidden_size)
         batch, length, _ = hidden_states.shape
         device = hidden_states.device

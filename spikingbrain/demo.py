@@ -297,9 +297,10 @@ class PartsLM(torch.nn.Module):
         from sb_layers import GLUMLP, GatedLinearAttention, HybridBlock, RMSNorm, SlidingWindowAttention
 
         super().__init__()
-        heads = dict(hidden_size=config.hidden_size, num_heads=config.num_attention_heads, num_kv_heads=config.num_key_value_heads)
         layers = []
         for index in range(config.num_hidden_layers):
+            heads = dict(hidden_size=config.hidden_size, num_heads=config.num_attention_heads,
+                         num_kv_heads=config.num_key_value_heads, layer_idx=index)
             if index in config.attn_layers:  # released: the odd layers are sliding-window softmax attention
                 mixer = SlidingWindowAttention(**heads, window=config.sliding_window, rope_theta=config.rope_theta, qkv_bias=True,
                                               query_chunk_size=config.swa_query_chunk_size)  # as the model
@@ -314,9 +315,11 @@ class PartsLM(torch.nn.Module):
         self.lm_head = torch.nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        hidden = self.model.embeddings(ids)
+        from sb_layers import MixerCache
+
+        hidden, cache = self.model.embeddings(ids), MixerCache(len(self.model.layers))
         for layer in self.model.layers:
-            hidden, _ = layer(hidden)
+            hidden = layer(hidden, None, cache)  # each layer's state in its own entry of the cache
         return self.lm_head(self.model.norm(hidden))
 
 

@@ -273,6 +273,7 @@ ENTRIES += [
     Entry("sb_layers.upcycle", lambda num_experts, top_k: L.upcycle(L.GLUMLP(8, 12), num_experts, top_k=top_k).num_experts,
           lambda: dict(num_experts=3, top_k=1), (), {"num_experts": "count", "top_k": "count"}),
     Entry("sb_layers.RollingKVCache", lambda window: L.RollingKVCache(window).window, lambda: dict(window=4), (), {"window": "count"}),
+    Entry("sb_layers.MixerCache", lambda num_layers: len(L.MixerCache(num_layers)), lambda: dict(num_layers=2), (), {"num_layers": "count"}),
 ]
 
 # Names without an Entry, reviewed: why no bad-input case applies (or where their cases live).

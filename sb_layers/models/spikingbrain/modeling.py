@@ -74,14 +74,14 @@ def build_mixer(config: SpikingBrainConfig, index: int) -> nn.Module:
             **sizes, gate=config.gla_gate, gate_low_rank_dim=config.gate_low_rank_dim,
             gate_logit_normalizer=config.gate_logit_normalizer, feature_map=config.feature_map,
             norm_eps=config.norm_eps, coding=coding, spike_qk=config.spike_qk, mode=config.gla_mode,
-            chunk_size=config.gla_chunk_size,
+            chunk_size=config.gla_chunk_size, layer_idx=index,
         )
 
     def softmax_attention(window: int | None, sinks: int) -> SlidingWindowAttention:
         return SlidingWindowAttention(
             **sizes, window=window, rope_theta=config.rope_theta, qkv_bias=True, num_sinks=sinks, coding=coding,
             query_chunk_size=config.swa_query_chunk_size,
-            spike_attention_k=config.coding.k if config.spike_attention else None,
+            spike_attention_k=config.coding.k if config.spike_attention else None, layer_idx=index,
         )
 
     if config.variant == "inter_layer":
@@ -273,7 +273,8 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
 
         Args:
             cache: the :class:`SpikingBrainCache` to continue from and append to; ``past_key_values`` is
-                its older name, accepted on every transformers release (give one of the two).
+                its older name, accepted on every transformers release (give one of the two). Every
+                layer reads and updates its own entry of it in place (:mod:`sb_layers.mixer_cache`).
             prefill_chunk_size: in eval mode, an input longer than this runs through the whole stack in
                 pieces of this many tokens with the cache carried (a temporary one when ``use_cache`` is
                 False), so activation memory is that of one piece. Default ``config.prefill_chunk_size``
@@ -289,51 +290,76 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if input_ids is not None and (input_ids.ndim != 2 or input_ids.dtype not in (torch.int32, torch.int64)):
             raise ValueError(f"input_ids must be an integer tensor [B, L], got {input_ids.dtype} {tuple(input_ids.shape)}")
+        if inputs_embeds is not None and (inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != self.config.hidden_size):
+            raise ValueError(f"inputs_embeds must be [B, L, {self.config.hidden_size}], got {tuple(inputs_embeds.shape)}")
         if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0:
             raise ValueError(f"keep_last must be an int >= 0, got {keep_last!r}")
         piece = self.config.prefill_chunk_size if prefill_chunk_size is None else prefill_chunk_size
         if piece is not None and (isinstance(piece, bool) or not isinstance(piece, int) or piece < 1):
             raise ValueError(f"prefill_chunk_size must be None or an int >= 1, got {piece!r}")
-        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-        if piece is not None and length > piece and not self.training:
-            return self._forward_in_pieces(
-                piece, input_ids, attention_mask, position_ids, cache, inputs_embeds, use_cache,
-                output_hidden_states, keep_last,
-            )
-        hidden = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
-        if hidden.ndim != 3 or hidden.shape[-1] != self.config.hidden_size:
-            raise ValueError(f"inputs_embeds must be [B, L, {self.config.hidden_size}], got {tuple(hidden.shape)}")
-        batch, length = hidden.shape[:2]
+        source = input_ids if input_ids is not None else inputs_embeds
+        batch, length = source.shape[:2]
+        in_pieces = piece is not None and length > piece and not self.training
         use_cache = self.config.use_cache if use_cache is None else use_cache
         checkpointing = self.gradient_checkpointing and self.training
         if checkpointing and use_cache and cache is None:
             use_cache = False  # recomputation in backward must not append to a cache twice
-        if cache is None and use_cache:
+        # The layers keep their state in one cache (the mixer protocol): a temporary one when none is kept.
+        temporary = cache is None and not use_cache
+        if cache is None:
             cache = SpikingBrainCache(len(self.layers))
-        if cache is not None and len(cache) != len(self.layers):
+        if len(cache) != len(self.layers):
             raise ValueError(f"cache has {len(cache)} layers, the model {len(self.layers)}")
-
-        mask = self._regular_mask(attention_mask, batch, length, hidden.device)
+        device = inputs_embeds.device if inputs_embeds is not None else self.embeddings.weight.device
+        mask = self._regular_mask(attention_mask, batch, length, device)
         if position_ids is not None:
             self._check_position_ids(position_ids, mask, cache)
-        first_call = cache is None or cache.seen_tokens == 0
+
+        # One pass of the stack, or (a long prefill in eval mode) consecutive pieces of `piece` tokens,
+        # each through the whole stack with the cache carried: a loop, not a recursion.
+        bounds = [(start, min(start + piece, length)) for start in range(0, length, piece)] if in_pieces else [(0, length)]
+        outputs, piece_hidden = [], []
+        for start, stop in bounds:
+            keep = keep_last
+            if in_pieces:
+                # With keep_last, a piece returns only its positions among the last keep_last; a piece
+                # with none of them still runs (for the cache) and its one returned position is dropped.
+                wanted = min(stop - start, keep_last - (length - stop)) if keep_last else 0
+                keep = max(wanted, 1) if keep_last else 0
+            hidden, all_hidden = self._run_stack(
+                input_ids=None if input_ids is None else input_ids[:, start:stop],
+                inputs_embeds=None if inputs_embeds is None else inputs_embeds[:, start:stop],
+                mask=mask[:, start:stop], unmasked=attention_mask is None, cache=cache,
+                output_hidden_states=bool(output_hidden_states), checkpointing=checkpointing, keep_last=keep,
+            )
+            if not in_pieces or not keep_last or wanted > 0:
+                outputs.append(hidden)
+            piece_hidden.append(all_hidden)
+        hidden = _concat(outputs)
+        all_hidden = tuple(_concat(parts) for parts in zip(*piece_hidden)) if output_hidden_states else None
+        returned = None if temporary or (in_pieces and not use_cache) else cache
+        return BaseModelOutputWithPast(last_hidden_state=hidden, hidden_states=all_hidden, **{OUTPUT_CACHE_FIELD: returned})
+
+    def _run_stack(
+        self, input_ids, inputs_embeds, mask, unmasked, cache, output_hidden_states, checkpointing, keep_last,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One piece through embeddings, every layer (each updating its entry of ``cache``) and the norm:
+        ``(hidden [B, L or keep_last, hidden], per-layer hidden states)``; the cache is advanced."""
+        hidden = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        first_call = cache.seen_tokens == 0
         sinks = self.config.num_sink_tokens if first_call else 0
         # Without a mask nothing is padded: skip the host round trip of checking it (decode-step graphs).
-        layer_mask = None if attention_mask is None or bool(mask.all()) else mask
+        layer_mask = None if unmasked or bool(mask.all()) else mask
         if sinks:  # the sink-aware SWA layers take the first call's leading tokens as the sinks
             hidden, layer_mask = self.sink_tokens.prepend(hidden, layer_mask)
-
-        states = cache.states if cache is not None else [None] * len(self.layers)
         all_hidden: tuple[torch.Tensor, ...] = ()
         for index, layer in enumerate(self.layers):
             if output_hidden_states:
                 all_hidden += (hidden[:, sinks:],)
             if checkpointing:
-                hidden, state = self._gradient_checkpointing_func(layer.__call__, hidden, layer_mask, states[index])
+                hidden = self._gradient_checkpointing_func(_from_state(layer, cache, index), hidden, layer_mask)
             else:
-                hidden, state = layer(hidden, layer_mask, states[index])
-            if cache is not None:
-                cache.states[index] = state
+                hidden = layer(hidden, layer_mask, cache)
         hidden = hidden[:, sinks:]
         if keep_last and not output_hidden_states:
             hidden = hidden[:, -keep_last:]
@@ -342,50 +368,8 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
             all_hidden += (hidden,)
             if keep_last:
                 hidden = hidden[:, -keep_last:]
-        if cache is not None:
-            cache.advance(mask)
-        return BaseModelOutputWithPast(
-            last_hidden_state=hidden, hidden_states=all_hidden if output_hidden_states else None,
-            **{OUTPUT_CACHE_FIELD: cache},
-        )
-
-    def _forward_in_pieces(
-        self, piece, input_ids, attention_mask, position_ids, cache, inputs_embeds, use_cache,
-        output_hidden_states, keep_last,
-    ) -> BaseModelOutputWithPast:
-        """:meth:`forward` over consecutive pieces of ``piece`` tokens, carrying one cache through them."""
-        source = input_ids if input_ids is not None else inputs_embeds
-        batch, length = source.shape[:2]
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        if cache is None:
-            cache = SpikingBrainCache(len(self.layers))
-        mask = self._regular_mask(attention_mask, batch, length, source.device)
-        if position_ids is not None:
-            self._check_position_ids(position_ids, mask, cache)
-        outputs, layer_hidden = [], []
-        for start in range(0, length, piece):
-            stop = min(start + piece, length)
-            # With keep_last, a piece returns only its positions among the last keep_last; a piece with
-            # none of them still runs (for the cache) and its one returned position is dropped.
-            wanted = min(stop - start, keep_last - (length - stop)) if keep_last else 0
-            out = self.forward(
-                input_ids=None if input_ids is None else input_ids[:, start:stop],
-                inputs_embeds=None if inputs_embeds is None else inputs_embeds[:, start:stop],
-                attention_mask=mask[:, start:stop], cache=cache, use_cache=True,
-                output_hidden_states=output_hidden_states, prefill_chunk_size=piece,
-                keep_last=max(wanted, 1) if keep_last else 0,
-            )
-            if not keep_last or wanted > 0:
-                outputs.append(out.last_hidden_state)
-            if output_hidden_states:
-                layer_hidden.append(out.hidden_states)
-        hidden = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
-        all_hidden = None
-        if output_hidden_states:
-            all_hidden = tuple(torch.cat(parts, dim=1) for parts in zip(*layer_hidden))
-        return BaseModelOutputWithPast(
-            last_hidden_state=hidden, hidden_states=all_hidden, **{OUTPUT_CACHE_FIELD: cache if use_cache else None},
-        )
+        cache.advance(mask)
+        return hidden, all_hidden
 
     @staticmethod
     def _regular_mask(attention_mask: torch.Tensor | None, batch: int, length: int, device: torch.device) -> torch.Tensor:
@@ -398,6 +382,22 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
         if not bool(((mask == 0) | (mask == 1)).all()):
             raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
         return mask.to(device=device, dtype=torch.long)
+
+
+def _concat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+
+def _from_state(layer: nn.Module, cache: SpikingBrainCache, index: int):
+    """``layer`` on ``cache`` for gradient checkpointing: the recomputation in backward starts from the
+    entry the forward found (a GLA state is replaced by the call), not from the one it left."""
+    before = cache.states[index]
+
+    def run(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        cache.states[index] = before
+        return layer(hidden, mask, cache)
+
+    return run
 
 
 class SpikingBrainForCausalLM(SpikingBrainPreTrainedModel, GenerationMixin):

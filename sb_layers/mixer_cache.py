@@ -1,0 +1,188 @@
+"""One mixer protocol: ``mixer(hidden_states, attention_mask, cache) -> hidden_states``.
+
+Every token mixer of this package (:class:`GatedLinearAttention`, :class:`SlidingWindowAttention`,
+:class:`ParallelMixer`) and the :class:`HybridBlock` around it is called the same way, as transformers'
+attention layers are: the streaming state of every layer lives in one :class:`MixerCache` (the model's
+:class:`sb_layers.models.spikingbrain.SpikingBrainCache` is one), each mixer knows its ``layer_idx``
+and reads and updates its own entry in place; the call returns the hidden states alone. A whole sequence
+without kept state is a call with a fresh cache (``MixerCache(1)`` for a standalone layer).
+
+Entries (what :meth:`MixerCache.layer_state` returns): a GLA recurrent state ``[B, H, Dk, Dv]``, a
+:class:`sb_layers.RollingKVCache`, or, for a :class:`ParallelMixer`, a ``(gla_state, kv_cache)`` pair whose
+parts its two mixers own (their ``cache_part`` 0 and 1).
+
+Deprecated for one release (a ``DeprecationWarning``): the earlier functional calls, which return the
+state beside the output: a call without a :class:`MixerCache` (``gla(x)``, ``gla(x, state=s)``,
+``swa(x, cache=None)``, ``block(x, mask, None)``) or with a layer's own state in the cache's place
+(``swa(x, cache=rolling_kv_cache)``, ``block(x, mask, state)``) returns ``(output, new_state)``. From the
+next release a call without a cache returns the output alone.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+LayerKey = int | tuple[int, int]
+
+
+def tensors_of(state: Any) -> Iterator[torch.Tensor]:
+    """Every tensor of one layer entry (a state tensor, a :class:`RollingKVCache`, a tuple of those)."""
+    from .sliding_window import RollingKVCache  # (sliding_window imports this module)
+
+    if state is None:
+        return
+    if isinstance(state, torch.Tensor):
+        yield state
+    elif isinstance(state, RollingKVCache):
+        for name in ("keys", "values", "key_mask", "key_index", "sink_keys", "sink_values", "seen_tokens"):
+            tensor = getattr(state, name)
+            if tensor is not None:
+                yield tensor
+    elif isinstance(state, tuple):
+        for part in state:
+            yield from tensors_of(part)
+    else:
+        raise TypeError(f"unsupported layer state {type(state).__name__}")
+
+
+def select_batch(state: Any, index: torch.Tensor) -> Any:
+    """One layer entry restricted/reordered to batch rows ``index``."""
+    from .sliding_window import RollingKVCache
+
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.index_select(0, index.to(state.device))
+    if isinstance(state, RollingKVCache):
+        pick = lambda t: None if t is None else t.index_select(0, index.to(t.device))  # noqa: E731
+        return RollingKVCache(
+            window=state.window, keys=pick(state.keys), values=pick(state.values), key_mask=pick(state.key_mask),
+            # key_index is per position, not per row: cloned, since decode steps write into it in place.
+            key_index=None if state.key_index is None else state.key_index.clone(),
+            sink_keys=pick(state.sink_keys), sink_values=pick(state.sink_values),
+            seen_tokens=pick(state.seen_tokens), length=state.length, maybe_masked=state.maybe_masked,
+            in_ring_order=state.in_ring_order,
+        )
+    return tuple(select_batch(part, index) for part in state)
+
+
+class MixerCache:
+    """The streaming state of a stack of mixers: one entry per layer index, owned here.
+
+    Args:
+        num_layers: number of layers (mixers with ``layer_idx`` in ``0 .. num_layers - 1``).
+
+    Attributes:
+        states: one entry per layer, ``None`` before the layer's first call.
+    """
+
+    def __init__(self, num_layers: int) -> None:
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"num_layers must be an int >= 1, got {num_layers!r}")
+        self.states: list[Any] = [None] * num_layers
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_layers={len(self.states)}, bytes={self.memory_bytes()})"
+
+    def _split(self, key: LayerKey) -> tuple[int, int | None]:
+        layer, part = (key, None) if not isinstance(key, tuple) else key
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(self.states):
+            raise ValueError(f"layer_idx must be an int in [0, {len(self.states)}) for this cache of {len(self.states)} layers, got {layer!r}")
+        return layer, part
+
+    def layer_state(self, key: LayerKey) -> Any:
+        """The entry of layer ``key`` (an int ``layer_idx``, or ``(layer_idx, part)`` for one mixer of a
+        :class:`ParallelMixer`), None before its first call."""
+        layer, part = self._split(key)
+        state = self.states[layer]
+        if part is None or state is None:
+            return state
+        return state[part] if part < len(state) else None
+
+    def update_layer_state(self, key: LayerKey, state: Any) -> None:
+        """Store the new entry of layer ``key`` (see :meth:`layer_state`)."""
+        layer, part = self._split(key)
+        if part is None:
+            self.states[layer] = state
+            return
+        parts = list(self.states[layer] or ())
+        parts += [None] * (part + 1 - len(parts))
+        parts[part] = state
+        self.states[layer] = tuple(parts)
+
+    def memory_bytes(self) -> int:
+        """Bytes held by all layer states."""
+        return sum(t.numel() * t.element_size() for state in self.states for t in tensors_of(state))
+
+    def fill_windows(self) -> None:
+        """:meth:`RollingKVCache.fill_window` on every sliding-window state: same outputs, fixed shapes.
+
+        After it, each decode step reads and writes tensors of unchanging shapes, so one step can be
+        captured as a CUDA graph and replayed. Full-attention caches (window None) are left as they are.
+        """
+        from .sliding_window import RollingKVCache
+
+        for state in self.states:
+            for part in state if isinstance(state, tuple) else (state,):
+                if isinstance(part, RollingKVCache) and part.window is not None:
+                    part.fill_window()
+
+    def select_batch(self, index: torch.Tensor) -> None:
+        """Keep (and reorder to) batch rows ``index`` of every entry."""
+        self.states = [select_batch(state, index) for state in self.states]
+
+
+def cache_key(mixer: Any) -> LayerKey:
+    """Where ``mixer`` keeps its state in a :class:`MixerCache`: ``layer_idx``, or ``(layer_idx, part)``."""
+    part = getattr(mixer, "cache_part", None)
+    return mixer.layer_idx if part is None else (mixer.layer_idx, part)
+
+
+def check_layer_idx(layer_idx: Any) -> int:
+    if isinstance(layer_idx, bool) or not isinstance(layer_idx, int) or layer_idx < 0:
+        raise ValueError(f"layer_idx must be an int >= 0, got {layer_idx!r}")
+    return layer_idx
+
+
+def warn_functional_call(owner: str, old: str, stacklevel: int = 6) -> None:
+    """The DeprecationWarning of the earlier functional call forms (see the module docstring)."""
+    warnings.warn(
+        f"{owner}: {old} is deprecated and will be removed in the next release; call "
+        f"{owner}(hidden_states, attention_mask, cache) with a MixerCache (e.g. SpikingBrainCache), which "
+        "holds the state, for the hidden states alone (from the next release a call without a cache returns "
+        "the hidden states alone)",
+        DeprecationWarning, stacklevel=stacklevel,
+    )
+
+
+def resolve_call(owner: str, cache: Any, state: Any, legacy_types: tuple[type, ...], old_name: str):
+    """Tell the protocol call from a deprecated one.
+
+    Returns ``(cache, None, False)`` for ``cache`` a :class:`MixerCache`, and ``(None, legacy_state, True)``
+    (after a ``DeprecationWarning``) for the earlier functional forms: no cache (``cache=None``, with or
+    without ``state=``, ``old_name`` being that keyword), or an old-style state of one of ``legacy_types``
+    passed as ``cache``.
+    """
+    if isinstance(cache, MixerCache):
+        if state is not None:
+            raise ValueError(f"{owner}: the state lives in cache (a MixerCache); do not give {old_name}= as well")
+        return cache, None, False
+    if cache is None:
+        warn_functional_call(owner, f"a call without a MixerCache returning (output, new_state){' (the ' + old_name + '= argument)' if state is not None else ''}")
+        return None, state, True
+    if isinstance(cache, legacy_types):
+        if state is not None:
+            raise ValueError(f"{owner}: give the layer state once")
+        warn_functional_call(owner, f"passing a {type(cache).__name__} as the layer state, returning (output, new_state)")
+        return None, cache, True
+    raise TypeError(f"{owner}: cache must be a MixerCache (e.g. SpikingBrainCache) or None, got {type(cache).__name__}")
+
+
+__all__ = ["MixerCache", "cache_key"]
