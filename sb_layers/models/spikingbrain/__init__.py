@@ -13,6 +13,7 @@ from .configuration import GLASwaConfig, SpikingBrainConfig
 from .layout import adapt_config_to_checkpoint, checkpoint_shapes, save_released_checkpoint
 from .convert import continual_pretrain, convert_qwen2
 from .graphed_decode import GraphedDecoder
+from .sequence_parallel import sequence_parallel_prefill, shard_bounds
 from .modeling import GLASwaForCausalLM, SpikingBrainForCausalLM, SpikingBrainModel, SpikingBrainPreTrainedModel
 from sb_layers.report import SpikingReport, spiking_layers
 
@@ -45,6 +46,8 @@ __all__ = [
     "plot_spike_report",
     "record_spike_statistics",
     "save_released_checkpoint",
+    "sequence_parallel_prefill",
+    "shard_bounds",
     "spike_report",
     "spiking_layers",
     "to_w8aspike",
