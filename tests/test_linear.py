@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sb_layers import SpikeCoding, SpikingLinear, WeightQuantizer, resolve_linear_backend
@@ -69,9 +69,10 @@ def test_error_against_nn_linear_shrinks_as_k_grows():
 
 
 @given(seed=st.integers(0, 10_000), k=st.floats(0.5, 64.0), rows=st.integers(1, 8), width=st.integers(8, 96))
+@example(seed=373, k=38.65625, rows=1, width=88)  # one token: the error at 4k happened to be no smaller
 def test_error_against_nn_linear_is_bounded_by_half_a_threshold_per_input(seed, k, rows, width):
     """Per token: ||y - linear(x)|| <= ||W||_2 ||x_hat - x|| <= ||W||_2 sqrt(D) v_th / 2, v_th = mean|x| / k,
-    so the error bound falls as 1/k; and quadrupling k shrinks the error of a batch."""
+    so the error bound falls as 1/k; and quadrupling k shrinks the error of a batch of 4 tokens or more."""
     g = torch.Generator().manual_seed(seed)
     linear = torch.nn.Linear(width, 5).double()
     with torch.no_grad():
@@ -86,7 +87,10 @@ def test_error_against_nn_linear_is_bounded_by_half_a_threshold_per_input(seed, 
             bound = torch.linalg.matrix_norm(linear.weight, ord=2) * width**0.5 * v_th[:, 0] / 2
             assert bool(((out - reference).norm(dim=-1) <= bound * (1 + 1e-9) + 1e-12).all())
             errors.append(float((out - reference).norm()))
-    if rows * width >= 64:  # enough rounding errors for their sum to fall with the threshold
+    # The squared error is a sum of 5 * rows roughly independent terms whose mean falls 16x from k to 4k: a
+    # statistical claim, so it is checked where failing has odds of about 3e-8 (an F(20, 20) ratio
+    # above 16), not for one token (seed 373, k 38.7, width 88: the two errors differ by 1%, as they may).
+    if rows >= 4:
         assert errors[1] < errors[0]
 
 
