@@ -7,6 +7,8 @@ loads both back, ``load_spiking(model, dir)`` injects a model you loaded yoursel
 
 - ``import sb_adapters.spikingjelly`` registers ``neuron.SBLIFNode`` and ``neuron.SBSpikeCountNode``;
 - ``from sb_adapters.snntorch import SBLeaky`` (also ``snntorch.SBLeaky`` after the import).
+- ``from sb_adapters.nir import export_to_nir, import_from_nir``: NIR graphs for neuromorphic hardware
+  (the optional extra ``nir``).
 
 Command line: ``spikingbrain report | sweep-k`` (:mod:`sb_adapters.cli`; alias ``python -m sb_adapters``); tiny random HF models
 for demos and tests: :mod:`sb_adapters.tiny`.
