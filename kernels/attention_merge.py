@@ -24,7 +24,7 @@ import torch
 
 from sb_neurons.validation import FLOAT_DTYPES
 
-from .device import DeviceFunction, round_to
+from .device import DeviceFunction, round_to, to_dtype
 from .dispatch import Backend, lazy_jit, resolve_forward_backend
 
 try:  # the module must import without triton: the torch backend needs none of this
@@ -99,7 +99,7 @@ if triton is not None:
             total += w_c
         dt = out_ptr.dtype.element_ty
         o = round_to(o / total[:, None], dt)  # rounded to nearest in the interpreter too
-        tl.store(out_ptr + b * out_sb + h * out_sh + r64[:, None] * out_sm + cols[None, :], o.to(dt), mask=mask)
+        tl.store(out_ptr + b * out_sb + h * out_sh + r64[:, None] * out_sm + cols[None, :], to_dtype(o, dt), mask=mask)
 
 
 def _unit_stride(t: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ try:  # the package must import without triton: the torch backends need none of 
     from triton.runtime.interpreter import InterpretedFunction
     from triton.runtime.jit import JITFunction
 except ImportError:  # pragma: no cover - exercised only where triton is missing
-    tl = DeviceFunction = round_to = round_half_even = quotient_rn = None
+    tl = DeviceFunction = round_to = round_half_even = quotient_rn = to_dtype = None
 
 if tl is not None:
 
@@ -44,6 +44,19 @@ if tl is not None:
             return x.to(tl.float16).to(tl.float32)
         else:
             return x
+
+    @DeviceFunction
+    def to_dtype(x, DT: tl.constexpr):
+        """float32 ``x`` that :func:`round_to` has rounded to ``DT``, converted to ``DT`` exactly.
+
+        bfloat16 takes the upper half of the bits: Triton's interpreter (3.9) converts a subnormal
+        float32 to bfloat16 wrongly (``-9.18e-40`` becomes ``-2**-128``), and for a value already on
+        bfloat16's grid the upper half is the exact conversion, compiled or interpreted.
+        """
+        if DT == tl.bfloat16:
+            return (x.to(tl.uint32, bitcast=True) >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+        else:
+            return x.to(DT)
 
     @DeviceFunction
     def round_half_even(y, COMPILED: tl.constexpr):

@@ -31,7 +31,7 @@ import torch
 from sb_neurons.validation import check_float_tensor, check_positive
 from sb_neurons.spike import V_TH_MAX, V_TH_MIN, spike_count
 
-from .device import DeviceFunction, quotient_rn, round_half_even, round_to
+from .device import DeviceFunction, quotient_rn, round_half_even, round_to, to_dtype
 from .dispatch import Backend, lazy_jit, resolve_forward_backend
 
 try:  # the module must import without triton: the torch backends need none of this
@@ -114,7 +114,7 @@ if triton is not None:
         finite = abs_sum * 0.0 == 0.0  # NaN or Inf anywhere in the row
         s = fake_quant_scale(abs_sum, tl.max(abs_x, axis=0), width_f, k, INT8)
         y = fake_quantize_values(x, s, finite, INT8, COMPILED)
-        tl.store(y_ptr + row * stride_y + offs, round_to(y, dt).to(dt), mask=mask)
+        tl.store(y_ptr + row * stride_y + offs, to_dtype(round_to(y, dt), dt), mask=mask)
         tl.store(scale_ptr + row, s)
 
 

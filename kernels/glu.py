@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from sb_neurons.validation import check_float_tensor, check_same_device
 
-from .device import round_to
+from .device import round_to, to_dtype
 from .dispatch import Backend, lazy_jit, resolve_forward_backend
 
 try:  # the module must import without triton: the torch backend needs none of this
@@ -63,7 +63,7 @@ if triton is not None:
         else:
             e = tl.exp(-g)
         a = round_to(g / (1.0 + e), dt)
-        tl.store(out_ptr + offsets, round_to(a * u, dt).to(dt), mask=mask)
+        tl.store(out_ptr + offsets, to_dtype(round_to(a * u, dt), dt), mask=mask)
 
 
 def silu_mul(gate: torch.Tensor, up: torch.Tensor, *, backend: Backend = "auto") -> torch.Tensor:

@@ -38,7 +38,7 @@ import torch
 
 from sb_neurons.validation import check_positive, check_same_device, describe
 
-from .device import DeviceFunction, round_to
+from .device import DeviceFunction, round_to, to_dtype
 from .dispatch import Backend, lazy_jit, resolve_forward_backend
 from .fake_quant import int8_fake_quantize, spike_fake_quantize
 
@@ -170,8 +170,8 @@ if triton is not None:
             if CODE:
                 y1, y2 = _code_halves(y1, y2, width_f, spike_k, False, COMPILED, dt)
             dst = q_out_ptr + (b64 * heads + q_rows[:, None]) * (2 * half) + cols[None, :]
-            tl.store(dst, y1.to(dt), mask=q_ok)
-            tl.store(dst + half, y2.to(dt), mask=q_ok)
+            tl.store(dst, to_dtype(y1, dt), mask=q_ok)
+            tl.store(dst + half, to_dtype(y2, dt), mask=q_ok)
 
             # Key: rotated (and int8-coded), written over the slot; the value (int8-coded) too.
             src = k_ptr + b64 * k_sb + kv_rows[:, None] * k_sh + cols[None, :]
@@ -180,16 +180,16 @@ if triton is not None:
             if CODE:
                 y1, y2 = _code_halves(y1, y2, width_f, 0.0, True, COMPILED, dt)
             dst = keys_ptr + b64 * keys_sb + kv_rows[:, None] * keys_sh + slot * keys_sn + cols[None, :]
-            tl.store(dst, y1.to(dt), mask=kv_ok)
-            tl.store(dst + half, y2.to(dt), mask=kv_ok)
+            tl.store(dst, to_dtype(y1, dt), mask=kv_ok)
+            tl.store(dst + half, to_dtype(y2, dt), mask=kv_ok)
             src = v_ptr + b64 * v_sb + kv_rows[:, None] * v_sh + cols[None, :]
             y1 = tl.load(src, mask=kv_ok, other=0.0).to(tl.float32)
             y2 = tl.load(src + half, mask=kv_ok, other=0.0).to(tl.float32)
             if CODE:
                 y1, y2 = _code_halves(y1, y2, width_f, 0.0, True, COMPILED, dt)
             dst = values_ptr + b64 * values_sb + kv_rows[:, None] * values_sh + slot * values_sn + cols[None, :]
-            tl.store(dst, y1.to(dt), mask=kv_ok)
-            tl.store(dst + half, y2.to(dt), mask=kv_ok)
+            tl.store(dst, to_dtype(y1, dt), mask=kv_ok)
+            tl.store(dst + half, to_dtype(y2, dt), mask=kv_ok)
 
             # The mask: the slot takes keep; what the query may attend is the mask with the slot allowed
             # (without padding, that is the mask itself: the caller reads key_mask, nothing is copied).

@@ -25,7 +25,7 @@ import torch
 
 from sb_neurons.validation import check_float_tensor, check_same_device
 
-from .device import round_to
+from .device import round_to, to_dtype
 from .dispatch import Backend, lazy_jit, resolve_forward_backend
 
 try:  # the module must import without triton: the torch backend needs none of this
@@ -70,12 +70,12 @@ if triton is not None:
         if HAS_RESIDUAL:
             r = tl.load(res_ptr + rows64 * res_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
             h = round_to(h + r, dt)  # the sum rounded to the activations' dtype, as ``x + residual``
-            tl.store(sum_ptr + rows64 * sum_stride + cols[None, :], h.to(dt), mask=mask)
+            tl.store(sum_ptr + rows64 * sum_stride + cols[None, :], to_dtype(h, dt), mask=mask)
         mean_square = tl.sum(h * h, axis=1) / width
         h = round_to(h * (1.0 / tl.sqrt_rn(mean_square + eps))[:, None], dt)
         w = tl.load(w_ptr + cols, mask=cols < width, other=0.0).to(tl.float32)
         y = round_to(w[None, :] * h, dt)
-        tl.store(y_ptr + rows64 * y_stride + cols[None, :], y.to(dt), mask=mask)
+        tl.store(y_ptr + rows64 * y_stride + cols[None, :], to_dtype(y, dt), mask=mask)
 
 
 def _launch_settings(width: int) -> tuple[int, int, int]:

@@ -16,7 +16,7 @@ import torch
 
 from sb_neurons.validation import check_float_tensor, check_same_device
 
-from .device import round_to
+from .device import round_to, to_dtype
 from .dispatch import Backend, lazy_jit, resolve_forward_backend
 
 try:  # the module must import without triton: the torch backend needs none of this
@@ -72,8 +72,8 @@ if triton is not None:
         y1 = round_to(round_to(a1 * c1, dt) + round_to(-a2 * s1, dt), dt)
         y2 = round_to(round_to(a2 * c2, dt) + round_to(a1 * s2, dt), dt)
         o_row = out_ptr + b.to(tl.int64) * o_sb + h.to(tl.int64) * o_sh + pos64 * o_sl + cols[None, :]
-        tl.store(o_row, y1.to(dt), mask=mask)
-        tl.store(o_row + half, y2.to(dt), mask=mask)
+        tl.store(o_row, to_dtype(y1, dt), mask=mask)
+        tl.store(o_row + half, to_dtype(y2, dt), mask=mask)
 
 
 def _check(x: object, cos: object, sin: object) -> None:

@@ -23,7 +23,7 @@ import torch
 
 from sb_neurons.validation import check_same_device
 
-from .device import round_to
+from .device import round_to, to_dtype
 from .dispatch import Backend, lazy_jit, resolve_forward_backend, sm_count
 
 try:  # the module must import without triton: the torch backend needs none of this
@@ -145,7 +145,7 @@ if triton is not None:
             total += weight
         dt = out_ptr.dtype.element_ty
         dest = out_ptr + b * out_sb + (kh * GROUPS + g) * out_sh + cols
-        tl.store(dest, round_to(acc / tl.sum(total, axis=0), dt).to(dt), mask=cols < dim)  # rounded in the interpreter too
+        tl.store(dest, to_dtype(round_to(acc / tl.sum(total, axis=0), dt), dt), mask=cols < dim)  # rounded in the interpreter too
 
 
 def _check(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor, scale: object) -> None:

@@ -15,7 +15,7 @@ import copy
 import pytest
 import torch
 import triton.language as tl
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from kernel_testing import CUDA, DEVICES, triton_interpreter, widths  # noqa: F401  (autouse fixture)
 
@@ -116,6 +116,7 @@ def assert_silu_mul_bound(y, gate, up):
 @pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=10)
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 5000), dtype=st.sampled_from(DTYPES), scale=st.sampled_from([0.1, 3.0, 40.0]))
+@example(seed=20414666, n=587, dtype=torch.bfloat16, scale=40.0)  # silu(-86.5) * 3.9e-4: a bfloat16 subnormal
 def test_silu_mul_within_rounding_of_the_rule(device, seed, n, dtype, scale):
     # BLOCK is fixed: n changes no compile but Triton's specialization of n (1, divisible by 16, other).
     gate, up = randn((n,), seed, dtype, device, scale=scale), randn((n,), seed + 1, dtype, device)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from sb_neurons.validation import check_positive, check_same_device, describe
 
-from ..device import round_to
+from ..device import round_to, to_dtype
 from ..dispatch import Backend, lazy_jit, needs_grad, resolve_forward_backend
 
 try:  # the module must import without triton: the torch backend needs none of this
@@ -125,7 +125,7 @@ if triton is not None:
         out = tl.sum((q * scale)[:, None] * update, axis=0)
         dt = o_ptr.dtype.element_ty
         # Rounded to the output dtype here, so that the interpreter (which truncates) rounds as CUDA does.
-        tl.store(o_ptr + b * o_sb + h * o_sh + cols, round_to(out, dt).to(dt), mask=col_ok)
+        tl.store(o_ptr + b * o_sb + h * o_sh + cols, to_dtype(round_to(out, dt), dt), mask=col_ok)
 
 
 def _check(q, k, v, g, state, scale, feature_map, gate_normalizer, keep) -> None:
