@@ -32,7 +32,9 @@ Dynamics: snnTorch's ``Leaky`` with the default ``reset_delay=True``, which are 
 ``mem_t = beta * mem_{t-1} - v_th * s_{t-1} + x_t`` (subtract), ``beta * (1 - s_{t-1}) * mem_{t-1} + x_t``
 (zero), ``beta * mem_{t-1} + x_t`` (none); ``s_t = H(mem_t - v_th)``; the reset is detached from the graph
 as in snnTorch. ``mem`` is the potential before the reset of its own spike, as snnTorch returns it.
-Spikes fire at ``mem >= v_th`` (snnTorch's surrogates fire at ``>``; the two differ only on equality).
+Spikes fire where snnTorch's own spike function fires: at ``mem > v_th`` through a surrogate
+(``spike_grad``, whose forward is ``x > 0``, as in ``Leaky``), at ``mem >= v_th`` with
+``surrogate_disable=True`` (the Heaviside of :mod:`sb_neurons`); the two differ only on equality.
 """
 
 from __future__ import annotations
