@@ -14,41 +14,48 @@ Command line: ``spikingbrain report | sweep-k`` (:mod:`sb_adapters.cli`; alias `
 for demos and tests: :mod:`sb_adapters.tiny`.
 """
 
-from .calibration import LayerCalibration, calibrate
-from .config import SpikingConfig
-from .conv1d import SpikingConv1D
-from .injector import (
-    from_pretrained_spiking,
-    get_spiking_config,
-    inject_spiking,
-    load_spiking,
-    save_spiking,
-    spiking_layers,
-    spiking_state_dict,
-    spiking_summary,
-    unload_spiking,
-)
-from .report import LayerReport, SpikingReport, spiking_report
-from .sweep import KSweep, SweepPoint, sweep_k
+if __name__ == "adapters":
+    # Found as `adapters` through the repository root on sys.path: that name belongs to another
+    # distribution (sb_neurons.import_names explains), which takes over the import here.
+    from sb_neurons.import_names import defer_to_distribution
 
-__all__ = [
-    "KSweep",
-    "LayerCalibration",
-    "LayerReport",
-    "SpikingConfig",
-    "SpikingConv1D",
-    "SpikingReport",
-    "SweepPoint",
-    "calibrate",
-    "from_pretrained_spiking",
-    "get_spiking_config",
-    "inject_spiking",
-    "load_spiking",
-    "save_spiking",
-    "spiking_layers",
-    "spiking_report",
-    "spiking_state_dict",
-    "spiking_summary",
-    "sweep_k",
-    "unload_spiking",
-]
+    defer_to_distribution(__name__, __file__, "sb_adapters")
+else:
+    from .calibration import LayerCalibration, calibrate
+    from .config import SpikingConfig
+    from .conv1d import SpikingConv1D
+    from .injector import (
+        from_pretrained_spiking,
+        get_spiking_config,
+        inject_spiking,
+        load_spiking,
+        save_spiking,
+        spiking_layers,
+        spiking_state_dict,
+        spiking_summary,
+        unload_spiking,
+    )
+    from .report import LayerReport, SpikingReport, spiking_report
+    from .sweep import KSweep, SweepPoint, sweep_k
+
+    __all__ = [
+        "KSweep",
+        "LayerCalibration",
+        "LayerReport",
+        "SpikingConfig",
+        "SpikingConv1D",
+        "SpikingReport",
+        "SweepPoint",
+        "calibrate",
+        "from_pretrained_spiking",
+        "get_spiking_config",
+        "inject_spiking",
+        "load_spiking",
+        "save_spiking",
+        "spiking_layers",
+        "spiking_report",
+        "spiking_state_dict",
+        "spiking_summary",
+        "sweep_k",
+        "unload_spiking",
+    ]

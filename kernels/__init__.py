@@ -3,86 +3,93 @@
 Every op takes ``backend="torch" | "triton" | "auto"`` (see :mod:`sb_kernels.dispatch`).
 """
 
-from .dispatch import BACKENDS, Backend, interpreter_enabled, resolve_backend, use_reference
-from .attention_merge import merge_attention_into, merge_attention_reference
-from .split_kv_attention import decode_attention, decode_attention_reference
-from .fake_quant import (
-    int8_fake_quantize,
-    int8_fake_quantize_reference,
-    spike_fake_quantize,
-    spike_fake_quantize_reference,
-)
-from .gla import (
-    fla_available,
-    gla_chunked,
-    gla_decode_step,
-    gla_decode_step_reference,
-    gla_event_driven,
-    gla_fla,
-    gla_recurrent,
-)
-from .glu import silu_mul, silu_mul_reference
-from .neuron import NeuronOutput, multistep_neuron
-from .ring_write import rotate_and_write_ring, rotate_and_write_ring_reference
-from .rms_norm import add_rms_norm, rms_norm, rms_norm_reference
-from .rotary import apply_rotary, apply_rotary_reference
-from .spike_quant import QuantizedSpikes, QuantizedSpikesWithStats, spike_count_rows, spike_count_rows_reference
-from .w8aspike import (
-    dequantize_weight,
-    int8_matmul_int32,
-    split_int8_digits,
-    w8aspike_linear,
-    w8aspike_linear_reference,
-)
+if __name__ == "kernels":
+    # Found as `kernels` through the repository root on sys.path: that name belongs to another
+    # distribution (sb_neurons.import_names explains), which takes over the import here.
+    from sb_neurons.import_names import defer_to_distribution
 
-__all__ = [
-    "BACKENDS",
-    "Backend",
-    "NeuronOutput",
-    "QuantizedSpikes",
-    "QuantizedSpikesWithStats",
-    "add_rms_norm",
-    "apply_rotary",
-    "apply_rotary_reference",
-    "decode_attention",
-    "decode_attention_reference",
-    "dequantize_weight",
-    "fla_available",
-    "gla_decode_step",
-    "gla_decode_step_reference",
-    "gla_chunked",
-    "gla_event_driven",
-    "gla_fla",
-    "gla_recurrent",
-    "int8_fake_quantize",
-    "int8_fake_quantize_reference",
-    "int8_matmul_int32",
-    "interpreter_enabled",
-    "merge_attention_into",
-    "merge_attention_reference",
-    "multistep_neuron",
-    "resolve_backend",
-    "rotate_and_write_ring",
-    "rotate_and_write_ring_reference",
-    "rms_norm",
-    "rms_norm_reference",
-    "silu_mul",
-    "silu_mul_reference",
-    "spike_count_rows",
-    "spike_count_rows_reference",
-    "spike_fake_quantize",
-    "spike_fake_quantize_reference",
-    "split_int8_digits",
-    "use_reference",
-    "w8aspike_linear",
-    "w8aspike_linear_reference",
-]
+    defer_to_distribution(__name__, __file__, "sb_kernels")
+else:
+    from .dispatch import BACKENDS, Backend, interpreter_enabled, resolve_backend, use_reference
+    from .attention_merge import merge_attention_into, merge_attention_reference
+    from .split_kv_attention import decode_attention, decode_attention_reference
+    from .fake_quant import (
+        int8_fake_quantize,
+        int8_fake_quantize_reference,
+        spike_fake_quantize,
+        spike_fake_quantize_reference,
+    )
+    from .gla import (
+        fla_available,
+        gla_chunked,
+        gla_decode_step,
+        gla_decode_step_reference,
+        gla_event_driven,
+        gla_fla,
+        gla_recurrent,
+    )
+    from .glu import silu_mul, silu_mul_reference
+    from .neuron import NeuronOutput, multistep_neuron
+    from .ring_write import rotate_and_write_ring, rotate_and_write_ring_reference
+    from .rms_norm import add_rms_norm, rms_norm, rms_norm_reference
+    from .rotary import apply_rotary, apply_rotary_reference
+    from .spike_quant import QuantizedSpikes, QuantizedSpikesWithStats, spike_count_rows, spike_count_rows_reference
+    from .w8aspike import (
+        dequantize_weight,
+        int8_matmul_int32,
+        split_int8_digits,
+        w8aspike_linear,
+        w8aspike_linear_reference,
+    )
 
-# Deprecated names (one release): spike_quantize returned counts, while sb_neurons.spike_quantize returns
-# values; the op is spike_count_rows (sb_neurons.spike_count per row of the last dimension).
-from sb_neurons.deprecation import module_aliases as _module_aliases  # noqa: E402
+    __all__ = [
+        "BACKENDS",
+        "Backend",
+        "NeuronOutput",
+        "QuantizedSpikes",
+        "QuantizedSpikesWithStats",
+        "add_rms_norm",
+        "apply_rotary",
+        "apply_rotary_reference",
+        "decode_attention",
+        "decode_attention_reference",
+        "dequantize_weight",
+        "fla_available",
+        "gla_decode_step",
+        "gla_decode_step_reference",
+        "gla_chunked",
+        "gla_event_driven",
+        "gla_fla",
+        "gla_recurrent",
+        "int8_fake_quantize",
+        "int8_fake_quantize_reference",
+        "int8_matmul_int32",
+        "interpreter_enabled",
+        "merge_attention_into",
+        "merge_attention_reference",
+        "multistep_neuron",
+        "resolve_backend",
+        "rotate_and_write_ring",
+        "rotate_and_write_ring_reference",
+        "rms_norm",
+        "rms_norm_reference",
+        "silu_mul",
+        "silu_mul_reference",
+        "spike_count_rows",
+        "spike_count_rows_reference",
+        "spike_fake_quantize",
+        "spike_fake_quantize_reference",
+        "split_int8_digits",
+        "use_reference",
+        "w8aspike_linear",
+        "w8aspike_linear_reference",
+    ]
 
-__getattr__ = _module_aliases("sb_kernels", {
-    "spike_quantize": ("sb_kernels.spike_count_rows", lambda: spike_count_rows),
-    "spike_quantize_reference": ("sb_kernels.spike_count_rows_reference", lambda: spike_count_rows_reference),
-})
+    # Deprecated names (one release): spike_quantize returned counts, while sb_neurons.spike_quantize returns
+    # values; the op is spike_count_rows (sb_neurons.spike_count per row of the last dimension).
+    from sb_neurons.deprecation import module_aliases as _module_aliases  # noqa: E402
+
+    __getattr__ = _module_aliases("sb_kernels", {
+        "spike_quantize": ("sb_kernels.spike_count_rows", lambda: spike_count_rows),
+        "spike_quantize_reference": ("sb_kernels.spike_count_rows_reference", lambda: spike_count_rows_reference),
+    })

@@ -4,6 +4,7 @@ Checked in a fresh interpreter: the known trap (a torchvision build that does no
 ``import transformers`` only when it is the first to import torchvision.
 """
 
+import importlib.metadata
 import json
 import os
 import re
@@ -73,3 +74,36 @@ def test_pip_check_reports_only_the_documented_spikingjelly_lines():
 
         documented = [line.replace("2.0.0", version("spikingjelly")) for line in documented_pip_check_lines()]
         assert sorted(lines) == sorted(documented), lines
+
+
+# From the repository root the folders kernels/ and adapters/ answer to `import kernels` / `import adapters`,
+# the names of HuggingFace's kernels (imported by transformers >= 5.25) and AdapterHub's adapters.
+SHADOW_PROBE = """
+import importlib.util, json, sys
+out = {}
+for name in ("kernels", "adapters"):
+    try:
+        module = __import__(name)
+        out[name] = module.__file__
+    except ModuleNotFoundError as error:
+        out[name] = "missing: " + str(error)
+import transformers
+from transformers import PreTrainedModel
+import sb_kernels, sb_adapters
+out["sb_kernels"] = sb_kernels.__file__
+out["has_spike_count_rows"] = hasattr(sb_kernels, "spike_count_rows")
+print(json.dumps(out))
+"""
+
+
+def test_folder_names_never_shadow_the_distributions_that_own_them_from_the_repository_root():
+    result = subprocess.run([sys.executable, "-c", SHADOW_PROBE], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["sb_kernels"] == str(ROOT / "kernels" / "__init__.py") and out["has_spike_count_rows"]
+    owners = importlib.metadata.packages_distributions()
+    for name in ("kernels", "adapters"):
+        if set(owners.get(name, ())) - {"spikingbrain"}:  # another distribution owns the name: it gets it
+            assert Path(out[name]).parent.parent.name == "site-packages", out
+        else:
+            assert out[name].startswith("missing: ") and f"import it as sb_{name}" in out[name], out
