@@ -3,7 +3,7 @@
 # (default benchmarks/results, git-ignored). Usage, from the repository root on a CUDA machine:
 #     bash benchmarks/run_gpu.sh [tests|spike_quant|neuron|w8aspike|decode_attention ...]   # default: all five
 # TEST_FILES narrows the GPU tests (Triton compiles of every kernel's variants take minutes), e.g.
-#     TEST_FILES="tests/test_kernels_spike_quant.py tests/test_kernels_neuron.py" bash benchmarks/run_gpu.sh tests
+#     TEST_FILES="tests/kernels/test_kernels_spike_quant.py tests/kernels/test_kernels_neuron.py" bash benchmarks/run_gpu.sh tests
 # TEST_MARKS="gpu" also runs the slow ones (neuron kernels at T = 64: minutes of compiling). With pytest-xdist
 # importable the tests run in TEST_WORKERS (default 8) processes.
 # Wheels for fla / SpikingJelly / snnTorch are installed from .whl/ when present (no network needed);
@@ -28,11 +28,11 @@ status=0
 for step in $steps; do
     echo "=== $step ($(date -u +%H:%M:%S))"
     if [ "$step" = tests ]; then
-        files=${TEST_FILES:-tests/test_kernels_dispatch.py tests/test_kernels_spike_quant.py tests/test_kernels_w8aspike.py \
-            tests/test_kernels_neuron.py tests/test_kernels_gla.py tests/test_gla.py tests/test_kernels_elementwise.py \
-            tests/test_linear.py tests/test_kernels_fake_quant.py tests/test_kernels_decode_attention.py \
-            tests/test_kernels_gla_decode.py tests/test_kernels_ring_write.py tests/test_merged_linear.py \
-            tests/test_graphed_decode.py}
+        files=${TEST_FILES:-tests/kernels/test_kernels_dispatch.py tests/kernels/test_kernels_spike_quant.py tests/kernels/test_kernels_w8aspike.py \
+            tests/kernels/test_kernels_neuron.py tests/kernels/test_kernels_gla.py tests/layers/test_gla.py tests/kernels/test_kernels_elementwise.py \
+            tests/layers/test_linear.py tests/kernels/test_kernels_fake_quant.py tests/kernels/test_kernels_decode_attention.py \
+            tests/kernels/test_kernels_gla_decode.py tests/kernels/test_kernels_ring_write.py tests/layers/test_merged_linear.py \
+            tests/models/test_graphed_decode.py}
         # Cold Triton compiles dominate (minutes for the fla and T = 64 neuron kernels): with pytest-xdist
         # installed the tests run in parallel processes, which compile in parallel.
         workers=""

@@ -26,7 +26,7 @@ reset and keeps it, identically in both step modes and when a sequence is fed in
 fixed threshold (learnable with ``learn_threshold=True``). Adaptive thresholds are clamped to
 ``[1e-5, 1e4]`` as in :func:`sb_neurons.adaptive_threshold` and held constant in the backward pass.
 
-Collapse of Eq. 20 into Eq. 21 (tested in ``tests/test_neurons.py``). Let ``x = sum_t x_t`` and
+Collapse of Eq. 20 into Eq. 21 (tested in ``tests/neurons/test_neurons.py``). Let ``x = sum_t x_t`` and
 ``n = floor(x / v_th + 1/2)``. A soft-reset IF neuron (decay 1) with ``signed=True``, ``rounding=True``,
 ``v_init = 0`` and a threshold ``v_th`` held for the whole sequence emits net spikes
 ``sum_t s_t = n`` and ends with ``u_T = x - v_th * n`` in ``[-v_th / 2, v_th / 2)`` when the input is

@@ -1,4 +1,4 @@
-"""Helpers shared by the ``tests/test_kernels_*.py`` modules.
+"""Helpers shared by the ``tests/kernels/test_kernels_*.py`` modules.
 
 Triton's interpreter. Without CUDA, tests/conftest.py imports Triton once with ``TRITON_INTERPRET=1``
 (its standard library is built for the interpreter only then) and restores the variable. Kernels are

@@ -292,7 +292,7 @@ EXEMPT = {
     "sb_layers.LayerReport": "result dataclass of the spike report",
     "sb_layers.SpikingReport": "result dataclass (total must be a SpikeStats: TypeError); built by from_layers / sb_adapters.spiking_report",
     "sb_layers.recorded_report": "takes a model (TypeError naming model, as spiking_layers); no tensor argument",
-    "sb_layers.spiking_layers": "takes a model (TypeError naming model, tests/test_injector.py); no tensor argument",
+    "sb_layers.spiking_layers": "takes a model (TypeError naming model, tests/adapters/test_injector.py); no tensor argument",
     "sb_kernels.BACKENDS": "constant tuple",
     "sb_kernels.Backend": "type alias",
     "sb_kernels.NeuronOutput": "result named tuple of multistep_neuron",

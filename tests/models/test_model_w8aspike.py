@@ -119,7 +119,7 @@ def test_spike_report_is_consistent_with_the_recorded_counts(converted, calibrat
 
 
 def test_plot_has_the_three_fig9_panels(converted):
-    """Layout and reference marks are tested in tests/test_demo_plots.py; here, a converted model's report."""
+    """Layout and reference marks are tested in tests/cli/test_demo_plots.py; here, a converted model's report."""
     import matplotlib.pyplot as plt
 
     from sb_layers.models.spikingbrain.w8aspike import FIG9_LABEL
