@@ -8,19 +8,19 @@ Layouts. Ours is head-major ``[B, H, L, D]`` (the references :func:`sb_kernels.g
 :func:`sb_kernels.gla_chunked`); fla's kernels take time-major ``[B, L, H, D]`` tensors, apply ``scale``
 to ``q`` themselves (``None`` means ``Dk ** -0.5``, so the scale is always passed explicitly here) and
 keep the state as ``[B, H, Dk, Dv]`` (``state_v_first=False``). This module only converts layouts and
-checks arguments; the computation is fla's: ``fused_recurrent_gla`` for one token (decoding),
-``chunk_gla`` otherwise. fla is imported when a call runs, never at module import.
+checks arguments (the references' :func:`~sb_kernels.gla.reference.check_gla_inputs`, then CUDA); the
+computation is fla's: ``fused_recurrent_gla`` for one token (decoding), ``chunk_gla`` otherwise. fla is
+imported when a call runs, never at module import.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import math
 
 import torch
 
-from sb_neurons.validation import check_float_tensor, check_same_device
+from .reference import check_gla_inputs
 
 
 @functools.cache
@@ -32,27 +32,6 @@ def fla_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _check(q, k, v, gk, scale, initial_state) -> None:
-    for name, t in (("q", q), ("k", k), ("v", v), ("gk", gk)):
-        check_float_tensor(t, name, finite=False)
-        if t.ndim != 4:
-            raise ValueError(f"{name} must be 4-d [B, H, L, D], got shape {tuple(t.shape)}")
-    check_same_device((("q", q), ("k", k), ("v", v), ("gk", gk), ("initial_state", initial_state)))
-    if q.shape != k.shape or gk.shape != k.shape:
-        raise ValueError(f"q, k and gk must share one shape [B, H, L, Dk]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(gk.shape)}")
-    if v.shape[:3] != q.shape[:3]:
-        raise ValueError(f"v must be [B, H, L, Dv] with B, H, L of q {tuple(q.shape[:3])}, got {tuple(v.shape)}")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
-    if initial_state is not None:
-        expected = (q.shape[0], q.shape[1], q.shape[3], v.shape[3])
-        check_float_tensor(initial_state, "initial_state", finite=False)
-        if tuple(initial_state.shape) != expected:
-            raise ValueError(f"initial_state must have shape (B, H, Dk, Dv) = {expected}, got {tuple(initial_state.shape)}")
-    if not all(t.is_cuda for t in (q, k, v, gk)):
-        raise RuntimeError("gla_fla runs fla's Triton kernels and needs CUDA tensors; use sb_kernels.gla_chunked on CPU")
 
 
 def gla_fla(
@@ -85,7 +64,9 @@ def gla_fla(
     Raises ``RuntimeError`` when the tensors are not on CUDA or fla is not installed (the argument
     checks run first).
     """
-    _check(q, k, v, gk, scale, initial_state)
+    check_gla_inputs(q, k, v, gk, initial_state, scale)
+    if not all(t.is_cuda for t in (q, k, v, gk)):
+        raise RuntimeError("gla_fla runs fla's Triton kernels and needs CUDA tensors; use sb_kernels.gla_chunked on CPU")
     if not fla_available():
         raise RuntimeError("gla_fla needs flash-linear-attention (package 'fla'): pip install 'spikingbrain[gpu]'")
     from fla.ops.gla import chunk_gla, fused_recurrent_gla

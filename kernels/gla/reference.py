@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from sb_neurons import Codec, get_codec
-from sb_neurons.validation import check_float_tensor, check_positive, check_same_device, check_tensor
+from sb_neurons.validation import check_float_tensor, check_positive, check_same_device, check_tensor, describe
 
 
 def check_gla_inputs(q, k, v, gk, initial_state, scale=1.0, integer_qk=False) -> None:
@@ -30,7 +30,7 @@ def check_gla_inputs(q, k, v, gk, initial_state, scale=1.0, integer_qk=False) ->
     ``integer_qk``), a state ``[B, H, Dk, Dv]`` or None, and a finite ``scale > 0``."""
     for name, t in (("q", q), ("k", k), ("v", v), ("gk", gk)):
         if not isinstance(t, torch.Tensor) or t.ndim != 4:
-            raise ValueError(f"{name} must be a 4-d tensor [B, H, L, D], got {getattr(t, 'shape', type(t))}")
+            raise ValueError(f"{name} must be a 4-d tensor [B, H, L, D], got {describe(t)}")
         if not t.is_floating_point() and not (integer_qk and name in ("q", "k")):
             raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
     check_positive(scale, "scale")

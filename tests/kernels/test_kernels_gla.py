@@ -24,7 +24,7 @@ def inputs(batch=1, heads=2, length=8, dk=4, dv=6, device="cpu", dtype=torch.flo
 @pytest.mark.parametrize(
     "change, match",
     [
-        (dict(q=torch.randn(2, 8, 4)), "q must be 4-d"),
+        (dict(q=torch.randn(2, 8, 4)), r"q must be a 4-d tensor \[B, H, L, D\]"),
         (dict(v=torch.randn(1, 2, 7, 6)), "v must be"),
         (dict(gk=torch.randn(1, 2, 8, 5)), "q, k and gk"),
         (dict(scale=0.0), "scale"),
