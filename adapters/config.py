@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from sb_layers import SpikeCoding
+from sb_layers.flat_coding import coding_with, flat_coding_properties, flat_updates, pop_flat_fields
 from sb_neurons.deprecation import warn_renamed
 
 CONFIG_NAME = "spiking_config.json"
@@ -63,33 +64,13 @@ def _check_layer_indices(value: object) -> list[int] | None:
 
 
 # Fields of the previous release, now fields of ``SpikingConfig.coding`` (a :class:`sb_layers.SpikeCoding`):
-# old name -> SpikeCoding field. ``coding`` itself was the codec name.
+# old name -> SpikeCoding field (mapped by sb_layers.flat_coding). ``coding`` itself was the codec name.
 DEPRECATED_FIELDS = {
     "k": "k", "mode": "mode", "clamp": "clamp", "weight_bits": "weight_bits", "group_size": "group_size", "backend": "backend",
 }
 
 
-def _coding_with(coding: SpikeCoding | dict | None, updates: dict[str, Any]) -> SpikeCoding:
-    base = SpikeCoding() if coding is None else coding
-    if isinstance(base, dict):
-        base = SpikeCoding.from_dict(base)
-    if not isinstance(base, SpikeCoding):
-        raise TypeError(f"coding must be a SpikeCoding or a dict of its fields, got {type(base).__name__}")
-    return SpikeCoding.from_dict(updates, base=base) if updates else base
-
-
-def _deprecated_property(field_name: str) -> property:
-    def getter(self: SpikingConfig) -> Any:
-        warn_renamed(f"SpikingConfig.{field_name}", f"SpikingConfig.coding.{field_name}")
-        return getattr(self.coding, field_name)
-
-    def setter(self: SpikingConfig, value: Any) -> None:
-        warn_renamed(f"SpikingConfig.{field_name} = ...", f"SpikingConfig.coding = dataclasses.replace(config.coding, {field_name}=...)")
-        self.coding = replace(self.coding, **{field_name: value})
-
-    return property(getter, setter, doc=f"Deprecated: ``coding.{field_name}``.")
-
-
+@flat_coding_properties(DEPRECATED_FIELDS, set_hint="{owner}.coding = dataclasses.replace(config.coding, {new}=...)")
 @dataclass(init=False)
 class SpikingConfig:
     """How :func:`sb_adapters.inject_spiking` turns a model's projections into spike-coded ones.
@@ -144,7 +125,7 @@ class SpikingConfig:
             updates[DEPRECATED_FIELDS[old]] = value
         self.target_modules = target_modules
         self.exclude_modules = exclude_modules
-        self.coding = _coding_with(coding, updates)
+        self.coding = coding_with(coding, updates)
         self.spike_qk = spike_qk
         self.dense_layers = dense_layers
         self.record_stats = record_stats
@@ -165,13 +146,6 @@ class SpikingConfig:
     def spike_coding(self) -> SpikeCoding:
         """The per-layer :class:`sb_layers.SpikeCoding`: ``self.coding``."""
         return self.coding
-
-    k = _deprecated_property("k")
-    mode = _deprecated_property("mode")
-    clamp = _deprecated_property("clamp")
-    weight_bits = _deprecated_property("weight_bits")
-    group_size = _deprecated_property("group_size")
-    backend = _deprecated_property("backend")
 
     # -- serialization (PEFT's method names) ----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -197,7 +171,7 @@ class SpikingConfig:
         if unknown:
             raise ValueError(f"unknown SpikingConfig fields: {unknown}; known fields: {sorted(known)}")
         data = dict(data)
-        old = {name: data.pop(name) for name in DEPRECATED_FIELDS if name in data}
+        old = pop_flat_fields(data, DEPRECATED_FIELDS)
         coding = data.pop("coding", None)
         if isinstance(coding, str):
             old["codec"], coding = coding, None
@@ -205,7 +179,7 @@ class SpikingConfig:
             names = sorted(n if n != "codec" else "coding (a codec name)" for n in old)
             new = ", ".join(f"coding.{DEPRECATED_FIELDS.get(n, n)}" for n in sorted(old))
             warn_renamed(f"the flat SpikingConfig layout (fields {names})", f"the nested \"coding\" dict ({new})")
-            coding = _coding_with(coding, {DEPRECATED_FIELDS.get(n, n): v for n, v in old.items()})
+            coding = coding_with(coding, flat_updates(old, DEPRECATED_FIELDS))
         return cls(coding=coding, **data)
 
     def to_json_string(self) -> str:

@@ -29,6 +29,7 @@ from typing import Any
 from transformers import PreTrainedConfig
 
 from sb_layers._deprecation import warn_renamed
+from sb_layers.flat_coding import coding_with, flat_coding_properties, flat_updates, pop_flat_fields
 from sb_layers.spiking_linear import SpikeCoding
 
 VARIANTS = ("inter_layer", "intra_layer")
@@ -42,37 +43,12 @@ ROUTERS = ("softmax", "sigmoid")
 BACKENDS = ("torch", "triton", "auto")
 
 
-# Fields of the previous release, now fields of ``coding`` (a SpikeCoding): old name -> SpikeCoding field.
+# Fields of the previous release, now fields of ``coding`` (a SpikeCoding): old name -> SpikeCoding field
+# (mapped by sb_layers.flat_coding).
 DEPRECATED_FIELDS = {
     "spike_k": "k", "spike_codec": "codec", "spike_clamp": "clamp", "spike_mode": "mode",
     "weight_bits": "weight_bits", "group_size": "group_size", "spike_backend": "backend",
 }
-
-
-def _named_coding(updates: dict[str, Any], base: SpikeCoding | None, label: str | None = None) -> SpikeCoding:
-    """``base`` (default ``SpikeCoding()``) with ``updates``; a bad value raises naming ``coding.<field>``
-    (or ``label``)."""
-    try:
-        return SpikeCoding.from_dict(updates, base=base)
-    except (TypeError, ValueError) as exc:
-        if label is None:
-            label = ", ".join(f"coding.{name}" for name in updates) if isinstance(updates, dict) else "coding"
-        raise type(exc)(f"{label}: {exc}") from exc
-
-
-def _deprecated_property(old: str) -> property:
-    new = DEPRECATED_FIELDS[old]
-
-    def getter(self: SpikingBrainConfig) -> Any:
-        warn_renamed(f"{type(self).__name__}.{old}", f"{type(self).__name__}.coding.{new}")
-        value = getattr(self.coding, new)
-        return list(value) if isinstance(value, tuple) else value
-
-    def setter(self: SpikingBrainConfig, value: Any) -> None:
-        warn_renamed(f"{type(self).__name__}.{old} = ...", f"coding.{new} (config.coding = {{{new!r}: ...}}, or a SpikeCoding)")
-        self.coding = {new: value}
-
-    return property(getter, setter, doc=f"Deprecated: ``coding.{new}``.")
 
 
 def _check_positive_int(value: Any, name: str) -> None:
@@ -97,6 +73,10 @@ def _check_layer_list(value: Any, name: str, num_layers: int) -> None:
         raise ValueError(f"{name} must not repeat layer indices, got {list(value)}")
 
 
+@flat_coding_properties(
+    DEPRECATED_FIELDS, set_hint="coding.{new} (config.coding = {{{new_repr}: ...}}, or a SpikeCoding)", tuples_as_lists=True,
+    label_errors=True,
+)
 class SpikingBrainConfig(PreTrainedConfig):
     """Configuration of :class:`SpikingBrainForCausalLM` (defaults: the released SpikingBrain-7B).
 
@@ -264,7 +244,7 @@ class SpikingBrainConfig(PreTrainedConfig):
             raise ValueError(f"router_aux_loss_coef must be >= 0, got {self.router_aux_loss_coef!r}")
         if self.coding is None:
             self.coding = SpikeCoding()
-        old = {name: kwargs.pop(name) for name in list(kwargs) if name in DEPRECATED_FIELDS}
+        old = pop_flat_fields(kwargs, DEPRECATED_FIELDS)
         if old:
             warn_renamed(
                 f"{type(self).__name__}({', '.join(f'{name}=...' for name in sorted(old))})",
@@ -272,7 +252,7 @@ class SpikingBrainConfig(PreTrainedConfig):
                 stacklevel=4,
             )
             label = ", ".join(f"{name} (coding.{DEPRECATED_FIELDS[name]})" for name in old)
-            self.coding = _named_coding({DEPRECATED_FIELDS[name]: value for name, value in old.items()}, self.coding, label)
+            self.coding = coding_with(self.coding, flat_updates(old, DEPRECATED_FIELDS), label=label)
         super().__post_init__(**kwargs)
 
     @property
@@ -283,7 +263,8 @@ class SpikingBrainConfig(PreTrainedConfig):
     def __setattr__(self, key: str, value: Any) -> None:
         if key == "coding" and isinstance(value, dict):
             current = self.__dict__.get("coding")
-            value = _named_coding(value, current if isinstance(current, SpikeCoding) else None)
+            value = coding_with(current if isinstance(current, SpikeCoding) else None, value,
+                                label=", ".join(f"coding.{name}" for name in value))
         super().__setattr__(key, value)
 
     def to_dict(self) -> dict[str, Any]:
@@ -296,14 +277,6 @@ class SpikingBrainConfig(PreTrainedConfig):
     def spike_coding(self) -> SpikeCoding | None:
         """The :class:`SpikeCoding` of the projections (``coding``), or None when ``spiking`` is off."""
         return self.coding if self.spiking else None
-
-    spike_k = _deprecated_property("spike_k")
-    spike_codec = _deprecated_property("spike_codec")
-    spike_clamp = _deprecated_property("spike_clamp")
-    spike_mode = _deprecated_property("spike_mode")
-    weight_bits = _deprecated_property("weight_bits")
-    group_size = _deprecated_property("group_size")
-    spike_backend = _deprecated_property("spike_backend")
 
     def is_swa_layer(self, index: int) -> bool:
         """Whether layer ``index`` of the inter-layer variant is sliding-window attention."""
