@@ -25,7 +25,7 @@ from sb_neurons.validation import check_int, check_positive, check_tensor
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
 from ._merged import merged_linear_outputs
-from .mixer_cache import MixerCache, cache_key, check_layer_idx, resolve_call
+from .mixer_cache import MixerCache, check_layer_idx, mix_on_cache
 from .rms_norm import RMSNorm
 from .spiking_linear import SpikeCoding, make_linear
 
@@ -174,13 +174,7 @@ class GatedLinearAttention(nn.Module):
         a zero state), replaced by the new state. Deprecated: without a MixerCache (``state=``, a state
         tensor as ``cache``, or no cache) the call returns ``(output, new_state)``.
         """
-        cache, legacy_state, legacy = resolve_call(type(self).__name__, cache, state, (torch.Tensor,), "state")
-        if legacy:
-            return self._mix(hidden_states, attention_mask, legacy_state)
-        key = cache_key(self)
-        out, new_state = self._mix(hidden_states, attention_mask, cache.layer_state(key))
-        cache.update_layer_state(key, new_state)
-        return out
+        return mix_on_cache(self, hidden_states, attention_mask, cache, state, (torch.Tensor,), "state")
 
     def _mix(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, state: torch.Tensor | None,

@@ -162,7 +162,7 @@ def warn_functional_call(owner: str, old: str, stacklevel: int = 6) -> None:
     )
 
 
-def resolve_call(owner: str, cache: Any, state: Any, legacy_types: tuple[type, ...], old_name: str):
+def resolve_call(owner: str, cache: Any, state: Any, legacy_types: tuple[type, ...], old_name: str, stacklevel: int = 6):
     """Tell the protocol call from a deprecated one.
 
     Returns ``(cache, None, False)`` for ``cache`` a :class:`MixerCache`, and ``(None, legacy_state, True)``
@@ -175,14 +175,29 @@ def resolve_call(owner: str, cache: Any, state: Any, legacy_types: tuple[type, .
             raise ValueError(f"{owner}: the state lives in cache (a MixerCache); do not give {old_name}= as well")
         return cache, None, False
     if cache is None:
-        warn_functional_call(owner, f"a call without a MixerCache returning (output, new_state){' (the ' + old_name + '= argument)' if state is not None else ''}")
+        warn_functional_call(owner, f"a call without a MixerCache returning (output, new_state){' (the ' + old_name + '= argument)' if state is not None else ''}", stacklevel)
         return None, state, True
     if isinstance(cache, legacy_types):
         if state is not None:
             raise ValueError(f"{owner}: give the layer state once")
-        warn_functional_call(owner, f"passing a {type(cache).__name__} as the layer state, returning (output, new_state)")
+        warn_functional_call(owner, f"passing a {type(cache).__name__} as the layer state, returning (output, new_state)", stacklevel)
         return None, cache, True
     raise TypeError(f"{owner}: cache must be a MixerCache (e.g. SpikingBrainCache) or None, got {type(cache).__name__}")
+
+
+
+def mix_on_cache(mixer: Any, hidden_states: Any, attention_mask: Any, cache: Any, state: Any, legacy_types: tuple[type, ...], old_name: str):
+    """The protocol ``forward`` of a single mixer whose ``_mix(hidden_states, attention_mask, layer_state)``
+    returns ``(output, new_layer_state)``: with a :class:`MixerCache`, the mixer's entry (:func:`cache_key`)
+    is read, replaced by the new state and the output returned; the deprecated forms (see
+    :func:`resolve_call`) return ``(output, new_state)``."""
+    cache, legacy_state, legacy = resolve_call(type(mixer).__name__, cache, state, legacy_types, old_name, stacklevel=7)
+    if legacy:
+        return mixer._mix(hidden_states, attention_mask, legacy_state)
+    key = cache_key(mixer)
+    out, new_state = mixer._mix(hidden_states, attention_mask, cache.layer_state(key))
+    cache.update_layer_state(key, new_state)
+    return out
 
 
 __all__ = ["MixerCache", "cache_key"]

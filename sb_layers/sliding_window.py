@@ -30,7 +30,7 @@ from sb_neurons.validation import check_int, check_positive
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
 from ._merged import merged_linear_outputs
-from .mixer_cache import MixerCache, cache_key, check_layer_idx, resolve_call
+from .mixer_cache import MixerCache, check_layer_idx, mix_on_cache
 from .rotary import _inverse_frequencies, apply_rotary, rotary_cos_sin
 from .spiking_linear import SpikeCoding, make_linear
 
@@ -452,13 +452,7 @@ class SlidingWindowAttention(nn.Module):
         :class:`sb_layers.MixerCache`, entry ``layer_idx``), created on the first call and updated in place.
         Deprecated: a :class:`RollingKVCache` as ``cache``, or no cache (``cache=None``), returns
         ``(output, rolling_kv_cache)`` (see :mod:`sb_layers.mixer_cache`)."""
-        cache, legacy_state, legacy = resolve_call(type(self).__name__, cache, None, (RollingKVCache,), "cache")
-        if legacy:
-            return self._mix(hidden_states, attention_mask, legacy_state)
-        key = cache_key(self)
-        out, state = self._mix(hidden_states, attention_mask, cache.layer_state(key))
-        cache.update_layer_state(key, state)
-        return out
+        return mix_on_cache(self, hidden_states, attention_mask, cache, None, (RollingKVCache,), "cache")
 
     def _mix(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, cache: RollingKVCache | None,
