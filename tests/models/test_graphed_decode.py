@@ -10,8 +10,9 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sb_layers.models.spikingbrain import GraphedDecoder, SpikingBrainCache, SpikingBrainConfig, SpikingBrainForCausalLM
+from sb_layers.models.spikingbrain import GraphedDecoder, SpikingBrainCache, SpikingBrainForCausalLM
 from sb_layers.models.spikingbrain.w8aspike import to_w8aspike
+from model_testing import tiny_spikingbrain
 
 VOCAB, WINDOW = 61, 4
 # Plain argmax decoding, as GraphedDecoder does: eos_token_id=None keeps generate() going past an EOS
@@ -23,14 +24,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # tiny matmuls (tests/con
 
 
 def tiny_model(dtype=torch.float64, **overrides) -> SpikingBrainForCausalLM:
-    torch.manual_seed(0)
-    fields = dict(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=48, sliding_window=WINDOW, gla_chunk_size=3, rope_theta=100.0, initializer_range=0.2,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0,
-    )
-    fields.update(overrides)
-    return SpikingBrainForCausalLM(SpikingBrainConfig(**fields)).to(dtype).eval()
+    return tiny_spikingbrain(dtype=dtype, **{"vocab_size": VOCAB, "sliding_window": WINDOW, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from sb_layers.feed_forward import GLUMLP, MoE
 from sb_layers.models.spikingbrain import SpikingBrainCache, SpikingBrainConfig, SpikingBrainForCausalLM
 from sb_layers.models.spikingbrain.upcycling import upcycle_to_moe
 from sb_layers.sinks import SinkTokens
+from model_testing import tiny_spikingbrain
 from strategies import assert_left_padding_is_invisible
 
 VOCAB, WINDOW, SINKS, LAYERS = 83, 4, 3, 4
@@ -23,15 +24,9 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # tiny matmuls (tests/con
 
 
 def dense_intra_model(**overrides) -> SpikingBrainForCausalLM:
-    torch.manual_seed(0)
-    fields = dict(
-        variant="intra_layer", vocab_size=VOCAB, hidden_size=32, num_hidden_layers=LAYERS, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=48, sliding_window=WINDOW, num_sink_tokens=SINKS,
-        full_attn_layers=FULL_LAYERS, gla_chunk_size=3, rope_theta=100.0, initializer_range=0.2,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0,
-    )
-    fields.update(overrides)
-    return SpikingBrainForCausalLM(SpikingBrainConfig(**fields)).to(torch.float64).eval()
+    fields = dict(variant="intra_layer", vocab_size=VOCAB, num_hidden_layers=LAYERS, sliding_window=WINDOW, num_sink_tokens=SINKS,
+                  full_attn_layers=FULL_LAYERS)
+    return tiny_spikingbrain(**{**fields, **overrides})
 
 
 @pytest.fixture(scope="module")

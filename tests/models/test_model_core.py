@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from sb_layers.models.spikingbrain import SpikingBrainCache, SpikingBrainConfig, SpikingBrainForCausalLM
 from sb_layers.models.spikingbrain.cache_names import output_cache
+from model_testing import tiny_spikingbrain, tiny_spikingbrain_config
 from strategies import assert_left_padding_is_invisible
 
 VOCAB = 97
@@ -21,23 +22,12 @@ WINDOW = 4
 
 
 def tiny_config(**overrides) -> SpikingBrainConfig:
-    fields = dict(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=48, sliding_window=WINDOW, gla_chunk_size=3, rope_theta=100.0,
-        bos_token_id=1, eos_token_id=2, pad_token_id=0, initializer_range=0.2,
-    )
-    fields.update(overrides)
-    return SpikingBrainConfig(**fields)
+    return tiny_spikingbrain_config(**{"vocab_size": VOCAB, "sliding_window": WINDOW, **overrides})
 
 
 def tiny_model(seed: int = 0, dtype=torch.float64, **overrides) -> SpikingBrainForCausalLM:
-    torch.manual_seed(seed)
-    model = SpikingBrainForCausalLM(tiny_config(**overrides)).to(dtype).eval()
-    with torch.no_grad():  # non-trivial norms and biases, so that the reference checks every parameter's role
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight") or name.endswith(".bias"):
-                param.add_(0.3 * torch.randn_like(param))
-    return model
+    # non-trivial norms and biases, so that the reference checks every parameter's role
+    return tiny_spikingbrain(seed=seed, dtype=dtype, perturb=True, **{"vocab_size": VOCAB, "sliding_window": WINDOW, **overrides})
 
 
 # --- an independent dense reference of SpikingBrain-7B's math (facts section 4) -----------------------

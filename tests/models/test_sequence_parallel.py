@@ -17,9 +17,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from sb_layers.models.spikingbrain import SpikingBrainCache, SpikingBrainConfig, SpikingBrainForCausalLM, to_w8aspike
+from sb_layers.models.spikingbrain import SpikingBrainCache, SpikingBrainForCausalLM, to_w8aspike
 from sb_layers.models.spikingbrain.sequence_parallel import sequence_parallel_prefill, shard_bounds
 from sb_layers.sliding_window import RollingKVCache
+from model_testing import tiny_spikingbrain
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
 
@@ -27,18 +28,8 @@ WINDOW, VOCAB, TOL = 5, 64, dict(rtol=1e-9, atol=1e-11)
 
 
 def _model(w8aspike: bool, **overrides) -> SpikingBrainForCausalLM:
-    torch.manual_seed(0)
-    fields = dict(
-        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1,
-        intermediate_size=24, sliding_window=WINDOW, gla_chunk_size=3, rope_theta=100.0, pad_token_id=0,
-        bos_token_id=1, eos_token_id=2, initializer_range=0.2,
-    )
-    fields.update(overrides)
-    model = SpikingBrainForCausalLM(SpikingBrainConfig(**fields)).double().eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight") or name.endswith(".bias"):
-                param.add_(0.3 * torch.randn_like(param))
+    fields = dict(vocab_size=VOCAB, hidden_size=16, num_attention_heads=2, num_key_value_heads=1, intermediate_size=24, sliding_window=WINDOW)
+    model = tiny_spikingbrain(perturb=True, **{**fields, **overrides})
     return to_w8aspike(model, group_size=8, progress=False) if w8aspike else model
 
 
