@@ -22,9 +22,10 @@ files to read must exist and be readable, output files and folders must be creat
 Errors are argparse usage errors (exit status 2) naming the argument.
 
 Another command line can host both subcommands: ``add_parsers(subparsers)``, then
-``run_command(args)`` when ``args`` has ``sb_adapters_command``. The path checkers
-(:func:`input_file`, :func:`input_dir`, :func:`output_file`, :func:`output_dir`) are argparse types
-other subcommands share.
+``run_command(args)`` when ``args`` has ``sb_adapters_command``. The argparse types of values
+(:func:`positive_int`, :func:`positive_float`, :func:`fraction`, :func:`nonnegative_float`) and of paths
+(:func:`input_file`, :func:`input_dir`, :func:`output_file`, :func:`output_dir`) are the ones every
+subcommand of ``spikingbrain`` shares (``spikingbrain estimate`` among them).
 """
 
 from __future__ import annotations
@@ -120,23 +121,25 @@ def _coding(text: str) -> str:
     return text
 
 
-def _fraction(text: str) -> float:
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1] (NaN and infinities refused)."""
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}") from None
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return value
 
 
-def _nonnegative_float(text: str) -> float:
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}") from None
     if not 0.0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 
@@ -402,8 +405,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _add_common(sweep)
     sweep.add_argument("--k", type=positive_float, nargs="+", default=list(DEFAULT_KS), help="values of k, no repeats")
     sweep.add_argument("--out", type=output_dir, default="sweep-k", metavar="DIR", help="folder for sweep_k.json and sweep_k.png (created if missing)")
-    sweep.add_argument("--max-relative-error", type=_nonnegative_float, help="recommend the cheapest k within this relative logit error")
-    sweep.add_argument("--min-top1", type=_fraction, help="recommend the cheapest k with at least this top-1 agreement, in [0, 1]")
+    sweep.add_argument("--max-relative-error", type=nonnegative_float, help="recommend the cheapest k within this relative logit error")
+    sweep.add_argument("--min-top1", type=fraction, help="recommend the cheapest k with at least this top-1 agreement, in [0, 1]")
     for parser in (report, sweep):
         parser.set_defaults(sb_adapters_command=parser.prog.rsplit(" ", 1)[-1])
 

@@ -1,588 +1,27 @@
-"""``spikingbrain estimate``: the brief's theoretical cost model, beside a measured run.
+"""``spikingbrain estimate``: the command line of the cost model (wired into :mod:`spikingbrain.cli`).
 
-The cost of SpikingBrain relative to a dense Transformer of the same dimensions is modelled as
+The model itself, ``R = alpha * (m/n) + (1 - alpha) * a * (k/M)`` with its FLOP-count inputs and the
+comparison with a ``benchmarks/ttft.py`` run, is the library module
+:mod:`sb_layers.models.spikingbrain.cost_model`; this module parses the flags (with the argparse types
+of :mod:`sb_adapters.cli`), derives the model shape from them, prints the tables and writes ``--json``.
 
-    R = alpha * (m / n) + (1 - alpha) * a * (k / M),        speedup = 1 / R
-
-- ``alpha`` (attention share): the fraction of the dense baseline's FLOPs spent on attention scores
-  (``q k^T`` and ``p v``) at context length ``n``; the rest, ``1 - alpha``, is the linear part
-  (projections and FFN).
-- ``m / n`` (attended fraction): the attention work SpikingBrain does, as a fraction of full causal
-  attention over the same context (sliding windows, linear attention).
-- ``a`` (active-neuron fraction) ``= 1 - sparsity``: the share of projection inputs that carry spikes
-  (sparsity: the fraction of silent channels, activation elements whose spike count is zero).
-  Only event-driven hardware turns it into saved work; on a GPU a spike-coded matmul costs as much as a
-  dense one, so ``a = 1`` is the honest figure for GPU runs of the bf16 model.
-- ``k / M`` (active-expert fraction): the share of the baseline's linear work that is computed per token
-  (top-k routing over M experts).
-
-Each input is either given or derived from the model's shape (:class:`ModelShape`) at each context length.
-The FLOP count behind the derived values (2 FLOPs per multiply-add; embeddings, norms, gates, router and
-LM head left out: they are small, and time to first token reads one position of the head):
-
-- Attention, per (query, key) pair and layer: ``4 H d`` (``H`` query heads of width ``d``).
-  Pairs at context ``n``: ``prefill`` (all ``n`` tokens of a prompt): ``P_full = n (n + 1) / 2`` for full
-  causal attention, ``P_swa = sum_i min(i, w)`` for a window of ``w`` keys; ``decode`` (one token after
-  ``n - 1`` of context, so ``n`` keys with itself): ``n`` and ``min(n, w)``. A gated-linear-attention
-  layer costs per token the state update ``k^T v`` and the read-out ``q S``, ``2 d^2`` multiply-adds per
-  head, the cost of attending ``d`` keys; it can also run in its quadratic (parallel) form, so it counts
-  ``min(n d, P_full)`` pairs in prefill and ``min(d, n)`` in decode.
-- Linear, per token and layer: ``2 D (H d) + 4 D (K d) + 2 (H d) D`` for the q, k, v, o projections
-  (``D`` hidden size, ``K`` key-value heads) and ``6 D I`` per FFN (``I`` intermediate size); the
-  baseline computes every expert of a MoE layer (``M`` routed plus ``S`` shared), SpikingBrain ``k + S``.
-- ``alpha = L * 4 H d * P_full / (L * 4 H d * P_full + T * sum_layers linear)`` with ``T = n`` tokens in
-  prefill and 1 in decode; ``m / n = sum_layers pairs(layer) / (L * P_full)`` where a layer's pairs are
-  those of each attention it runs (a 76B-style layer runs GLA beside SWA or full attention, so its
-  share can exceed 1 at short contexts); ``k / M`` = computed linear FLOPs / baseline linear FLOPs.
-
-Identities: ``R = 1`` when nothing is sparse (``m/n = a = k/M = 1``) for every ``alpha``; ``R`` lies between
-``m/n`` and ``a k/M`` (a convex combination), so the speedup is at least 1 when all three are at most 1.
-
-:func:`load_run` reads the JSON that ``benchmarks/ttft.py`` writes; :func:`compare_run` puts the
-theoretical speedups beside the measured ones (Qwen2 time to first token / ours) per context length.
+Its cost-model names (``ModelShape``, ``estimate``, ``compare_run``, ...) were defined here until the
+split: ``spikingbrain.estimate.<name>`` still gives them for one release, with a ``DeprecationWarning``
+naming ``sb_layers.models.spikingbrain.cost_model.<name>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from sb_layers.models.spikingbrain.configuration import SpikingBrainConfig
-
-_RELEASED = SpikingBrainConfig()  # SpikingBrain-7B as released (facts section 4): the defaults of ModelShape
-
-PHASES = ("prefill", "decode")
-RUN_MODELS = ("qwen2", "qwen2-cudnn", "spikingbrain-bf16", "spikingbrain-w8aspike")
-DEFAULT_CONTEXTS = (4096, 32768, 131072, 524288)
-
-
-# --- validation ------------------------------------------------------------------------------------
-
-
-def _check_fraction(value: Any, name: str, *, low: float = 0.0, high: float = 1.0, open_low: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number in {'(' if open_low else '['}{low:g}, {high:g}], got {value!r}")
-    if value > high or value < low or (open_low and value == low):
-        raise ValueError(f"{name} must be in {'(' if open_low else '['}{low:g}, {high:g}], got {value!r}")
-    return float(value)
-
-
-def _check_int(value: Any, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
-# --- the cost model --------------------------------------------------------------------------------
-
-
-def cost_ratio(alpha: float, attended_fraction: float, active_fraction: float = 1.0, expert_fraction: float = 1.0) -> float:
-    """``R = alpha * (m/n) + (1 - alpha) * a * (k/M)``: SpikingBrain's cost over the dense baseline's.
-
-    Args:
-        alpha: attention share of the baseline's cost, in [0, 1].
-        attended_fraction: ``m / n``, >= 0 (at most 1 for one attention per layer).
-        active_fraction: ``a = 1 - sparsity``, in [0, 1].
-        expert_fraction: ``k / M``, in (0, 1].
-
-    Returns R (>= 0); R = 1 when the last three are 1, whatever ``alpha``.
-    """
-    alpha = _check_fraction(alpha, "alpha")
-    if isinstance(attended_fraction, bool) or not isinstance(attended_fraction, (int, float)) or not (
-        math.isfinite(attended_fraction) and attended_fraction >= 0
-    ):
-        raise ValueError(f"attended_fraction (m/n) must be a finite number in [0, inf), got {attended_fraction!r}")
-    active_fraction = _check_fraction(active_fraction, "active_fraction (a = 1 - sparsity)")
-    expert_fraction = _check_fraction(expert_fraction, "expert_fraction (k/M)", open_low=True)
-    return alpha * attended_fraction + (1.0 - alpha) * active_fraction * expert_fraction
-
-
-def speedup(alpha: float, attended_fraction: float, active_fraction: float = 1.0, expert_fraction: float = 1.0) -> float:
-    """``1 / R`` (:func:`cost_ratio`); ``inf`` when R is 0 (nothing computed at all)."""
-    ratio = cost_ratio(alpha, attended_fraction, active_fraction, expert_fraction)
-    return math.inf if ratio == 0 else 1.0 / ratio
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the FLOP count needs of a model (defaults: ``SpikingBrainConfig()``'s, SpikingBrain-7B as released).
-
-    Attributes:
-        num_layers: decoder layers ``L``.
-        hidden_size: ``D``. num_heads, num_kv_heads, head_dim: ``H``, ``K``, ``d``.
-        intermediate_size: ``I``, the FFN width (of one expert).
-        gla_layers, swa_layers, full_layers: layers running gated linear attention, sliding-window
-            attention and full causal attention. 7B: 14, 14, 0. A 76B-style layer runs GLA beside SWA or
-            full attention, so there ``gla_layers = L`` and ``swa_layers + full_layers = L``.
-        window: keys per query of the sliding-window layers.
-        num_experts: routed experts ``M`` of the MoE layers (0: dense FFNs everywhere).
-        experts_per_token: routed experts ``k`` each token uses. shared_experts: ``S``, always used.
-        moe_layers: layers whose FFN is a MoE (default: all of them when ``num_experts > 0``).
-    """
-
-    # The defaults are read from SpikingBrainConfig's (the released 7B), not restated here.
-    num_layers: int = _RELEASED.num_hidden_layers
-    hidden_size: int = _RELEASED.hidden_size
-    num_heads: int = _RELEASED.num_attention_heads
-    num_kv_heads: int = _RELEASED.num_key_value_heads
-    head_dim: int = _RELEASED.head_dim
-    intermediate_size: int = _RELEASED.intermediate_size
-    gla_layers: int = _RELEASED.num_hidden_layers - len(_RELEASED.attn_layers)
-    swa_layers: int = len(_RELEASED.attn_layers)
-    full_layers: int = 0
-    window: int = _RELEASED.sliding_window
-    num_experts: int = _RELEASED.num_experts
-    experts_per_token: int = 1
-    shared_experts: int = 0
-    moe_layers: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "window"):
-            _check_int(getattr(self, name), name, 1)
-        for name in ("gla_layers", "swa_layers", "full_layers"):
-            count = _check_int(getattr(self, name), name, 0)
-            if count > self.num_layers:
-                raise ValueError(f"{name} must be in [0, num_layers={self.num_layers}], got {count}")
-        if self.swa_layers + self.full_layers > self.num_layers:
-            raise ValueError(
-                f"swa_layers + full_layers must be at most num_layers={self.num_layers} (one softmax attention "
-                f"per layer), got {self.swa_layers} + {self.full_layers}"
-            )
-        if self.gla_layers + self.swa_layers + self.full_layers < self.num_layers:
-            raise ValueError(
-                f"gla_layers + swa_layers + full_layers must cover num_layers={self.num_layers} (every layer "
-                f"attends somehow), got {self.gla_layers} + {self.swa_layers} + {self.full_layers}"
-            )
-        _check_int(self.num_experts, "num_experts", 0)
-        _check_int(self.shared_experts, "shared_experts", 0)
-        if self.num_experts:
-            if not 1 <= _check_int(self.experts_per_token, "experts_per_token", 1) <= self.num_experts:
-                raise ValueError(f"experts_per_token must be in [1, num_experts={self.num_experts}], got {self.experts_per_token}")
-        if self.moe_layers is not None:
-            if not 0 <= _check_int(self.moe_layers, "moe_layers", 0) <= self.num_layers:
-                raise ValueError(f"moe_layers must be in [0, num_layers={self.num_layers}], got {self.moe_layers}")
-
-    @classmethod
-    def from_config(cls, config: Any) -> ModelShape:
-        """The shape of a :class:`sb_layers.models.spikingbrain.SpikingBrainConfig` (7B or 76B style)."""
-        layers = config.num_hidden_layers
-        if config.variant == "inter_layer":
-            swa = len(config.attn_layers)
-            gla, full = layers - swa, 0
-        else:
-            full = len(config.full_attn_layers)
-            gla, swa = layers, layers - full
-        moe = layers - len(config.dense_ffn_layers) if config.num_experts else None
-        return cls(
-            num_layers=layers, hidden_size=config.hidden_size, num_heads=config.num_attention_heads,
-            num_kv_heads=config.num_key_value_heads, head_dim=config.head_dim,
-            intermediate_size=config.intermediate_size, gla_layers=gla, swa_layers=swa, full_layers=full,
-            window=config.sliding_window or 2**62, num_experts=config.num_experts,
-            experts_per_token=config.num_experts_per_tok if config.num_experts else 1,
-            shared_experts=config.num_shared_experts if config.num_experts else 0, moe_layers=moe,
-        )
-
-    @property
-    def num_moe_layers(self) -> int:
-        if not self.num_experts:
-            return 0
-        return self.num_layers if self.moe_layers is None else self.moe_layers
-
-    def attention_flops_per_pair(self) -> int:
-        """FLOPs of one (query, key) pair in one layer: ``4 H d`` (``q . k`` and ``p v``)."""
-        return 4 * self.num_heads * self.head_dim
-
-    def linear_flops_per_token(self, *, baseline: bool) -> int:
-        """Linear FLOPs per token over all layers; ``baseline=True`` computes every expert of a MoE layer."""
-        width, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        projections = 2 * self.hidden_size * width + 4 * self.hidden_size * kv + 2 * width * self.hidden_size
-        ffn = 6 * self.hidden_size * self.intermediate_size
-        moe = self.num_moe_layers
-        experts = (self.num_experts if baseline else self.experts_per_token) + self.shared_experts
-        return self.num_layers * projections + (self.num_layers - moe) * ffn + moe * experts * ffn
-
-
-def full_pairs(context: int, phase: str = "prefill") -> int:
-    """(query, key) pairs of full causal attention at ``context``: ``n (n + 1) / 2`` in prefill, ``n`` in decode."""
-    _check_int(context, "context", 1)
-    _check_phase(phase)
-    return context * (context + 1) // 2 if phase == "prefill" else context
-
-
-def window_pairs(context: int, window: int, phase: str = "prefill") -> int:
-    """Pairs of causal attention limited to ``window`` keys per query (itself included)."""
-    _check_int(context, "context", 1)
-    _check_int(window, "window", 1)
-    _check_phase(phase)
-    if phase == "decode":
-        return min(context, window)
-    if context <= window:
-        return context * (context + 1) // 2
-    return window * (window + 1) // 2 + (context - window) * window
-
-
-def linear_attention_pairs(context: int, head_dim: int, phase: str = "prefill") -> int:
-    """Pair-equivalents of a GLA layer: ``d`` keys' worth per token, or the quadratic form if cheaper."""
-    _check_int(head_dim, "head_dim", 1)
-    if phase == "decode":
-        return min(head_dim, full_pairs(context, phase))
-    return min(context * head_dim, full_pairs(context, phase))
-
-
-def _check_phase(phase: str) -> None:
-    if phase not in PHASES:
-        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
-
-
-def attention_share(shape: ModelShape, context: int, phase: str = "prefill") -> float:
-    """``alpha``: attention-score FLOPs over all FLOPs of the dense full-attention baseline at ``context``."""
-    attention = shape.num_layers * shape.attention_flops_per_pair() * full_pairs(context, phase)
-    tokens = context if phase == "prefill" else 1
-    linear = tokens * shape.linear_flops_per_token(baseline=True)
-    return attention / (attention + linear)
-
-
-def attended_fraction(shape: ModelShape, context: int, phase: str = "prefill") -> float:
-    """``m / n``: SpikingBrain's attention pairs (GLA as pair-equivalents) over the baseline's ``L P_full``."""
-    full = full_pairs(context, phase)
-    pairs = (
-        shape.full_layers * full
-        + shape.swa_layers * window_pairs(context, shape.window, phase)
-        + shape.gla_layers * linear_attention_pairs(context, shape.head_dim, phase)
-    )
-    return pairs / (shape.num_layers * full)
-
-
-def expert_fraction(shape: ModelShape) -> float:
-    """``k / M``: linear FLOPs computed per token over the baseline's (every expert); 1 without MoE."""
-    return shape.linear_flops_per_token(baseline=False) / shape.linear_flops_per_token(baseline=True)
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """One context length's inputs, where each came from (``"given"`` or ``"derived"``), R and 1/R."""
-
-    context: int
-    phase: str
-    alpha: float
-    attended_fraction: float
-    active_fraction: float
-    expert_fraction: float
-    sources: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def cost_ratio(self) -> float:
-        return cost_ratio(self.alpha, self.attended_fraction, self.active_fraction, self.expert_fraction)
-
-    @property
-    def speedup(self) -> float:
-        return speedup(self.alpha, self.attended_fraction, self.active_fraction, self.expert_fraction)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "cost_ratio": self.cost_ratio, "speedup": self.speedup}
-
-
-def active_from_sparsity(sparsity: float) -> float:
-    """``a = 1 - sparsity`` (sparsity in [0, 1], e.g. the report's 0.6915 at T = 3)."""
-    return 1.0 - _check_fraction(sparsity, "sparsity")
-
-
-def sparsity_from_stats(path: str | os.PathLike) -> float:
-    """The measured sparsity in a spike-statistics JSON: the fraction of silent channels (activation
-    elements whose spike count is zero), ``silent_channel_fraction`` of ``SpikingReport.as_dict()`` (its
-    ``total``) or of ``SpikeStats.as_dict()`` (see :func:`sb_layers.models.spikingbrain.spike_report`).
-
-    This is the sparsity ``benchmarks/ttft.py`` records as ``spike_sparsity``, so that ``a`` is the share
-    of neurons that fire at all. (The report's 69.15% is a per-time-step figure of T = 3 trains,
-    ``SpikeStats.sparsity``; pass it with ``--sparsity`` to use that definition instead.)
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"spike statistics file must be an existing file, got {os.fspath(path)!r}")
-    try:
-        data = json.loads(file.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"spike statistics file {os.fspath(path)!r} is not valid JSON: {error}") from None
-    stats = data.get("total", data) if isinstance(data, dict) else None
-    if not isinstance(stats, dict) or "silent_channel_fraction" not in stats:
-        raise ValueError(
-            f"spike statistics file {os.fspath(path)!r} must hold 'silent_channel_fraction' "
-            "(or 'total': {'silent_channel_fraction': ...})"
-        )
-    return _check_fraction(stats["silent_channel_fraction"], "spike statistics 'silent_channel_fraction'")
-
-
-def estimate(
-    shape: ModelShape,
-    context: int,
-    *,
-    phase: str = "prefill",
-    alpha: float | None = None,
-    attended: float | None = None,
-    active: float | None = None,
-    experts: float | None = None,
-) -> Estimate:
-    """The cost model at ``context``: each input given (not None) or derived from ``shape`` (``active``: 1)."""
-    if not isinstance(shape, ModelShape):
-        raise TypeError(f"shape must be a ModelShape, got {type(shape).__name__}")
-    _check_int(context, "context", 1)
-    _check_phase(phase)
-    values = {
-        "alpha": (alpha, lambda: attention_share(shape, context, phase)),
-        "attended_fraction": (attended, lambda: attended_fraction(shape, context, phase)),
-        "active_fraction": (active, lambda: 1.0),
-        "expert_fraction": (experts, lambda: expert_fraction(shape)),
-    }
-    resolved = {name: (given if given is not None else derive()) for name, (given, derive) in values.items()}
-    sources = {name: ("given" if given is not None else "derived") for name, (given, _) in values.items()}
-    if active is None:
-        sources["active_fraction"] = "dense (no spike sparsity given)"
-    result = Estimate(context=context, phase=phase, sources=sources, **resolved)
-    result.cost_ratio  # noqa: B018 - validates the inputs (ranges named in the errors)
-    return result
-
-
-# --- a measured run (benchmarks/ttft.py) -----------------------------------------------------------
-
-
-def _field(mapping: Mapping, key: str, where: str) -> Any:
-    if key not in mapping:
-        raise ValueError(f"{where} lacks the field {key!r}")
-    return mapping[key]
-
-
-def _count_field(value: Any, where: str) -> int:
-    """A layer count, or a list of layer indices (its length)."""
-    if isinstance(value, list):
-        return len(value)
-    return _check_int(value, where, 0)
-
-
-def validate_run(run: Any) -> dict:
-    """Check the ``benchmarks/ttft.py`` JSON schema; errors name the offending field and its range."""
-    if not isinstance(run, dict):
-        raise ValueError(f"run must be a JSON object, got {type(run).__name__}")
-    for key in ("device", "date"):
-        if not isinstance(_field(run, key, "run"), str):
-            raise ValueError(f"run['{key}'] must be a string, got {run[key]!r}")
-    config = _field(run, "config", "run")
-    if not isinstance(config, dict):
-        raise ValueError(f"run['config'] must be an object, got {type(config).__name__}")
-    for key in ("num_layers", "gla_layers", "swa_layers", "window", "hidden_size", "num_experts"):
-        value = _field(config, key, "run['config']")
-        if key in ("gla_layers", "swa_layers"):
-            _count_field(value, f"run['config']['{key}']")
-        else:
-            _check_int(value, f"run['config']['{key}']", 0 if key == "num_experts" else 1)
-    tflops = _field(run, "matmul_tflops", "run")
-    if isinstance(tflops, bool) or not isinstance(tflops, (int, float)) or not (math.isfinite(tflops) and tflops > 0):
-        raise ValueError(f"run['matmul_tflops'] must be a number > 0, got {tflops!r}")
-    rows = _field(run, "rows", "run")
-    if not isinstance(rows, list) or not rows:
-        raise ValueError("run['rows'] must be a non-empty list")
-    for index, row in enumerate(rows):
-        where = f"run['rows'][{index}]"
-        if not isinstance(row, dict):
-            raise ValueError(f"{where} must be an object, got {type(row).__name__}")
-        if _field(row, "model", where) not in RUN_MODELS:
-            raise ValueError(f"{where}['model'] must be one of {RUN_MODELS}, got {row['model']!r}")
-        _check_int(_field(row, "context", where), f"{where}['context']", 1)
-        for key in ("ttft_ms", "peak_mem_gib"):
-            value = row.get(key)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0)
-            ):
-                raise ValueError(f"{where}['{key}'] must be null or a number > 0, got {value!r}")
-    sparsity = run.get("spike_sparsity")
-    if sparsity is not None:
-        _check_fraction(sparsity, "run['spike_sparsity']")
-    return run
-
-
-def load_run(path: str | os.PathLike) -> dict:
-    """Read and validate the JSON written by ``benchmarks/ttft.py``."""
-    file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"run file must be an existing file, got {os.fspath(path)!r}")
-    try:
-        run = json.loads(file.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"run file {os.fspath(path)!r} is not valid JSON: {error}") from None
-    return validate_run(run)
-
-
-_RUN_DIMENSIONS = {  # ModelShape field -> names a run's config may use for it
-    "num_heads": ("num_heads", "num_attention_heads"),
-    "num_kv_heads": ("num_kv_heads", "num_key_value_heads"),
-    "head_dim": ("head_dim",),
-    "intermediate_size": ("intermediate_size",),
-}
-
-
-def shape_from_run(run: Mapping, **dimensions: int | None) -> ModelShape:
-    """The :class:`ModelShape` of a run's ``config``.
-
-    The schema names ``num_layers``, ``gla_layers``, ``swa_layers`` (counts or index lists), ``window``,
-    ``hidden_size`` and ``num_experts``; ``full_layers = num_layers - gla_layers - swa_layers``. The head
-    layout and FFN width (``num_heads``, ``num_kv_heads``, ``head_dim``, ``intermediate_size``) come from
-    ``dimensions`` when given (not None), else from the run's config when it names them (also as
-    ``num_attention_heads`` / ``num_key_value_heads``), else from SpikingBrain-7B, but only when the run's
-    ``hidden_size`` is the 7B's: a smaller model's head layout cannot be guessed, and the error says so.
-    MoE runs count every layer as MoE, with 1 routed expert per token and no shared one.
-    """
-    config = validate_run(dict(run))["config"]
-    base = ModelShape()
-    layers = config["num_layers"]
-    gla = _count_field(config["gla_layers"], "gla_layers")
-    swa = _count_field(config["swa_layers"], "swa_layers")
-    fields: dict[str, Any] = dict(
-        num_layers=layers, hidden_size=config["hidden_size"], window=config["window"], gla_layers=gla, swa_layers=swa,
-        full_layers=max(0, layers - gla - swa), num_experts=config["num_experts"],
-    )
-    missing = []
-    for name, keys in _RUN_DIMENSIONS.items():
-        if dimensions.get(name) is not None:
-            fields[name] = dimensions[name]
-            continue
-        found = [config[key] for key in keys if key in config]
-        if found:
-            fields[name] = _check_int(found[0], f"run['config']['{keys[-1]}']", 1)
-        elif config["hidden_size"] == base.hidden_size:
-            fields[name] = getattr(base, name)
-        else:
-            missing.append(name)
-    if missing:
-        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
-        raise ValueError(
-            f"run['config'] has hidden_size={config['hidden_size']} (not SpikingBrain-7B's {base.hidden_size}) "
-            f"and does not name {', '.join(missing)}: give them ({flags})"
-        )
-    unknown = set(dimensions) - set(_RUN_DIMENSIONS)
-    if unknown:
-        raise TypeError(f"shape_from_run got unexpected dimensions {sorted(unknown)}")
-    return ModelShape(**fields)
-
-
-@dataclass(frozen=True)
-class RunComparison:
-    """Theory beside measurement at one context length (speedups over Qwen2; None where not measured)."""
-
-    context: int
-    bf16: Estimate
-    w8aspike: Estimate | None
-    measured_bf16: float | None
-    measured_w8aspike: float | None
-    qwen2_ttft_ms: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "context": self.context,
-            "qwen2_ttft_ms": self.qwen2_ttft_ms,
-            "theory_bf16": self.bf16.as_dict(),
-            "measured_bf16": self.measured_bf16,
-            "theory_w8aspike": None if self.w8aspike is None else self.w8aspike.as_dict(),
-            "measured_w8aspike": self.measured_w8aspike,
-        }
-
-
-def compare_run(
-    run: Mapping,
-    shape: ModelShape | None = None,
-    *,
-    alpha: float | None = None,
-    attended: float | None = None,
-    sparsity: float | None = None,
-    experts: float | None = None,
-) -> list[RunComparison]:
-    """Per context length of the run: the theoretical speedups (bf16 with ``a = 1``; W8ASpike with
-    ``a = 1 - sparsity``, sparsity given or the run's ``spike_sparsity``) and the measured ones
-    (Qwen2's time to first token over ours)."""
-    run = validate_run(dict(run))
-    shape = shape or shape_from_run(run)
-    if sparsity is None:
-        sparsity = run.get("spike_sparsity")
-    active = None if sparsity is None else active_from_sparsity(sparsity)
-    times: dict[tuple[str, int], float | None] = {}
-    for row in run["rows"]:
-        times[(row["model"], row["context"])] = row.get("ttft_ms")
-    contexts = sorted({row["context"] for row in run["rows"]})
-    comparisons = []
-    for context in contexts:
-        common = dict(phase="prefill", alpha=alpha, attended=attended, experts=experts)
-        qwen = times.get(("qwen2", context))
-
-        def measured(model: str) -> float | None:
-            ours = times.get((model, context))
-            return None if qwen is None or ours is None else qwen / ours
-
-        comparisons.append(
-            RunComparison(
-                context=context,
-                bf16=estimate(shape, context, active=1.0, **common),
-                w8aspike=None if active is None else estimate(shape, context, active=active, **common),
-                measured_bf16=measured("spikingbrain-bf16"),
-                measured_w8aspike=measured("spikingbrain-w8aspike"),
-                qwen2_ttft_ms=qwen,
-            )
-        )
-    return comparisons
-
-
-# --- text output -----------------------------------------------------------------------------------
-
-
-def _x(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return "inf" if math.isinf(value) else f"{value:.2f}x"
-
-
-def format_context(n: int) -> str:
-    """``131072 -> "128k"``, ``1000 -> "1000"``."""
-    if n % (1 << 20) == 0:
-        return f"{n >> 20}M"
-    return f"{n >> 10}k" if n % 1024 == 0 else str(n)
-
-
-def format_estimates(estimates: Sequence[Estimate]) -> str:
-    header = f"{'context':>8} {'alpha':>7} {'m/n':>8} {'a':>6} {'k/M':>6} {'R':>7} {'speedup':>8}"
-    lines = [header, "-" * len(header)]
-    for e in estimates:
-        lines.append(
-            f"{format_context(e.context):>8} {e.alpha:>7.4f} {e.attended_fraction:>8.5f} {e.active_fraction:>6.3f} "
-            f"{e.expert_fraction:>6.3f} {e.cost_ratio:>7.4f} {_x(e.speedup):>8}"
-        )
-    return "\n".join(lines)
-
-
-def format_comparison(comparisons: Sequence[RunComparison]) -> str:
-    header = (
-        f"{'context':>8} {'alpha':>7} {'m/n':>8} {'k/M':>6} {'qwen2 ms':>10} | {'bf16 theory':>11} {'measured':>9} "
-        f"| {'a':>6} {'w8aspike theory':>15} {'measured':>9}"
-    )
-    lines = [header, "-" * len(header)]
-    for c in comparisons:
-        e = c.bf16
-        qwen = "-" if c.qwen2_ttft_ms is None else f"{c.qwen2_ttft_ms:.1f}"
-        a = "-" if c.w8aspike is None else f"{c.w8aspike.active_fraction:.3f}"
-        w8_theory = None if c.w8aspike is None else c.w8aspike.speedup
-        lines.append(
-            f"{format_context(c.context):>8} {e.alpha:>7.4f} {e.attended_fraction:>8.5f} {e.expert_fraction:>6.3f} "
-            f"{qwen:>10} | {_x(e.speedup):>11} {_x(c.measured_bf16):>9} | {a:>6} {_x(w8_theory):>15} "
-            f"{_x(c.measured_w8aspike):>9}"
-        )
-    return "\n".join(lines)
-
-
-
-
-# --- command line (wired into spikingbrain.cli) ----------------------------------------------------
+from sb_layers.models.spikingbrain import cost_model
+from sb_neurons.deprecation import module_aliases
 
 ESTIMATE_HELP = "theoretical speedup 1/R of the cost model, beside a measured run (benchmarks/ttft.py JSON)"
 ESTIMATE_DESCRIPTION = """\
@@ -599,27 +38,8 @@ Each input is given by its flag or derived, per context length, from the model s
 or the run's config; default SpikingBrain-7B). FLOP count (2 per multiply-add): attention 4*H*d per
 (query, key) pair, n(n+1)/2 pairs in prefill (sum_i min(i, w) in a window of w); linear
 2*D*H*d + 4*D*K*d + 2*H*d*D (q, k, v, o) + 6*D*I per FFN (every expert in the baseline) per token;
-alpha = attention / (attention + linear). See spikingbrain/estimate.py and docs/cost-model.md."""
-
-
-def _fraction_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}") from None
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
-
-
-def _nonnegative_float_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}") from None
-    if not (math.isfinite(value) and value >= 0.0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+alpha = attention / (attention + linear). See sb_layers.models.spikingbrain.cost_model and
+docs/cost-model.md."""
 
 
 def _context_arg(text: str) -> int:
@@ -648,25 +68,25 @@ def add_estimate_parser(sub: Any) -> Any:
     """Register ``spikingbrain estimate`` on an argparse subparsers object. File arguments are checked
     while parsing (before any work): ``--spike-stats`` and ``--run`` must be readable files, ``--config``
     a config.json or a folder holding one, ``--json`` a file that can be written (folders created)."""
-    from sb_adapters.cli import input_file, output_file
+    from sb_adapters.cli import fraction, input_file, nonnegative_float, output_file
 
     parser = sub.add_parser(
         "estimate", help=ESTIMATE_HELP, description=ESTIMATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     given = parser.add_argument_group("cost-model inputs (derived when not given)")
     given.add_argument("--context", type=_context_arg, nargs="+", help="context lengths n, e.g. 4k 32k 128k (default: 4k 32k 128k 512k, or the run's)")
-    given.add_argument("--phase", choices=PHASES, default="prefill", help="prefill of n tokens (time to first token) or decoding one token after n (default: %(default)s)")
-    given.add_argument("--alpha", type=_fraction_arg, help="attention share of the baseline's cost, in [0, 1]")
-    given.add_argument("--attended-fraction", type=_nonnegative_float_arg, help="m/n, >= 0")
+    given.add_argument("--phase", choices=cost_model.PHASES, default="prefill", help="prefill of n tokens (time to first token) or decoding one token after n (default: %(default)s)")
+    given.add_argument("--alpha", type=fraction, help="attention share of the baseline's cost, in [0, 1]")
+    given.add_argument("--attended-fraction", type=nonnegative_float, help="m/n, >= 0")
     spikes = given.add_mutually_exclusive_group()
-    spikes.add_argument("--sparsity", type=_fraction_arg, help="fraction of silent neurons (zero spike count) in [0, 1]; a = 1 - sparsity")
-    spikes.add_argument("--active-fraction", type=_fraction_arg, help="a in [0, 1]")
+    spikes.add_argument("--sparsity", type=fraction, help="fraction of silent neurons (zero spike count) in [0, 1]; a = 1 - sparsity")
+    spikes.add_argument("--active-fraction", type=fraction, help="a in [0, 1]")
     spikes.add_argument("--spike-stats", type=input_file, metavar="FILE", help="JSON of measured spike statistics (SpikingReport.as_dict() or SpikeStats.as_dict()): sparsity = its silent_channel_fraction")
-    given.add_argument("--expert-fraction", type=_fraction_arg, help="k/M in (0, 1]")
+    given.add_argument("--expert-fraction", type=fraction, help="k/M in (0, 1]")
 
     shape = parser.add_argument_group("model shape (default: SpikingBrain-7B)")
     shape.add_argument("--config", type=_model_config_arg, metavar="PATH", help="config.json (or its directory) of a SpikingBrain model; flags below override it")
-    defaults = ModelShape()
+    defaults = cost_model.ModelShape()
     for name in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
                  "gla_layers", "swa_layers", "full_layers", "window", "num_experts", "experts_per_token",
                  "shared_experts", "moe_layers"):
@@ -679,20 +99,18 @@ def add_estimate_parser(sub: Any) -> Any:
     return parser
 
 
-def _shape_from_args(args: Any, run: Mapping | None) -> ModelShape:
+def _shape_from_args(args: Any, run: Mapping | None) -> cost_model.ModelShape:
     if args.config is not None:
-        from transformers import AutoConfig
-
-        import sb_layers.models.spikingbrain  # noqa: F401 - registers the model types with AutoConfig
+        from transformers import AutoConfig  # knows the model types: importing cost_model registered them
 
         path = args.config.parent if args.config.is_file() else args.config
         if not path.is_dir():
             raise ValueError(f"--config must be a config.json or its directory, got {os.fspath(args.config)!r}")
-        shape = ModelShape.from_config(AutoConfig.from_pretrained(path))
+        shape = cost_model.ModelShape.from_config(AutoConfig.from_pretrained(path))
     elif run is not None:
-        shape = shape_from_run(run, **{name: getattr(args, name) for name in _RUN_DIMENSIONS})
+        shape = cost_model.shape_from_run(run, **{name: getattr(args, name) for name in cost_model.RUN_DIMENSIONS})
     else:
-        shape = ModelShape()
+        shape = cost_model.ModelShape()
     overrides = {name: getattr(args, name) for name in asdict(shape) if getattr(args, name, None) is not None}
     return replace(shape, **overrides) if overrides else shape
 
@@ -705,9 +123,9 @@ def run_estimate_command(args: Any) -> list[dict]:
         raise ValueError("--expert-fraction must be in (0, 1], got 0")
     sparsity = args.sparsity
     if args.spike_stats is not None:
-        sparsity = sparsity_from_stats(args.spike_stats)
+        sparsity = cost_model.sparsity_from_stats(args.spike_stats)
     active = args.active_fraction
-    run = load_run(args.run) if args.run is not None else None
+    run = cost_model.load_run(args.run) if args.run is not None else None
     shape = _shape_from_args(args, run)
     inputs = dict(alpha=args.alpha, attended=args.attended_fraction, experts=args.expert_fraction)
     print(
@@ -722,7 +140,7 @@ def run_estimate_command(args: Any) -> list[dict]:
             raise ValueError("--run compares time to first token: --phase must be 'prefill'")
         if active is not None:
             sparsity = 1.0 - active
-        comparisons = compare_run(run, shape, sparsity=sparsity, **inputs)
+        comparisons = cost_model.compare_run(run, shape, sparsity=sparsity, **inputs)
         if args.context:
             wanted = set(args.context)
             comparisons = [c for c in comparisons if c.context in wanted]
@@ -732,15 +150,15 @@ def run_estimate_command(args: Any) -> list[dict]:
         print(f"Run: {run['device']}, {run['date']}; measured speedup = qwen2 TTFT / ours; W8ASpike a = 1 - sparsity"
               + (f" = 1 - {used:.4f}" if used is not None else " (no sparsity: theory not shown)"))
         print("(a GPU runs spike-coded matmuls densely: its W8ASpike figure is not expected to reach the theory's)\n")
-        print(format_comparison(comparisons))
+        print(cost_model.format_comparison(comparisons))
         rows = [c.as_dict() for c in comparisons]
     else:
         if sparsity is not None:
-            active = active_from_sparsity(sparsity)
-        contexts = args.context or list(DEFAULT_CONTEXTS)
-        estimates = [estimate(shape, n, phase=args.phase, active=active, **inputs) for n in contexts]
+            active = cost_model.active_from_sparsity(sparsity)
+        contexts = args.context or list(cost_model.DEFAULT_CONTEXTS)
+        estimates = [cost_model.estimate(shape, n, phase=args.phase, active=active, **inputs) for n in contexts]
         print(f"Phase: {args.phase}; sources: " + ", ".join(f"{k} {v}" for k, v in estimates[0].sources.items()) + "\n")
-        print(format_estimates(estimates))
+        print(cost_model.format_estimates(estimates))
         rows = [e.as_dict() for e in estimates]
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -749,28 +167,15 @@ def run_estimate_command(args: Any) -> list[dict]:
     return rows
 
 
-__all__ = [
-    "DEFAULT_CONTEXTS",
-    "add_estimate_parser",
-    "run_estimate_command",
-    "Estimate",
-    "ModelShape",
-    "RunComparison",
-    "active_from_sparsity",
-    "attended_fraction",
-    "attention_share",
-    "compare_run",
-    "cost_ratio",
-    "estimate",
-    "expert_fraction",
-    "format_comparison",
-    "format_estimates",
-    "full_pairs",
-    "linear_attention_pairs",
-    "load_run",
-    "shape_from_run",
-    "sparsity_from_stats",
-    "speedup",
-    "validate_run",
-    "window_pairs",
-]
+# Deprecated names (one release): the cost model moved to sb_layers.models.spikingbrain.cost_model.
+_MOVED = (
+    "DEFAULT_CONTEXTS", "PHASES", "RUN_MODELS", "Estimate", "ModelShape", "RunComparison", "active_from_sparsity",
+    "attended_fraction", "attention_share", "compare_run", "cost_ratio", "estimate", "expert_fraction",
+    "format_comparison", "format_context", "format_estimates", "full_pairs", "linear_attention_pairs", "load_run",
+    "shape_from_run", "sparsity_from_stats", "speedup", "validate_run", "window_pairs",
+)
+__getattr__ = module_aliases(__name__, {
+    name: (f"{cost_model.__name__}.{name}", lambda name=name: getattr(cost_model, name)) for name in _MOVED
+})
+
+__all__ = ["ESTIMATE_DESCRIPTION", "ESTIMATE_HELP", "add_estimate_parser", "run_estimate_command"]

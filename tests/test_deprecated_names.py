@@ -7,6 +7,7 @@ import pytest
 
 import sb_kernels
 import sb_layers
+from sb_layers.models.spikingbrain import cost_model
 
 # (module, old name, new name as the warning spells it, the object the new name gives)
 ALIASES = [
@@ -27,6 +28,17 @@ ALIASES = [
      lambda: sb_kernels.spike_count_rows_reference),
     ("sb_layers.sliding_window", "quantize_int8_per_vector", "sb_kernels.int8_fake_quantize", lambda: sb_kernels.int8_fake_quantize),
 ]
+# issue 23 (5): the cost model moved from the CLI module spikingbrain.estimate to sb_layers.models.spikingbrain.cost_model
+COST_MODEL_NAMES = [
+    "DEFAULT_CONTEXTS", "PHASES", "RUN_MODELS", "Estimate", "ModelShape", "RunComparison", "active_from_sparsity",
+    "attended_fraction", "attention_share", "compare_run", "cost_ratio", "estimate", "expert_fraction",
+    "format_comparison", "format_context", "format_estimates", "full_pairs", "linear_attention_pairs", "load_run",
+    "shape_from_run", "sparsity_from_stats", "speedup", "validate_run", "window_pairs",
+]
+ALIASES += [
+    ("spikingbrain.estimate", name, f"sb_layers.models.spikingbrain.cost_model.{name}", lambda name=name: getattr(cost_model, name))
+    for name in COST_MODEL_NAMES
+]
 
 
 @pytest.mark.parametrize("module, old, new, current", ALIASES, ids=[f"{m}.{o}" for m, o, _, _ in ALIASES])
@@ -44,7 +56,19 @@ def test_from_import_of_an_old_name_warns():
     assert gla_recurrent is sb_kernels.gla_recurrent
 
 
-@pytest.mark.parametrize("module", ["sb_layers", "sb_kernels", "sb_kernels.gla_decode"])
+def test_the_old_cost_model_import_path_warns_and_the_cli_names_do_not():
+    import warnings
+
+    with pytest.warns(DeprecationWarning, match=r"sb_layers\.models\.spikingbrain\.cost_model\.ModelShape"):
+        from spikingbrain.estimate import ModelShape
+    assert ModelShape is cost_model.ModelShape
+    assert set(cost_model.__all__) >= set(COST_MODEL_NAMES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from spikingbrain.estimate import ESTIMATE_DESCRIPTION, ESTIMATE_HELP, add_estimate_parser, run_estimate_command  # noqa: F401
+
+
+@pytest.mark.parametrize("module", ["sb_layers", "sb_kernels", "sb_kernels.gla_decode", "spikingbrain.estimate"])
 def test_unknown_names_still_raise_attribute_error(module):
     with pytest.raises(AttributeError, match="no_such_name"):
         getattr(importlib.import_module(module), "no_such_name")

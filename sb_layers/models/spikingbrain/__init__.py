@@ -1,5 +1,8 @@
 """SpikingBrain-7B and a 76B-style variant assembled from sb_layers parts, as transformers models.
 
+:mod:`.cost_model` is the theoretical cost of such a model against a dense Transformer of the same shape
+(``spikingbrain estimate``); its main names are exported here.
+
 Importing this package registers the model types ``"spikingbrain"`` and the release's ``"gla_swa"`` with
 ``AutoConfig`` and ``AutoModelForCausalLM``, so released checkpoints load without remote code.
 """
@@ -10,6 +13,7 @@ from sb_layers._deprecation import module_aliases
 
 from .cache import SpikingBrainCache
 from .configuration import GLASwaConfig, SpikingBrainConfig
+from .cost_model import Estimate, ModelShape, RunComparison, compare_run, cost_ratio, estimate, load_run
 from .layout import adapt_config_to_checkpoint, checkpoint_shapes, save_released_checkpoint
 from .convert import continual_pretrain, convert_qwen2
 from .graphed_decode import GraphedDecoder
@@ -32,7 +36,10 @@ __getattr__ = module_aliases(__name__, {
 __all__ = [
     "GLASwaConfig",
     "GLASwaForCausalLM",
+    "Estimate",
     "GraphedDecoder",
+    "ModelShape",
+    "RunComparison",
     "SpikingBrainCache",
     "SpikingBrainConfig",
     "SpikingBrainForCausalLM",
@@ -41,8 +48,12 @@ __all__ = [
     "SpikingReport",
     "adapt_config_to_checkpoint",
     "checkpoint_shapes",
+    "compare_run",
     "continual_pretrain",
     "convert_qwen2",
+    "cost_ratio",
+    "estimate",
+    "load_run",
     "plot_spike_report",
     "record_spike_statistics",
     "save_released_checkpoint",
