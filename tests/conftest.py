@@ -112,3 +112,13 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def float64_default():
+    """float64 as torch's default dtype during each test (restored after it), where exactness claims are
+    checked in float64. Modules ask for it with ``pytestmark = pytest.mark.usefixtures("float64_default")``."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

@@ -12,13 +12,8 @@ from sb_layers import GatedLinearAttention, SpikeCoding
 from sb_neurons import CODEC_NAMES
 from strategies import names
 
-@pytest.fixture(autouse=True)
-def float64_default():
-    """Exactness claims are checked in float64; restore the default for the other test modules."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+
+pytestmark = pytest.mark.usefixtures("float64_default")  # exactness claims are checked in float64 (tests/conftest.py)
 
 
 def random_gla_inputs(seed, batch, heads, length, dk, dv, strong_decay=False):

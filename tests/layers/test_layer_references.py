@@ -28,12 +28,7 @@ from sb_layers import (
 )
 
 
-@pytest.fixture(autouse=True)
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default")  # exactness claims are checked in float64 (tests/conftest.py)
 
 
 def randomize_(module: torch.nn.Module, seed: int) -> None:

@@ -11,13 +11,7 @@ from sb_layers import RollingKVCache, SinkTokens, SlidingWindowAttention
 from sb_layers.sliding_window import attention_with_lse, windowed_attention
 
 
-@pytest.fixture(autouse=True)
-def float64_default():
-    """Exactness claims are checked in float64; restore the default for the other test modules."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default")  # exactness claims are checked in float64 (tests/conftest.py)
 
 
 def dense_swa_reference(layer, x, window):
