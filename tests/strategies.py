@@ -61,3 +61,18 @@ def assert_left_padding_is_invisible(model, samples: list[torch.Tensor], atol: f
         for row, sample in enumerate(samples):
             alone = model(sample[None]).logits[0]
             torch.testing.assert_close(batched[row, width - len(sample) :], alone, rtol=atol, atol=atol)
+
+
+def mixer_with_state(mixer, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, state=None):
+    """One protocol call ``mixer(hidden_states, attention_mask, cache)`` of a mixer or block, ``state`` (None,
+    a GLA state, a RollingKVCache, a ParallelMixer's pair) being its entry of a fresh MixerCache:
+    ``(output, the entry after the call)``, for tests about the state a call starts from and leaves."""
+    from sb_layers import MixerCache
+    from sb_layers.mixer_cache import cache_key
+
+    key = cache_key(mixer)
+    cache = MixerCache((key[0] if isinstance(key, tuple) else key) + 1)
+    if state is not None:
+        cache.update_layer_state(key, state)
+    out = mixer(hidden_states, attention_mask, cache)
+    return out, cache.layer_state(key)

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 import sb_layers.linear_attention as linear_attention
 from sb_kernels import gla_chunked, gla_event_driven, gla_fla, gla_recurrent
-from sb_layers import GatedLinearAttention, SpikeCoding
+from sb_layers import GatedLinearAttention, MixerCache, SpikeCoding
 from sb_neurons import CODEC_NAMES
-from strategies import names
+from strategies import mixer_with_state, names
 
 
 pytestmark = pytest.mark.usefixtures("float64_default")  # exactness claims are checked in float64 (tests/conftest.py)
@@ -62,16 +62,14 @@ def make_gla(**kwargs):
 def test_gla_layer_in_pieces_equals_one_call(options, seed, cuts):
     layer = make_gla(chunk_size=4, **options)
     x = torch.randn(2, 20, 24, generator=torch.Generator().manual_seed(seed))
-    whole, final = layer(x)
+    whole, final = mixer_with_state(layer, x)
     bounds = [0, *sorted(set(cuts)), 20]
-    state, outs = None, []
-    for a, b in zip(bounds, bounds[1:]):
-        out, state = layer(x[:, a:b], state=state)
-        outs.append(out)
+    cache = MixerCache(1)
+    outs = [layer(x[:, a:b], None, cache) for a, b in zip(bounds, bounds[1:])]
     torch.testing.assert_close(torch.cat(outs, 1), whole)
-    torch.testing.assert_close(state, final)
+    torch.testing.assert_close(cache.layer_state(0), final)
     layer.mode = "recurrent"
-    torch.testing.assert_close(layer(x)[0], whole)
+    torch.testing.assert_close(layer(x, None, MixerCache(1)), whole)
 
 
 def test_gla_left_padding_leaves_real_tokens_unchanged():
@@ -79,8 +77,8 @@ def test_gla_left_padding_leaves_real_tokens_unchanged():
     x = torch.randn(2, 9, 24)
     mask = torch.ones(2, 9)
     mask[1, :4] = 0
-    padded, _ = layer(x, attention_mask=mask)
-    alone, _ = layer(x[1:, 4:])
+    padded = layer(x, mask, MixerCache(1))
+    alone = layer(x[1:, 4:], None, MixerCache(1))
     torch.testing.assert_close(padded[1, 4:], alone[0])
 
 
@@ -92,7 +90,7 @@ def test_gla_parameter_names_follow_the_release():
 
 def test_gla_gradients_reach_every_parameter_through_spiking_forms():
     layer = make_gla(coding=SpikeCoding(mode="spike", weight_bits=8, group_size=8), spike_qk=True)
-    out, _ = layer(torch.randn(2, 5, 24))
+    out = layer(torch.randn(2, 5, 24), None, MixerCache(1))
     out.pow(2).sum().backward()
     for name, p in layer.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
@@ -131,7 +129,7 @@ def test_spiking_gla_spike_mode_equals_count_mode(codec, monkeypatch):
     state = torch.randn(2, 4, 6, 6)
     mask = torch.ones(2, 7)
     mask[1, :3] = 0  # left padding: padded keys spike too, but write nothing (v and the decay are masked)
-    (out_count, state_count), (out_spike, state_spike) = count(x, mask, state), spike(x, mask, state)
+    (out_count, state_count), (out_spike, state_spike) = mixer_with_state(count, x, mask, state), mixer_with_state(spike, x, mask, state)
     assert calls == [codec], "spike mode with spike_qk must run the event-driven recurrence"
     torch.testing.assert_close(out_spike, out_count, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(state_spike, state_count, rtol=1e-10, atol=1e-10)
@@ -140,13 +138,13 @@ def test_spiking_gla_spike_mode_equals_count_mode(codec, monkeypatch):
 def test_spiking_gla_approaches_dense_gla_as_k_grows():
     dense = make_gla()
     x = torch.randn(2, 9, 24)
-    reference, _ = dense(x)
+    reference = dense(x, None, MixerCache(1))
     errors = []
     for k in (2.0, 8.0, 32.0, 128.0):
         spiking = make_gla(coding=SpikeCoding(k=k), spike_qk=True)
         spiking.load_state_dict(dense.state_dict())
         with torch.no_grad():
-            errors.append(float((spiking(x)[0] - reference).norm() / reference.norm()))
+            errors.append(float((spiking(x, None, MixerCache(1)) - reference).norm() / reference.norm()))
     assert all(a > b for a, b in zip(errors, errors[1:])), errors
     assert errors[-1] < 0.02
 
@@ -161,8 +159,8 @@ def test_gla_padding_leaves_state_and_real_tokens_unchanged(seed, pad, start):
     padded = torch.cat([real[:, :start], torch.randn(1, pad, 24, generator=g), real[:, start:]], dim=1)
     mask = torch.ones(1, 8 + pad)
     mask[:, start : start + pad] = 0
-    out, final = layer(padded, attention_mask=mask, state=state)
-    alone, final_alone = layer(real, state=state)
+    out, final = mixer_with_state(layer, padded, mask, state)
+    alone, final_alone = mixer_with_state(layer, real, state=state)
     keep = mask[0].bool()
     torch.testing.assert_close(out[:, keep], alone)
     torch.testing.assert_close(final, final_alone)
@@ -173,7 +171,7 @@ def test_tied_key_gate_is_one_minus_key():
     layer = make_gla(gate="tied_key", feature_map="sigmoid")
     x = torch.randn(1, 1, 24)
     state = torch.rand(1, 4, 6, 6)
-    _, new_state = layer(x, state=state)
+    _, new_state = mixer_with_state(layer, x, state=state)
     k = torch.sigmoid(layer.k_proj(x)).view(1, 2, 6).repeat_interleave(2, dim=1)  # [B, H, Dk]
     v = layer.v_proj(x).view(1, 2, 6).repeat_interleave(2, dim=1)
     expected = state * (1 - k).unsqueeze(-1) + k.unsqueeze(-1) * v.unsqueeze(-2)
@@ -192,10 +190,10 @@ def test_one_token_decode_step_equals_the_chunked_layer(options, seed, prompt, p
     layer = make_gla(chunk_size=4, **options)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(3, prompt + 1, 24, generator=gen)
-    state = layer(x[:, :prompt])[1] if prompt else None
+    state = mixer_with_state(layer, x[:, :prompt])[1] if prompt else None
     mask = torch.tensor([[1], [0], [1]]) if padded else None
     token = x[:, prompt:]
-    want, want_state = layer(token, attention_mask=mask, state=state)
+    want, want_state = mixer_with_state(layer, token, mask, state)
     q, k, v = layer.q_proj(token), layer.k_proj(token), layer.v_proj(token)
     got, got_state = layer._decode_step(token, q, k, v, mask, state)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
@@ -211,10 +209,10 @@ def test_auto_mode_decodes_one_token_like_the_recurrent_form_on_the_gpu(options)
     x = torch.randn(2, 40, 256, generator=gen, dtype=torch.float32).cuda()
     layer.mode = "recurrent"  # PyTorch's float32 arithmetic (fla's chunk kernels may use tf32)
     with torch.no_grad():
-        _, state = layer(x[:, :39])
-        want, want_state = layer(x[:, 39:], state=state)
+        _, state = mixer_with_state(layer, x[:, :39])
+        want, want_state = mixer_with_state(layer, x[:, 39:], state=state)
         layer.mode = "auto"
-        got, got_state = layer(x[:, 39:], state=state)
+        got, got_state = mixer_with_state(layer, x[:, 39:], state=state)
     assert got_state.dtype == torch.float32
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(got_state, want_state, rtol=1e-4, atol=1e-4)
@@ -259,10 +257,10 @@ def test_fla_mode_on_cpu_is_a_clear_error():
         (lambda: GatedLinearAttention(24, 4, gate="tied_key"), "sigmoid"),
         (lambda: GatedLinearAttention(24, 4, mode="fast"), "mode"),
         (lambda: GatedLinearAttention(24, 4, chunk_size=0), "chunk_size"),
-        (lambda: make_gla()(torch.randn(1, 3, 23)), "hidden_states"),
-        (lambda: make_gla()(torch.randn(1, 3, 24), attention_mask=torch.ones(1, 4)), "attention_mask"),
-        (lambda: make_gla()(torch.randn(1, 3, 24), attention_mask=torch.full((1, 3), 2.0)), "attention_mask"),
-        (lambda: make_gla()(torch.randn(1, 3, 24), state=torch.zeros(1, 4, 6, 5)), "state"),
+        (lambda: make_gla()(torch.randn(1, 3, 23), None, MixerCache(1)), "hidden_states"),
+        (lambda: make_gla()(torch.randn(1, 3, 24), torch.ones(1, 4), MixerCache(1)), "attention_mask"),
+        (lambda: make_gla()(torch.randn(1, 3, 24), torch.full((1, 3), 2.0), MixerCache(1)), "attention_mask"),
+        (lambda: mixer_with_state(make_gla(), torch.randn(1, 3, 24), state=torch.zeros(1, 4, 6, 5)), "state"),
         (lambda: gla_chunked(*random_gla_inputs(0, 1, 1, 3, 2, 2)[:4], 1.0, chunk_size=0), "chunk_size"),
         (lambda: gla_recurrent(*random_gla_inputs(0, 1, 1, 3, 2, 2)[:4], 1.0, torch.zeros(1, 1, 3, 2)), "initial_state"),
         (lambda: gla_recurrent(*(torch.ones(1, 1, 3, 2, dtype=torch.int64),) * 4, 1.0), "q"),
@@ -295,7 +293,7 @@ def test_gla_layer_hands_the_kernels_time_major_tensors(monkeypatch):
     monkeypatch.setattr(la, "gla_chunked", spy)
     for gate, feature_map in (("low_rank", "relu"), ("tied_key", "sigmoid")):
         layer = GatedLinearAttention(32, 4, 2, gate=gate, feature_map=feature_map)
-        layer(torch.randn(2, 9, 32), attention_mask=torch.ones(2, 9))
+        layer(torch.randn(2, 9, 32), torch.ones(2, 9), MixerCache(1))
         assert seen == {"q": True, "k": True, "v": True, "gk": True}
         x = torch.randn(1, 5, 2, 8).transpose(1, 2)
         torch.testing.assert_close(layer._repeat_kv(x), x.repeat_interleave(2, dim=1), rtol=0, atol=0)
