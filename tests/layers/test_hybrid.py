@@ -7,12 +7,13 @@ from sb_layers import (
     GLUMLP,
     GatedLinearAttention,
     HybridBlock,
+    MixerCache,
     ParallelMixer,
     SlidingWindowAttention,
     SpikeCoding,
     upcycle,
 )
-from strategies import names
+from strategies import mixer_with_state, names
 
 
 def build_block(kind, coding=None):
@@ -28,26 +29,24 @@ def build_block(kind, coding=None):
 def test_block_in_pieces_equals_one_call(kind):
     block = build_block(kind)
     x = torch.randn(2, 11, 16, dtype=torch.float64)
-    whole, _ = block(x)
-    state, outs = None, []
-    for a, b in ((0, 4), (4, 5), (5, 11)):
-        out, state = block(x[:, a:b], state=state)
-        outs.append(out)
+    whole = block(x, None, MixerCache(1))
+    cache = MixerCache(1)
+    outs = [block(x[:, a:b], None, cache) for a, b in ((0, 4), (4, 5), (5, 11))]
     torch.testing.assert_close(torch.cat(outs, 1), whole)
 
 
 def test_block_is_pre_norm_residual():
     block = build_block("gla")
     x = torch.randn(1, 4, 16, dtype=torch.float64)
-    mixed, _ = block.attn(block.attn_norm(x))
+    mixed = block.attn(block.attn_norm(x), None, MixerCache(1))
     h = x + mixed
-    torch.testing.assert_close(block(x)[0], h + block.mlp(block.mlp_norm(h)))
+    torch.testing.assert_close(block(x, None, MixerCache(1)), h + block.mlp(block.mlp_norm(h)))
 
 
 @pytest.mark.parametrize("kind", ["gla", "swa", "parallel"])
 def test_gradients_reach_every_parameter_of_spiking_blocks(kind):
     block = build_block(kind, coding=SpikeCoding(mode="spike", codec="ternary"))
-    out, _ = block(torch.randn(2, 5, 16, dtype=torch.float64))
+    out = block(torch.randn(2, 5, 16, dtype=torch.float64), None, MixerCache(1))
     out.pow(2).sum().backward()
     idle = set()
     if kind == "parallel":
@@ -64,9 +63,9 @@ def test_parallel_mixer_sums_the_normalized_outputs():
     block = build_block("parallel")
     mixer = block.attn
     x = torch.randn(2, 6, 16, dtype=torch.float64)
-    linear, _ = mixer.linear_attn(x)
-    softmax, _ = mixer.softmax_attn(x)
-    out, _ = mixer(x)
+    linear = mixer.linear_attn(x, None, MixerCache(1))
+    softmax = mixer.softmax_attn(x, None, MixerCache(1))
+    out = mixer(x, None, MixerCache(1))
     torch.testing.assert_close(out, mixer.linear_norm(linear) + mixer.softmax_norm(softmax))
 
 
@@ -81,7 +80,7 @@ def test_block_parameter_names_follow_the_release():
         (lambda: HybridBlock(16, torch.nn.Linear(16, 16), GLUMLP(16, 8)), "mixer"),
         (lambda: HybridBlock(8, GatedLinearAttention(16, 2), GLUMLP(16, 8)), "hidden_size"),
         (lambda: ParallelMixer(GatedLinearAttention(16, 2), SlidingWindowAttention(8, 2)), "hidden_size"),
-        (lambda: build_block("gla")(torch.randn(1, 3, 16, dtype=torch.float64), state=torch.zeros(1, 4, 3, 3)), "state"),
+        (lambda: mixer_with_state(build_block("gla"), torch.randn(1, 3, 16, dtype=torch.float64), state=torch.zeros(1, 4, 3, 3)), "state"),
     ],
 )
 def test_bad_input_names_the_argument(call, match):
