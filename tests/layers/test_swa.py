@@ -7,8 +7,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sb_layers import RollingKVCache, SinkTokens, SlidingWindowAttention
+from sb_layers import MixerCache, RollingKVCache, SinkTokens, SlidingWindowAttention
 from sb_layers.sliding_window import attention_with_lse, windowed_attention
+from strategies import mixer_with_state
 
 
 pytestmark = pytest.mark.usefixtures("float64_default")  # exactness claims are checked in float64 (tests/conftest.py)
@@ -43,7 +44,7 @@ def test_swa_equals_dense_masked_softmax(window):
     torch.manual_seed(1)
     layer = SlidingWindowAttention(24, 4, 2, window=window, rope_theta=50.0)
     x = torch.randn(2, 12, 24)
-    torch.testing.assert_close(layer(x)[0], dense_swa_reference(layer, x, window))
+    torch.testing.assert_close(layer(x, None, MixerCache(1)), dense_swa_reference(layer, x, window))
 
 
 @given(seed=st.integers(0, 1000), window=st.integers(1, 6), cuts=st.lists(st.integers(1, 15), max_size=4))
@@ -51,11 +52,11 @@ def test_swa_streaming_across_the_window_boundary(seed, window, cuts):
     torch.manual_seed(seed)
     layer = SlidingWindowAttention(16, 2, 1, window=window, rope_theta=100.0)
     x = torch.randn(2, 16, 16)
-    whole, _ = layer(x)
+    whole = layer(x, None, MixerCache(1))
     bounds = [0, *sorted(set(cuts)), 16]
     cache, outs = None, []
     for a, b in zip(bounds, bounds[1:]):
-        out, cache = layer(x[:, a:b], cache=cache)
+        out, cache = mixer_with_state(layer, x[:, a:b], state=cache)
         outs.append(out)
         assert cache.num_entries <= window
     torch.testing.assert_close(torch.cat(outs, 1), whole)
@@ -67,8 +68,8 @@ def test_swa_left_padding_leaves_real_tokens_unchanged():
     x = torch.randn(2, 10, 16)
     mask = torch.ones(2, 10)
     mask[0, :3] = 0
-    padded, _ = layer(x, attention_mask=mask)
-    alone, _ = layer(x[:1, 3:])
+    padded = layer(x, mask, MixerCache(1))
+    alone = layer(x[:1, 3:], None, MixerCache(1))
     torch.testing.assert_close(padded[0, 3:], alone[0])
     assert torch.isfinite(padded).all()
 
@@ -77,17 +78,17 @@ def test_sinks_are_seen_by_every_token_and_see_only_sinks():
     torch.manual_seed(3)
     layer = SlidingWindowAttention(16, 2, 2, window=2, num_sinks=3)
     x = torch.randn(1, 12, 16)
-    out, cache = layer(x)
+    out, cache = mixer_with_state(layer, x)
     # sinks see only sinks: changing regular tokens leaves sink outputs unchanged
     y = x.clone()
     y[:, 3:] = torch.randn(1, 9, 16)
-    torch.testing.assert_close(layer(y)[0][:, :3], out[:, :3])
+    torch.testing.assert_close(layer(y, None, MixerCache(1))[:, :3], out[:, :3])
     # sinks attend each other without a causal mask: the first sink depends on the last one
     z = x.clone()
     z[:, 2] += 1.0
-    assert not torch.allclose(layer(z)[0][:, 0], out[:, 0])
+    assert not torch.allclose(layer(z, None, MixerCache(1))[:, 0], out[:, 0])
     # the last token is far beyond the window from the sinks, yet depends on them
-    assert not torch.allclose(layer(z)[0][:, -1], out[:, -1])
+    assert not torch.allclose(layer(z, None, MixerCache(1))[:, -1], out[:, -1])
     assert cache.sink_keys.shape[2] == 3 and cache.num_entries == 2
 
 
@@ -97,11 +98,11 @@ def test_swa_with_sinks_streams_like_one_call(seed, cuts):
     torch.manual_seed(seed)
     layer = SlidingWindowAttention(16, 2, 1, window=3, num_sinks=2, rope_theta=100.0)
     x = torch.randn(1, 14, 16)
-    whole, _ = layer(x)
+    whole = layer(x, None, MixerCache(1))
     bounds = [0, *sorted(set(cuts)), 14]
     cache, outs = None, []
     for a, b in zip(bounds, bounds[1:]):
-        out, cache = layer(x[:, a:b], cache=cache)
+        out, cache = mixer_with_state(layer, x[:, a:b], state=cache)
         outs.append(out)
         assert cache.num_entries <= 3 and cache.sink_keys.shape[2] == 2
     torch.testing.assert_close(torch.cat(outs, 1), whole)
@@ -124,7 +125,7 @@ def test_query_chunked_swa_equals_one_block(seed, window, block, sinks, cuts, pa
     caches, outs = [None, None], [[], []]
     for a, b in zip(bounds, bounds[1:]):
         for i, layer in enumerate((whole, chunked)):
-            out, caches[i] = layer(x[:, a:b], attention_mask=mask[:, a:b], cache=caches[i])
+            out, caches[i] = mixer_with_state(layer, x[:, a:b], mask[:, a:b], caches[i])
             outs[i].append(out)
     torch.testing.assert_close(torch.cat(outs[1], 1), torch.cat(outs[0], 1))
     torch.testing.assert_close(caches[1].keys, caches[0].keys)
@@ -135,7 +136,7 @@ def test_query_chunked_swa_equals_dense_reference_past_the_window():
     torch.manual_seed(4)
     layer = SlidingWindowAttention(24, 4, 2, window=5, rope_theta=50.0, query_chunk_size=3)
     x = torch.randn(2, 17, 24)
-    torch.testing.assert_close(layer(x)[0], dense_swa_reference(layer, x, 5))
+    torch.testing.assert_close(layer(x, None, MixerCache(1)), dense_swa_reference(layer, x, 5))
 
 
 @given(seed=st.integers(0, 1000), window=st.integers(2, 8), prompt=st.integers(1, 10), pad=st.integers(0, 1))
@@ -145,18 +146,18 @@ def test_fill_window_keeps_outputs_and_fixes_shapes(seed, window, prompt, pad):
     x = torch.randn(2, prompt + 6, 16)
     mask = torch.ones(2, prompt + 6, dtype=torch.long)
     mask[1, :pad] = 0
-    _, plain = layer(x[:, :prompt], attention_mask=mask[:, :prompt])
-    _, filled = layer(x[:, :prompt], attention_mask=mask[:, :prompt])
+    _, plain = mixer_with_state(layer, x[:, :prompt], mask[:, :prompt])
+    _, filled = mixer_with_state(layer, x[:, :prompt], mask[:, :prompt])
     filled.fill_window()
     assert filled.num_entries == window and filled.key_index.diff().eq(1).all()
     for t in range(prompt, prompt + 6):
-        want, plain = layer(x[:, t : t + 1], attention_mask=mask[:, t : t + 1], cache=plain)
-        got, filled = layer(x[:, t : t + 1], attention_mask=mask[:, t : t + 1], cache=filled)
+        want, plain = mixer_with_state(layer, x[:, t : t + 1], mask[:, t : t + 1], plain)
+        got, filled = mixer_with_state(layer, x[:, t : t + 1], mask[:, t : t + 1], filled)
         torch.testing.assert_close(got, want)
         assert filled.num_entries == window
     # a longer call after the filling is still the same function
     more = torch.randn(2, 5, 16)
-    torch.testing.assert_close(layer(more, cache=filled)[0], layer(more, cache=plain)[0])
+    torch.testing.assert_close(mixer_with_state(layer, more, state=filled)[0], mixer_with_state(layer, more, state=plain)[0])
 
 
 def test_fill_window_needs_a_bounded_window_and_a_token():
@@ -174,7 +175,7 @@ def test_sink_tokens_prepend_learnable_embeddings_and_strip_them():
     h, m = sinks.prepend(x, mask)
     assert h.shape == (2, 8, 16) and m.tolist()[0] == [1, 1, 1, 0, 1, 1, 1, 1]
     torch.testing.assert_close(h[:, :3], sinks.weight.expand(2, -1, -1))
-    out, _ = layer(h, attention_mask=m)
+    out = layer(h, m, MixerCache(1))
     assert sinks.strip(out).shape == (2, 5, 16)
     sinks.strip(out).sum().backward()
     assert sinks.weight.grad is not None and sinks.weight.grad.abs().sum() > 0
@@ -184,7 +185,7 @@ def test_decode_cache_never_exceeds_the_window():
     layer = SlidingWindowAttention(8, 2, window=4)
     cache = None
     for _ in range(9):
-        _, cache = layer(torch.randn(1, 1, 8), cache=cache)
+        _, cache = mixer_with_state(layer, torch.randn(1, 1, 8), state=cache)
         assert cache.num_entries <= 4
     assert cache.length == 9 and cache.key_index.tolist() == [5, 6, 7, 8]
 
@@ -200,11 +201,12 @@ def test_decode_cache_never_exceeds_the_window():
         (lambda: SlidingWindowAttention(16, 2, num_sinks=-1), "num_sinks"),
         (lambda: SlidingWindowAttention(16, 2, attention_backend="xformers"), "attention_backend"),
         (lambda: SlidingWindowAttention(16, 2, query_chunk_size=0), "query_chunk_size"),
-        (lambda: SlidingWindowAttention(16, 2)(torch.randn(1, 3, 15)), "hidden_states"),
-        (lambda: SlidingWindowAttention(16, 2)(torch.randn(1, 3, 16), attention_mask=torch.ones(2, 3)), "attention_mask"),
-        (lambda: SlidingWindowAttention(16, 2, window=3)(torch.randn(1, 3, 16), cache=RollingKVCache(4)), "window"),
-        (lambda: SlidingWindowAttention(16, 2, window=3)(torch.randn(2, 1, 16), cache=SlidingWindowAttention(16, 2, window=3)(torch.randn(1, 1, 16))[1]), "batch"),
-        (lambda: SlidingWindowAttention(16, 2, num_sinks=4)(torch.randn(1, 3, 16)), "sink"),
+        (lambda: SlidingWindowAttention(16, 2)(torch.randn(1, 3, 15), None, MixerCache(1)), "hidden_states"),
+        (lambda: SlidingWindowAttention(16, 2)(torch.randn(1, 3, 16), torch.ones(2, 3), MixerCache(1)), "attention_mask"),
+        (lambda: mixer_with_state(SlidingWindowAttention(16, 2, window=3), torch.randn(1, 3, 16), state=RollingKVCache(4)), "window"),
+        (lambda: mixer_with_state(SlidingWindowAttention(16, 2, window=3), torch.randn(2, 1, 16),
+                                  state=mixer_with_state(SlidingWindowAttention(16, 2, window=3), torch.randn(1, 1, 16))[1]), "batch"),
+        (lambda: SlidingWindowAttention(16, 2, num_sinks=4)(torch.randn(1, 3, 16), None, MixerCache(1)), "sink"),
         (lambda: SinkTokens(0, 16), "num_sinks"),
         (lambda: SinkTokens(2, 16).prepend(torch.randn(1, 3, 8)), "hidden_states"),
     ],
@@ -224,7 +226,7 @@ def test_flex_attention_backend_equals_sdpa():
     mask = torch.ones(2, 9)
     mask[1, 1:3] = 0
     with torch.no_grad():  # PyTorch's FlexAttention has no backward on CPU
-        torch.testing.assert_close(flex(x, attention_mask=mask)[0], sdpa(x, attention_mask=mask)[0])
+        torch.testing.assert_close(flex(x, mask, MixerCache(1)), sdpa(x, mask, MixerCache(1)))
 
 
 def banded_reference(q, keys, values, window):
@@ -305,7 +307,7 @@ def test_windowed_path_equals_the_masked_path_across_pieces(seed, window, block,
     with torch.no_grad():  # the windowed path serves calls without gradients
         for a, b in zip(bounds, bounds[1:]):
             for i, layer in enumerate((masked, windowed)):
-                out, caches[i] = layer(x[:, a:b], cache=caches[i])
+                out, caches[i] = mixer_with_state(layer, x[:, a:b], state=caches[i])
                 outs[i].append(out)
     torch.testing.assert_close(torch.cat(outs[1], 1), torch.cat(outs[0], 1))
     torch.testing.assert_close(caches[1].keys, caches[0].keys)
@@ -320,18 +322,18 @@ def test_windowed_path_is_taken_only_without_masks_sinks_and_gradients(monkeypat
     monkeypatch.setattr(swa, "windowed_attention", lambda *a, **k: calls.append(1) or original(*a, **k))
     layer = SlidingWindowAttention(16, 2, 1, window=3, query_chunk_size=2)
     x = torch.randn(1, 8, 16)
-    layer(x)  # the weights need gradients: the masked blocks (the fused kernels' log-sum-exp has none)
+    layer(x, None, MixerCache(1))  # the weights need gradients: the masked blocks (the fused kernels' log-sum-exp has none)
     assert calls == []
     with torch.no_grad():
-        _, cache = layer(x)
+        _, cache = mixer_with_state(layer, x)
         assert calls == [1]
-        layer(x[:, :1], cache=cache)  # a decode step keeps the masked path (fixed shapes for graphs)
+        mixer_with_state(layer, x[:, :1], state=cache)  # a decode step keeps the masked path (fixed shapes for graphs)
         assert calls == [1]
-        _, padded = layer(x, attention_mask=torch.ones(1, 8))
+        _, padded = mixer_with_state(layer, x, torch.ones(1, 8))
         assert padded.maybe_masked and calls == [1]
-        layer(x, cache=padded)  # the cache may hold masked entries now
+        mixer_with_state(layer, x, state=padded)  # the cache may hold masked entries now
         assert calls == [1]
-        SlidingWindowAttention(16, 2, 1, window=3, query_chunk_size=2, num_sinks=1)(x)
+        SlidingWindowAttention(16, 2, 1, window=3, query_chunk_size=2, num_sinks=1)(x, None, MixerCache(1))
         assert calls == [1]
 
 
@@ -347,7 +349,7 @@ def test_decode_writes_over_the_oldest_entry_in_place_and_streams_like_one_call(
     mask = torch.ones(2, length, dtype=torch.long)
     mask[1, :pad] = 0  # left padding: masked entries ride through the ring too
     with torch.no_grad():
-        whole, _ = layer(x, attention_mask=mask)
+        whole = layer(x, mask, MixerCache(1))
         outs, cache = [], None
         bounds = [0, 3]
         for p in pieces:
@@ -355,7 +357,7 @@ def test_decode_writes_over_the_oldest_entry_in_place_and_streams_like_one_call(
         for a, b in zip(bounds, bounds[1:]):
             full_before = cache is not None and cache.num_entries == window
             buffer = None if cache is None else cache.keys
-            out, cache = layer(x[:, a:b], attention_mask=mask[:, a:b], cache=cache)
+            out, cache = mixer_with_state(layer, x[:, a:b], mask[:, a:b], cache)
             outs.append(out)
             if b - a == 1 and full_before:
                 assert cache.keys is buffer and cache.in_ring_order  # written in place
@@ -368,18 +370,18 @@ def test_decode_writes_over_the_oldest_entry_in_place_and_streams_like_one_call(
 def test_in_place_decode_needs_no_grad_and_respects_inference_tensors():
     layer = SlidingWindowAttention(8, 2, window=3)
     x = torch.randn(1, 6, 8)
-    _, cache = layer(x[:, :4])
+    _, cache = mixer_with_state(layer, x[:, :4])
     assert not cache.can_write_over_oldest()  # autograd on: the general path (copies)
     with torch.inference_mode():
-        _, frozen = layer(x[:, :4])
+        _, frozen = mixer_with_state(layer, x[:, :4])
     with torch.no_grad():
         assert not frozen.can_write_over_oldest()  # inference tensors cannot be written outside inference mode
-        out, frozen = layer(x[:, 4:5], cache=frozen)
+        out, frozen = mixer_with_state(layer, x[:, 4:5], state=frozen)
         assert not frozen.in_ring_order
         assert cache.can_write_over_oldest()
     with torch.inference_mode():
         assert frozen.can_write_over_oldest()
-        want, _ = layer(x)
+        want = layer(x, None, MixerCache(1))
     torch.testing.assert_close(out, want[:, 4:5])
 
 
