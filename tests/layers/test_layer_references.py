@@ -21,11 +21,13 @@ from sb_layers import (
     SpikeCoding,
     GatedLinearAttention,
     HybridBlock,
+    MixerCache,
     ParallelMixer,
     SinkTokens,
     SlidingWindowAttention,
     upcycle,
 )
+from strategies import mixer_with_state
 
 
 pytestmark = pytest.mark.usefixtures("float64_default")  # exactness claims are checked in float64 (tests/conftest.py)
@@ -86,7 +88,7 @@ def test_gla_layer_equals_the_released_architecture(seed, layout, batch, length,
     g = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(batch, length, hidden, generator=g)
     state = torch.randn(batch, h, d, d, generator=g) if with_state else None
-    out, final = layer(x, state=state)
+    out, final = mixer_with_state(layer, x, state=state)
     ref_out, ref_final = gla_reference(layer, x, state)
     torch.testing.assert_close(out, ref_out, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(final, ref_final, rtol=1e-9, atol=1e-9)
@@ -146,7 +148,7 @@ def test_swa_equals_dense_softmax_with_sinks_and_left_padding(seed, layout, batc
     mask = torch.ones(batch, sinks + length, dtype=torch.long)
     for b in range(batch):
         mask[b, sinks : sinks + min(pads[b], length - 1)] = 0  # left padding after the sinks, one real token kept
-    out, cache = layer(x, attention_mask=mask)
+    out, cache = mixer_with_state(layer, x, mask)
     ref = swa_reference(layer, x, mask, sinks)
     keep = mask.bool()
     torch.testing.assert_close(out[keep], ref[keep], rtol=1e-9, atol=1e-9)
@@ -154,7 +156,7 @@ def test_swa_equals_dense_softmax_with_sinks_and_left_padding(seed, layout, batc
     # decoding the same sequence token by token (sinks in the first call) gives the same real outputs
     cache, steps = None, []
     for start, stop in [(0, sinks + 1)] + [(t, t + 1) for t in range(sinks + 1, sinks + length)]:
-        step, cache = layer(x[:, start:stop], attention_mask=mask[:, start:stop], cache=cache)
+        step, cache = mixer_with_state(layer, x[:, start:stop], mask[:, start:stop], cache)
         steps.append(step)
     torch.testing.assert_close(torch.cat(steps, 1)[keep], out[keep], rtol=1e-9, atol=1e-9)
 
@@ -167,7 +169,7 @@ def test_sink_tokens_prepend_before_left_padding_and_reference_agrees():
     x = torch.randn(2, 5, 8)
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     h, m = sink_tokens.prepend(x, mask)
-    out, _ = layer(h, attention_mask=m)
+    out = layer(h, m, MixerCache(1))
     keep = m.bool()
     torch.testing.assert_close(out[keep], swa_reference(layer, h, m, 2)[keep])
 
@@ -195,16 +197,14 @@ def test_hybrid_blocks_stream_in_random_pieces(kind, seed, cuts, pad):
     x = torch.randn(2, 13, 16)
     mask = torch.ones(2, 13)
     mask[1, :pad] = 0
-    whole, _ = block(x, attention_mask=mask)
+    whole = block(x, mask, MixerCache(1))
     bounds = [0, *sorted(set(cuts)), 13]
-    state, pieces = None, []
-    for a, b in zip(bounds, bounds[1:]):
-        out, state = block(x[:, a:b], attention_mask=mask[:, a:b], state=state)
-        pieces.append(out)
+    cache = MixerCache(1)
+    pieces = [block(x[:, a:b], mask[:, a:b], cache) for a, b in zip(bounds, bounds[1:])]
     keep = mask.bool()
     torch.testing.assert_close(torch.cat(pieces, 1)[keep], whole[keep], rtol=1e-9, atol=1e-9)
     # the padded sample's real tokens equal the same sample alone
-    alone, _ = block(x[1:, pad:])
+    alone = block(x[1:, pad:], None, MixerCache(1))
     torch.testing.assert_close(whole[1, pad:], alone[0], rtol=1e-9, atol=1e-9)
 
 
@@ -227,7 +227,7 @@ def test_spiking_blocks_spike_mode_equals_count_mode(kind, codec):
     spike.load_state_dict(count.state_dict())
     x = torch.randn(2, 7, 16)
     with torch.no_grad():
-        (out_count, state_count), (out_spike, state_spike) = count(x), spike(x)
+        (out_count, state_count), (out_spike, state_spike) = mixer_with_state(count, x), mixer_with_state(spike, x)
     torch.testing.assert_close(out_spike, out_count, rtol=1e-9, atol=1e-9)
     gla_count = state_count if kind == "gla" else (state_count[0] if kind == "parallel" else None)
     gla_spike = state_spike if kind == "gla" else (state_spike[0] if kind == "parallel" else None)
