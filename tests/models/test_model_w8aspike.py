@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from sb_layers.models.spikingbrain import SpikingBrainConfig, SpikingBrainForCausalLM
-from sb_layers import SpikingReport, spiking_layers
+from sb_layers import MixerCache, SpikingReport, spiking_layers
 from sb_layers.models.spikingbrain.w8aspike import (
     merge_low_rank_gates,
     plot_spike_report,
@@ -200,7 +200,7 @@ def test_spiking_attention_equals_dense_softmax_on_coded_queries_and_int8_keys_v
     layer = SlidingWindowAttention(32, 4, 2, window=5, rope_theta=100.0, spike_attention_k=3.0).double().eval()
     x = torch.randn(2, 11, 32, dtype=torch.float64)
     with torch.no_grad():
-        out, _ = layer(x)
+        out = layer(x, None, MixerCache(1))
         heads = lambda t, n: t.view(2, 11, n, 8).transpose(1, 2)  # noqa: E731
         q, k, v = heads(layer.q_proj(x), 4), heads(layer.k_proj(x), 2), heads(layer.v_proj(x), 2)
         cos, sin = rotary_cos_sin(torch.arange(11).expand(2, 11), 8, 100.0, torch.float64)
@@ -215,7 +215,7 @@ def test_spiking_attention_equals_dense_softmax_on_coded_queries_and_int8_keys_v
     float_layer = SlidingWindowAttention(32, 4, 2, window=5, rope_theta=100.0).double().eval()
     float_layer.load_state_dict(layer.state_dict())
     with torch.no_grad():
-        assert not torch.allclose(float_layer(x)[0], out, atol=1e-6)  # the coding does act
+        assert not torch.allclose(float_layer(x, None, MixerCache(1)), out, atol=1e-6)  # the coding does act
     with pytest.raises(ValueError, match="spike_attention_k"):
         SlidingWindowAttention(32, 4, 2, spike_attention_k=0.0)
 
