@@ -38,6 +38,7 @@ from sb_neurons import multistep_neuron_forward
 from sb_neurons.validation import check_float_tensor, check_positive
 from sb_neurons.surrogate import ATan, Sigmoid, SurrogateSpike, get_surrogate
 
+from .device import DeviceFunction
 from .dispatch import Backend, lazy_jit, resolve_backend
 
 try:
@@ -67,18 +68,12 @@ class NeuronOutput(NamedTuple):
 
 if tl is not None:
 
-    # N is never specialized: Triton would take N % 16 == 0 as an alignment hint, vectorize the [CHUNK, BLOCK]
-    # tile loads across neurons and spread the step axis over threads (H100: 2-5x slower, every step
-    # then a cross-thread select); unspecialized, each thread owns one neuron and all its steps.
-    @lazy_jit(do_not_specialize=("N",))
-    def _neuron_forward_kernel(
-        x_ptr, spikes_ptr, vlast_ptr, vinit_ptr, vth_ptr, flag_ptr,
-        N, v_init_value, v_th_value, decay, v_reset,
-        T: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr, SIGNED: tl.constexpr, HARD: tl.constexpr,
-        ROUNDING: tl.constexpr, VINIT_TENSOR: tl.constexpr, VTH_TENSOR: tl.constexpr, CHECK: tl.constexpr,
-    ):
-        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < N
+    @DeviceFunction
+    def _initial_state(vinit_ptr, vth_ptr, offs, mask, v_init_value, v_th_value, BLOCK: tl.constexpr, ROUNDING: tl.constexpr,
+                       VINIT_TENSOR: tl.constexpr, VTH_TENSOR: tl.constexpr):
+        """Both kernels' start for the neurons ``offs``: ``(u, th, theta)`` in float32, the potential carried
+        in (a tensor's values or the number ``v_init_value``), the threshold (likewise) and the firing level
+        ``theta`` (``th / 2`` when rounding)."""
         if VINIT_TENSOR:
             u = tl.load(vinit_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         else:
@@ -91,6 +86,21 @@ if tl is not None:
             theta = 0.5 * th
         else:
             theta = th
+        return u, th, theta
+
+    # N is never specialized: Triton would take N % 16 == 0 as an alignment hint, vectorize the [CHUNK, BLOCK]
+    # tile loads across neurons and spread the step axis over threads (H100: 2-5x slower, every step
+    # then a cross-thread select); unspecialized, each thread owns one neuron and all its steps.
+    @lazy_jit(do_not_specialize=("N",))
+    def _neuron_forward_kernel(
+        x_ptr, spikes_ptr, vlast_ptr, vinit_ptr, vth_ptr, flag_ptr,
+        N, v_init_value, v_th_value, decay, v_reset,
+        T: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr, SIGNED: tl.constexpr, HARD: tl.constexpr,
+        ROUNDING: tl.constexpr, VINIT_TENSOR: tl.constexpr, VTH_TENSOR: tl.constexpr, CHECK: tl.constexpr,
+    ):
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < N
+        u, th, theta = _initial_state(vinit_ptr, vth_ptr, offs, mask, v_init_value, v_th_value, BLOCK, ROUNDING, VINIT_TENSOR, VTH_TENSOR)
         # Steps go in chunks of CHUNK: one [CHUNK, BLOCK] load before the chunk's arithmetic and one
         # store after it. A load issued after a store cannot be moved above it (the pointers may
         # alias), so loading step by step would leave one load per thread in flight; the next chunk's
@@ -148,18 +158,7 @@ if tl is not None:
     ):
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < N
-        if VINIT_TENSOR:
-            u = tl.load(vinit_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        else:
-            u = tl.zeros([BLOCK], dtype=tl.float32) + v_init_value
-        if VTH_TENSOR:
-            th = tl.load(vth_ptr + offs, mask=mask, other=1.0).to(tl.float32)
-        else:
-            th = tl.zeros([BLOCK], dtype=tl.float32) + v_th_value
-        if ROUNDING:
-            theta = 0.5 * th
-        else:
-            theta = th
+        u, th, theta = _initial_state(vinit_ptr, vth_ptr, offs, mask, v_init_value, v_th_value, BLOCK, ROUNDING, VINIT_TENSOR, VTH_TENSOR)
         # The last chunk of dL/ds, the first the reverse recurrence needs, is loaded before the recompute
         # (nothing is stored before it): its load overlaps the loads of x and the arithmetic.
         rows = tl.arange(0, CHUNK)[:, None]
