@@ -141,10 +141,11 @@ def test_other_max_count_draws_no_above_16_mark(report):
 
 
 def test_demo_draws_the_library_figure_and_states_the_same_figures(report):
-    """One implementation: the demo has no figure or reference constants of its own, and its text
-    report quotes the library's constants (its line unchanged)."""
-    assert not hasattr(demo, "plot_spike_report_vs_fig9")
-    assert not [name for name in vars(demo) if name.startswith("FIG9_")]
+    """One implementation: the demo (none of its modules) has no figure or reference constants of its own,
+    and its text report quotes the library's constants (its line unchanged)."""
+    for module in (demo, demo.compute, demo.plots, demo.text):
+        assert not hasattr(module, "plot_spike_report_vs_fig9"), module.__name__
+        assert not [name for name in vars(module) if name.startswith("FIG9_")], module.__name__
     assert format_spike_report(report).splitlines()[-1] == (
         "report (SpikingBrain-7B): 1.13 spikes per channel, 18.4% silent, 94.1% within [0, 7], ~69% sparsity"
     )
