@@ -163,6 +163,26 @@ def test_int8_matmul_errors():
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("group", [32, 256])
+def test_gemm_group_sums_at_the_biased_bound_are_exact(device, group):
+    # The GEMM reads a group's int32 sum P through the float bias (exact for |P| <= 2**22): the extreme
+    # sums int8 digits allow, +128 * 128 * group (2**22 at group 256) and -128 * 127 * group, must come
+    # out as the float64 value of v_th * sum_g s_g P_g.
+    rows, cols, width = 4, 16, 2 * group
+    digits = torch.full((1, rows, width), -128, dtype=torch.int8, device=device)
+    weight = torch.full((cols, width), -128, dtype=torch.int8, device=device)
+    weight[1::2] = 127
+    scales = (torch.rand(cols, 2) + 0.5).to(device)
+    v_th = torch.rand(rows).to(device) + 0.5
+    out = torch.empty(rows, cols, dtype=torch.float32, device=device)
+    w8._launch_gemm(digits, weight, v_th, scales, None, out)
+    p = -128.0 * weight.double().reshape(cols, 2, group).sum(-1)  # [N, G], the same for every row
+    assert float(p.max()) == 128 * 128 * group and float(p.min()) == -128 * 127 * group
+    y = v_th.double()[:, None] * (p * scales.double()).sum(-1)[None, :]
+    assert torch.all((out.double() - y).abs() <= y.abs() * 8 * 2**-24)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=12)
 @given(
     seed=st.integers(0, 2**31 - 1),
