@@ -291,8 +291,6 @@ def _describe_adaptive(module: nn.Module, path: str, dt: float) -> _Neuron:
     decay = _scalar(module.decay, "decay", path) if leaky else 1.0
     params = {"decay": decay, "threshold": theta, "reset": module.reset_mode, "v_reset": module.v_reset,
               "rounding": module.rounding, "leaky": leaky}
-    if leaky:
-        params["decay_logit"] = float(module.decay_logit.detach())
     tau, r = _beta_tau(decay, dt) if leaky else (None, 1.0 / dt)
     if not _fires_at_ge(module.surrogate, path):  # pragma: no cover - sb_neurons surrogates fire at 0
         raise NIRExportError(f"'{path}': its surrogate does not fire at v == threshold")
@@ -1049,13 +1047,7 @@ def _build_neuron(name: str, cell: nir.NIRNode, *, reset: str, fire: np.ndarray,
             return AdaptiveIFNode(**common)
         derived = 1.0 - 1.0 / tau_steps
         decay = _exact_param(meta, "decay", derived)
-        module = AdaptiveLIFNode(decay, **common)
-        if decay != derived or _close(decay, derived):  # our export: restore its exact logit
-            logit = _meta_param(meta, "decay_logit")
-            if isinstance(logit, float) and _close(1.0 / (1.0 + math.exp(-logit)), decay):
-                with torch.no_grad():
-                    module.decay_logit.fill_(logit)
-        return module
+        return AdaptiveLIFNode(decay, **common)  # the decay as exported (a learned one: its value then)
     from sb_adapters.spikingjelly import SBLIFNode
 
     decay_input = True

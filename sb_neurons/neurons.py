@@ -385,28 +385,44 @@ class AdaptiveIFNode(nn.Module):
         )
 
 
+def _nearest_logit(decay: float) -> torch.Tensor:
+    """The float32 logit whose float32 sigmoid is nearest ``decay`` (the rounded logit and its few
+    neighbours: rounding the logit alone can move the sigmoid by an ulp, 0.75 -> 0.75000006)."""
+    logit = torch.tensor(math.log(decay / (1.0 - decay)), dtype=torch.float32)
+    candidates = [logit]
+    for direction in (math.inf, -math.inf):
+        step = logit
+        for _ in range(4):
+            step = torch.nextafter(step, torch.tensor(direction, dtype=torch.float32))
+            candidates.append(step)
+    return min(candidates, key=lambda c: (abs(float(torch.sigmoid(c)) - decay), abs(float(c - logit))))
+
+
 class AdaptiveLIFNode(AdaptiveIFNode):
     """Leaky integrate-and-fire neuron (Eq. 9) with the adaptive threshold.
 
-    ``decay`` is lambda in (0, 1). With ``learn_decay=True`` it is learned through a logit parameter,
-    ``decay = sigmoid(decay_logit)``, so that no optimizer step can leave (0, 1) (float rounding can
-    only saturate it at 1.0, the IF neuron, for logits beyond about 17). Other arguments as
-    :class:`AdaptiveIFNode`.
+    ``decay`` is lambda in (0, 1), held as given (a buffer: ``AdaptiveLIFNode(0.75).decay == 0.75``
+    exactly, in any dtype the module is moved to). With ``learn_decay=True`` it is learned through a
+    logit parameter, ``decay = sigmoid(decay_logit)``, so that no optimizer step can leave (0, 1) (float
+    rounding can only saturate it at 1.0, the IF neuron, for logits beyond about 17); the float32 logit
+    is the one whose sigmoid comes nearest the given decay. Other arguments as :class:`AdaptiveIFNode`.
     """
 
     def __init__(self, decay: float = 0.5, *args, learn_decay: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 < decay < 1.0:
             raise ValueError(f"decay must be a number in (0, 1), got {decay!r}")
-        logit = torch.tensor(math.log(decay / (1.0 - decay)))
         if learn_decay:
-            self.decay_logit = nn.Parameter(logit)
+            self.decay_logit = nn.Parameter(_nearest_logit(float(decay)))
         else:
-            self.register_buffer("decay_logit", logit, persistent=False)
+            # Not sigmoid(float32 logit): that is 0.75000006 for 0.75, a neuron other than the one asked for.
+            self.register_buffer("fixed_decay", torch.tensor(float(decay)), persistent=False)
 
     @property
     def decay(self) -> torch.Tensor:
-        return torch.sigmoid(self.decay_logit)
+        if "decay_logit" in self._parameters:
+            return torch.sigmoid(self.decay_logit)
+        return self.fixed_decay
 
     def extra_repr(self) -> str:
         return f"decay={float(self.decay.detach()):.4g}, " + super().extra_repr()

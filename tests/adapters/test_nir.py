@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -97,6 +97,8 @@ def two_layer(make, seed: int) -> tuple[nn.Module, torch.Tensor]:
 # -- ours == NIR primitives (forward Euler) and bit-exact round trip -------------------------------------
 @settings(max_examples=40)
 @given(seed=st.integers(0, 2**31 - 1), layers=st.lists(st.one_of(sj_neurons, snn_neurons, sb_neuron_layers), min_size=2, max_size=2))
+@example(seed=514, layers=[SBLIFNode(tau=2.0, decay_input=False, v_threshold=0.5, v_reset=None),
+                           AdaptiveLIFNode(0.75, threshold=1.5, reset="hard")])  # decay was sigmoid(logit) = 0.75000006
 def test_export_equals_nir_primitives_and_round_trip(seed, layers):
     net, x = two_layer(lambda i: layers[i], seed)
     runner = run_snn if any(isinstance(m, SBLeaky) for m in layers) else run_sj

@@ -72,17 +72,20 @@ def test_functional_core_follows_the_documented_update_order(seed, T, decay, res
 
 @given(float_tensors(min_dims=2), st.floats(0.5, 8.0), st.integers(0, 3))
 @example(x=torch.tensor([[1.0018]], dtype=torch.float64), k=1.5, extra_steps=0)  # x / v_th rounds onto the tie 1.5
+@example(x=torch.tensor([[-27.8902]], dtype=torch.float64), k=2.5, extra_steps=0)  # x / v_th = -2.5: the neuron takes -3
 def test_collapse_input_at_first_step(x, k, extra_steps):
     """Condition (a): all of x at step 0, then zeros, T >= |n|: net spikes n = floor(x/v_th + 1/2).
 
     Exact in real arithmetic. The neuron subtracts v_th step by step and the quotient x / v_th is rounded,
     so where x / v_th lies within their rounding of a tie n + 1/2, either neighbour is the exact answer of
     one of the two computations (x = 1.0018, k = 1.5: the quotient rounds to 1.5, the remainder x - v_th
-    is exact and just below v_th / 2); everywhere else the count is exactly floor(x / v_th + 1/2).
+    is exact and just below v_th / 2); everywhere else the count is exactly floor(x / v_th + 1/2). T
+    leaves room for either neighbour: at x / v_th = -2.5 the neuron's remainders put the tie below
+    -v_th / 2 and it fires a third spike, which T = |n| = 2 steps would cut off.
     """
     counts, v_th = spike_count(x, k)
     expected = half_up(x, v_th)
-    T = max(int(expected.abs().max()), 1) + extra_steps
+    T = max(int(expected.abs().max()) + 1, 1) + extra_steps
     x_seq = torch.zeros((T,) + x.shape, dtype=x.dtype)
     x_seq[0] = x
     spikes, v_seq = multistep_neuron_forward(x_seq, v_th, 0.0, signed=True, rounding=True)
@@ -257,6 +260,19 @@ def test_homeostasis_moves_threshold_toward_target_rate():
     spikes = node(x)
     assert float(node.v_th.min()) > 0.05
     assert spikes[-10:].abs().mean() < spikes[:10].abs().mean()
+
+
+@pytest.mark.parametrize("decay", [0.25, 0.5, 0.75, 0.875, 0.6, 1e-3])
+def test_lif_decay_is_the_one_asked_for(decay):
+    # A fixed decay is held as given, in every dtype (the float32 sigmoid of a float32 logit gave
+    # 0.75000006 for 0.75); a learned one starts at the float32 logit whose sigmoid is nearest.
+    assert float(AdaptiveLIFNode(decay).decay) == float(torch.tensor(decay))
+    assert float(AdaptiveLIFNode(decay).double().decay) == float(torch.tensor(decay, dtype=torch.float32))
+    learned = AdaptiveLIFNode(decay, learn_decay=True)
+    logit = learned.decay_logit.detach()
+    error = abs(float(learned.decay.detach()) - decay)
+    for neighbour in (torch.nextafter(logit, torch.tensor(math.inf)), torch.nextafter(logit, torch.tensor(-math.inf))):
+        assert error <= abs(float(torch.sigmoid(neighbour)) - decay)
 
 
 def test_gradients_reach_input_decay_and_threshold():
