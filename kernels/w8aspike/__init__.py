@@ -43,12 +43,15 @@ matmul, and so does a row whose counts leave int32 (possible only with ``v_th`` 
 
 Modules: :mod:`~sb_kernels.w8aspike.reference` (the PyTorch reference, checks, digit split),
 :mod:`~sb_kernels.w8aspike.gemm` (several rows: quantize, GEMM, exact redo of wide rows),
-:mod:`~sb_kernels.w8aspike.decode` (one token, one launch, split-K), :mod:`~sb_kernels.w8aspike.tiles`
+:mod:`~sb_kernels.w8aspike.decode` (one token, one launch, split-K), :mod:`~sb_kernels.w8aspike.hopper`
+(the CuTe DSL GEMM of ``backend="cutlass"``, optional), :mod:`~sb_kernels.w8aspike.tiles`
 (tile and split heuristics), :mod:`~sb_kernels.w8aspike.accumulate` (device functions they share); the
 op itself, :func:`w8aspike_linear`, picks among them here.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 
@@ -81,7 +84,7 @@ def w8aspike_linear(
     *,
     k: float = 3.0,
     clamp: ClampSpec = None,
-    backend: Backend = "auto",
+    backend: Backend | Literal["cutlass"] = "auto",
     check: bool = False,
 ) -> torch.Tensor:
     """Spike-coded linear layer with int8 weights (W8ASpike), forward only.
@@ -98,8 +101,11 @@ def w8aspike_linear(
         bias: ``[N]`` or None.
         k: ``k > 0`` of the adaptive threshold ``mean|x| / k``.
         clamp: ``None`` (counts unbounded and handled exactly), a signed bit width or a ``(low, high)`` range.
-        backend: ``"torch"``, ``"triton"`` or ``"auto"``. The Triton path needs ``K`` divisible by 32
-            (at most 131071) and the group size divisible by 32.
+        backend: ``"torch"``, ``"triton"``, ``"auto"`` or ``"cutlass"``. The Triton path needs ``K``
+            divisible by 32 (at most 131071) and the group size divisible by 32. ``"cutlass"`` (sm_90 GPUs,
+            extra ``gpu``): the Triton path with its several-row GEMM replaced by the warp-specialized
+            CuTe DSL kernel of :mod:`~sb_kernels.w8aspike.hopper` (groups of 128, ``N % 128 == 0``);
+            one-token calls keep the Triton decode kernel.
         check: ``False`` (default): a row of ``x`` holding NaN or Inf gives a NaN output row, as in a
             float matmul, and so does a row whose counts leave int32 (only with ``v_th`` clamped at
             1e4, ``|x| >= 2**31 * 1e4``); other rows are unaffected, and nothing is read back.
@@ -118,6 +124,10 @@ def w8aspike_linear(
         raise TypeError(f"check must be a bool, got {type(check).__name__}")
     if x.ndim == 0:
         raise ValueError("x must have shape [..., K]")
+    gemm = "triton"
+    if backend == "cutlass":
+        _check_cutlass(x, weight_int8, scales)
+        backend, gemm = "triton", "cutlass"
     chosen = resolve_backend(backend, x, weight_int8, scales, op="w8aspike_linear")
     check_same_device([("x", x), ("weight_int8", weight_int8), ("scales", scales), ("bias", bias)])
     cols, width, groups = _check_weight_and_scales(weight_int8, scales, x.shape[-1], check_finite=chosen == "torch")
@@ -145,10 +155,29 @@ def w8aspike_linear(
     if _takes_one_launch(rows, width, groups):
         _, row_max = _linear_fused(x2d, weight, scales2d, bias, k, bounds, out)
     else:
-        _, row_max = _linear_two_pass(x2d, weight, scales2d, bias, k, bounds, out)
+        _, row_max = _linear_two_pass(x2d, weight, scales2d, bias, k, bounds, out, gemm=gemm)
     if check:
         _raise_if_flagged(float(row_max.max()))
     return out.reshape(*x.shape[:-1], cols)
+
+
+def _check_cutlass(x: torch.Tensor, weight_int8: torch.Tensor, scales: torch.Tensor) -> None:
+    """Why ``backend="cutlass"`` cannot run this call, as a clear error (nothing falls back silently)."""
+    from . import hopper  # imported on first use: the CuTe DSL takes half a second to import
+    if not hopper.cutlass_available():
+        raise RuntimeError("w8aspike_linear: backend='cutlass' needs NVIDIA's CuTe DSL (nvidia-cutlass-dsl), which is "
+                           "not importable: pip install 'spikingbrain[gpu]'")
+    if not (isinstance(x, torch.Tensor) and x.is_cuda):
+        raise RuntimeError("w8aspike_linear: backend='cutlass' needs CUDA tensors on an sm_90 (Hopper) GPU, "
+                           f"got x on {getattr(x, 'device', type(x).__name__)}")
+    if torch.cuda.get_device_capability(x.device)[0] != 9:
+        raise RuntimeError(f"w8aspike_linear: backend='cutlass' needs an sm_90 (Hopper) GPU, got "
+                           f"{torch.cuda.get_device_name(x.device)} (sm_{''.join(map(str, torch.cuda.get_device_capability(x.device)))})")
+    cols, width = weight_int8.shape
+    groups = scales.shape[1] if scales.ndim == 3 else 0
+    if groups < 1 or not hopper.supports(cols, width, width // groups):
+        raise ValueError(f"w8aspike_linear: backend='cutlass' needs groups of {hopper.GROUP} inputs and N % {hopper.TILE_N} == 0, "
+                         f"got N={cols}, K={width}, {groups} group(s)")
 
 
 __all__ = [

@@ -12,34 +12,16 @@ except ImportError:  # pragma: no cover
     triton = tl = None
 
 
-# The int32 whose bits are the float32 1.5 * 2**23 (0x4B400000): the start of a biased group sum.
-INT32_FLOAT_BIAS = 0x4B400000
-# |P| of a biased group sum must stay within this for its float32 reading to be exact.
-BIASED_GROUP_BOUND = 2**22
-
-
 if tl is not None:
 
     @DeviceFunction
-    def _close_group(acc, group_int, kt, scale_ptr, offs_n, stride_sn, mask_n, GROUP_TILES: tl.constexpr,
-                     BIASED: tl.constexpr = False):
-        """After the last K tile of a weight group: ``acc += P * scales[n, group]`` and the group's integer
-        sum ``P`` restarted (its dtype kept); other tiles return both unchanged.
-
-        ``BIASED``: ``group_int`` holds ``INT32_FLOAT_BIAS + P`` with ``|P| <= 2**22`` (int32). Its bits,
-        read as a float32, are then exactly ``1.5 * 2**23 + P`` (the exponent of ``2**23``, ulp 1), so one
-        exact subtraction gives ``float(P)``: two full-rate float operations instead of an int-to-float
-        conversion, which Hopper issues at a quarter of the float rate and which cost more than the
-        group's MMAs. The bias rides in the MMA's accumulator input (``tl.dot(a, b, group_int)``), free.
-        """
+    def _close_group(acc, group_int, kt, scale_ptr, offs_n, stride_sn, mask_n, GROUP_TILES: tl.constexpr):
+        """After the last K tile of a weight group: ``acc += group_int * scales[n, group]`` and the group's
+        integer sum restarted at 0 (its dtype kept); other tiles return both unchanged."""
         if (kt % GROUP_TILES) == GROUP_TILES - 1:
             scale = tl.load(scale_ptr + offs_n * stride_sn + kt // GROUP_TILES, mask=mask_n, other=0.0)
-            if BIASED:
-                acc += (group_int.to(tl.float32, bitcast=True) - 12582912.0) * scale[None, :]
-                group_int = tl.zeros_like(group_int) + 1262485504  # INT32_FLOAT_BIAS
-            else:
-                acc += group_int.to(tl.float32) * scale[None, :]
-                group_int = tl.zeros_like(group_int)
+            acc += group_int.to(tl.float32) * scale[None, :]
+            group_int = tl.zeros_like(group_int)
         return acc, group_int
 
     @DeviceFunction

@@ -10,7 +10,7 @@ from sb_neurons.validation import check_tensor
 
 from ..dispatch import Backend, lazy_jit, resolve_backend, sm_count
 from ..spike_quant import quantize_rows
-from .accumulate import BIASED_GROUP_BOUND, _channel_scaled, _close_group, _exact_rows_acc, _finish_rows
+from .accumulate import _channel_scaled, _close_group, _exact_rows_acc, _finish_rows
 from .reference import INT8_MAX, _check_weight, split_int8_digits
 from .tiles import SHARED_BYTES, _tile_config
 
@@ -35,7 +35,7 @@ if tl is not None:
         M, N, stride_ad, stride_am, stride_wn, stride_sn, stride_om, n_groups,
         N_DIGITS: tl.constexpr, GROUP_TILES: tl.constexpr,
         BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
-        HAS_BIAS: tl.constexpr, OUT_INT32: tl.constexpr, PER_CHANNEL: tl.constexpr, BIASED: tl.constexpr,
+        HAS_BIAS: tl.constexpr, OUT_INT32: tl.constexpr, PER_CHANNEL: tl.constexpr,
     ):
         # Grouped launch order: GROUP_M row blocks share each column block's weights in L2.
         pid = tl.program_id(0)
@@ -59,8 +59,6 @@ if tl is not None:
         # into the float accumulator when the group ends, or once at the end for per-channel scales.
         acc = tl.zeros([BM, BN], dtype=tl.float32)
         group_int = tl.zeros([BM, BN], dtype=tl.int32)
-        if BIASED:  # see _close_group: the group sums start at the float bias
-            group_int += 1262485504  # INT32_FLOAT_BIAS
         for kt in range(n_groups * GROUP_TILES):
             k0 = kt * BK
             w = tl.load(w_cols + k0, mask=mask_n[None, :], other=0)
@@ -71,7 +69,7 @@ if tl is not None:
                 else:
                     group_int += tl.dot(a, w, out_dtype=tl.int32) * (256**d)
             if not PER_CHANNEL:
-                acc, group_int = _close_group(acc, group_int, kt, scale_ptr, offs_n, stride_sn, mask_n, GROUP_TILES, BIASED)
+                acc, group_int = _close_group(acc, group_int, kt, scale_ptr, offs_n, stride_sn, mask_n, GROUP_TILES)
         if PER_CHANNEL and not OUT_INT32:
             acc = _channel_scaled(group_int, scale_ptr, offs_n, stride_sn, mask_n)
 
@@ -170,13 +168,11 @@ def _launch_gemm(
     cfg["num_stages"] = max(1, min(cfg["num_stages"], SHARED_BYTES // stage_bytes))
     bm, bn, bk = cfg["BM"], cfg["BN"], cfg["BK"]
     grid = (triton.cdiv(rows, bm) * triton.cdiv(cols, bn),)
-    # One int8 digit per count: a group's |P| <= 128 * 128 * group, within the biased form's bound.
-    biased = groups > 1 and n_digits == 1 and 128 * 128 * group <= BIASED_GROUP_BOUND
     _w8a_gemm_kernel[grid](
         digits, weight, v_th, scales2d, bias if bias is not None else scales2d, out,
         rows, cols, digits.stride(0), digits.stride(1), weight.stride(0), scales2d.stride(0), out.stride(0), groups,
         N_DIGITS=n_digits, GROUP_TILES=group // bk, BM=bm, BN=bn, BK=bk, GROUP_M=cfg["GROUP_M"],
-        HAS_BIAS=bias is not None, OUT_INT32=out.dtype == torch.int32, PER_CHANNEL=groups == 1, BIASED=biased,
+        HAS_BIAS=bias is not None, OUT_INT32=out.dtype == torch.int32, PER_CHANNEL=groups == 1,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return out
@@ -208,11 +204,19 @@ def int8_matmul_int32(counts: torch.Tensor, weight_int8: torch.Tensor, *, backen
     return _launch_gemm(digits, weight_int8.contiguous(), v_th, ones, None, out)
 
 
-def _linear_two_pass(x2d, weight, scales2d, bias, k, bounds, out, config=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prefill: quantization kernel (int8 ``d0``), GEMM on ``d0``, then the rows past 127 recomputed
-    exactly by :func:`_launch_wide_rows`; returns ``(v_th, row_max)``."""
+def _linear_two_pass(
+    x2d, weight, scales2d, bias, k, bounds, out, config=None, gemm: str = "triton"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prefill: quantization kernel (int8 ``d0``), GEMM on ``d0`` (``gemm``: Triton's, or with
+    ``"cutlass"`` the warp-specialized CuTe DSL kernel of :mod:`~sb_kernels.w8aspike.hopper`), then the
+    rows past 127 recomputed exactly by :func:`_launch_wide_rows`; returns ``(v_th, row_max)``."""
     codes = quantize_rows(x2d, k, bounds, torch.int8)
-    _launch_gemm(codes.counts.unsqueeze(0), weight, codes.v_th, scales2d, bias, out, config)
+    if gemm == "cutlass":
+        from .hopper import hopper_w8a_gemm
+
+        hopper_w8a_gemm(codes.counts, weight, codes.v_th, scales2d.T.contiguous(), bias, out)
+    else:
+        _launch_gemm(codes.counts.unsqueeze(0), weight, codes.v_th, scales2d, bias, out, config)
     _launch_wide_rows(x2d, weight, codes.v_th, codes.row_max, scales2d, bias, bounds, out)
     return codes.v_th, codes.row_max
 

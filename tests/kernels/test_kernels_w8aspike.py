@@ -28,6 +28,7 @@ from sb_kernels import (
     w8aspike_linear_reference,
 )
 from sb_kernels import w8aspike as w8
+from sb_kernels.w8aspike import hopper
 from sb_neurons import adaptive_threshold
 from sb_neurons.spike import resolve_clamp
 
@@ -160,26 +161,6 @@ def test_int8_matmul_errors():
         int8_matmul_int32(torch.ones(2, 32, dtype=torch.int32), weight.float())
     with pytest.raises(ValueError, match="weight_int8"):
         int8_matmul_int32(torch.ones(2, 16, dtype=torch.int32), weight)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("group", [32, 256])
-def test_gemm_group_sums_at_the_biased_bound_are_exact(device, group):
-    # The GEMM reads a group's int32 sum P through the float bias (exact for |P| <= 2**22): the extreme
-    # sums int8 digits allow, +128 * 128 * group (2**22 at group 256) and -128 * 127 * group, must come
-    # out as the float64 value of v_th * sum_g s_g P_g.
-    rows, cols, width = 4, 16, 2 * group
-    digits = torch.full((1, rows, width), -128, dtype=torch.int8, device=device)
-    weight = torch.full((cols, width), -128, dtype=torch.int8, device=device)
-    weight[1::2] = 127
-    scales = (torch.rand(cols, 2) + 0.5).to(device)
-    v_th = torch.rand(rows).to(device) + 0.5
-    out = torch.empty(rows, cols, dtype=torch.float32, device=device)
-    w8._launch_gemm(digits, weight, v_th, scales, None, out)
-    p = -128.0 * weight.double().reshape(cols, 2, group).sum(-1)  # [N, G], the same for every row
-    assert float(p.max()) == 128 * 128 * group and float(p.min()) == -128 * 127 * group
-    y = v_th.double()[:, None] * (p * scales.double()).sum(-1)[None, :]
-    assert torch.all((out.double() - y).abs() <= y.abs() * 8 * 2**-24)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -433,6 +414,55 @@ def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
 # --- GPU, SpikingBrain-7B shapes -------------------------------------------------------------------
 
 LAYERS_7B = {"q/o": (3584, 3584), "k/v": (512, 3584), "gate/up": (18944, 3584), "down": (3584, 18944)}
+
+
+def test_cutlass_backend_says_what_it_needs(monkeypatch):
+    # backend="cutlass" never falls back: without the CuTe DSL, off Hopper or on a shape it does not take,
+    # it names what is missing.
+    weight, scales, _ = make_layer(128, 256, 128)
+    x = torch.randn(4, 256)
+    if not hopper.cutlass_available():
+        with pytest.raises(RuntimeError, match="nvidia-cutlass-dsl"):
+            w8aspike_linear(x, weight, scales, backend="cutlass")
+    monkeypatch.setattr(hopper, "cutlass_available", lambda: True)
+    with pytest.raises(RuntimeError, match="CUDA tensors on an sm_90"):
+        w8aspike_linear(x, weight, scales, backend="cutlass")
+    if CUDA and torch.cuda.get_device_capability()[0] == 9:
+        weight, scales, _ = make_layer(128, 256, 64, device="cuda")  # groups of 64: not the release's layout
+        with pytest.raises(ValueError, match="groups of 128"):
+            w8aspike_linear(x.to("cuda"), weight, scales, backend="cutlass")
+
+
+def test_cutlass_shape_rule():
+    assert hopper.supports(3584, 3584, 128) and hopper.supports(512, 18944, 128)
+    assert not hopper.supports(3584, 3584, 64)  # groups of 128 only
+    assert hopper.supports(128, 384, 128)  # any number of groups
+    assert not hopper.supports(3600, 3584, 128)  # N not a multiple of the 128-column tile
+
+
+CUTLASS_RUNS = CUDA and hopper.cutlass_available() and torch.cuda.get_device_capability()[0] == 9
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUTLASS_RUNS, reason="needs nvidia-cutlass-dsl (extra gpu) and an sm_90 GPU")
+@pytest.mark.parametrize("layer", list(LAYERS_7B))
+@pytest.mark.parametrize("rows", [2, 17, 300, 4096])
+@pytest.mark.parametrize("bias", [True, False])
+def test_gpu_cutlass_equals_exact_integer_form(layer, rows, bias):
+    # The CuTe DSL GEMM under the same identity as the Triton path: exact integer group sums, float32
+    # scaling, one rounding to bfloat16; M not a multiple of the 128-row tile, bursts past 127 redone.
+    from sb_kernels.spike_quant import quantize_rows
+
+    n, k = LAYERS_7B[layer]
+    weight, scales, b = make_layer(n, k, 128, seed=rows, device="cuda", bias=bias, dtype=torch.bfloat16)
+    x = heavy_tailed((rows, k), seed=rows + 2, dtype=torch.bfloat16, device="cuda")
+    x[::3, 11] = 20 * x.abs().mean()
+    torch.empty(rows, n, dtype=torch.bfloat16, device="cuda").fill_(float("nan"))  # poison the allocator's next block
+    out = w8aspike_linear(x, weight, scales, b, backend="cutlass")
+    v_th = quantize_rows(x, 3.0, None, torch.int8).v_th  # the quantization kernel both backends use
+    # The float64 reference of all 4096 rows needs gigabytes: the first and the last 64 rows (the tail tile).
+    rows_checked = torch.cat([torch.arange(64), torch.arange(rows - 64, rows)]).cuda() if rows > 300 else slice(None)
+    assert_matches_exact(out[rows_checked], x[rows_checked], v_th[rows_checked], weight, scales, b)
 
 
 @pytest.mark.gpu
