@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU kernel tests, then the four kernel benchmarks; tables on stdout, JSON and logs under $OUT
 # (default benchmarks/results, git-ignored). Usage, from the repository root on a CUDA machine:
-#     bash benchmarks/run_gpu.sh [tests|spike_quant|neuron|w8aspike|decode_attention ...]   # default: all five
+#     bash benchmarks/run_gpu.sh [tests|spike_quant|neuron|w8aspike|decode_attention|w8aspike_gemm ...]   # default: the first five
+# (w8aspike_gemm: the prefill GEMM against bf16 and torch._int_mm, with the CuTe DSL kernel where nvidia-cutlass-dsl imports)
 # TEST_FILES narrows the GPU tests (Triton compiles of every kernel's variants take minutes), e.g.
 #     TEST_FILES="tests/kernels/test_kernels_spike_quant.py tests/kernels/test_kernels_neuron.py" bash benchmarks/run_gpu.sh tests
 # TEST_MARKS="gpu" also runs the slow ones (neuron kernels at T = 64: minutes of compiling). With pytest-xdist

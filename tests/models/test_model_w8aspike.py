@@ -12,6 +12,7 @@ from sb_layers.models.spikingbrain.w8aspike import (
     merge_low_rank_gates,
     plot_spike_report,
     record_spike_statistics,
+    repack_per_channel,
     spike_report,
     to_w8aspike,
     w8aspike_config,
@@ -260,3 +261,31 @@ def test_deprecated_report_names_warn_and_still_work(converted):
     with pytest.warns(DeprecationWarning, match="sb_layers.spiking_layers"):
         old = w8aspike.spiking_linears
     assert old(converted) == spiking_layers(converted)
+
+
+def test_repack_per_channel_is_within_half_a_scale_of_the_released_weights(converted, calibration):
+    # The explicit per-output-channel option: every weight the repacked model uses is within half its new
+    # scale of the group-quantized weight the source model uses, the scales are one per row (the row's
+    # largest |W| / 127), the source is untouched, and the model still runs (logits close, not equal).
+    repacked = repack_per_channel(converted)
+    assert repacked.config.coding.group_size is None and converted.config.coding.group_size == GROUP
+    for name, layer in spiking_layers(repacked).items():
+        source_layer = spiking_layers(converted)[name]
+        released = source_layer.effective_weight().detach()
+        scales = layer.weight_quantizer.scales
+        assert scales.shape == (layer.out_features, 1, 1) and layer.coding.group_size is None
+        assert torch.allclose(scales[:, 0, 0], (released.abs().amax(1) / 127).clamp_min(1e-5).to(scales.dtype))
+        assert torch.all((layer.effective_weight() - released).abs() <= scales[:, 0] / 2 * (1 + 1e-6))
+        assert source_layer.weight_quantizer.scales.shape[1] == layer.in_features // GROUP
+    ids = calibration[0]
+    with torch.no_grad():
+        before, after = converted(ids).logits, repacked(ids).logits
+    assert torch.isfinite(after).all() and not torch.equal(before, after)
+    assert float((after - before).abs().max()) < float(before.abs().max())
+
+
+def test_repack_per_channel_needs_a_w8aspike_model(source):
+    with pytest.raises(ValueError, match="W8ASpike"):
+        repack_per_channel(source)
+    with pytest.raises(TypeError, match="SpikingBrainForCausalLM"):
+        repack_per_channel(torch.nn.Linear(2, 2))

@@ -22,6 +22,7 @@ the statistics of the report's Fig. 9), and :func:`plot_spike_report` draws them
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Iterable
 
@@ -131,6 +132,40 @@ def to_w8aspike(
     if calibration_batches is not None:
         record_spike_statistics(converted, calibration_batches, progress=progress)
     return converted
+
+
+@torch.no_grad()
+def repack_per_channel(model: SpikingBrainForCausalLM) -> SpikingBrainForCausalLM:
+    """A copy of the W8ASpike ``model`` whose int8 weights carry one scale per output channel instead of
+    one per group of inputs (``model`` is left unchanged). An explicit option, never a default.
+
+    Why: with the release's group-128 scales the integer GEMM rescales every group's sum, which kept it
+    below bf16 speed on Hopper (docs/kernels.md, "W8ASpike GEMM"); with one scale per output channel the
+    whole sum stays an integer and the same GEMM measured 1.37-1.48x bf16 (H100, MLP shapes, M = 32768).
+    What it costs: every weight the model uses, ``W = q_g * s_g`` (the release's values), becomes
+    ``round(W / s_c) * s_c`` with ``s_c = max|W[n, :]| / 127``: at most ``s_c / 2`` from ``W``, and
+    ``s_c`` is the row's largest group scale, so rows whose groups differ in range lose resolution.
+    Measure the logit drift on your model before using it (``benchmarks/repack_drift.py`` does on a
+    small trained one).
+
+    Identity: each repacked weight is within half its new scale of the weight ``model`` uses, and the
+    new scales are ``max_g s_g * max|q_g| / 127`` per row.
+    """
+    if not isinstance(model, SpikingBrainForCausalLM):
+        raise TypeError(f"model must be a SpikingBrainForCausalLM, got {type(model).__name__}")
+    layers = spiking_layers(model)
+    if not model.config.spiking or not layers or any(layer.weight_quantizer is None for layer in layers.values()):
+        raise ValueError("model must be a W8ASpike model (to_w8aspike or the release's checkpoint) with int8 weights")
+    repacked = copy.deepcopy(model)
+    repacked.config.coding = {"group_size": None}
+    for layer in spiking_layers(repacked).values():
+        released = layer.effective_weight().detach()
+        quantizer = WeightQuantizer(layer.out_features, layer.in_features, layer.weight_quantizer.bits, None)
+        quantizer.to(released.device).calibrate(released)
+        layer.weight_out_in().copy_(released)
+        layer.weight_quantizer = quantizer
+        layer.coding = dataclasses.replace(layer.coding, group_size=None)
+    return repacked
 
 
 @torch.no_grad()
@@ -254,6 +289,7 @@ __all__ = [
     "merge_low_rank_gates",
     "plot_spike_report",
     "projection_kind",
+    "repack_per_channel",
     "record_spike_statistics",
     "spike_report",
     "spiking_layers",
