@@ -14,7 +14,8 @@ while the CUDA cores rescale. This kernel is warp-specialized and persistent: on
 streams A, B and each group's 128 scales into a ring of shared-memory stages (TMA, mbarriers), and two
 consumer warp groups each own 64 rows of a 128 x 128 output tile. Each consumer issues a group's MMAs,
 waits for them and rescales; while one warp group rescales, the other's MMAs can use the tensor cores
-(the promotion DeepGEMM does for FP8 block scales across its math warp groups).
+(the promotion DeepGEMM does for FP8 block scales across its math warp groups). Measured, this hides
+little of the rescale: it still costs about 30% of the time on the MLP shapes (docs/kernels.md).
 
 Tried and dropped (H200, ``benchmarks/bench_w8aspike_gemm.py``): a second int32 accumulator per warp
 group, to rescale one group under the next group's MMAs, made ptxas wait after every ``wgmma`` (the
@@ -23,8 +24,8 @@ SASS shows a ``WARPGROUP.DEPBAR`` per instruction); reading ``float(P)`` from th
 conversion: the rescale is bound by instruction issue, not by the conversion's rate.
 
 Requirements: an sm_90 GPU, ``nvidia-cutlass-dsl`` (``pip install spikingbrain[gpu]``), groups of 128
-inputs, ``N`` a multiple of 128, ``M`` any (rows past ``M`` are loaded
-as zeros and never stored). Compiled on first use per ``(N, K, output dtype, bias dtype)``; ``M`` is dynamic.
+inputs, ``N`` a multiple of 128, ``M`` any (rows past ``M`` are loaded as zeros and never stored).
+Compiled on first use per ``(N, K, output dtype, bias dtype)``; every ``M`` then reuses it.
 """
 
 from __future__ import annotations
@@ -69,7 +70,6 @@ if cutlass is not None:
         def __init__(self, has_bias: bool):
             self.has_bias = has_bias
             self.acc_dtype = cutlass.Int32
-            self.tile_shape_mnk = (TILE_M, TILE_N, GROUP)
             self.atom_layout_mnk = (2, 1, 1)  # two consumer warp groups, 64 rows each
             self.num_mma_warp_groups = 2
             self.threads_per_warp_group = 128
@@ -338,6 +338,8 @@ def hopper_w8a_gemm(
     bfloat16/float16/float32 (written). ``kernel_class``: a subclass of :class:`HopperW8ASpikeGemm` to run
     instead (benchmarks time variants of the rescale this way).
     """
+    if cutlass is None:  # pragma: no cover - w8aspike_linear checks first
+        raise ImportError("backend='cutlass' needs nvidia-cutlass-dsl: pip install 'spikingbrain[gpu]'")
     rows, width = counts.shape
     cols = weight.shape[0]
     if not supports(cols, width, width // scales_gn.shape[0]):
@@ -352,8 +354,6 @@ def hopper_w8a_gemm(
     args = (_as_cute(_mnl(counts)), _as_cute(_mnl(weight)), _as_cute(scales_gn.T), _as_cute(v_th), _as_cute(bias_arg),
             _as_cute(_mnl(out)))
     stream = cuda_driver.CUstream(torch.cuda.current_stream(counts.device).cuda_stream)
-    if cutlass is None:  # pragma: no cover
-        raise ImportError("backend='cutlass' needs nvidia-cutlass-dsl: pip install 'spikingbrain[gpu]'")
     kernel_class = kernel_class or HopperW8ASpikeGemm
     key = (kernel_class, cols, width, out.dtype, None if bias is None else bias.dtype)
     if key not in _KERNELS:  # compiled on first use; every M then reuses it (all extents dynamic)
