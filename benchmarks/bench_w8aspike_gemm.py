@@ -14,6 +14,7 @@ with bursts likewise. Figures are ratios to the bf16 time of the same shape in t
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -34,6 +35,7 @@ def cutlass_runs() -> bool:
     return hopper.cutlass_available() and torch.cuda.get_device_capability()[0] == 9
 
 
+@functools.cache  # one class each: compiled kernels are cached by class, so new classes would recompile per shape
 def profile_variants() -> dict[str, type]:
     """Where the CuTe kernel's cycles go: the same kernel with its rescale replaced (only timed).
     "no rescale": MMAs, pipeline and epilogue alone (outputs wrong), the ceiling of this tiling;
