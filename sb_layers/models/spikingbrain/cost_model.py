@@ -303,6 +303,17 @@ def active_from_sparsity(sparsity: float) -> float:
     return 1.0 - _check_fraction(sparsity, "sparsity")
 
 
+def _read_json(path: str | os.PathLike, what: str) -> object:
+    """The parsed JSON of the file ``path``; ``ValueError`` naming ``what`` if it is missing or not JSON."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"{what} must be an existing file, got {os.fspath(path)!r}")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{what} {os.fspath(path)!r} is not valid JSON: {error}") from None
+
+
 def sparsity_from_stats(path: str | os.PathLike) -> float:
     """The measured sparsity in a spike-statistics JSON: the fraction of silent channels (activation
     elements whose spike count is zero), ``silent_channel_fraction`` of ``SpikingReport.as_dict()`` (its
@@ -312,13 +323,7 @@ def sparsity_from_stats(path: str | os.PathLike) -> float:
     of neurons that fire at all. (The report's 69.15% is a per-time-step figure of T = 3 trains,
     ``SpikeStats.sparsity``; pass it with ``--sparsity`` to use that definition instead.)
     """
-    file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"spike statistics file must be an existing file, got {os.fspath(path)!r}")
-    try:
-        data = json.loads(file.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"spike statistics file {os.fspath(path)!r} is not valid JSON: {error}") from None
+    data = _read_json(path, "spike statistics file")
     stats = data.get("total", data) if isinstance(data, dict) else None
     if not isinstance(stats, dict) or "silent_channel_fraction" not in stats:
         raise ValueError(
@@ -417,14 +422,7 @@ def validate_run(run: Any) -> dict:
 
 def load_run(path: str | os.PathLike) -> dict:
     """Read and validate the JSON written by ``benchmarks/ttft.py``."""
-    file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"run file must be an existing file, got {os.fspath(path)!r}")
-    try:
-        run = json.loads(file.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"run file {os.fspath(path)!r} is not valid JSON: {error}") from None
-    return validate_run(run)
+    return validate_run(_read_json(path, "run file"))
 
 
 RUN_DIMENSIONS: dict[str, tuple[str, ...]] = {  # ModelShape field -> names a run's config may use for it
