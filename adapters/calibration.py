@@ -8,6 +8,11 @@ minimizes that row's output error on the calibration data:
 
     err(r) = (w - q_r(w)) H (w - q_r(w))^T  =  || X (w - q_r(w))^T ||^2
 
+Clipping: a ratio below 1 puts the largest weights past ``qmax``, where their codes are clamped. So
+``calibrate`` switches the layers and the injection's config to ``SpikeCoding.weight_clip=True`` (saved
+with the model); without it a layer keeps every code ``round(w / scale)``, the rule of the release's
+checkpoints, and a smaller scale would only ever look better.
+
 Guarantee (tested): ``1.0`` is always a candidate, so the calibrated error on the calibration data is at
 most the max-abs error, row by row. After fine-tuning, ``calibrate`` also refreshes stale scales.
 Memory: one ``in x in`` float32 matrix per quantized layer while calibrating.
@@ -16,7 +21,7 @@ Memory: one ``in x in`` float32 matrix per quantized layer while calibrating.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -142,6 +147,10 @@ def calibrate(
         model.train(was_training)
     if seen == 0:
         raise ValueError("batches is empty: calibrate needs at least one batch")
+    record.config.coding = replace(record.config.coding, weight_clip=True)
+    for layer in layers.values():
+        layer.coding = replace(layer.coding, weight_clip=True)
+        layer.weight_quantizer.clip = True
     return {
         name: _calibrate_layer(layers[name], collectors[name].gram, ratios)
         for name in tqdm(list(layers), desc="calibrate: choosing scales", disable=not progress)

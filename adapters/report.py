@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sb_layers import spiking_layers
-from sb_layers.report import LayerReport, SpikingReport
+from sb_layers.report import LayerReport, SpikingReport, layer_weight_codes
 
 from ._batches import run_batch
 
@@ -65,7 +65,7 @@ def record_batches(model: nn.Module, batches: list[Any]) -> tuple[SpikingReport,
         for name, m in layers.items():
             m.record_stats, m.spike_stats = saved[name]
     reports = {
-        name: LayerReport(stats, layers[name].in_features, layers[name].out_features)
+        name: LayerReport(stats, layers[name].in_features, layers[name].out_features, layer_weight_codes(layers[name]))
         for name, stats in collected.items()
         if stats is not None
     }

@@ -35,11 +35,15 @@ else:
     from .rotary import apply_rotary, apply_rotary_reference
     from .spike_quant import QuantizedSpikes, QuantizedSpikesWithStats, spike_count_rows, spike_count_rows_reference
     from .w8aspike import (
+        ResidualCodes,
+        code_statistics,
         dequantize_weight,
         int8_matmul_int32,
         split_int8_digits,
+        split_weight_codes,
         w8aspike_linear,
         w8aspike_linear_reference,
+        weight_codes,
     )
 
     __all__ = [
@@ -48,9 +52,11 @@ else:
         "NeuronOutput",
         "QuantizedSpikes",
         "QuantizedSpikesWithStats",
+        "ResidualCodes",
         "add_rms_norm",
         "apply_rotary",
         "apply_rotary_reference",
+        "code_statistics",
         "decode_attention",
         "decode_attention_reference",
         "dequantize_weight",
@@ -80,9 +86,11 @@ else:
         "spike_fake_quantize",
         "spike_fake_quantize_reference",
         "split_int8_digits",
+        "split_weight_codes",
         "use_reference",
         "w8aspike_linear",
         "w8aspike_linear_reference",
+        "weight_codes",
     ]
 
     # Deprecated names (one release): spike_quantize returned counts, while sb_neurons.spike_quantize returns

@@ -14,7 +14,15 @@ from .rotary import apply_rotary, rotary_cos_sin
 from .sinks import SinkTokens
 from .sliding_window import RollingKVCache, SlidingWindowAttention
 from .spiking_linear import SpikeCoding, SpikingLinear, WeightQuantizer, make_linear, resolve_linear_backend
-from .report import LayerReport, SpikingReport, recorded_report, spiking_layers
+from .report import (
+    LayerReport,
+    SpikingReport,
+    WeightCodeStats,
+    format_weight_code_stats,
+    recorded_report,
+    spiking_layers,
+    weight_code_stats,
+)
 
 __all__ = [
     "GLUMLP",
@@ -31,8 +39,10 @@ __all__ = [
     "SpikeCoding",
     "SpikingLinear",
     "SpikingReport",
+    "WeightCodeStats",
     "WeightQuantizer",
     "apply_rotary",
+    "format_weight_code_stats",
     "make_linear",
     "recorded_report",
     "resolve_linear_backend",
@@ -40,6 +50,7 @@ __all__ = [
     "run_mixer",
     "spiking_layers",
     "upcycle",
+    "weight_code_stats",
 ]
 
 # Deprecated names (one release): the GLA forms moved to sb_kernels.gla, beside their kernels;

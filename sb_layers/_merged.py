@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as module_globals
 
+from sb_kernels import ResidualCodes
+
 from .spiking_linear import SpikingLinear
 from .spiking_linear import resolve_linear_backend
 
@@ -82,12 +84,14 @@ def merged_linear_outputs(
         coding = linears[0].coding
 
         def build():
-            weight = torch.cat([linear.int8_weight() for linear in linears])
+            codes = [linear.int8_codes() for linear in linears]
+            weight = torch.cat([base for base, _ in codes])
+            residual = ResidualCodes.cat([part for _, part in codes], [linear.out_features for linear in linears], x.shape[-1])
             scales = torch.cat([linear.weight_quantizer.scales for linear in linears])
-            return weight, scales, _merged_bias(linears, linears[0].weight.dtype)
+            return weight, scales, _merged_bias(linears, linears[0].weight.dtype), residual
 
-        def run(weight, scales, bias):
-            return w8aspike_linear(x, weight, scales, bias, k=coding.k, clamp=coding.clamp, backend="triton")
+        def run(weight, scales, bias, residual):
+            return w8aspike_linear(x, weight, scales, bias, k=coding.k, clamp=coding.clamp, backend="triton", residual=residual)
     else:
         return None
     key = _source_key(sources)

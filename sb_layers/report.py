@@ -10,6 +10,11 @@ For every layer the report gives the statistics of the spike counts of its input
 silent channels and the count histogram, and the layer's multiply-accumulates
 ``macs = input elements x out_features``.
 
+Weight codes: for a layer with int8 weight groups the report also gives its :class:`WeightCodeStats`, how
+many codes ``round(w / scale)`` lie past int8 and the largest ``|code|``: the release's checkpoint keeps
+about 1% of its codes past ``[-127, 127]`` (no clamp), which the layers carry exactly
+(:meth:`sb_layers.SpikingLinear.int8_codes`). :func:`weight_code_stats` reads them without running the model.
+
 Totals: ``total`` merges the statistics of all layers (exact integer sums); ``by_projection`` merges them
 per projection role (the layer name without its ``model.layers.<i>.`` prefix), the shape of the report's
 Fig. 9. The energy estimate weights each layer by its MACs, because a spike of an input element triggers
@@ -51,12 +56,64 @@ def _merged(stats: list[SpikeStats]) -> SpikeStats:
 
 
 @dataclass(frozen=True)
+class WeightCodeStats:
+    """A quantized layer's weight codes ``round(w / scale)``: how many, how many past int8 (``|code| > 127``),
+    and the largest ``|code|``."""
+
+    codes: int
+    past_int8: int
+    largest: int
+
+    @property
+    def fraction_past_int8(self) -> float:
+        return self.past_int8 / self.codes if self.codes else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"codes": self.codes, "past_int8": self.past_int8, "largest": self.largest,
+                "fraction_past_int8": self.fraction_past_int8}
+
+
+def layer_weight_codes(layer: SpikingLinear) -> WeightCodeStats | None:
+    """The :class:`WeightCodeStats` of ``layer`` (None without weight quantization)."""
+    if not isinstance(layer, SpikingLinear):
+        raise TypeError(f"layer must be a SpikingLinear, got {type(layer).__name__}")
+    if layer.weight_quantizer is None:
+        return None
+    past, largest = layer.weight_code_stats()
+    return WeightCodeStats(layer.in_features * layer.out_features, past, largest)
+
+
+def weight_code_stats(model: nn.Module) -> dict[str, WeightCodeStats]:
+    """:class:`WeightCodeStats` of every spiking layer of ``model`` with weight quantization, by module name."""
+    stats = {name: layer_weight_codes(layer) for name, layer in spiking_layers(model).items()}
+    return {name: value for name, value in stats.items() if value is not None}
+
+
+def format_weight_code_stats(stats: Mapping[str, WeightCodeStats]) -> str:
+    """One line: how many layers and codes lie past int8 and the largest ``|code|``, then the layers that
+    hold such codes (up to five, the largest share first)."""
+    if not stats:
+        return "no layer with int8 weight codes"
+    codes = sum(s.codes for s in stats.values())
+    past = sum(s.past_int8 for s in stats.values())
+    layers = sorted((name for name, s in stats.items() if s.past_int8), key=lambda n: -stats[n].fraction_past_int8)
+    line = (f"weight codes past int8: {past} of {codes} ({past / codes:.3%}) in {len(layers)} of {len(stats)} layers, "
+            f"largest |code| {max(s.largest for s in stats.values())}")
+    if layers:
+        shown = ", ".join(f"{n} {stats[n].fraction_past_int8:.2%} (max {stats[n].largest})" for n in layers[:5])
+        line += f"; kept exactly (int8 base + residual), most in: {shown}" + (", ..." if len(layers) > 5 else "")
+    return line
+
+
+@dataclass(frozen=True)
 class LayerReport:
-    """Spike statistics of one layer's input and the layer's MAC count for the reported batch."""
+    """Spike statistics of one layer's input and the layer's MAC count for the reported batch; for a layer
+    with int8 weights, its :class:`WeightCodeStats` (``weight_codes``, else None)."""
 
     stats: SpikeStats
     in_features: int
     out_features: int
+    weight_codes: WeightCodeStats | None = None
 
     @property
     def macs(self) -> int:
@@ -68,7 +125,10 @@ class LayerReport:
         return self.stats.total_spikes * self.out_features
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.stats.as_dict(), "in_features": self.in_features, "out_features": self.out_features, "macs": self.macs}
+        data = {**self.stats.as_dict(), "in_features": self.in_features, "out_features": self.out_features, "macs": self.macs}
+        if self.weight_codes is not None:
+            data["weight_codes"] = self.weight_codes.as_dict()
+        return data
 
 
 @dataclass(frozen=True)
@@ -167,6 +227,9 @@ class SpikingReport:
         shown = ", ".join(f"{n}: {count / channels:.1%}" for n, count in enumerate(histogram[:histogram_bins]))
         rest = sum(histogram[histogram_bins:]) / channels
         lines.append(f"|count| histogram: {shown}" + (f", >={histogram_bins}: {rest:.1%}" if rest else ""))
+        codes = {name: layer.weight_codes for name, layer in self.layers.items() if layer.weight_codes is not None}
+        if codes:
+            lines.append(format_weight_code_stats(codes))
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -177,11 +240,21 @@ def recorded_report(model: nn.Module) -> SpikingReport | None:
     """The report of what ``model``'s spiking layers have recorded (their ``spike_stats``; nothing is run),
     or None when no layer has recorded anything."""
     reports = {
-        name: LayerReport(layer.spike_stats, layer.in_features, layer.out_features)
+        name: LayerReport(layer.spike_stats, layer.in_features, layer.out_features, layer_weight_codes(layer))
         for name, layer in spiking_layers(model).items()
         if layer.spike_stats is not None
     }
     return SpikingReport.from_layers(reports) if reports else None
 
 
-__all__ = ["LayerReport", "SpikingReport", "projection_kind", "recorded_report", "spiking_layers"]
+__all__ = [
+    "LayerReport",
+    "SpikingReport",
+    "WeightCodeStats",
+    "format_weight_code_stats",
+    "layer_weight_codes",
+    "projection_kind",
+    "recorded_report",
+    "spiking_layers",
+    "weight_code_stats",
+]

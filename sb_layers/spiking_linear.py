@@ -3,7 +3,8 @@
 ``y = v_th * (W_q counts) + b`` with ``counts, v_th = spike_count(x, k)`` per token row (report Eq. 22)
 and ``W_q`` the weight, or its symmetric int8 fake quantization (the release's layout: per output
 channel, or per group of 128 input features, with a ``weight_quantizer.scales`` buffer of shape
-``(out, in / group, 1)`` and ``W_q = round(W / scale) * scale``).
+``(out, in / group, 1)`` and ``W_q = round(W / scale) * scale``, every code kept as the release computes it,
+none clamped: see :class:`WeightQuantizer`).
 
 Two forms of the same function:
 
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sb_kernels.dispatch import needs_grad
+from sb_kernels.w8aspike.residual import ResidualCodes, code_statistics, split_weight_codes
 from sb_neurons import SpikeStats, get_codec, resolve_clamp, spike_count, spike_stats, spike_train_matmul
 from sb_neurons.deprecation import module_aliases
 from sb_neurons.validation import check_int
@@ -54,6 +56,9 @@ class SpikeCoding:
         weight_bits: ``None`` (float weights) or the bit width of symmetric weight quantization (2..8).
         group_size: input features per weight scale; ``None`` for one scale per output channel.
         backend: ``"torch"``, ``"triton"`` or ``"auto"`` (Triton on CUDA when available).
+        weight_clip: ``False`` (the release's rule): every weight code ``round(w / scale)`` is kept, codes
+            past int8 included; ``True``: codes are clamped to ``[-qmax, qmax]``, which clip-ratio scales
+            (``sb_adapters.calibrate``) rely on.
     """
 
     k: float = 3.0
@@ -63,6 +68,7 @@ class SpikeCoding:
     weight_bits: int | None = None
     group_size: int | None = 128
     backend: Backend = "torch"
+    weight_clip: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.clamp, list):
@@ -81,6 +87,8 @@ class SpikeCoding:
             isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or self.group_size < 1
         ):
             raise ValueError(f"group_size must be None or an int >= 1, got {self.group_size!r}")
+        if not isinstance(self.weight_clip, bool):
+            raise TypeError(f"weight_clip must be a bool, got {self.weight_clip!r}")
         if self.backend not in ("torch", "triton", "auto"):
             raise ValueError(f"backend must be 'torch', 'triton' or 'auto', got {self.backend!r}")
         if self.backend == "triton" and (self.mode != "count" or self.weight_bits is None):
@@ -112,21 +120,28 @@ class SpikeCoding:
 
 
 class WeightQuantizer(nn.Module):
-    """Symmetric per-group weight quantization: ``scale = max|w_group| / qmax``, ``qmax = 2^(bits-1) - 1``.
+    """Symmetric per-group weight quantization with the release's rule: codes ``round(w / scale)``.
 
     Holds the ``scales`` buffer ``(out_features, in_features / group_size, 1)`` (float32) of the release's
     W8ASpike checkpoints; ``group_size=None`` gives one scale per output channel (shape ``(out, 1, 1)``).
-    Scales are clamped below at 1e-5 so that an all-zero group stays zero instead of dividing by zero.
+    :meth:`calibrate` sets ``scale = max|w_group| / qmax`` (``qmax = 2^(bits-1) - 1``, at least 1e-5 so
+    that an all-zero group stays zero instead of dividing by zero).
 
-    Quantized weight: ``round(w / scale)`` (half to even) clamped to ``[-qmax, qmax]``; the clamp is a no-op
-    for scales from :meth:`calibrate` (and for the release's, computed the same way). Arithmetic runs in
-    float32, or float64 for float64 weights.
+    Codes: ``round(w / scale)`` (half to even), in float32 (float64 for float64 weights). What the release
+    does: it keeps every code, with no clamp, and its scales are not ``max|w| / 127``: in the published
+    checkpoint about 1% of the codes lie past ``[-127, 127]``. So do we (``clip=False``, the default):
+    :meth:`int8_codes` carries those codes exactly as int8 base codes plus a sparse residual
+    (:class:`sb_kernels.ResidualCodes`). ``clip=True`` clamps codes to ``[-qmax, qmax]`` instead (scales
+    chosen below ``max|w| / qmax`` on purpose, as clip-ratio calibration does). With scales from
+    :meth:`calibrate` no code passes ``qmax`` and both rules agree.
 
-    Identity: ``|fake_quantize(w) - w| <= scale / 2`` elementwise, and every group's largest ``|w|`` maps
-    to exactly ``qmax``.
+    Identity: ``|fake_quantize(w) - w| <= scale / 2`` elementwise without clipping, and with scales from
+    :meth:`calibrate` every group's largest ``|w|`` maps to exactly ``qmax``.
     """
 
-    def __init__(self, out_features: int, in_features: int, bits: int = 8, group_size: int | None = 128) -> None:
+    def __init__(
+        self, out_features: int, in_features: int, bits: int = 8, group_size: int | None = 128, clip: bool = False
+    ) -> None:
         super().__init__()
         check_int(out_features, "out_features", minimum=1)
         check_int(in_features, "in_features", minimum=1)
@@ -135,9 +150,12 @@ class WeightQuantizer(nn.Module):
         group = in_features if group_size is None else check_int(group_size, "group_size", minimum=1)
         if in_features % group:
             raise ValueError(f"group_size={group_size} must divide in_features={in_features}")
+        if not isinstance(clip, bool):
+            raise TypeError(f"clip must be a bool, got {clip!r}")
         self.bits = bits
         self.group_size = group
         self.qmax = 2 ** (bits - 1) - 1
+        self.clip = clip
         self.register_buffer("scales", torch.ones(out_features, in_features // group, 1, dtype=torch.float32))
 
     def _grouped(self, weight: torch.Tensor) -> torch.Tensor:
@@ -154,11 +172,21 @@ class WeightQuantizer(nn.Module):
         self.scales.copy_((amax / self.qmax).clamp_min(WEIGHT_SCALE_MIN))
 
     def _rounded(self, grouped: torch.Tensor) -> torch.Tensor:
-        return torch.round(grouped / self.scales.to(grouped.dtype)).clamp(-self.qmax, self.qmax)
+        codes = torch.round(grouped / self.scales.to(grouped.dtype))
+        return codes.clamp(-self.qmax, self.qmax) if self.clip else codes
 
     def quantize(self, weight: torch.Tensor) -> torch.Tensor:
-        """Integer weights ``round(w / scale)`` in ``[-qmax, qmax]`` (int8 tensor ``(out, in)``)."""
-        return self._rounded(self._grouped(weight.detach())).reshape(weight.shape).to(torch.int8)
+        """The integer codes ``round(w / scale)`` (clamped to ``[-qmax, qmax]`` only with ``clip``), int32
+        ``(out, in)``. Raises ``OverflowError`` for a code past int32 (a scale far too small for its weights)."""
+        codes = self._rounded(self._grouped(weight.detach()))
+        if codes.numel() and not bool(codes.abs().max() < 2**31):
+            raise OverflowError("a weight code round(w / scale) is not finite or leaves int32: check the scales")
+        return codes.reshape(weight.shape).to(torch.int32)
+
+    def int8_codes(self, weight: torch.Tensor) -> tuple[torch.Tensor, ResidualCodes | None]:
+        """The codes of :meth:`quantize` as int8 base codes ``(out, in)`` and the sparse residual of those
+        past int8 (None when every code fits): ``base + residual.dense() == quantize(weight)``."""
+        return split_weight_codes(self.quantize(weight))
 
     def fake_quantize(self, weight: torch.Tensor) -> torch.Tensor:
         """``round(w / scale) * scale`` in ``weight.dtype`` with a straight-through gradient."""
@@ -167,7 +195,7 @@ class WeightQuantizer(nn.Module):
         return weight + (q - weight).detach()
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, group_size={self.group_size}"
+        return f"bits={self.bits}, group_size={self.group_size}, clip={self.clip}"
 
 
 def _needs_grad(x: torch.Tensor, layer: nn.Linear) -> bool:
@@ -267,7 +295,8 @@ class SpikingLinear(nn.Linear):
         if self.coding.weight_bits is None:
             self.weight_quantizer = None
             return
-        quantizer = WeightQuantizer(self.out_features, self.in_features, self.coding.weight_bits, self.coding.group_size)
+        coding = self.coding
+        quantizer = WeightQuantizer(self.out_features, self.in_features, coding.weight_bits, coding.group_size, coding.weight_clip)
         self.weight_quantizer = quantizer.to(self.weight.device)
         if self.weight.device.type != "meta":
             self.weight_quantizer.calibrate(self.weight_out_in())
@@ -326,25 +355,38 @@ class SpikingLinear(nn.Linear):
             return self.weight_out_in()
         return self.weight_quantizer.fake_quantize(self.weight_out_in())
 
-    def int8_weight(self) -> torch.Tensor:
-        """The int8 weights ``round(W / scale)`` ``(out, in)`` the Triton backend multiplies, kept between calls.
+    def int8_codes(self) -> tuple[torch.Tensor, ResidualCodes | None]:
+        """The weight codes ``round(W / scale)`` the Triton backend multiplies, kept between calls: int8 base
+        codes ``(out, in)`` and the sparse residual of the codes past int8 (None when all fit).
 
         Quantizing the weight costs a pass over it, as much as a decode step's GEMM, so the result is kept
-        (1 byte per weight) and recomputed only when the weight or the scales change: replaced, moved, or
-        updated in place (their version counters tell). Raises ``RuntimeError`` without weight quantization.
+        (1 byte per weight, 5 per residual entry) and recomputed only when the weight or the scales
+        change: replaced, moved, or updated in place (their version counters tell). Raises
+        ``RuntimeError`` without weight quantization.
         """
         if self.weight_quantizer is None:
             raise RuntimeError("this SpikingLinear has no weight quantization (SpikeCoding.weight_bits is None)")
         weight, scales = self.weight_out_in(), self.weight_quantizer.scales
         try:
-            key = (weight.data_ptr(), weight._version, weight.device, scales.data_ptr(), scales._version)
+            key = (weight.data_ptr(), weight._version, weight.device, scales.data_ptr(), scales._version, self.weight_quantizer.clip)
         except RuntimeError:  # inference tensors have no version counter: do not keep anything
-            return self.weight_quantizer.quantize(weight)
+            return self.weight_quantizer.int8_codes(weight)
         cached = getattr(self, "_int8_cache", None)
         if cached is None or cached[0] != key:
-            cached = (key, self.weight_quantizer.quantize(weight))
+            cached = (key, self.weight_quantizer.int8_codes(weight))
             self._int8_cache = cached
         return cached[1]
+
+    def weight_code_stats(self) -> tuple[int, int]:
+        """``(codes past int8, largest |code|)`` of the weight codes (see :meth:`int8_codes`); kept codes
+        are read, else the codes are computed and dropped (no int8 copy of the weight is kept for this)."""
+        if self.weight_quantizer is None:
+            raise RuntimeError("this SpikingLinear has no weight quantization (SpikeCoding.weight_bits is None)")
+        cached = getattr(self, "_int8_cache", None)
+        if cached is not None and cached[0][0] == self.weight_out_in().data_ptr():
+            return code_statistics(*self.int8_codes())
+        codes = self.weight_quantizer.quantize(self.weight_out_in()).abs()
+        return int((codes > 127).sum()), int(codes.max()) if codes.numel() else 0
 
     def reset_spike_stats(self) -> None:
         self.spike_stats = None
@@ -376,10 +418,11 @@ class SpikingLinear(nn.Linear):
 
         if self.record_stats:
             self._record(spike_count(x, self.coding.k, -1, self.coding.clamp).counts)
-        q = self.int8_weight()
+        q, residual = self.int8_codes()
         bias = None if self.bias is None else self.bias.detach()
         return w8aspike_linear(
-            x, q, self.weight_quantizer.scales, bias, k=self.coding.k, clamp=self.coding.clamp, backend="triton"
+            x, q, self.weight_quantizer.scales, bias, k=self.coding.k, clamp=self.coding.clamp, backend="triton",
+            residual=residual,
         )
 
     def _event_driven(self, counts: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -407,6 +450,7 @@ class SpikingLinear(nn.Linear):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
             f"k={c.k}, mode={c.mode}, codec={c.codec}, clamp={c.clamp}, weight_bits={c.weight_bits}"
+            + (", weight_clip=True" if c.weight_clip else "")
         )
 
 

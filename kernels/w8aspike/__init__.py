@@ -36,6 +36,14 @@ host: the call is asynchronous and can be captured in a CUDA graph.
   127 on the device (past 16 rows; up to 16 the next kernel reads the maxima itself), and a persistent
   kernel (one program per SM) recomputes exactly those rows; with none, it returns at once.
 
+Weight codes past int8. The release's weight codes ``round(w / s)`` are not clamped, and about 1% of its
+codes lie outside ``[-127, 127]``. They travel as int8 base codes (clamped to ``±127``) plus a sparse
+residual (:class:`~sb_kernels.w8aspike.residual.ResidualCodes`, CSR over the output rows): the tensor
+cores multiply the base codes, and each residual entry adds ``scales[n, g] * (R[n, k] * c[m, k])`` (an
+exact integer times its scale) to the float32 sum before ``v_th`` and the bias, in every Triton path: the
+decode kernel (its SPLITS programs share a column block's entries), the GEMM's epilogue (on ``d0``) and
+the exact redo of wide rows (on the recomputed counts).
+
 Errors without a host read. A row of ``x`` holding NaN or Inf gives a NaN output row, as in a float
 matmul, and so does a row whose counts leave int32 (possible only with ``v_th`` clamped at 1e4 and
 ``|x| >= 2**31 * 1e4``); the other rows are unaffected. ``check=True`` reads the row maxima back once
@@ -65,6 +73,7 @@ from .decode import _arrival_counters, _linear_fused
 from .gemm import _launch_gemm, _linear_two_pass, int8_matmul_int32
 from .reference import (
     MAX_K,
+    check_residual,
     _check_bias,
     _check_weight_and_scales,
     _raise_if_flagged,
@@ -73,6 +82,7 @@ from .reference import (
     split_int8_digits,
     w8aspike_linear_reference,
 )
+from .residual import ResidualCodes, code_statistics, split_weight_codes, weight_codes
 from .tiles import INTERPRETER_SMS, _decode_config, _takes_one_launch, _tile_config
 
 
@@ -86,11 +96,12 @@ def w8aspike_linear(
     clamp: ClampSpec = None,
     backend: Backend | Literal["cutlass"] = "auto",
     check: bool = False,
+    residual: ResidualCodes | None = None,
 ) -> torch.Tensor:
     """Spike-coded linear layer with int8 weights (W8ASpike), forward only.
 
-    ``y = (counts * v_th) @ (weight_int8 * scales).T + bias`` with ``counts, v_th = spike_count(x, k)``,
-    one threshold per row. On the Triton backend every integer product is exact, for counts of any size
+    ``y = (counts * v_th) @ ((weight_int8 + R) * scales).T + bias`` with ``counts, v_th = spike_count(x, k)``,
+    one threshold per row, and ``R`` the weight codes past int8 (``residual``; none when None). On the Triton backend every integer product is exact, for counts of any size
     (bursts far past 127 included), and only the float32 scaling rounds. The Triton call never
     synchronizes with the host (unless ``check=True``): it can be captured in a CUDA graph.
 
@@ -111,6 +122,10 @@ def w8aspike_linear(
             1e4, ``|x| >= 2**31 * 1e4``); other rows are unaffected, and nothing is read back.
             ``True``: raise ``ValueError`` (NaN/Inf) or ``OverflowError`` (counts past int32) instead,
             at the price of one device-to-host read per call.
+        residual: None, or the :class:`~sb_kernels.w8aspike.residual.ResidualCodes` of the codes past
+            int8 (:func:`~sb_kernels.w8aspike.residual.split_weight_codes` makes both parts from any
+            integer codes). The torch backend checks its canonical form; the Triton backend only its
+            shape and device (no host read). ``"cutlass"`` refuses it (its epilogue has no residual).
 
     Returns:
         ``[..., N]`` in ``x.dtype``. No gradient flows (inference kernel).
@@ -132,8 +147,12 @@ def w8aspike_linear(
     check_same_device([("x", x), ("weight_int8", weight_int8), ("scales", scales), ("bias", bias)])
     cols, width, groups = _check_weight_and_scales(weight_int8, scales, x.shape[-1], check_finite=chosen == "torch")
     bias = _check_bias(bias, cols, check_finite=chosen == "torch")
+    residual = check_residual(residual, weight_int8, canonical=chosen == "torch")
     if chosen == "torch":
-        return _torch_linear(x, weight_int8, scales, bias, k, clamp, check)
+        return _torch_linear(x, weight_int8, scales, bias, k, clamp, check, residual)
+    if residual is not None and gemm == "cutlass" and not _takes_one_launch(x.numel() // width, width, groups):
+        raise ValueError("w8aspike_linear: backend='cutlass' does not take weight codes past int8 (residual); "
+                         "use backend='triton', whose kernels apply them exactly")
     if x.dtype not in TRITON_INPUT_DTYPES:
         raise TypeError(f"w8aspike_linear: the triton backend takes float16, bfloat16 or float32 x, got {x.dtype}")
     group = width // groups
@@ -153,9 +172,9 @@ def w8aspike_linear(
     weight = weight_int8.contiguous()
     scales2d = scales.reshape(cols, groups).contiguous()
     if _takes_one_launch(rows, width, groups):
-        _, row_max = _linear_fused(x2d, weight, scales2d, bias, k, bounds, out)
+        _, row_max = _linear_fused(x2d, weight, scales2d, bias, k, bounds, out, residual=residual)
     else:
-        _, row_max = _linear_two_pass(x2d, weight, scales2d, bias, k, bounds, out, gemm=gemm)
+        _, row_max = _linear_two_pass(x2d, weight, scales2d, bias, k, bounds, out, gemm=gemm, residual=residual)
     if check:
         _raise_if_flagged(float(row_max.max()))
     return out.reshape(*x.shape[:-1], cols)
@@ -181,9 +200,13 @@ def _check_cutlass(x: torch.Tensor, weight_int8: torch.Tensor, scales: torch.Ten
 
 
 __all__ = [
+    "ResidualCodes",
+    "code_statistics",
     "dequantize_weight",
     "int8_matmul_int32",
     "split_int8_digits",
+    "split_weight_codes",
     "w8aspike_linear",
     "w8aspike_linear_reference",
+    "weight_codes",
 ]

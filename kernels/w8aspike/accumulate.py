@@ -1,5 +1,6 @@
 """Triton device functions shared by the W8ASpike kernels: per-group scaling of the integer sums, the
-exact recomputation of rows (or slices) whose counts exceed 127, and the row epilogue."""
+exact recomputation of rows (or slices) whose counts exceed 127, the weight codes past int8 (the sparse
+residual of :mod:`~sb_kernels.w8aspike.residual`) and the row epilogue."""
 
 from __future__ import annotations
 
@@ -85,6 +86,56 @@ if tl is not None:
         if PER_CHANNEL:
             acc = _channel_scaled(group_int, scale_ptr, offs_n, stride_sn, mask_n)
         return acc
+
+    @DeviceFunction
+    def _residual_acc(
+        c_rows, row_ok, v_th, offs_n, mask_n, rptr_ptr, rcol_ptr, rval_ptr, scale_ptr, stride_sn, group,
+        clamp_low, clamp_high, j_first, j_step, BM: tl.constexpr, BN: tl.constexpr,
+        FROM_X: tl.constexpr, ONE_ROW: tl.constexpr, CLAMP: tl.constexpr, USE_RINT: tl.constexpr,
+    ):
+        """``sum_e scales[n, k_e / group] * (R_e * c[m, k_e])`` (float32 ``[BM, BN]``) over the residual
+        entries ``e`` of the columns ``offs_n`` (CSR ``rptr``/``rcol``/``rval``) numbered ``j_first,
+        j_first + j_step, ...`` within their row (``j_step`` programs share a column block's entries).
+
+        Counts: ``FROM_X``: ``round(x / v_th)`` of the rows' activations (pointers ``c_rows`` ``[BM, 1]``
+        and ``v_th [BM]``; ``ONE_ROW``: one row's pointer and a scalar ``v_th``, the result placed in row 0),
+        recomputed exactly as the quantization does (any size); otherwise the int8 counts at ``c_rows``
+        (rows whose counts exceed 127 are recomputed later from ``x``). Each ``R_e * c`` is an exact
+        integer (below 2**24 for int8 counts), times its scale rounded once, then summed in float32."""
+        start = tl.load(rptr_ptr + offs_n, mask=mask_n, other=0)
+        count = tl.load(rptr_ptr + offs_n + 1, mask=mask_n, other=0) - start
+        longest = tl.max(count, axis=0)
+        if ONE_ROW:
+            total = tl.zeros([BN], dtype=tl.float32)
+        else:
+            total = tl.zeros([BM, BN], dtype=tl.float32)
+        for j in range(j_first, longest, j_step):
+            live = (j < count) & mask_n
+            col = tl.load(rcol_ptr + start + j, mask=live, other=0)
+            value = tl.load(rval_ptr + start + j, mask=live, other=0).to(tl.float32)
+            scale = tl.load(scale_ptr + offs_n * stride_sn + col // group, mask=live, other=0.0)
+            if ONE_ROW:
+                x = tl.load(c_rows + col, mask=live, other=0.0).to(tl.float32)
+                q = round_half_even(tl.math.div_rn(x, v_th), USE_RINT)
+            elif FROM_X:
+                both = row_ok[:, None] & live[None, :]
+                x = tl.load(c_rows + col[None, :], mask=both, other=0.0).to(tl.float32)
+                q = round_half_even(tl.math.div_rn(x, v_th[:, None]), USE_RINT)
+            else:
+                both = row_ok[:, None] & live[None, :]
+                q = tl.load(c_rows + col[None, :], mask=both, other=0).to(tl.float32)
+            if FROM_X or ONE_ROW:
+                if CLAMP:
+                    q = tl.minimum(tl.maximum(q, clamp_low), clamp_high)
+                q = tl.where(q == q, q, 0.0)  # a NaN row's output is NaN anyway (its row maximum says so)
+            if ONE_ROW:
+                total += tl.where(live, (q * value) * scale, 0.0)
+            else:
+                total += tl.where(both, (q * value[None, :]) * scale[None, :], 0.0)
+        if ONE_ROW:
+            first = tl.arange(0, BM)[:, None] == 0
+            return tl.where(first, total[None, :], 0.0)
+        return total
 
     @DeviceFunction
     def _finish_rows(acc, v_th, row_max, bias_ptr, offs_n, mask_n, HAS_BIAS: tl.constexpr):

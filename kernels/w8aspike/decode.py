@@ -8,8 +8,8 @@ import torch
 
 from ..device import round_half_even
 from ..dispatch import lazy_jit, sm_count
-from .accumulate import _channel_scaled, _close_group, _exact_rows_acc, _finish_rows
-from .gemm import _clamp_args
+from .accumulate import _channel_scaled, _close_group, _exact_rows_acc, _finish_rows, _residual_acc
+from .gemm import _clamp_args, _residual_args
 from .tiles import INTERPRETER_SMS, MAX_COLUMN_BLOCKS, _decode_config
 
 try:
@@ -26,10 +26,11 @@ if tl is not None:
     @lazy_jit
     def _w8a_decode_kernel(
         x_ptr, w_ptr, scale_ptr, bias_ptr, out_ptr, vth_ptr, rowmax_ptr, part_ptr, slicemax_ptr, arrived_ptr,
+        rptr_ptr, rcol_ptr, rval_ptr,
         N, K, width, stride_wn, stride_sn, n_groups, groups_per_split, k, clamp_low, clamp_high,
         GROUP_TILES: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, VBLOCK: tl.constexpr,
         SPLITS: tl.constexpr, HAS_BIAS: tl.constexpr, PER_CHANNEL: tl.constexpr, CLAMP: tl.constexpr,
-        USE_RINT: tl.constexpr,
+        USE_RINT: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
     ):
         # One token (M = 1). Program (n, s) takes column block n and the s-th slice of K's weight groups
         # (split-K: enough programs to keep every SM streaming, even for 512-wide layers). The row is
@@ -93,6 +94,13 @@ if tl is not None:
                 slice_groups, clamp_low, clamp_high, slice_max > 32639.0, GROUP_TILES, BM, BN, BK, PER_CHANNEL,
                 CLAMP, USE_RINT, True,
             )
+        if HAS_RESIDUAL:
+            # Weight codes past int8: the column block's residual entries, shared among its SPLITS programs
+            # by their place in the row (whatever K slice they fall in); counts recomputed from x, exactly.
+            acc += _residual_acc(
+                x_ptr, offs_m == 0, v_th, offs_n, mask_n, rptr_ptr, rcol_ptr, rval_ptr, scale_ptr, stride_sn,
+                GROUP_TILES * BK, clamp_low, clamp_high, pid_s, SPLITS, BM, BN, True, True, CLAMP, USE_RINT,
+            )
         out_tile = out_ptr + offs_m[:, None] * 0 + offs_n[None, :]
         store_mask = first & mask_n[None, :]
         if SPLITS == 1:
@@ -151,9 +159,9 @@ def _arrival_counters(device: torch.device) -> torch.Tensor:
     return entry[0]
 
 
-def _linear_fused(x2d, weight, scales2d, bias, k, bounds, out, config=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode, one token: quantize + GEMM + exact redo of a slice past 127 in one launch; returns
-    ``(v_th, row_max)`` (float32 ``[1]``)."""
+def _linear_fused(x2d, weight, scales2d, bias, k, bounds, out, config=None, residual=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode, one token: quantize + GEMM + exact redo of a slice past 127 in one launch (with the weight
+    codes past int8 of ``residual``); returns ``(v_th, row_max)`` (float32 ``[1]``)."""
     rows, width = x2d.shape
     cols, groups = scales2d.shape
     group = width // groups
@@ -178,11 +186,12 @@ def _linear_fused(x2d, weight, scales2d, bias, k, bounds, out, config=None) -> t
     else:
         partial = slice_max = arrived = v_th  # unused pointers
     low, high = _clamp_args(bounds)
+    rptr, rcol, rval = _residual_args(residual, scales2d)
     _w8a_decode_kernel[(blocks, splits)](
         x2d, weight, scales2d, bias if bias is not None else scales2d, out, v_th, row_max, partial, slice_max, arrived,
-        cols, width, float(width), weight.stride(0), scales2d.stride(0), groups, per_split, float(k), low, high,
+        rptr, rcol, rval, cols, width, float(width), weight.stride(0), scales2d.stride(0), groups, per_split, float(k), low, high,
         GROUP_TILES=group // cfg["BK"], BM=16, BN=cfg["BN"], BK=cfg["BK"], VBLOCK=min(4096, triton.next_power_of_2(width)),
         SPLITS=splits, HAS_BIAS=bias is not None, PER_CHANNEL=groups == 1, CLAMP=bounds is not None,
-        USE_RINT=x2d.is_cuda, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        USE_RINT=x2d.is_cuda, HAS_RESIDUAL=residual is not None, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return v_th, row_max

@@ -10,8 +10,9 @@ from sb_neurons.validation import check_tensor
 
 from ..dispatch import Backend, lazy_jit, resolve_backend, sm_count
 from ..spike_quant import quantize_rows
-from .accumulate import _channel_scaled, _close_group, _exact_rows_acc, _finish_rows
+from .accumulate import _channel_scaled, _close_group, _exact_rows_acc, _finish_rows, _residual_acc
 from .reference import INT8_MAX, _check_weight, split_int8_digits
+from .residual import ResidualCodes
 from .tiles import SHARED_BYTES, _tile_config
 
 try:
@@ -31,11 +32,11 @@ if tl is not None:
 
     @lazy_jit
     def _w8a_gemm_kernel(
-        a_ptr, w_ptr, vth_ptr, scale_ptr, bias_ptr, out_ptr,
+        a_ptr, w_ptr, vth_ptr, scale_ptr, bias_ptr, out_ptr, rptr_ptr, rcol_ptr, rval_ptr,
         M, N, stride_ad, stride_am, stride_wn, stride_sn, stride_om, n_groups,
         N_DIGITS: tl.constexpr, GROUP_TILES: tl.constexpr,
         BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr,
-        HAS_BIAS: tl.constexpr, OUT_INT32: tl.constexpr, PER_CHANNEL: tl.constexpr,
+        HAS_BIAS: tl.constexpr, OUT_INT32: tl.constexpr, PER_CHANNEL: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
     ):
         # Grouped launch order: GROUP_M row blocks share each column block's weights in L2.
         pid = tl.program_id(0)
@@ -72,6 +73,11 @@ if tl is not None:
                 acc, group_int = _close_group(acc, group_int, kt, scale_ptr, offs_n, stride_sn, mask_n, GROUP_TILES)
         if PER_CHANNEL and not OUT_INT32:
             acc = _channel_scaled(group_int, scale_ptr, offs_n, stride_sn, mask_n)
+        if HAS_RESIDUAL:  # weight codes past int8, on the low digit (rows past 127 are redone from x)
+            acc += _residual_acc(
+                a_ptr + offs_m.to(tl.int64)[:, None] * stride_am, mask_m, 0.0, offs_n, mask_n, rptr_ptr, rcol_ptr,
+                rval_ptr, scale_ptr, stride_sn, GROUP_TILES * BK, 0.0, 0.0, 0, 1, BM, BN, False, False, False, False,
+            )
 
         out_ptrs = out_ptr + offs_m.to(tl.int64)[:, None] * stride_om + offs_n[None, :]
         mask = mask_m[:, None] & mask_n[None, :]
@@ -103,11 +109,11 @@ if tl is not None:
 
     @lazy_jit
     def _w8a_wide_rows_kernel(
-        x_ptr, w_ptr, vth_ptr, rowmax_ptr, idx_ptr, count_ptr, scale_ptr, bias_ptr, out_ptr,
-        M, N, stride_xm, stride_wn, stride_sn, stride_om, n_groups, clamp_low, clamp_high,
+        x_ptr, w_ptr, vth_ptr, rowmax_ptr, idx_ptr, count_ptr, scale_ptr, bias_ptr, out_ptr, rptr_ptr, rcol_ptr,
+        rval_ptr, M, N, stride_xm, stride_wn, stride_sn, stride_om, n_groups, clamp_low, clamp_high,
         GROUP_TILES: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
         HAS_BIAS: tl.constexpr, PER_CHANNEL: tl.constexpr, CLAMP: tl.constexpr, USE_RINT: tl.constexpr,
-        DIRECT: tl.constexpr,
+        DIRECT: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
     ):
         # Persistent: the grid's programs share the (listed rows x column blocks) tiles; with no listed
         # row there is no tile and every program returns at once. DIRECT (M <= BM): no list, the
@@ -141,6 +147,11 @@ if tl is not None:
                 x_rows, listed, v_th, w_cols, mask_n, scale_ptr, offs_n, stride_sn, n_groups, clamp_low, clamp_high,
                 many_digits, GROUP_TILES, BM, BN, BK, PER_CHANNEL, CLAMP, USE_RINT, False,
             )
+            if HAS_RESIDUAL:
+                acc += _residual_acc(
+                    x_rows, listed, v_th, offs_n, mask_n, rptr_ptr, rcol_ptr, rval_ptr, scale_ptr, stride_sn,
+                    GROUP_TILES * BK, clamp_low, clamp_high, 0, 1, BM, BN, True, False, CLAMP, USE_RINT,
+                )
             y = _finish_rows(acc, v_th, row_max, bias_ptr, offs_n, mask_n, HAS_BIAS)
             out_ptrs = out_ptr + rows[:, None] * stride_om + offs_n[None, :]
             tl.store(out_ptrs, y.to(out_ptr.dtype.element_ty), mask=listed[:, None] & mask_n[None, :])
@@ -154,10 +165,12 @@ def _launch_gemm(
     bias: torch.Tensor | None,
     out: torch.Tensor,
     config: dict[str, int] | None = None,
+    residual: ResidualCodes | None = None,
 ) -> torch.Tensor:
     """``digits`` int8 ``[n_digits, M, K]`` (contiguous), ``weight`` int8
     ``[N, K]``, ``scales2d`` float32 ``[N, G]``; writes ``out [M, N]`` (int32: the raw integer products,
-    G must be 1). ``config`` overrides the tile shapes of :func:`_tile_config` (benchmark sweeps)."""
+    G must be 1, no residual). ``config`` overrides the tile shapes of :func:`_tile_config` (benchmark
+    sweeps). ``residual``: the weight codes past int8, applied to digit 0 (one-digit calls)."""
     n_digits, rows, width = digits.shape
     cols = weight.shape[0]
     groups = scales2d.shape[1]
@@ -168,11 +181,15 @@ def _launch_gemm(
     cfg["num_stages"] = max(1, min(cfg["num_stages"], SHARED_BYTES // stage_bytes))
     bm, bn, bk = cfg["BM"], cfg["BN"], cfg["BK"]
     grid = (triton.cdiv(rows, bm) * triton.cdiv(cols, bn),)
+    if residual is not None and (n_digits != 1 or out.dtype == torch.int32):
+        raise ValueError("a residual applies to one-digit calls with a float output")
+    rptr, rcol, rval = _residual_args(residual, scales2d)
     _w8a_gemm_kernel[grid](
-        digits, weight, v_th, scales2d, bias if bias is not None else scales2d, out,
+        digits, weight, v_th, scales2d, bias if bias is not None else scales2d, out, rptr, rcol, rval,
         rows, cols, digits.stride(0), digits.stride(1), weight.stride(0), scales2d.stride(0), out.stride(0), groups,
         N_DIGITS=n_digits, GROUP_TILES=group // bk, BM=bm, BN=bn, BK=bk, GROUP_M=cfg["GROUP_M"],
         HAS_BIAS=bias is not None, OUT_INT32=out.dtype == torch.int32, PER_CHANNEL=groups == 1,
+        HAS_RESIDUAL=residual is not None,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return out
@@ -204,24 +221,32 @@ def int8_matmul_int32(counts: torch.Tensor, weight_int8: torch.Tensor, *, backen
     return _launch_gemm(digits, weight_int8.contiguous(), v_th, ones, None, out)
 
 
+def _residual_args(residual: ResidualCodes | None, stand_in: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The residual's three CSR tensors as kernel arguments (``stand_in`` for each, never read, without one)."""
+    if residual is None:
+        return stand_in, stand_in, stand_in
+    return residual.row_ptr, residual.columns, residual.values
+
+
 def _linear_two_pass(
-    x2d, weight, scales2d, bias, k, bounds, out, config=None, gemm: str = "triton"
+    x2d, weight, scales2d, bias, k, bounds, out, config=None, gemm: str = "triton", residual=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prefill: quantization kernel (int8 ``d0``), GEMM on ``d0`` (``gemm``: Triton's, or with
     ``"cutlass"`` the warp-specialized CuTe DSL kernel of :mod:`~sb_kernels.w8aspike.hopper`), then the
-    rows past 127 recomputed exactly by :func:`_launch_wide_rows`; returns ``(v_th, row_max)``."""
+    rows past 127 recomputed exactly by :func:`_launch_wide_rows`; returns ``(v_th, row_max)``.
+    ``residual``: the weight codes past int8 (the Triton GEMM only)."""
     codes = quantize_rows(x2d, k, bounds, torch.int8)
     if gemm == "cutlass":
         from .hopper import hopper_w8a_gemm
 
         hopper_w8a_gemm(codes.counts, weight, codes.v_th, scales2d.T.contiguous(), bias, out)
     else:
-        _launch_gemm(codes.counts.unsqueeze(0), weight, codes.v_th, scales2d, bias, out, config)
-    _launch_wide_rows(x2d, weight, codes.v_th, codes.row_max, scales2d, bias, bounds, out)
+        _launch_gemm(codes.counts.unsqueeze(0), weight, codes.v_th, scales2d, bias, out, config, residual)
+    _launch_wide_rows(x2d, weight, codes.v_th, codes.row_max, scales2d, bias, bounds, out, residual)
     return codes.v_th, codes.row_max
 
 
-def _launch_wide_rows(x2d, weight, v_th, row_max, scales2d, bias, bounds, out) -> None:
+def _launch_wide_rows(x2d, weight, v_th, row_max, scales2d, bias, bounds, out, residual=None) -> None:
     """Overwrite the rows of ``out`` whose ``row_max`` exceeds 127 (or is non-finite) with their exact
     value, all on the device: a one-program kernel lists them (past 16 rows), a persistent kernel
     recomputes them."""
@@ -244,10 +269,11 @@ def _launch_wide_rows(x2d, weight, v_th, row_max, scales2d, bias, bounds, out) -
         _wide_rows_kernel[(1,)](row_max, index, count, rows, BLOCK=WIDE_ROWS_BLOCK, num_warps=8)
     programs = min(programs, triton.cdiv(rows, bm) * triton.cdiv(cols, bn))
     low, high = _clamp_args(bounds)
+    rptr, rcol, rval = _residual_args(residual, scales2d)
     _w8a_wide_rows_kernel[(programs,)](
         x2d, weight, v_th, row_max, index, count, scales2d, bias if bias is not None else scales2d, out,
-        rows, cols, x2d.stride(0), weight.stride(0), scales2d.stride(0), out.stride(0), groups, low, high,
+        rptr, rcol, rval, rows, cols, x2d.stride(0), weight.stride(0), scales2d.stride(0), out.stride(0), groups, low, high,
         GROUP_TILES=group // bk, BM=bm, BN=bn, BK=bk,
         HAS_BIAS=bias is not None, PER_CHANNEL=groups == 1, CLAMP=bounds is not None, USE_RINT=compiled,
-        DIRECT=direct, num_warps=warps, num_stages=stages,
+        DIRECT=direct, HAS_RESIDUAL=residual is not None, num_warps=warps, num_stages=stages,
     )

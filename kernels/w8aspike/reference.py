@@ -17,6 +17,7 @@ from sb_neurons.spike import ClampSpec, resolve_clamp
 from sb_neurons.validation import check_float_tensor, check_positive, check_same_device, check_tensor
 
 from ..spike_quant import check_rows_finite
+from .residual import ResidualCodes, weight_codes
 
 INT8_MAX = 127
 INT32_MAX = 2**31 - 1
@@ -76,20 +77,39 @@ def _check_bias(bias: object, cols: int, check_finite: bool = True) -> torch.Ten
     return b
 
 
-def dequantize_weight(weight_int8: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``weight_int8 * scales`` per group, as ``dtype`` ``[N, K]`` (what the release's simulated path multiplies by)."""
+def check_residual(residual: object, weight_int8: torch.Tensor, canonical: bool = True) -> ResidualCodes | None:
+    """``residual`` (None or a :class:`ResidualCodes`) checked against ``weight_int8`` ``[N, K]``: its shape
+    and device, and with ``canonical`` its canonical form (a host read; the kernel path skips it)."""
+    if residual is None:
+        return None
+    if not isinstance(residual, ResidualCodes):
+        raise TypeError(f"residual must be None or a ResidualCodes, got {type(residual).__name__}")
+    if canonical:
+        residual.check_against(weight_int8)
+    elif (residual.out_features, residual.in_features) != tuple(weight_int8.shape) or residual.device != weight_int8.device:
+        raise ValueError(f"residual is for [N, K] = [{residual.out_features}, {residual.in_features}] on {residual.device}, "
+                         f"but weight_int8 is {list(weight_int8.shape)} on {weight_int8.device}")
+    return residual if residual.nnz else None
+
+
+def dequantize_weight(
+    weight_int8: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.float32, residual: ResidualCodes | None = None
+) -> torch.Tensor:
+    """``(weight_int8 + R) * scales`` per group, as ``dtype`` ``[N, K]``: the release's ``round(w / s) * s``
+    (what its simulated path multiplies by), computed in float32 (every code times its scale, rounded once)."""
     cols, width, groups = _check_weight_and_scales(weight_int8, scales)
-    grouped = weight_int8.reshape(cols, groups, width // groups).to(torch.float32) * scales
+    residual = check_residual(residual, weight_int8)
+    grouped = weight_codes(weight_int8, residual).reshape(cols, groups, width // groups).to(torch.float32) * scales
     return grouped.reshape(cols, width).to(dtype)
 
 
-def _scaled_matmul(counts, v_th, weight_int8, scales, bias):
+def _scaled_matmul(counts, v_th, weight_int8, scales, bias, residual=None):
     """``(counts * v_th) @ (weight_int8 * scales).T + bias`` in ``v_th``'s dtype.
 
     The left factor is made contiguous first: the matmul's summation order follows its strides, so any
     layout of ``x`` gives, to the bit, its contiguous copy's result."""
     compute = v_th.dtype
-    weight = dequantize_weight(weight_int8, scales, torch.float32).to(compute)
+    weight = dequantize_weight(weight_int8, scales, torch.float32, residual).to(compute)
     y = (counts * v_th).contiguous() @ weight.T
     if bias is not None:
         y = y + bias.to(compute)
@@ -104,9 +124,11 @@ def w8aspike_linear_reference(
     *,
     k: float = 3.0,
     clamp: ClampSpec = None,
+    residual: ResidualCodes | None = None,
 ) -> torch.Tensor:
-    """``(counts * v_th) @ (weight_int8 * scales).T + bias`` in float32 (float64 for float64 ``x``),
-    cast to ``x.dtype``; ``counts, v_th = sb_neurons.spike_count(x, k, -1, clamp)`` (``x`` finite).
+    """``(counts * v_th) @ ((weight_int8 + R) * scales).T + bias`` in float32 (float64 for float64 ``x``),
+    cast to ``x.dtype``; ``counts, v_th = sb_neurons.spike_count(x, k, -1, clamp)`` (``x`` finite), ``R``
+    the codes past int8 (``residual``, :mod:`~sb_kernels.w8aspike.residual`; None: none).
 
     Arguments as :func:`w8aspike_linear`, checked the same way (all on one device; ``scales`` and ``bias``
     finite). Any layout of ``x`` gives its contiguous copy's result, to the bit."""
@@ -118,11 +140,12 @@ def w8aspike_linear_reference(
         raise ValueError("x must have shape [..., K]")
     cols, _, _ = _check_weight_and_scales(weight_int8, scales, x.shape[-1])
     bias = _check_bias(bias, cols)
+    residual = check_residual(residual, weight_int8)
     counts, v_th = spike_count(x, k, -1, clamp)
-    return _scaled_matmul(counts, v_th, weight_int8, scales, bias).to(x.dtype)
+    return _scaled_matmul(counts, v_th, weight_int8, scales, bias, residual).to(x.dtype)
 
 
-def _torch_linear(x, weight_int8, scales, bias, k, clamp, check) -> torch.Tensor:
+def _torch_linear(x, weight_int8, scales, bias, k, clamp, check, residual=None) -> torch.Tensor:
     """The reference with the kernel's conventions for bad rows: NaN rows, or errors with ``check``."""
     rows_finite = torch.isfinite(x).all(dim=-1, keepdim=True)
     if check:
@@ -131,7 +154,7 @@ def _torch_linear(x, weight_int8, scales, bias, k, clamp, check) -> torch.Tensor
     largest = counts.abs().amax(dim=-1, keepdim=True)
     if check and largest.numel():
         _raise_if_flagged(float(largest.max()))
-    y = _scaled_matmul(counts, v_th, weight_int8, scales, bias).to(x.dtype)
+    y = _scaled_matmul(counts, v_th, weight_int8, scales, bias, residual).to(x.dtype)
     return torch.where(rows_finite & (largest <= INT32_MAX), y, float("nan"))
 
 

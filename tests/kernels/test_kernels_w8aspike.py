@@ -21,15 +21,19 @@ from hypothesis import strategies as st
 from kernel_testing import CUDA, DEVICES, heavy_tailed, rel_err, triton_interpreter  # noqa: F401  (autouse fixture)
 
 from sb_kernels import (
+    ResidualCodes,
     dequantize_weight,
     int8_matmul_int32,
     split_int8_digits,
+    split_weight_codes,
     w8aspike_linear,
     w8aspike_linear_reference,
+    weight_codes,
 )
 from sb_kernels import w8aspike as w8
 from sb_kernels.w8aspike import hopper
 from sb_neurons import adaptive_threshold
+from sb_neurons import spike_count as sb_spike_count
 from sb_neurons.spike import resolve_clamp
 
 # Triton's interpreter multiplies NaN/Inf rows on purpose (the error-path tests): numpy warns.
@@ -45,17 +49,29 @@ def make_layer(n, k, group, seed=0, device="cpu", bias=True, dtype=torch.float32
     return w.to(device), scales.to(device), None if b is None else b.to(device)
 
 
-def triton_linear(x, weight, scales, bias, k=3.0, clamp=None, config=None):
+def codes_past_int8(n, k, share, size, seed=0, device="cpu"):
+    """Weight codes ``[n, k]``: int8 ones, and about ``share`` of them past int8 with ``|code|`` up to
+    ``size`` (the release's checkpoint: about 1%, up to about 250), split into base codes and residual."""
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randint(-127, 128, (n, k), generator=g, dtype=torch.int32)
+    past = torch.rand(n, k, generator=g) < share
+    sign = torch.where(torch.rand(n, k, generator=g) < 0.5, -1, 1).to(torch.int32)
+    codes = torch.where(past, sign * torch.randint(128, size + 1, (n, k), generator=g, dtype=torch.int32), codes)
+    base, residual = split_weight_codes(codes)
+    return base.to(device), None if residual is None else residual.to(device), codes
+
+
+def triton_linear(x, weight, scales, bias, k=3.0, clamp=None, config=None, residual=None):
     """``w8aspike_linear`` on the Triton backend, with the ``v_th`` and row maxima its kernels used:
     the internal path it dispatches to, run again, must give the same output bit for bit."""
-    out = w8aspike_linear(x, weight, scales, bias, k=k, clamp=clamp, backend="triton")
+    out = w8aspike_linear(x, weight, scales, bias, k=k, clamp=clamp, backend="triton", residual=residual)
     n, kk = weight.shape
     x2d = x.reshape(-1, kk)
     again = torch.empty(x2d.shape[0], n, dtype=x.dtype, device=x.device)
     fused = w8._takes_one_launch(x2d.shape[0], kk, scales.reshape(n, -1).shape[1])
     path = w8._linear_fused if fused or config is not None else w8._linear_two_pass
     args = (x2d, weight, scales.reshape(n, -1).contiguous(), bias, k, resolve_clamp(clamp), again)
-    v_th, row_max = path(*args) if config is None else path(*args, config=config)
+    v_th, row_max = path(*args, config=config, residual=residual)
     assert torch.equal(again.isnan(), out.reshape(-1, n).isnan())
     assert torch.equal(again.nan_to_num(), out.reshape(-1, n).nan_to_num())
     return out, v_th, row_max
@@ -68,34 +84,44 @@ def kernel_counts(x, v_th, clamp=None):
     return counts if bounds is None else counts.clamp(*bounds)
 
 
-def exact_reference(x, v_th, weight, scales, bias, clamp=None):
-    """``v_th * sum_g s_g P_g + bias`` in float64 from the counts of the kernel's ``v_th`` (exact P_g),
-    with the error bound of float32 scaling: a few ulps of ``v_th * sum_g |s_g P_g| + |bias|``."""
+def exact_reference(x, v_th, weight, scales, bias, clamp=None, residual=None):
+    """``v_th * sum_g s_g P_g + bias`` in float64 from the counts of the kernel's ``v_th`` (exact P_g of
+    the full codes ``weight + R``), with the error bound of float32 scaling: a few ulps of
+    ``v_th * (sum_g |s_g P_g| + sum_e |s_e R_e c_e|) + |bias|`` (the base codes' group sums and the
+    residual entries, which the kernels scale and add one by one), and the number of terms summed."""
     counts2d = kernel_counts(x, v_th, clamp).double()  # float64 on x's device: exact for |P| < 2**53
     v2d = v_th.reshape(-1, 1).double()
     n, kk = weight.shape
     groups = scales.shape[1]
-    wg = weight.double().reshape(n, groups, kk // groups)
-    p = torch.einsum("mgk,ngk->mng", counts2d.reshape(-1, groups, kk // groups), wg)
+    c = counts2d.reshape(-1, groups, kk // groups)
     s = scales.double().reshape(1, n, groups)
-    y = v2d * (p * s).sum(-1)
+    p = torch.einsum("mgk,ngk->mng", c, weight.double().reshape(n, groups, kk // groups))
     magnitude = v2d * (p * s).abs().sum(-1)
+    terms = groups
+    if residual is not None:
+        r = residual.dense().double().to(x.device).reshape(n, groups, kk // groups)
+        p_residual = torch.einsum("mgk,ngk->mng", c, r)
+        p = p + p_residual
+        magnitude = magnitude + v2d * torch.einsum("mgk,ngk->mn", c.abs(), r.abs() * s.reshape(n, groups, 1))
+        terms += int((residual.row_ptr[1:] - residual.row_ptr[:-1]).max())
+    y = v2d * (p * s).sum(-1)
     if bias is not None:
         y = y + bias.double()
         magnitude = magnitude + bias.double().abs()
-    return y, magnitude
+    return y, magnitude, terms
 
 
-def assert_matches_exact(out, x, v_th, weight, scales, bias, clamp=None):
-    y, magnitude = exact_reference(x, v_th, weight, scales, bias, clamp)
+def assert_matches_exact(out, x, v_th, weight, scales, bias, clamp=None, residual=None):
+    y, magnitude, terms = exact_reference(x, v_th, weight, scales, bias, clamp, residual)
     out2d = out.reshape(-1, weight.shape[0]).double()
-    # float32 scaling (~K/group + 3 roundings) then the cast to x.dtype: one unit in the last place,
-    # since Triton's interpreter casts float32 to bfloat16 by truncation; compiled kernels round to
-    # nearest: half a unit (of the scaled sum, hence the factor 1 + eps on its error).
+    # float32 scaling (~K/group + 3 roundings, one more per residual entry of the row) then the cast to
+    # x.dtype: one unit in the last place, since Triton's interpreter casts float32 to bfloat16 by
+    # truncation; compiled kernels round to nearest: half a unit (of the scaled sum, hence the factor
+    # 1 + eps on its error).
     eps = {torch.float32: 2**-23, torch.bfloat16: 2**-7, torch.float16: 2**-10}[out.dtype]
     if out.is_cuda:
         eps /= 2
-    tol = magnitude * (scales.shape[1] + 4) * 2**-24 * (1 + eps) + y.abs() * eps + 1e-30
+    tol = magnitude * (terms + 4) * 2**-24 * (1 + eps) + y.abs() * eps + 1e-30
     assert torch.all((out2d - y).abs() <= tol), float(((out2d - y).abs() / tol).max())
 
 
@@ -105,12 +131,12 @@ def assert_v_th_is_the_rule(x, v_th, k=3.0):
     assert torch.all((v_th.double() - ref).abs() <= ref * (x.shape[-1] + 2) * 2**-24)
 
 
-def check_linear(x, weight, scales, bias, k=3.0, clamp=None):
+def check_linear(x, weight, scales, bias, k=3.0, clamp=None, residual=None):
     """Run the Triton path and assert every identity it satisfies; returns its output."""
-    out, v_th, row_max = triton_linear(x, weight, scales, bias, k, clamp)
+    out, v_th, row_max = triton_linear(x, weight, scales, bias, k, clamp, residual=residual)
     assert_v_th_is_the_rule(x, v_th, k)
     assert torch.equal(row_max, kernel_counts(x, v_th, clamp).abs().amax(dim=1))
-    assert_matches_exact(out, x, v_th, weight, scales, bias, clamp)
+    assert_matches_exact(out, x, v_th, weight, scales, bias, clamp, residual)
     return out
 
 
@@ -187,6 +213,108 @@ def test_linear_equals_exact_integer_form(device, seed, rows, group, bias, burst
     ref = w8aspike_linear_reference(x.double(), weight, scales, None if b is None else b.double(), clamp=clamp)
     if dtype == torch.float32:  # v_th may differ in its last bit from the reference's: compare loosely
         assert rel_err(out, ref) < 1e-3
+
+
+@given(codes=st.lists(st.integers(-(2**15), 2**15), min_size=1, max_size=60), width=st.integers(1, 6))
+def test_split_weight_codes_reassembles_any_codes(codes, width):
+    """``base + R == codes`` for codes of any size; the base is the clamp to +-127, the residual canonical
+    (entries of at most 127 in the code's sign where the base is +-127), None when all codes fit."""
+    rows = -(-len(codes) // width)
+    q = torch.tensor(codes + [0] * (rows * width - len(codes)), dtype=torch.int32).reshape(rows, width)
+    base, residual = split_weight_codes(q)
+    assert base.dtype == torch.int8 and torch.equal(base.int(), q.clamp(-127, 127))
+    assert torch.equal(weight_codes(base, residual), q)
+    assert (residual is None) == bool((q.abs() <= 127).all())
+    if residual is not None:
+        residual.check_against(base)  # canonical
+        assert residual.nnz == int(((q.abs() - 127).clamp(min=0) + 126).div(127, rounding_mode="floor").sum())
+
+
+def test_residual_codes_reject_bad_inputs():
+    base, residual, _ = codes_past_int8(4, 64, 0.1, 250, seed=1)
+    assert residual is not None and residual.nnz > 2
+    ptr, cols, vals = residual.row_ptr, residual.columns, residual.values
+    with pytest.raises(TypeError, match="residual.columns"):
+        ResidualCodes(ptr, cols.long(), vals, 64)
+    with pytest.raises(TypeError, match="residual.values"):
+        ResidualCodes(ptr, cols, vals.float(), 64)
+    with pytest.raises(ValueError, match=r"residual.columns must lie in \[0, in_features\)"):
+        ResidualCodes(ptr, torch.where(torch.arange(cols.numel()) == 0, 64, cols).int(), vals, 64)
+    with pytest.raises(ValueError, match="row_ptr"):
+        ResidualCodes(ptr.flip(0), cols, vals, 64)
+    with pytest.raises(ValueError, match="non-zero"):
+        ResidualCodes(ptr, cols, torch.zeros_like(vals), 64)
+    with pytest.raises(ValueError, match="non-decreasing within each row"):
+        ResidualCodes(ptr, cols.flip(0), vals.flip(0), 64)
+    # a residual that would fit int8 (its entry against the base code's sign, or where the base is not +-127)
+    with pytest.raises(ValueError, match="fits int8"):
+        ResidualCodes(ptr, cols, -vals, 64).check_against(base)
+    with pytest.raises(ValueError, match="fits int8"):
+        residual.check_against(torch.zeros_like(base))
+    with pytest.raises(ValueError, match=r"\[N, K\]"):
+        residual.check_against(base[:, :32])
+    weight, scales, _ = make_layer(4, 64, 32)
+    x = torch.randn(2, 64)
+    for backend in ("torch", "triton"):
+        with pytest.raises(TypeError, match="residual"):
+            w8aspike_linear(x, weight, scales, backend=backend, residual=(ptr, cols, vals))
+        with pytest.raises(ValueError, match="residual"):
+            w8aspike_linear(x, weight[:2], scales[:2], backend=backend, residual=residual)
+    with pytest.raises(ValueError, match="fits int8"):
+        w8aspike_linear_reference(x, torch.zeros_like(base), scales, residual=residual)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@settings(max_examples=12)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    rows=st.sampled_from([1, 3, 17, 33]),
+    group=st.sampled_from([32, None]),
+    share=st.floats(0.0, 0.05),
+    size=st.sampled_from([128, 250, 600]),
+    burst=st.sampled_from([0.0, 3000.0]),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+)
+def test_linear_with_codes_past_int8_equals_exact_integer_form(device, seed, rows, group, share, size, burst, dtype):
+    """Weight codes past int8 (the release's, unclamped: base codes plus residual) in every Triton path:
+    1 row the split-K decode kernel, 3 to 33 the GEMM epilogue, rows with bursting counts the exact redo.
+    Each equals ``v_th * sum_g s_g P_g`` of the full codes; the torch reference is the release's formula
+    ``(counts * v_th) @ (round(w / s) * s).T`` on the same codes."""
+    n, k = 40, 128
+    base, residual, codes = codes_past_int8(n, k, share, size, seed, device)
+    _, scales, b = make_layer(n, k, group, seed, device=device, dtype=dtype)
+    x = heavy_tailed((rows, k), seed, 0.5, dtype, device)
+    if burst:
+        x[::5, 7] = burst
+    out = check_linear(x, base, scales, b, residual=residual)
+    # The release's weights: round(w / s) * s computed (and shipped) in float32.
+    release = (codes.float().reshape(n, scales.shape[1], -1) * scales.cpu()).reshape(n, k).double()
+    counts, v_th = sb_spike_count(x.double().cpu(), 3.0)
+    ref = (counts * v_th) @ release.T + b.double().cpu()
+    if dtype == torch.float32:  # v_th may differ in its last bit from the float64 one: compare loosely
+        assert rel_err(out, ref) < 1e-3
+    torch_path = w8aspike_linear(x.double().cpu(), base.cpu(), scales.cpu(), b.double().cpu(), backend="torch",
+                                 residual=None if residual is None else residual.to("cpu"))
+    assert rel_err(torch_path, ref) < 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), splits=st.sampled_from([1, 2, 6]), burst=st.sampled_from([0.0, 3000.0]))
+def test_split_k_decode_with_codes_past_int8(device, seed, splits, burst):
+    """The decode kernel's SPLITS programs share each column block's residual entries: together they add
+    every entry once, whatever slice of K it falls in."""
+    n, k, group = 40, 192, 32
+    base, residual, _ = codes_past_int8(n, k, 0.05, 250, seed, device)
+    _, scales, b = make_layer(n, k, group, seed, device=device)
+    x = heavy_tailed((1, k), seed, 0.5, device=device)
+    if burst:
+        x[0, seed % k] = burst * x.abs().mean()
+    out = torch.full((1, n), 7.0, device=device)
+    cfg = dict(BN=16, BK=32, num_warps=1, num_stages=1, SPLITS=splits)
+    v_th, _ = w8._linear_fused(x, base, scales.reshape(n, -1).contiguous(), b, 3.0, None, out, config=cfg, residual=residual)
+    assert not bool(w8._arrival_counters(x.device).any())
+    assert_matches_exact(out, x, v_th, base, scales, b, residual=residual)
 
 
 @pytest.mark.parametrize("rows", [2, 20])

@@ -10,6 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sb_layers import SpikeCoding, SpikingLinear, WeightQuantizer, resolve_linear_backend
+from sb_kernels import weight_codes
 from sb_neurons import CODEC_NAMES, get_codec, spike_count
 from strategies import names
 
@@ -259,23 +260,46 @@ def test_triton_backend_equals_torch_backend_in_the_interpreter():
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_int8_weight_is_kept_until_the_weight_or_scales_change():
+def test_int8_codes_are_kept_until_the_weight_or_scales_change():
     torch.manual_seed(9)
     layer = SpikingLinear(64, 8, coding=SpikeCoding(weight_bits=8, group_size=32))
-    first = layer.int8_weight()
-    assert first.dtype == torch.int8 and torch.equal(first, layer.weight_quantizer.quantize(layer.weight))
-    assert layer.int8_weight() is first
+    first, residual = layer.int8_codes()
+    assert residual is None  # max-abs scales: every code fits int8
+    assert first.dtype == torch.int8 and torch.equal(first.int(), layer.weight_quantizer.quantize(layer.weight))
+    assert layer.int8_codes()[0] is first
     with torch.no_grad():
         layer.weight.mul_(-1.0)  # in-place update, same storage
-    flipped = layer.int8_weight()
+    flipped = layer.int8_codes()[0]
     assert flipped is not first and torch.equal(flipped, -first)
-    layer.load_state_dict({**layer.state_dict(), "weight_quantizer.scales": layer.weight_quantizer.scales * 2})
-    assert torch.equal(layer.int8_weight(), layer.weight_quantizer.quantize(layer.weight))
+    layer.load_state_dict({**layer.state_dict(), "weight_quantizer.scales": layer.weight_quantizer.scales / 2})
+    base, residual = layer.int8_codes()  # halved scales: the largest codes pass int8 and are kept exactly
+    assert residual is not None and residual.nnz > 0
+    assert torch.equal(weight_codes(base, residual), layer.weight_quantizer.quantize(layer.weight))
     layer.weight = torch.nn.Parameter(torch.randn(8, 64))
     layer.calibrate_weight_scales()
-    assert torch.equal(layer.int8_weight(), layer.weight_quantizer.quantize(layer.weight))
+    assert torch.equal(layer.int8_codes()[0].int(), layer.weight_quantizer.quantize(layer.weight))
     with pytest.raises(RuntimeError, match="weight quantization"):
-        SpikingLinear(64, 8).int8_weight()
+        SpikingLinear(64, 8).int8_codes()
+
+
+@given(seed=st.integers(0, 10_000), shrink=st.floats(0.3, 1.0), group=st.sampled_from([None, 8, 32]))
+def test_release_rule_keeps_codes_past_int8_and_clip_clamps_them(seed, shrink, group):
+    """Scales below max|w| / 127 (as the release's are) put codes past int8: kept as round(w / s) by
+    default, in the fake-quant weight and in the int8 codes alike; clamped to +-127 only with clip."""
+    w = torch.randn(4, 64, generator=torch.Generator().manual_seed(seed))
+    kept, clipped = WeightQuantizer(4, 64, 8, group), WeightQuantizer(4, 64, 8, group, clip=True)
+    kept.calibrate(w)
+    kept.scales.mul_(shrink)
+    clipped.scales.copy_(kept.scales)
+    scales = kept.scales.repeat_interleave(kept.group_size, 1).reshape(4, 64)
+    exact = torch.round(w / scales)  # the release's codes, no clamp
+    assert torch.equal(kept.quantize(w), exact.int())
+    assert torch.equal(kept.fake_quantize(w), exact * scales)
+    base, residual = kept.int8_codes(w)
+    assert torch.equal(weight_codes(base, residual), exact.int())
+    assert (residual is None) == bool((exact.abs() <= 127).all())
+    assert torch.equal(clipped.quantize(w), exact.clamp(-127, 127).int())
+    assert clipped.int8_codes(w)[1] is None
 
 
 def test_triton_backend_refuses_to_train():

@@ -98,6 +98,28 @@ def test_spiking_layers_coding_alike_share_one_w8aspike_call(monkeypatch):
         assert merged(recording, x) is None  # statistics are recorded per layer
 
 
+def test_merged_spiking_layers_keep_their_codes_past_int8(monkeypatch):
+    """Scales below max|w| / 127 (as the release's): each layer's codes past int8 travel with the stacked
+    int8 weights (their residuals offset by the rows above) and the merged call equals the layers' own
+    torch path, the release's formula with no clamp."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    pytest.importorskip("triton")
+    owner = spiking_layers()
+    with torch.no_grad():
+        owner.k_proj.weight_quantizer.scales.mul_(0.6)  # the largest codes of every group pass 127
+    x = torch.randn(1, 1, 64)
+    with torch.no_grad():
+        k, v = merged(owner, x)
+        torch_k = owner.k_proj.weight_quantizer.fake_quantize(owner.k_proj.weight)  # no clamp: round(w / s) * s
+        for layer in (owner.k_proj, owner.v_proj):
+            layer.coding = SpikeCoding(**{**layer.coding.to_dict(), "backend": "torch"})
+        want_k, want_v = owner.k_proj(x), owner.v_proj(x)
+    assert owner.k_proj.int8_codes()[1] is not None and owner.v_proj.int8_codes()[1] is None
+    assert float((torch_k - owner.k_proj.weight).abs().max()) <= float(owner.k_proj.weight_quantizer.scales.max()) / 2
+    torch.testing.assert_close(k, want_k, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(v, want_v, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize(

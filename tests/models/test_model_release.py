@@ -21,6 +21,7 @@ from sb_layers.models.spikingbrain import (
     checkpoint_shapes,
     save_released_checkpoint,
 )
+from sb_layers import spiking_layers, weight_code_stats
 from sb_layers.spiking_linear import SpikeCoding, SpikingLinear
 
 HIDDEN, HEADS, KV_HEADS, INTER, VOCAB, LAYERS = 32, 4, 2, 48, 101, 4
@@ -139,6 +140,95 @@ def test_released_w8aspike_layout_loads_with_scales_and_merged_gate(tmp_path):
             torch.testing.assert_close(state[name], tensor.float(), rtol=0, atol=0, msg=name)
     with torch.no_grad():
         assert torch.isfinite(model(torch.randint(3, VOCAB, (1, 7))).logits).all()
+
+
+def write_released_w8aspike_past_int8(directory, share: float = 0.01, largest: int = 250, group: int = 16):
+    """A W8ASpike checkpoint in the release's layout (float32 weights and scales) whose scales put about
+    ``share`` of the codes ``round(w / s)`` past int8, up to ``|code| = largest``, as the published
+    checkpoint's do: every stored weight is ``code * s`` plus noise below a quarter scale."""
+    tensors = write_released_checkpoint(directory, w8aspike=True, group=group)
+    gen = torch.Generator().manual_seed(1)
+    for name in [n for n in tensors if n.endswith(".weight_quantizer.scales")]:
+        weight_name = name.replace(".weight_quantizer.scales", ".weight")
+        out_features, in_features = tensors[weight_name].shape
+        scales = torch.rand(out_features, in_features // group, 1, generator=gen) * 2e-3 + 1e-3
+        codes = torch.randint(-127, 128, (out_features, in_features), generator=gen)
+        past = torch.rand(out_features, in_features, generator=gen) < share
+        wide = torch.randint(128, largest + 1, (out_features, in_features), generator=gen)
+        codes = torch.where(past, wide * torch.where(codes < 0, -1, 1), codes)
+        noise = (torch.rand(out_features, in_features, generator=gen) - 0.5) * 0.5
+        grouped = ((codes + noise).reshape(out_features, -1, group) * scales).reshape(out_features, in_features)
+        tensors[weight_name], tensors[name] = grouped.float(), scales
+    for file in directory.glob("*.safetensors"):
+        file.unlink()
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    (directory / "model.safetensors.index.json").unlink()
+    return tensors
+
+
+def release_formula_logits(tensors, ids, group: int = 16) -> torch.Tensor:
+    """The release's W8ASpike forward in float64 from its stored tensors: every spike-coded projection's
+    weight is ``round(w / s) * s`` computed in float32 with no clamp (what the release's quantizer does),
+    activations spike-coded, keys and values int8 per head vector: our model with weight quantization off
+    runs on those weights (its spiking activations and int8 KV are tested on their own elsewhere)."""
+    config = SpikingBrainConfig(**{k: v for k, v in RELEASED_CONFIG.items() if k not in ("architectures", "auto_map", "model_type", "torch_dtype")})
+    config.spiking, config.coding, config.gla_gate, config.spike_down_proj = True, {"weight_bits": None}, "merged", False
+    config.spike_attention = True
+    model = SpikingBrainForCausalLM(config).to(torch.float64).eval()
+    state = {}
+    for name, tensor in tensors.items():
+        if name.endswith(".weight_quantizer.scales"):
+            continue
+        scales = tensors.get(name.removesuffix(".weight") + ".weight_quantizer.scales")
+        if name.endswith(".weight") and scales is not None and ".mlp.down_proj." not in name:
+            w = tensor.float()
+            out_features, in_features = w.shape
+            codes = torch.round(w.reshape(out_features, -1, group) / scales)  # float32, no clamp
+            tensor = (codes * scales).reshape(out_features, in_features)
+        state[name] = tensor.double()
+    model.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def test_released_w8aspike_codes_past_int8_load_exactly(tmp_path, caplog):
+    """About 1% of the weight codes past int8, up to +-250: our model's logits equal the release's formula
+    within 1e-6 relative, the loading log and the spike report say how many codes passed int8, and a
+    model that clamps the codes (the bug this replaces) is far off."""
+    from transformers.utils import logging as hf_logging
+
+    tensors = write_released_w8aspike_past_int8(tmp_path)
+    ids = torch.randint(3, VOCAB, (2, 11), generator=torch.Generator().manual_seed(3))
+    want = release_formula_logits(tensors, ids)
+    hf_logging.set_verbosity_info()
+    try:
+        with caplog.at_level("INFO"):
+            model = SpikingBrainForCausalLM.from_pretrained(tmp_path, dtype=torch.float64).eval()
+    finally:
+        hf_logging.set_verbosity_warning()
+    with torch.no_grad():
+        got = model(ids).logits
+    assert float((got - want).norm() / want.norm()) < 1e-6
+    stats = weight_code_stats(model)
+    assert len(stats) == 4 * 4 + 4 * 2 + 2  # q/k/v/o and gate/up of 4 layers, the 2 merged GLA gates
+    share = sum(s.past_int8 for s in stats.values()) / sum(s.codes for s in stats.values())
+    assert 0.005 < share < 0.02 and max(s.largest for s in stats.values()) <= 250
+    assert "weight codes past int8" in caplog.text and f"largest |code| {max(s.largest for s in stats.values())}" in caplog.text
+    report = record_and_report(model, ids)
+    assert report.layers["model.layers.0.mlp.gate_proj"].weight_codes == stats["model.layers.0.mlp.gate_proj"]
+    assert "weight codes past int8" in report.format()
+    for layer in spiking_layers(model).values():  # the bug this replaces: codes clamped to +-127
+        layer.weight_quantizer.clip = True
+    with torch.no_grad():
+        clamped = model(ids).logits
+    assert float((clamped - want).norm() / want.norm()) > 1e-3
+
+
+def record_and_report(model, ids):
+    from sb_layers.models.spikingbrain import record_spike_statistics, spike_report
+
+    record_spike_statistics(model, [ids], progress=False)
+    return spike_report(model)
 
 
 def test_writer_produces_the_released_layout_and_round_trips(tmp_path):

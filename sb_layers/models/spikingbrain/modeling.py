@@ -29,6 +29,7 @@ from torch import nn
 from transformers import AutoConfig, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPast, MoeCausalLMOutputWithPast
+from transformers.utils import logging
 
 from sb_layers._deprecation import module_aliases
 from sb_layers.blocks import HybridBlock, ParallelMixer
@@ -36,6 +37,7 @@ from sb_layers.feed_forward import GLUMLP, MoE
 from sb_layers.linear_attention import GatedLinearAttention
 from sb_layers.rms_norm import RMSNorm
 from sb_layers.sinks import SinkTokens
+from sb_layers.report import format_weight_code_stats, weight_code_stats
 from sb_layers.sliding_window import SlidingWindowAttention
 from sb_layers.spiking_linear import SpikingLinear
 
@@ -43,6 +45,8 @@ from .cache import SpikingBrainCache
 from .cache_names import CACHE_NAMES, GENERATE_CACHE_KEY, OUTPUT_CACHE_FIELD, output_cache, resolve_cache
 from .configuration import GLASwaConfig, SpikingBrainConfig
 from .layout import adapt_config_to_checkpoint, check_checkpoint_shapes, weight_file_shapes
+
+logger = logging.get_logger(__name__)
 
 try:
     from transformers.modeling_utils import slice_logits_to_keep
@@ -203,7 +207,12 @@ class SpikingBrainPreTrainedModel(PreTrainedModel):
                 if found is not None:
                     expected = cls.build(copy.deepcopy(kwargs["config"]), device="meta").state_dict()
                     check_checkpoint_shapes({name: tuple(t.shape) for name, t in expected.items()}, found, cls.base_model_prefix)
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        codes = weight_code_stats(model)
+        if codes:  # int8 weight groups: say how many codes the checkpoint puts past int8 (kept exactly)
+            logger.info("%s: %s", pretrained_model_name_or_path, format_weight_code_stats(codes))
+        return loaded
 
     @classmethod
     def build(cls, config: SpikingBrainConfig, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
