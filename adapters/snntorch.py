@@ -9,26 +9,31 @@ cleared by ``snntorch.utils.reset(net)`` or ``init_leaky()``.
 
 Defaults are ``snntorch.Leaky``'s (``beta`` required, ``threshold=1.0``, ``reset_mechanism="subtract"``,
 ``spike_grad=None`` (atan), ``init_hidden=False``, ``reset_delay=True``, ...), and with them, or any
-float threshold, ``SBLeaky`` is ``Leaky`` spike for spike (tested with explicit ``mem`` and with
-``init_hidden``). The adaptive threshold is switched on by one argument, ``threshold="first_step"``: the
-neuron takes ``v_th = mean(|x_0|, dim) / k`` (clamped to ``[1e-5, 1e4]``, one per sample row by default)
-from the first input after a reset and keeps it for the sequence, SpikingBrain's ``threshold="first_step"``
-of :mod:`sb_neurons.neurons` (same name).
+float threshold, ``SBLeaky`` is ``Leaky`` spike for spike and gradient for gradient (the same operations
+in the same order; tested with explicit ``mem`` and with ``init_hidden``). The adaptive threshold is
+switched on by one argument, ``threshold="first_step"``: each sample row takes
+``v_th = mean(|x_t|, dim) / k`` (clamped to ``[1e-5, 1e4]``, one per sample row by default) from its first
+step after a reset that carries input, and keeps it for the sequence (SpikingBrain's
+``threshold="first_step"`` of :mod:`sb_neurons`, :func:`sb_neurons.first_input_threshold`).
 
-Behaviour change (this release): ``threshold`` used to default to the adaptive threshold, spelled
-``"adaptive"``; it now defaults to 1.0 as in ``Leaky``, and the adaptive rule is spelled ``"first_step"``
-as in :mod:`sb_neurons` and :class:`sb_adapters.spikingjelly.SBLIFNode`. ``"adaptive"`` is still accepted,
-with a ``DeprecationWarning``.
+A silent first step. Rate-coded input (``snntorch.spikegen.rate``) often starts with an all-zero step for
+some samples; ``mean|x_0| / k`` of it would be the 1e-5 floor, under which the neuron fires at every later
+step. So a row that has carried no input yet holds a pending threshold (``torch.finfo(dtype).max``: it
+cannot fire) and takes its threshold at its first step with input. Finding whether rows are still
+pending reads one flag back to the host per step until every row has had input (on a GPU, a
+synchronization on those steps only).
 
 State and batch size: an explicit ``mem`` of ``input_``'s shape continues the sequence; an all-zero one of
 another shape (what ``init_leaky()`` / ``reset_mem()`` return) starts a new one; a non-zero ``mem`` of
 another shape (a membrane of another batch) raises ``ValueError`` (snnTorch would silently zero it). A stored
 membrane (``init_hidden=True``) whose shape differs from ``input_``'s starts a new sequence, as in snnTorch:
-zero membrane and, for ``"first_step"``, a new threshold. ``input_`` must be a finite floating tensor
-(``TypeError`` for bool / integer tensors, ``ValueError`` for NaN / Inf).
+zero membrane and, for ``"first_step"``, a new threshold. ``input_`` must be a floating tensor (``TypeError`` for
+bool / integer tensors); its values are not checked at each step, which would read every step back to the
+host: NaN or Inf propagates into ``mem`` as in ``Leaky`` (the adaptive threshold of a row is checked
+once, when it is set, and a non-finite one raises ``ValueError``).
 
 Dynamics: snnTorch's ``Leaky`` with the default ``reset_delay=True``, which are those of
-:func:`sb_neurons.multistep_neuron_forward` with ``decay = beta``:
+:func:`sb_neurons.multistep_neuron_forward` with ``decay = beta`` (tested):
 ``mem_t = beta * mem_{t-1} - v_th * s_{t-1} + x_t`` (subtract), ``beta * (1 - s_{t-1}) * mem_{t-1} + x_t``
 (zero), ``beta * mem_{t-1} + x_t`` (none); ``s_t = H(mem_t - v_th)``; the reset is detached from the graph
 as in snnTorch. ``mem`` is the potential before the reset of its own spike, as snnTorch returns it.
@@ -42,22 +47,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-import warnings
-
 import snntorch
 import torch
 
-from sb_neurons import adaptive_threshold, heaviside, multistep_neuron_forward
+from sb_neurons import first_input_threshold, heaviside, pending_threshold
 from sb_neurons.validation import check_float_tensor, check_positive, normalize_dims
-
-_RESET_MODES = {"subtract": "soft", "zero": "hard"}
 
 
 class SBLeaky(snntorch.Leaky):
     """``snntorch.Leaky`` with SpikingBrain's adaptive threshold (``threshold="first_step"``).
 
-    With ``Leaky``'s arguments it is ``Leaky``. Behaviour change: ``threshold`` defaulted to the adaptive
-    threshold (``"adaptive"``) before; it now defaults to ``Leaky``'s 1.0.
+    With ``Leaky``'s arguments it is ``Leaky``.
 
     Args:
         beta: membrane decay in ``(0, 1]`` (a float or tensor; learnable with ``learn_beta``), required as
@@ -65,7 +65,7 @@ class SBLeaky(snntorch.Leaky):
         k: ``k > 0`` of the adaptive threshold ``mean|x_0| / k`` (``"first_step"`` only); larger k, lower
             threshold, more spikes.
         threshold: a fixed float ``> 0`` (default 1.0 as ``Leaky``; learnable with ``learn_threshold``) or
-            ``"first_step"`` (SpikingBrain's adaptive threshold; ``"adaptive"`` is its deprecated alias).
+            ``"first_step"`` (SpikingBrain's adaptive threshold, set per row at its first step with input).
         spike_grad: an ``snntorch.surrogate`` function (default ``atan()``, as snnTorch).
         surrogate_disable: Heaviside forward and zero gradient (no surrogate).
         init_hidden: keep the membrane inside the module; ``forward(x)`` then returns ``spk`` only.
@@ -83,7 +83,8 @@ class SBLeaky(snntorch.Leaky):
         dim: dimension(s) of the input sharing one adaptive threshold (default the last; never 0).
 
     Shapes: ``input_`` ``[B, *]`` per time step; ``spk`` and ``mem`` have its shape. State: ``mem`` and
-    ``v_th`` (the adaptive threshold in use, ``None`` until the first step of a sequence).
+    ``v_th`` (the adaptive threshold in use, ``None`` until the first step of a sequence; a row without
+    input so far holds :func:`sb_neurons.pending_threshold`).
     """
 
     def __init__(
@@ -106,13 +107,6 @@ class SBLeaky(snntorch.Leaky):
         dim: int | tuple[int, ...] = -1,
     ) -> None:
         adaptive = isinstance(threshold, str)
-        if adaptive and threshold == "adaptive":
-            warnings.warn(
-                "SBLeaky(threshold='adaptive') is renamed threshold='first_step' (the name sb_neurons and SBLIFNode use)",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            threshold = "first_step"
         if adaptive and threshold != "first_step":
             raise ValueError(f"threshold must be a float > 0 or 'first_step', got {threshold!r}")
         if adaptive and learn_threshold:
@@ -150,6 +144,7 @@ class SBLeaky(snntorch.Leaky):
         self.dim = dim
         self.adaptive = adaptive
         self.v_th: torch.Tensor | None = None
+        self._pending = False  # some row of the sequence has carried no input yet
         if adaptive:
             # A first_step neuron has no scalar threshold: code reading one must fail, not use a placeholder.
             del self.threshold
@@ -176,38 +171,40 @@ class SBLeaky(snntorch.Leaky):
     def _threshold(self, input_: torch.Tensor) -> torch.Tensor:
         if not self.adaptive:
             return self.threshold.to(input_.dtype)
-        if self.v_th is None:
+        if self.v_th is None or self._pending:
             if input_.ndim < 1:
                 raise ValueError("input_ must be [B, *] for threshold='first_step' (one threshold per sample), got a 0-dim tensor")
             dims = normalize_dims(self.dim, input_.ndim)
             if 0 in dims and input_.ndim > 1:
                 raise ValueError(f"dim={self.dim!r} includes the batch dimension 0; thresholds are per sample")
-            self.v_th = adaptive_threshold(input_.detach(), self.k, dims).to(input_.dtype)
+            check_float_tensor(input_, "input_")  # finite: read back only on the steps that set thresholds
+            self.v_th = first_input_threshold(input_.unsqueeze(0), self.k, dims, self.v_th).to(input_.dtype)
+            self._pending = bool((self.v_th == pending_threshold(input_.dtype)).any())
         return self.v_th
 
+    def _fire(self, mem: torch.Tensor, v_th: torch.Tensor) -> torch.Tensor:
+        """snnTorch's ``fire``: the surrogate of ``mem - v_th`` (fires at ``mem > v_th``), or with
+        ``surrogate_disable`` the Heaviside of :mod:`sb_neurons` (at ``mem >= v_th``)."""
+        return heaviside(mem - v_th) if self.surrogate_disable else self.spike_grad(mem - v_th)
+
     def _step(self, input_: torch.Tensor, mem: torch.Tensor, v_th: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One snnTorch step through sb_neurons: returns ``(spk, mem)``."""
+        """One step, ``Leaky``'s operations in ``Leaky``'s order (so its gradients too): the delayed
+        reset of the previous potential's spike (detached), leak, input, then fire. Returns ``(spk, mem)``."""
         decay = self.beta.clamp(0, 1)
-        surrogate = heaviside if self.surrogate_disable else self.spike_grad
-        common = dict(decay=decay, rounding=False, surrogate=surrogate, detach_reset=True)
-        if self.reset_mechanism == "none":
-            carried = decay * mem  # leak only: no reset to take from the neuron
+        if self.reset_mechanism == "subtract":
+            new_mem = decay * mem + input_ - self._fire(mem, v_th).detach() * v_th
+        elif self.reset_mechanism == "zero":
+            new_mem = decay * ((1 - self._fire(mem, v_th).detach()) * mem) + input_
         else:
-            # Step 0 replays the previous potential (v = 0 + mem) to apply its delayed reset; the
-            # carried potential u_0 is what the new input charges.
-            _, u_seq = multistep_neuron_forward(
-                mem.unsqueeze(0), v_th, 0.0, reset_mode=_RESET_MODES[self.reset_mechanism], v_reset=0.0, **common
-            )
-            carried = u_seq[0]
-        spikes, _ = multistep_neuron_forward(input_.unsqueeze(0), v_th, carried, reset_mode="soft", **common)
-        return spikes[0] * self.graded_spikes_factor, carried + input_
+            new_mem = decay * mem + input_
+        return self._fire(new_mem, v_th) * self.graded_spikes_factor, new_mem
 
     def forward(self, input_: torch.Tensor, mem: torch.Tensor | None = None):
-        check_float_tensor(input_, "input_")
+        check_float_tensor(input_, "input_", finite=False)
         if self.init_hidden and mem is not None:
             raise TypeError("`mem` should not be passed as an argument while `init_hidden=True`")
         if mem is not None:
-            check_float_tensor(mem, "mem")
+            check_float_tensor(mem, "mem", finite=False)
             if mem.shape != input_.shape and bool(mem.any()):
                 raise ValueError(
                     f"mem has shape {tuple(mem.shape)} but input_ has shape {tuple(input_.shape)}: a membrane from "

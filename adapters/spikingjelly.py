@@ -4,8 +4,8 @@
 
 - :class:`SBLIFNode`: a drop-in for ``neuron.LIFNode`` (``neuron.IFNode`` with ``tau=None``) that adds
   SpikingBrain's adaptive threshold, switched on by one argument: ``v_threshold="first_step"`` (report
-  Eq. 20, the threshold ``mean|x_0| / k`` of the first input after a reset) or ``"total"`` (Eq. 19, from the
-  whole sequence). Its defaults are ``LIFNode``'s (``tau=2.0``, ``decay_input=True``, ``v_threshold=1.0``,
+  Eq. 20, the threshold ``mean|x_t| / k`` of each sample row's first step with input after a reset) or
+  ``"total"`` (Eq. 19, from the whole sequence). Its defaults are ``LIFNode``'s (``tau=2.0``, ``decay_input=True``, ``v_threshold=1.0``,
   ``v_reset=0.0``, ``surrogate.Sigmoid()``), and with them, or with any arguments ``LIFNode`` / ``IFNode``
   accept, it computes exactly what that SpikingJelly neuron computes (tested, both step modes).
   It is a ``neuron.BaseNode`` with SpikingJelly's conventions: ``step_mode`` ``'s'`` / ``'m'``
@@ -32,6 +32,13 @@ half the threshold); for the IF neuron this is exactly the SpikingBrain neuron o
 Note that SpikingJelly's LIF leaks after the reset (``v <- decay * (h - v_th s)``), while the LIF of
 :mod:`sb_neurons` (report Eq. 9, ``sb_neurons.AdaptiveLIFNode``) subtracts the full threshold after the
 leak: the two differ for soft-reset LIF neurons, and this class follows SpikingJelly.
+
+A silent first step (``"first_step"``). Rate-coded input (``encoding.PoissonEncoder``) often starts with an
+all-zero step for some samples; ``mean|x_0| / k`` of it would be the 1e-5 floor, under which the neuron
+fires at every later step. So a row that has carried no input yet holds a pending threshold
+(:func:`sb_neurons.pending_threshold`, ``torch.finfo(dtype).max``: it cannot fire) and takes its threshold
+at its first step with input (:func:`sb_neurons.first_input_threshold`), in either step mode. While some
+row is pending, each call reads one flag back to the host.
 
 Identity (tested): a single-step loop over ``x_seq[t]`` gives the same spikes and state as one
 multi-step call on ``x_seq`` (``v_threshold="total"`` excepted: it needs the whole sequence).
@@ -62,7 +69,14 @@ import torch
 from spikingjelly.activation_based import base, neuron, surrogate
 from spikingjelly.activation_based import functional as sj_functional
 
-from sb_neurons import adaptive_threshold, multistep_neuron_forward, spike_count, spike_quantize
+from sb_neurons import (
+    adaptive_threshold,
+    first_input_threshold,
+    multistep_neuron_forward,
+    pending_threshold,
+    spike_count,
+    spike_quantize,
+)
 from sb_neurons.validation import check_float_tensor, check_positive, normalize_dims
 from sb_neurons.spike import ClampSpec, resolve_clamp
 
@@ -217,6 +231,12 @@ class SBLIFNode(neuron.BaseNode):
         if fixed is not None and learn_threshold:
             self.threshold_parameter = torch.nn.Parameter(torch.tensor(fixed))
         self.register_memory("v_th", None)
+        self.v_th_pending = False  # some row has carried no input yet ("first_step"); cleared by reset()
+
+    def reset(self) -> None:
+        """SpikingJelly's reset (every memory to its initial value), and no row pending a threshold."""
+        super().reset()
+        self.v_th_pending = False
 
     @property
     def supported_backends(self) -> tuple[str, ...]:
@@ -233,8 +253,9 @@ class SBLIFNode(neuron.BaseNode):
             return self.threshold_parameter.to(like.dtype)
         return torch.tensor(self.v_threshold, dtype=like.dtype, device=like.device)
 
-    def _initial_threshold(self, x: torch.Tensor, step_mode: str) -> torch.Tensor | None:
-        """Threshold of a new sequence, ``None`` for a fixed one (read afresh at each step: it may be learned)."""
+    def _initial_threshold(self, x: torch.Tensor, step_mode: str, v_th: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Threshold of a new sequence, ``None`` for a fixed one (read afresh at each step: it may be learned);
+        for ``"first_step"`` also the update of rows still pending in ``v_th``."""
         if not isinstance(self.v_threshold, str):
             return None
         step = x[0] if step_mode == "m" else x
@@ -242,8 +263,11 @@ class SBLIFNode(neuron.BaseNode):
         if self.v_threshold == "total":
             if step_mode == "s":
                 raise ValueError("v_threshold='total' needs the whole sequence: use step_mode='m', or 'first_step'")
-            step = x.sum(dim=0)
-        return adaptive_threshold(step.detach(), self.k, dims).to(x.dtype)
+            return adaptive_threshold(x.sum(dim=0).detach(), self.k, dims).to(x.dtype)
+        steps = x if step_mode == "m" else x.unsqueeze(0)
+        v_th = first_input_threshold(steps, self.k, dims, v_th).to(x.dtype)
+        self.v_th_pending = bool((v_th == pending_threshold(x.dtype)).any())
+        return v_th
 
     def materialize_states(self, inputs: tuple[torch.Tensor, ...], states: tuple[object, ...], step_mode: str) -> tuple[object, ...]:
         name = "x_seq" if step_mode == "m" else "x"
@@ -267,6 +291,8 @@ class SBLIFNode(neuron.BaseNode):
         v, v_th = super().materialize_states(inputs, states, step_mode)
         if v_th is None:
             v_th = self._initial_threshold(x, step_mode)
+        elif self.v_threshold == "first_step" and self.v_th_pending:
+            v_th = self._initial_threshold(x, step_mode, v_th)
         elif self.v_threshold == "total" and step_mode == "m":
             raise ValueError(
                 "v_threshold='total' sets the threshold from a whole sequence: call functional.reset_net(net) "

@@ -21,8 +21,13 @@ neuron sitting exactly on a tie fire +1, land on ``-v_th / 2``, fire -1, and osc
 Adaptive threshold (modules). ``threshold="total"`` takes ``v_th = mean(|sum_t x_t|) / k`` over ``dim``:
 the threshold of the collapsed input ``x = sum_t x_t`` (report Eq. 19). It needs the whole sequence, so
 it exists in multi-step mode only, and one call is one sequence (a second call without :meth:`reset`
-raises). ``threshold="first_step"`` takes ``v_th = mean(|x_0|) / k`` from the first input after a
-reset and keeps it, identically in both step modes and when a sequence is fed in pieces. A float gives a
+raises). ``threshold="first_step"`` takes ``v_th = mean(|x_t|) / k`` from each row's first step after a
+reset that carries input (:func:`sb_neurons.first_input_threshold`) and keeps it, identically in both
+step modes and when a sequence is fed in pieces. A row whose steps so far were all zero holds the pending
+threshold ``torch.finfo(dtype).max`` and cannot fire (an empty first step would otherwise set the 1e-5
+floor, under which the neuron fires at every later step); while some row is pending, each call reads one
+flag back to the host. Within one call, the steps before a row's first input run with the threshold that
+input sets: with ``v_init = 0`` (the default) they carry no potential and stay silent. A float gives a
 fixed threshold (learnable with ``learn_threshold=True``). Adaptive thresholds are clamped to
 ``[1e-5, 1e4]`` as in :func:`sb_neurons.adaptive_threshold` and held constant in the backward pass.
 
@@ -54,7 +59,7 @@ import torch
 from torch import nn
 
 from .validation import check_dim_spec, check_float_tensor, check_positive, normalize_dims
-from .spike import V_TH_MAX, V_TH_MIN
+from .spike import V_TH_MAX, V_TH_MIN, first_input_threshold, pending_threshold
 from .surrogate import get_surrogate
 
 ResetMode = Literal["soft", "hard"]
@@ -309,6 +314,7 @@ class AdaptiveIFNode(nn.Module):
         self.v = None
         self.v_th = None
         self.v_seq = None
+        self._pending = False
 
     # -- threshold -------------------------------------------------------------------------------
     def _mean_abs_threshold(self, drive: torch.Tensor) -> torch.Tensor:
@@ -319,14 +325,19 @@ class AdaptiveIFNode(nn.Module):
         return (mean_abs / self.k).clamp(V_TH_MIN, V_TH_MAX)
 
     def _threshold_for(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if self.threshold_mode == "first_step" and (self.v_th is None or self._pending):
+            dims = normalize_dims(self.dim, x_seq.ndim - 1)
+            if 0 in dims and x_seq.ndim > 2:
+                raise ValueError("dim must not include the batch dimension 0 of a step's input")
+            v_th = first_input_threshold(x_seq, self.k, dims, self.v_th).to(x_seq.dtype)
+            self._pending = bool((v_th == pending_threshold(x_seq.dtype)).any())
+            return v_th
         if self.v_th is not None:
             return self.v_th
         if self.threshold_mode == "fixed":
             value = self.fixed_threshold if self.fixed_threshold is not None else self._fixed_threshold_value
             return value.to(x_seq.dtype)
-        if self.threshold_mode == "total":
-            return self._mean_abs_threshold(x_seq.sum(dim=0))
-        return self._mean_abs_threshold(x_seq[0])
+        return self._mean_abs_threshold(x_seq.sum(dim=0))  # "total"
 
     # -- forward ---------------------------------------------------------------------------------
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:

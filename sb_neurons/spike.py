@@ -91,6 +91,55 @@ def adaptive_threshold(x: torch.Tensor, k: float = 3.0, dim: int | tuple[int, ..
     return (mean_abs / k).clamp(V_TH_MIN, V_TH_MAX)
 
 
+def pending_threshold(dtype: torch.dtype) -> float:
+    """The threshold of a row that has carried no input yet (see :func:`first_input_threshold`):
+    ``torch.finfo(dtype).max`` of the input's dtype, finite (a soft reset ``v - v_th * 0`` stays ``v``)
+    and out of reach of any potential, so the neuron stays silent."""
+    return torch.finfo(dtype).max
+
+
+def first_input_threshold(
+    x_seq: torch.Tensor, k: float = 3.0, dim: int | tuple[int, ...] = -1, v_th: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The adaptive threshold ``clamp(mean(|x_t|, dim) / k, 1e-5, 1e4)`` of each row's first step that
+    carries input (``mean|x_t| > 0``), SpikingBrain's ``threshold="first_step"`` with a silent start.
+
+    Why: a rate-coded or event stream often begins with all-zero steps; ``mean|x_0| / k`` of such a step
+    is the 1e-5 floor, under which the neuron would fire at every later step. So a row's threshold is
+    set at its first step with input; a row with none so far holds :func:`pending_threshold` (silent) and
+    takes its threshold at a later call.
+
+    Args:
+        x_seq: ``[T, *step]`` steps, time first (``T >= 1``), floating; rows are the ``dim`` reductions
+            of one step.
+        k: ``k > 0``: larger k, lower threshold, more spikes.
+        dim: dimension(s) of one step ``x_seq[t]`` averaged over (default: the last).
+        v_th: the thresholds so far (this function's earlier result) or None at the start of a sequence;
+            rows already set keep theirs.
+
+    Returns:
+        float32 (float64 for float64 input) ``[*step]`` with ``dim`` reduced to size 1. A caller that
+        needs to know whether a row is still pending compares with :func:`pending_threshold`. Raises
+        ``ValueError`` for NaN / Inf in ``x_seq`` (one read back to the host).
+    """
+    check_float_tensor(x_seq, "x_seq")
+    if x_seq.ndim < 1 or x_seq.shape[0] < 1:
+        raise ValueError(f"x_seq must be [T, *step] with T >= 1, got shape {tuple(x_seq.shape)}")
+    k = check_positive(k, "k")
+    dims = tuple(d + 1 for d in normalize_dims(dim, x_seq.ndim - 1))
+    mean_abs = x_seq.detach().contiguous().to(compute_dtype(x_seq.dtype)).abs().mean(dim=dims, keepdim=True)
+    carries = mean_abs > 0
+    first = carries.to(torch.int8).argmax(dim=0, keepdim=True)  # the first step with input (0 if none)
+    found = (mean_abs.gather(0, first)[0] / k).clamp(V_TH_MIN, V_TH_MAX)
+    pending = pending_threshold(x_seq.dtype)
+    fresh = torch.where(carries.any(dim=0), found, torch.full_like(found, pending))
+    if v_th is None:
+        return fresh
+    if not isinstance(v_th, torch.Tensor) or v_th.shape != fresh.shape:
+        raise ValueError(f"v_th must be a tensor of shape {tuple(fresh.shape)}, got {getattr(v_th, 'shape', type(v_th))}")
+    return torch.where(v_th.to(fresh.dtype) == pending, fresh, v_th.to(fresh.dtype))
+
+
 class _RoundStraightThrough(torch.autograd.Function):
     """round-half-to-even with optional clamp forward; gradient passed through where not clamped."""
 

@@ -39,7 +39,22 @@ def test_fixed_threshold_reproduces_snntorch_leaky(reset_mechanism, seed, beta, 
     spk_ref, mem_ref = run(snntorch.Leaky(**options), x_seq)
     spk, mem = run(SBLeaky(**options), x_seq)
     assert torch.equal(spk, spk_ref.to(spk.dtype))
-    assert torch.allclose(mem, mem_ref, rtol=0, atol=1e-12)  # same sums, associated differently
+    assert torch.equal(mem, mem_ref)  # Leaky's operations in Leaky's order
+
+
+@pytest.mark.parametrize("reset_mechanism", ["subtract", "zero", "none"])
+@given(seed=st.integers(0, 2**31 - 1), beta=st.floats(0.1, 1.0), threshold=st.floats(0.2, 2.0))
+def test_input_gradients_equal_leakys(reset_mechanism, seed, beta, threshold):
+    """Where the forward is Leaky's, so is the backward: the input gradients are equal to the bit."""
+    x_seq = torch.randn(6, 3, 5, generator=torch.Generator().manual_seed(seed))
+    grads = []
+    for neuron in (snntorch.Leaky(beta=beta, threshold=threshold, reset_mechanism=reset_mechanism),
+                   SBLeaky(beta=beta, threshold=threshold, reset_mechanism=reset_mechanism)):
+        x = x_seq.clone().requires_grad_(True)
+        spk, mem = run(neuron, x)
+        (spk * torch.linspace(0.5, 2.0, 5)).sum().add(mem.pow(2).sum()).backward()
+        grads.append(x.grad)
+    assert torch.equal(grads[0], grads[1])
 
 
 def test_defaults_are_those_of_leaky():
@@ -74,10 +89,33 @@ def test_leaky_arguments_give_leaky_explicit_mem_and_init_hidden(options, seed, 
         assert torch.equal(s, s_ref) and torch.allclose(m, m_ref, rtol=0, atol=1e-5)
 
 
-def test_adaptive_alias_is_deprecated():
-    with pytest.warns(DeprecationWarning, match="first_step"):
-        lif = SBLeaky(beta=0.9, threshold="adaptive")
-    assert lif.adaptive
+def test_removed_adaptive_spelling_is_an_error():
+    with pytest.raises(ValueError, match="'first_step'"):
+        SBLeaky(beta=0.9, threshold="adaptive")
+
+
+@given(seed=st.integers(0, 2**31 - 1), silent=st.lists(st.integers(0, 6), min_size=4, max_size=4))
+def test_a_silent_start_sets_each_rows_threshold_at_its_first_input(seed, silent):
+    """Rate-coded input whose first steps are all zero for some samples: each row's threshold comes from
+    its first step with input (never the 1e-5 floor of an empty step), the row is silent until then,
+    and from then on the neuron is the fixed-threshold Leaky of that threshold, fed the same steps."""
+    gen = torch.Generator().manual_seed(seed)
+    x_seq = spikegen.rate(torch.rand(4, 6, generator=gen) * 0.5, num_steps=8)
+    for row, zeros in enumerate(silent):
+        x_seq[:zeros, row] = 0.0
+    lif = SBLeaky(beta=0.9, k=2.0, threshold="first_step")
+    spk, _ = run(lif, x_seq)
+    for row, zeros in enumerate(silent):
+        rows = x_seq[:, row]
+        steps_with_input = (rows.abs().sum(-1) > 0).nonzero()
+        if not steps_with_input.numel():  # no input at all: still pending, never fired
+            assert float(lif.v_th[row]) == torch.finfo(torch.float32).max and not spk[:, row].any()
+            continue
+        first = int(steps_with_input[0])
+        assert torch.equal(lif.v_th[row], adaptive_threshold(rows[first], 2.0))
+        assert not spk[:first, row].any()
+        fixed = SBLeaky(beta=0.9, threshold=float(lif.v_th[row]))
+        assert torch.equal(run(fixed, rows[:, None])[0][:, 0], spk[:, row])
 
 
 def test_adaptive_threshold_is_taken_from_the_first_step_and_kept():
@@ -151,13 +189,16 @@ def test_bad_inputs_raise_naming_the_argument(threshold):
     for value in (float("nan"), float("inf")):
         bad = x.clone()
         bad[0, 1] = value
-        with pytest.raises(ValueError, match="input_ contains NaN or Inf"):
-            lif(bad, lif.reset_mem())
+        if threshold == "first_step":  # checked once, where the row's threshold is set
+            with pytest.raises(ValueError, match="input_ contains NaN or Inf"):
+                lif(bad, lif.reset_mem())
+        else:  # not checked at every step (a host read per step): it propagates as in Leaky
+            spk, mem = lif(bad, lif.reset_mem())
+            spk_ref, mem_ref = snntorch.Leaky(beta=0.9)(bad, torch.zeros_like(bad))
+            assert torch.equal(spk, spk_ref) and torch.equal(mem.isnan(), mem_ref.isnan())
     _, mem = lif(x, lif.init_leaky())
     with pytest.raises(ValueError, match="mem has shape"):
         lif(torch.randn(5, 4), mem)  # a membrane of batch size 2 for a batch of 5
-    with pytest.raises(ValueError, match="mem contains NaN"):
-        lif(x, torch.full_like(x, float("nan")))
     with pytest.raises(TypeError, match="mem"):
         lif(x, mem.to(torch.int64))
     spk, mem = lif(torch.randn(5, 4), lif.reset_mem())  # reset: a new sequence of any batch size

@@ -94,6 +94,39 @@ def test_first_step_threshold_is_the_host_neuron_at_that_threshold(options, seed
         assert torch.equal(spikes[:, row], host(x_seq[:, row : row + 1])[:, 0])
 
 
+@pytest.mark.parametrize("options", [dict(), dict(tau=None, v_reset=None)], ids=str)
+@given(seed=st.integers(0, 2**31 - 1), silent=st.lists(st.integers(0, 6), min_size=4, max_size=4),
+       cut=st.integers(1, 5))
+def test_a_silent_start_sets_each_rows_threshold_at_its_first_input(options, seed, silent, cut):
+    """Rate-coded (Poisson) input whose first steps are all zero for some samples: each row's threshold
+    comes from its first step with input (never the 1e-5 floor of an empty step), the row is silent until
+    then and is the host neuron at that threshold; the same in one multi-step call, in two pieces and
+    step by step. A row without any input stays pending and never fires."""
+    gen = torch.Generator().manual_seed(seed)
+    x_seq = (torch.rand(8, 4, 6, generator=gen) < 0.3).double()
+    for row, zeros in enumerate(silent):
+        x_seq[:zeros, row] = 0.0
+    node = neuron.SBLIFNode(v_threshold="first_step", k=2.0, step_mode="m", **options)
+    spikes = node(x_seq)
+    v_th = node.v_th
+    functional.reset_net(node)
+    assert not node.v_th_pending
+    assert torch.equal(torch.cat([node(x_seq[:cut]), node(x_seq[cut:])]), spikes)
+    functional.reset_net(node)
+    functional.set_step_mode(node, "s")
+    assert torch.equal(torch.stack([node(x) for x in x_seq]), spikes) and torch.equal(node.v_th, v_th)
+    for row in range(4):
+        with_input = (x_seq[:, row].abs().sum(-1) > 0).nonzero()
+        if not with_input.numel():
+            assert float(v_th[row]) == torch.finfo(torch.float64).max and not spikes[:, row].any()
+            continue
+        first = int(with_input[0])
+        assert torch.equal(v_th[row], adaptive_threshold(x_seq[first, row], 2.0))
+        assert not spikes[:first, row].any()
+        host = host_neuron({**options, "v_threshold": float(v_th[row])}, step_mode="m")
+        assert torch.equal(spikes[:, row], host(x_seq[:, row : row + 1])[:, 0])
+
+
 @pytest.mark.parametrize("options", NODE_OPTIONS, ids=str)
 @pytest.mark.parametrize("store_v_seq", [False, True])
 @given(seed=st.integers(0, 2**31 - 1), steps=st.integers(1, 6))

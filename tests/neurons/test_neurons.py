@@ -12,8 +12,11 @@ from sb_neurons import (
     AdaptiveIFNode,
     AdaptiveLIFNode,
     Sigmoid,
+    adaptive_threshold,
+    first_input_threshold,
     get_surrogate,
     multistep_neuron_forward,
+    pending_threshold,
     spike_count,
 )
 from strategies import float_tensors, names
@@ -353,3 +356,32 @@ def test_surrogate_peaks():
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises((ValueError, TypeError), match=names(match)):
         call()
+
+
+@given(seed=st.integers(0, 2**31 - 1), silent=st.lists(st.integers(0, 6), min_size=3, max_size=3), cut=st.integers(1, 5),
+       k=st.floats(0.5, 8.0))
+def test_first_step_threshold_is_set_at_each_rows_first_input(seed, silent, cut, k):
+    """Rows whose first steps are all zero (rate-coded input): each row's threshold is the adaptive
+    threshold of its first step with input, never the 1e-5 floor of an empty step; rows without input so
+    far hold the pending threshold and never fire; one call, two pieces and single steps agree."""
+    gen = torch.Generator().manual_seed(seed)
+    x_seq = (torch.rand(8, 3, 5, generator=gen) < 0.3).double() * torch.rand(8, 3, 5, generator=gen, dtype=torch.float64)
+    for row, zeros in enumerate(silent):
+        x_seq[:zeros, row] = 0.0
+    node = AdaptiveIFNode(k=k, threshold="first_step", step_mode="m", signed=True, rounding=True)
+    spikes = node(x_seq)
+    v_th = node.v_th
+    node.reset()
+    assert torch.equal(torch.cat([node(x_seq[:cut]), node(x_seq[cut:])]), spikes) and torch.equal(node.v_th, v_th)
+    node.reset()
+    node.step_mode = "s"
+    assert torch.equal(torch.stack([node(x) for x in x_seq]), spikes)
+    for row in range(3):
+        with_input = (x_seq[:, row].abs().sum(-1) > 0).nonzero()
+        if not with_input.numel():
+            assert float(v_th[row]) == pending_threshold(torch.float64) and not spikes[:, row].any()
+            continue
+        first = int(with_input[0])
+        assert torch.equal(v_th[row], adaptive_threshold(x_seq[first, row], k))
+        assert not spikes[:first, row].any()
+    assert torch.equal(first_input_threshold(x_seq, k), v_th)
