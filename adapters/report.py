@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from sb_layers import spiking_layers
-from sb_layers.report import LayerReport, SpikingReport, layer_weight_codes
+from sb_layers.report import LayerReport, SpikeRecorder, SpikingReport
 
 from ._batches import run_batch
 
@@ -46,32 +46,19 @@ def record_batches(model: nn.Module, batches: list[Any]) -> tuple[SpikingReport,
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    layers = spiking_layers(model)
-    if not layers:
+    if not spiking_layers(model):
         raise ValueError("model has no spiking layers: call inject_spiking(model, config) first")
-    saved = {name: (m.record_stats, m.spike_stats) for name, m in layers.items()}
     was_training = model.training
-    outputs = []
     try:
-        for m in layers.values():
-            m.record_stats = True
-            m.reset_spike_stats()
         model.eval()
-        with torch.no_grad():
+        with SpikeRecorder(model) as recorder, torch.no_grad():
             outputs = [run_batch(model, batch) for batch in batches]
-        collected = {name: m.spike_stats for name, m in layers.items()}
     finally:
         model.train(was_training)
-        for name, m in layers.items():
-            m.record_stats, m.spike_stats = saved[name]
-    reports = {
-        name: LayerReport(stats, layers[name].in_features, layers[name].out_features, layer_weight_codes(layers[name]))
-        for name, stats in collected.items()
-        if stats is not None
-    }
-    if not reports:
-        raise ValueError("no spiking layer ran on these inputs")
-    return SpikingReport.from_layers(reports), outputs
+    try:
+        return recorder.report(), outputs
+    except ValueError:
+        raise ValueError("no spiking layer ran on these inputs") from None
 
 
 __all__ = ["LayerReport", "SpikingReport", "record_batches", "spiking_report"]

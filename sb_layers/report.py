@@ -236,25 +236,138 @@ class SpikingReport:
         return self.format()
 
 
-def recorded_report(model: nn.Module) -> SpikingReport | None:
-    """The report of what ``model``'s spiking layers have recorded (their ``spike_stats``; nothing is run),
-    or None when no layer has recorded anything."""
+def _report_of(stats: Mapping[str, SpikeStats], layers: Mapping[str, SpikingLinear], weight_codes: bool) -> SpikingReport | None:
     reports = {
-        name: LayerReport(layer.spike_stats, layer.in_features, layer.out_features, layer_weight_codes(layer))
-        for name, layer in spiking_layers(model).items()
-        if layer.spike_stats is not None
+        name: LayerReport(stats[name], layer.in_features, layer.out_features, layer_weight_codes(layer) if weight_codes else None)
+        for name, layer in layers.items()
+        if stats.get(name) is not None
     }
     return SpikingReport.from_layers(reports) if reports else None
 
 
+def recorded_report(model: nn.Module, *, weight_codes: bool = True) -> SpikingReport | None:
+    """The report of what ``model``'s spiking layers have recorded (their ``spike_stats``; nothing is run),
+    or None when no layer has recorded anything. ``weight_codes``: also each quantized layer's
+    :class:`WeightCodeStats` (a pass over its weights)."""
+    if not isinstance(weight_codes, bool):
+        raise TypeError(f"weight_codes must be a bool, got {weight_codes!r}")
+    layers = spiking_layers(model)
+    return _report_of({name: layer.spike_stats for name, layer in layers.items()}, layers, weight_codes)
+
+
+def reset_spike_stats(model: nn.Module) -> None:
+    """Forget what every spiking layer of ``model`` has recorded (each layer's ``reset_spike_stats``)."""
+    for layer in spiking_layers(model).values():
+        layer.reset_spike_stats()
+
+
+class SpikeRecorder:
+    """Records the spike statistics of every :class:`SpikingLinear` of a model while its context is open:
+    the one way to watch a model spike, around a forward, a training step or ``generate``.
+
+    Entering resets every layer's statistics and switches recording on; leaving switches it off and
+    gives the layers back the flags and statistics they had, so a recorder never leaves state behind.
+    What was recorded stays with the recorder: :meth:`report` (everything so far, inside the context or
+    after it) and, with ``per_call=True``, :meth:`call_reports`, one report per forward of ``model``
+    (``generate``: the prompt, then one per new token).
+
+    Cost: each spiking layer tallies its counts once per forward (one min/max and one bincount over the
+    counts; ``benchmarks/bench_recording.py`` measures it against a plain forward).
+
+    Example::
+
+        with SpikeRecorder(model, per_call=True) as recorder:
+            model.generate(ids, max_new_tokens=8)
+        print(recorder.report())                        # all steps
+        rates = [r.total.firing_rate for r in recorder.call_reports()]   # per token
+
+    Args:
+        model: a module with :class:`SpikingLinear` layers (``ValueError`` without one).
+        per_call: also keep the statistics of each forward call of ``model`` apart.
+    """
+
+    def __init__(self, model: nn.Module, *, per_call: bool = False) -> None:
+        layers = spiking_layers(model)
+        if not layers:
+            raise ValueError("model has no SpikingLinear layers to record (inject_spiking or to_w8aspike first)")
+        if not isinstance(per_call, bool):
+            raise TypeError(f"per_call must be a bool, got {per_call!r}")
+        self.model = model
+        self.per_call = per_call
+        self._layers = layers
+        self._calls: list[dict[str, SpikeStats]] = []
+        self._kept: dict[str, SpikeStats] = {}
+        self._saved: dict[str, tuple[bool, SpikeStats | None]] | None = None
+        self._hook = None
+
+    @property
+    def recording(self) -> bool:
+        return self._saved is not None
+
+    def __enter__(self) -> SpikeRecorder:
+        if self.recording:
+            raise RuntimeError("this SpikeRecorder is already recording; use a new one to nest")
+        self._saved = {name: (layer.record_stats, layer.spike_stats) for name, layer in self._layers.items()}
+        self._calls, self._kept = [], {}
+        for layer in self._layers.values():
+            layer.reset_spike_stats()
+            layer.record_stats = True
+        if self.per_call:
+            self._hook = self.model.register_forward_hook(self._end_of_call)
+        return self
+
+    def _current(self) -> dict[str, SpikeStats]:
+        return {name: layer.spike_stats for name, layer in self._layers.items() if layer.spike_stats is not None}
+
+    def _end_of_call(self, module: nn.Module, args: object, output: object) -> None:
+        self._calls.append(self._current())
+        for layer in self._layers.values():
+            layer.reset_spike_stats()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        if not self.per_call:
+            self._kept = self._current()
+        for name, layer in self._layers.items():
+            layer.record_stats, layer.spike_stats = self._saved[name]
+        self._saved = None
+
+    def _recorded(self) -> dict[str, SpikeStats]:
+        if not self.per_call:
+            return self._current() if self.recording else self._kept
+        merged: dict[str, SpikeStats] = {}
+        for call in self._calls:
+            for name, stats in call.items():
+                merged[name] = stats if name not in merged else merged[name].merge(stats)
+        return merged
+
+    def report(self, *, weight_codes: bool = True) -> SpikingReport:
+        """Everything recorded so far (all calls merged, exact integer sums), as a :class:`SpikingReport`;
+        ``weight_codes`` as in :func:`recorded_report`. ``ValueError`` when nothing was recorded."""
+        report = _report_of(self._recorded(), self._layers, weight_codes)
+        if report is None:
+            raise ValueError("nothing recorded: run the model inside the recorder's context")
+        return report
+
+    def call_reports(self) -> list[SpikingReport]:
+        """One :class:`SpikingReport` per finished forward call of ``model`` (``per_call=True`` only)."""
+        if not self.per_call:
+            raise ValueError("call_reports needs SpikeRecorder(model, per_call=True)")
+        return [report for report in (_report_of(call, self._layers, False) for call in self._calls) if report is not None]
+
+
 __all__ = [
     "LayerReport",
+    "SpikeRecorder",
     "SpikingReport",
     "WeightCodeStats",
     "format_weight_code_stats",
     "layer_weight_codes",
     "projection_kind",
     "recorded_report",
+    "reset_spike_stats",
     "spiking_layers",
     "weight_code_stats",
 ]

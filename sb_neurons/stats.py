@@ -119,6 +119,41 @@ class SpikeStats:
         }
 
 
+HISTOGRAM_SPAN = 2**20  # counts spanning more than this many values are tallied by sorting instead
+
+
+def _stats_of_counts(c: torch.Tensor, reader: Codec, T: int | None) -> SpikeStats:
+    """:class:`SpikeStats` of valid int64 counts ``c`` under ``reader``: the counts are tallied once (how
+    many channels hold each value), then every figure comes from the distinct values and their tallies,
+    so the work on the channels is one min/max and one bincount (a recorder runs this at every forward)."""
+    if c.numel() == 0:
+        steps = 1 if T is None else T
+        return SpikeStats(steps, 0, 0, 0, 0, torch.zeros(1, dtype=torch.int64))
+    flat = c.reshape(-1)
+    low, high = (int(v) for v in torch.aminmax(flat))
+    if high - low < HISTOGRAM_SPAN:
+        tally = torch.bincount(flat - low).cpu()
+        values = torch.arange(low, low + tally.numel(), dtype=torch.int64)
+        present = tally > 0
+        values, tally = values[present], tally[present]
+    else:  # a burst far from the rest: a bincount would span it all
+        values, tally = torch.unique(flat, return_counts=True)
+        values, tally = values.cpu(), tally.cpu()
+    steps = reader.min_steps(values) if T is None else T
+    spikes = reader.spikes_per_element(values, steps)
+    magnitudes = values.abs()
+    histogram = torch.zeros(int(magnitudes.max()) + 1, dtype=torch.int64).index_add_(0, magnitudes, tally)
+    channels = int(tally.sum())
+    return SpikeStats(
+        time_steps=steps,
+        num_channels=channels,
+        total_spikes=int((spikes * tally).sum()),
+        spike_slots=channels * steps,
+        silent_channels=int(tally[spikes == 0].sum()),
+        count_histogram=histogram,
+    )
+
+
 def _histogram(magnitudes: torch.Tensor) -> torch.Tensor:
     flat = magnitudes.reshape(-1).to(torch.int64).cpu()
     if flat.numel() == 0:
@@ -132,6 +167,7 @@ def spike_stats(
     codec: str | Codec | None = None,
     *,
     counts: torch.Tensor | None = None,
+    check: bool = True,
 ) -> SpikeStats:
     """Statistics of a spike train ``x``, or of the train that ``codec`` would make of ``counts``.
 
@@ -143,6 +179,9 @@ def spike_stats(
         counts: integer counts of any shape (integer dtype or whole floats), keyword only; the train is
             not materialized. ``codec`` defaults to ``"ternary"``; ``T`` defaults to
             ``codec.min_steps(counts)`` and must be at least that.
+        check: ``True`` (default) checks that ``counts`` are integers the codec can carry. ``False`` skips
+            those passes over the counts, for a caller that made them itself (a layer recording its
+            own ``spike_count`` output at every forward); wrong counts then give wrong statistics.
 
     Returns:
         :class:`SpikeStats` with ``num_channels = x[0].numel()`` (or ``counts.numel()``).
@@ -163,10 +202,12 @@ def spike_stats(
         steps = s.shape[0]
         spikes_per_channel = (s != 0).sum(dim=0)
     else:
-        c = reader.validate_counts(check_integer_valued(counts, "counts"))
-        steps = reader.min_steps(c) if T is None else check_int(T, "T", minimum=1)
-        spikes_per_channel = reader.spikes_per_element(c, steps)
-        decoded = c
+        if not isinstance(check, bool):
+            raise TypeError(f"check must be a bool, got {check!r}")
+        c = reader.validate_counts(counts) if check else counts.to(torch.int64)
+        if T is not None:
+            check_int(T, "T", minimum=1)
+        return _stats_of_counts(c, reader, T)
     channels = decoded.numel()
     return SpikeStats(
         time_steps=steps,

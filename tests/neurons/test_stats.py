@@ -112,3 +112,17 @@ def test_energy_from_stats_uses_spikes_per_channel():
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises((ValueError, TypeError), match=names(match)):
         call()
+
+
+@given(counts=st.lists(st.integers(-300, 300), min_size=1, max_size=50), burst=st.sampled_from([0, 2**21, -(2**21 + 5)]),
+       codec=st.sampled_from(["ternary", "bitwise_bidirectional", "bitwise_twos_complement"]))
+def test_statistics_of_counts_equal_those_of_their_train(counts, burst, codec):
+    """The counts path tallies values (a bincount, or a sort when a burst spans more than HISTOGRAM_SPAN
+    values) and equals the statistics of the expanded train; check=False gives the same figures."""
+    c = torch.tensor(counts + ([burst] if burst else []), dtype=torch.int64)
+    from_counts = spike_stats(counts=c, codec=codec)
+    assert spike_stats(counts=c.double(), codec=codec, check=False).as_dict() == from_counts.as_dict()
+    if codec != "ternary" or not burst:  # a ternary train of a 2**21 burst has 2**21 steps
+        assert spike_stats(get_codec(codec).encode(c), codec=codec).as_dict() == from_counts.as_dict()
+    assert from_counts.num_channels == c.numel()
+    assert int(from_counts.count_histogram.sum()) == c.numel()
