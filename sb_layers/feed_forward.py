@@ -1,6 +1,7 @@
 """GLU feed-forward and mixture of experts, with upcycling from a dense GLU (facts section 5).
 
-- :class:`GLUMLP`: ``down_proj(silu(gate_proj(x)) * up_proj(x))``, no biases (the release's MLP).
+- :class:`GLUMLP`: ``down_proj(act(gate_proj(x)) * up_proj(x))``, no biases (the release's MLP, with
+  ``act = silu``; the GELU variants and ReLU of other HuggingFace GLU models too, :data:`ACTIVATIONS`).
 - :class:`MoE`: ``N`` routed GLU experts chosen top-k per token by a softmax or sigmoid router, plus
   ``S`` shared experts every token uses; a load-balancing auxiliary loss and per-expert load statistics.
 - :func:`upcycle`: a MoE whose experts all start as copies of a dense GLU, rescaled so that the MoE
@@ -9,9 +10,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sb_kernels import silu_mul
@@ -21,19 +24,41 @@ from .spiking_linear import SpikeCoding, make_linear
 
 RouterKind = Literal["softmax", "sigmoid"]
 
+# The gate activations of GLU MLPs, by the names of transformers' ``hidden_act`` (its ACT2FN table).
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "silu": F.silu,
+    "swish": F.silu,
+    "gelu": F.gelu,
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
+
+
+def check_activation(activation: object) -> str:
+    """``activation`` as a key of :data:`ACTIVATIONS`; ``ValueError`` naming the known ones otherwise."""
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    return activation
+
 
 class GLUMLP(nn.Module):
-    """``down_proj(silu(gate_proj(x)) * up_proj(x))``: ``[..., hidden] -> [..., hidden]``.
+    """``down_proj(act(gate_proj(x)) * up_proj(x))``: ``[..., hidden] -> [..., hidden]``.
 
-    ``coding`` spike-codes the three projections' inputs (None: dense).
+    ``coding`` spike-codes the three projections' inputs (None: dense). ``activation``: a name of
+    :data:`ACTIVATIONS` (``"silu"``, the release's, runs the fused ``silu_mul``).
     """
 
-    def __init__(self, hidden_size: int, intermediate_size: int, coding: SpikeCoding | None = None, device=None, dtype=None) -> None:
+    def __init__(
+        self, hidden_size: int, intermediate_size: int, coding: SpikeCoding | None = None, device=None, dtype=None,
+        activation: str = "silu",
+    ) -> None:
         super().__init__()
         for name, value in (("hidden_size", hidden_size), ("intermediate_size", intermediate_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         factory = dict(device=device, dtype=dtype)
+        self.activation = check_activation(activation)
         self.hidden_size, self.intermediate_size = hidden_size, intermediate_size
         self.gate_proj = make_linear(hidden_size, intermediate_size, False, coding, **factory)
         self.up_proj = make_linear(hidden_size, intermediate_size, False, coding, **factory)
@@ -43,7 +68,12 @@ class GLUMLP(nn.Module):
         check_float_tensor(x, "x", finite=False)  # float math: NaN and Inf propagate
         if x.shape[-1] != self.hidden_size:
             raise ValueError(f"input's last dimension must be hidden_size={self.hidden_size}, got shape {tuple(x.shape)}")
-        return self.down_proj(silu_mul(self.gate_proj(x), self.up_proj(x)))
+        if self.activation in ("silu", "swish"):
+            return self.down_proj(silu_mul(self.gate_proj(x), self.up_proj(x)))
+        return self.down_proj(ACTIVATIONS[self.activation](self.gate_proj(x)) * self.up_proj(x))
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation}"
 
 
 class MoE(nn.Module):
@@ -70,6 +100,7 @@ class MoE(nn.Module):
         coding: SpikeCoding | None = None,
         device=None,
         dtype=None,
+        activation: str = "silu",
     ) -> None:
         super().__init__()
         check_int(hidden_size, "hidden_size", minimum=1)
@@ -82,8 +113,9 @@ class MoE(nn.Module):
         factory = dict(device=device, dtype=dtype)
         self.hidden_size, self.num_experts, self.top_k, self.router_kind = hidden_size, num_experts, top_k, router
         self.router = nn.Linear(hidden_size, num_experts, bias=False, **factory)
-        self.experts = nn.ModuleList(GLUMLP(hidden_size, intermediate_size, coding, **factory) for _ in range(num_experts))
-        self.shared_experts = nn.ModuleList(GLUMLP(hidden_size, intermediate_size, coding, **factory) for _ in range(num_shared))
+        experts = dict(coding=coding, activation=activation, **factory)
+        self.experts = nn.ModuleList(GLUMLP(hidden_size, intermediate_size, **experts) for _ in range(num_experts))
+        self.shared_experts = nn.ModuleList(GLUMLP(hidden_size, intermediate_size, **experts) for _ in range(num_shared))
         self.aux_loss: torch.Tensor | None = None
         self.expert_load: torch.Tensor | None = None
 
@@ -139,7 +171,7 @@ def upcycle(
 
     - ``scaling="exact"`` (default) scales the two linear factors ``up_proj`` and ``down_proj`` by
       ``c^(1/2)`` each. Identity: ``upcycle(mlp, ...)(x) == mlp(x)`` for every ``x`` (to float
-      rounding), whatever N, k, S and router.
+      rounding), whatever N, k, S, router and gate activation (it acts on ``gate_proj``, left as is).
     - ``scaling="report"`` scales all three matrices by ``alpha = c^(1/3)`` as the report does
       (alpha = 0.98 for S = 1, k = 1, N = 16). That is exact only for a homogeneous activation; with
       SiLU inside ``silu(alpha * gate x)`` the MoE equals the dense MLP only approximately.
@@ -154,6 +186,7 @@ def upcycle(
     moe = MoE(
         dense_mlp.hidden_size, dense_mlp.intermediate_size, num_experts, top_k, num_shared, router,
         coding=getattr(dense_mlp.gate_proj, "coding", None), device=ref.device, dtype=ref.dtype,
+        activation=dense_mlp.activation,
     )
     p0 = 1.0 / num_experts if router == "softmax" else 0.5
     c = 1.0 / (num_shared + top_k * p0)
