@@ -153,13 +153,30 @@ def _nothing_matched_error(model: nn.Module, config: SpikingConfig) -> ValueErro
     )
 
 
+def model_layer_indices(model: nn.Module) -> list[int]:
+    """The layer indices of ``model``: the first numbered component of its module names (``layers.3``)."""
+    return sorted({index for name, _ in model.named_modules() if (index := layer_index(name)) is not None})
+
+
+def _check_dense_layers(model: nn.Module, config: SpikingConfig) -> None:
+    """A ``dense_layers`` entry that names no layer of ``model`` is an error, not silently nothing."""
+    if not config.dense_layers:
+        return
+    present = model_layer_indices(model)
+    outside = sorted(set(config.dense_layers) - set(present))
+    if outside:
+        have = f"{present[0]}..{present[-1]}" if present else "none (no numbered module)"
+        raise ValueError(f"dense_layers {outside} name no layer of this model: its layers are {have}")
+
+
 def inject_spiking(model: nn.Module, config: SpikingConfig) -> nn.Module:
     """Replace the modules ``config`` selects with spike-coded ones, in place; returns ``model``.
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``, ``config`` not a :class:`SpikingConfig`, or a
             selected module is neither ``nn.Linear`` nor ``Conv1D``.
-        ValueError: nothing matched (no layer and, with ``spike_qk``, no linear attention).
+        ValueError: nothing matched (no layer and, with ``spike_qk``, no linear attention), or a
+            ``dense_layers`` entry names no layer of ``model``.
         RuntimeError: ``model`` is already injected.
     """
     model = _check_model(model)
@@ -167,6 +184,7 @@ def inject_spiking(model: nn.Module, config: SpikingConfig) -> nn.Module:
         raise TypeError(f"config must be a SpikingConfig, got {type(config).__name__}")
     if get_injection(model) is not None:
         raise RuntimeError("model is already injected with spiking layers: call unload_spiking(model) first")
+    _check_dense_layers(model, config)
     layers = _select_layers(model, config)
     attention = _select_attention(model, config)
     if not layers and not attention:
