@@ -59,7 +59,7 @@ from sb_layers import GatedLinearAttention, SpikeCoding, SpikingLinear, spiking_
 
 from .config import ALL_LINEAR, CONFIG_NAME, STATE_NAME, SpikingConfig
 from .conv1d import SpikingConv1D
-from .matching import iter_targets, layer_index, linear_types, spec_matches
+from .matching import is_router, iter_targets, layer_index, linear_types, spec_matches
 
 _RECORD_ATTRIBUTE = "_spiking_injection"
 _SAVE_ATTRIBUTE = "save_pretrained"
@@ -310,6 +310,8 @@ def spiking_summary(model: nn.Module) -> str:
             reason = f"dense_layers (layer {layer_index(name)})"
         elif module is head:
             reason = "output head"
+        elif config.target_modules == ALL_LINEAR and is_router(root, name):
+            reason = "router of a mixture of experts"
         else:
             reason = "not targeted"
         dense.append(f"  {name}: {type(module).__name__}, {reason}")

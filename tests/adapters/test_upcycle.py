@@ -96,3 +96,21 @@ def test_bad_arguments_and_models_are_refused_by_name(tmp_path):
     llama().save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="moe_upcycling"):
         load_upcycled(tmp_path)
+
+
+def test_all_linear_keeps_the_routers_dense():
+    """Spike-coding a router re-routes tokens: "all-linear" leaves routers alone (as PEFT's leaves the head);
+    naming one in target_modules still spike-codes it."""
+    from sb_adapters import SpikingConfig, inject_spiking, spiking_summary, unload_spiking
+    from sb_layers import SpikingLinear
+
+    model = llama()
+    upcycle_mlps(model, 4, top_k=2)
+    inject_spiking(model, SpikingConfig())
+    routers = [m.router for m in model.modules() if isinstance(m, MoE)]
+    assert routers and not any(isinstance(r, SpikingLinear) for r in routers)
+    assert isinstance(model.model.layers[0].mlp.experts[0].gate_proj, SpikingLinear)
+    assert "router of a mixture of experts" in spiking_summary(model)
+    unload_spiking(model)
+    inject_spiking(model, SpikingConfig(target_modules=["router"]))
+    assert all(isinstance(m.router, SpikingLinear) for m in model.modules() if isinstance(m, MoE))
