@@ -1,8 +1,9 @@
 """``python -m sb_adapters ...``: an alias of the ``spikingbrain`` command (same parser, same
-subcommands; :mod:`spikingbrain.cli`, and :mod:`sb_adapters.cli` for ``report`` / ``sweep-k``).
+subcommands: :mod:`spikingbrain.cli`; ``report`` / ``sweep-k`` live in :mod:`spikingbrain.inject`).
 
 The one import from the command-line package above sb_adapters, and only here: this module runs as a
-script and nothing imports it, so the library keeps the dependency direction of DESIGN.md.
+script and nothing imports it, so the library keeps the dependency direction of docs/architecture.md
+(sb_adapters never imports spikingbrain; the command line imports sb_adapters' public modules).
 """
 
 import sys

@@ -54,6 +54,12 @@ class DenseLayerChoice:
     top1_agreement: float | None
     config: SpikingConfig
 
+    @property
+    def spiking_layers(self) -> tuple[int, ...]:
+        """The measured layers left spike-coded (empty when the bound needs the dense model itself: then
+        ``config`` selects nothing and ``inject_spiking`` would refuse it)."""
+        return tuple(s.layer for s in self.sensitivities if s.layer not in self.dense_layers)
+
     def format(self) -> str:
         """A table: layer, sensitivity (relative error, top-1), kept dense; then the whole model's figures."""
         lines = [f"{'layer':>5}  {'rel.err':>9}  {'top-1':>6}  kept dense", "-" * 36]

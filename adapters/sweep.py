@@ -13,8 +13,10 @@ same batches, measures
 
 The result is data (:class:`KSweep`, ``as_dict()`` for JSON), a table (``format()``) and a plot
 (``plot(path)``: error and agreement against ``k``, and error against energy per MAC, each point labelled
-with its ``k``). To tune ``k`` as the report advises, toward the energy-efficiency peak, pick the cheapest
-``k`` whose agreement is good enough: :meth:`KSweep.recommend`.
+with its ``k``). Error falls and energy rises as ``k`` grows, so there is no single best ``k``: there is a
+trade-off, and :meth:`KSweep.recommend` picks the point on it that a bound asks for, the lowest energy per
+MAC whose agreement is good enough (``plot(recommended=...)`` marks it, with the INT8 MAC energy, where
+spiking stops paying against int8 arithmetic).
 
 The model is left as it was given: dense, with its training mode (every injection is undone, also on error).
 """
@@ -126,13 +128,17 @@ class KSweep:
     def __str__(self) -> str:
         return self.format()
 
-    def plot(self, path: str | Path | None = None):
+    def plot(self, path: str | Path | None = None, *, recommended: SweepPoint | None = None):
         """Draw the trade-off; returns the matplotlib ``Figure`` (saved to ``path`` when given).
 
         Left: relative error (log scale) and top-1 agreement against ``k``. Right: relative error against
-        the energy per MAC, each point labelled with its ``k``; the FP16 and INT8 MAC energies are off to
-        the right (1.5 and 0.23 pJ), the dense model's error is 0.
+        the energy per MAC, each point labelled with its ``k``, and the INT8 MAC energy (0.23 pJ) as a
+        vertical line: the break-even past which an int8 multiply-accumulate would cost less (FP16's 1.5
+        pJ is off to the right; the dense model's error is 0). ``recommended`` (a point of this sweep,
+        e.g. :meth:`recommend`'s) is circled on both panels.
         """
+        if recommended is not None and recommended not in self.points:
+            raise ValueError("recommended must be one of this sweep's points (e.g. sweep.recommend(...))")
         from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
         figure = Figure(figsize=(10, 4), layout="constrained")
@@ -154,6 +160,16 @@ class KSweep:
         right.plot(energy, errors, "o-", color="C2")
         for p, x, y in zip(self.points, energy, errors, strict=True):
             right.annotate(f"k={p.k:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        int8 = self.points[0].energy_pj_per_mac / (1.0 - self.points[0].saving_vs_int8) if self.points[0].saving_vs_int8 < 1 else None
+        if int8 is not None:
+            right.axvline(int8, color="tab:red", ls=":", label=f"INT8 MAC ({int8:.2f} pJ): break-even")
+        if recommended is not None:
+            error = max(recommended.relative_error, 1e-12)
+            left.scatter([recommended.k], [error], s=160, facecolors="none", edgecolors="k", zorder=3, label=f"recommended k={recommended.k:g}")
+            right.scatter([recommended.energy_pj_per_mac], [error], s=160, facecolors="none", edgecolors="k", zorder=3,
+                          label=f"recommended k={recommended.k:g}")
+            left.legend(loc="lower left", fontsize=8)
+        right.legend(loc="upper right", fontsize=8)
         right.set_yscale("log")
         right.set_xlabel("energy per MAC (pJ, 45 nm model)")
         right.set_ylabel("relative error vs dense")

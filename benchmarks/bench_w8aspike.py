@@ -20,9 +20,12 @@ import torch.nn.functional as F
 
 from _common import device_name, graph_time_ms, kernel_resources, print_table, rel_err, sweep_rows, time_ms, write_json
 from sb_kernels import int8_matmul_int32, w8aspike_linear, w8aspike_linear_reference
-from sb_kernels import w8aspike as w8
+from sb_kernels.dispatch import sm_count
 from sb_kernels.spike_quant import quantize_rows
-from sb_kernels.w8aspike import _launch_gemm, _tile_config, dequantize_weight
+from sb_kernels.w8aspike import dequantize_weight
+from sb_kernels.w8aspike.decode import _linear_fused
+from sb_kernels.w8aspike.gemm import _launch_gemm, _linear_two_pass
+from sb_kernels.w8aspike.tiles import _decode_config, _takes_one_launch, _tile_config
 from sb_neurons import spike_quantize as simulated_spike_quantize
 
 HIDDEN, KV, INTER = 3584, 512, 18944
@@ -45,7 +48,7 @@ def exact_form_error(x, w8q, scales, bias, out) -> float:
     n, k = w8q.shape
     x2d = x.reshape(-1, k)
     again = torch.empty_like(out)
-    path = w8._linear_fused if w8._takes_one_launch(x2d.shape[0], k, scales.shape[1]) else w8._linear_two_pass
+    path = _linear_fused if _takes_one_launch(x2d.shape[0], k, scales.shape[1]) else _linear_two_pass
     v_th, _ = path(x2d, w8q, scales.reshape(n, -1).contiguous(), bias, 3.0, None, again)
     assert torch.equal(again, out)
     return error_over_tolerance(x2d, v_th, w8q, scales, bias, out)
@@ -121,7 +124,7 @@ def bench_one(name: str, m: int) -> dict:
         # Decode is launch-bound: both sides captured in CUDA graphs give the GPU time alone.
         g_bf16 = graph_time_ms(lambda: torch.matmul(x, w_bf16.T))
         g_ours, g_chan = graph_time_ms(ours), graph_time_ms(ours_c)
-        two = lambda: w8._linear_two_pass(x, w8q, s2d, bias, 3.0, None, out)  # noqa: E731
+        two = lambda: _linear_two_pass(x, w8q, s2d, bias, 3.0, None, out)  # noqa: E731
         g_two, g_gemm = graph_time_ms(two), graph_time_ms(gemm)
         row.update(graph_ms_bf16=g_bf16, graph_ms_ours_g128=g_ours, graph_bf16_over_ours_g128=g_bf16 / g_ours,
                    graph_ms_ours_channel=g_chan, graph_bf16_over_ours_channel=g_bf16 / g_chan,
@@ -143,8 +146,8 @@ def fused_vs_two_pass() -> list[dict]:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
             g_bf16 = graph_time_ms(lambda: torch.matmul(x, w_bf16.T))
-            g_fused = graph_time_ms(lambda: w8._linear_fused(x, w8q, s2d, bias, 3.0, None, out))
-            g_two = graph_time_ms(lambda: w8._linear_two_pass(x, w8q, s2d, bias, 3.0, None, out))
+            g_fused = graph_time_ms(lambda: _linear_fused(x, w8q, s2d, bias, 3.0, None, out))
+            g_two = graph_time_ms(lambda: _linear_two_pass(x, w8q, s2d, bias, 3.0, None, out))
             rows.append({"layer": name, "M": m, "graph_ms_bf16": g_bf16, "bf16_over_fused": g_bf16 / g_fused,
                          "bf16_over_two_pass": g_bf16 / g_two, "two_pass_over_fused": g_two / g_fused})
             print(rows[-1], flush=True)
@@ -199,13 +202,13 @@ def sweep_fused(name: str, m: int) -> list[dict]:
     g_bf16 = graph_time_ms(lambda: torch.matmul(clean, w_bf16.T))
 
     def measure(cfg: dict) -> dict:
-        v_th, _ = w8._linear_fused(x, w8q, s2d, bias, 3.0, None, out, config=cfg)
+        v_th, _ = _linear_fused(x, w8q, s2d, bias, 3.0, None, out, config=cfg)
         err = error_over_tolerance(x, v_th, w8q, scales, bias, out)
-        g = graph_time_ms(lambda: w8._linear_fused(clean, w8q, s2d, bias, 3.0, None, out, config=cfg))
+        g = graph_time_ms(lambda: _linear_fused(clean, w8q, s2d, bias, 3.0, None, out, config=cfg))
         return dict(exact_form_err_over_tol=err, graph_ms=g, graph_bf16_over_fused=g_bf16 / g,
                     weight_TBps=n * k / (g * 1e-3) / 1e12, bf16_weight_TBps=2 * n * k / (g_bf16 * 1e-3) / 1e12)
 
-    shipped = w8._decode_config(n, 128, k // 128, w8.sm_count(x.device, 0), True)
+    shipped = _decode_config(n, 128, k // 128, sm_count(x.device, 0), True)
     return sweep_rows(SWEEP_FUSED, ("BN", "BK", "num_warps", "num_stages", "SPLITS"), shipped,
                       {"layer": name, "M": m}, measure)
 

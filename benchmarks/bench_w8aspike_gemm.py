@@ -23,7 +23,9 @@ from _common import device_name, print_table, time_ms, write_json
 from bench_w8aspike import LAYERS, error_over_tolerance, make_layer
 from sb_kernels import w8aspike_linear
 from sb_kernels.spike_quant import quantize_rows
-from sb_kernels.w8aspike import _launch_gemm, _tile_config, dequantize_weight, hopper
+from sb_kernels.w8aspike import dequantize_weight, hopper
+from sb_kernels.w8aspike.gemm import _launch_gemm
+from sb_kernels.w8aspike.tiles import _tile_config
 
 ROWS = [int(m) for m in os.environ.get("BENCH_M", "4096,16384").split(",")]
 TRITON_TILES = [  # (BM, BN, num_warps, num_stages), BK = 128; BENCH_TILES=shipped times the first alone

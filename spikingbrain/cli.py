@@ -1,10 +1,11 @@
-"""The ``spikingbrain`` command line, the project's one entry point: ``spikingbrain --help``, ``demo``,
-``estimate``, and sb_adapters' ``report`` / ``sweep-k`` (spiking injected into a HuggingFace model).
-``python -m sb_adapters ...`` is an alias (the same parser).
+"""The ``spikingbrain`` command line, the project's one entry point: ``spikingbrain --help``, ``demo``
+(:mod:`spikingbrain.demo`), ``estimate`` (:mod:`spikingbrain.estimate`), and ``report`` / ``sweep-k``
+(:mod:`spikingbrain.inject`: spiking injected into a HuggingFace model). ``python -m sb_adapters ...`` is
+an alias (the same parser).
 
 Every argument that names a file or folder is checked while the command line is parsed, before any work
-starts (:mod:`sb_adapters.cli`'s path types); bad values and inputs are usage errors: one line,
-``spikingbrain COMMAND: error: ...``, naming the argument, exit status 2.
+starts (the path types of :mod:`spikingbrain.arguments`); bad values and inputs are usage errors: one
+line, ``spikingbrain COMMAND: error: ...``, naming the argument, exit status 2.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from sb_adapters.cli import HelpFormatter, output_dir, positive_float, positive_int
+from .arguments import HelpFormatter, output_dir, positive_float, positive_int
 
 DESCRIPTION = """\
 SpikingBrain's adaptive-threshold spiking parts: demos and tools. Run `spikingbrain COMMAND --help` for
@@ -59,12 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--new-tokens", type=positive_int, default=24, help="tokens to generate")
     demo.add_argument("--no-model", action="store_true", help="skip the small SpikingBrain model part")
 
-    from sb_adapters.cli import add_parsers as add_adapter_parsers
-
     from .estimate import add_estimate_parser
+    from .inject import add_parsers as add_inject_parsers
 
     add_estimate_parser(sub)
-    add_adapter_parsers(sub)  # "report" and "sweep-k": spiking injected into a HuggingFace model
+    add_inject_parsers(sub)  # "report" and "sweep-k": spiking injected into a HuggingFace model
     return parser
 
 
@@ -93,8 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:  # bad inputs: argparse's usage error (exit status 2), not a traceback
             parser.exit(2, f"{parser.prog} estimate: error: {_one_line(error)}\n")
         return 0
-    if getattr(args, "sb_adapters_command", None):
-        from sb_adapters.cli import run_command
+    if getattr(args, "inject_command", None):
+        from .inject import run_command
 
         try:
             return run_command(args)

@@ -130,7 +130,7 @@ def test_hypothesis_profiles_default_and_deep():
     ],
 )
 def test_dependencies_point_one_way(package, forbidden):
-    """DESIGN.md: neurons <- kernels <- layers <- adapters; sb_neurons needs torch only."""
+    """docs/architecture.md (dependency direction): neurons <- kernels <- layers <- adapters; sb_neurons needs torch only."""
     probe = f"import sys, {package}; print(sorted(m for m in {forbidden!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -49,6 +49,7 @@ def test_choice_meets_the_bound_and_each_layer_is_measured_alone(bound):
     else:
         assert error_with(model, config, data) <= bound
     assert "kept dense" in choice.format()
+    assert set(choice.spiking_layers) | set(choice.dense_layers) == {0, 1}
     if bound == 0.0:
         assert sorted(choice.dense_layers) == [0, 1] and choice.relative_error == 0.0
 

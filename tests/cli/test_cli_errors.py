@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from sb_adapters.cli import fitting_group_size
 from sb_adapters.config import SpikingConfig
 from sb_layers import SpikeCoding
 from sb_adapters.tiny import TINY_ARCHS, tiny_model
 from sb_neurons import CODEC_NAMES
 from spikingbrain.cli import main
+from spikingbrain.inject import fitting_group_size
 
 
 def spikingbrain(*argv: str, env: dict[str, str] | None = None, module: str = "spikingbrain.cli") -> subprocess.CompletedProcess:

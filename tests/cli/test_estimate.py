@@ -100,8 +100,8 @@ def _option_types(parser, command: str) -> dict[str, object]:
     return {action.option_strings[0]: action.type for action in sub._actions if action.option_strings}
 
 
-def test_value_flags_share_the_argparse_types_of_sb_adapters_cli():
-    from sb_adapters.cli import fraction, nonnegative_float
+def test_value_flags_share_the_argparse_types_of_spikingbrain_arguments():
+    from spikingbrain.arguments import fraction, nonnegative_float
     from spikingbrain.cli import build_parser
 
     parser = build_parser()
@@ -126,9 +126,9 @@ def test_value_flags_share_the_argparse_types_of_sb_adapters_cli():
 def test_shared_value_types_name_the_value_and_the_range(type_name, text, message):
     import argparse
 
-    import sb_adapters.cli
+    import spikingbrain.arguments
 
-    check = getattr(sb_adapters.cli, type_name)
+    check = getattr(spikingbrain.arguments, type_name)
     with pytest.raises(argparse.ArgumentTypeError) as error:
         check(text)
     assert str(error.value) == message

@@ -30,8 +30,11 @@ from sb_kernels import (
     w8aspike_linear_reference,
     weight_codes,
 )
-from sb_kernels import w8aspike as w8
-from sb_kernels.w8aspike import hopper
+from sb_kernels.dispatch import sm_count
+from sb_kernels.w8aspike import decode, hopper
+from sb_kernels.w8aspike.decode import _arrival_counters, _linear_fused
+from sb_kernels.w8aspike.gemm import _linear_two_pass
+from sb_kernels.w8aspike.tiles import INTERPRETER_SMS, _decode_config, _takes_one_launch
 from sb_neurons import adaptive_threshold
 from sb_neurons import spike_count as sb_spike_count
 from sb_neurons.spike import resolve_clamp
@@ -68,8 +71,8 @@ def triton_linear(x, weight, scales, bias, k=3.0, clamp=None, config=None, resid
     n, kk = weight.shape
     x2d = x.reshape(-1, kk)
     again = torch.empty(x2d.shape[0], n, dtype=x.dtype, device=x.device)
-    fused = w8._takes_one_launch(x2d.shape[0], kk, scales.reshape(n, -1).shape[1])
-    path = w8._linear_fused if fused or config is not None else w8._linear_two_pass
+    fused = _takes_one_launch(x2d.shape[0], kk, scales.reshape(n, -1).shape[1])
+    path = _linear_fused if fused or config is not None else _linear_two_pass
     args = (x2d, weight, scales.reshape(n, -1).contiguous(), bias, k, resolve_clamp(clamp), again)
     v_th, row_max = path(*args, config=config, residual=residual)
     assert torch.equal(again.isnan(), out.reshape(-1, n).isnan())
@@ -312,8 +315,8 @@ def test_split_k_decode_with_codes_past_int8(device, seed, splits, burst):
         x[0, seed % k] = burst * x.abs().mean()
     out = torch.full((1, n), 7.0, device=device)
     cfg = dict(BN=16, BK=32, num_warps=1, num_stages=1, SPLITS=splits)
-    v_th, _ = w8._linear_fused(x, base, scales.reshape(n, -1).contiguous(), b, 3.0, None, out, config=cfg, residual=residual)
-    assert not bool(w8._arrival_counters(x.device).any())
+    v_th, _ = _linear_fused(x, base, scales.reshape(n, -1).contiguous(), b, 3.0, None, out, config=cfg, residual=residual)
+    assert not bool(_arrival_counters(x.device).any())
     assert_matches_exact(out, x, v_th, base, scales, b, residual=residual)
 
 
@@ -404,8 +407,8 @@ def test_split_k_decode_equals_exact_integer_form(device, seed, splits, bias, bu
     bounds = resolve_clamp(clamp)
     out = torch.full((1, n), 7.0, device=device)
     cfg = dict(BN=16, BK=32, num_warps=1, num_stages=1, SPLITS=splits)
-    v_th, row_max = w8._linear_fused(x, weight, scales.reshape(n, -1).contiguous(), b, 3.0, bounds, out, config=cfg)
-    assert not bool(w8._arrival_counters(x.device).any())
+    v_th, row_max = _linear_fused(x, weight, scales.reshape(n, -1).contiguous(), b, 3.0, bounds, out, config=cfg)
+    assert not bool(_arrival_counters(x.device).any())
     if burst != burst:
         assert bool(out.isnan().all()) and float(row_max) == math.inf
         return
@@ -418,19 +421,19 @@ def test_split_k_configuration():
     """The default one-token launch splits K when there are few column blocks per SM (so the CPU tests
     run the split path), never for per-output-channel scales (one group), and a split that would leave
     a slice empty is refused."""
-    assert w8._decode_config(40, 32, 6, w8.INTERPRETER_SMS, False)["SPLITS"] > 1
-    assert w8._decode_config(512, 128, 28, 132, True)["SPLITS"] > 1  # k/v of the 7B model on an H100
-    assert w8._decode_config(64, 64, 1, 132, True)["SPLITS"] == 1
+    assert _decode_config(40, 32, 6, INTERPRETER_SMS, False)["SPLITS"] > 1
+    assert _decode_config(512, 128, 28, 132, True)["SPLITS"] > 1  # k/v of the 7B model on an H100
+    assert _decode_config(64, 64, 1, 132, True)["SPLITS"] == 1
     # one token of the 7B down projection (K = 18944): one launch when split, two passes per-channel
-    assert w8._takes_one_launch(1, 18944, 148) and not w8._takes_one_launch(1, 18944, 1)
-    assert w8._takes_one_launch(1, 3584, 1) and not w8._takes_one_launch(2, 3584, 28)
+    assert _takes_one_launch(1, 18944, 148) and not _takes_one_launch(1, 18944, 1)
+    assert _takes_one_launch(1, 3584, 1) and not _takes_one_launch(2, 3584, 28)
     for n_groups, sms in ((6, 4), (28, 132), (148, 132), (5, 1000)):
-        cfg = w8._decode_config(48, 32, n_groups, sms, False)
+        cfg = _decode_config(48, 32, n_groups, sms, False)
         per_split = -(-n_groups // cfg["SPLITS"])
         assert -(-n_groups // per_split) == cfg["SPLITS"] <= n_groups  # every slice non-empty
     weight, scales, b = make_layer(16, 128, 32)
     with pytest.raises(ValueError, match="SPLITS=3"):
-        w8._linear_fused(torch.randn(1, 128), weight, scales.reshape(16, -1), b, 3.0, None, torch.empty(1, 16),
+        _linear_fused(torch.randn(1, 128), weight, scales.reshape(16, -1), b, 3.0, None, torch.empty(1, 16),
                          config=dict(BN=16, BK=32, num_warps=1, num_stages=1, SPLITS=3))
 
 
@@ -651,11 +654,11 @@ def test_gpu_cuda_graph_replay_equals_eager(rows):
 def test_gpu_split_k_counters_first_made_inside_a_capture(monkeypatch):
     """The split-K decode kernel's arrival counters for a stream first used inside a graph capture are
     zeroed by the graph (on replay) and, before an eager call on that stream, on the stream itself."""
-    monkeypatch.setattr(w8.decode, "_ARRIVAL_COUNTERS", {})
+    monkeypatch.setattr(decode, "_ARRIVAL_COUNTERS", {})
     n, k = LAYERS_7B["k/v"]  # 32 column blocks: split on any GPU
     weight, scales, b = make_layer(n, k, 128, seed=3, device="cuda", dtype=torch.bfloat16)
     x = heavy_tailed((1, k), seed=4, dtype=torch.bfloat16, device="cuda")
-    assert w8._decode_config(n, 128, k // 128, w8.sm_count(torch.device("cuda", 0), 0), True)["SPLITS"] > 1
+    assert _decode_config(n, 128, k // 128, sm_count(torch.device("cuda", 0), 0), True)["SPLITS"] > 1
     warm = torch.cuda.Stream()
     with torch.cuda.stream(warm):
         expected = w8aspike_linear(x, weight, scales, b, backend="triton")  # compiles; counters of `warm`
@@ -672,7 +675,7 @@ def test_gpu_split_k_counters_first_made_inside_a_capture(monkeypatch):
         graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(static_out, expected)
-    assert not any(bool(counters.any()) for counters, _ in w8.decode._ARRIVAL_COUNTERS.values())
+    assert not any(bool(counters.any()) for counters, _ in decode._ARRIVAL_COUNTERS.values())
 
 
 @pytest.mark.gpu

@@ -18,14 +18,13 @@ tokenizer, or random token ids when no text is given. The :class:`SpikingConfig`
 ``in_features`` of every module to be injected (128 as released, when it fits; 32 on the tiny models).
 
 Every argument that names a file or folder is checked while the command line is parsed, before any work:
-files to read must exist and be readable, output files and folders must be creatable and writable.
-Errors are argparse usage errors (exit status 2) naming the argument.
+files to read must exist and be readable, output files and folders must be creatable and writable
+(:mod:`spikingbrain.arguments`, whose types every subcommand shares). Errors are argparse usage errors
+(exit status 2) naming the argument.
 
-Another command line can host both subcommands: ``add_parsers(subparsers)``, then
-``run_command(args)`` when ``args`` has ``sb_adapters_command``. The argparse types of values
-(:func:`positive_int`, :func:`positive_float`, :func:`fraction`, :func:`nonnegative_float`) and of paths
-(:func:`input_file`, :func:`input_dir`, :func:`output_file`, :func:`output_dir`) are the ones every
-subcommand of ``spikingbrain`` shares (``spikingbrain estimate`` among them).
+:func:`add_parsers` adds both subcommands to the ``spikingbrain`` parser; :func:`run_command` runs the
+parsed arguments (they carry ``inject_command``). These commands use sb_adapters through its public
+modules only (the dependency direction of ``docs/architecture.md``).
 """
 
 from __future__ import annotations
@@ -36,50 +35,40 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sb_adapters import SpikingConfig, inject_spiking, spiking_summary, sweep_k
+from sb_adapters.config import CONFIG_NAME
+from sb_adapters.matching import iter_targets
+from sb_adapters.report import record_batches
+from sb_adapters.sweep import DEFAULT_KS
+from sb_adapters.tiny import TINY_ARCHS, tiny_batches, tiny_model
 from sb_layers import SpikeCoding
 from sb_neurons import CODEC_NAMES
 
-from .config import CONFIG_NAME, SpikingConfig
-from .injector import inject_spiking, spiking_summary
-from .matching import iter_targets
-from .report import record_batches
-from .sweep import DEFAULT_KS, sweep_k
-from .tiny import TINY_ARCHS, tiny_batches, tiny_model
+from .arguments import (
+    HelpFormatter,
+    _check_readable,
+    _path,
+    fraction,
+    input_file,
+    nonnegative_float,
+    output_dir,
+    output_file,
+    positive_float,
+    positive_int,
+    write_text,
+)
 
 GROUP_SIZES = (128, 64, 32, 16, 8, 4, 2, 1)
 """Candidates of ``--group-size auto``, largest first."""
 
 
-# --- argparse types: values ------------------------------------------------------------------------
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a float > 0 (a usage error names the value otherwise)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer > 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+# --- argparse types of these commands --------------------------------------------------------------
 
 
 def _nonnegative_int(text: str) -> int:
@@ -121,28 +110,6 @@ def _coding(text: str) -> str:
     return text
 
 
-def fraction(text: str) -> float:
-    """argparse type: a number in [0, 1] (NaN and infinities refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}") from None
-    if not 0.0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
 def _targets(text: str) -> str | list[str]:
     """``"all-linear"`` or a regex stay strings; ``"q_proj,v_proj"`` becomes a list of names."""
     if "," in text:
@@ -155,106 +122,6 @@ def _targets(text: str) -> str | list[str]:
     except re.error as error:
         raise argparse.ArgumentTypeError(f"not a valid regular expression: {text!r} ({error})") from None
     return text
-
-
-# --- argparse types: paths -------------------------------------------------------------------------
-
-
-def _path(text: str) -> Path:
-    if not text:
-        raise argparse.ArgumentTypeError("must be a path, got an empty string")
-    return Path(text).expanduser()
-
-
-def _check_readable(path: Path) -> None:
-    try:
-        if path.is_dir():
-            os.listdir(path)
-        else:
-            with open(path, "rb"):
-                pass
-    except OSError as error:
-        raise argparse.ArgumentTypeError(f"cannot read {os.fspath(path)!r}: {error.strerror}") from None
-
-
-def _check_writable_folder(path: Path, for_what: Path) -> None:
-    """``path`` (an existing folder, or the nearest existing ancestor of one to create) accepts new files."""
-    try:
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as error:
-        raise argparse.ArgumentTypeError(
-            f"cannot write {os.fspath(for_what)!r}: folder {os.fspath(path)!r} is not writable ({error.strerror})"
-        ) from None
-
-
-def _nearest_existing(path: Path, for_what: Path) -> Path:
-    """The nearest existing ancestor of the missing ``path``; it must be a folder."""
-    ancestor = path.absolute().parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise argparse.ArgumentTypeError(f"cannot create {os.fspath(for_what)!r}: {os.fspath(ancestor)!r} is a file, not a folder")
-    return ancestor
-
-
-def input_file(text: str) -> Path:
-    """argparse type: an existing, readable file."""
-    path = _path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"must be a file, got the folder {text!r}")
-    _check_readable(path)
-    return path
-
-
-def input_dir(text: str) -> Path:
-    """argparse type: an existing, readable folder."""
-    path = _path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"no such folder: {text!r}")
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"must be a folder, got the file {text!r}")
-    _check_readable(path)
-    return path
-
-
-def output_file(text: str) -> Path:
-    """argparse type: a file that can be written: an existing writable file, or a new file whose folder
-    exists or can be created (missing folders are created when the file is written)."""
-    path = _path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"must be a file to write, got the folder {text!r}")
-    if path.exists():
-        try:
-            with open(path, "ab"):
-                pass
-        except OSError as error:
-            raise argparse.ArgumentTypeError(f"cannot write {text!r}: {error.strerror}") from None
-        return path
-    folder = path.parent if path.parent.is_dir() else _nearest_existing(path.parent / "_", path)
-    _check_writable_folder(folder, path)
-    return path
-
-
-def output_dir(text: str) -> Path:
-    """argparse type: a folder to write into: an existing writable folder, or one that can be created
-    (it is created when the command writes)."""
-    path = _path(text)
-    if path.exists():
-        if not path.is_dir():
-            raise argparse.ArgumentTypeError(f"must be a folder, got the file {text!r}")
-        _check_writable_folder(path, path)
-        return path
-    _check_writable_folder(_nearest_existing(path, path), path)
-    return path
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` (checked by :func:`output_file`), creating missing folders."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
@@ -310,17 +177,6 @@ def spiking_config_source(text: str) -> Path:
 
 
 # --- the parsers -----------------------------------------------------------------------------------
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Descriptions as written (examples keep their lines); ``(default: ...)`` appended to every option
-    whose default is a value (not ``None`` / ``False``) and whose help does not state it already."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if action.default is None or action.default is False or action.default == argparse.SUPPRESS or "default" in text:
-            return action.help
-        return super()._get_help_string(action)
 
 
 _SOURCE_HELP = """\
@@ -389,8 +245,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Add the ``report`` and ``sweep-k`` subcommands to another program's subparsers (the
-    ``spikingbrain`` command hosts them); run the parsed arguments with :func:`run_command`."""
+    """Add the ``report`` and ``sweep-k`` subcommands to an argparse subparsers object (the
+    ``spikingbrain`` parser's); run the parsed arguments with :func:`run_command`."""
     report = sub.add_parser(
         "report", help="inject spiking into a HuggingFace model, list what was injected and print its spiking report",
         description=REPORT_DESCRIPTION, formatter_class=HelpFormatter,
@@ -408,7 +264,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--max-relative-error", type=nonnegative_float, help="recommend the cheapest k within this relative logit error")
     sweep.add_argument("--min-top1", type=fraction, help="recommend the cheapest k with at least this top-1 agreement, in [0, 1]")
     for parser in (report, sweep):
-        parser.set_defaults(sb_adapters_command=parser.prog.rsplit(" ", 1)[-1])
+        parser.set_defaults(inject_command=parser.prog.rsplit(" ", 1)[-1])
 
 
 # --- running a parsed command ----------------------------------------------------------------------
@@ -506,10 +362,10 @@ def run_command(args: argparse.Namespace) -> int:
     """
     if args.text and args.tiny:
         raise ValueError("--text needs a tokenizer: use --model (a tiny model takes random token ids)")
-    if args.sb_adapters_command == "sweep-k" and len(set(args.k)) != len(args.k):
+    if args.inject_command == "sweep-k" and len(set(args.k)) != len(args.k):
         raise ValueError(f"--k values must not repeat, got {' '.join(f'{k:g}' for k in args.k)}")
     model, batches = _model_and_batches(args)
-    if args.sb_adapters_command == "report":
+    if args.inject_command == "report":
         inject_spiking(model, _config(args, model, k=args.k))
         print(spiking_summary(model))  # what was spike-coded, what was kept dense and why
         print()
