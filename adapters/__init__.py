@@ -10,8 +10,8 @@ loads both back, ``load_spiking(model, dir)`` injects a model you loaded yoursel
 - ``from sb_adapters.nir import export_to_nir, import_from_nir``: NIR graphs for neuromorphic hardware
   (the optional extra ``nir``).
 
-Command line: ``spikingbrain report | sweep-k`` (:mod:`sb_adapters.cli`; alias ``python -m sb_adapters``); tiny random HF models
-for demos and tests: :mod:`sb_adapters.tiny`.
+Command line: ``spikingbrain report | sweep-k`` (in the command-line package, :mod:`spikingbrain.inject`;
+alias ``python -m sb_adapters``); tiny random HF models for demos and tests: :mod:`sb_adapters.tiny`.
 """
 
 if __name__ == "adapters":
@@ -37,19 +37,25 @@ else:
     )
     from .report import LayerReport, SpikingReport, spiking_report
     from .sweep import KSweep, SweepPoint, sweep_k
+    from .hybrid import DenseLayerChoice, LayerSensitivity, choose_dense_layers
+    from .upcycle import load_upcycled, upcycle_mlps
 
     __all__ = [
+        "DenseLayerChoice",
         "KSweep",
         "LayerCalibration",
         "LayerReport",
+        "LayerSensitivity",
         "SpikingConfig",
         "SpikingConv1D",
         "SpikingReport",
         "SweepPoint",
         "calibrate",
+        "choose_dense_layers",
         "from_pretrained_spiking",
         "get_spiking_config",
         "inject_spiking",
+        "load_upcycled",
         "load_spiking",
         "save_spiking",
         "spiking_layers",
@@ -58,4 +64,5 @@ else:
         "spiking_summary",
         "sweep_k",
         "unload_spiking",
+        "upcycle_mlps",
     ]

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from sb_layers import SpikeCoding
-from sb_layers.flat_coding import coding_with, flat_coding_properties, flat_updates, pop_flat_fields
-from sb_neurons.deprecation import warn_renamed
+from sb_layers.spiking_linear import coding_with
+from sb_neurons.spike import ClampSpec
 
 CONFIG_NAME = "spiking_config.json"
 STATE_NAME = "spiking_state.safetensors"
@@ -63,14 +63,21 @@ def _check_layer_indices(value: object) -> list[int] | None:
     return sorted(set(value))
 
 
-# Fields of the previous release, now fields of ``SpikingConfig.coding`` (a :class:`sb_layers.SpikeCoding`):
-# old name -> SpikeCoding field (mapped by sb_layers.flat_coding). ``coding`` itself was the codec name.
-DEPRECATED_FIELDS = {
-    "k": "k", "mode": "mode", "clamp": "clamp", "weight_bits": "weight_bits", "group_size": "group_size", "backend": "backend",
-}
+#: The flat keywords of :class:`SpikingConfig` (PEFT style, as ``LoraConfig(r=8)``): each sets that field of
+#: ``coding``, a :class:`sb_layers.SpikeCoding`.
+CODING_KEYWORDS = ("k", "codec", "clamp", "mode", "weight_bits", "group_size", "backend", "weight_clip")
 
 
-@flat_coding_properties(DEPRECATED_FIELDS, set_hint="{owner}.coding = dataclasses.replace(config.coding, {new}=...)")
+class _Unset:
+    """A flat coding keyword left out: the field keeps ``coding``'s value."""
+
+    def __repr__(self) -> str:
+        return "<coding's>"
+
+
+_UNSET: Any = _Unset()
+
+
 @dataclass(init=False)
 class SpikingConfig:
     """How :func:`sb_adapters.inject_spiking` turns a model's projections into spike-coded ones.
@@ -81,18 +88,20 @@ class SpikingConfig:
             output head). Default ``"all-linear"``.
         exclude_modules: modules never touched, same forms as ``target_modules`` (no ``"all-linear"``).
         coding: the :class:`sb_layers.SpikeCoding` of every spiking layer (``k``, ``clamp``, ``codec``,
-            ``mode``, ``weight_bits``, ``group_size``, ``backend``; validated there). A dict is read as
-            SpikeCoding fields, the ones it leaves out at their defaults. In JSON: a nested dict.
+            ``mode``, ``weight_bits``, ``group_size``, ``backend``, ``weight_clip``; validated there). A dict
+            is read as SpikeCoding fields, the ones it leaves out at their defaults. In JSON: a nested dict.
         spike_qk: also spike-code the q/k feature maps of linear-attention layers
             (:class:`sb_layers.GatedLinearAttention`) found in the model.
         dense_layers: layer indices kept dense (the fallback when accuracy drops): a module is kept
             when the first numbered component of its name (``h.3.attn``, ``layers.3.mlp``) is listed.
         record_stats: spiking layers accumulate spike statistics as they run (see ``spiking_report``).
 
-    Deprecated (the previous release's flat fields, kept for one release with a ``DeprecationWarning``):
-    the keywords and attributes ``k``, ``mode``, ``clamp``, ``weight_bits``, ``group_size``, ``backend``
-    (now ``coding.<field>``), ``coding="<codec name>"`` (now ``coding.codec``), and
-    ``spiking_config.json`` files in that flat layout.
+    Flat keywords (PEFT style, as ``LoraConfig(r=8)``): ``SpikingConfig(k=3, codec="ternary",
+    target_modules=[...])`` sets those fields of ``coding``: ``k``, ``codec``, ``clamp``, ``mode``,
+    ``weight_bits``, ``group_size``, ``backend`` and ``weight_clip`` (:data:`CODING_KEYWORDS`), over
+    ``coding`` when both are given (``SpikingConfig(coding=base, k=4.0)``: ``base`` with ``k = 4``). They
+    are keywords only: the config holds them in ``coding`` (``config.coding.k``), and reading or setting
+    ``config.k`` raises an ``AttributeError`` naming ``coding.k``.
     """
 
     target_modules: TargetSpec = ALL_LINEAR
@@ -107,22 +116,27 @@ class SpikingConfig:
         target_modules: TargetSpec = ALL_LINEAR,
         exclude_modules: TargetSpec = None,
         *,
-        coding: SpikeCoding | dict | str | None = None,
+        coding: SpikeCoding | dict | None = None,
+        k: float = _UNSET,
+        codec: str = _UNSET,
+        clamp: ClampSpec = _UNSET,
+        mode: str = _UNSET,
+        weight_bits: int | None = _UNSET,
+        group_size: int | None = _UNSET,
+        backend: str = _UNSET,
+        weight_clip: bool = _UNSET,
         spike_qk: bool = False,
         dense_layers: list[int] | None = None,
         record_stats: bool = False,
-        **deprecated: Any,
     ) -> None:
-        unknown = sorted(set(deprecated) - set(DEPRECATED_FIELDS))
-        if unknown:
-            raise TypeError(f"SpikingConfig got unexpected keyword arguments {unknown}")
-        updates = {}
         if isinstance(coding, str):
-            warn_renamed("SpikingConfig(coding=<codec name>)", "SpikingConfig(coding=SpikeCoding(codec=...))")
-            updates["codec"], coding = coding, None
-        for old, value in deprecated.items():
-            warn_renamed(f"SpikingConfig({old}=...)", f"SpikingConfig(coding=SpikeCoding({DEPRECATED_FIELDS[old]}=...))")
-            updates[DEPRECATED_FIELDS[old]] = value
+            raise TypeError(
+                f"coding must be a SpikeCoding or a dict of its fields, got the str {coding!r}; "
+                f"a codec name is codec={coding!r}"
+            )
+        flat = dict(k=k, codec=codec, clamp=clamp, mode=mode, weight_bits=weight_bits, group_size=group_size,
+                    backend=backend, weight_clip=weight_clip)
+        updates = {name: value for name, value in flat.items() if value is not _UNSET}
         self.target_modules = target_modules
         self.exclude_modules = exclude_modules
         self.coding = coding_with(coding, updates)
@@ -130,6 +144,19 @@ class SpikingConfig:
         self.dense_layers = dense_layers
         self.record_stats = record_stats
         self.__post_init__()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in CODING_KEYWORDS:
+            raise AttributeError(
+                f"SpikingConfig has no attribute {name!r}: it is coding.{name} "
+                f"(config.coding = dataclasses.replace(config.coding, {name}=...))"
+            )
+        super().__setattr__(name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in CODING_KEYWORDS:
+            raise AttributeError(f"SpikingConfig has no attribute {name!r}: it is coding.{name} (config.coding.{name})")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __post_init__(self) -> None:
         if self.target_modules is None:
@@ -161,26 +188,26 @@ class SpikingConfig:
     def from_dict(cls, data: dict[str, Any]) -> SpikingConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` (never silently dropped).
 
-        The previous release's flat layout (``"k"``, ``"coding": "<codec name>"``, ``"weight_bits"``, ...)
-        still loads, with a ``DeprecationWarning`` naming the nested ``"coding"`` field.
+        The coding fields are read from the nested ``"coding"`` dict only: flat keys (``"k"``,
+        ``"weight_bits"``, ..., or ``"coding"`` holding a codec name: an old ``spiking_config.json``
+        format) raise a ``ValueError`` naming each one's ``coding.<field>``.
         """
         if not isinstance(data, dict):
             raise TypeError(f"data must be a dict, got {type(data).__name__}")
+        flat = [(name, f"coding.{name}") for name in sorted(set(data) & set(CODING_KEYWORDS))]
+        if isinstance(data.get("coding"), str):
+            flat.append(("coding (a codec name)", "coding.codec"))
+        if flat:
+            renamed = ", ".join(f"{new} for {old}" for old, new in flat)
+            raise ValueError(
+                f"flat SpikingConfig fields of an old spiking_config.json format are not read: use {renamed}, "
+                "in a nested \"coding\" dict"
+            )
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known - set(DEPRECATED_FIELDS))
+        unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown SpikingConfig fields: {unknown}; known fields: {sorted(known)}")
-        data = dict(data)
-        old = pop_flat_fields(data, DEPRECATED_FIELDS)
-        coding = data.pop("coding", None)
-        if isinstance(coding, str):
-            old["codec"], coding = coding, None
-        if old:
-            names = sorted(n if n != "codec" else "coding (a codec name)" for n in old)
-            new = ", ".join(f"coding.{DEPRECATED_FIELDS.get(n, n)}" for n in sorted(old))
-            warn_renamed(f"the flat SpikingConfig layout (fields {names})", f"the nested \"coding\" dict ({new})")
-            coding = coding_with(coding, flat_updates(old, DEPRECATED_FIELDS))
-        return cls(coding=coding, **data)
+        return cls(**data)
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

@@ -112,8 +112,9 @@ def choose_dense_layers(
     Cost: one dense run, one run per layer (sensitivities) and one per layer kept dense (greedy).
 
     Raises:
-        TypeError / ValueError: bad arguments, an injected model, no batch, a model with no numbered
-        layer among the modules ``config`` selects, or top-1 asked of a non-logit output.
+        TypeError: ``model`` is not a module or ``config`` not a :class:`SpikingConfig`.
+        ValueError: a bound out of range or none given, an injected model, no batch, a model with no
+            numbered layer among the modules ``config`` selects, or top-1 asked of a non-logit output.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

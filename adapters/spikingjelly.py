@@ -15,9 +15,8 @@
 - :class:`SBSpikeCountNode`: the single-step (collapsed) neuron of Eq. 21, ``v_th * round(x / v_th)``
   (or the integer counts), stateless, applied per time step in multi-step mode.
 
-Behaviour change (this release): ``SBLIFNode()`` used to default to ``tau=None`` (an IF neuron),
-``v_reset=None`` (soft reset) and ``v_threshold="first_step"``. The SpikingBrain neuron of Eq. 20 is now
-``SBLIFNode(tau=None, v_reset=None, v_threshold="first_step")``. The threshold rules keep the names of
+The SpikingBrain neuron of Eq. 20 is ``SBLIFNode(tau=None, v_reset=None, v_threshold="first_step")``.
+The threshold rules keep the names of
 :mod:`sb_neurons` (``"first_step"``, ``"total"``; snnTorch's :class:`sb_adapters.snntorch.SBLeaky` uses
 the same ``"first_step"``).
 
@@ -124,9 +123,8 @@ class SBLIFNode(neuron.BaseNode):
     and state for state; ``v_threshold="first_step"`` switches the SpikingBrain threshold on. The
     SpikingBrain neuron of report Eq. 20 is ``SBLIFNode(tau=None, v_reset=None, v_threshold="first_step")``.
 
-    Behaviour change: the defaults used to be ``tau=None``, ``v_reset=None``, ``v_threshold="first_step"``
-    (an adaptive IF neuron); they are now ``LIFNode``'s, so swapping ``neuron.LIFNode`` for
-    ``neuron.SBLIFNode`` changes nothing until an SpikingBrain argument is given.
+    Its defaults are ``LIFNode``'s, so swapping ``neuron.LIFNode`` for ``neuron.SBLIFNode`` changes nothing
+    until a SpikingBrain argument is given.
 
     Dynamics: see the module docstring (SpikingJelly's charge, fire and reset).
 

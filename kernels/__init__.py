@@ -93,11 +93,3 @@ else:
         "weight_codes",
     ]
 
-    # Deprecated names (one release): spike_quantize returned counts, while sb_neurons.spike_quantize returns
-    # values; the op is spike_count_rows (sb_neurons.spike_count per row of the last dimension).
-    from sb_neurons.deprecation import module_aliases as _module_aliases  # noqa: E402
-
-    __getattr__ = _module_aliases("sb_kernels", {
-        "spike_quantize": ("sb_kernels.spike_count_rows", lambda: spike_count_rows),
-        "spike_quantize_reference": ("sb_kernels.spike_count_rows_reference", lambda: spike_count_rows_reference),
-    })

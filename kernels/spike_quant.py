@@ -1,6 +1,5 @@
 """Fused adaptive-threshold spike counting per row, :func:`spike_count_rows`: ``x -> (counts, v_th)`` reading
-``x`` once (named ``spike_quantize`` until this release; :func:`sb_neurons.spike_quantize` returns the values
-``counts * v_th``, this op the counts).
+``x`` once (:func:`sb_neurons.spike_quantize` returns the values ``counts * v_th``, this op the counts).
 
 Per row of the last dimension (one token), the same rule as :func:`sb_neurons.spike_count`:
 
@@ -39,7 +38,6 @@ from typing import NamedTuple
 import torch
 
 from sb_neurons import SpikeStats, spike_count
-from sb_neurons.deprecation import module_aliases
 from sb_neurons.validation import check_float_tensor, check_positive
 from sb_neurons.spike import V_TH_MAX, ClampSpec, resolve_clamp
 
@@ -375,8 +373,3 @@ __all__ = [
     "spike_count_rows",
     "spike_count_rows_reference",
 ]
-
-__getattr__ = module_aliases("sb_kernels.spike_quant", {
-    "spike_quantize": ("sb_kernels.spike_count_rows", lambda: spike_count_rows),
-    "spike_quantize_reference": ("sb_kernels.spike_count_rows_reference", lambda: spike_count_rows_reference),
-})

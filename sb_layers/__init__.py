@@ -5,7 +5,7 @@ Every layer has a continuous (integer-count) form and a spiking form of the same
 identity between them stated in its docstring and checked by the tests, and explicit streaming state.
 """
 
-from .blocks import HybridBlock, ParallelMixer, run_mixer
+from .blocks import HybridBlock, ParallelMixer
 from .mixer_cache import MixerCache
 from .feed_forward import GLUMLP, MoE, upcycle
 from .linear_attention import GatedLinearAttention
@@ -16,10 +16,12 @@ from .sliding_window import RollingKVCache, SlidingWindowAttention
 from .spiking_linear import SpikeCoding, SpikingLinear, WeightQuantizer, make_linear, resolve_linear_backend
 from .report import (
     LayerReport,
+    SpikeRecorder,
     SpikingReport,
     WeightCodeStats,
     format_weight_code_stats,
     recorded_report,
+    reset_spike_stats,
     spiking_layers,
     weight_code_stats,
 )
@@ -35,6 +37,7 @@ __all__ = [
     "RMSNorm",
     "RollingKVCache",
     "SinkTokens",
+    "SpikeRecorder",
     "SlidingWindowAttention",
     "SpikeCoding",
     "SpikingLinear",
@@ -45,22 +48,10 @@ __all__ = [
     "format_weight_code_stats",
     "make_linear",
     "recorded_report",
+    "reset_spike_stats",
     "resolve_linear_backend",
     "rotary_cos_sin",
-    "run_mixer",
     "spiking_layers",
     "upcycle",
     "weight_code_stats",
 ]
-
-# Deprecated names (one release): the GLA forms moved to sb_kernels.gla, beside their kernels;
-# resolve_backend (a SpikingLinear's backend) became resolve_linear_backend, distinct from
-# sb_kernels.resolve_backend (an op's backend).
-import sb_kernels as _sb_kernels  # noqa: E402
-from sb_neurons.deprecation import module_aliases as _module_aliases  # noqa: E402
-
-__getattr__ = _module_aliases("sb_layers", {
-    **{name: (f"sb_kernels.{name}", lambda name=name: getattr(_sb_kernels, name))
-       for name in ("gla_chunked", "gla_event_driven", "gla_fla", "gla_recurrent")},
-    "resolve_backend": ("sb_layers.resolve_linear_backend", lambda: resolve_linear_backend),
-})

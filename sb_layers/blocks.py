@@ -14,33 +14,14 @@ kv_cache)`` pair for a parallel mixer) lives in one :class:`MixerCache`, at the 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from ._checks import check_hidden_states
 from .linear_attention import GatedLinearAttention
-from .mixer_cache import MixerCache, check_layer_idx, resolve_call, warn_functional_call
+from .mixer_cache import MixerCache, check_cache, check_layer_idx
 from .rms_norm import RMSNorm
 from .sliding_window import RollingKVCache, SlidingWindowAttention
-
-MixerState = Any  # torch.Tensor | RollingKVCache | tuple[torch.Tensor | None, RollingKVCache | None] | None
-
-_LEGACY_STATES = (torch.Tensor, RollingKVCache, tuple)
-
-
-def run_mixer(mixer: nn.Module, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, state: MixerState):
-    """Deprecated: the functional call ``(output, new_state)`` of any of this package's mixers.
-
-    Call the mixer itself, ``mixer(hidden_states, attention_mask, cache)`` with a :class:`MixerCache`
-    (the mixer protocol, :mod:`sb_layers.mixer_cache`).
-    """
-    warn_functional_call("run_mixer", "run_mixer(mixer, hidden_states, attention_mask, state)", stacklevel=3)
-    mix = getattr(mixer, "_mix", None)
-    if mix is None:
-        raise TypeError(f"unsupported mixer {type(mixer).__name__}")
-    return mix(hidden_states, attention_mask, state)
 
 
 class ParallelMixer(nn.Module):
@@ -79,23 +60,13 @@ class ParallelMixer(nn.Module):
     def layer_idx(self, value: int) -> None:
         self.linear_attn.layer_idx = self.softmax_attn.layer_idx = check_layer_idx(value)
 
-    def forward(self, hidden_states, attention_mask=None, cache: MixerCache | None = None, *, state=None):
-        """``output [B, L, hidden]``; each of the two mixers reads and updates its part of ``cache``.
-        Deprecated: without a MixerCache (``state=(gla_state, kv_cache)``, that pair as ``cache``, or no
-        cache) the call returns ``(output, new_state)``."""
-        cache, legacy_state, legacy = resolve_call(type(self).__name__, cache, state, _LEGACY_STATES, "state")
-        if legacy:
-            return self._mix(hidden_states, attention_mask, legacy_state)
+    def forward(self, hidden_states, attention_mask=None, cache: MixerCache | None = None):
+        """``output [B, L, hidden]``; each of the two mixers reads and updates its part of ``cache`` (None: a
+        zero state, nothing kept)."""
+        check_cache(type(self).__name__, cache)
         linear_out = self.linear_attn(hidden_states, attention_mask, cache)
         softmax_out = self.softmax_attn(hidden_states, attention_mask, cache)
         return self.linear_norm(linear_out) + self.softmax_norm(softmax_out)
-
-    def _mix(self, hidden_states, attention_mask, state):
-        """The mixer as a function of its state ``(gla_state, kv_cache)``: ``(output, new_state)``."""
-        gla_state, kv_cache = (None, None) if state is None else state
-        linear_out, gla_state = self.linear_attn._mix(hidden_states, attention_mask, gla_state)
-        softmax_out, kv_cache = self.softmax_attn._mix(hidden_states, attention_mask, kv_cache)
-        return self.linear_norm(linear_out) + self.softmax_norm(softmax_out), (gla_state, kv_cache)
 
 
 class HybridBlock(nn.Module):
@@ -104,8 +75,7 @@ class HybridBlock(nn.Module):
     ``forward(hidden_states [B, L, hidden], attention_mask, cache) -> output [B, L, hidden]`` (the mixer
     protocol, :mod:`sb_layers.mixer_cache`): the mixer reads and updates its entry ``layer_idx`` of the
     :class:`MixerCache` ``cache``. The MLP may be a :class:`GLUMLP` or a :class:`MoE` (any module mapping
-    ``[..., hidden]`` to itself). Deprecated: without a MixerCache (``state=``, a layer state as the third
-    argument, or no cache) the call returns ``(output, new_state)``.
+    ``[..., hidden]`` to itself). ``cache=None``: the mixer starts from a zero state and keeps nothing.
     """
 
     def __init__(self, hidden_size: int, mixer: nn.Module, mlp: nn.Module, norm_eps: float = 1e-6) -> None:
@@ -125,12 +95,9 @@ class HybridBlock(nn.Module):
         """The mixer's ``layer_idx`` (its entry in a :class:`MixerCache`)."""
         return self.attn.layer_idx
 
-    def forward(self, hidden_states, attention_mask=None, cache: MixerCache | None = None, *, state: MixerState = None):
-        cache, legacy_state, legacy = resolve_call(type(self).__name__, cache, state, _LEGACY_STATES, "state")
+    def forward(self, hidden_states, attention_mask=None, cache: MixerCache | None = None):
+        check_cache(type(self).__name__, cache)
         check_hidden_states(hidden_states, self.attn_norm.weight.shape[0])
-        if legacy:
-            mixed, new_state = self.attn._mix(self.attn_norm(hidden_states), attention_mask, legacy_state)
-            return self._feed_forward(mixed, hidden_states), new_state
         return self._feed_forward(self.attn(self.attn_norm(hidden_states), attention_mask, cache), hidden_states)
 
     def _feed_forward(self, mixed: torch.Tensor, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -138,4 +105,4 @@ class HybridBlock(nn.Module):
         return hidden_states + self.mlp(normed)
 
 
-__all__ = ["HybridBlock", "MixerCache", "ParallelMixer", "RollingKVCache", "run_mixer"]
+__all__ = ["HybridBlock", "MixerCache", "ParallelMixer", "RollingKVCache"]

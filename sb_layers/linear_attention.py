@@ -162,8 +162,6 @@ class GatedLinearAttention(nn.Module):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: MixerCache | None = None,
-        *,
-        state: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``output [B, L, hidden]`` for ``hidden_states [B, L, hidden]`` (the mixer protocol,
         :mod:`sb_layers.mixer_cache`).
@@ -171,10 +169,9 @@ class GatedLinearAttention(nn.Module):
         ``attention_mask`` ``[B, L]`` covers this call's tokens only (a wrapper holding HuggingFace's
         ``[B, past + L]`` mask passes its last L columns). ``cache``: a :class:`sb_layers.MixerCache` whose
         entry ``layer_idx`` is this layer's recurrent state ``[B, H, Dk, Dv]`` (None before the first call:
-        a zero state), replaced by the new state. Deprecated: without a MixerCache (``state=``, a state
-        tensor as ``cache``, or no cache) the call returns ``(output, new_state)``.
+        a zero state), replaced by the new state; ``None``: a zero state, nothing kept.
         """
-        return mix_on_cache(self, hidden_states, attention_mask, cache, state, (torch.Tensor,), "state")
+        return mix_on_cache(self, hidden_states, attention_mask, cache)
 
     def _mix(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, state: torch.Tensor | None,

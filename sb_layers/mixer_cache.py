@@ -5,22 +5,16 @@ Every token mixer of this package (:class:`GatedLinearAttention`, :class:`Slidin
 attention layers are: the streaming state of every layer lives in one :class:`MixerCache` (the model's
 :class:`sb_layers.models.spikingbrain.SpikingBrainCache` is one), each mixer knows its ``layer_idx``
 and reads and updates its own entry in place; the call returns the hidden states alone. A whole sequence
-without kept state is a call with a fresh cache (``MixerCache(1)`` for a standalone layer).
+without kept state is a call with a fresh cache (``MixerCache(1)`` for a standalone layer) or with
+``cache=None``: the same output from a zero state, nothing kept. Any other ``cache`` is a ``TypeError``.
 
 Entries (what :meth:`MixerCache.layer_state` returns): a GLA recurrent state ``[B, H, Dk, Dv]``, a
 :class:`sb_layers.RollingKVCache`, or, for a :class:`ParallelMixer`, a ``(gla_state, kv_cache)`` pair whose
 parts its two mixers own (their ``cache_part`` 0 and 1).
-
-Deprecated for one release (a ``DeprecationWarning``): the earlier functional calls, which return the
-state beside the output: a call without a :class:`MixerCache` (``gla(x)``, ``gla(x, state=s)``,
-``swa(x, cache=None)``, ``block(x, mask, None)``) or with a layer's own state in the cache's place
-(``swa(x, cache=rolling_kv_cache)``, ``block(x, mask, state)``) returns ``(output, new_state)``. From the
-next release a call without a cache returns the output alone.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -151,49 +145,21 @@ def check_layer_idx(layer_idx: Any) -> int:
     return layer_idx
 
 
-def warn_functional_call(owner: str, old: str, stacklevel: int = 6) -> None:
-    """The DeprecationWarning of the earlier functional call forms (see the module docstring)."""
-    warnings.warn(
-        f"{owner}: {old} is deprecated and will be removed in the next release; call "
-        f"{owner}(hidden_states, attention_mask, cache) with a MixerCache (e.g. SpikingBrainCache), which "
-        "holds the state, for the hidden states alone (from the next release a call without a cache returns "
-        "the hidden states alone)",
-        DeprecationWarning, stacklevel=stacklevel,
-    )
+def check_cache(owner: str, cache: Any) -> MixerCache | None:
+    """``cache`` if it is a :class:`MixerCache` or None, else a ``TypeError`` naming ``owner``'s ``cache``."""
+    if cache is not None and not isinstance(cache, MixerCache):
+        raise TypeError(f"{owner}: cache must be a MixerCache (e.g. SpikingBrainCache) or None, got {type(cache).__name__}")
+    return cache
 
 
-def resolve_call(owner: str, cache: Any, state: Any, legacy_types: tuple[type, ...], old_name: str, stacklevel: int = 6):
-    """Tell the protocol call from a deprecated one.
-
-    Returns ``(cache, None, False)`` for ``cache`` a :class:`MixerCache`, and ``(None, legacy_state, True)``
-    (after a ``DeprecationWarning``) for the earlier functional forms: no cache (``cache=None``, with or
-    without ``state=``, ``old_name`` being that keyword), or an old-style state of one of ``legacy_types``
-    passed as ``cache``.
-    """
-    if isinstance(cache, MixerCache):
-        if state is not None:
-            raise ValueError(f"{owner}: the state lives in cache (a MixerCache); do not give {old_name}= as well")
-        return cache, None, False
-    if cache is None:
-        warn_functional_call(owner, f"a call without a MixerCache returning (output, new_state){' (the ' + old_name + '= argument)' if state is not None else ''}", stacklevel)
-        return None, state, True
-    if isinstance(cache, legacy_types):
-        if state is not None:
-            raise ValueError(f"{owner}: give the layer state once")
-        warn_functional_call(owner, f"passing a {type(cache).__name__} as the layer state, returning (output, new_state)", stacklevel)
-        return None, cache, True
-    raise TypeError(f"{owner}: cache must be a MixerCache (e.g. SpikingBrainCache) or None, got {type(cache).__name__}")
-
-
-
-def mix_on_cache(mixer: Any, hidden_states: Any, attention_mask: Any, cache: Any, state: Any, legacy_types: tuple[type, ...], old_name: str):
+def mix_on_cache(mixer: Any, hidden_states: Any, attention_mask: Any, cache: Any):
     """The protocol ``forward`` of a single mixer whose ``_mix(hidden_states, attention_mask, layer_state)``
     returns ``(output, new_layer_state)``: with a :class:`MixerCache`, the mixer's entry (:func:`cache_key`)
-    is read, replaced by the new state and the output returned; the deprecated forms (see
-    :func:`resolve_call`) return ``(output, new_state)``."""
-    cache, legacy_state, legacy = resolve_call(type(mixer).__name__, cache, state, legacy_types, old_name, stacklevel=7)
-    if legacy:
-        return mixer._mix(hidden_states, attention_mask, legacy_state)
+    is read and replaced by the new state; with ``cache=None`` the mixer starts from a zero state and keeps
+    nothing. Returns the output alone."""
+    check_cache(type(mixer).__name__, cache)
+    if cache is None:
+        return mixer._mix(hidden_states, attention_mask, None)[0]
     key = cache_key(mixer)
     out, new_state = mixer._mix(hidden_states, attention_mask, cache.layer_state(key))
     cache.update_layer_state(key, new_state)

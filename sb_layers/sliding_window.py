@@ -25,7 +25,6 @@ from torch import nn
 
 from sb_kernels import decode_attention, int8_fake_quantize, merge_attention_into, rotate_and_write_ring, spike_fake_quantize
 from sb_kernels.dispatch import needs_grad
-from sb_neurons.deprecation import module_aliases
 from sb_neurons.validation import check_int, check_positive
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
@@ -342,12 +341,6 @@ class RollingKVCache:
             self.key_mask, self.key_index = self.key_mask[:, keep], self.key_index[keep]
 
 
-# Deprecated (one release): quantize_int8_per_vector was a second name of sb_kernels.int8_fake_quantize.
-__getattr__ = module_aliases(
-    "sb_layers.sliding_window", {"quantize_int8_per_vector": ("sb_kernels.int8_fake_quantize", lambda: int8_fake_quantize)}
-)
-
-
 class SlidingWindowAttention(nn.Module):
     """SpikingBrain-7B's SWA layer: ``q_proj``, ``k_proj``, ``v_proj`` (bias), ``o_proj`` (no bias).
 
@@ -449,10 +442,9 @@ class SlidingWindowAttention(nn.Module):
         cache: MixerCache | None = None,
     ) -> torch.Tensor:
         """``output [B, L, hidden]``; this layer's :class:`RollingKVCache` lives in ``cache`` (a
-        :class:`sb_layers.MixerCache`, entry ``layer_idx``), created on the first call and updated in place.
-        Deprecated: a :class:`RollingKVCache` as ``cache``, or no cache (``cache=None``), returns
-        ``(output, rolling_kv_cache)`` (see :mod:`sb_layers.mixer_cache`)."""
-        return mix_on_cache(self, hidden_states, attention_mask, cache, None, (RollingKVCache,), "cache")
+        :class:`sb_layers.MixerCache`, entry ``layer_idx``), created on the first call and updated in place;
+        ``cache=None``: the whole sequence alone, nothing kept (see :mod:`sb_layers.mixer_cache`)."""
+        return mix_on_cache(self, hidden_states, attention_mask, cache)
 
     def _mix(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, cache: RollingKVCache | None,

@@ -31,7 +31,6 @@ from torch import nn
 from sb_kernels.dispatch import needs_grad
 from sb_kernels.w8aspike.residual import ResidualCodes, code_statistics, split_weight_codes
 from sb_neurons import SpikeStats, get_codec, resolve_clamp, spike_count, spike_stats, spike_train_matmul
-from sb_neurons.deprecation import module_aliases
 from sb_neurons.validation import check_int
 from sb_neurons.spike import ClampSpec, compute_dtype
 
@@ -119,6 +118,25 @@ class SpikeCoding:
         return replace(base, **data) if base is not None else cls(**data)
 
 
+
+def coding_with(coding: SpikeCoding | dict | None, updates: dict | None = None, *, label: str | None = None) -> SpikeCoding:
+    """``coding`` (a :class:`SpikeCoding`, a dict of its fields, or None for the defaults) with the fields of
+    ``updates`` set: how a config's ``coding`` dict or flat keywords update its coding. With ``label``, a bad
+    update raises its ``TypeError`` / ``ValueError`` prefixed by it (``"coding.k: k must be ..."``)."""
+    base = SpikeCoding() if coding is None else coding
+    if isinstance(base, dict):
+        base = SpikeCoding.from_dict(base)
+    if not isinstance(base, SpikeCoding):
+        raise TypeError(f"coding must be a SpikeCoding or a dict of its fields, got {type(base).__name__}")
+    if not updates:
+        return base
+    try:
+        return SpikeCoding.from_dict(dict(updates), base=base)
+    except (TypeError, ValueError) as exc:
+        if label is None:
+            raise
+        raise type(exc)(f"{label}: {exc}") from exc
+
 class WeightQuantizer(nn.Module):
     """Symmetric per-group weight quantization with the release's rule: codes ``round(w / scale)``.
 
@@ -204,7 +222,7 @@ def _needs_grad(x: torch.Tensor, layer: nn.Linear) -> bool:
 
 def resolve_linear_backend(coding: SpikeCoding, x: torch.Tensor, layer: SpikingLinear) -> str:
     """The backend one forward of the :class:`SpikingLinear` ``layer`` on ``x`` runs: ``"torch"`` or ``"triton"``
-    (``resolve_backend`` until this release; :func:`sb_kernels.resolve_backend` is a kernel op's choice).
+    (:func:`sb_kernels.resolve_backend` is a kernel op's choice).
 
     ``"torch"`` always runs PyTorch. ``"triton"`` always runs ``sb_kernels.w8aspike_linear`` with its
     Triton backend (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``) and raises ``RuntimeError``
@@ -442,7 +460,7 @@ class SpikingLinear(nn.Linear):
         # An on/off pair of an unsigned codec is one activation whose spikes are those of both trains:
         # the same time steps, spikes and |count| histogram as its signed sibling codec's train.
         codec = _SIGNED_SIBLING.get(self.coding.codec, self.coding.codec)
-        stats = spike_stats(counts=counts.detach(), codec=codec)
+        stats = spike_stats(counts=counts.detach(), codec=codec, check=False)  # spike_count's own counts
         self.spike_stats = stats if self.spike_stats is None else self.spike_stats.merge(stats)
 
     def extra_repr(self) -> str:
@@ -463,6 +481,4 @@ def make_linear(in_features: int, out_features: int, bias: bool, coding: SpikeCo
     return SpikingLinear(in_features, out_features, bias=bias, coding=coding, **factory)
 
 
-__all__ = ["SpikeCoding", "SpikingLinear", "WeightQuantizer", "make_linear", "resolve_linear_backend"]
-
-__getattr__ = module_aliases("sb_layers.spiking_linear", {"resolve_backend": ("sb_layers.resolve_linear_backend", lambda: resolve_linear_backend)})
+__all__ = ["SpikeCoding", "SpikingLinear", "WeightQuantizer", "coding_with", "make_linear", "resolve_linear_backend"]

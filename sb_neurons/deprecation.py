@@ -1,32 +1,51 @@
-"""Deprecated names kept for one release: each use warns with a ``DeprecationWarning`` naming the new one.
+"""The one way to retire a public name: warn with the version that removes it.
 
-Shared by every package of the project (``sb_neurons`` is the one they all may import): a renamed public
-name stays importable under its old name through a module ``__getattr__`` built by :func:`module_aliases`.
+A rename keeps the old name working until a stated version, and every use of it says which one::
+
+    def old_name(*args, **kwargs):
+        warn_deprecated("sb_layers.old_name", "sb_layers.new_name", removed_in="0.3.0")
+        return new_name(*args, **kwargs)
+
+The warning is a ``DeprecationWarning`` attributed to the caller's line (``stacklevel``), reading
+``"sb_layers.old_name is deprecated and will be removed in 0.3.0; use sb_layers.new_name"``. The removal
+is recorded in ``CHANGELOG.md`` when it happens. Shared by every package of the project: ``sb_neurons`` is
+the one they all may import.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
-from collections.abc import Callable
-from typing import Any
+
+_VERSION = re.compile(r"\d+\.\d+(\.\d+)?")
 
 
-def warn_renamed(old: str, new: str, *, stacklevel: int = 3) -> None:
-    """Warn that ``old`` is deprecated in favour of ``new`` (removed in the next release)."""
-    warnings.warn(f"{old} is deprecated and will be removed in the next release; use {new}", DeprecationWarning, stacklevel=stacklevel)
+def warn_deprecated(old: str, new: str, *, removed_in: str, stacklevel: int = 3) -> None:
+    """Warn that ``old`` is deprecated in favour of ``new`` and goes away in version ``removed_in``.
+
+    Args:
+        old: the deprecated name or call form, as a user writes it (``"sb_layers.old_name"``).
+        new: what to write instead.
+        removed_in: the version that removes ``old``, ``"MAJOR.MINOR"`` or ``"MAJOR.MINOR.PATCH"``.
+        stacklevel: the frame the warning points at (3: the caller of the function that calls this).
+
+    Raises:
+        TypeError: ``old``, ``new`` or ``removed_in`` is not a string, or ``stacklevel`` not an int.
+        ValueError: ``old`` or ``new`` is empty, ``removed_in`` is not a version, ``stacklevel < 1``.
+    """
+    for name, value in (("old", old), ("new", new), ("removed_in", removed_in)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    for name, value in (("old", old), ("new", new)):
+        if not value.strip():
+            raise ValueError(f"{name} must name something, got {value!r}")
+    if not _VERSION.fullmatch(removed_in):
+        raise ValueError(f"removed_in must be a version such as '0.3.0', got {removed_in!r}")
+    if isinstance(stacklevel, bool) or not isinstance(stacklevel, int):
+        raise TypeError(f"stacklevel must be an int, got {type(stacklevel).__name__}")
+    if stacklevel < 1:
+        raise ValueError(f"stacklevel must be >= 1, got {stacklevel}")
+    warnings.warn(f"{old} is deprecated and will be removed in {removed_in}; use {new}", DeprecationWarning, stacklevel=stacklevel)
 
 
-def module_aliases(module_name: str, aliases: dict[str, tuple[str, Callable[[], Any]]]) -> Callable[[str], Any]:
-    """A module ``__getattr__`` serving deprecated names: ``aliases[old] = (new name, getter of the object)``."""
-
-    def __getattr__(name: str) -> Any:
-        if name in aliases:
-            new, get = aliases[name]
-            warn_renamed(f"{module_name}.{name}", new)
-            return get()
-        raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
-
-    return __getattr__
-
-
-__all__ = ["module_aliases", "warn_renamed"]
+__all__ = ["warn_deprecated"]

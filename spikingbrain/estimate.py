@@ -3,11 +3,7 @@
 The model itself, ``R = alpha * (m/n) + (1 - alpha) * a * (k/M)`` with its FLOP-count inputs and the
 comparison with a ``benchmarks/ttft.py`` run, is the library module
 :mod:`sb_layers.models.spikingbrain.cost_model`; this module parses the flags (with the argparse types
-of :mod:`sb_adapters.cli`), derives the model shape from them, prints the tables and writes ``--json``.
-
-Its cost-model names (``ModelShape``, ``estimate``, ``compare_run``, ...) were defined here until the
-split: ``spikingbrain.estimate.<name>`` still gives them for one release, with a ``DeprecationWarning``
-naming ``sb_layers.models.spikingbrain.cost_model.<name>``.
+of :mod:`spikingbrain.arguments`), derives the model shape from them, prints the tables and writes ``--json``.
 """
 
 from __future__ import annotations
@@ -21,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from sb_layers.models.spikingbrain import cost_model
-from sb_neurons.deprecation import module_aliases
 
 ESTIMATE_HELP = "theoretical speedup 1/R of the cost model, beside a measured run (benchmarks/ttft.py JSON)"
 ESTIMATE_DESCRIPTION = """\
@@ -53,7 +48,7 @@ def _context_arg(text: str) -> int:
 
 def _model_config_arg(text: str) -> Path:
     """argparse type of ``--config``: a readable config.json, or a folder holding one."""
-    from sb_adapters.cli import input_file
+    from .arguments import input_file
 
     path = Path(text).expanduser()
     if text and path.is_dir():
@@ -68,7 +63,7 @@ def add_estimate_parser(sub: Any) -> Any:
     """Register ``spikingbrain estimate`` on an argparse subparsers object. File arguments are checked
     while parsing (before any work): ``--spike-stats`` and ``--run`` must be readable files, ``--config``
     a config.json or a folder holding one, ``--json`` a file that can be written (folders created)."""
-    from sb_adapters.cli import fraction, input_file, nonnegative_float, output_file
+    from .arguments import fraction, input_file, nonnegative_float, output_file
 
     parser = sub.add_parser(
         "estimate", help=ESTIMATE_HELP, description=ESTIMATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -166,16 +161,5 @@ def run_estimate_command(args: Any) -> list[dict]:
         print(f"\nWrote {args.json}")
     return rows
 
-
-# Deprecated names (one release): the cost model moved to sb_layers.models.spikingbrain.cost_model.
-_MOVED = (
-    "DEFAULT_CONTEXTS", "PHASES", "RUN_MODELS", "Estimate", "ModelShape", "RunComparison", "active_from_sparsity",
-    "attended_fraction", "attention_share", "compare_run", "cost_ratio", "estimate", "expert_fraction",
-    "format_comparison", "format_context", "format_estimates", "full_pairs", "linear_attention_pairs", "load_run",
-    "shape_from_run", "sparsity_from_stats", "speedup", "validate_run", "window_pairs",
-)
-__getattr__ = module_aliases(__name__, {
-    name: (f"{cost_model.__name__}.{name}", lambda name=name: getattr(cost_model, name)) for name in _MOVED
-})
 
 __all__ = ["ESTIMATE_DESCRIPTION", "ESTIMATE_HELP", "add_estimate_parser", "run_estimate_command"]

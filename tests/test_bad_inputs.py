@@ -264,8 +264,6 @@ ENTRIES += [
     Entry("sb_layers.SlidingWindowAttention", _module(_swa), _layer_inputs, ("hidden_states",), allow=MASK_MISMATCH),
     Entry("sb_layers.HybridBlock", _module(_hybrid), _layer_inputs, ("hidden_states",), allow=MASK_MISMATCH),
     Entry("sb_layers.ParallelMixer", _module(_parallel), _layer_inputs, ("hidden_states",), allow=MASK_MISMATCH),
-    Entry("sb_layers.run_mixer", lambda hidden_states, attention_mask: _module(lambda: (lambda **kw: L.run_mixer(_gla_layer(), **kw, state=None)))(
-        hidden_states=hidden_states, attention_mask=attention_mask), _layer_inputs, ("hidden_states",), allow=MASK_MISMATCH),
     Entry("sb_layers.SinkTokens", lambda num_sinks, hidden_size: L.SinkTokens(num_sinks, hidden_size).weight.shape,
           lambda: dict(num_sinks=2, hidden_size=8), (), {"num_sinks": "count", "hidden_size": "count"}),
     Entry("sb_layers.WeightQuantizer", lambda out_features, in_features, bits: L.WeightQuantizer(out_features, in_features, bits=bits, group_size=8).scales.shape,
@@ -296,6 +294,8 @@ EXEMPT = {
     "sb_neurons.resolve_clamp": "cases in SPECIAL",
     "sb_layers.LayerReport": "result dataclass of the spike report",
     "sb_layers.WeightCodeStats": "result dataclass of weight_code_stats",
+    "sb_layers.SpikeRecorder": "takes a model (ValueError without spiking layers, TypeError for per_call: tests/layers/test_recorder.py); no tensor argument",
+    "sb_layers.reset_spike_stats": "takes a model (TypeError naming model, as spiking_layers); no tensor argument",
     "sb_layers.weight_code_stats": "takes a model (TypeError naming model, as spiking_layers); no tensor argument",
     "sb_layers.format_weight_code_stats": "formats a mapping of WeightCodeStats (tests/models/test_model_release.py); no tensor argument",
     "sb_layers.SpikingReport": "result dataclass (total must be a SpikeStats: TypeError); built by from_layers / sb_adapters.spiking_report",
@@ -373,7 +373,7 @@ PROPAGATES_NON_FINITE = {
     "sb_kernels.spike_fake_quantize", "sb_kernels.spike_fake_quantize_reference", "sb_kernels.w8aspike_linear",
     "sb_layers.apply_rotary", "sb_kernels.gla_chunked", "sb_kernels.gla_recurrent", "sb_layers.RMSNorm", "sb_layers.GLUMLP",
     "sb_layers.GatedLinearAttention", "sb_layers.SlidingWindowAttention", "sb_layers.HybridBlock", "sb_layers.ParallelMixer",
-    "sb_layers.run_mixer", "sb_layers.MoE", "sb_kernels.gla_event_driven",
+    "sb_layers.MoE", "sb_kernels.gla_event_driven",
 }
 # The dispatch's own clear error for a device mix on an explicit backend='triton' (names the rule, not an argument).
 TRITON_DEVICE_ERROR = "needs all tensors on one CUDA device"
@@ -454,7 +454,7 @@ def test_bad_input_is_rejected_naming_the_argument(entry, arg, spoiler, expect):
 @pytest.mark.parametrize("limit, decay", [(math.inf, 1.0), (-math.inf, 0.0)])
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_gla_decode_infinite_gate(limit, decay, backend):
-    """Documented (sb_kernels.gla_decode): an infinite gate logit is the gate's limit, logsigmoid(+inf) = 0
+    """Documented (sb_kernels.gla.decode): an infinite gate logit is the gate's limit, logsigmoid(+inf) = 0
     keeps the state row whole and logsigmoid(-inf) = -inf forgets it; the output stays finite, both paths."""
     args = _gla_decode()
     args["g"] = _poke(args["g"], limit)  # g[0, 0, 0]: key/value head 0, key dimension 0 of row 0

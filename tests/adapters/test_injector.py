@@ -6,7 +6,10 @@ Llama, Qwen2, Mistral and OPT (causal LMs with nn.Linear projections) and BERT (
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
+import warnings
 
 import pytest
 import torch
@@ -42,6 +45,7 @@ from sb_adapters import (
     spiking_summary,
     unload_spiking,
 )
+from sb_adapters.config import CODING_KEYWORDS
 from sb_adapters.injector import get_injection
 from sb_adapters.matching import iter_targets, layer_index, spec_matches
 from sb_layers import GatedLinearAttention, SpikeCoding, SpikingLinear
@@ -178,50 +182,80 @@ def test_config_coding_is_the_spike_coding_and_a_dict_fills_it():
     assert config.to_dict()["coding"] == {**SpikeCoding().to_dict(), "k": 5.0, "clamp": [-8, 7]}
 
 
-# The previous release's flat fields: deprecated aliases of coding's fields, for one release.
-OLD_KEYWORDS = dict(k=5.0, coding="ternary", mode="spike", clamp=8, weight_bits=4, group_size=16, backend="auto")
-NEW_CODING = SpikeCoding(k=5.0, codec="ternary", mode="spike", clamp=8, weight_bits=4, group_size=16, backend="auto")
+# The PEFT-style flat keywords (as LoraConfig(r=8)): each sets that field of coding, without a warning.
+FLAT_KEYWORDS = dict(k=5.0, codec="ternary", mode="spike", clamp=8, weight_bits=4, group_size=16, backend="auto", weight_clip=True)
+NEW_CODING = SpikeCoding(k=5.0, codec="ternary", mode="spike", clamp=8, weight_bits=4, group_size=16, backend="auto", weight_clip=True)
 
 
-@pytest.mark.parametrize("name", sorted(OLD_KEYWORDS))
-def test_deprecated_keyword_warns_naming_the_new_field_and_works(name):
-    new = "codec" if name == "coding" else name
-    with pytest.warns(DeprecationWarning, match=rf"SpikingConfig\({name}=.*SpikeCoding\({new}="):
-        config = SpikingConfig(**{name: OLD_KEYWORDS[name]}, **({} if name != "backend" else {"coding": {"weight_bits": 8}}))
-    assert getattr(config.coding, new) == getattr(NEW_CODING, new)
+def test_flat_keywords_are_the_coding_fields():
+    assert set(FLAT_KEYWORDS) == set(CODING_KEYWORDS) == {f.name for f in dataclasses.fields(SpikeCoding)}
 
 
-def test_deprecated_keywords_together_give_the_same_config():
-    with pytest.warns(DeprecationWarning):
-        old = SpikingConfig(target_modules=["q_proj"], record_stats=True, **OLD_KEYWORDS)
-    assert old == SpikingConfig(target_modules=["q_proj"], record_stats=True, coding=NEW_CODING)
+@pytest.mark.parametrize("name", sorted(FLAT_KEYWORDS))
+def test_flat_keyword_sets_its_coding_field_without_a_warning(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config = SpikingConfig(**{name: FLAT_KEYWORDS[name]}, **({} if name != "backend" else {"coding": {"weight_bits": 8}}))
+    assert getattr(config.coding, name) == getattr(NEW_CODING, name)
 
 
-@pytest.mark.parametrize("name", ["k", "mode", "clamp", "weight_bits", "group_size", "backend"])
-def test_deprecated_attribute_reads_and_writes_warn_and_work(name):
+def test_flat_keywords_together_give_the_same_config():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flat = SpikingConfig(target_modules=["q_proj"], record_stats=True, **FLAT_KEYWORDS)
+        documented = SpikingConfig(k=3, codec="ternary", target_modules=["q_proj", "v_proj"])
+    assert flat == SpikingConfig(target_modules=["q_proj"], record_stats=True, coding=NEW_CODING)
+    assert documented.coding == SpikeCoding(k=3, codec="ternary") and documented.target_modules == ["q_proj", "v_proj"]
+
+
+def test_flat_keywords_update_the_given_coding_and_are_validated():
+    base = SpikeCoding(k=2.0, weight_bits=8, group_size=32)
+    assert SpikingConfig(coding=base, k=4.0).coding == dataclasses.replace(base, k=4.0)
+    assert SpikingConfig(coding={"weight_bits": 8}, clamp=None).coding == SpikeCoding(weight_bits=8, clamp=None)
+    with pytest.raises(ValueError, match="k must be"):
+        SpikingConfig(k=0.0)
+    with pytest.raises(ValueError, match="codec"):
+        SpikingConfig(codec="morse")
+    with pytest.raises(TypeError, match="weight_clip"):
+        SpikingConfig(weight_clip="yes")
+
+
+def test_a_codec_name_as_coding_is_a_type_error_naming_codec():
+    with pytest.raises(TypeError, match=r"coding must be a SpikeCoding.*codec='ternary'"):
+        SpikingConfig(coding="ternary")
+
+
+@pytest.mark.parametrize("name", sorted(FLAT_KEYWORDS))
+def test_flat_names_are_not_attributes_and_name_the_coding_field(name):
     config = SpikingConfig(coding=NEW_CODING)
-    with pytest.warns(DeprecationWarning, match=rf"SpikingConfig.{name} .*coding.{name}"):
-        assert getattr(config, name) == getattr(NEW_CODING, name)
-    value = {"k": 2.0, "mode": "count", "clamp": 4, "weight_bits": 8, "group_size": 32, "backend": "torch"}[name]
-    with pytest.warns(DeprecationWarning, match="coding"):
-        setattr(config, name, value)
-    assert getattr(config.coding, name) == value
+    with pytest.raises(AttributeError, match=rf"coding\.{name}"):
+        getattr(config, name)
+    with pytest.raises(AttributeError, match=rf"coding\.{name}"):
+        setattr(config, name, getattr(NEW_CODING, name))
+    assert config.coding == NEW_CODING and name not in config.to_dict()
 
 
-def test_previous_release_spiking_config_json_loads_with_a_warning(tmp_path):
-    old = {  # spiking_config.json as the previous release wrote it (flat, coding = the codec name)
+def test_old_flat_spiking_config_json_is_an_error_naming_coding(tmp_path):
+    old = {  # spiking_config.json in the old flat format (coding = the codec name)
         "backend": "auto", "clamp": [-8, 7], "coding": "ternary", "dense_layers": [1], "exclude_modules": None,
         "group_size": 16, "k": 5.0, "mode": "spike", "record_stats": False, "spike_qk": False,
         "target_modules": ["q_proj", "v_proj"], "weight_bits": 4,
     }
     (tmp_path / "spiking_config.json").write_text(json.dumps(old))
-    with pytest.warns(DeprecationWarning, match=r"flat SpikingConfig layout.*nested \"coding\".*coding\.codec"):
-        config = SpikingConfig.from_pretrained(tmp_path)
-    assert config == SpikingConfig(
+    with pytest.raises(ValueError, match=r"spiking_config\.json") as raised:
+        SpikingConfig.from_pretrained(tmp_path)
+    for key, field in (("k", "k"), ("clamp", "clamp"), ("mode", "mode"), ("weight_bits", "weight_bits"),
+                       ("group_size", "group_size"), ("backend", "backend"), (r"coding \(a codec name\)", "codec")):
+        assert re.search(rf"coding\.{field} for {key}", str(raised.value)), str(raised.value)
+    with pytest.raises(ValueError, match=r"coding\.k for k"):
+        SpikingConfig.from_dict({"k": 5.0})
+    new = SpikingConfig(
         target_modules=["q_proj", "v_proj"], dense_layers=[1],
         coding=SpikeCoding(k=5.0, codec="ternary", mode="spike", clamp=(-8, 7), weight_bits=4, group_size=16, backend="auto"),
     )
-    assert "k" not in config.to_dict() and config.to_dict()["coding"]["codec"] == "ternary"  # saved in the new layout
+    new.save_pretrained(tmp_path)  # the nested layout loads back
+    assert SpikingConfig.from_pretrained(tmp_path) == new
+    assert "k" not in new.to_dict() and new.to_dict()["coding"]["codec"] == "ternary"
 
 
 # -- target matching: PEFT's semantics --------------------------------------------------------------

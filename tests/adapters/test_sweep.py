@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from sb_adapters import SpikingConfig, get_spiking_config, inject_spiking, spiking_report, sweep_k, unload_spiking
-from sb_adapters.cli import add_parsers, run_command
-from sb_layers import SpikeCoding
-from spikingbrain.cli import main
 from sb_adapters.sweep import output_tensor
 from sb_adapters.tiny import CAUSAL_ARCHS, TINY_ARCHS, TINY_VOCAB, tiny_batches, tiny_model
+from sb_layers import SpikeCoding
+from spikingbrain.cli import main
+from spikingbrain.inject import add_parsers, run_command
 
 
 def state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -345,6 +345,7 @@ def test_gpu_windowed_attention_falls_back_to_flash_when_cudnn_fails(monkeypatch
 def test_gpu_windowed_attention_and_the_layer_train_with_exact_gradients(dtype):
     """The fused kernels' log-sum-exp has no gradient: with inputs that need one, ``windowed_attention``
     computes differentiably and the SWA layer takes its masked blocks, so gradients equal float64's."""
+    from sb_layers import MixerCache
     from sb_layers import sliding_window as swa
 
     heads, kv_heads, dim, window, length = 4, 2, 32, 48, 130
@@ -362,8 +363,8 @@ def test_gpu_windowed_attention_and_the_layer_train_with_exact_gradients(dtype):
     reference = copy.deepcopy(layer).double().cpu()
     x = randn((2, length, 64), 4, torch.float32, DEVICE).requires_grad_()
     x64 = x.detach().double().cpu().requires_grad_()
-    layer(x)[0].square().sum().backward()
-    reference(x64)[0].square().sum().backward()
+    layer(x, None, MixerCache(1)).square().sum().backward()
+    reference(x64, None, MixerCache(1)).square().sum().backward()
     for got, want in ((x.grad, x64.grad), (layer.q_proj.weight.grad, reference.q_proj.weight.grad)):
         torch.testing.assert_close(got.double().cpu(), want, rtol=1e-4, atol=1e-6)
 

@@ -1,8 +1,8 @@
 """One mixer protocol (issue 23.3): ``mixer(hidden_states, attention_mask, cache) -> hidden_states``.
 
 Every mixer (GLA, SWA, the 76B parallel mixer) and the block around it reads and updates its own entry
-(``layer_idx``) of one :class:`sb_layers.MixerCache`; the earlier functional forms still work for one
-release, with a DeprecationWarning, and give the same numbers.
+(``layer_idx``) of one :class:`sb_layers.MixerCache`; ``cache=None`` runs a whole sequence from a zero state
+and returns the output alone, keeping nothing; any other ``cache`` (a layer's own state) is a TypeError.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 import sb_layers as L
 from sb_layers.models.spikingbrain import SpikingBrainCache, SpikingBrainConfig, SpikingBrainForCausalLM
 from sb_layers.models.spikingbrain.cache_names import output_cache
+from strategies import mixer_with_state
 
 
 def _mixers(layer_idx: int = 0):
@@ -29,7 +30,7 @@ def _mixers(layer_idx: int = 0):
 
 
 @pytest.mark.parametrize("kind", ["gla", "swa", "parallel", "block"])
-def test_protocol_streaming_equals_the_deprecated_functional_form(kind):
+def test_protocol_streaming_equals_the_whole_sequence(kind):
     mixers = _mixers(layer_idx=2)
     mixer = L.HybridBlock(16, mixers["gla"], L.GLUMLP(16, 24).double()) if kind == "block" else mixers[kind]
     x = torch.randn(2, 11, 16, dtype=torch.float64)
@@ -39,9 +40,13 @@ def test_protocol_streaming_equals_the_deprecated_functional_form(kind):
     outs = [mixer(x[:, a:b], mask[:, a:b], cache) for a, b in ((0, 5), (5, 6), (6, 11))]
     assert all(isinstance(out, torch.Tensor) for out in outs)  # the hidden states alone
     assert cache.states[0] is None and cache.states[1] is None and cache.states[2] is not None
-    with pytest.warns(DeprecationWarning, match="MixerCache"):
-        whole, state = mixer(x, attention_mask=mask)
+    whole_cache = L.MixerCache(3)
+    whole = mixer(x, attention_mask=mask, cache=whole_cache)
+    state = whole_cache.layer_state(2)
     torch.testing.assert_close(torch.cat(outs, 1), whole, rtol=1e-12, atol=1e-12)
+    alone = mixer(x, attention_mask=mask)  # no cache: the output alone, the same numbers
+    assert isinstance(alone, torch.Tensor)
+    torch.testing.assert_close(alone, whole, rtol=0, atol=0)
     entry = cache.layer_state(2)
     if kind in ("gla", "block"):
         torch.testing.assert_close(entry, state, rtol=1e-12, atol=1e-12)
@@ -54,28 +59,35 @@ def test_protocol_streaming_equals_the_deprecated_functional_form(kind):
         torch.testing.assert_close(entry.keys, state.keys, rtol=1e-12, atol=1e-12)
 
 
-def test_deprecated_call_forms_warn_and_still_work():
+def test_calls_without_a_cache_return_the_output_alone_and_carried_state_streams():
     mixers = _mixers()
     gla, swa, parallel = mixers["gla"], mixers["swa"], mixers["parallel"]
     x = torch.randn(1, 6, 16, dtype=torch.float64)
-    with pytest.warns(DeprecationWarning, match="MixerCache"):
-        first, carried = gla(x[:, :4], state=None)
-    with pytest.warns(DeprecationWarning, match="Tensor"):
-        second, _ = gla(x[:, 4:], None, carried)  # the old positional state
-    with pytest.warns(DeprecationWarning):
-        whole, _ = gla(x)
+    first, carried = mixer_with_state(gla, x[:, :4])
+    second, _ = mixer_with_state(gla, x[:, 4:], None, carried)  # a carried state as the cache entry
+    whole = gla(x)
+    assert isinstance(whole, torch.Tensor)
     torch.testing.assert_close(torch.cat([first, second], 1), whole)
-    with pytest.warns(DeprecationWarning):
-        _, kv = swa(x[:, :3], cache=None)
-    with pytest.warns(DeprecationWarning, match="RollingKVCache"):
-        out, kv2 = swa(x[:, 3:], cache=kv)
-    assert kv2 is kv and out.shape == (1, 3, 16)
-    with pytest.warns(DeprecationWarning):
-        _, (gla_state, kv_cache) = parallel(x, state=None)
+    cache = L.MixerCache(1)
+    swa(x[:, :3], cache=cache)
+    kv = cache.layer_state(0)
+    out = swa(x[:, 3:], cache=cache)
+    assert cache.layer_state(0) is kv and out.shape == (1, 3, 16)  # the RollingKVCache updated in place
+    assert isinstance(swa(x), torch.Tensor) and isinstance(parallel(x), torch.Tensor)
+    _, (gla_state, kv_cache) = mixer_with_state(parallel, x)
     assert gla_state.shape == (1, 4, 4, 4) and kv_cache.num_entries == 4
-    with pytest.warns(DeprecationWarning, match="run_mixer"):
-        out, state = L.run_mixer(gla, x, None, None)
-    torch.testing.assert_close(out, whole)
+
+
+@pytest.mark.parametrize("kind", ["gla", "swa", "parallel", "block"])
+def test_a_layer_state_in_the_cache_place_is_a_type_error(kind):
+    mixers = _mixers()
+    mixer = L.HybridBlock(16, mixers["gla"], L.GLUMLP(16, 24).double()) if kind == "block" else mixers[kind]
+    x = torch.randn(1, 3, 16, dtype=torch.float64)
+    _, state = mixer_with_state(mixer, x)
+    with pytest.raises(TypeError, match=rf"{type(mixer).__name__}: cache must be a MixerCache .* got {type(state).__name__}"):
+        mixer(x, None, state)
+    with pytest.raises(TypeError, match="state"):
+        mixer(x, None, state=state)  # no state= keyword: the state lives in the cache
 
 
 def test_cache_checks():
@@ -83,7 +95,7 @@ def test_cache_checks():
     x = torch.randn(1, 2, 16, dtype=torch.float64)
     with pytest.raises(ValueError, match="layer_idx"):
         gla(x, None, L.MixerCache(2))  # layer 3 in a cache of 2 layers
-    with pytest.raises(ValueError, match="state="):
+    with pytest.raises(TypeError, match="state"):
         gla(x, None, L.MixerCache(4), state=torch.zeros(1, 4, 4, 4, dtype=torch.float64))
     with pytest.raises(TypeError, match="MixerCache"):
         gla(x, None, "cache")
@@ -103,7 +115,7 @@ def test_model_layers_know_their_index_and_use_the_protocol():
     assert isinstance(SpikingBrainCache(4), L.MixerCache)
     ids = torch.randint(0, 40, (2, 9))
     with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)  # the model itself calls no deprecated form
+        warnings.simplefilter("error", DeprecationWarning)  # the model itself warns about nothing
         cache = SpikingBrainCache(4)
         with torch.no_grad():
             logits = model(ids, cache=cache, use_cache=True).logits

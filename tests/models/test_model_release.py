@@ -7,6 +7,7 @@ model, so these tests check that our module tree matches the release's names and
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import pytest
@@ -350,7 +351,7 @@ def test_from_pretrained_explicit_config_is_not_overridden(tmp_path):
     assert model.config.norm_eps == 1e-2
 
 
-# --- nested coding: overrides, the previous release's config.json, the renamed model class -----------------
+# --- nested coding: overrides, the old flat config.json format, the model class of "gla_swa" ------------
 
 
 def test_from_pretrained_coding_override_updates_the_named_fields(tmp_path):
@@ -370,11 +371,16 @@ def test_from_pretrained_coding_override_is_validated(tmp_path):
         SpikingBrainForCausalLM.from_pretrained(tmp_path, coding={"threshold": 1.0})
 
 
-def test_from_pretrained_deprecated_field_override_warns_and_works(tmp_path):
+def test_from_pretrained_coding_override_reaches_the_layers(tmp_path):
     _save_tiny_ours(tmp_path)
-    with pytest.warns(DeprecationWarning, match=r"spike_k.*coding\.k"):
-        model = SpikingBrainForCausalLM.from_pretrained(tmp_path, spiking=True, spike_k=4.0)
+    model = SpikingBrainForCausalLM.from_pretrained(tmp_path, spiking=True, coding={"k": 4.0})
     assert model.config.coding.k == 4.0 and model.model.layers[0].attn.q_proj.coding.k == 4.0
+
+
+def test_from_pretrained_flat_field_override_is_an_error_naming_coding(tmp_path):
+    _save_tiny_ours(tmp_path)
+    with pytest.raises(ValueError, match=r"spike_k.*coding\.k"):
+        SpikingBrainForCausalLM.from_pretrained(tmp_path, spiking=True, spike_k=4.0)
 
 
 def test_released_config_json_loads_without_deprecation_warnings(tmp_path):
@@ -385,8 +391,9 @@ def test_released_config_json_loads_without_deprecation_warnings(tmp_path):
     assert type(config) is GLASwaConfig and not config.spiking and config.coding == SpikeCoding()
 
 
-def test_previous_release_config_json_loads_with_a_warning_naming_coding(tmp_path):
-    """config.json as the previous release wrote it: flat ``spike_*`` / ``weight_bits`` / ``group_size`` keys."""
+def test_old_flat_config_json_is_an_error_naming_coding(tmp_path):
+    """config.json in the old flat format (``spike_*`` / ``weight_bits`` / ``group_size`` keys): a ValueError
+    naming each old key and its ``coding.<field>``, through every loader; nothing accepted silently."""
     config = SpikingBrainConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=HEADS,
                                 num_key_value_heads=KV_HEADS, intermediate_size=INTER, sliding_window=6, spiking=True,
                                 coding=SpikeCoding(k=5.0, codec="ternary", clamp=(-8, 7), mode="spike", weight_bits=8, group_size=16))
@@ -397,9 +404,15 @@ def test_previous_release_config_json_loads_with_a_warning_naming_coding(tmp_pat
     old.update(spike_k=5.0, spike_codec="ternary", spike_clamp=[-8, 7], spike_mode="spike", weight_bits=8, group_size=16,
                spike_backend="torch")
     (tmp_path / "config.json").write_text(json.dumps(old))
-    with pytest.warns(DeprecationWarning, match=r"spike_k=.*coding\.k"):
-        loaded = SpikingBrainForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
-    assert loaded.config.coding == config.coding
+    for load in (lambda: SpikingBrainForCausalLM.from_pretrained(tmp_path, dtype=torch.float32),
+                 lambda: AutoConfig.from_pretrained(tmp_path), lambda: SpikingBrainConfig.from_pretrained(tmp_path)):
+        with pytest.raises(ValueError) as raised:
+            load()
+        for key, field in (("spike_k", "k"), ("spike_codec", "codec"), ("spike_clamp", "clamp"), ("spike_mode", "mode"),
+                           ("weight_bits", "weight_bits"), ("group_size", "group_size"), ("spike_backend", "backend")):
+            assert re.search(rf"\bcoding\.{field} for {key}\b", str(raised.value)), str(raised.value)
+    (tmp_path / "config.json").write_text(json.dumps(saved))  # the nested layout loads back the same coding
+    assert SpikingBrainForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).config.coding == config.coding
 
 
 @pytest.mark.parametrize("old, new", [
@@ -407,31 +420,32 @@ def test_previous_release_config_json_loads_with_a_warning_naming_coding(tmp_pat
     ("weight_bits", "weight_bits"), ("group_size", "group_size"), ("spike_backend", "backend"),
 ])
 @pytest.mark.parametrize("config_class", [SpikingBrainConfig, GLASwaConfig])
-def test_deprecated_config_fields_warn_and_work(config_class, old, new):
+def test_flat_config_fields_are_errors_naming_coding_and_coding_sets_them(config_class, old, new):
     value = {"k": 5.0, "codec": "ternary", "clamp": [-8, 7], "mode": "spike", "weight_bits": 8, "group_size": 16,
              "backend": "auto"}[new]
     tiny = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=HEADS,
                 num_key_value_heads=KV_HEADS, intermediate_size=INTER)
-    with pytest.warns(DeprecationWarning, match=rf"{old}=.*coding\.{new}"):
-        config = config_class(**tiny, **{old: value})
+    with pytest.raises(ValueError, match=rf"coding\.{new} for {old}\b"):
+        config_class(**tiny, **{old: value})  # keyword
+    config = config_class(**tiny, coding={new: value})
     expected = tuple(value) if new == "clamp" else value
     assert getattr(config.coding, new) == expected
-    with pytest.warns(DeprecationWarning, match=rf"{old} .*coding\.{new}"):
-        assert getattr(config, old) == value  # attribute read
-    with pytest.warns(DeprecationWarning, match="coding"):
+    with pytest.raises(AttributeError, match=old):
+        getattr(config, old)  # attribute read
+    with pytest.raises(ValueError, match=rf"coding\.{new} for {old}\b"):
         setattr(config, old, value)  # attribute write
+    assert getattr(config.coding, new) == expected and old not in config.to_dict()
+    config = config_class(**tiny)
+    config.coding = {new: value}  # the current form of the write
     assert getattr(config.coding, new) == expected
 
 
-def test_glaswa_for_causal_lm_is_the_renamed_class_and_the_old_name_warns():
+def test_glaswa_for_causal_lm_is_the_model_class_of_gla_swa_and_has_no_second_name():
     import sb_layers.models.spikingbrain as package
     from sb_layers.models.spikingbrain import GLASwaForCausalLM, modeling
 
-    with pytest.warns(DeprecationWarning, match="GLASwaForCausalLM"):
-        old = package.GLAswaForCausalLM
-    with pytest.warns(DeprecationWarning, match="GLASwaForCausalLM"):
-        assert modeling.GLAswaForCausalLM is GLASwaForCausalLM
-    assert old is GLASwaForCausalLM and GLASwaForCausalLM.config_class is GLASwaConfig
+    assert not hasattr(package, "GLAswaForCausalLM") and not hasattr(modeling, "GLAswaForCausalLM")
+    assert GLASwaForCausalLM.config_class is GLASwaConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
     assert MODEL_FOR_CAUSAL_LM_MAPPING[GLASwaConfig] is GLASwaForCausalLM

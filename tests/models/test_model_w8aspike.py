@@ -250,19 +250,6 @@ def test_spike_report_is_the_one_report_type_with_layers_and_energy(converted):
     assert type(adapters_spiking_report(converted, ids)) is SpikingReport  # the adapters' report is the same type
 
 
-def test_deprecated_report_names_warn_and_still_work(converted):
-    import sb_layers.models.spikingbrain as package
-    import sb_layers.models.spikingbrain.w8aspike as w8aspike
-
-    with pytest.warns(DeprecationWarning, match="sb_layers.SpikingReport"):
-        assert w8aspike.SpikeReport is SpikingReport
-    with pytest.warns(DeprecationWarning, match="sb_layers.SpikingReport"):
-        assert package.SpikeReport is SpikingReport
-    with pytest.warns(DeprecationWarning, match="sb_layers.spiking_layers"):
-        old = w8aspike.spiking_linears
-    assert old(converted) == spiking_layers(converted)
-
-
 def test_repack_per_channel_is_within_half_a_scale_of_the_released_weights(converted, calibration):
     # The explicit per-output-channel option: every weight the repacked model uses is within half its new
     # scale of the group-quantized weight the source model uses, the scales are one per row (the row's

@@ -9,8 +9,6 @@ Importing this package registers the model types ``"spikingbrain"`` and the rele
 
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from sb_layers._deprecation import module_aliases
-
 from .cache import SpikingBrainCache
 from .configuration import GLASwaConfig, SpikingBrainConfig
 from .cost_model import Estimate, ModelShape, RunComparison, compare_run, cost_ratio, estimate, load_run
@@ -26,12 +24,6 @@ from .w8aspike import plot_spike_report, record_spike_statistics, repack_per_cha
 for _model_class in (SpikingBrainForCausalLM, GLASwaForCausalLM):
     AutoConfig.register(_model_class.config_class.model_type, _model_class.config_class, exist_ok=True)
     AutoModelForCausalLM.register(_model_class.config_class, _model_class, exist_ok=True)
-
-# Deprecated names, kept for one release (a DeprecationWarning names the new one).
-__getattr__ = module_aliases(__name__, {
-    "GLAswaForCausalLM": (f"{__name__}.GLASwaForCausalLM", lambda: GLASwaForCausalLM),
-    "SpikeReport": ("sb_layers.SpikingReport", lambda: SpikingReport),
-})
 
 __all__ = [
     "GLASwaConfig",

@@ -17,10 +17,7 @@ from __future__ import annotations
 import torch
 from transformers import Cache
 
-from sb_layers.mixer_cache import MixerCache, select_batch, tensors_of
-
-# Earlier private names of the helpers (moved to sb_layers.mixer_cache).
-_tensors_of, _select_batch = tensors_of, select_batch
+from sb_layers.mixer_cache import MixerCache
 
 
 class SpikingBrainCache(Cache, MixerCache):

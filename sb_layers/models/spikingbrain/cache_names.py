@@ -1,8 +1,8 @@
 """The name transformers gives the decoding cache, which changed across its 5.x releases.
 
 Earlier 5.x releases (5.17 among them) call it ``past_key_values`` everywhere; later ones (5.24 among them)
-call it ``cache`` (the forward keyword, the model outputs' field and ``generate()``'s model kwargs) and keep
-``past_key_values`` as a deprecated alias; which one is installed is read from transformers itself below.
+call it ``cache`` (the forward keyword, the model outputs' field and ``generate()``'s model kwargs) and still
+accept ``past_key_values``, with their own warning; which one is installed is read from transformers itself below.
 The SpikingBrain models accept both keywords on every release and write the cache under the name the
 installed release reads, so ``generate()`` and user code work on either side of the rename.
 """

@@ -24,13 +24,12 @@ Layer indices in this config are 0-based (the release's ``attn_layers`` already 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from transformers import PreTrainedConfig
 
-from sb_layers._deprecation import warn_renamed
-from sb_layers.flat_coding import coding_with, flat_coding_properties, flat_updates, pop_flat_fields
-from sb_layers.spiking_linear import SpikeCoding
+from sb_layers.spiking_linear import SpikeCoding, coding_with
 
 VARIANTS = ("inter_layer", "intra_layer")
 GLA_GATES = ("low_rank", "merged", "tied_key")
@@ -43,12 +42,25 @@ ROUTERS = ("softmax", "sigmoid")
 BACKENDS = ("torch", "triton", "auto")
 
 
-# Fields of the previous release, now fields of ``coding`` (a SpikeCoding): old name -> SpikeCoding field
-# (mapped by sb_layers.flat_coding).
-DEPRECATED_FIELDS = {
+# The flat spike fields of an old config format, now fields of ``coding`` (a SpikeCoding): old key -> field.
+# Not read: a keyword, attribute or config.json key of these names raises a ValueError naming coding.<field>.
+FLAT_FIELDS = {
     "spike_k": "k", "spike_codec": "codec", "spike_clamp": "clamp", "spike_mode": "mode",
     "weight_bits": "weight_bits", "group_size": "group_size", "spike_backend": "backend",
 }
+
+
+def reject_flat_fields(owner: str, names: Iterable[str]) -> None:
+    """A ``ValueError`` naming each old flat key of ``names`` and its ``coding.<field>`` (nothing if none)."""
+    old = sorted(name for name in names if name in FLAT_FIELDS)
+    if old:
+        plural = len(old) > 1
+        renamed = ", ".join(f"coding.{FLAT_FIELDS[name]} for {name}" for name in old)
+        raise ValueError(
+            f"{owner}: the flat spike field{'s' if plural else ''} {', '.join(old)} of an old config format "
+            f"{'are' if plural else 'is'} not read; use {renamed} (coding={{...}}, a dict of SpikeCoding fields, or "
+            "a SpikeCoding; in config.json a nested \"coding\" dict)"
+        )
 
 
 def _check_positive_int(value: Any, name: str) -> None:
@@ -73,10 +85,6 @@ def _check_layer_list(value: Any, name: str, num_layers: int) -> None:
         raise ValueError(f"{name} must not repeat layer indices, got {list(value)}")
 
 
-@flat_coding_properties(
-    DEPRECATED_FIELDS, set_hint="coding.{new} (config.coding = {{{new_repr}: ...}}, or a SpikeCoding)", tuples_as_lists=True,
-    label_errors=True,
-)
 class SpikingBrainConfig(PreTrainedConfig):
     """Configuration of :class:`SpikingBrainForCausalLM` (defaults: the released SpikingBrain-7B).
 
@@ -117,11 +125,11 @@ class SpikingBrainConfig(PreTrainedConfig):
             (``k = coding.k``) and keys/values int8 per head vector after RoPE, so the SWA cache is int8
             (see :class:`sb_layers.SlidingWindowAttention`, ``spike_attention_k``).
 
-    Deprecated (the previous release's flat fields, kept for one release with a ``DeprecationWarning``
-    naming the new field): the keywords, attributes and ``config.json`` keys ``spike_k``, ``spike_codec``,
-    ``spike_clamp``, ``spike_mode``, ``weight_bits``, ``group_size`` and ``spike_backend``, now
-    ``coding.k``, ``coding.codec``, ``coding.clamp``, ``coding.mode``, ``coding.weight_bits``,
-    ``coding.group_size`` and ``coding.backend``.
+    The flat keys ``spike_k``, ``spike_codec``, ``spike_clamp``, ``spike_mode``, ``weight_bits``,
+    ``group_size`` and ``spike_backend`` (an old config format; ``coding.k``, ``coding.codec``,
+    ``coding.clamp``, ``coding.mode``, ``coding.weight_bits``, ``coding.group_size`` and ``coding.backend``
+    here) are not read: as keywords, attributes or ``config.json`` keys they raise a ``ValueError`` naming
+    the ``coding`` field.
     """
 
     model_type = "spikingbrain"
@@ -244,15 +252,7 @@ class SpikingBrainConfig(PreTrainedConfig):
             raise ValueError(f"router_aux_loss_coef must be >= 0, got {self.router_aux_loss_coef!r}")
         if self.coding is None:
             self.coding = SpikeCoding()
-        old = pop_flat_fields(kwargs, DEPRECATED_FIELDS)
-        if old:
-            warn_renamed(
-                f"{type(self).__name__}({', '.join(f'{name}=...' for name in sorted(old))})",
-                ", ".join(f"coding.{DEPRECATED_FIELDS[name]}" for name in sorted(old)) + " (coding=SpikeCoding(...) or a dict)",
-                stacklevel=4,
-            )
-            label = ", ".join(f"{name} (coding.{DEPRECATED_FIELDS[name]})" for name in old)
-            self.coding = coding_with(self.coding, flat_updates(old, DEPRECATED_FIELDS), label=label)
+        reject_flat_fields(type(self).__name__, kwargs)
         super().__post_init__(**kwargs)
 
     @property
@@ -261,6 +261,7 @@ class SpikingBrainConfig(PreTrainedConfig):
         return RELEASE_ATTN_MODES.get(self.attn_mode, self.attn_mode)
 
     def __setattr__(self, key: str, value: Any) -> None:
+        reject_flat_fields(type(self).__name__, (key,))
         if key == "coding" and isinstance(value, dict):
             current = self.__dict__.get("coding")
             value = coding_with(current if isinstance(current, SpikeCoding) else None, value,

@@ -31,7 +31,6 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPast, MoeCausalLMOutputWithPast
 from transformers.utils import logging
 
-from sb_layers._deprecation import module_aliases
 from sb_layers.blocks import HybridBlock, ParallelMixer
 from sb_layers.feed_forward import GLUMLP, MoE
 from sb_layers.linear_attention import GatedLinearAttention
@@ -43,7 +42,7 @@ from sb_layers.spiking_linear import SpikingLinear
 
 from .cache import SpikingBrainCache
 from .cache_names import CACHE_NAMES, GENERATE_CACHE_KEY, OUTPUT_CACHE_FIELD, output_cache, resolve_cache
-from .configuration import GLASwaConfig, SpikingBrainConfig
+from .configuration import GLASwaConfig, SpikingBrainConfig, reject_flat_fields
 from .layout import adapt_config_to_checkpoint, check_checkpoint_shapes, weight_file_shapes
 
 logger = logging.get_logger(__name__)
@@ -141,6 +140,8 @@ def _load_config(config_path: str | os.PathLike, kwargs: dict[str, Any]) -> tupl
     overrides = {name: value for name, value in kwargs.items() if name not in _LOADER_KWARGS}
     download = {name: loader[name] for name in _DOWNLOAD_KWARGS if name in loader}
     config, unused = AutoConfig.from_pretrained(config_path, return_unused_kwargs=True, **download, **overrides)
+    if isinstance(config, SpikingBrainConfig):
+        reject_flat_fields(type(config).__name__, unused)  # an old flat field as an override: name its coding field
     if isinstance(config, SpikingBrainConfig) and set(overrides) - set(unused):
         # transformers sets the overrides as attributes after construction, past __post_init__'s checks:
         # build the config again from its fields so that an overridden value is validated like a saved one.
@@ -180,7 +181,9 @@ class SpikingBrainPreTrainedModel(PreTrainedModel):
 
         As for every transformers model, keyword arguments that name config fields override the saved
         config (``from_pretrained(path, norm_eps=1e-3)``); the overridden config is validated like a new
-        one (a bad value raises ``ValueError`` naming the field). Keyword arguments that are neither
+        one (a bad value raises ``ValueError`` naming the field); ``coding={"k": 4.0}`` updates the saved
+        coding's fields it names, and an old flat spike field (``spike_k=4.0``) raises ``ValueError`` naming
+        its ``coding.<field>``. Keyword arguments that are neither
         loading options nor config fields go to the model's ``__init__`` (which rejects them with a
         ``TypeError``), as in transformers. With an explicit ``config=`` object nothing overrides it. A
         loading option keeps its meaning where a config field has the same name: ``variant=`` is the
@@ -520,12 +523,10 @@ class GLASwaForCausalLM(SpikingBrainForCausalLM):
     Exists so that ``AutoModelForCausalLM`` maps the release's config class to a model class whose
     ``config_class`` matches; it adds nothing. The release's ``config.json`` names the architecture
     ``"GLAswaForCausalLM"`` (its own spelling); transformers picks the model class from ``model_type``, so
-    that name needs no class of its own. ``GLAswaForCausalLM`` is a deprecated alias of this class.
+    that name needs no class of its own.
     """
 
     config_class = GLASwaConfig
 
-
-__getattr__ = module_aliases(__name__, {"GLAswaForCausalLM": (f"{__name__}.GLASwaForCausalLM", lambda: GLASwaForCausalLM)})
 
 __all__ = ["GLASwaForCausalLM", "SpikingBrainForCausalLM", "SpikingBrainModel", "SpikingBrainPreTrainedModel", "build_mixer", "build_mlp"]

@@ -15,8 +15,7 @@
 :func:`spike_report` gathers the counts the spiking projections saw while ``record_stats`` was on (the
 calibration pass of :func:`to_w8aspike`) into a :class:`sb_layers.SpikingReport` (its ``by_projection``:
 the statistics of the report's Fig. 9), and :func:`plot_spike_report` draws them beside the report's own
-7B figures (the ``FIG9_*`` constants). ``SpikeReport`` and ``spiking_linears`` are deprecated aliases of
-:class:`sb_layers.SpikingReport` and :func:`sb_layers.spiking_layers`.
+7B figures (the ``FIG9_*`` constants).
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from collections.abc import Iterable
 import torch
 from tqdm.auto import tqdm
 
-from sb_layers._deprecation import module_aliases
 from sb_layers.report import SpikingReport, projection_kind, recorded_report, spiking_layers
 from sb_layers.spiking_linear import WeightQuantizer
 
@@ -296,9 +294,3 @@ __all__ = [
     "to_w8aspike",
     "w8aspike_config",
 ]
-
-# Deprecated names, kept for one release (a DeprecationWarning names the new one).
-__getattr__ = module_aliases(__name__, {
-    "SpikeReport": ("sb_layers.SpikingReport", lambda: SpikingReport),
-    "spiking_linears": ("sb_layers.spiking_layers", lambda: spiking_layers),
-})
