@@ -5,7 +5,7 @@ head_dim 128, window 4096, with and without a cache from a previous piece), then
 
 - ``masked``: the general path (query blocks of ``--block`` against the keys their windows reach, a
   boolean mask per block, keys and values repeated per query head), what every prefill ran before;
-- ``windowed-flash`` and ``windowed-cudnn``: :func:`sb_layers.sliding_window.windowed_attention`
+- ``windowed-flash`` and ``windowed-cudnn``: :func:`sb_layers.attention.windowed_attention`
   (causal squares and rectangles merged through their log-sum-exp, grouped heads read in place, no mask
   tensor) on PyTorch's flash-attention kernel and on cuDNN's fused attention, picked with
   ``torch.nn.attention.sdpa_kernel`` (the library takes cuDNN on Hopper unless switched off);
@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _longctx as lc  # noqa: E402
 
-from sb_layers import MixerCache  # noqa: E402
-from sb_layers import sliding_window as swa  # noqa: E402
+from sb_layers import MixerCache, SlidingWindowAttention  # noqa: E402
+from sb_layers import attention as swa  # noqa: E402
 
 
 def masked_reference(q, keys, values, window, block):
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
 
     # The whole layer: masked path (an all-ones attention_mask) vs windowed path (no mask).
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    layer = swa.SlidingWindowAttention(hidden, heads, kv_heads, window=window, query_chunk_size=args.block, device=device, dtype=dtype)
+    layer = SlidingWindowAttention(hidden, heads, kv_heads, window=window, query_chunk_size=args.block, device=device, dtype=dtype)
     x = torch.randn(1, args.length, hidden, device=device, dtype=dtype)
     ones = torch.ones(1, args.length, device=device, dtype=torch.long)
     with torch.inference_mode():

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _longctx as lc  # noqa: E402
 
 from sb_layers.models.spikingbrain import SpikingBrainCache, sequence_parallel_prefill  # noqa: E402
-from sb_layers.sliding_window import RollingKVCache  # noqa: E402
+from sb_layers.kv_cache import RollingKVCache  # noqa: E402
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 

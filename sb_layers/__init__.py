@@ -12,7 +12,8 @@ from .linear_attention import GatedLinearAttention
 from .rms_norm import RMSNorm
 from .rotary import apply_rotary, rotary_cos_sin
 from .sinks import SinkTokens
-from .sliding_window import RollingKVCache, SlidingWindowAttention
+from .kv_cache import RollingKVCache
+from .sliding_window import SlidingWindowAttention
 from .spiking_linear import SpikeCoding, SpikingLinear, WeightQuantizer, make_linear, resolve_linear_backend
 from .report import (
     LayerReport,

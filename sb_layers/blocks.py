@@ -19,9 +19,10 @@ from torch import nn
 
 from ._checks import check_hidden_states
 from .linear_attention import GatedLinearAttention
-from .mixer_cache import MixerCache, check_cache, check_layer_idx
+from .kv_cache import RollingKVCache
+from .mixer_cache import MixerCache, check_cache, check_layer_idx, check_mixer
 from .rms_norm import RMSNorm
-from .sliding_window import RollingKVCache, SlidingWindowAttention
+from .sliding_window import SlidingWindowAttention
 
 
 class ParallelMixer(nn.Module):
@@ -74,20 +75,23 @@ class HybridBlock(nn.Module):
 
     ``forward(hidden_states [B, L, hidden], attention_mask, cache) -> output [B, L, hidden]`` (the mixer
     protocol, :mod:`sb_layers.mixer_cache`): the mixer reads and updates its entry ``layer_idx`` of the
-    :class:`MixerCache` ``cache``. The MLP may be a :class:`GLUMLP` or a :class:`MoE` (any module mapping
+    :class:`MixerCache` ``cache``. The mixer is any module that follows that protocol (an int
+    ``hidden_size`` and ``layer_idx``, ``forward(hidden_states, attention_mask, cache)``; checked by
+    :func:`sb_layers.mixer_cache.check_mixer`), not only this package's :class:`GatedLinearAttention`,
+    :class:`SlidingWindowAttention` and :class:`ParallelMixer`. The MLP may be a :class:`GLUMLP` or a :class:`MoE` (any module mapping
     ``[..., hidden]`` to itself). ``cache=None``: the mixer starts from a zero state and keeps nothing.
     """
 
     def __init__(self, hidden_size: int, mixer: nn.Module, mlp: nn.Module, norm_eps: float = 1e-6) -> None:
         super().__init__()
-        if not isinstance(mixer, (GatedLinearAttention, SlidingWindowAttention, ParallelMixer)):
-            raise TypeError(f"mixer must be a GatedLinearAttention, SlidingWindowAttention or ParallelMixer, got {type(mixer).__name__}")
+        check_mixer(mixer)
         if mixer.hidden_size != hidden_size:
             raise ValueError(f"hidden_size={hidden_size} differs from the mixer's hidden_size={mixer.hidden_size}")
-        ref = next(mixer.parameters())
-        self.attn_norm = RMSNorm(hidden_size, norm_eps, device=ref.device, dtype=ref.dtype)
+        ref = next(mixer.parameters(), None)
+        factory = {} if ref is None else dict(device=ref.device, dtype=ref.dtype)
+        self.attn_norm = RMSNorm(hidden_size, norm_eps, **factory)
         self.attn = mixer
-        self.mlp_norm = RMSNorm(hidden_size, norm_eps, device=ref.device, dtype=ref.dtype)
+        self.mlp_norm = RMSNorm(hidden_size, norm_eps, **factory)
         self.mlp = mlp
 
     @property

@@ -8,60 +8,79 @@ and reads and updates its own entry in place; the call returns the hidden states
 without kept state is a call with a fresh cache (``MixerCache(1)`` for a standalone layer) or with
 ``cache=None``: the same output from a zero state, nothing kept. Any other ``cache`` is a ``TypeError``.
 
-Entries (what :meth:`MixerCache.layer_state` returns): a GLA recurrent state ``[B, H, Dk, Dv]``, a
-:class:`sb_layers.RollingKVCache`, or, for a :class:`ParallelMixer`, a ``(gla_state, kv_cache)`` pair whose
-parts its two mixers own (their ``cache_part`` 0 and 1).
+Entries (what :meth:`MixerCache.layer_state` returns): a GLA recurrent state ``[B, H, Dk, Dv]``, an
+object following :class:`CacheEntry` (a :class:`sb_layers.RollingKVCache`: it selects batch rows and fills
+its window itself), or, for a :class:`ParallelMixer`, a ``(gla_state, kv_cache)`` pair whose parts its two
+mixers own (their ``cache_part`` 0 and 1). The cache imports no mixer module.
+
+A mixer (what :class:`sb_layers.HybridBlock` accepts, checked by :func:`check_mixer`) is an
+``nn.Module`` with an int ``hidden_size`` and an int ``layer_idx`` whose ``forward(hidden_states,
+attention_mask, cache)`` returns the hidden states ``[B, L, hidden_size]`` and keeps its state, if any,
+in the cache entry at :func:`cache_key` (``layer_idx``, or ``(layer_idx, cache_part)``).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 LayerKey = int | tuple[int, int]
 
 
-def tensors_of(state: Any) -> Iterator[torch.Tensor]:
-    """Every tensor of one layer entry (a state tensor, a :class:`RollingKVCache`, a tuple of those)."""
-    from .sliding_window import RollingKVCache  # (sliding_window imports this module)
+class CacheEntry(Protocol):
+    """What an entry object of a :class:`MixerCache` does itself (:class:`sb_layers.RollingKVCache` is one):
+    the cache holds it and calls these, without knowing its type."""
 
+    def tensors(self) -> Iterator[torch.Tensor]:
+        """Every tensor the entry holds (for :meth:`MixerCache.memory_bytes`)."""
+        ...
+
+    def select_batch(self, index: torch.Tensor) -> CacheEntry:
+        """A new entry of batch rows ``index`` (kept and reordered; beam search)."""
+        ...
+
+    def fill_windows(self) -> None:
+        """Fix the shapes a decode step reads and writes (same outputs), or nothing if they are fixed."""
+        ...
+
+
+def tensors_of(state: Any) -> Iterator[torch.Tensor]:
+    """Every tensor of one layer entry (a GLA state tensor, a :class:`CacheEntry`, a tuple of those)."""
     if state is None:
         return
     if isinstance(state, torch.Tensor):
         yield state
-    elif isinstance(state, RollingKVCache):
-        for name in ("keys", "values", "key_mask", "key_index", "sink_keys", "sink_values", "seen_tokens"):
-            tensor = getattr(state, name)
-            if tensor is not None:
-                yield tensor
     elif isinstance(state, tuple):
         for part in state:
             yield from tensors_of(part)
     else:
-        raise TypeError(f"unsupported layer state {type(state).__name__}")
+        yield from state.tensors()
 
 
 def select_batch(state: Any, index: torch.Tensor) -> Any:
     """One layer entry restricted/reordered to batch rows ``index``."""
-    from .sliding_window import RollingKVCache
-
     if state is None:
         return None
     if isinstance(state, torch.Tensor):
         return state.index_select(0, index.to(state.device))
-    if isinstance(state, RollingKVCache):
-        pick = lambda t: None if t is None else t.index_select(0, index.to(t.device))  # noqa: E731
-        return RollingKVCache(
-            window=state.window, keys=pick(state.keys), values=pick(state.values), key_mask=pick(state.key_mask),
-            # key_index is per position, not per row: cloned, since decode steps write into it in place.
-            key_index=None if state.key_index is None else state.key_index.clone(),
-            sink_keys=pick(state.sink_keys), sink_values=pick(state.sink_values),
-            seen_tokens=pick(state.seen_tokens), length=state.length, maybe_masked=state.maybe_masked,
-            in_ring_order=state.in_ring_order,
-        )
-    return tuple(select_batch(part, index) for part in state)
+    if isinstance(state, tuple):
+        return tuple(select_batch(part, index) for part in state)
+    return state.select_batch(index)
+
+
+def fill_windows(state: Any) -> None:
+    """:meth:`CacheEntry.fill_windows` on every entry object of one layer entry (a state tensor has fixed shapes)."""
+    if state is None or isinstance(state, torch.Tensor):
+        return
+    if isinstance(state, tuple):
+        for part in state:
+            fill_windows(part)
+    else:
+        state.fill_windows()
 
 
 class MixerCache:
@@ -121,12 +140,8 @@ class MixerCache:
         After it, each decode step reads and writes tensors of unchanging shapes, so one step can be
         captured as a CUDA graph and replayed. Full-attention caches (window None) are left as they are.
         """
-        from .sliding_window import RollingKVCache
-
         for state in self.states:
-            for part in state if isinstance(state, tuple) else (state,):
-                if isinstance(part, RollingKVCache) and part.window is not None:
-                    part.fill_window()
+            fill_windows(state)
 
     def select_batch(self, index: torch.Tensor) -> None:
         """Keep (and reorder to) batch rows ``index`` of every entry."""
@@ -166,4 +181,20 @@ def mix_on_cache(mixer: Any, hidden_states: Any, attention_mask: Any, cache: Any
     return out
 
 
-__all__ = ["MixerCache", "cache_key"]
+def check_mixer(mixer: Any) -> Any:
+    """``mixer`` if it follows the mixer protocol (see the module docstring), checked by what it has and
+    how it is called, not by its class; else a ``TypeError`` saying what is missing."""
+    name = type(mixer).__name__
+    if not isinstance(mixer, nn.Module):
+        raise TypeError(f"mixer must be an nn.Module following the mixer protocol, got {name}")
+    missing = [attr for attr in ("hidden_size", "layer_idx") if not isinstance(getattr(mixer, attr, None), int)]
+    if missing:
+        raise TypeError(f"mixer {name} does not follow the mixer protocol: no int {' or '.join(missing)}")
+    try:
+        inspect.signature(mixer.forward).bind(None, None, None)
+    except TypeError:
+        raise TypeError(f"mixer {name} does not follow the mixer protocol: forward(hidden_states, attention_mask, cache) does not take three arguments") from None
+    return mixer
+
+
+__all__ = ["CacheEntry", "MixerCache", "cache_key", "check_mixer"]

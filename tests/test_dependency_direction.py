@@ -10,6 +10,8 @@ runs ``spikingbrain.cli``.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,89 @@ def test_the_checker_catches_what_it_should(tmp_path, monkeypatch, source, packa
         assert found == []
     else:
         assert len(found) == 1 and expected in found[0]
+
+
+def _layer_modules() -> dict[str, Path]:
+    """Every module of sb_layers by dotted name (a package by its own name)."""
+    return {".".join(_module_name("sb_layers", path)): path for _, path in _modules() if _ == "sb_layers"}
+
+
+def _import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """``module -> the sb_layers modules it imports`` (imports inside functions included; ``from package
+    import submodule`` counts as an import of the submodule; a package's ``__init__`` is not counted as a
+    dependency of its own submodules, which Python imports first anyway)."""
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges = set()
+        for _, module, names in _imports("sb_layers", path):
+            targets = [module] + [f"{module}.{n}" for n in names]
+            edges |= {t for t in targets if t in modules and t != name and not name.startswith(t + ".")}
+        graph[name] = edges
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected component of more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in sorted(graph[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_circle_among_sb_layers_modules():
+    """No two sb_layers modules import each other, directly or around a longer loop, at module level or
+    inside a function (an import inside a function is how a circle hides)."""
+    cycles = _cycles(_import_graph(_layer_modules()))
+    assert cycles == [], "import circles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_circle_checker_catches_a_lazy_circle():
+    graph = {"sb_layers.a": {"sb_layers.b"}, "sb_layers.b": {"sb_layers.a"}, "sb_layers.c": {"sb_layers.a"}}
+    assert _cycles(graph) == [["sb_layers.a", "sb_layers.b"]]
+    assert _cycles({"sb_layers.a": {"sb_layers.b"}, "sb_layers.b": set()}) == []
+
+
+def test_every_sb_layers_module_imports_first_in_a_fresh_interpreter():
+    """Each module imported first, before any other sb_layers module (an import order that a circle would
+    break): one fresh interpreter, which forgets every sb_layers module between two imports (torch and
+    transformers stay loaded, so this takes seconds)."""
+    names = sorted(_layer_modules())
+    script = (
+        "import importlib, sys, traceback\n"
+        "import torch, transformers\n"
+        "bad = []\n"
+        "for name in sys.argv[1:]:\n"
+        "    for loaded in [m for m in sys.modules if m == 'sb_layers' or m.startswith('sb_layers.')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception:\n"
+        "        bad.append(name + ': ' + traceback.format_exc().strip().splitlines()[-1])\n"
+        "print('\\n'.join(bad))\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, *names], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -284,7 +284,7 @@ def test_gpu_windowed_attention_with_merge_kernel_matches_float64(dtype, kernel,
     band, on each fused kernel the pieces can take (cuDNN is the default on Hopper)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from sb_layers import sliding_window as swa
+    from sb_layers import attention as swa
 
     if kernel == "cudnn" and torch.cuda.get_device_capability() < swa.CUDNN_MIN_CAPABILITY:
         pytest.skip("the windowed path takes cuDNN only on Hopper and newer")
@@ -313,7 +313,7 @@ def test_gpu_windowed_attention_falls_back_to_flash_when_cudnn_fails(monkeypatch
     chosen), and cuDNN is not tried again in the process."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from sb_layers import sliding_window as swa
+    from sb_layers import attention as swa
 
     if torch.cuda.get_device_capability() < swa.CUDNN_MIN_CAPABILITY:
         pytest.skip("the windowed path takes cuDNN only on Hopper and newer")
@@ -345,8 +345,8 @@ def test_gpu_windowed_attention_falls_back_to_flash_when_cudnn_fails(monkeypatch
 def test_gpu_windowed_attention_and_the_layer_train_with_exact_gradients(dtype):
     """The fused kernels' log-sum-exp has no gradient: with inputs that need one, ``windowed_attention``
     computes differentiably and the SWA layer takes its masked blocks, so gradients equal float64's."""
-    from sb_layers import MixerCache
-    from sb_layers import sliding_window as swa
+    from sb_layers import MixerCache, SlidingWindowAttention
+    from sb_layers import attention as swa
 
     heads, kv_heads, dim, window, length = 4, 2, 32, 48, 130
     tensors = [randn((1, h, length, dim), seed, dtype, DEVICE).requires_grad_() for seed, h in ((0, heads), (1, kv_heads), (2, kv_heads))]
@@ -359,7 +359,7 @@ def test_gpu_windowed_attention_and_the_layer_train_with_exact_gradients(dtype):
         assert float((got.grad.double().cpu() - want.grad).norm() / want.grad.norm()) < tolerance
 
     torch.manual_seed(0)
-    layer = swa.SlidingWindowAttention(64, heads, kv_heads, window=window, query_chunk_size=32, device=DEVICE)
+    layer = SlidingWindowAttention(64, heads, kv_heads, window=window, query_chunk_size=32, device=DEVICE)
     reference = copy.deepcopy(layer).double().cpu()
     x = randn((2, length, 64), 4, torch.float32, DEVICE).requires_grad_()
     x64 = x.detach().double().cpu().requires_grad_()

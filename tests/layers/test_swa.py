@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sb_layers import MixerCache, RollingKVCache, SinkTokens, SlidingWindowAttention
-from sb_layers.sliding_window import attention_with_lse, windowed_attention
+from sb_layers.attention import attention_with_lse, windowed_attention
 from strategies import mixer_with_state
 
 
@@ -279,7 +279,7 @@ def test_the_fused_kernel_choice_honours_the_users_sdpa_switches(monkeypatch):
     where it failed earlier in the process (then flash)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from sb_layers import sliding_window as swa
+    from sb_layers import attention as swa
 
     monkeypatch.setitem(swa._KERNEL_WORKS, "cudnn", True)
     assert swa._prefers_cudnn((9, 0)) and swa._prefers_cudnn((10, 0))
@@ -394,7 +394,7 @@ def test_in_place_decode_needs_no_grad_and_respects_inference_tensors():
 def test_one_query_attention_equals_softmax_over_repeated_keys(seed, groups, keys_len, batch):
     """A decode step's attention (one query per head, :func:`sb_kernels.decode_attention`) equals softmax
     attention over keys repeated per group, under any mask with a visible key."""
-    from sb_layers.sliding_window import masked_attention
+    from sb_layers.attention import masked_attention
 
     g = torch.Generator().manual_seed(seed)
     kv_heads, dim = 2, 8

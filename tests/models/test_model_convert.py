@@ -8,7 +8,8 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from sb_layers.linear_attention import GatedLinearAttention
 from sb_layers.models.spikingbrain import SpikingBrainForCausalLM
-from sb_layers.models.spikingbrain.convert import continual_pretrain, convert_qwen2, qwen2_to_spikingbrain_name
+from sb_layers.models.spikingbrain.convert import continual_pretrain, convert_qwen2
+from sb_layers.models.spikingbrain.qwen2 import qwen2_to_spikingbrain_name
 
 CORPUS = (
     "the spiking neuron integrates its input and fires when the membrane potential crosses the threshold. "

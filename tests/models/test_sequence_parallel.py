@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 
 from sb_layers.models.spikingbrain import SpikingBrainCache, SpikingBrainForCausalLM, to_w8aspike
 from sb_layers.models.spikingbrain.sequence_parallel import sequence_parallel_prefill, shard_bounds
-from sb_layers.sliding_window import RollingKVCache
+from sb_layers.kv_cache import RollingKVCache
 from model_testing import tiny_spikingbrain
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")

@@ -106,7 +106,7 @@ class SpikingBrainConfig(PreTrainedConfig):
         swa_query_chunk_size: queries per sliding-window attention block (None: all at once); each block
             attends only the keys its window reaches, so a long prefill never builds an ``L x L`` mask.
             Without padding or sinks any int selects the mask-free windowed path instead
-            (:func:`sb_layers.sliding_window.windowed_attention`: flash attention on the band only).
+            (:func:`sb_layers.attention.windowed_attention`: flash attention on the band only).
             Same function whatever the value.
         prefill_chunk_size: default of ``forward``'s ``prefill_chunk_size`` (None: one piece): in eval
             mode, longer inputs run through the whole stack in pieces of this many tokens, carrying the

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from sb_layers.sliding_window import RollingKVCache
+from sb_layers.kv_cache import RollingKVCache
 from sb_neurons.validation import describe
 
 from .cache import SpikingBrainCache

@@ -44,6 +44,7 @@ from .cache import SpikingBrainCache
 from .cache_names import CACHE_NAMES, GENERATE_CACHE_KEY, OUTPUT_CACHE_FIELD, output_cache, resolve_cache
 from .configuration import GLASwaConfig, SpikingBrainConfig, reject_flat_fields
 from .layout import adapt_config_to_checkpoint, check_checkpoint_shapes, weight_file_shapes
+from .qwen2 import convert_qwen2_into
 
 logger = logging.get_logger(__name__)
 
@@ -510,11 +511,9 @@ class SpikingBrainForCausalLM(SpikingBrainPreTrainedModel, GenerationMixin):
     def from_qwen2(cls, model_or_dir, **overrides: Any) -> SpikingBrainForCausalLM:
         """Convert a Qwen2 causal LM (module or local directory) into SpikingBrain-7B (facts section 6).
 
-        See :func:`sb_layers.models.spikingbrain.convert.convert_qwen2`.
+        See :func:`sb_layers.models.spikingbrain.convert.convert_qwen2` (the same conversion).
         """
-        from .convert import convert_qwen2
-
-        return convert_qwen2(model_or_dir, **overrides)
+        return convert_qwen2_into(cls, model_or_dir, **overrides)
 
 
 class GLASwaForCausalLM(SpikingBrainForCausalLM):

@@ -41,9 +41,11 @@ import torch
 import torch.distributed as dist
 
 from sb_layers.linear_attention import GatedLinearAttention
-from sb_layers.sliding_window import RollingKVCache, SlidingWindowAttention
+from sb_layers.kv_cache import RollingKVCache
+from sb_layers.sliding_window import SlidingWindowAttention
 
 from .cache import SpikingBrainCache
+from .modeling import SpikingBrainForCausalLM
 
 LogitsKind = Literal["last", "shard", "all"]
 CacheOn = Literal["all", "rank0"]
@@ -118,9 +120,7 @@ def _swa_layer(
         low = max(a, halo_start, b - tail)
         if low < b:
             pieces.append(tails[index][:, tail - (b - low):])
-    cache = RollingKVCache(layer.window)
-    cache.seen_tokens = full_mask[:, :halo_start].sum(dim=1).to(torch.int64)
-    cache.length = halo_start
+    cache = RollingKVCache(layer.window, seen_tokens=full_mask[:, :halo_start].sum(dim=1).to(torch.int64), length=halo_start)
     if pieces:
         halo = torch.cat(pieces, dim=1)
         halo_mask = None if mask is None else full_mask[:, halo_start:start]
@@ -157,8 +157,6 @@ def sequence_parallel_prefill(
     logits at the positions asked for, its cache), within floating-point rounding. Continue generating
     from the cache with ``model(next_ids, attention_mask=..., cache=cache)`` or ``model.generate``.
     """
-    from .modeling import SpikingBrainForCausalLM
-
     if not isinstance(model, SpikingBrainForCausalLM):
         raise TypeError(f"model must be a SpikingBrainForCausalLM, got {type(model).__name__}")
     if model.training:
