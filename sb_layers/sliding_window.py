@@ -56,7 +56,7 @@ class SlidingWindowAttention(nn.Module):
             (``attention_backend="sdpa"``, no ``attention_mask``, no sinks, a cache without masked
             entries, more than one query, no gradient needed) an int selects :func:`windowed_attention`
             instead: no mask tensor, no repeated keys, only the ``L * window`` scores of the band.
-        spike_attention_k: None (default) attends in floating point; a threshold divisor ``k > 0`` runs
+        spike_query_k: None (default) attends in floating point; a threshold divisor ``k > 0`` runs
             the release's W8ASpike attention (facts section 4): each query head vector spike-coded
             (:func:`sb_kernels.spike_fake_quantize`, ``V_th = mean|q| / k``) and each key and value head vector
             int8-quantized (:func:`sb_kernels.int8_fake_quantize`), both after RoPE, so the cache holds int8-grid
@@ -87,7 +87,7 @@ class SlidingWindowAttention(nn.Module):
         coding: SpikeCoding | None = None,
         attention_backend: AttentionBackend = "sdpa",
         query_chunk_size: int | None = None,
-        spike_attention_k: float | None = None,
+        spike_query_k: float | None = None,
         device=None,
         dtype=None,
         layer_idx: int = 0,
@@ -95,9 +95,9 @@ class SlidingWindowAttention(nn.Module):
         super().__init__()
         self.layer_idx = check_layer_idx(layer_idx)
         self.cache_part: int | None = None  # set by a ParallelMixer holding this layer
-        if spike_attention_k is not None:
-            check_positive(spike_attention_k, "spike_attention_k")
-        self.spike_attention_k = None if spike_attention_k is None else float(spike_attention_k)
+        if spike_query_k is not None:
+            check_positive(spike_query_k, "spike_query_k")
+        self.spike_query_k = None if spike_query_k is None else float(spike_query_k)
         if attention_backend not in ("sdpa", "flex"):
             raise ValueError(f"attention_backend must be 'sdpa' or 'flex', got {attention_backend!r}")
         if query_chunk_size is not None and (
@@ -182,8 +182,8 @@ class SlidingWindowAttention(nn.Module):
         q_reg = apply_rotary(q[:, :, sinks:], cos, sin)
         k_reg = apply_rotary(k[:, :, sinks:], cos, sin)
         q = torch.cat([q[:, :, :sinks], q_reg], dim=2) if sinks else q_reg
-        if self.spike_attention_k is not None:  # W8ASpike attention: spiking queries, int8 keys and values
-            q = spike_fake_quantize(q, self.spike_attention_k)
+        if self.spike_query_k is not None:  # W8ASpike attention: spiking queries, int8 keys and values
+            q = spike_fake_quantize(q, self.spike_query_k)
             k = torch.cat([int8_fake_quantize(k[:, :, :sinks]), k[:, :, sinks:]], dim=2) if sinks else k
             k_reg, v = int8_fake_quantize(k_reg), int8_fake_quantize(v)
 
@@ -210,7 +210,7 @@ class SlidingWindowAttention(nn.Module):
         batch = q.shape[0]
         compute = torch.float64 if q.dtype == torch.float64 else torch.float32
         inv_freq = _inverse_frequencies(self.head_dim, float(self.rope_theta), compute, q.device)
-        q_rot, allowed = cache.write_ring(q[:, :, 0], k[:, :, 0], v[:, :, 0], inv_freq, keep=keep, spike_query_k=self.spike_attention_k)
+        q_rot, allowed = cache.write_ring(q[:, :, 0], k[:, :, 0], v[:, :, 0], inv_freq, keep=keep, spike_query_k=self.spike_query_k)
         out = masked_attention(q_rot, cache.keys, cache.values, allowed[:, None, :], self.attention_backend)
         return self.o_proj(out.transpose(1, 2).reshape(batch, 1, self.num_heads * self.head_dim)), cache
 
@@ -297,5 +297,5 @@ class SlidingWindowAttention(nn.Module):
         return (
             f"window={self.window}, rope_theta={self.rope_theta}, num_sinks={self.num_sinks}, "
             f"attention_backend={self.attention_backend}, query_chunk_size={self.query_chunk_size}"
-            + (f", spike_attention_k={self.spike_attention_k:g}" if self.spike_attention_k is not None else "")
+            + (f", spike_query_k={self.spike_query_k:g}" if self.spike_query_k is not None else "")
         )

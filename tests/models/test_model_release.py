@@ -128,7 +128,7 @@ def test_released_w8aspike_layout_loads_with_scales_and_merged_gate(tmp_path):
     model = SpikingBrainForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
     config = model.config
     assert config.spiking and config.coding.weight_bits == 8 and config.coding.group_size == 16 and config.gla_gate == "merged"
-    assert config.spike_attention and model.model.layers[1].attn.spike_attention_k == 3.0  # spiking q, int8 KV
+    assert config.spike_attention and model.model.layers[1].attn.spike_query_k == 3.0  # spiking q, int8 KV
     layer0 = model.model.layers[0]
     assert isinstance(layer0.attn.gk_proj, SpikingLinear)
     assert isinstance(layer0.mlp.gate_proj, SpikingLinear)
@@ -360,7 +360,7 @@ def test_from_pretrained_coding_override_updates_the_named_fields(tmp_path):
     model = SpikingBrainForCausalLM.from_pretrained(tmp_path, dtype=torch.float32, coding={"k": 4.0, "mode": "spike"})
     coding = model.config.coding
     assert (coding.k, coding.mode, coding.weight_bits, coding.group_size) == (4.0, "spike", 8, 16)
-    assert model.model.layers[0].attn.q_proj.coding == coding and model.model.layers[1].attn.spike_attention_k == 4.0
+    assert model.model.layers[0].attn.q_proj.coding == coding and model.model.layers[1].attn.spike_query_k == 4.0
 
 
 def test_from_pretrained_coding_override_is_validated(tmp_path):

@@ -198,7 +198,7 @@ def test_int8_per_vector_passes_gradients_straight_through():
 
 def test_spiking_attention_equals_dense_softmax_on_coded_queries_and_int8_keys_values():
     torch.manual_seed(0)
-    layer = SlidingWindowAttention(32, 4, 2, window=5, rope_theta=100.0, spike_attention_k=3.0).double().eval()
+    layer = SlidingWindowAttention(32, 4, 2, window=5, rope_theta=100.0, spike_query_k=3.0).double().eval()
     x = torch.randn(2, 11, 32, dtype=torch.float64)
     with torch.no_grad():
         out = layer(x, None, MixerCache(1))
@@ -217,13 +217,13 @@ def test_spiking_attention_equals_dense_softmax_on_coded_queries_and_int8_keys_v
     float_layer.load_state_dict(layer.state_dict())
     with torch.no_grad():
         assert not torch.allclose(float_layer(x, None, MixerCache(1)), out, atol=1e-6)  # the coding does act
-    with pytest.raises(ValueError, match="spike_attention_k"):
-        SlidingWindowAttention(32, 4, 2, spike_attention_k=0.0)
+    with pytest.raises(ValueError, match="spike_query_k"):
+        SlidingWindowAttention(32, 4, 2, spike_query_k=0.0)
 
 
 def test_w8aspike_attention_streams_exactly_with_an_int8_cache(converted, source):
     swa = converted.model.layers[1].attn
-    assert converted.config.spike_attention and swa.spike_attention_k == 3.0
+    assert converted.config.spike_attention and swa.spike_query_k == 3.0
     ids = torch.randint(3, VOCAB, (1, 13), generator=torch.Generator().manual_seed(6))  # beyond the window of 4
     cache = SpikingBrainCache(converted.config.num_hidden_layers)
     with torch.no_grad():
@@ -234,7 +234,7 @@ def test_w8aspike_attention_streams_exactly_with_an_int8_cache(converted, source
     scale = (keys.abs().amax(-1, keepdim=True) / 127).clamp(1e-5, 1e4)
     torch.testing.assert_close(keys / scale, (keys / scale).round(), rtol=0, atol=1e-8)
     float_attention = to_w8aspike(source, group_size=GROUP, attention=False, progress=False)
-    assert not float_attention.config.spike_attention and float_attention.model.layers[1].attn.spike_attention_k is None
+    assert not float_attention.config.spike_attention and float_attention.model.layers[1].attn.spike_query_k is None
     with torch.no_grad():
         assert not torch.allclose(float_attention(ids).logits, whole, atol=1e-6)
 

@@ -123,7 +123,7 @@ class SpikingBrainConfig(PreTrainedConfig):
         spike_qk: spike-code the linear-attention q/k feature maps.
         spike_attention: the release's W8ASpike softmax attention: queries spike-coded per head vector
             (``k = coding.k``) and keys/values int8 per head vector after RoPE, so the SWA cache is int8
-            (see :class:`sb_layers.SlidingWindowAttention`, ``spike_attention_k``).
+            (see :class:`sb_layers.SlidingWindowAttention`, ``spike_query_k``).
 
     The flat keys ``spike_k``, ``spike_codec``, ``spike_clamp``, ``spike_mode``, ``weight_bits``,
     ``group_size`` and ``spike_backend`` (an old config format; ``coding.k``, ``coding.codec``,

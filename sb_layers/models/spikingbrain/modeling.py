@@ -85,7 +85,7 @@ def build_mixer(config: SpikingBrainConfig, index: int) -> nn.Module:
         return SlidingWindowAttention(
             **sizes, window=window, rope_theta=config.rope_theta, qkv_bias=True, num_sinks=sinks, coding=coding,
             query_chunk_size=config.swa_query_chunk_size,
-            spike_attention_k=config.coding.k if config.spike_attention else None, layer_idx=index,
+            spike_query_k=config.coding.k if config.spike_attention else None, layer_idx=index,
         )
 
     if config.variant == "inter_layer":
