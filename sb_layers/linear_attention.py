@@ -152,10 +152,18 @@ class GatedLinearAttention(nn.Module):
         time_major = x.transpose(1, 2).unsqueeze(3).expand(batch, length, heads, groups, dim)
         return time_major.reshape(batch, length, heads * groups, dim).transpose(1, 2)
 
-    def _resolve_mode(self, hidden_states: torch.Tensor) -> str:
+    def kernel_for(self, hidden_states: torch.Tensor, *, decode: bool = True) -> str:
+        """The one place the layer picks how a call runs: ``"decode"`` (:func:`sb_kernels.gla_decode_step`),
+        ``"fla"``, ``"chunk"`` or ``"recurrent"``. An explicit ``mode`` is obeyed; ``"auto"`` takes, on
+        CUDA, the decode kernel for one token (when ``decode``, and unless the spiking form runs event by
+        event) and fla when it imports, and the chunked form everywhere else."""
         if self.mode != "auto":
             return self.mode
-        return "fla" if hidden_states.is_cuda and fla_available() else "chunk"
+        if not hidden_states.is_cuda:
+            return "chunk"
+        if decode and hidden_states.shape[1] == 1 and not self._event_driven():
+            return "decode"
+        return "fla" if fla_available() else "chunk"
 
     def forward(
         self,
@@ -178,12 +186,12 @@ class GatedLinearAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The layer as a function of its state: ``(output [B, L, hidden], new_state [B, H, Dk, Dv])``."""
         self._check_call(hidden_states, attention_mask, state)
-        length = hidden_states.shape[1]
+        kernel = self.kernel_for(hidden_states)
         q_flat, k_flat, v_flat = self._projections(hidden_states)
-        if length == 1 and self.mode == "auto" and hidden_states.is_cuda and not self._event_driven():
+        if kernel == "decode":
             return self._decode_step(hidden_states, q_flat, k_flat, v_flat, attention_mask, state)
         inputs = self._recurrence_inputs(hidden_states, q_flat, k_flat, v_flat, attention_mask)
-        o, new_state = self._recurrence(hidden_states, inputs, state)
+        o, new_state = self._recurrence(kernel, inputs, state)
         return self._output(o, hidden_states), new_state
 
     def _check_call(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, state: torch.Tensor | None) -> None:
@@ -241,14 +249,14 @@ class GatedLinearAttention(nn.Module):
         return inputs
 
     def _recurrence(
-        self, hidden_states: torch.Tensor, inputs: dict[str, torch.Tensor], state: torch.Tensor | None,
+        self, kernel: str, inputs: dict[str, torch.Tensor], state: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(o [B, H, L, Dv], new_state)`` of the recurrence from ``state`` in the layer's mode."""
+        """``(o [B, H, L, Dv], new_state)`` of the recurrence from ``state`` with ``kernel`` (``"fla"``,
+        ``"recurrent"`` or ``"chunk"``, from :meth:`kernel_for`)."""
         q, k, v, gk = inputs["q"], inputs["k"], inputs["v"], inputs["gk"]
-        mode = self._resolve_mode(hidden_states)
-        if mode == "recurrent":
+        if kernel == "recurrent":
             o, new_state = gla_recurrent(q, k, v, gk, self.scale, state)
-        elif mode == "fla":
+        elif kernel == "fla":
             o, new_state = gla_fla(q, k, v, gk, self.scale, state)
         else:
             o, new_state = gla_chunked(q, k, v, gk, self.scale, state, self.chunk_size)

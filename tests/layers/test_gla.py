@@ -238,10 +238,13 @@ def test_auto_mode_resolves_to_an_importable_form():
 
     assert fla_available() == (importlib.util.find_spec("fla") is not None)
     layer = GatedLinearAttention(16, 2, mode="auto")
-    assert layer._resolve_mode(torch.randn(1, 3, 16)) == "chunk"
+    assert layer.kernel_for(torch.randn(1, 3, 16)) == "chunk"
+    assert layer.kernel_for(torch.randn(1, 1, 16)) == "chunk"  # the decode kernel is a CUDA one
+    assert GatedLinearAttention(16, 2, mode="recurrent").kernel_for(torch.randn(1, 1, 16)) == "recurrent"
     if torch.cuda.is_available():
         expected = "fla" if fla_available() else "chunk"
-        assert layer._resolve_mode(torch.randn(1, 3, 16, device="cuda")) == expected
+        assert layer.kernel_for(torch.randn(1, 3, 16, device="cuda")) == expected
+        assert layer.kernel_for(torch.randn(1, 1, 16, device="cuda")) == "decode"
 
 
 def test_fla_mode_on_cpu_is_a_clear_error():

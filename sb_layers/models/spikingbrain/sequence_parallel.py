@@ -83,7 +83,7 @@ def _gla_layer(layer: GatedLinearAttention, x: torch.Tensor, mask: torch.Tensor 
     """One GLA layer on this rank's shard ``x``: ``(output [B, L_r, hidden], final state of the sequence)``."""
     layer._check_call(x, mask, None)
     inputs = layer._recurrence_inputs(x, *layer._projections(x), mask)
-    o, local_state = layer._recurrence(x, inputs, None)
+    o, local_state = layer._recurrence(layer.kernel_for(x, decode=False), inputs, None)  # a recurrence, with its inputs
     compute = local_state.dtype
     log_decay = inputs["gk"].to(compute)  # [B, H, L_r, Dk], zero on padded steps
     total = log_decay.sum(dim=2)  # [B, H, Dk]
