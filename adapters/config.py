@@ -226,9 +226,18 @@ class SpikingConfig:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> SpikingConfig:
-        """Read the ``spiking_config.json`` that :meth:`save_pretrained` wrote into ``directory``."""
+        """Read the ``spiking_config.json`` that :meth:`save_pretrained` wrote into ``directory``.
+
+        Raises ``NotADirectoryError`` when ``directory`` is a file, ``FileNotFoundError`` when it does not
+        exist or holds no ``spiking_config.json``, ``ValueError`` / ``TypeError`` naming the file when it
+        is not a valid config."""
         if not isinstance(directory, (str, os.PathLike)):
             raise TypeError(f"directory must be a path (str or os.PathLike), got {type(directory).__name__}")
+        if os.path.isfile(directory):
+            raise NotADirectoryError(
+                f"{directory!s} is a file, not a directory: pass the directory holding {CONFIG_NAME} "
+                "(a JSON file itself reads with SpikingConfig.from_json_string(text))"
+            )
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"directory {directory!s} does not exist (or is not a directory)")
         path = os.path.join(directory, CONFIG_NAME)

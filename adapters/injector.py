@@ -39,14 +39,21 @@ that are members of the closed ``peft.PeftType`` enum, which has none for us, an
 adapter-only weights found by a name prefix, while spike coding adds no weights (it re-codes the
 activations of the model's own layers, whose weights fine-tuning changes). Instead PEFT adapters
 *compose* with an injected model: ``get_peft_model(inject_spiking(model, config), LoraConfig(...))``
-wraps the spiking layers (a :class:`SpikingLinear` is an ``nn.Linear``), ``PeftModel.save_pretrained`` /
-``from_pretrained`` save and load the LoRA weights (inject the fresh base model first, with
-``SpikingConfig.from_pretrained``), and ``unload_spiking`` accepts the ``PeftModel`` and puts the original
-layers back under the LoRA wrappers.
+wraps the spiking layers (a :class:`SpikingLinear` is an ``nn.Linear``); ``PeftModel.save_pretrained(dir)``
+of such a model writes the LoRA weights and ``adapter_config.json`` as usual and, as PEFT writes its adapter
+config, ``spiking_config.json`` and ``spiking_state.safetensors`` beside them (:func:`save_spiking`);
+to load, inject the fresh base model from that folder (:func:`load_spiking`), then
+``PeftModel.from_pretrained(base, dir)``. ``unload_spiking`` accepts the ``PeftModel`` and puts the
+original layers back under the LoRA wrappers. How the ``PeftModel`` gets that ``save_pretrained``: PEFT
+calls nothing of the model it wraps, so after the first injection a torch module-registration hook
+(``torch.nn.modules.module.register_module_module_registration_hook``) watches for a PEFT model taking an
+injected model as its ``base_model`` and gives that one instance the method (the model classes of PEFT and
+transformers are left as they are).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import types
 from dataclasses import dataclass, field
@@ -323,9 +330,50 @@ def spiking_summary(model: nn.Module) -> str:
 
 # -- save / load ------------------------------------------------------------------------------------
 def _install_save_pretrained(model: nn.Module) -> None:
-    """Give an injected HuggingFace model a ``save_pretrained`` that also writes the spiking files."""
+    """Give an injected HuggingFace model a ``save_pretrained`` that also writes the spiking files (and a
+    PEFT model that will wrap it one too: :func:`_watch_peft_wrappers`)."""
     if callable(getattr(type(model), _SAVE_ATTRIBUTE, None)) and _SAVE_ATTRIBUTE not in model.__dict__:
         model.__dict__[_SAVE_ATTRIBUTE] = types.MethodType(_save_pretrained_with_spiking, model)
+    _watch_peft_wrappers()
+
+
+_PEFT_WATCH: list[Any] = []  # the handle of the module-registration hook, once registered
+
+
+def _watch_peft_wrappers() -> None:
+    """Register :func:`_on_module_registration` with torch, once per process (at the first injection)."""
+    if not _PEFT_WATCH:
+        _PEFT_WATCH.append(torch.nn.modules.module.register_module_module_registration_hook(_on_module_registration))
+
+
+def _on_module_registration(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
+    """torch's hook on every submodule registration: a PEFT model (``peft.PeftModel`` and its task classes)
+    registering as its ``base_model`` an injected model, or the tuner around one (``LoraModel.model``), gets
+    a ``save_pretrained`` that also writes the spiking files. Returns ``None``: the submodule is unchanged."""
+    if name != "base_model" or not isinstance(submodule, nn.Module) or not type(module).__module__.startswith("peft."):
+        return None
+    inner = submodule if _RECORD_ATTRIBUTE in submodule.__dict__ else submodule.__dict__.get("_modules", {}).get("model")
+    injected = isinstance(inner, nn.Module) and _RECORD_ATTRIBUTE in inner.__dict__
+    if injected and callable(getattr(type(module), _SAVE_ATTRIBUTE, None)) and _SAVE_ATTRIBUTE not in module.__dict__:
+        module.__dict__[_SAVE_ATTRIBUTE] = types.MethodType(_peft_save_pretrained_with_spiking, module)
+    return None
+
+
+def _peft_save_pretrained_with_spiking(self: nn.Module, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+    """PEFT's ``save_pretrained`` (the adapters and ``adapter_config.json``), then :func:`save_spiking` into
+    the same folder, on the main process; as the class does when the base model is no longer injected."""
+    save = type(self).save_pretrained
+    if get_injection(self) is None:
+        return save(self, save_directory, *args, **kwargs)
+    _check_uniform_coding(self)  # before anything is written
+    result = save(self, save_directory, *args, **kwargs)
+    try:
+        main_process = inspect.signature(save).bind(self, save_directory, *args, **kwargs).arguments.get("is_main_process", True)
+    except TypeError:
+        main_process = kwargs.get("is_main_process", True)
+    if main_process:
+        save_spiking(self, save_directory)
+    return result
 
 
 def _save_pretrained_with_spiking(self: nn.Module, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
@@ -438,6 +486,7 @@ def load_spiking(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
 
     Raises:
         FileNotFoundError: ``directory`` does not exist or holds no ``spiking_config.json``.
+        NotADirectoryError: ``directory`` is a file.
         ValueError: the config cannot be read, matches no module of ``model``, or the saved state does
             not fit the injected layers (``model`` is then left un-injected).
         RuntimeError: ``model`` is already injected.
@@ -468,7 +517,8 @@ def from_pretrained_spiking(directory: str | os.PathLike, model_class: type | No
         The injected model; its outputs equal those of the model that was saved.
 
     Raises:
-        FileNotFoundError: ``directory`` is not a folder, or has no ``spiking_config.json``.
+        FileNotFoundError: ``directory`` does not exist, or has no ``spiking_config.json``.
+        NotADirectoryError: ``directory`` is a file.
         ValueError: ``model_class`` is not given and ``config.json`` names no transformers class, or the
             saved spiking files do not match the model (see :func:`load_spiking`).
     """

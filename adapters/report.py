@@ -9,6 +9,7 @@ multiply-accumulates; the merged ``total``, the per-projection ``by_projection``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -32,8 +33,17 @@ def spiking_report(model: nn.Module, inputs: Any) -> SpikingReport:
     are restored afterwards.
 
     Raises:
-        ValueError: the model has no spiking layer, or no spiking layer ran on these inputs.
+        ValueError: ``inputs`` is empty (an empty list, tuple, dict or tensor), the model has no spiking
+            layer, or no spiking layer ran on these inputs.
     """
+    empty = inputs.numel() == 0 if isinstance(inputs, torch.Tensor) else isinstance(inputs, (list, tuple, Mapping)) and not inputs
+    if empty:
+        raise ValueError(
+            f"inputs is an empty {type(inputs).__name__}: spiking_report runs the model on one batch, a tensor "
+            "(model(x)), a tuple/list of its arguments (model(*inputs)) or a dict of keyword arguments "
+            "(model(**inputs), e.g. a tokenizer's output); for several batches merged into one report, "
+            "sb_adapters.report.record_batches(model, batches)"
+        )
     report, _ = record_batches(model, [inputs])
     return report
 

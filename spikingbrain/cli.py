@@ -1,7 +1,8 @@
 """The ``spikingbrain`` command line, the project's one entry point: ``spikingbrain --help``, ``demo``
-(:mod:`spikingbrain.demo`), ``estimate`` (:mod:`spikingbrain.estimate`), and ``report`` / ``sweep-k``
-(:mod:`spikingbrain.inject`: spiking injected into a HuggingFace model). ``python -m sb_adapters ...`` is
-an alias (the same parser).
+(:mod:`spikingbrain.demo`), ``estimate`` (:mod:`spikingbrain.estimate`), ``report`` / ``sweep-k``
+(:mod:`spikingbrain.inject`: spiking injected into a HuggingFace model) and ``generate``
+(:mod:`spikingbrain.generate`: a SpikingBrain-7B checkpoint from a local folder). ``python -m sb_adapters
+...`` is an alias (the same parser).
 
 Every argument that names a file or folder is checked while the command line is parsed, before any work
 starts (the path types of :mod:`spikingbrain.arguments`); bad values and inputs are usage errors: one
@@ -61,10 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-model", action="store_true", help="skip the small SpikingBrain model part")
 
     from .estimate import add_estimate_parser
+    from .generate import add_generate_parser
     from .inject import add_parsers as add_inject_parsers
 
     add_estimate_parser(sub)
     add_inject_parsers(sub)  # "report" and "sweep-k": spiking injected into a HuggingFace model
+    add_generate_parser(sub)  # "generate": a SpikingBrain-7B checkpoint from a local folder
     return parser
 
 
@@ -93,6 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:  # bad inputs: argparse's usage error (exit status 2), not a traceback
             parser.exit(2, f"{parser.prog} estimate: error: {_one_line(error)}\n")
         return 0
+    if args.command == "generate":
+        from .generate import run_generate_command
+
+        try:
+            return run_generate_command(args)
+        except ValueError as error:  # no such device, too little memory, a checkpoint that does not fit
+            parser.exit(2, f"{parser.prog} generate: error: {_one_line(error)}\n")
     if getattr(args, "inject_command", None):
         from .inject import run_command
 

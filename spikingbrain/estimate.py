@@ -14,9 +14,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sb_layers.models.spikingbrain import cost_model
+from . import constants  # the cost model's values the parser shows (imported as a module: not names of this one)
+
+if TYPE_CHECKING:  # the cost model is imported by the command that runs, not by the parser (--help stays light)
+    from sb_layers.models.spikingbrain import cost_model
 
 ESTIMATE_HELP = "theoretical speedup 1/R of the cost model, beside a measured run (benchmarks/ttft.py JSON)"
 ESTIMATE_DESCRIPTION = """\
@@ -70,7 +73,7 @@ def add_estimate_parser(sub: Any) -> Any:
     )
     given = parser.add_argument_group("cost-model inputs (derived when not given)")
     given.add_argument("--context", type=_context_arg, nargs="+", help="context lengths n, e.g. 4k 32k 128k (default: 4k 32k 128k 512k, or the run's)")
-    given.add_argument("--phase", choices=cost_model.PHASES, default="prefill", help="prefill of n tokens (time to first token) or decoding one token after n (default: %(default)s)")
+    given.add_argument("--phase", choices=constants.PHASES, default="prefill", help="prefill of n tokens (time to first token) or decoding one token after n (default: %(default)s)")
     given.add_argument("--alpha", type=fraction, help="attention share of the baseline's cost, in [0, 1]")
     given.add_argument("--attended-fraction", type=nonnegative_float, help="m/n, >= 0")
     spikes = given.add_mutually_exclusive_group()
@@ -80,8 +83,8 @@ def add_estimate_parser(sub: Any) -> Any:
     given.add_argument("--expert-fraction", type=fraction, help="k/M in (0, 1]")
 
     shape = parser.add_argument_group("model shape (default: SpikingBrain-7B)")
-    shape.add_argument("--config", type=_model_config_arg, metavar="PATH", help="config.json (or its directory) of a SpikingBrain model; flags below override it")
-    defaults = cost_model.ModelShape()
+    shape.add_argument("--config", type=_model_config_arg, metavar="PATH", help="config.json (or its directory) of a SpikingBrain model, or of a Qwen2 / Llama / Mistral Transformer (then the SpikingBrain model converted from it); flags below override it")
+    defaults = argparse.Namespace(**constants.SHAPE_7B)  # cost_model.ModelShape()'s (tests/cli/test_startup.py)
     for name in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
                  "gla_layers", "swa_layers", "full_layers", "window", "num_experts", "experts_per_token",
                  "shared_experts", "moe_layers"):
@@ -94,14 +97,35 @@ def add_estimate_parser(sub: Any) -> Any:
     return parser
 
 
-def _shape_from_args(args: Any, run: Mapping | None) -> cost_model.ModelShape:
-    if args.config is not None:
-        from transformers import AutoConfig  # knows the model types: importing cost_model registered them
+def _model_config(path: Path) -> Any:
+    """The transformers config in the config.json ``path``; every error names the file."""
+    from transformers import AutoConfig  # knows the model types: importing cost_model registered them
 
-        path = args.config.parent if args.config.is_file() else args.config
-        if not path.is_dir():
-            raise ValueError(f"--config must be a config.json or its directory, got {os.fspath(args.config)!r}")
-        shape = cost_model.ModelShape.from_config(AutoConfig.from_pretrained(path))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"--config {os.fspath(path)!r} is not valid JSON: {error}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
+        raise ValueError(f"--config {os.fspath(path)!r} names no model_type: not a model's config.json")
+    try:
+        return AutoConfig.from_pretrained(os.fspath(path))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"--config {os.fspath(path)!r} could not be read: {' '.join(str(error).split())}") from None
+
+
+def _shape_from_args(args: Any, run: Mapping | None) -> cost_model.ModelShape:
+    from sb_layers.models.spikingbrain import cost_model
+
+    if args.config is not None:
+        path = args.config / "config.json" if args.config.is_dir() else args.config  # the file given, not its folder's
+        config = _model_config(path)
+        try:
+            shape = cost_model.ModelShape.from_config(config)
+        except ValueError as error:
+            raise ValueError(f"--config {os.fspath(path)!r}: {error}") from None
+        if config.model_type in cost_model.CONVERTIBLE_MODEL_TYPES:
+            print(f"--config {os.fspath(path)!r} is a {config.model_type} Transformer: the shape is that of the SpikingBrain "
+                  "model converted from it (same widths; GLA and SWA layers alternating, SWA at the odd layers, as in the report)")
     elif run is not None:
         shape = cost_model.shape_from_run(run, **{name: getattr(args, name) for name in cost_model.RUN_DIMENSIONS})
     else:
@@ -112,6 +136,8 @@ def _shape_from_args(args: Any, run: Mapping | None) -> cost_model.ModelShape:
 
 def run_estimate_command(args: Any) -> list[dict]:
     """``spikingbrain estimate``: print the table(s); returns the rows written to ``--json``."""
+    from sb_layers.models.spikingbrain import cost_model
+
     if args.run is not None and args.phase != "prefill":
         raise ValueError("--run compares time to first token: --phase must be 'prefill'")
     if args.expert_fraction is not None and args.expert_fraction == 0:
@@ -120,7 +146,11 @@ def run_estimate_command(args: Any) -> list[dict]:
     if args.spike_stats is not None:
         sparsity = cost_model.sparsity_from_stats(args.spike_stats)
     active = args.active_fraction
-    run = cost_model.load_run(args.run) if args.run is not None else None
+    try:
+        run = cost_model.load_run(args.run) if args.run is not None else None
+    except ValueError as error:  # name the file when the message does not
+        message = str(error)
+        raise ValueError(message if os.fspath(args.run) in message else f"--run {os.fspath(args.run)!r}: {message}") from None
     shape = _shape_from_args(args, run)
     inputs = dict(alpha=args.alpha, attended=args.attended_fraction, experts=args.expert_fraction)
     print(

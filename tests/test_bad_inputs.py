@@ -609,3 +609,19 @@ def test_from_pretrained_reports_a_missing_weight(saved, tmp_path):
     _missing(directory)
     _, info = SpikingBrainForCausalLM.from_pretrained(directory, output_loading_info=True)
     assert "model.norm.weight" in info["missing_keys"]
+
+
+# --- sb_adapters.spiking_report of empty inputs (issue "What new users tripped over", 10) ----------------
+
+
+@pytest.mark.parametrize("inputs", [[], (), {}, torch.empty(0, dtype=torch.long)], ids=["list", "tuple", "dict", "tensor"])
+def test_spiking_report_of_empty_inputs_is_our_value_error(inputs):
+    """``spiking_report(model, [])`` ran the model with no arguments and surfaced transformers' message
+    ('You must specify exactly one of input_ids or inputs_embeds'); the error is ours and says what to pass."""
+    from sb_adapters import SpikingConfig, inject_spiking, spiking_report
+    from sb_adapters.tiny import tiny_model
+
+    model = inject_spiking(tiny_model("llama"), SpikingConfig())
+    with pytest.raises(ValueError, match=r"^inputs is an empty \w+: spiking_report runs the model on one batch") as error:
+        spiking_report(model, inputs)
+    assert "input_ids" not in str(error.value)

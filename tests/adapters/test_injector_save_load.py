@@ -161,3 +161,54 @@ def test_saving_refuses_layers_changed_after_injection(tmp_path):
         model.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="inject_spiking"):
         save_spiking(tiny_model("gpt2"), tmp_path)
+
+
+# --- a PeftModel around an injected model (issue "What new users tripped over", 10) ------------------
+
+
+def test_peft_save_pretrained_of_an_injected_model_writes_the_spiking_files(tmp_path):
+    """``peft.get_peft_model(injected, LoraConfig(...)).save_pretrained(dir)`` writes spiking_config.json and
+    spiking_state.safetensors beside adapter_config.json, as PEFT writes its adapter config; the folder then
+    loads back (load_spiking on a fresh base, then PeftModel.from_pretrained) with the same outputs."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    config = SpikingConfig(k=4.0, codec="ternary", dense_layers=[1], weight_bits=8, group_size=16)
+    model = inject_spiking(tiny_model("llama"), config)
+    calibrate(model, [BATCH], progress=False)  # scales of their own: the state must travel too
+    peft_model = get_peft_model(model, LoraConfig(target_modules=["q_proj", "v_proj"], r=2, init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path)
+    assert {"adapter_config.json", "adapter_model.safetensors", CONFIG_NAME, STATE_NAME} <= {p.name for p in tmp_path.iterdir()}
+    assert SpikingConfig.from_pretrained(tmp_path) == get_spiking_config(peft_model)
+
+    fresh = load_spiking(tiny_model("llama"), tmp_path)
+    loaded = PeftModel.from_pretrained(fresh, tmp_path)
+    assert torch.equal(logits(loaded), logits(peft_model))
+    loaded.save_pretrained(tmp_path / "again")  # a PeftModel loaded around an injected model saves them too
+    assert SpikingConfig.from_pretrained(tmp_path / "again") == get_spiking_config(peft_model)
+
+    # the main process alone writes; after unload_spiking, PEFT's save_pretrained as it is
+    peft_model.save_pretrained(tmp_path / "other-rank", is_main_process=False)
+    assert not (tmp_path / "other-rank" / CONFIG_NAME).exists()
+    unload_spiking(peft_model)
+    peft_model.save_pretrained(tmp_path / "dense")
+    assert (tmp_path / "dense" / "adapter_config.json").is_file() and not (tmp_path / "dense" / CONFIG_NAME).exists()
+
+
+def test_a_peft_model_of_a_dense_model_saves_as_peft_does(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    inject_spiking(tiny_model("gpt2"), SpikingConfig())  # the hook is installed in this process
+    peft_model = get_peft_model(tiny_model("llama"), LoraConfig(target_modules=["q_proj"], r=2))
+    assert "save_pretrained" not in peft_model.__dict__
+    peft_model.save_pretrained(tmp_path)
+    assert (tmp_path / "adapter_config.json").is_file() and not (tmp_path / CONFIG_NAME).exists()
+
+
+def test_config_from_pretrained_of_a_file_says_it_is_a_file(tmp_path):
+    SpikingConfig(k=4.0).save_pretrained(tmp_path)
+    with pytest.raises(NotADirectoryError, match=rf"{CONFIG_NAME} is a file, not a directory: pass the directory holding"):
+        SpikingConfig.from_pretrained(tmp_path / CONFIG_NAME)
+    with pytest.raises(NotADirectoryError, match="is a file, not a directory"):
+        load_spiking(tiny_model("gpt2"), tmp_path / CONFIG_NAME)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        SpikingConfig.from_pretrained(tmp_path / "missing")

@@ -137,7 +137,7 @@ def test_sweep_rejects_bad_arguments():
 
 
 def test_command_line_sweep_writes_table_json_and_plot(tmp_path, capsys):
-    code = main(["sweep-k", "--tiny", "opt", "--k", "1", "16", "--batches", "1", "--length", "8", "--out", str(tmp_path), "--min-top1", "0.0"])
+    code = main(["sweep-k", "--tiny", "opt", "--k", "1", "16", "--batches", "1", "--length", "8", "--out", str(tmp_path), "--min-top1-agreement", "0.0"])
     out = capsys.readouterr().out
     assert code == 0 and "k sweep" in out and "recommended k = 1" in out
     data = json.loads((tmp_path / "sweep_k.json").read_text())
@@ -166,7 +166,7 @@ def test_command_line_report_on_a_saved_model_and_config(tmp_path, capsys, monke
 def test_command_line_rejects_bad_options(capsys):
     for argv, match in ((["sweep-k", "--tiny", "gpt2", "--k", "0"], "must be > 0"), (["report", "--tiny", "gpt2", "--text", "hi"], "--text"),
                         (["report"], "--tiny"), (["report", "--tiny", "t5"], "invalid choice"),
-                        (["report", "--tiny", "gpt2", "--batches", "1", "--coding", "morse"], "codec")):
+                        (["report", "--tiny", "gpt2", "--batches", "1", "--codec", "morse"], "codec")):
         with pytest.raises(SystemExit) as err:
             main(argv)
         assert err.value.code == 2 and match in capsys.readouterr().err

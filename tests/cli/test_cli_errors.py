@@ -175,7 +175,7 @@ def test_a_config_files_group_size_that_does_not_fit_names_the_file(tmp_path, ca
     [
         (["--weight-bits", "9"], ["--weight-bits", "[2, 8]"]),
         (["--group-size", "0"], ["--group-size", "auto"]),
-        (["--coding", "morse"], ["--coding", "codec", "bitwise_bidirectional"]),
+        (["--codec", "morse"], ["--codec", "codec", "bitwise_bidirectional"]),
         (["--dense-layers", "-1"], ["--dense-layers"]),
         (["--target-modules", "("], ["--target-modules", "regular expression"]),
         (["--target-modules", ".*"], ["target module", "exclude_modules"]),  # a non-linear module selected

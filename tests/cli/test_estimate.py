@@ -46,6 +46,51 @@ def test_cli_reads_a_model_config(capsys, tmp_path):
     assert "4 layers (GLA 3, SWA 1 with window 64, full 0)" in out
 
 
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_cli_estimates_the_spikingbrain_model_converted_from_a_transformer_folder(arch, capsys, tmp_path):
+    """The issue: `estimate --config <a Qwen2 or Llama folder>` ended in a traceback ('Qwen2Config' object
+    has no attribute 'variant'); it estimates the SpikingBrain model converted from that Transformer."""
+    from sb_adapters.tiny import tiny_model
+
+    tiny_model(arch).save_pretrained(tmp_path)  # 2 layers, width 32, 4 heads of 8, 2 kv heads, FFN 64
+    capsys.readouterr()
+    assert main(["estimate", "--config", str(tmp_path), "--context", "1k", "--json", str(tmp_path / "rows.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"is a {arch} Transformer: the shape is that of the SpikingBrain model converted from it" in out
+    assert "2 layers (GLA 1, SWA 1 with window 4096, full 0), hidden 32, heads 4/2 x 8, FFN 64" in out
+    data = json.loads((tmp_path / "rows.json").read_text())
+    assert data["shape"]["gla_layers"] == data["shape"]["swa_layers"] == 1 and len(data["rows"]) == 1
+
+
+def test_cli_config_of_another_model_and_bad_json_are_one_line_naming_the_file(capsys, tmp_path):
+    from sb_adapters.tiny import tiny_model
+
+    def one_line(argv, *words):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main(["estimate", *argv])
+        assert exit_info.value.code == 2
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("spikingbrain estimate: error: ") and captured.out == "", captured.err
+        for word in words:
+            assert word in lines[0], (word, lines[0])
+
+    tiny_model("gpt2").save_pretrained(tmp_path / "gpt2")
+    one_line(["--config", str(tmp_path / "gpt2")], str(tmp_path / "gpt2" / "config.json"), "GPT2Config", "qwen2, llama, mistral")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    one_line(["--config", str(bad)], f"--config {str(bad)!r}", "not valid JSON")  # the file given, not its folder's config.json
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "config.json").write_text("{not json")
+    one_line(["--config", str(tmp_path / "folder")], str(tmp_path / "folder" / "config.json"), "not valid JSON")
+    (tmp_path / "typeless.json").write_text('{"hidden_size": 32}')
+    one_line(["--config", str(tmp_path / "typeless.json")], "typeless.json", "model_type")
+    one_line(["--run", str(bad)], str(bad), "not valid JSON")
+    (tmp_path / "schema.json").write_text('{"date": "today"}')
+    one_line(["--run", str(tmp_path / "schema.json")], f"--run {str(tmp_path / 'schema.json')!r}", "'device'")
+
+
 @pytest.mark.parametrize(
     "argv, words",
     [
@@ -109,7 +154,7 @@ def test_value_flags_share_the_argparse_types_of_spikingbrain_arguments():
     for flag in ("--alpha", "--sparsity", "--active-fraction", "--expert-fraction"):
         assert estimate_types[flag] is fraction
     assert estimate_types["--attended-fraction"] is nonnegative_float
-    assert sweep_types["--min-top1"] is fraction and sweep_types["--max-relative-error"] is nonnegative_float
+    assert sweep_types["--min-top1-agreement"] is fraction and sweep_types["--max-relative-error"] is nonnegative_float
 
 
 @pytest.mark.parametrize(

@@ -167,6 +167,32 @@ def test_shape_of_spikingbrain_configs():
     assert attended_fraction(shape, 64) > 1 > attended_fraction(shape, 1 << 20)
 
 
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "mistral"])
+def test_shape_of_a_transformer_config_is_its_converted_spikingbrain_models(arch):
+    """A Qwen2 / Llama / Mistral config (the issue's 'Qwen2Config' object has no attribute 'variant'): the
+    shape of the SpikingBrain model that the conversion builds from that Transformer."""
+    import transformers
+
+    from sb_adapters.tiny import tiny_model
+    from sb_layers.models.spikingbrain import SpikingBrainForCausalLM
+
+    config = {"qwen2": transformers.Qwen2Config, "llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig}[arch](
+        hidden_size=256, intermediate_size=704, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=2,
+    )
+    shape = ModelShape.from_config(config)
+    assert (shape.num_layers, shape.hidden_size, shape.num_heads, shape.num_kv_heads, shape.head_dim, shape.intermediate_size) == (6, 256, 8, 2, 32, 704)
+    assert (shape.gla_layers, shape.swa_layers, shape.full_layers, shape.window) == (3, 3, 0, 4096)  # SWA at the odd layers
+    converted = SpikingBrainForCausalLM.from_qwen2(tiny_model("qwen2"))  # what the conversion builds
+    assert ModelShape.from_config(tiny_model("qwen2").config) == ModelShape.from_config(converted.config)
+
+
+def test_shape_of_another_config_is_a_value_error_naming_it():
+    import transformers
+
+    with pytest.raises(ValueError, match=r"qwen2, llama, mistral.*GPT2Config \(model_type 'gpt2'\)"):
+        ModelShape.from_config(transformers.GPT2Config())
+
+
 @pytest.mark.parametrize(
     "fields, words",
     [

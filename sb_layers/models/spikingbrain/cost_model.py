@@ -70,6 +70,9 @@ RUN_MODELS = ("qwen2", "qwen2-cudnn", "spikingbrain-bf16", "spikingbrain-w8aspik
 """The ``model`` names a ``benchmarks/ttft.py`` run may hold."""
 DEFAULT_CONTEXTS = (4096, 32768, 131072, 524288)
 """The context lengths ``spikingbrain estimate`` shows by default: 4k, 32k, 128k, 512k."""
+CONVERTIBLE_MODEL_TYPES = ("qwen2", "llama", "mistral")
+"""``model_type`` of the dense Transformers whose config :meth:`ModelShape.from_config` reads as the SpikingBrain
+model converted from them (report section 3.1; :meth:`SpikingBrainForCausalLM.from_qwen2`)."""
 
 
 # --- validation ------------------------------------------------------------------------------------
@@ -117,6 +120,25 @@ def speedup(alpha: float, attended_fraction: float, active_fraction: float = 1.0
     """``1 / R`` (:func:`cost_ratio`); ``inf`` when R is 0 (nothing computed at all)."""
     ratio = cost_ratio(alpha, attended_fraction, active_fraction, expert_fraction)
     return math.inf if ratio == 0 else 1.0 / ratio
+
+
+def _converted_config(config: Any) -> SpikingBrainConfig:
+    """The :class:`SpikingBrainConfig` of the SpikingBrain model converted from the dense Transformer of ``config``:
+    its widths, the 7B layout's defaults for the rest (as ``spikingbrain_config_from_qwen2``)."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in CONVERTIBLE_MODEL_TYPES:
+        raise ValueError(
+            "ModelShape.from_config takes a SpikingBrainConfig, or the config of a dense Transformer that converts "
+            f"to SpikingBrain (model_type one of {', '.join(CONVERTIBLE_MODEL_TYPES)}); got a {type(config).__name__} "
+            f"(model_type {model_type!r})"
+        )
+    heads = config.num_attention_heads
+    return SpikingBrainConfig(
+        num_hidden_layers=config.num_hidden_layers, hidden_size=config.hidden_size, num_attention_heads=heads,
+        num_key_value_heads=getattr(config, "num_key_value_heads", None) or heads,
+        head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+        intermediate_size=config.intermediate_size,
+    )
 
 
 @dataclass(frozen=True)
@@ -180,7 +202,16 @@ class ModelShape:
 
     @classmethod
     def from_config(cls, config: Any) -> ModelShape:
-        """The shape of a :class:`sb_layers.models.spikingbrain.SpikingBrainConfig` (7B or 76B style)."""
+        """The shape of a :class:`sb_layers.models.spikingbrain.SpikingBrainConfig` (7B or 76B style), or of
+        the SpikingBrain model converted from a dense Transformer given by its config (``model_type`` in
+        :data:`CONVERTIBLE_MODEL_TYPES`): the Transformer's widths, GLA and SWA layers alternating (SWA at
+        the odd layers, window 4096) as in SpikingBrain-7B and the conversion of report section 3.1.
+
+        Raises:
+            ValueError: any other config (its class and ``model_type`` named).
+        """
+        if not isinstance(config, SpikingBrainConfig):
+            config = _converted_config(config)
         layers = config.num_hidden_layers
         if config.variant == "inter_layer":
             swa = len(config.attn_layers)
@@ -594,6 +625,7 @@ def format_comparison(comparisons: Sequence[RunComparison]) -> str:
 
 
 __all__ = [
+    "CONVERTIBLE_MODEL_TYPES",
     "DEFAULT_CONTEXTS",
     "PHASES",
     "RUN_DIMENSIONS",

@@ -36,7 +36,10 @@ def upcycle_to_moe(
 
     Args:
         model: a dense (``num_experts == 0``) ``variant="intra_layer"`` model; left unchanged.
-        num_experts, top_k, num_shared, router: the MoE shape (16, 1, 1, softmax in the report).
+        num_experts: routed experts per MoE layer (16 in the report).
+        top_k: routed experts each token uses (1 in the report).
+        num_shared: shared experts, always used (1 in the report).
+        router: ``"softmax"`` (the report's) or ``"sigmoid"``.
         dense_ffn_layers: 0-based layers that keep their dense FFN.
         scaling: ``"exact"`` (MoE == dense) or ``"report"`` (the report's alpha on all three matrices).
         router_aux_loss_coef: weight of the load-balancing loss added to the LM loss in training.
