@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from sb_layers import GLUMLP, MoE, upcycle
-from sb_layers.feed_forward import ACTIVATIONS
+from sb_layers.feed_forward import ACTIVATIONS, check_routing
 from sb_neurons.validation import check_int
 
 CONFIG_KEY = "moe_upcycling"  # the field of model.config (and config.json) holding the settings
@@ -103,12 +103,7 @@ def upcycle_mlps(
         raise TypeError(f"model must be a HuggingFace PreTrainedModel (an nn.Module with a config), got {type(model).__name__}")
     if getattr(model.config, CONFIG_KEY, None):
         raise ValueError("model is upcycled already (model.config.moe_upcycling is set)")
-    check_int(num_experts, "num_experts", minimum=1)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= num_experts:
-        raise ValueError(f"top_k must be an int in [1, num_experts={num_experts}], got {top_k!r}")
-    check_int(num_shared, "num_shared", minimum=0)
-    if router not in ("softmax", "sigmoid"):
-        raise ValueError(f"router must be 'softmax' or 'sigmoid', got {router!r}")
+    check_routing(num_experts, top_k, num_shared, router)
     if isinstance(aux_loss_coef, bool) or not isinstance(aux_loss_coef, (int, float)) or not 0.0 <= aux_loss_coef < float("inf"):
         raise ValueError(f"aux_loss_coef must be a finite number >= 0, got {aux_loss_coef!r}")
     total = getattr(model.config, "num_hidden_layers", None)

@@ -42,6 +42,17 @@ def check_activation(activation: object) -> str:
     return activation
 
 
+def check_routing(num_experts: object, top_k: object, num_shared: object, router: object) -> None:
+    """The routing arguments of a :class:`MoE`: ``num_experts >= 1``, ``1 <= top_k <= num_experts``,
+    ``num_shared >= 0`` and a router of :data:`RouterKind`; ``ValueError`` naming the argument otherwise."""
+    check_int(num_experts, "num_experts", minimum=1)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= num_experts:
+        raise ValueError(f"top_k must be an int in [1, num_experts={num_experts}], got {top_k!r}")
+    check_int(num_shared, "num_shared", minimum=0)
+    if router not in ("softmax", "sigmoid"):
+        raise ValueError(f"router must be 'softmax' or 'sigmoid', got {router!r}")
+
+
 class GLUMLP(nn.Module):
     """``down_proj(act(gate_proj(x)) * up_proj(x))``: ``[..., hidden] -> [..., hidden]``.
 
@@ -104,12 +115,7 @@ class MoE(nn.Module):
     ) -> None:
         super().__init__()
         check_int(hidden_size, "hidden_size", minimum=1)
-        check_int(num_experts, "num_experts", minimum=1)
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= num_experts:
-            raise ValueError(f"top_k must be an int in [1, num_experts={num_experts}], got {top_k!r}")
-        check_int(num_shared, "num_shared", minimum=0)
-        if router not in ("softmax", "sigmoid"):
-            raise ValueError(f"router must be 'softmax' or 'sigmoid', got {router!r}")
+        check_routing(num_experts, top_k, num_shared, router)
         factory = dict(device=device, dtype=dtype)
         self.hidden_size, self.num_experts, self.top_k, self.router_kind = hidden_size, num_experts, top_k, router
         self.router = nn.Linear(hidden_size, num_experts, bias=False, **factory)
