@@ -213,8 +213,9 @@ class SpikingBrainPreTrainedModel(PreTrainedModel):
                     check_checkpoint_shapes({name: tuple(t.shape) for name, t in expected.items()}, found, cls.base_model_prefix)
         loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
-        codes = weight_code_stats(model)
-        if codes:  # int8 weight groups: say how many codes the checkpoint puts past int8 (kept exactly)
+        # int8 weight groups: say how many codes the checkpoint puts past int8 (kept exactly); counting
+        # them is a pass over every weight, so only when the summary will be shown.
+        if model.config.spiking and logger.isEnabledFor(logging.INFO) and (codes := weight_code_stats(model)):
             logger.info("%s: %s", pretrained_model_name_or_path, format_weight_code_stats(codes))
         return loaded
 
