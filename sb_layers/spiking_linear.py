@@ -30,7 +30,8 @@ from torch import nn
 
 from sb_kernels.dispatch import needs_grad
 from sb_kernels.w8aspike.residual import ResidualCodes, code_statistics, split_weight_codes
-from sb_neurons import SpikeStats, get_codec, resolve_clamp, spike_count, spike_stats, spike_train_matmul
+from sb_neurons import SpikeStats, get_codec, resolve_clamp, spike_count, spike_train_matmul
+from sb_neurons.stats import CountTally
 from sb_neurons.validation import check_int
 from sb_neurons.spike import ClampSpec, compute_dtype
 
@@ -263,6 +264,21 @@ def resolve_linear_backend(coding: SpikeCoding, x: torch.Tensor, layer: SpikingL
     return "triton" if usable else "torch"
 
 
+class RecordedCounts:
+    """A layer's recorded statistics, summarized on first read (:meth:`SpikingLinear.take_recorded`)."""
+
+    def __init__(self, stats: SpikeStats | None, tally: CountTally | None) -> None:
+        self._stats, self._tally = stats, tally
+
+    def stats(self) -> SpikeStats | None:
+        """The :class:`sb_neurons.SpikeStats` recorded, None when nothing was."""
+        if self._tally is not None:
+            recorded = self._tally.stats()
+            self._stats = recorded if self._stats is None else self._stats.merge(recorded)
+            self._tally = None
+        return self._stats
+
+
 class SpikingLinear(nn.Linear):
     """Drop-in ``nn.Linear`` whose input is spike-coded per token (W8ASpike).
 
@@ -304,7 +320,8 @@ class SpikingLinear(nn.Linear):
         if not isinstance(self.coding, SpikeCoding):
             raise TypeError(f"coding must be a SpikeCoding, got {type(self.coding).__name__}")
         self.record_stats = bool(record_stats)
-        self.spike_stats: SpikeStats | None = None
+        self._stats: SpikeStats | None = None  # what was recorded and summarized
+        self._tally: CountTally | None = None  # calls recorded since, summarized when read
         self.weight_quantizer: WeightQuantizer | None = None
         self._attach_weight_quantizer()
         self.register_load_state_dict_post_hook(SpikingLinear._calibrate_missing_scales)
@@ -406,8 +423,28 @@ class SpikingLinear(nn.Linear):
         codes = self.weight_quantizer.quantize(self.weight_out_in()).abs()
         return int((codes > 127).sum()), int(codes.max()) if codes.numel() else 0
 
+    @property
+    def spike_stats(self) -> SpikeStats | None:
+        """:class:`sb_neurons.SpikeStats` of the input counts recorded (``record_stats``), None before any."""
+        if self._tally is not None:
+            self._stats, self._tally = RecordedCounts(self._stats, self._tally).stats(), None
+        return self._stats
+
+    @spike_stats.setter
+    def spike_stats(self, value: SpikeStats | None) -> None:
+        if value is not None and not isinstance(value, SpikeStats):
+            raise TypeError(f"spike_stats must be a SpikeStats or None, got {type(value).__name__}")
+        self._stats, self._tally = value, None
+
     def reset_spike_stats(self) -> None:
         self.spike_stats = None
+
+    def take_recorded(self) -> RecordedCounts:
+        """What was recorded so far, as a :class:`RecordedCounts` read later (summarizing counts costs more
+        than recording them: a recorder reads only when asked), and a fresh start for this layer."""
+        taken = RecordedCounts(self._stats, self._tally)
+        self._stats, self._tally = None, None
+        return taken
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
@@ -460,8 +497,10 @@ class SpikingLinear(nn.Linear):
         # An on/off pair of an unsigned codec is one activation whose spikes are those of both trains:
         # the same time steps, spikes and |count| histogram as its signed sibling codec's train.
         codec = _SIGNED_SIBLING.get(self.coding.codec, self.coding.codec)
-        stats = spike_stats(counts=counts.detach(), codec=codec, check=False)  # spike_count's own counts
-        self.spike_stats = stats if self.spike_stats is None else self.spike_stats.merge(stats)
+        if self._tally is None or self._tally.reader.name != codec:
+            self.spike_stats  # noqa: B018 - summarizes a tally of another codec before a new one starts
+            self._tally = CountTally(codec)
+        self._tally.add(counts.detach())  # spike_count's own counts: valid by construction
 
     def extra_repr(self) -> str:
         c = self.coding

@@ -154,6 +154,52 @@ def _stats_of_counts(c: torch.Tensor, reader: Codec, T: int | None) -> SpikeStat
     )
 
 
+class CountTally:
+    """Counts recorded call by call and summarized when read: what a layer recording its input keeps.
+
+    :meth:`add` costs one min/max and one bincount over the counts (no host work beyond two numbers), and
+    :meth:`stats` builds the :class:`SpikeStats` of everything added, equal to
+    ``spike_stats(counts=c_1, codec).merge(spike_stats(counts=c_2, codec))...`` (each call keeps its own
+    ``T``). Counts must be valid for the codec (a layer's own ``spike_count`` output); two's complement
+    trains, whose spikes depend on each call's ``T``, are summarized at each :meth:`add` instead.
+    """
+
+    def __init__(self, codec: str | Codec) -> None:
+        self.reader = get_codec(codec)
+        self._calls: list[tuple[int, torch.Tensor, int]] = []  # (lowest count, tally from it, steps)
+        self._summarized = SpikeStats.empty()
+
+    def add(self, counts: torch.Tensor) -> None:
+        """Record one call's integer-valued ``counts`` (any shape, integer or whole float dtype)."""
+        flat = counts.reshape(-1)
+        if flat.numel() == 0:
+            return
+        low, high = (int(v) for v in torch.aminmax(flat))
+        if high - low >= HISTOGRAM_SPAN or self.reader.name == "bitwise_twos_complement":
+            self._summarized = self._summarized.merge(_stats_of_counts(flat.to(torch.int64), self.reader, None))
+            return
+        largest = max(abs(low), abs(high))  # the extremes decide T for these codecs (codecs.min_steps)
+        steps = max(1, largest.bit_length() if self.reader.bitwise else largest)
+        self._calls.append((low, torch.bincount((flat - low).to(torch.int32)), steps))
+
+    def stats(self) -> SpikeStats:
+        """The :class:`SpikeStats` of every call added (exact integer sums)."""
+        total = self._summarized
+        for low, tally, steps in self._calls:
+            tally = tally.cpu()
+            present = tally > 0
+            values, tally = torch.arange(low, low + present.numel(), dtype=torch.int64)[present], tally[present]
+            spikes = self.reader.spikes_per_element(values, steps)
+            magnitudes = values.abs()
+            histogram = torch.zeros(int(magnitudes.max()) + 1, dtype=torch.int64).index_add_(0, magnitudes, tally)
+            channels = int(tally.sum())
+            total = total.merge(SpikeStats(
+                time_steps=steps, num_channels=channels, total_spikes=int((spikes * tally).sum()),
+                spike_slots=channels * steps, silent_channels=int(tally[spikes == 0].sum()), count_histogram=histogram,
+            ))
+        return total
+
+
 def _histogram(magnitudes: torch.Tensor) -> torch.Tensor:
     flat = magnitudes.reshape(-1).to(torch.int64).cpu()
     if flat.numel() == 0:

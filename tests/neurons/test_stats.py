@@ -126,3 +126,19 @@ def test_statistics_of_counts_equal_those_of_their_train(counts, burst, codec):
         assert spike_stats(get_codec(codec).encode(c), codec=codec).as_dict() == from_counts.as_dict()
     assert from_counts.num_channels == c.numel()
     assert int(from_counts.count_histogram.sum()) == c.numel()
+
+
+@given(calls=st.lists(st.lists(st.integers(-300, 300), min_size=0, max_size=30), min_size=1, max_size=4),
+       burst=st.sampled_from([0, 2**21]), codec=st.sampled_from(["ternary", "bitwise_bidirectional", "bitwise_twos_complement"]))
+def test_count_tally_equals_the_merge_of_each_calls_statistics(calls, burst, codec):
+    """A recording layer's tally, summarized when read, equals spike_stats of each call merged (each call
+    with its own T), through the bincount path, the sort path of a far burst and two's complement."""
+    from sb_neurons.stats import CountTally
+
+    tally, want = CountTally(codec), SpikeStats.empty()
+    for i, call in enumerate(calls):
+        c = torch.tensor(call + ([burst] if burst and i == 0 else []), dtype=torch.float32)
+        tally.add(c)
+        if c.numel():
+            want = want.merge(spike_stats(counts=c, codec=codec))
+    assert tally.stats().as_dict() == want.as_dict()
