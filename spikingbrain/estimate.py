@@ -1,9 +1,12 @@
 """``spikingbrain estimate``: the command line of the cost model (wired into :mod:`spikingbrain.cli`).
 
 The model itself, ``R = alpha * (m/n) + (1 - alpha) * a * (k/M)`` with its FLOP-count inputs and the
-comparison with a ``benchmarks/ttft.py`` run, is the library module
-:mod:`sb_layers.models.spikingbrain.cost_model`; this module parses the flags (with the argparse types
-of :mod:`spikingbrain.arguments`), derives the model shape from them, prints the tables and writes ``--json``.
+comparison with a ``benchmarks/ttft.py`` run, is three library modules:
+:mod:`~sb_layers.models.spikingbrain.cost_model` (the arithmetic),
+:mod:`~sb_layers.models.spikingbrain.cost_runs` (a measured run) and
+:mod:`~sb_layers.models.spikingbrain.cost_tables` (the tables); this module parses the flags (with the
+argparse types of :mod:`spikingbrain.arguments`), derives the model shape from them, prints the tables and
+writes ``--json``.
 """
 
 from __future__ import annotations
@@ -114,7 +117,7 @@ def _model_config(path: Path) -> Any:
 
 
 def _shape_from_args(args: Any, run: Mapping | None) -> cost_model.ModelShape:
-    from sb_layers.models.spikingbrain import cost_model
+    from sb_layers.models.spikingbrain import cost_model, cost_runs
 
     if args.config is not None:
         path = args.config / "config.json" if args.config.is_dir() else args.config  # the file given, not its folder's
@@ -127,7 +130,7 @@ def _shape_from_args(args: Any, run: Mapping | None) -> cost_model.ModelShape:
             print(f"--config {os.fspath(path)!r} is a {config.model_type} Transformer: the shape is that of the SpikingBrain "
                   "model converted from it (same widths; GLA and SWA layers alternating, SWA at the odd layers, as in the report)")
     elif run is not None:
-        shape = cost_model.shape_from_run(run, **{name: getattr(args, name) for name in cost_model.RUN_DIMENSIONS})
+        shape = cost_runs.shape_from_run(run, **{name: getattr(args, name) for name in cost_runs.RUN_DIMENSIONS})
     else:
         shape = cost_model.ModelShape()
     overrides = {name: getattr(args, name) for name in asdict(shape) if getattr(args, name, None) is not None}
@@ -136,7 +139,7 @@ def _shape_from_args(args: Any, run: Mapping | None) -> cost_model.ModelShape:
 
 def run_estimate_command(args: Any) -> list[dict]:
     """``spikingbrain estimate``: print the table(s); returns the rows written to ``--json``."""
-    from sb_layers.models.spikingbrain import cost_model
+    from sb_layers.models.spikingbrain import cost_model, cost_runs, cost_tables
 
     if args.run is not None and args.phase != "prefill":
         raise ValueError("--run compares time to first token: --phase must be 'prefill'")
@@ -144,10 +147,10 @@ def run_estimate_command(args: Any) -> list[dict]:
         raise ValueError("--expert-fraction must be in (0, 1], got 0")
     sparsity = args.sparsity
     if args.spike_stats is not None:
-        sparsity = cost_model.sparsity_from_stats(args.spike_stats)
+        sparsity = cost_runs.sparsity_from_stats(args.spike_stats)
     active = args.active_fraction
     try:
-        run = cost_model.load_run(args.run) if args.run is not None else None
+        run = cost_runs.load_run(args.run) if args.run is not None else None
     except ValueError as error:  # name the file when the message does not
         message = str(error)
         raise ValueError(message if os.fspath(args.run) in message else f"--run {os.fspath(args.run)!r}: {message}") from None
@@ -165,7 +168,7 @@ def run_estimate_command(args: Any) -> list[dict]:
             raise ValueError("--run compares time to first token: --phase must be 'prefill'")
         if active is not None:
             sparsity = 1.0 - active
-        comparisons = cost_model.compare_run(run, shape, sparsity=sparsity, **inputs)
+        comparisons = cost_runs.compare_run(run, shape, sparsity=sparsity, **inputs)
         if args.context:
             wanted = set(args.context)
             comparisons = [c for c in comparisons if c.context in wanted]
@@ -175,7 +178,7 @@ def run_estimate_command(args: Any) -> list[dict]:
         print(f"Run: {run['device']}, {run['date']}; measured speedup = qwen2 TTFT / ours; W8ASpike a = 1 - sparsity"
               + (f" = 1 - {used:.4f}" if used is not None else " (no sparsity: theory not shown)"))
         print("(a GPU runs spike-coded matmuls densely: its W8ASpike figure is not expected to reach the theory's)\n")
-        print(cost_model.format_comparison(comparisons))
+        print(cost_tables.format_comparison(comparisons))
         rows = [c.as_dict() for c in comparisons]
     else:
         if sparsity is not None:
@@ -183,7 +186,7 @@ def run_estimate_command(args: Any) -> list[dict]:
         contexts = args.context or list(cost_model.DEFAULT_CONTEXTS)
         estimates = [cost_model.estimate(shape, n, phase=args.phase, active=active, **inputs) for n in contexts]
         print(f"Phase: {args.phase}; sources: " + ", ".join(f"{k} {v}" for k, v in estimates[0].sources.items()) + "\n")
-        print(cost_model.format_estimates(estimates))
+        print(cost_tables.format_estimates(estimates))
         rows = [e.as_dict() for e in estimates]
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -16,19 +16,15 @@ from sb_layers.models.spikingbrain.cost_model import (
     active_from_sparsity,
     attended_fraction,
     attention_share,
-    compare_run,
     cost_ratio,
     estimate,
     expert_fraction,
     full_pairs,
     linear_attention_pairs,
-    load_run,
-    shape_from_run,
-    sparsity_from_stats,
     speedup,
-    validate_run,
     window_pairs,
 )
+from sb_layers.models.spikingbrain.cost_runs import compare_run, load_run, shape_from_run, sparsity_from_stats, validate_run
 
 unit = st.floats(0.0, 1.0)
 positive_unit = st.floats(1e-6, 1.0)

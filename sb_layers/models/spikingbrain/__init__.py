@@ -11,7 +11,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from .cache import SpikingBrainCache
 from .configuration import GLASwaConfig, SpikingBrainConfig
-from .cost_model import Estimate, ModelShape, RunComparison, compare_run, cost_ratio, estimate, load_run
+from .cost_model import Estimate, ModelShape, cost_ratio, estimate
+from .cost_runs import RunComparison, compare_run, load_run
 from .layout import adapt_config_to_checkpoint, checkpoint_shapes, save_released_checkpoint
 from .convert import continual_pretrain, convert_qwen2
 from .graphed_decode import GraphedDecoder

@@ -38,26 +38,23 @@ LM head left out: they are small, and time to first token reads one position of 
 Identities: ``R = 1`` when nothing is sparse (``m/n = a = k/M = 1``) for every ``alpha``; ``R`` lies between
 ``m/n`` and ``a k/M`` (a convex combination), so the speedup is at least 1 when all three are at most 1.
 
-:func:`load_run` reads the JSON that ``benchmarks/ttft.py`` writes; :func:`compare_run` puts the
-theoretical speedups beside the measured ones (Qwen2 time to first token / ours) per context length.
-:func:`format_estimates` and :func:`format_comparison` print them as the tables of ``spikingbrain
-estimate``, the command line of this module (:mod:`spikingbrain.estimate`; docs/cost-model.md).
+This module is the arithmetic. :mod:`~sb_layers.models.spikingbrain.cost_runs` reads the JSON that
+``benchmarks/ttft.py`` writes and puts the theoretical speedups beside the measured ones (Qwen2 time to
+first token / ours) per context length; :mod:`~sb_layers.models.spikingbrain.cost_tables` prints both as
+the tables of ``spikingbrain estimate`` (:mod:`spikingbrain.estimate`; docs/cost-model.md).
 
 Example (SpikingBrain-7B, whose shape is the default of :class:`ModelShape`)::
 
-    from sb_layers.models.spikingbrain.cost_model import ModelShape, estimate, format_estimates
+    from sb_layers.models.spikingbrain.cost_model import ModelShape, estimate
+    from sb_layers.models.spikingbrain.cost_tables import format_estimates
 
     print(format_estimates([estimate(ModelShape(), n) for n in (4096, 131072)]))
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .configuration import SpikingBrainConfig
@@ -66,8 +63,6 @@ _RELEASED = SpikingBrainConfig()  # SpikingBrain-7B as released (facts section 4
 
 PHASES = ("prefill", "decode")
 """``prefill``: all ``n`` tokens of a prompt (time to first token); ``decode``: one token after ``n - 1``."""
-RUN_MODELS = ("qwen2", "qwen2-cudnn", "spikingbrain-bf16", "spikingbrain-w8aspike")
-"""The ``model`` names a ``benchmarks/ttft.py`` run may hold."""
 DEFAULT_CONTEXTS = (4096, 32768, 131072, 524288)
 """The context lengths ``spikingbrain estimate`` shows by default: 4k, 32k, 128k, 512k."""
 CONVERTIBLE_MODEL_TYPES = ("qwen2", "llama", "mistral")
@@ -334,36 +329,6 @@ def active_from_sparsity(sparsity: float) -> float:
     return 1.0 - _check_fraction(sparsity, "sparsity")
 
 
-def _read_json(path: str | os.PathLike, what: str) -> object:
-    """The parsed JSON of the file ``path``; ``ValueError`` naming ``what`` if it is missing or not JSON."""
-    file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"{what} must be an existing file, got {os.fspath(path)!r}")
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{what} {os.fspath(path)!r} is not valid JSON: {error}") from None
-
-
-def sparsity_from_stats(path: str | os.PathLike) -> float:
-    """The measured sparsity in a spike-statistics JSON: the fraction of silent channels (activation
-    elements whose spike count is zero), ``silent_channel_fraction`` of ``SpikingReport.as_dict()`` (its
-    ``total``) or of ``SpikeStats.as_dict()`` (see :func:`sb_layers.models.spikingbrain.spike_report`).
-
-    This is the sparsity ``benchmarks/ttft.py`` records as ``spike_sparsity``, so that ``a`` is the share
-    of neurons that fire at all. (The report's 69.15% is a per-time-step figure of T = 3 trains,
-    ``SpikeStats.sparsity``; pass it with ``--sparsity`` to use that definition instead.)
-    """
-    data = _read_json(path, "spike statistics file")
-    stats = data.get("total", data) if isinstance(data, dict) else None
-    if not isinstance(stats, dict) or "silent_channel_fraction" not in stats:
-        raise ValueError(
-            f"spike statistics file {os.fspath(path)!r} must hold 'silent_channel_fraction' "
-            "(or 'total': {'silent_channel_fraction': ...})"
-        )
-    return _check_fraction(stats["silent_channel_fraction"], "spike statistics 'silent_channel_fraction'")
-
-
 def estimate(
     shape: ModelShape,
     context: int,
@@ -394,261 +359,20 @@ def estimate(
     return result
 
 
-# --- a measured run (benchmarks/ttft.py) -----------------------------------------------------------
-
-
-def _field(mapping: Mapping, key: str, where: str) -> Any:
-    if key not in mapping:
-        raise ValueError(f"{where} lacks the field {key!r}")
-    return mapping[key]
-
-
-def _count_field(value: Any, where: str) -> int:
-    """A layer count, or a list of layer indices (its length)."""
-    if isinstance(value, list):
-        return len(value)
-    return _check_int(value, where, 0)
-
-
-def validate_run(run: Any) -> dict:
-    """Check the ``benchmarks/ttft.py`` JSON schema; errors name the offending field and its range."""
-    if not isinstance(run, dict):
-        raise ValueError(f"run must be a JSON object, got {type(run).__name__}")
-    for key in ("device", "date"):
-        if not isinstance(_field(run, key, "run"), str):
-            raise ValueError(f"run['{key}'] must be a string, got {run[key]!r}")
-    config = _field(run, "config", "run")
-    if not isinstance(config, dict):
-        raise ValueError(f"run['config'] must be an object, got {type(config).__name__}")
-    for key in ("num_layers", "gla_layers", "swa_layers", "window", "hidden_size", "num_experts"):
-        value = _field(config, key, "run['config']")
-        if key in ("gla_layers", "swa_layers"):
-            _count_field(value, f"run['config']['{key}']")
-        else:
-            _check_int(value, f"run['config']['{key}']", 0 if key == "num_experts" else 1)
-    tflops = _field(run, "matmul_tflops", "run")
-    if isinstance(tflops, bool) or not isinstance(tflops, (int, float)) or not (math.isfinite(tflops) and tflops > 0):
-        raise ValueError(f"run['matmul_tflops'] must be a number > 0, got {tflops!r}")
-    rows = _field(run, "rows", "run")
-    if not isinstance(rows, list) or not rows:
-        raise ValueError("run['rows'] must be a non-empty list")
-    for index, row in enumerate(rows):
-        where = f"run['rows'][{index}]"
-        if not isinstance(row, dict):
-            raise ValueError(f"{where} must be an object, got {type(row).__name__}")
-        if _field(row, "model", where) not in RUN_MODELS:
-            raise ValueError(f"{where}['model'] must be one of {RUN_MODELS}, got {row['model']!r}")
-        _check_int(_field(row, "context", where), f"{where}['context']", 1)
-        for key in ("ttft_ms", "peak_mem_gib"):
-            value = row.get(key)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0)
-            ):
-                raise ValueError(f"{where}['{key}'] must be null or a number > 0, got {value!r}")
-    sparsity = run.get("spike_sparsity")
-    if sparsity is not None:
-        _check_fraction(sparsity, "run['spike_sparsity']")
-    return run
-
-
-def load_run(path: str | os.PathLike) -> dict:
-    """Read and validate the JSON written by ``benchmarks/ttft.py``."""
-    return validate_run(_read_json(path, "run file"))
-
-
-RUN_DIMENSIONS: dict[str, tuple[str, ...]] = {  # ModelShape field -> names a run's config may use for it
-    "num_heads": ("num_heads", "num_attention_heads"),
-    "num_kv_heads": ("num_kv_heads", "num_key_value_heads"),
-    "head_dim": ("head_dim",),
-    "intermediate_size": ("intermediate_size",),
-}
-"""The :class:`ModelShape` fields a run's config may leave out (the keyword arguments of :func:`shape_from_run`),
-each with the names the config may give it under."""
-
-
-def shape_from_run(run: Mapping, **dimensions: int | None) -> ModelShape:
-    """The :class:`ModelShape` of a run's ``config``.
-
-    The schema names ``num_layers``, ``gla_layers``, ``swa_layers`` (counts or index lists), ``window``,
-    ``hidden_size`` and ``num_experts``; ``full_layers = num_layers - gla_layers - swa_layers``. The head
-    layout and FFN width (``num_heads``, ``num_kv_heads``, ``head_dim``, ``intermediate_size``) come from
-    ``dimensions`` when given (not None), else from the run's config when it names them (also as
-    ``num_attention_heads`` / ``num_key_value_heads``), else from SpikingBrain-7B, but only when the run's
-    ``hidden_size`` is the 7B's: a smaller model's head layout cannot be guessed, and the error says so.
-    MoE runs count every layer as MoE, with 1 routed expert per token and no shared one.
-    """
-    config = validate_run(dict(run))["config"]
-    base = ModelShape()
-    layers = config["num_layers"]
-    gla = _count_field(config["gla_layers"], "gla_layers")
-    swa = _count_field(config["swa_layers"], "swa_layers")
-    fields: dict[str, Any] = dict(
-        num_layers=layers, hidden_size=config["hidden_size"], window=config["window"], gla_layers=gla, swa_layers=swa,
-        full_layers=max(0, layers - gla - swa), num_experts=config["num_experts"],
-    )
-    missing = []
-    for name, keys in RUN_DIMENSIONS.items():
-        if dimensions.get(name) is not None:
-            fields[name] = dimensions[name]
-            continue
-        found = [config[key] for key in keys if key in config]
-        if found:
-            fields[name] = _check_int(found[0], f"run['config']['{keys[-1]}']", 1)
-        elif config["hidden_size"] == base.hidden_size:
-            fields[name] = getattr(base, name)
-        else:
-            missing.append(name)
-    if missing:
-        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
-        raise ValueError(
-            f"run['config'] has hidden_size={config['hidden_size']} (not SpikingBrain-7B's {base.hidden_size}) "
-            f"and does not name {', '.join(missing)}: give them ({flags})"
-        )
-    unknown = set(dimensions) - set(RUN_DIMENSIONS)
-    if unknown:
-        raise TypeError(f"shape_from_run got unexpected dimensions {sorted(unknown)}")
-    return ModelShape(**fields)
-
-
-@dataclass(frozen=True)
-class RunComparison:
-    """Theory beside measurement at one context length (speedups over Qwen2; None where not measured)."""
-
-    context: int
-    bf16: Estimate
-    w8aspike: Estimate | None
-    measured_bf16: float | None
-    measured_w8aspike: float | None
-    qwen2_ttft_ms: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "context": self.context,
-            "qwen2_ttft_ms": self.qwen2_ttft_ms,
-            "theory_bf16": self.bf16.as_dict(),
-            "measured_bf16": self.measured_bf16,
-            "theory_w8aspike": None if self.w8aspike is None else self.w8aspike.as_dict(),
-            "measured_w8aspike": self.measured_w8aspike,
-        }
-
-
-def compare_run(
-    run: Mapping,
-    shape: ModelShape | None = None,
-    *,
-    alpha: float | None = None,
-    attended: float | None = None,
-    sparsity: float | None = None,
-    experts: float | None = None,
-) -> list[RunComparison]:
-    """Per context length of the run: the theoretical speedups (bf16 with ``a = 1``; W8ASpike with
-    ``a = 1 - sparsity``, sparsity given or the run's ``spike_sparsity``) and the measured ones
-    (Qwen2's time to first token over ours)."""
-    run = validate_run(dict(run))
-    shape = shape or shape_from_run(run)
-    if sparsity is None:
-        sparsity = run.get("spike_sparsity")
-    active = None if sparsity is None else active_from_sparsity(sparsity)
-    times: dict[tuple[str, int], float | None] = {}
-    for row in run["rows"]:
-        times[(row["model"], row["context"])] = row.get("ttft_ms")
-    contexts = sorted({row["context"] for row in run["rows"]})
-    comparisons = []
-    for context in contexts:
-        common = dict(phase="prefill", alpha=alpha, attended=attended, experts=experts)
-        qwen = times.get(("qwen2", context))
-
-        def measured(model: str) -> float | None:
-            ours = times.get((model, context))
-            return None if qwen is None or ours is None else qwen / ours
-
-        comparisons.append(
-            RunComparison(
-                context=context,
-                bf16=estimate(shape, context, active=1.0, **common),
-                w8aspike=None if active is None else estimate(shape, context, active=active, **common),
-                measured_bf16=measured("spikingbrain-bf16"),
-                measured_w8aspike=measured("spikingbrain-w8aspike"),
-                qwen2_ttft_ms=qwen,
-            )
-        )
-    return comparisons
-
-
-# --- text output -----------------------------------------------------------------------------------
-
-
-def _x(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return "inf" if math.isinf(value) else f"{value:.2f}x"
-
-
-def format_context(n: int) -> str:
-    """``131072 -> "128k"``, ``1000 -> "1000"``."""
-    if n % (1 << 20) == 0:
-        return f"{n >> 20}M"
-    return f"{n >> 10}k" if n % 1024 == 0 else str(n)
-
-
-def format_estimates(estimates: Sequence[Estimate]) -> str:
-    """A table of estimates, one row per context length: ``alpha``, ``m/n``, ``a``, ``k/M``, ``R`` and the speedup."""
-    header = f"{'context':>8} {'alpha':>7} {'m/n':>8} {'a':>6} {'k/M':>6} {'R':>7} {'speedup':>8}"
-    lines = [header, "-" * len(header)]
-    for e in estimates:
-        lines.append(
-            f"{format_context(e.context):>8} {e.alpha:>7.4f} {e.attended_fraction:>8.5f} {e.active_fraction:>6.3f} "
-            f"{e.expert_fraction:>6.3f} {e.cost_ratio:>7.4f} {_x(e.speedup):>8}"
-        )
-    return "\n".join(lines)
-
-
-def format_comparison(comparisons: Sequence[RunComparison]) -> str:
-    """A table of :func:`compare_run`'s rows: the inputs, Qwen2's time to first token, and per model (bf16,
-    W8ASpike) the theoretical speedup beside the measured one (``-`` where not measured)."""
-    header = (
-        f"{'context':>8} {'alpha':>7} {'m/n':>8} {'k/M':>6} {'qwen2 ms':>10} | {'bf16 theory':>11} {'measured':>9} "
-        f"| {'a':>6} {'w8aspike theory':>15} {'measured':>9}"
-    )
-    lines = [header, "-" * len(header)]
-    for c in comparisons:
-        e = c.bf16
-        qwen = "-" if c.qwen2_ttft_ms is None else f"{c.qwen2_ttft_ms:.1f}"
-        a = "-" if c.w8aspike is None else f"{c.w8aspike.active_fraction:.3f}"
-        w8_theory = None if c.w8aspike is None else c.w8aspike.speedup
-        lines.append(
-            f"{format_context(c.context):>8} {e.alpha:>7.4f} {e.attended_fraction:>8.5f} {e.expert_fraction:>6.3f} "
-            f"{qwen:>10} | {_x(e.speedup):>11} {_x(c.measured_bf16):>9} | {a:>6} {_x(w8_theory):>15} "
-            f"{_x(c.measured_w8aspike):>9}"
-        )
-    return "\n".join(lines)
-
-
 __all__ = [
     "CONVERTIBLE_MODEL_TYPES",
     "DEFAULT_CONTEXTS",
     "PHASES",
-    "RUN_DIMENSIONS",
-    "RUN_MODELS",
     "Estimate",
     "ModelShape",
-    "RunComparison",
     "active_from_sparsity",
     "attended_fraction",
     "attention_share",
-    "compare_run",
     "cost_ratio",
     "estimate",
     "expert_fraction",
-    "format_comparison",
-    "format_context",
-    "format_estimates",
     "full_pairs",
     "linear_attention_pairs",
-    "load_run",
-    "shape_from_run",
-    "sparsity_from_stats",
     "speedup",
-    "validate_run",
     "window_pairs",
 ]
