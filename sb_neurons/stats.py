@@ -132,14 +132,23 @@ def _stats_of_counts(c: torch.Tensor, reader: Codec, T: int | None) -> SpikeStat
     flat = c.reshape(-1)
     low, high = (int(v) for v in torch.aminmax(flat))
     if high - low < HISTOGRAM_SPAN:
-        tally = torch.bincount(flat - low).cpu()
-        values = torch.arange(low, low + tally.numel(), dtype=torch.int64)
-        present = tally > 0
-        values, tally = values[present], tally[present]
+        values, tally = _present(low, torch.bincount(flat - low))
     else:  # a burst far from the rest: a bincount would span it all
         values, tally = torch.unique(flat, return_counts=True)
         values, tally = values.cpu(), tally.cpu()
-    steps = reader.min_steps(values) if T is None else T
+    return _stats_of_tally(values, tally, reader.min_steps(values) if T is None else T, reader)
+
+
+def _present(low: int, tally: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(values, tallies)`` on the CPU of the values a bincount from ``low`` found at least once."""
+    tally = tally.cpu()
+    present = tally > 0
+    return torch.arange(low, low + tally.numel(), dtype=torch.int64)[present], tally[present]
+
+
+def _stats_of_tally(values: torch.Tensor, tally: torch.Tensor, steps: int, reader: Codec) -> SpikeStats:
+    """:class:`SpikeStats` of ``tally[i]`` channels holding the count ``values[i]`` (distinct int64 values,
+    CPU), in trains of ``steps`` steps of ``reader``."""
     spikes = reader.spikes_per_element(values, steps)
     magnitudes = values.abs()
     histogram = torch.zeros(int(magnitudes.max()) + 1, dtype=torch.int64).index_add_(0, magnitudes, tally)
@@ -186,17 +195,7 @@ class CountTally:
         """The :class:`SpikeStats` of every call added (exact integer sums)."""
         total = self._summarized
         for low, tally, steps in self._calls:
-            tally = tally.cpu()
-            present = tally > 0
-            values, tally = torch.arange(low, low + present.numel(), dtype=torch.int64)[present], tally[present]
-            spikes = self.reader.spikes_per_element(values, steps)
-            magnitudes = values.abs()
-            histogram = torch.zeros(int(magnitudes.max()) + 1, dtype=torch.int64).index_add_(0, magnitudes, tally)
-            channels = int(tally.sum())
-            total = total.merge(SpikeStats(
-                time_steps=steps, num_channels=channels, total_spikes=int((spikes * tally).sum()),
-                spike_slots=channels * steps, silent_channels=int(tally[spikes == 0].sum()), count_histogram=histogram,
-            ))
+            total = total.merge(_stats_of_tally(*_present(low, tally), steps, self.reader))
         return total
 
 
