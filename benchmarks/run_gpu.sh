@@ -8,16 +8,14 @@
 # TEST_MARKS="gpu" also runs the slow ones (neuron kernels at T = 64: minutes of compiling). With pytest-xdist
 # importable the tests run in TEST_WORKERS (default 8) processes.
 # Wheels for fla / SpikingJelly / snnTorch are installed from .whl/ when present (no network needed);
-# sb_kernels and sb_adapters are aliased onto PYTHONPATH when the package is not installed.
+# Without the package installed, the repository root and the folders kernels/ and adapters/ (which hold
+# sb_kernels and sb_adapters) go on PYTHONPATH.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results}; export OUT; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 if ! python3 -c "import sb_kernels" 2>/dev/null; then
-    mkdir -p /tmp/sb_alias
-    ln -sfn "$PWD/kernels" /tmp/sb_alias/sb_kernels
-    ln -sfn "$PWD/adapters" /tmp/sb_alias/sb_adapters
-    export PYTHONPATH=/tmp/sb_alias:$PWD:${PYTHONPATH:-}
+    export PYTHONPATH=$PWD:$PWD/kernels:$PWD/adapters:${PYTHONPATH:-}
 fi
 if ls .whl/*.whl >/dev/null 2>&1 && ! python3 -c "import spikingjelly, snntorch, fla" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/sb_site .whl/*.whl

