@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sb_kernels import silu_mul
-from sb_neurons.validation import check_float_tensor, check_int, check_tensor
+from sb_neurons.validation import check_float_tensor, check_int
 
 from .spiking_linear import SpikeCoding, make_linear
 
@@ -46,8 +46,7 @@ def check_routing(num_experts: object, top_k: object, num_shared: object, router
     """The routing arguments of a :class:`MoE`: ``num_experts >= 1``, ``1 <= top_k <= num_experts``,
     ``num_shared >= 0`` and a router of :data:`RouterKind`; ``ValueError`` naming the argument otherwise."""
     check_int(num_experts, "num_experts", minimum=1)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= num_experts:
-        raise ValueError(f"top_k must be an int in [1, num_experts={num_experts}], got {top_k!r}")
+    check_int(top_k, f"top_k (num_experts={num_experts})", minimum=1, maximum=num_experts)
     check_int(num_shared, "num_shared", minimum=0)
     if router not in ("softmax", "sigmoid"):
         raise ValueError(f"router must be 'softmax' or 'sigmoid', got {router!r}")
@@ -66,8 +65,7 @@ class GLUMLP(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("hidden_size", hidden_size), ("intermediate_size", intermediate_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(value, name, minimum=1)
         factory = dict(device=device, dtype=dtype)
         self.activation = check_activation(activation)
         self.hidden_size, self.intermediate_size = hidden_size, intermediate_size

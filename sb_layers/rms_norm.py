@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sb_neurons.validation import check_positive
+from sb_neurons.validation import check_int, check_positive
 
 from sb_kernels import Backend, add_rms_norm, rms_norm
 from sb_kernels.dispatch import BACKENDS
@@ -24,8 +24,7 @@ class RMSNorm(nn.Module):
 
     def __init__(self, hidden_size: int, eps: float = 1e-6, device=None, dtype=None, backend: Backend = "auto") -> None:
         super().__init__()
-        if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
-            raise ValueError(f"hidden_size must be a positive int, got {hidden_size!r}")
+        check_int(hidden_size, "hidden_size", minimum=1)
         check_positive(eps, "eps")
         self.weight = nn.Parameter(torch.ones(hidden_size, device=device, dtype=dtype))
         self.eps = float(eps)

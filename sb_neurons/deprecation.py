@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 import warnings
 
+from .validation import check_int
+
 _VERSION = re.compile(r"\d+\.\d+(\.\d+)?")
 
 
@@ -41,10 +43,7 @@ def warn_deprecated(old: str, new: str, *, removed_in: str, stacklevel: int = 3)
             raise ValueError(f"{name} must name something, got {value!r}")
     if not _VERSION.fullmatch(removed_in):
         raise ValueError(f"removed_in must be a version such as '0.3.0', got {removed_in!r}")
-    if isinstance(stacklevel, bool) or not isinstance(stacklevel, int):
-        raise TypeError(f"stacklevel must be an int, got {type(stacklevel).__name__}")
-    if stacklevel < 1:
-        raise ValueError(f"stacklevel must be >= 1, got {stacklevel}")
+    check_int(stacklevel, "stacklevel", minimum=1)
     warnings.warn(f"{old} is deprecated and will be removed in {removed_in}; use {new}", DeprecationWarning, stacklevel=stacklevel)
 
 

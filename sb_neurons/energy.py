@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .validation import check_positive
+from .validation import check_int, check_positive
 from .stats import SpikeStats
 
 FP16_MAC_PJ = 1.5
@@ -53,8 +53,7 @@ class EnergyEstimate:
 
     def total_pj(self, macs: int) -> dict[str, float]:
         """Energy of ``macs`` multiply-accumulates in each arithmetic, picojoules."""
-        if isinstance(macs, bool) or not isinstance(macs, int) or macs < 0:
-            raise ValueError(f"macs must be an int >= 0, got {macs!r}")
+        check_int(macs, "macs", minimum=0)
         return {
             "spiking": macs * self.spiking_pj_per_mac,
             "fp16": macs * self.fp16_pj_per_mac,

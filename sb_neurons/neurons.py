@@ -58,7 +58,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .validation import check_dim_spec, check_float_tensor, check_positive, normalize_dims
+from .validation import check_dim_spec, check_float_tensor, check_positive, check_real, normalize_dims
 from .spike import V_TH_MAX, V_TH_MIN, first_input_threshold, pending_threshold
 from .surrogate import get_surrogate
 
@@ -84,12 +84,10 @@ def _check_reset_mode(reset_mode: object) -> str:
 
 def _as_state(value: torch.Tensor | float, name: str, like: torch.Tensor) -> torch.Tensor:
     """A float or tensor broadcastable to one step ``like``, finite, in ``like``'s dtype and device."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
-        raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
     if isinstance(value, torch.Tensor):
         check_float_tensor(value, name)
-    elif not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
+    else:
+        check_real(value, f"{name} (a number or a float tensor)")
     tensor = torch.as_tensor(value, dtype=like.dtype, device=like.device)
     try:
         torch.broadcast_shapes(tensor.shape, like.shape)
@@ -189,8 +187,7 @@ def multistep_neuron_forward(
     decay_value = _as_state(decay, "decay", x_seq[0])
     if decay_value.ndim or not 0.0 < float(decay_value.detach()) <= 1.0:
         raise ValueError(f"decay must be a number (or 0-d tensor) in (0, 1], got {decay!r}")
-    if isinstance(v_reset, bool) or not isinstance(v_reset, (int, float)) or not math.isfinite(v_reset):
-        raise ValueError(f"v_reset must be a finite float, got {v_reset!r}")
+    check_real(v_reset, "v_reset")
     reset_mode = _check_reset_mode(reset_mode)
     if not callable(surrogate):
         raise TypeError(f"surrogate must be callable, got {type(surrogate).__name__}")
@@ -271,14 +268,12 @@ class AdaptiveIFNode(nn.Module):
                 raise TypeError(f"homeostasis must be None or an (alpha, beta) pair, got {homeostasis!r}")
             alpha, beta = homeostasis
             check_positive(alpha, "homeostasis alpha")
-            if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
-                raise ValueError(f"homeostasis beta (target rate) must be in [0, 1], got {beta!r}")
+            check_real(beta, "homeostasis beta (target rate)", minimum=0, maximum=1)
             homeostasis = (float(alpha), float(beta))
             if learn_threshold:
                 raise ValueError("learn_threshold and homeostasis both set the threshold: choose one")
         for name, value in (("v_reset", v_reset), ("v_init", v_init)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite float, got {value!r}")
+            check_real(value, name)
         self.dim = check_dim_spec(dim)
         self.reset_mode = reset
         self.v_reset = float(v_reset)
@@ -421,8 +416,7 @@ class AdaptiveLIFNode(AdaptiveIFNode):
 
     def __init__(self, decay: float = 0.5, *args, learn_decay: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 < decay < 1.0:
-            raise ValueError(f"decay must be a number in (0, 1), got {decay!r}")
+        check_real(decay, "decay", minimum=0, maximum=1, open_minimum=True, open_maximum=True)
         if learn_decay:
             self.decay_logit = nn.Parameter(_nearest_logit(float(decay)))
         else:

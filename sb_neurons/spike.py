@@ -34,7 +34,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .validation import check_dim_spec, check_float_tensor, check_positive, normalize_dims
+from .validation import check_dim_spec, check_float_tensor, check_int, check_positive, normalize_dims
 
 V_TH_MIN = 1e-5
 V_TH_MAX = 1e4
@@ -58,8 +58,8 @@ def resolve_clamp(clamp: ClampSpec) -> tuple[int, int] | None:
         return -(2 ** (clamp - 1)), 2 ** (clamp - 1) - 1
     if isinstance(clamp, (tuple, list)) and len(clamp) == 2:
         low, high = clamp
-        if any(isinstance(v, bool) or not isinstance(v, int) for v in (low, high)):
-            raise TypeError(f"clamp as a range must be a (low, high) pair of ints, got {clamp!r}")
+        check_int(low, "clamp's low end")
+        check_int(high, "clamp's high end")
         if not low <= 0 <= high:
             raise ValueError(f"clamp range must satisfy low <= 0 <= high, got ({low}, {high})")
         return int(low), int(high)

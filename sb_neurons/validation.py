@@ -56,19 +56,57 @@ def check_integer_valued(x: object, name: str) -> torch.Tensor:
     return x
 
 
-def check_positive(value: object, name: str) -> float:
+def _interval(minimum: float | None, maximum: float | None, open_minimum: bool, open_maximum: bool) -> str:
+    """The allowed range as error messages write it: ``in [0, 1)``, ``> 0``, ``<= 8`` or ``""``."""
+    if minimum is not None and maximum is not None:
+        return f" in {'(' if open_minimum else '['}{minimum:g}, {maximum:g}{')' if open_maximum else ']'}"
+    if minimum is not None:
+        return f" {'>' if open_minimum else '>='} {minimum:g}"
+    if maximum is not None:
+        return f" {'<' if open_maximum else '<='} {maximum:g}"
+    return ""
+
+
+def check_real(
+    value: object,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    open_minimum: bool = False,
+    open_maximum: bool = False,
+) -> float:
+    """``value`` must be a finite real number (an int or a float, not a bool) in the given interval.
+
+    The bounds are closed unless ``open_minimum`` / ``open_maximum``; ``None`` leaves a side unbounded.
+    Returns the value as a float. Raises ``TypeError`` for a non-number and ``ValueError`` for NaN, an
+    infinity or a value outside the interval, each naming ``name`` and the interval.
+    """
+    interval = _interval(minimum, maximum, open_minimum, open_maximum)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number > 0, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        raise TypeError(f"{name} must be a finite number{interval}, got {type(value).__name__}")
+    below = minimum is not None and (value <= minimum if open_minimum else value < minimum)
+    above = maximum is not None and (value >= maximum if open_maximum else value > maximum)
+    if not math.isfinite(value) or below or above:
+        raise ValueError(f"{name} must be a finite number{interval}, got {value!r}")
     return float(value)
 
 
-def check_int(value: object, name: str, *, minimum: int | None = None) -> int:
+def check_positive(value: object, name: str) -> float:
+    """``value`` must be a finite real number > 0 (``check_real`` with an open minimum of 0)."""
+    return check_real(value, name, minimum=0, open_minimum=True)
+
+
+def check_int(value: object, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` must be an int (not a bool) in ``[minimum, maximum]`` (``None``: unbounded on that side).
+
+    Raises ``TypeError`` for a non-int and ``ValueError`` outside the range, naming ``name`` and the range.
+    """
+    interval = _interval(minimum, maximum, False, False)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise TypeError(f"{name} must be an int{interval}, got {type(value).__name__}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be an int{interval}, got {value}")
     return value
 
 

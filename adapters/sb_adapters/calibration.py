@@ -33,6 +33,7 @@ from sb_neurons import spike_quantize
 
 from ._batches import run_batch
 from .injector import get_injection
+from sb_neurons.validation import check_real
 
 DEFAULT_CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
 
@@ -51,8 +52,7 @@ def _check_ratios(clip_ratios: Iterable[float]) -> tuple[float, ...]:
     if not ratios:
         raise ValueError("clip_ratios must not be empty")
     for r in ratios:
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 < r <= 1.0:
-            raise ValueError(f"clip_ratios must hold numbers in (0, 1], got {r!r}")
+        check_real(r, "clip_ratios entry", minimum=0, maximum=1, open_minimum=True)
     return ratios if 1.0 in ratios else (1.0, *ratios)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from sb_layers import SpikeCoding
 from sb_layers.spiking_linear import coding_with
 from sb_neurons.spike import ClampSpec
+from sb_neurons.validation import check_int
 
 CONFIG_NAME = "spiking_config.json"
 STATE_NAME = "spiking_state.safetensors"
@@ -58,8 +59,7 @@ def _check_layer_indices(value: object) -> list[int] | None:
     if not isinstance(value, (list, tuple)):
         raise TypeError(f"dense_layers must be None, an int or a list of ints, got {type(value).__name__}")
     for index in value:
-        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-            raise ValueError(f"dense_layers entries must be layer indices (ints >= 0), got {index!r}")
+        check_int(index, "dense_layers entry (a layer index)", minimum=0)
     return sorted(set(value))
 
 

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from sb_neurons.validation import check_real
+
 from ._batches import run_batch
 from .config import SpikingConfig
 from .injector import get_injection, inject_spiking, model_layer_indices, unload_spiking
@@ -78,15 +80,10 @@ class DenseLayerChoice:
 def _check_bounds(max_relative_error: float | None, min_top1_agreement: float | None) -> None:
     if max_relative_error is None and min_top1_agreement is None:
         raise ValueError("give max_relative_error and/or min_top1_agreement")
-    if max_relative_error is not None and (
-        isinstance(max_relative_error, bool) or not isinstance(max_relative_error, (int, float)) or not max_relative_error >= 0
-    ):
-        raise ValueError(f"max_relative_error must be a number >= 0, got {max_relative_error!r}")
-    if min_top1_agreement is not None and (
-        isinstance(min_top1_agreement, bool) or not isinstance(min_top1_agreement, (int, float))
-        or not 0.0 <= min_top1_agreement <= 1.0
-    ):
-        raise ValueError(f"min_top1_agreement must be a number in [0, 1], got {min_top1_agreement!r}")
+    if max_relative_error is not None:
+        check_real(max_relative_error, "max_relative_error", minimum=0)
+    if min_top1_agreement is not None:
+        check_real(min_top1_agreement, "min_top1_agreement", minimum=0, maximum=1)
 
 
 def choose_dense_layers(

@@ -76,7 +76,7 @@ from sb_neurons import (
     spike_count,
     spike_quantize,
 )
-from sb_neurons.validation import check_float_tensor, check_positive, normalize_dims
+from sb_neurons.validation import check_float_tensor, check_positive, check_real, normalize_dims
 from sb_neurons.spike import ClampSpec, resolve_clamp
 
 ThresholdSpec = Literal["first_step", "total"] | float
@@ -182,8 +182,8 @@ class SBLIFNode(neuron.BaseNode):
             fixed = None
         else:
             fixed = check_positive(v_threshold, "v_threshold")
-        if v_reset is not None and (isinstance(v_reset, bool) or not isinstance(v_reset, (int, float))):
-            raise TypeError(f"v_reset must be None (soft reset) or a float, got {v_reset!r}")
+        if v_reset is not None:
+            check_real(v_reset, "v_reset (None: soft reset)")
         for flag, value in (("decay_input", decay_input), ("detach_reset", detach_reset), ("signed", signed),
                             ("rounding", rounding), ("learn_threshold", learn_threshold), ("store_v_seq", store_v_seq)):
             if not isinstance(value, bool):

@@ -38,6 +38,7 @@ from ._batches import run_batch
 from .config import SpikingConfig
 from .injector import get_injection, inject_spiking, unload_spiking
 from .report import record_batches
+from sb_neurons.validation import check_positive
 
 DEFAULT_KS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0)
 
@@ -201,8 +202,7 @@ def _check_ks(ks: Iterable[float]) -> tuple[float, ...]:
     if not values:
         raise ValueError("ks must hold at least one k")
     for k in values:
-        if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or k <= 0:
-            raise ValueError(f"ks must hold finite numbers > 0, got {k!r}")
+        check_positive(k, "ks entry")
     if len(set(values)) != len(values):
         raise ValueError(f"ks must not repeat a value, got {values}")
     return tuple(sorted(float(k) for k in values))

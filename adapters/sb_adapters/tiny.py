@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from sb_neurons.validation import check_int
 
 TINY_VOCAB = 64
 TINY_ARCHS = ("gpt2", "llama", "qwen2", "mistral", "opt", "bert")
@@ -49,8 +50,7 @@ def tiny_model(arch: str, seed: int = 0) -> nn.Module:
     """A tiny random ``arch`` model (one of :data:`TINY_ARCHS`) in eval mode, reproducible from ``seed``."""
     if arch not in TINY_ARCHS:
         raise ValueError(f"arch must be one of {', '.join(TINY_ARCHS)}, got {arch!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    check_int(seed, "seed")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _build(arch).eval()
@@ -59,8 +59,7 @@ def tiny_model(arch: str, seed: int = 0) -> nn.Module:
 def tiny_batches(count: int = 4, batch: int = 2, length: int = 16, seed: int = 0) -> list[dict[str, torch.Tensor]]:
     """``count`` random token batches ``{"input_ids", "attention_mask"}`` of shape ``[batch, length]`` for a tiny model."""
     for name, value in (("count", count), ("batch", batch), ("length", length)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_int(value, name, minimum=1)
     generator = torch.Generator().manual_seed(seed)
     batches = []
     for _ in range(count):

@@ -31,7 +31,7 @@ from torch import nn
 
 from sb_layers import GLUMLP, MoE, upcycle
 from sb_layers.feed_forward import ACTIVATIONS, check_routing
-from sb_neurons.validation import check_int
+from sb_neurons.validation import check_int, check_real
 
 CONFIG_KEY = "moe_upcycling"  # the field of model.config (and config.json) holding the settings
 
@@ -104,8 +104,7 @@ def upcycle_mlps(
     if getattr(model.config, CONFIG_KEY, None):
         raise ValueError("model is upcycled already (model.config.moe_upcycling is set)")
     check_routing(num_experts, top_k, num_shared, router)
-    if isinstance(aux_loss_coef, bool) or not isinstance(aux_loss_coef, (int, float)) or not 0.0 <= aux_loss_coef < float("inf"):
-        raise ValueError(f"aux_loss_coef must be a finite number >= 0, got {aux_loss_coef!r}")
+    check_real(aux_loss_coef, "aux_loss_coef", minimum=0)
     total = getattr(model.config, "num_hidden_layers", None)
     if layers is not None:
         layers = [check_int(index, "layers[i]", minimum=0) for index in layers]

@@ -29,13 +29,12 @@ Homeostasis is not part of the kernel.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Literal, NamedTuple
 
 import torch
 
 from sb_neurons import multistep_neuron_forward
-from sb_neurons.validation import check_float_tensor, check_positive
+from sb_neurons.validation import check_float_tensor, check_positive, check_real
 from sb_neurons.surrogate import ATan, Sigmoid, SurrogateSpike, get_surrogate
 
 from .device import DeviceFunction
@@ -372,9 +371,7 @@ def _as_number_or_tensor(value: object, name: str) -> float | torch.Tensor:
     if isinstance(value, torch.Tensor):
         check_float_tensor(value, name)
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite number or a float tensor, got {value!r}")
-    return float(value)
+    return check_real(value, f"{name} (a number or a float tensor)")
 
 
 def multistep_neuron(
@@ -437,10 +434,8 @@ def multistep_neuron(
     elif (check_finite or not v_th.is_cuda) and v_th.numel() and not bool((v_th > 0).all()):
         raise ValueError("v_th must be > 0 everywhere")
     v_init = _as_number_or_tensor(v_init, "v_init")
-    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 < decay <= 1.0:
-        raise ValueError(f"decay must be a number in (0, 1], got {decay!r}")
-    if isinstance(v_reset, bool) or not isinstance(v_reset, (int, float)) or not math.isfinite(v_reset):
-        raise TypeError(f"v_reset must be a finite number, got {v_reset!r}")
+    check_real(decay, "decay", minimum=0, maximum=1, open_minimum=True)
+    check_real(v_reset, "v_reset")
     spike_dtype = x_seq.dtype if spike_dtype is None else spike_dtype
     if spike_dtype not in SPIKE_DTYPES + (torch.float64,):
         raise TypeError(f"spike_dtype must be a float dtype among float32, float16, bfloat16, got {spike_dtype!r}")

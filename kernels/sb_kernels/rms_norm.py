@@ -19,11 +19,10 @@ PyTorch path, and ``backend="triton"`` is an error.
 
 from __future__ import annotations
 
-import math
 
 import torch
 
-from sb_neurons.validation import check_float_tensor, check_same_device
+from sb_neurons.validation import check_float_tensor, check_positive, check_same_device
 
 from .device import round_to, to_dtype
 from .dispatch import Backend, lazy_jit, resolve_forward_backend
@@ -122,10 +121,7 @@ def _check(x: object, weight: object, eps: object, name: str = "x") -> float:
         raise ValueError(f"{name} must have at least one dimension (the normalized one)")
     if weight.shape != (x.shape[-1],):
         raise ValueError(f"weight must have shape ({x.shape[-1]},) to match {name}'s last dimension, got {tuple(weight.shape)}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-        raise TypeError(f"eps must be a number > 0 and finite, got {type(eps).__name__}")
-    if not 0 < eps < math.inf:  # an infinite eps would zero every row; NaN fails the comparison
-        raise ValueError(f"eps must be a number > 0 and finite, got {eps!r}")
+    check_positive(eps, "eps")  # finite too: an infinite eps would zero every row
     return float(eps)
 
 

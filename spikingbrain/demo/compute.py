@@ -15,6 +15,7 @@ import torch
 
 from sb_layers import HybridBlock, MixerCache, RMSNorm, SpikeCoding, SpikingLinear
 from sb_neurons import CODEC_NAMES, energy_estimate, get_codec, spike_count, spike_stats
+from sb_neurons.validation import check_int
 
 RASTER_CODEC = "bitwise_bidirectional"
 
@@ -313,10 +314,8 @@ def compute_model_demo(
     """
     if not isinstance(prompt, str) or not prompt:
         raise ValueError(f"prompt must be a non-empty str, got {prompt!r}")
-    if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 1:
-        raise ValueError(f"new_tokens must be an int >= 1, got {new_tokens!r}")
-    if isinstance(train_steps, bool) or not isinstance(train_steps, int) or train_steps < 0:
-        raise ValueError(f"train_steps must be an int >= 0, got {train_steps!r}")
+    check_int(new_tokens, "new_tokens", minimum=1)
+    check_int(train_steps, "train_steps", minimum=0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a model this small only loses time to intra-op synchronization
     try:

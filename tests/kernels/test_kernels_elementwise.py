@@ -187,7 +187,7 @@ def test_bad_arguments_are_named():
     x = torch.randn(2, 8)
     with pytest.raises(ValueError, match=r"weight must have shape \(8,\)"):
         rms_norm(x, torch.ones(7))
-    with pytest.raises(ValueError, match="eps must be a number > 0"):
+    with pytest.raises(ValueError, match="eps must be a finite number > 0"):
         rms_norm(x, torch.ones(8), 0.0)
     with pytest.raises(ValueError, match="residual must have x's shape"):
         add_rms_norm(x, x[:1], torch.ones(8))

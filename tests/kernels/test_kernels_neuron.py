@@ -180,7 +180,7 @@ def test_unused_outputs_get_no_gradient_work():
         (dict(x_seq=torch.randn(2, 4), v_th=-torch.ones(4)), "v_th", ValueError),
         (dict(x_seq=torch.randn(2, 4), v_th=1.0, decay=0.0), "decay", ValueError),
         (dict(x_seq=torch.randn(2, 4), v_th=1.0, reset="zero"), "reset", ValueError),
-        (dict(x_seq=torch.randn(2, 4), v_th=1.0, v_reset=float("nan")), "v_reset", TypeError),
+        (dict(x_seq=torch.randn(2, 4), v_th=1.0, v_reset=float("nan")), "v_reset", ValueError),
         (dict(x_seq=torch.randn(2, 4), v_th=1.0, spike_dtype=torch.int8), "spike_dtype", TypeError),
         (dict(x_seq=torch.randn(2, 4), v_th=torch.ones(3)), "v_th", ValueError),
         (dict(x_seq=torch.randn(2, 4), v_th=torch.ones(2, 4)), "v_th", ValueError),

@@ -5,7 +5,6 @@ form is refused with :class:`~sb_adapters.nir.common.NIRExportError`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from .common import _META, DEFAULT_DT, NIRExportError, Ties, _below, _np_dtype
+from sb_neurons.validation import check_positive
 
 __all__ = ["export_to_nir"]
 
@@ -410,8 +410,7 @@ def export_to_nir(
     if not isinstance(sample_data, torch.Tensor) or not sample_data.is_floating_point():
         raise TypeError(f"sample_data must be a floating torch.Tensor, got {type(sample_data).__name__}"
                         + (f" of dtype {sample_data.dtype}" if isinstance(sample_data, torch.Tensor) else ""))
-    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt) or dt <= 0:
-        raise ValueError(f"dt must be a finite float > 0 (seconds per step), got {dt!r}")
+    check_positive(dt, "dt (seconds per step)")
     if ties not in ("exact", "unchanged"):
         raise ValueError(f"ties must be 'exact' or 'unchanged', got {ties!r}")
     dtype = _np_dtype(sample_data.dtype)

@@ -17,6 +17,7 @@ from torch import nn
 
 from .common import _META, DEFAULT_DT, NeuronFlavor, NIRImportError, _above, _np_dtype
 from .runtime import NIRNetwork, _Delay, _Integrator, _NestedStep, _Scale, _StepDelta, _Threshold
+from sb_neurons.validation import check_positive
 
 __all__ = ["import_from_nir"]
 
@@ -410,6 +411,5 @@ def import_from_nir(
     if dt is None:
         recorded = _meta(graph).get("dt") if isinstance(getattr(graph, "metadata", None), dict) else None
         dt = float(np.asarray(recorded).item()) if recorded is not None else DEFAULT_DT
-    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt) or dt <= 0:
-        raise ValueError(f"dt must be a finite float > 0 (seconds per step), got {dt!r}")
+    check_positive(dt, "dt (seconds per step)")
     return _network(graph, dt=float(dt), fuse=fuse, flavor=neuron, dtype=dtype)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from sb_neurons import Codec, get_codec
-from sb_neurons.validation import check_float_tensor, check_positive, check_same_device, check_tensor, describe
+from sb_neurons.validation import check_float_tensor, check_int, check_positive, check_same_device, check_tensor, describe
 
 
 def check_gla_inputs(q, k, v, gk, initial_state, scale=1.0, integer_qk=False) -> None:
@@ -102,8 +102,7 @@ def gla_chunked(
     decay (at the cost of a ``[chunk, chunk, Dk]`` intermediate).
     """
     check_gla_inputs(q, k, v, gk, initial_state, scale)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    check_int(chunk_size, "chunk_size", minimum=1)
     compute = _compute_dtype(v.dtype)
     batch, heads, length, dk = q.shape
     state = _start_state(initial_state, (batch, heads, dk, v.shape[-1]), compute, v.device)

@@ -30,6 +30,7 @@ from typing import Any
 from transformers import PreTrainedConfig
 
 from sb_layers.spiking_linear import SpikeCoding, coding_with
+from sb_neurons.validation import check_int, check_positive, check_real
 
 VARIANTS = ("inter_layer", "intra_layer")
 GLA_GATES = ("low_rank", "merged", "tied_key")
@@ -61,26 +62,11 @@ def reject_flat_fields(owner: str, names: Iterable[str]) -> None:
             f"{'are' if plural else 'is'} not read; use {renamed} (coding={{...}}, a dict of SpikeCoding fields, or "
             "a SpikeCoding; in config.json a nested \"coding\" dict)"
         )
-
-
-def _check_positive_int(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-
-
-def _check_positive_number(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number > 0, got {type(value).__name__}")
-    if not 0 < value < float("inf"):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
 def _check_layer_list(value: Any, name: str, num_layers: int) -> None:
     if not isinstance(value, (list, tuple)):
         raise TypeError(f"{name} must be a list of layer indices, got {type(value).__name__}")
     for index in value:
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < num_layers:
-            raise ValueError(f"{name} must hold ints in [0, num_hidden_layers={num_layers}), got {index!r}")
+        check_int(index, f"{name} entry (num_hidden_layers={num_layers})", minimum=0, maximum=num_layers - 1)
     if len(set(value)) != len(value):
         raise ValueError(f"{name} must not repeat layer indices, got {list(value)}")
 
@@ -184,10 +170,10 @@ class SpikingBrainConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
-            _check_positive_int(getattr(self, name), name)
+            check_int(getattr(self, name), name, minimum=1)
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
-        _check_positive_int(self.num_key_value_heads, "num_key_value_heads")
+        check_int(self.num_key_value_heads, "num_key_value_heads", minimum=1)
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(
                 f"num_key_value_heads={self.num_key_value_heads} must divide num_attention_heads={self.num_attention_heads}"
@@ -198,13 +184,13 @@ class SpikingBrainConfig(PreTrainedConfig):
                     f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size} (or set head_dim)"
                 )
             self.head_dim = self.hidden_size // self.num_attention_heads
-        _check_positive_int(self.head_dim, "head_dim")
+        check_int(self.head_dim, "head_dim", minimum=1)
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act must be one of {ACTIVATIONS} (SiLU), got {self.hidden_act!r}")
         if self.sliding_window is not None:
-            _check_positive_int(self.sliding_window, "sliding_window")
+            check_int(self.sliding_window, "sliding_window", minimum=1)
         for name in ("rope_theta", "norm_eps", "gate_logit_normalizer"):
-            _check_positive_number(getattr(self, name), name)
+            check_positive(getattr(self, name), name)
         if self.use_short_conv:
             raise ValueError("use_short_conv=True is not supported: SpikingBrain-7B is released without short convolutions")
         if self.attn_mode not in ATTN_MODES and self.attn_mode not in RELEASE_ATTN_MODES:
@@ -228,28 +214,24 @@ class SpikingBrainConfig(PreTrainedConfig):
             self.feature_map = "sigmoid" if intra else "relu"
         if self.feature_map not in FEATURE_MAPS:
             raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {self.feature_map!r}")
-        _check_positive_int(self.gate_low_rank_dim, "gate_low_rank_dim")
-        _check_positive_int(self.gla_chunk_size, "gla_chunk_size")
+        check_int(self.gate_low_rank_dim, "gate_low_rank_dim", minimum=1)
+        check_int(self.gla_chunk_size, "gla_chunk_size", minimum=1)
         for name in ("swa_query_chunk_size", "prefill_chunk_size"):
             if getattr(self, name) is not None:
-                _check_positive_int(getattr(self, name), name)
-        if isinstance(self.num_sink_tokens, bool) or not isinstance(self.num_sink_tokens, int) or self.num_sink_tokens < 0:
-            raise ValueError(f"num_sink_tokens must be an int >= 0, got {self.num_sink_tokens!r}")
+                check_int(getattr(self, name), name, minimum=1)
+        check_int(self.num_sink_tokens, "num_sink_tokens", minimum=0)
         if not intra and (self.num_sink_tokens or self.full_attn_layers or self.num_experts):
             raise ValueError(
                 "num_sink_tokens, full_attn_layers and num_experts belong to variant='intra_layer' (76B style)"
             )
-        if isinstance(self.num_experts, bool) or not isinstance(self.num_experts, int) or self.num_experts < 0:
-            raise ValueError(f"num_experts must be an int >= 0 (0: dense FFNs), got {self.num_experts!r}")
+        check_int(self.num_experts, "num_experts (0: dense FFNs)", minimum=0)
         if self.num_experts:
             if not 1 <= self.num_experts_per_tok <= self.num_experts:
                 raise ValueError(f"num_experts_per_tok must be in [1, num_experts={self.num_experts}], got {self.num_experts_per_tok!r}")
-            if isinstance(self.num_shared_experts, bool) or not isinstance(self.num_shared_experts, int) or self.num_shared_experts < 0:
-                raise ValueError(f"num_shared_experts must be an int >= 0, got {self.num_shared_experts!r}")
+            check_int(self.num_shared_experts, "num_shared_experts", minimum=0)
             if self.router not in ROUTERS:
                 raise ValueError(f"router must be one of {ROUTERS}, got {self.router!r}")
-        if isinstance(self.router_aux_loss_coef, bool) or not isinstance(self.router_aux_loss_coef, (int, float)) or not self.router_aux_loss_coef >= 0:
-            raise ValueError(f"router_aux_loss_coef must be >= 0, got {self.router_aux_loss_coef!r}")
+        check_real(self.router_aux_loss_coef, "router_aux_loss_coef", minimum=0)
         if self.coding is None:
             self.coding = SpikeCoding()
         reject_flat_fields(type(self).__name__, kwargs)

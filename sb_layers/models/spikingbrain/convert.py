@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from .modeling import SpikingBrainForCausalLM
 from .qwen2 import convert_qwen2_into
+from sb_neurons.validation import check_int
 
 
 def convert_qwen2(model_or_dir: Any, *, seed: int = 0, **config_overrides: Any) -> SpikingBrainForCausalLM:
@@ -55,8 +56,7 @@ def continual_pretrain(
     ``Trainer`` for real runs: the model is a ``PreTrainedModel``). Shows a tqdm progress bar with the
     running loss when ``progress``. Returns the loss of every step; leaves the model in eval mode.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    check_int(steps, "steps", minimum=1)
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if max_grad_norm is not None and not max_grad_norm > 0:

@@ -57,6 +57,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sb_neurons.validation import check_int, check_real
+
 from .configuration import SpikingBrainConfig
 
 _RELEASED = SpikingBrainConfig()  # SpikingBrain-7B as released (facts section 4): the defaults of ModelShape
@@ -71,22 +73,6 @@ model converted from them (report section 3.1; :meth:`SpikingBrainForCausalLM.fr
 
 
 # --- validation ------------------------------------------------------------------------------------
-
-
-def _check_fraction(value: Any, name: str, *, low: float = 0.0, high: float = 1.0, open_low: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number in {'(' if open_low else '['}{low:g}, {high:g}], got {value!r}")
-    if value > high or value < low or (open_low and value == low):
-        raise ValueError(f"{name} must be in {'(' if open_low else '['}{low:g}, {high:g}], got {value!r}")
-    return float(value)
-
-
-def _check_int(value: Any, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
 # --- the cost model --------------------------------------------------------------------------------
 
 
@@ -101,13 +87,10 @@ def cost_ratio(alpha: float, attended_fraction: float, active_fraction: float = 
 
     Returns R (>= 0); R = 1 when the last three are 1, whatever ``alpha``.
     """
-    alpha = _check_fraction(alpha, "alpha")
-    if isinstance(attended_fraction, bool) or not isinstance(attended_fraction, (int, float)) or not (
-        math.isfinite(attended_fraction) and attended_fraction >= 0
-    ):
-        raise ValueError(f"attended_fraction (m/n) must be a finite number in [0, inf), got {attended_fraction!r}")
-    active_fraction = _check_fraction(active_fraction, "active_fraction (a = 1 - sparsity)")
-    expert_fraction = _check_fraction(expert_fraction, "expert_fraction (k/M)", open_low=True)
+    alpha = check_real(alpha, "alpha", minimum=0, maximum=1)
+    attended_fraction = check_real(attended_fraction, "attended_fraction (m/n)", minimum=0)
+    active_fraction = check_real(active_fraction, "active_fraction (a = 1 - sparsity)", minimum=0, maximum=1)
+    expert_fraction = check_real(expert_fraction, "expert_fraction (k/M)", minimum=0, maximum=1, open_minimum=True)
     return alpha * attended_fraction + (1.0 - alpha) * active_fraction * expert_fraction
 
 
@@ -171,9 +154,9 @@ class ModelShape:
 
     def __post_init__(self) -> None:
         for name in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "window"):
-            _check_int(getattr(self, name), name, 1)
+            check_int(getattr(self, name), name, minimum=1)
         for name in ("gla_layers", "swa_layers", "full_layers"):
-            count = _check_int(getattr(self, name), name, 0)
+            count = check_int(getattr(self, name), name, minimum=0)
             if count > self.num_layers:
                 raise ValueError(f"{name} must be in [0, num_layers={self.num_layers}], got {count}")
         if self.swa_layers + self.full_layers > self.num_layers:
@@ -186,14 +169,12 @@ class ModelShape:
                 f"gla_layers + swa_layers + full_layers must cover num_layers={self.num_layers} (every layer "
                 f"attends somehow), got {self.gla_layers} + {self.swa_layers} + {self.full_layers}"
             )
-        _check_int(self.num_experts, "num_experts", 0)
-        _check_int(self.shared_experts, "shared_experts", 0)
+        check_int(self.num_experts, "num_experts", minimum=0)
+        check_int(self.shared_experts, "shared_experts", minimum=0)
         if self.num_experts:
-            if not 1 <= _check_int(self.experts_per_token, "experts_per_token", 1) <= self.num_experts:
-                raise ValueError(f"experts_per_token must be in [1, num_experts={self.num_experts}], got {self.experts_per_token}")
+            check_int(self.experts_per_token, f"experts_per_token (num_experts={self.num_experts})", minimum=1, maximum=self.num_experts)
         if self.moe_layers is not None:
-            if not 0 <= _check_int(self.moe_layers, "moe_layers", 0) <= self.num_layers:
-                raise ValueError(f"moe_layers must be in [0, num_layers={self.num_layers}], got {self.moe_layers}")
+            check_int(self.moe_layers, f"moe_layers (num_layers={self.num_layers})", minimum=0, maximum=self.num_layers)
 
     @classmethod
     def from_config(cls, config: Any) -> ModelShape:
@@ -246,15 +227,15 @@ class ModelShape:
 
 def full_pairs(context: int, phase: str = "prefill") -> int:
     """(query, key) pairs of full causal attention at ``context``: ``n (n + 1) / 2`` in prefill, ``n`` in decode."""
-    _check_int(context, "context", 1)
+    check_int(context, "context", minimum=1)
     _check_phase(phase)
     return context * (context + 1) // 2 if phase == "prefill" else context
 
 
 def window_pairs(context: int, window: int, phase: str = "prefill") -> int:
     """Pairs of causal attention limited to ``window`` keys per query (itself included)."""
-    _check_int(context, "context", 1)
-    _check_int(window, "window", 1)
+    check_int(context, "context", minimum=1)
+    check_int(window, "window", minimum=1)
     _check_phase(phase)
     if phase == "decode":
         return min(context, window)
@@ -265,7 +246,7 @@ def window_pairs(context: int, window: int, phase: str = "prefill") -> int:
 
 def linear_attention_pairs(context: int, head_dim: int, phase: str = "prefill") -> int:
     """Pair-equivalents of a GLA layer: ``d`` keys' worth per token, or the quadratic form if cheaper."""
-    _check_int(head_dim, "head_dim", 1)
+    check_int(head_dim, "head_dim", minimum=1)
     if phase == "decode":
         return min(head_dim, full_pairs(context, phase))
     return min(context * head_dim, full_pairs(context, phase))
@@ -326,7 +307,7 @@ class Estimate:
 
 def active_from_sparsity(sparsity: float) -> float:
     """``a = 1 - sparsity`` (sparsity in [0, 1], e.g. the report's 0.6915 at T = 3)."""
-    return 1.0 - _check_fraction(sparsity, "sparsity")
+    return 1.0 - check_real(sparsity, "sparsity", minimum=0, maximum=1)
 
 
 def estimate(
@@ -342,7 +323,7 @@ def estimate(
     """The cost model at ``context``: each input given (not None) or derived from ``shape`` (``active``: 1)."""
     if not isinstance(shape, ModelShape):
         raise TypeError(f"shape must be a ModelShape, got {type(shape).__name__}")
-    _check_int(context, "context", 1)
+    check_int(context, "context", minimum=1)
     _check_phase(phase)
     values = {
         "alpha": (alpha, lambda: attention_share(shape, context, phase)),

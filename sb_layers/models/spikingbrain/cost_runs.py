@@ -6,17 +6,27 @@ spike-statistics file (:func:`sparsity_from_stats`) and the theoretical speedups
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cost_model import Estimate, ModelShape, _check_fraction, _check_int, active_from_sparsity, estimate
+from sb_neurons.validation import check_int, check_positive, check_real
+
+from .cost_model import Estimate, ModelShape, active_from_sparsity, estimate
 
 RUN_MODELS = ("qwen2", "qwen2-cudnn", "spikingbrain-bf16", "spikingbrain-w8aspike")
 """The ``model`` names a ``benchmarks/ttft.py`` run may hold."""
+
+
+def _from_file(check: Callable[..., Any], value: Any, where: str, **bounds: Any) -> Any:
+    """``check(value, where, **bounds)`` for a value read from a run file, where a wrong type is a bad
+    value of the file (``ValueError``, which the command line reports as such) rather than a bad argument."""
+    try:
+        return check(value, where, **bounds)
+    except TypeError as error:
+        raise ValueError(str(error)) from None
 
 
 def _read_json(path: str | os.PathLike, what: str) -> object:
@@ -46,7 +56,7 @@ def sparsity_from_stats(path: str | os.PathLike) -> float:
             f"spike statistics file {os.fspath(path)!r} must hold 'silent_channel_fraction' "
             "(or 'total': {'silent_channel_fraction': ...})"
         )
-    return _check_fraction(stats["silent_channel_fraction"], "spike statistics 'silent_channel_fraction'")
+    return _from_file(check_real, stats["silent_channel_fraction"], "spike statistics 'silent_channel_fraction'", minimum=0, maximum=1)
 
 
 # --- a measured run (benchmarks/ttft.py) -----------------------------------------------------------
@@ -62,7 +72,7 @@ def _count_field(value: Any, where: str) -> int:
     """A layer count, or a list of layer indices (its length)."""
     if isinstance(value, list):
         return len(value)
-    return _check_int(value, where, 0)
+    return _from_file(check_int, value, where, minimum=0)
 
 
 def validate_run(run: Any) -> dict:
@@ -80,10 +90,8 @@ def validate_run(run: Any) -> dict:
         if key in ("gla_layers", "swa_layers"):
             _count_field(value, f"run['config']['{key}']")
         else:
-            _check_int(value, f"run['config']['{key}']", 0 if key == "num_experts" else 1)
-    tflops = _field(run, "matmul_tflops", "run")
-    if isinstance(tflops, bool) or not isinstance(tflops, (int, float)) or not (math.isfinite(tflops) and tflops > 0):
-        raise ValueError(f"run['matmul_tflops'] must be a number > 0, got {tflops!r}")
+            _from_file(check_int, value, f"run['config']['{key}']", minimum=0 if key == "num_experts" else 1)
+    _from_file(check_positive, _field(run, "matmul_tflops", "run"), "run['matmul_tflops']")
     rows = _field(run, "rows", "run")
     if not isinstance(rows, list) or not rows:
         raise ValueError("run['rows'] must be a non-empty list")
@@ -93,16 +101,14 @@ def validate_run(run: Any) -> dict:
             raise ValueError(f"{where} must be an object, got {type(row).__name__}")
         if _field(row, "model", where) not in RUN_MODELS:
             raise ValueError(f"{where}['model'] must be one of {RUN_MODELS}, got {row['model']!r}")
-        _check_int(_field(row, "context", where), f"{where}['context']", 1)
+        _from_file(check_int, _field(row, "context", where), f"{where}['context']", minimum=1)
         for key in ("ttft_ms", "peak_mem_gib"):
             value = row.get(key)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0)
-            ):
-                raise ValueError(f"{where}['{key}'] must be null or a number > 0, got {value!r}")
+            if value is not None:
+                _from_file(check_positive, value, f"{where}['{key}'] (null or a number)")
     sparsity = run.get("spike_sparsity")
     if sparsity is not None:
-        _check_fraction(sparsity, "run['spike_sparsity']")
+        _from_file(check_real, sparsity, "run['spike_sparsity']", minimum=0, maximum=1)
     return run
 
 
@@ -148,7 +154,7 @@ def shape_from_run(run: Mapping, **dimensions: int | None) -> ModelShape:
             continue
         found = [config[key] for key in keys if key in config]
         if found:
-            fields[name] = _check_int(found[0], f"run['config']['{keys[-1]}']", 1)
+            fields[name] = _from_file(check_int, found[0], f"run['config']['{keys[-1]}']", minimum=1)
         elif config["hidden_size"] == base.hidden_size:
             fields[name] = getattr(base, name)
         else:

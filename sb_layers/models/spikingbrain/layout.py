@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .configuration import SpikingBrainConfig
+from sb_neurons.validation import check_int
 
 RELEASE_MODEL_TYPE = "gla_swa"
 RELEASE_ARCHITECTURE = "GLAswaForCausalLM"
@@ -134,8 +135,7 @@ def save_released_checkpoint(
 
     Returns the directory path.
     """
-    if isinstance(max_shard_bytes, bool) or not isinstance(max_shard_bytes, int) or max_shard_bytes < 1:
-        raise ValueError(f"max_shard_bytes must be an int >= 1, got {max_shard_bytes!r}")
+    check_int(max_shard_bytes, "max_shard_bytes", minimum=1)
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     fields = config.to_dict() if isinstance(config, SpikingBrainConfig) else dict(config)
