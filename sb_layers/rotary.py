@@ -12,6 +12,7 @@ import torch
 
 from sb_kernels.rotary import apply_rotary, rotate_half
 from sb_neurons.validation import check_int, check_positive, check_tensor
+from sb_neurons.spike import compute_dtype
 
 __all__ = ["apply_rotary", "rotary_cos_sin", "rotate_half"]
 
@@ -40,7 +41,7 @@ def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: 
     if head_dim % 2:
         raise ValueError(f"head_dim must be even for rotary embeddings, got {head_dim}")
     check_positive(theta, "theta")
-    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    compute = compute_dtype(dtype)
     angles = positions.to(compute).unsqueeze(-1) * _inverse_frequencies(head_dim, float(theta), compute, positions.device)
     angles = torch.cat([angles, angles], dim=-1)
     return angles.cos().to(dtype), angles.sin().to(dtype)

@@ -67,7 +67,9 @@ def resolve_clamp(clamp: ClampSpec) -> tuple[int, int] | None:
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype thresholds and counts are computed in: float64 for float64 input, else float32."""
+    """The dtype every part of the library computes in for inputs of ``dtype``: float64 stays float64
+    (the references of the exactness tests), float16, bfloat16 and float32 compute in float32 (the
+    thresholds, counts, norms, rotary angles, attention softmax and GLA states of half inputs)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from sb_neurons.validation import FLOAT_DTYPES
+from sb_neurons.spike import compute_dtype
 
 from .device import DeviceFunction, round_to, to_dtype
 from .dispatch import Backend, lazy_jit, resolve_forward_backend
@@ -43,7 +44,7 @@ def merge_attention_reference(parts: list[tuple[torch.Tensor, torch.Tensor]]) ->
     ``parts``: ``(o [B, H, m, D], lse [B, H, m])`` pairs of one shape (rows a part lacks padded with
     ``lse = -inf`` by the caller). Returns ``[B, H, m, D]`` in the compute dtype.
     """
-    compute = torch.float64 if parts[0][0].dtype == torch.float64 else torch.float32
+    compute = compute_dtype(parts[0][0].dtype)
     lses = torch.stack([lse.to(compute) for _, lse in parts])
     total = torch.logsumexp(lses, dim=0)
     return sum((lse - total).exp().unsqueeze(-1) * o.to(compute) for (o, _), lse in zip(parts, lses, strict=True))

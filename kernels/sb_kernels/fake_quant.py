@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 
 from sb_neurons.validation import check_float_tensor, check_positive
-from sb_neurons.spike import V_TH_MAX, V_TH_MIN, spike_count
+from sb_neurons.spike import V_TH_MAX, V_TH_MIN, compute_dtype, spike_count
 
 from .device import DeviceFunction, quotient_rn, round_half_even, round_to, to_dtype
 from .dispatch import Backend, lazy_jit, resolve_forward_backend
@@ -71,7 +71,7 @@ def int8_fake_quantize_reference(x: torch.Tensor) -> torch.Tensor:
     ``x.dtype`` (float32 arithmetic, float64 for float64 ``x``; straight-through gradient); rows holding
     NaN or Inf become NaN. Arguments as :func:`int8_fake_quantize`, checked the same way."""
     x = _check(x, "x")
-    work = x.detach().to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    work = x.detach().to(compute_dtype(x.dtype))
     work = torch.where(torch.isfinite(work), work, 0.0)
     scale = (work.abs().amax(dim=-1, keepdim=True) / INT8_LEVELS).clamp(V_TH_MIN, V_TH_MAX)
     y = (torch.round(work / scale).clamp(-128, 127) * scale).to(x.dtype)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from sb_neurons.validation import check_float_tensor, check_positive, check_same_device
+from sb_neurons.spike import compute_dtype
 
 from .device import round_to, to_dtype
 from .dispatch import Backend, lazy_jit, resolve_forward_backend
@@ -46,7 +47,7 @@ def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tor
     """
     eps = _check(x, weight, eps)
     check_same_device([("x", x), ("weight", weight)])
-    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(x.dtype)
     h = x.contiguous().to(compute)
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
     return weight * h.to(x.dtype)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from sb_neurons.validation import check_same_device
+from sb_neurons.spike import compute_dtype
 
 from .device import round_to, to_dtype
 from .dispatch import Backend, lazy_jit, resolve_forward_backend, sm_count
@@ -47,7 +48,7 @@ def decode_attention_reference(
     Returns ``[B, H, 1, D]`` in ``q.dtype``."""
     _check(q, keys, values, allowed, scale)
     check_same_device([("q", q), ("keys", keys), ("values", values), ("allowed", allowed)])
-    compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(q.dtype)
     groups = q.shape[1] // keys.shape[1]
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     k = keys.to(compute).repeat_interleave(groups, dim=1)

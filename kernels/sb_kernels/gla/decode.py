@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from sb_neurons.validation import check_positive, check_same_device, describe
+from sb_neurons.spike import compute_dtype
 
 from ..device import round_to, to_dtype
 from ..dispatch import Backend, lazy_jit, needs_grad, resolve_forward_backend
@@ -62,7 +63,7 @@ def gla_decode_step_reference(
     the same way (all tensors on one device)."""
     _check(q, k, v, g, state, scale, feature_map, gate_normalizer, keep)
     _check_devices(q, k, v, g, state, keep)
-    compute = torch.float64 if v.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(v.dtype)
     groups = q.shape[1] // k.shape[1]
     qf = _feature(q.to(compute), feature_map)
     kf = _feature(k.to(compute), feature_map).repeat_interleave(groups, dim=1)

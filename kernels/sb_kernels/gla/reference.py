@@ -23,6 +23,7 @@ import torch
 
 from sb_neurons import Codec, get_codec
 from sb_neurons.validation import check_float_tensor, check_int, check_positive, check_same_device, check_tensor, describe
+from sb_neurons.spike import compute_dtype
 
 
 def check_gla_inputs(q, k, v, gk, initial_state, scale=1.0, integer_qk=False) -> None:
@@ -49,10 +50,6 @@ def check_gla_inputs(q, k, v, gk, initial_state, scale=1.0, integer_qk=False) ->
         raise ValueError(f"initial_state must have shape (B, H, Dk, Dv) = {expected}, got {tuple(initial_state.shape)}")
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _start_state(initial_state: torch.Tensor | None, shape: tuple[int, ...], compute: torch.dtype, device) -> torch.Tensor:
     """The recurrent state ``[B, H, Dk, Dv]`` a GLA form starts from, in its ``compute`` dtype (zeros if none)."""
     if initial_state is None:
@@ -73,7 +70,7 @@ def gla_recurrent(
     Returns ``(o [B, H, L, Dv] in v.dtype, final_state [B, H, Dk, Dv] in float32/float64)``.
     """
     check_gla_inputs(q, k, v, gk, initial_state, scale)
-    compute = _compute_dtype(v.dtype)
+    compute = compute_dtype(v.dtype)
     batch, heads, length, dk = q.shape
     state = _start_state(initial_state, (batch, heads, dk, v.shape[-1]), compute, v.device)
     q, k, v, gk = (t.to(compute) for t in (q, k, v, gk))
@@ -103,7 +100,7 @@ def gla_chunked(
     """
     check_gla_inputs(q, k, v, gk, initial_state, scale)
     check_int(chunk_size, "chunk_size", minimum=1)
-    compute = _compute_dtype(v.dtype)
+    compute = compute_dtype(v.dtype)
     batch, heads, length, dk = q.shape
     state = _start_state(initial_state, (batch, heads, dk, v.shape[-1]), compute, v.device)
     q, k, v, gk = (t.to(compute) for t in (q, k, v, gk))
@@ -174,7 +171,7 @@ def gla_event_driven(
         if tuple(v_th.shape) != tuple(q_counts.shape[:3]) + (1,):
             raise ValueError(f"{name} must have shape [B, H, L, 1] = {tuple(q_counts.shape[:3]) + (1,)}, got {tuple(v_th.shape)}")
     codec = get_codec(codec)
-    compute = _compute_dtype(v.dtype)
+    compute = compute_dtype(v.dtype)
     q_train, k_train = codec.encode(q_counts), codec.encode(k_counts)  # [T, B, H, L, Dk] int8, validated
     q_weights = codec.step_weights(q_train.shape[0], dtype=compute, device=v.device)
     k_weights = codec.step_weights(k_train.shape[0], dtype=compute, device=v.device)
