@@ -260,7 +260,7 @@ def float32_guards(
         print(f"guard float32-bf16-arch ({layers} layers, float32): {results['float32-bf16-arch']}", flush=True)
         return results
     model.config.coding = {"backend": "auto"}
-    w8 = to_w8aspike(model, progress=False)
+    w8 = to_w8aspike(model)
     del model
     release()
     # Logits of a W8ASpike stack drift through count flips (see per_layer_guard): recorded, not judged.

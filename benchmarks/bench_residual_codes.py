@@ -97,7 +97,7 @@ def model_rows(share: float, context: int, steps: int) -> list[dict]:
     config = lc.spikingbrain_config(False, 32768, 1024)
     model = lc.build_spikingbrain(config, device, torch.bfloat16)
     model.config.coding = {"backend": "auto"}
-    w8 = to_w8aspike(model, progress=False)
+    w8 = to_w8aspike(model)
     del model
     lc.release()
     lc.set_path(w8, True)

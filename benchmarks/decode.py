@@ -125,7 +125,7 @@ def decode_float32_guards(config, device, length: int, steps: int, layers: int =
     model = lc.build_spikingbrain(small, device, torch.float32)
     results = {"float32-bf16-arch": guard(model, length, steps, 1e-3)}
     model.config.coding = {"backend": "auto"}
-    w8 = to_w8aspike(model, progress=False)
+    w8 = to_w8aspike(model)
     del model
     results["float32-w8aspike"] = guard(w8, length, steps, None)
     results["float32-w8aspike-per-layer"] = per_layer_decode_guard(w8, length, steps, 1e-3)
@@ -316,7 +316,7 @@ def main(argv=None) -> int:
                 run_model("spikingbrain-bf16", model, contexts, args, device, bandwidth, result, True, graph=True)
         if "spikingbrain-w8aspike" in models:
             model.config.coding = {"backend": "auto"}
-            w8 = to_w8aspike(model, progress=False)
+            w8 = to_w8aspike(model)
             del model
             lc.release()
             result["guards"]["spikingbrain-w8aspike"] = guard(w8, args.guard_length, args.guard_steps, None)

@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         from sb_layers.models.spikingbrain import to_w8aspike
 
         model.config.coding = {"backend": "auto"}
-        model = to_w8aspike(model, progress=False)
+        model = to_w8aspike(model)
         lc.release()
     ids = torch.randint(0, config.vocab_size, (1, args.context), device=device)
     with torch.inference_mode():

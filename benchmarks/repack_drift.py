@@ -51,7 +51,7 @@ def main() -> None:
     batches = corpus_batches(tokenizer, seed=args.seed, count=16)
     losses = continual_pretrain(model, batches[:-4], steps=args.steps, lr=1e-3, progress=False)
     model.eval()
-    grouped = to_w8aspike(model, progress=False)
+    grouped = to_w8aspike(model)
     repacked = repack_per_channel(grouped)
     held_out = batches[-4:]
     print(f"model: hidden 512, 4 layers, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "

@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _longctx as lc  # noqa: E402
 
-from sb_layers.models.spikingbrain import spike_report, to_w8aspike  # noqa: E402
+from sb_layers import record_spikes  # noqa: E402
+from sb_layers.models.spikingbrain import to_w8aspike  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -202,10 +203,11 @@ def main(argv=None) -> int:
         if "spikingbrain-w8aspike" in models:
             model.config.coding = {"backend": "auto"}
             calib = torch.randint(0, config.vocab_size, (1, min(4096, args.guard_length)), device=device)
-            w8 = to_w8aspike(model, [calib], progress=False)
-            del model, calib
+            w8 = to_w8aspike(model)
+            del model
             lc.release()
-            report = spike_report(w8)
+            report = record_spikes(w8, [calib]).report
+            del calib
             histogram = report.total.count_histogram
             result["spike_sparsity"] = float(histogram[0]) / report.total.num_channels
             result["spike_stats"] = {

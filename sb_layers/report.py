@@ -1,9 +1,10 @@
 """The spike report: per-layer spike statistics of a model's spiking projections and their energy estimate.
 
-One report type for every model with :class:`sb_layers.SpikingLinear` layers, built in or injected:
-:func:`sb_adapters.spiking_report` runs a batch and returns one, :func:`sb_layers.models.spikingbrain.spike_report`
-gathers what a W8ASpike calibration recorded, :func:`recorded_report` gathers what any model's layers
-recorded (``record_stats``).
+One report type for every model with :class:`sb_layers.SpikingLinear` layers, built in or injected, and
+three ways to get one: :func:`record_spikes` runs the model on batches and reports what it recorded (the
+report command, the demo, ``sweep_k`` and W8ASpike calibration all use it); :class:`SpikeRecorder` records
+around any code (a training step, ``generate``), per call if asked; :func:`spike_report` reads what the
+layers have accumulated on their own (``record_stats`` switched on, e.g. ``SpikingConfig(record_stats=True)``).
 
 For every layer the report gives the statistics of the spike counts of its input
 (:class:`sb_neurons.SpikeStats` under the layer's codec): firing rate, sparsity, mean spikes per channel,
@@ -25,11 +26,13 @@ report's 45 nm model (:func:`sb_neurons.energy_estimate`).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from sb_neurons import EnergyEstimate, SpikeStats, energy_estimate
 
@@ -245,14 +248,25 @@ def _report_of(stats: Mapping[str, SpikeStats], layers: Mapping[str, SpikingLine
     return SpikingReport.from_layers(reports) if reports else None
 
 
-def recorded_report(model: nn.Module, *, weight_codes: bool = True) -> SpikingReport | None:
-    """The report of what ``model``'s spiking layers have recorded (their ``spike_stats``; nothing is run),
-    or None when no layer has recorded anything. ``weight_codes``: also each quantized layer's
-    :class:`WeightCodeStats` (a pass over its weights)."""
+def spike_report(model: nn.Module, *, weight_codes: bool = True) -> SpikingReport:
+    """The report of what ``model``'s spiking layers have accumulated in their ``spike_stats`` while their
+    ``record_stats`` was on; nothing is run. ``weight_codes``: also each quantized layer's
+    :class:`WeightCodeStats` (a pass over its weights).
+
+    Raises:
+        ValueError: no spiking layer has recorded anything (to run the model and record, use
+            :func:`record_spikes` or :class:`SpikeRecorder`).
+    """
     if not isinstance(weight_codes, bool):
         raise TypeError(f"weight_codes must be a bool, got {weight_codes!r}")
     layers = spiking_layers(model)
-    return _report_of({name: layer.spike_stats for name, layer in layers.items()}, layers, weight_codes)
+    report = _report_of({name: layer.spike_stats for name, layer in layers.items()}, layers, weight_codes)
+    if report is None:
+        raise ValueError(
+            "no spike statistics recorded in model's spiking layers: record_spikes(model, batches) runs the "
+            "model and reports, SpikeRecorder(model) records around any code"
+        )
+    return report
 
 
 def reset_spike_stats(model: nn.Module) -> None:
@@ -352,7 +366,7 @@ class SpikeRecorder:
 
     def report(self, *, weight_codes: bool = True) -> SpikingReport:
         """Everything recorded so far (all calls merged, exact integer sums), as a :class:`SpikingReport`;
-        ``weight_codes`` as in :func:`recorded_report`. ``ValueError`` when nothing was recorded."""
+        ``weight_codes`` as in :func:`spike_report`. ``ValueError`` when nothing was recorded."""
         report = _report_of(self._recorded(), self._layers, weight_codes)
         if report is None:
             raise ValueError("nothing recorded: run the model inside the recorder's context")
@@ -366,16 +380,89 @@ class SpikeRecorder:
         return [report for report in reports if report is not None]
 
 
+def run_batch(model: nn.Module, batch: Any) -> Any:
+    """Calls ``model`` on one batch the way its users do: ``model(**batch)`` for a mapping (a tokenizer's
+    output), ``model(*batch)`` for a tuple or list, ``model(batch)`` for a tensor; anything else raises
+    ``TypeError``."""
+    if isinstance(batch, Mapping):
+        return model(**batch)
+    if isinstance(batch, (tuple, list)):
+        return model(*batch)
+    if isinstance(batch, torch.Tensor):
+        return model(batch)
+    raise TypeError(
+        "a batch must be a tensor, a tuple/list of model arguments or a dict of keyword arguments; "
+        f"got {type(batch).__name__}"
+    )
+
+
+class SpikeRecording(NamedTuple):
+    """What :func:`record_spikes` returns: the merged ``report`` and the model's ``outputs``, one per batch."""
+
+    report: SpikingReport
+    outputs: list[Any]
+
+
+def record_spikes(model: nn.Module, batches: Iterable[Any], *, progress: bool = False) -> SpikeRecording:
+    """Runs ``model`` on every batch (eval mode, no gradients) inside a :class:`SpikeRecorder` and reports
+    what its spiking layers saw, merged over all batches (exact integer sums, as if one batch).
+
+    Args:
+        model: a module with :class:`SpikingLinear` layers (injected, built in or :func:`to_w8aspike`'s).
+        batches: an iterable of batches, each a tensor (``model(x)``: token ids ``[B, L]`` for a causal
+            LM), a tuple/list of arguments or a dict of keyword arguments (a tokenizer's output).
+        progress: a tqdm bar over the batches.
+
+    The model's training mode and its layers' ``record_stats`` flags and ``spike_stats`` are what they
+    were before the call.
+
+    Raises:
+        ValueError: ``batches`` is empty, the model has no spiking layer, or no spiking layer ran.
+        TypeError: ``model`` is not a module, or a batch is none of the forms above.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool, got {progress!r}")
+    batches = list(batches)
+    if not batches:
+        raise ValueError("batches must hold at least one batch (a tensor, a tuple/list of arguments or a dict)")
+    for index, batch in enumerate(batches):
+        # an empty batch would call the model with no input and surface the host library's own message
+        if batch.numel() == 0 if isinstance(batch, torch.Tensor) else isinstance(batch, (list, tuple, Mapping)) and not batch:
+            raise ValueError(
+                f"batches[{index}] is an empty {type(batch).__name__}: a batch is a tensor (model(x)), a tuple/list "
+                "of the model's arguments (model(*batch)) or a dict of keyword arguments (model(**batch), e.g. a "
+                "tokenizer's output)"
+            )
+    if not spiking_layers(model):
+        raise ValueError("model has no spiking layers: inject_spiking(model, config) or to_w8aspike(model) first")
+    was_training = model.training
+    try:
+        model.eval()
+        with SpikeRecorder(model) as recorder, torch.no_grad():
+            outputs = [run_batch(model, batch) for batch in tqdm(batches, desc="recording spikes", disable=not progress)]
+    finally:
+        model.train(was_training)
+    try:
+        return SpikeRecording(recorder.report(), outputs)
+    except ValueError:
+        raise ValueError("no spiking layer ran on these batches") from None
+
+
 __all__ = [
     "LayerReport",
     "SpikeRecorder",
+    "SpikeRecording",
     "SpikingReport",
     "WeightCodeStats",
     "format_weight_code_stats",
     "layer_weight_codes",
     "projection_kind",
-    "recorded_report",
+    "record_spikes",
     "reset_spike_stats",
+    "run_batch",
+    "spike_report",
     "spiking_layers",
     "weight_code_stats",
 ]

@@ -584,7 +584,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace, model: torch.nn.Module, batches: list[Any], saved: _Saved | None) -> int:
     from sb_adapters import choose_dense_layers, inject_spiking, spiking_summary
-    from sb_adapters.report import record_batches
+    from sb_layers import record_spikes
 
     config = _config(args, model, saved, k=args.k)
     if args.choose_dense_layers:
@@ -604,7 +604,7 @@ def _report(args: argparse.Namespace, model: torch.nn.Module, batches: list[Any]
         inject_spiking(model, config)
     print(spiking_summary(model))  # what was spike-coded, what was kept dense and why
     print()
-    report, _ = record_batches(model, batches)  # merged over the batches, as if one
+    report, _ = record_spikes(model, batches)  # merged over the batches, as if one
     print(report)
     if args.json is not None:
         write_text(args.json, json.dumps(report.as_dict(), indent=2) + "\n")

@@ -298,8 +298,10 @@ EXEMPT = {
     "sb_layers.reset_spike_stats": "takes a model (TypeError naming model, as spiking_layers); no tensor argument",
     "sb_layers.weight_code_stats": "takes a model (TypeError naming model, as spiking_layers); no tensor argument",
     "sb_layers.format_weight_code_stats": "formats a mapping of WeightCodeStats (tests/models/test_model_release.py); no tensor argument",
-    "sb_layers.SpikingReport": "result dataclass (total must be a SpikeStats: TypeError); built by from_layers / sb_adapters.spiking_report",
-    "sb_layers.recorded_report": "takes a model (TypeError naming model, as spiking_layers); no tensor argument",
+    "sb_layers.SpikingReport": "result dataclass (total must be a SpikeStats: TypeError); built by from_layers / record_spikes",
+    "sb_layers.SpikeRecording": "result named tuple of record_spikes",
+    "sb_layers.spike_report": "takes a model (TypeError naming model, as spiking_layers); no tensor argument",
+    "sb_layers.record_spikes": "takes a model and batches (empty batches: tests/test_bad_inputs.py; no spiking layers: tests/adapters/test_injector.py)",
     "sb_layers.spiking_layers": "takes a model (TypeError naming model, tests/adapters/test_injector.py); no tensor argument",
     "sb_kernels.BACKENDS": "constant tuple",
     "sb_kernels.Backend": "type alias",
@@ -611,17 +613,20 @@ def test_from_pretrained_reports_a_missing_weight(saved, tmp_path):
     assert "model.norm.weight" in info["missing_keys"]
 
 
-# --- sb_adapters.spiking_report of empty inputs (issue "What new users tripped over", 10) ----------------
+# --- record_spikes of empty batches (issue "What new users tripped over", 10) -----------------------------
 
 
 @pytest.mark.parametrize("inputs", [[], (), {}, torch.empty(0, dtype=torch.long)], ids=["list", "tuple", "dict", "tensor"])
-def test_spiking_report_of_empty_inputs_is_our_value_error(inputs):
-    """``spiking_report(model, [])`` ran the model with no arguments and surfaced transformers' message
-    ('You must specify exactly one of input_ids or inputs_embeds'); the error is ours and says what to pass."""
-    from sb_adapters import SpikingConfig, inject_spiking, spiking_report
+def test_record_spikes_of_an_empty_batch_is_our_value_error(inputs):
+    """An empty batch ran the model with no arguments and surfaced transformers' message ('You must
+    specify exactly one of input_ids or inputs_embeds'); the error is ours and says what to pass."""
+    from sb_adapters import SpikingConfig, inject_spiking, record_spikes
     from sb_adapters.tiny import tiny_model
 
     model = inject_spiking(tiny_model("llama"), SpikingConfig())
-    with pytest.raises(ValueError, match=r"^inputs is an empty \w+: spiking_report runs the model on one batch") as error:
-        spiking_report(model, inputs)
+    with pytest.raises(ValueError, match=r"^batches\[0\] is an empty \w+: a batch is a tensor") as error:
+        record_spikes(model, [inputs])
+    assert "input_ids" not in str(error.value)
+    with pytest.raises(ValueError, match=r"^batches must hold at least one batch"):
+        record_spikes(model, [])
     assert "input_ids" not in str(error.value)

@@ -36,7 +36,7 @@ def test_per_layer_guard_finds_a_wrong_spiking_linear():
 
     torch.manual_seed(0)
     config = lc.spikingbrain_config(True, 64, 32)
-    model = to_w8aspike(lc.build_spikingbrain(config, torch.device("cpu"), torch.float32), progress=False)
+    model = to_w8aspike(lc.build_spikingbrain(config, torch.device("cpu"), torch.float32))
     clean = lc.per_layer_guard(model, 80, 1e-3)
     assert clean["passed"] and clean["rel_l2_error"] == 0.0 and clean["layers_checked"] > 4
     name = "model.layers.1.mlp.up_proj"

@@ -28,7 +28,8 @@ from .injector import (
     spiking_summary,
     unload_spiking,
 )
-from .report import LayerReport, SpikingReport, spiking_report
+from sb_layers.report import LayerReport, SpikingReport, record_spikes, spike_report
+
 from .sweep import KSweep, SweepPoint, sweep_k
 from .hybrid import DenseLayerChoice, LayerSensitivity, choose_dense_layers
 from .upcycle import load_upcycled, upcycle_mlps
@@ -51,8 +52,9 @@ __all__ = [
     "load_upcycled",
     "load_spiking",
     "save_spiking",
+    "record_spikes",
+    "spike_report",
     "spiking_layers",
-    "spiking_report",
     "spiking_state_dict",
     "spiking_summary",
     "sweep_k",

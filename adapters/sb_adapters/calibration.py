@@ -29,11 +29,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sb_layers import SpikingLinear
+from sb_layers.report import run_batch
 from sb_neurons import spike_quantize
-
-from ._batches import run_batch
-from .injector import get_injection
 from sb_neurons.validation import check_real
+
+from .injector import get_injection
 
 DEFAULT_CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
 

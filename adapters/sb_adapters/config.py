@@ -94,7 +94,7 @@ class SpikingConfig:
             (:class:`sb_layers.GatedLinearAttention`) found in the model.
         dense_layers: layer indices kept dense (the fallback when accuracy drops): a module is kept
             when the first numbered component of its name (``h.3.attn``, ``layers.3.mlp``) is listed.
-        record_stats: spiking layers accumulate spike statistics as they run (see ``spiking_report``).
+        record_stats: spiking layers accumulate spike statistics as they run (read them with ``sb_layers.spike_report(model)``).
 
     Flat keywords (PEFT style, as ``LoraConfig(r=8)``): ``SpikingConfig(k=3, codec="ternary",
     target_modules=[...])`` sets those fields of ``coding``: ``k``, ``codec``, ``clamp``, ``mode``,

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from sb_layers.report import run_batch
 from sb_neurons.validation import check_real
 
-from ._batches import run_batch
 from .config import SpikingConfig
 from .injector import get_injection, inject_spiking, model_layer_indices, unload_spiking
 from .matching import layer_index

@@ -8,7 +8,7 @@ same batches, measures
   tensor (``logits``, else ``last_hidden_state``, else the output itself), the mean cosine similarity of its
   rows (last dimension), and, for logits, the top-1 agreement (fraction of positions whose argmax is kept);
 - the spiking cost: firing rate, mean spikes per channel, silent channels (merged over every spiking
-  layer and batch, exactly as :func:`sb_adapters.spiking_report`) and the energy per MAC of the
+  layer and batch, exactly as :func:`sb_layers.record_spikes`) and the energy per MAC of the
   report's 45 nm model with its saving against FP16 and INT8 MACs.
 
 The result is data (:class:`KSweep`, ``as_dict()`` for JSON), a table (``format()``) and a plot
@@ -34,10 +34,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._batches import run_batch
 from .config import SpikingConfig
 from .injector import get_injection, inject_spiking, unload_spiking
-from .report import record_batches
+from sb_layers.report import record_spikes, run_batch
 from sb_neurons.validation import check_positive
 
 DEFAULT_KS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0)
@@ -272,7 +271,7 @@ def sweep_k(
         for k in tqdm(ks, desc="sweep_k", disable=not progress):
             inject_spiking(model, dataclasses.replace(config, coding=dataclasses.replace(config.coding, k=k)))
             try:
-                report, outputs = record_batches(model, batches)
+                report, outputs = record_spikes(model, batches)
             finally:
                 unload_spiking(model)
             spiking = [output_tensor(output)[1].detach() for output in outputs]

@@ -165,14 +165,14 @@ def hf_injection(arch: str = "qwen2", seed: int = 0, k: float = 3.0) -> HFInject
     """Inject spiking into a tiny HuggingFace ``arch`` model built from a config (nothing downloaded), run
     it on random token batches for its spiking report, then unload."""
     from sb_adapters import SpikingConfig, inject_spiking, spiking_summary, unload_spiking
-    from sb_adapters.report import record_batches
+    from sb_layers import record_spikes
     from sb_adapters.tiny import tiny_batches, tiny_model
 
     model = tiny_model(arch, seed=seed)
     batches = tiny_batches(2, batch=2, length=16, seed=seed)
     inject_spiking(model, SpikingConfig(target_modules="all-linear", coding=SpikeCoding(k=k)))
     summary = spiking_summary(model)
-    report, _ = record_batches(model, batches)
+    report, _ = record_spikes(model, batches)
     unload_spiking(model)
     return HFInjectionResult(model_name=type(model).__name__, k=k, summary=summary, report=report)
 
@@ -326,7 +326,8 @@ def compute_model_demo(
 
 def _compute_model_demo(prompt: str, new_tokens: int, seed: int, train_steps: int) -> ModelDemoResult:
     from sb_layers.models.spikingbrain import SpikingBrainCache, SpikingBrainForCausalLM, continual_pretrain
-    from sb_layers.models.spikingbrain import spike_report, to_w8aspike
+    from sb_layers import record_spikes
+    from sb_layers.models.spikingbrain import to_w8aspike
 
     tokenizer = ByteTokenizer()
     config = demo_config()
@@ -355,14 +356,15 @@ def _compute_model_demo(prompt: str, new_tokens: int, seed: int, train_steps: in
     generated = model.generate(ids, cache=cache, **common)
     uncached = model.generate(ids, use_cache=False, **common)
 
-    converted = to_w8aspike(model, batches[:2], progress=False)
+    converted = to_w8aspike(model)
+    report, _ = record_spikes(converted, batches[:2])  # the release's calibration pass, on two batches
     generated_w8 = converted.generate(ids, **common)
     return ModelDemoResult(
         parts_vs_model_max_abs=parts_diff, loss_before=before, loss_after=after,
         generated=tokenizer.decode(generated[0, ids.shape[1] :]),
         generated_w8aspike=tokenizer.decode(generated_w8[0, ids.shape[1] :]),
         cached_equals_uncached=bool(torch.equal(generated, uncached)), cache_bytes=cache.memory_bytes(),
-        top1_agreement=_next_token_agreement(model, converted, batches[-2:]), report=spike_report(converted),
+        top1_agreement=_next_token_agreement(model, converted, batches[-2:]), report=report,
         prompt=prompt, seed=seed, train_steps=train_steps, config=config,
         layer_kinds=tuple(type(layer.attn).__name__ for layer in parts.model.layers),
         parameters=sum(p.numel() for p in model.parameters()), generated_length=generated.shape[1],

@@ -1,4 +1,4 @@
-"""PEFT-style injector: SpikingConfig, target matching, inject/unload, spiking_report, calibrate.
+"""PEFT-style injector: SpikingConfig, target matching, inject/unload, record_spikes, calibrate.
 
 Tiny HuggingFace models are built from configs (no downloads), six families: GPT-2 (Conv1D projections),
 Llama, Qwen2, Mistral and OPT (causal LMs with nn.Linear projections) and BERT (a masked-LM encoder).
@@ -41,7 +41,7 @@ from sb_adapters import (
     get_spiking_config,
     inject_spiking,
     spiking_layers,
-    spiking_report,
+    record_spikes,
     spiking_summary,
     unload_spiking,
 )
@@ -535,14 +535,15 @@ def test_unload_refuses_a_layer_replaced_after_injection_and_changes_nothing():
     assert isinstance(model.model.layers[0].self_attn.q_proj, SpikingLinear) and get_spiking_config(model) is not None
 
 
-# -- spiking_report -----------------------------------------------------------------------------------
+# -- record_spikes ------------------------------------------------------------------------------------
 
 
-def test_spiking_report_accounts_for_every_layer():
+def test_record_spikes_accounts_for_every_layer():
     model = tiny_llama()
     inject_spiking(model, SpikingConfig(coding=SpikeCoding(k=3.0)))
     ids = token_ids(length=6)
-    report = spiking_report(model, {"input_ids": ids})
+    report, (output,) = record_spikes(model, [{"input_ids": ids}])
+    assert output.logits.shape[:2] == ids.shape
     layers = spiking_layers(model)
     assert list(report.layers) == list(layers)
     for name, layer in report.layers.items():
@@ -560,7 +561,7 @@ def test_spiking_report_accounts_for_every_layer():
     assert all(name in text for name in layers) and "total" in text and "FP16" in text
     assert all(not layer.record_stats and layer.spike_stats is None for layer in layers.values())
     with pytest.raises(ValueError, match="no spiking layers"):
-        spiking_report(tiny_gpt2(), ids)
+        record_spikes(tiny_gpt2(), [ids])
 
 
 # -- calibrate ----------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from sb_adapters import SpikingConfig, get_spiking_config, inject_spiking, spiking_report, sweep_k, unload_spiking
+from sb_adapters import SpikingConfig, get_spiking_config, inject_spiking, record_spikes, sweep_k, unload_spiking
 from sb_adapters.sweep import output_tensor
 from sb_adapters.tiny import CAUSAL_ARCHS, TINY_ARCHS, TINY_VOCAB, tiny_batches, tiny_model
 from sb_layers import SpikeCoding
@@ -74,7 +74,7 @@ def test_sweep_measures_each_k_against_the_dense_model_and_leaves_it_dense(arch)
     agree = sum(int((s.argmax(-1) == d.argmax(-1)).sum()) for s, d in zip(spiking, dense, strict=True))
     assert point.top1_agreement == pytest.approx(agree / sum(d[..., 0].numel() for d in dense))
     # its spike figures merge the per-batch reports exactly (integer sums)
-    reports = [spiking_report(model, batch).total for batch in batches]
+    reports = [record_spikes(model, [batch]).report.total for batch in batches]
     spikes, channels = sum(r.total_spikes for r in reports), sum(r.num_channels for r in reports)
     assert point.mean_spikes_per_channel == pytest.approx(spikes / channels, rel=1e-12)
     unload_spiking(model)

@@ -29,7 +29,7 @@ from sb_adapters import (
 )
 from safetensors.torch import load_file
 
-from sb_adapters.report import record_batches
+from sb_layers import record_spikes
 from sb_adapters.tiny import tiny_batches, tiny_model
 from spikingbrain.cli import build_parser, main
 from spikingbrain.inject import SPIKING_FLAGS, has_tokenizer_files
@@ -90,10 +90,10 @@ def test_report_of_a_saved_spiking_model_uses_its_config_and_state(saved_model, 
     assert "model.layers.1.self_attn.q_proj: Linear, dense_layers (layer 1)" in out
     assert set(data["layers"]) == {name for name in data["layers"] if name.startswith("model.layers.0.")}
     # the same report as the library's model loaded from that folder (config and saved scales) ...
-    expected, _ = record_batches(from_pretrained_spiking(saved_model), tiny_batches(1, length=6))
+    expected, _ = record_spikes(from_pretrained_spiking(saved_model), tiny_batches(1, length=6))
     assert data == json.loads(json.dumps(expected.as_dict()))
     # ... which the saved scales change: a fresh injection with the same config (max-abs scales) differs
-    fresh, _ = record_batches(inject_spiking(tiny_model("llama"), SAVED), tiny_batches(1, length=6))
+    fresh, _ = record_spikes(inject_spiking(tiny_model("llama"), SAVED), tiny_batches(1, length=6))
     assert data != json.loads(json.dumps(fresh.as_dict()))
 
 
@@ -111,7 +111,7 @@ def test_a_flag_that_contradicts_the_saved_config_overrides_it_and_says_so(saved
     with torch.no_grad():
         for key, value in load_file(saved_model / "spiking_state.safetensors").items():
             model.get_buffer(key).copy_(value)
-    expected, _ = record_batches(model, tiny_batches(1, length=6))
+    expected, _ = record_spikes(model, tiny_batches(1, length=6))
     assert data == json.loads(json.dumps(expected.as_dict()))
 
     _, out, err = report_json(capsys, ["report", "--model", str(saved_model), "--weight-bits", "4", "--dense-layers", "0"], tmp_path / "s.json")
@@ -182,7 +182,7 @@ def test_text_with_the_tokenizer_saved_beside_the_model(tmp_path, capsys):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
-    expected, _ = record_batches(inject_spiking(dense_checkpoint(tmp_path), SpikingConfig()), [dict(tokenizer(t, return_tensors="pt")) for t in texts])
+    expected, _ = record_spikes(inject_spiking(dense_checkpoint(tmp_path), SpikingConfig()), [dict(tokenizer(t, return_tensors="pt")) for t in texts])
     assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(expected.as_dict()))
     assert expected.total.num_channels > 0
     one_line_error(capsys, ["report", "--model", str(tmp_path), "--text", ""], "--text ''", "no token")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sb_adapters import SpikingConfig, inject_spiking, spiking_report
+from sb_adapters import SpikingConfig, inject_spiking, record_spikes
 from sb_adapters.tiny import tiny_model
 from sb_layers import SpikeRecorder, reset_spike_stats, spiking_layers
 
@@ -46,9 +46,9 @@ def sum_histograms(histograms):
     return out
 
 
-def test_recorder_equals_spiking_report_and_restores_what_layers_held(model):
+def test_recorder_equals_record_spikes_and_restores_what_layers_held(model):
     batch = torch.randint(1, 64, (3, 7), generator=torch.Generator().manual_seed(1))
-    want = spiking_report(model, batch)
+    want = record_spikes(model, [batch]).report
     first = next(iter(spiking_layers(model).values()))
     first.record_stats = True
     with torch.no_grad():

@@ -96,7 +96,7 @@ def _state_tensors(cache: SpikingBrainCache) -> list[torch.Tensor]:
 def test_w8aspike_model_decodes_like_its_model_calls():
     source = tiny_model(num_hidden_layers=2)
     gen = torch.Generator().manual_seed(5)
-    converted = to_w8aspike(source, [torch.randint(3, VOCAB, (2, 12), generator=gen)], group_size=16, progress=False)
+    converted = to_w8aspike(source, group_size=16)
     ids = torch.randint(3, VOCAB, (1, WINDOW + 2), generator=gen)
     cache, first = prompt(converted, ids)
     twin = copy.deepcopy(cache)

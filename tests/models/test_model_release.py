@@ -226,10 +226,9 @@ def test_released_w8aspike_codes_past_int8_load_exactly(tmp_path, caplog):
 
 
 def record_and_report(model, ids):
-    from sb_layers.models.spikingbrain import record_spike_statistics, spike_report
+    from sb_layers import record_spikes
 
-    record_spike_statistics(model, [ids], progress=False)
-    return spike_report(model)
+    return record_spikes(model, [ids]).report
 
 
 def test_writer_produces_the_released_layout_and_round_trips(tmp_path):

@@ -7,13 +7,11 @@ import torch
 from torch import nn
 
 from sb_layers.models.spikingbrain import SpikingBrainConfig, SpikingBrainForCausalLM
-from sb_layers import MixerCache, SpikingReport, spiking_layers
+from sb_layers import MixerCache, SpikingReport, record_spikes, spike_report, spiking_layers
 from sb_layers.models.spikingbrain.w8aspike import (
     merge_low_rank_gates,
     plot_spike_report,
-    record_spike_statistics,
     repack_per_channel,
-    spike_report,
     to_w8aspike,
     w8aspike_config,
 )
@@ -47,8 +45,14 @@ def calibration() -> list[torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def converted(source, calibration) -> SpikingBrainForCausalLM:
-    return to_w8aspike(source, calibration, group_size=GROUP, progress=False)
+def converted(source) -> SpikingBrainForCausalLM:
+    return to_w8aspike(source, group_size=GROUP)
+
+
+@pytest.fixture(scope="module")
+def calibration_report(converted, calibration) -> SpikingReport:
+    """The release's calibration pass: the converted model run on the batches, spikes recorded."""
+    return record_spikes(converted, calibration).report
 
 
 def test_released_projections_are_spiking_with_int8_groups(converted, source):
@@ -85,8 +89,8 @@ def test_merged_gate_computes_the_low_rank_gate_exactly(source):
 
 
 def test_spike_mode_equals_count_mode_in_the_whole_model(source):
-    counted = to_w8aspike(source, group_size=GROUP, mode="count", progress=False)
-    spiked = to_w8aspike(source, group_size=GROUP, mode="spike", progress=False)
+    counted = to_w8aspike(source, group_size=GROUP, mode="count")
+    spiked = to_w8aspike(source, group_size=GROUP, mode="spike")
     ids = torch.randint(3, VOCAB, (2, 9), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         torch.testing.assert_close(spiked(ids).logits, counted(ids).logits, rtol=1e-9, atol=1e-9)
@@ -97,15 +101,15 @@ def test_error_against_the_float_model_shrinks_as_k_grows(source):
     with torch.no_grad():
         exact = source(ids).logits
         errors = [
-            float((to_w8aspike(source, group_size=GROUP, k=k, progress=False)(ids).logits - exact).abs().mean())
+            float((to_w8aspike(source, group_size=GROUP, k=k)(ids).logits - exact).abs().mean())
             for k in (1.0, 3.0, 30.0)
         ]
     assert errors[0] > errors[1] > errors[2]
     assert errors[1] < 0.25 * float(exact.abs().mean())
 
 
-def test_spike_report_is_consistent_with_the_recorded_counts(converted, calibration):
-    report = spike_report(converted)
+def test_spike_report_is_consistent_with_the_recorded_counts(converted, calibration, calibration_report):
+    report = calibration_report
     total = report.total
     tokens = sum(batch.numel() for batch in calibration)
     widths = sum(layer.in_features for layer in spiking_layers(converted).values())
@@ -119,17 +123,17 @@ def test_spike_report_is_consistent_with_the_recorded_counts(converted, calibrat
     assert 0 <= summary["fraction_at_most_7"] <= 1 and 0 <= summary["fraction_above_16"] <= 1
 
 
-def test_plot_has_the_three_fig9_panels(converted):
+def test_plot_has_the_three_fig9_panels(calibration_report):
     """Layout and reference marks are tested in tests/cli/test_demo_plots.py; here, a converted model's report."""
     import matplotlib.pyplot as plt
 
     from sb_layers.models.spikingbrain.w8aspike import FIG9_LABEL
 
-    figure = plot_spike_report(spike_report(converted), max_count=16)
+    figure = plot_spike_report(calibration_report, max_count=16)
     try:
         histogram, means, silent = figure.axes
         # bars 0..16 (as far as the histogram goes), the "> 16" bar, the [0, 7] band
-        assert len(histogram.patches) == min(17, len(spike_report(converted).total.count_histogram)) + 2
+        assert len(histogram.patches) == min(17, len(calibration_report.total.count_histogram)) + 2
         assert len(means.patches) == len(silent.patches) == 7
         for ax in (means, silent):
             assert any(line.get_label().startswith(FIG9_LABEL) for line in ax.get_lines())
@@ -156,10 +160,9 @@ def test_w8aspike_rejects_bad_arguments(source, converted):
     with pytest.raises(ValueError, match="k"):
         to_w8aspike(source, group_size=GROUP, k=0.0)
     with pytest.raises(ValueError, match="at least one"):
-        record_spike_statistics(converted, [], progress=False)
+        record_spikes(converted, [])
     with pytest.raises(ValueError, match="no spike statistics"):
-        spike_report(to_w8aspike(source, group_size=GROUP, progress=False))
-    assert isinstance(spike_report(converted), SpikingReport)
+        spike_report(to_w8aspike(source, group_size=GROUP))
 
 
 # --- W8ASpike softmax attention: spiking queries, int8 keys and values (the INT8 KV cache) -----------
@@ -233,21 +236,32 @@ def test_w8aspike_attention_streams_exactly_with_an_int8_cache(converted, source
     keys = cache.states[1].keys  # the cached keys lie on an int8 grid per head vector
     scale = (keys.abs().amax(-1, keepdim=True) / 127).clamp(1e-5, 1e4)
     torch.testing.assert_close(keys / scale, (keys / scale).round(), rtol=0, atol=1e-8)
-    float_attention = to_w8aspike(source, group_size=GROUP, attention=False, progress=False)
+    float_attention = to_w8aspike(source, group_size=GROUP, attention=False)
     assert not float_attention.config.spike_attention and float_attention.model.layers[1].attn.spike_query_k is None
     with torch.no_grad():
         assert not torch.allclose(float_attention(ids).logits, whole, atol=1e-6)
 
 
-def test_spike_report_is_the_one_report_type_with_layers_and_energy(converted):
-    from sb_adapters import spiking_report as adapters_spiking_report
-
-    report = spike_report(converted)
+def test_spike_report_is_the_one_report_type_with_layers_and_energy(converted, calibration_report):
+    report = calibration_report
     assert set(report.layers) == set(spiking_layers(converted))
     assert sum(layer.macs for layer in report.layers.values()) == report.total_macs > 0
     assert 0 < report.energy.spiking_pj_per_mac and "total_macs" in report.as_dict() and "by_projection" in report.as_dict()
-    ids = torch.randint(3, VOCAB, (1, 6), generator=torch.Generator().manual_seed(9))
-    assert type(adapters_spiking_report(converted, ids)) is SpikingReport  # the adapters' report is the same type
+
+
+def test_reading_what_the_layers_accumulated_equals_recording(source, calibration, calibration_report):
+    """record_spikes leaves the layers as they were; layers recording on their own (record_stats) over the
+    same batches hold the same statistics, which spike_report reads."""
+    model = to_w8aspike(source, group_size=GROUP)
+    assert record_spikes(model, calibration).report.as_dict() == calibration_report.as_dict()
+    with pytest.raises(ValueError, match="no spike statistics"):
+        spike_report(model)
+    for layer in spiking_layers(model).values():
+        layer.record_stats = True
+    with torch.no_grad():
+        for ids in calibration:
+            model(ids)
+    assert spike_report(model).as_dict() == calibration_report.as_dict()
 
 
 def test_repack_per_channel_is_within_half_a_scale_of_the_released_weights(converted, calibration):

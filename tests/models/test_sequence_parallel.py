@@ -30,7 +30,7 @@ WINDOW, VOCAB, TOL = 5, 64, dict(rtol=1e-9, atol=1e-11)
 def _model(w8aspike: bool, **overrides) -> SpikingBrainForCausalLM:
     fields = dict(vocab_size=VOCAB, hidden_size=16, num_attention_heads=2, num_key_value_heads=1, intermediate_size=24, sliding_window=WINDOW)
     model = tiny_spikingbrain(perturb=True, **{**fields, **overrides})
-    return to_w8aspike(model, group_size=8, progress=False) if w8aspike else model
+    return to_w8aspike(model, group_size=8) if w8aspike else model
 
 
 def _assert_same_cache(mine: SpikingBrainCache, ref: SpikingBrainCache) -> None:

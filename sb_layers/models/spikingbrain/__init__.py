@@ -20,7 +20,7 @@ from .sequence_parallel import sequence_parallel_prefill, shard_bounds
 from .modeling import GLASwaForCausalLM, SpikingBrainForCausalLM, SpikingBrainModel, SpikingBrainPreTrainedModel
 from sb_layers.report import SpikingReport, spiking_layers
 
-from .w8aspike import plot_spike_report, record_spike_statistics, repack_per_channel, spike_report, to_w8aspike
+from .w8aspike import plot_spike_report, repack_per_channel, to_w8aspike
 
 for _model_class in (SpikingBrainForCausalLM, GLASwaForCausalLM):
     AutoConfig.register(_model_class.config_class.model_type, _model_class.config_class, exist_ok=True)
@@ -48,12 +48,10 @@ __all__ = [
     "estimate",
     "load_run",
     "plot_spike_report",
-    "record_spike_statistics",
     "repack_per_channel",
     "save_released_checkpoint",
     "sequence_parallel_prefill",
     "shard_bounds",
-    "spike_report",
     "spiking_layers",
     "to_w8aspike",
 ]

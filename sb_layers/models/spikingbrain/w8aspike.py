@@ -12,10 +12,10 @@
 - SWA attention as released (``spike_attention``): queries spike-coded per head vector with the same
   ``k``, keys and values int8 per head vector after RoPE (the INT8 KV cache).
 
-:func:`spike_report` gathers the counts the spiking projections saw while ``record_stats`` was on (the
-calibration pass of :func:`to_w8aspike`) into a :class:`sb_layers.SpikingReport` (its ``by_projection``:
-the statistics of the report's Fig. 9), and :func:`plot_spike_report` draws them beside the report's own
-7B figures (the ``FIG9_*`` constants).
+:func:`sb_layers.record_spikes` runs a converted model on calibration batches (the release calibrates on
+128 text samples) and reports its spike statistics as a :class:`sb_layers.SpikingReport` (its
+``by_projection``: the statistics of the report's Fig. 9); :func:`plot_spike_report` draws them beside the
+report's own 7B figures (the ``FIG9_*`` constants).
 """
 
 from __future__ import annotations
@@ -23,12 +23,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-from collections.abc import Iterable
 
 import torch
-from tqdm.auto import tqdm
 
-from sb_layers.report import SpikingReport, projection_kind, recorded_report, spiking_layers
+from sb_layers.report import SpikingReport, projection_kind, spiking_layers
 from sb_layers.spiking_linear import WeightQuantizer
 
 from .configuration import SpikingBrainConfig
@@ -84,30 +82,27 @@ def merge_low_rank_gates(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 @torch.no_grad()
 def to_w8aspike(
     model: SpikingBrainForCausalLM,
-    calibration_batches: Iterable[torch.Tensor] | None = None,
     *,
     k: float = 3.0,
     group_size: int | None = 128,
     codec: str = "bitwise_bidirectional",
     mode: str = "count",
     attention: bool = True,
-    progress: bool = True,
 ) -> SpikingBrainForCausalLM:
     """The W8ASpike version of a float ``model`` (a new model; ``model`` is left unchanged).
 
     Args:
         model: a float (``spiking=False``) :class:`SpikingBrainForCausalLM`.
-        calibration_batches: token-id batches ``[B, L]`` run once through the converted model with spike
-            statistics recorded (the release calibrates on 128 text samples); read them with
-            :func:`spike_report`. Thresholds are adaptive per token, so no value is fitted.
         k: threshold divisor (3.0 as released). group_size: input features per weight scale (128 as
             released; must divide every projection's input width). codec: spike-train coding of
             ``mode="spike"`` (bidirectional bitwise as released). mode: ``"count"`` or ``"spike"``.
         attention: also run the SWA layers' attention as released (queries spike-coded per head vector
             with ``k``, keys and values int8 per head vector: the INT8 KV cache); False keeps it float.
-        progress: tqdm bar over the calibration batches.
 
     Weight scales are ``max|w_group| / 127`` of the source weights (the merged gate's of the product).
+    Thresholds are adaptive per token, so nothing is fitted on data: the release's calibration pass over
+    128 text samples only records spike statistics, which ``sb_layers.record_spikes(converted, batches)``
+    does.
     """
     if not isinstance(model, SpikingBrainForCausalLM):
         raise TypeError(f"model must be a SpikingBrainForCausalLM, got {type(model).__name__}")
@@ -127,8 +122,6 @@ def to_w8aspike(
         state[f"{name}.weight_quantizer.scales"] = quantizer.scales
     converted.load_state_dict(state, strict=True, assign=True)
     converted.to(reference.device).eval()
-    if calibration_batches is not None:
-        record_spike_statistics(converted, calibration_batches, progress=progress)
     return converted
 
 
@@ -164,45 +157,6 @@ def repack_per_channel(model: SpikingBrainForCausalLM) -> SpikingBrainForCausalL
         layer.weight_quantizer = quantizer
         layer.coding = dataclasses.replace(layer.coding, group_size=None)
     return repacked
-
-
-@torch.no_grad()
-def record_spike_statistics(
-    model: SpikingBrainForCausalLM, batches: Iterable[torch.Tensor], *, progress: bool = True
-) -> None:
-    """Run ``batches`` of token ids through ``model`` with every :class:`SpikingLinear` recording counts.
-
-    Statistics restart from zero and stay in each module's ``spike_stats``; recording is switched off
-    afterwards.
-    """
-    layers = spiking_layers(model)
-    if not layers:
-        raise ValueError("model has no SpikingLinear projections: convert it with to_w8aspike first")
-    batches = list(batches)
-    if not batches:
-        raise ValueError("calibration batches must hold at least one batch")
-    for ids in batches:
-        if not isinstance(ids, torch.Tensor) or ids.ndim != 2 or ids.is_floating_point():
-            raise ValueError(f"calibration batches must be integer token ids [B, L], got {getattr(ids, 'shape', type(ids))}")
-    for layer in layers.values():
-        layer.reset_spike_stats()
-        layer.record_stats = True
-    try:
-        for ids in tqdm(batches, desc="W8ASpike calibration", disable=not progress):
-            model(ids.to(model.device), use_cache=False)
-    finally:
-        for layer in layers.values():
-            layer.record_stats = False
-
-
-def spike_report(model: torch.nn.Module) -> SpikingReport:
-    """The :class:`sb_layers.SpikingReport` of the ``spike_stats`` ``model``'s spiking projections recorded
-    (the calibration pass of :func:`to_w8aspike`, or :func:`record_spike_statistics`): ``total``,
-    ``by_projection`` (the shape of the report's Fig. 9), per-layer ``layers`` and ``energy``."""
-    report = recorded_report(model)
-    if report is None:
-        raise ValueError("no spike statistics recorded: pass calibration_batches to to_w8aspike or call record_spike_statistics")
-    return report
 
 
 # The report's Fig. 9 figures for SpikingBrain-7B under bitwise-ternary spike coding (arXiv 2509.05276,
@@ -288,8 +242,6 @@ __all__ = [
     "plot_spike_report",
     "projection_kind",
     "repack_per_channel",
-    "record_spike_statistics",
-    "spike_report",
     "spiking_layers",
     "to_w8aspike",
     "w8aspike_config",
