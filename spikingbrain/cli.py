@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:  # no such device, too little memory, a checkpoint that does not fit
             parser.exit(2, f"{parser.prog} generate: error: {_one_line(error)}\n")
     if getattr(args, "inject_command", None):
-        from .inject import run_command
+        from .inject_run import run_command
 
         try:
             return run_command(args)

@@ -18,7 +18,8 @@ from sb_adapters.sweep import output_tensor
 from sb_adapters.tiny import CAUSAL_ARCHS, TINY_ARCHS, TINY_VOCAB, tiny_batches, tiny_model
 from sb_layers import SpikeCoding
 from spikingbrain.cli import main
-from spikingbrain.inject import add_parsers, run_command
+from spikingbrain.inject import add_parsers
+from spikingbrain.inject_run import run_command
 
 
 def state(model: nn.Module) -> dict[str, torch.Tensor]:

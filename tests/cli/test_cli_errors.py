@@ -18,7 +18,7 @@ from sb_layers import SpikeCoding
 from sb_adapters.tiny import TINY_ARCHS, tiny_model
 from sb_neurons import CODEC_NAMES
 from spikingbrain.cli import main
-from spikingbrain.inject import fitting_group_size
+from spikingbrain.inject_run import fitting_group_size
 
 
 def spikingbrain(*argv: str, env: dict[str, str] | None = None, module: str = "spikingbrain.cli") -> subprocess.CompletedProcess:

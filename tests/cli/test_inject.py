@@ -32,7 +32,8 @@ from safetensors.torch import load_file
 from sb_layers import record_spikes
 from sb_adapters.tiny import tiny_batches, tiny_model
 from spikingbrain.cli import build_parser, main
-from spikingbrain.inject import SPIKING_FLAGS, has_tokenizer_files
+from spikingbrain.inject import SPIKING_FLAGS
+from spikingbrain.inject_run import has_tokenizer_files
 
 SAVED = SpikingConfig(k=4.0, codec="ternary", dense_layers=[1], weight_bits=8, group_size=32)
 """The issue's model: ternary, k=4, layer 1 dense (int8 weights, so that a spiking state is saved)."""
