@@ -92,7 +92,7 @@ def _cache_errors(mine: SpikingBrainCache, ref: SpikingBrainCache) -> dict[str, 
             errors[f"layer{index}.keys"] = _relative(a.keys, b.keys)
             errors[f"layer{index}.values"] = _relative(a.values, b.values)
         else:
-            errors[f"layer{index}.state"] = _relative(a, b)
+            errors[f"layer{index}.state"] = _relative(a.recurrent, b.recurrent)
     return errors
 
 

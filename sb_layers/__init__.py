@@ -6,7 +6,9 @@ identity between them stated in its docstring and checked by the tests, and expl
 """
 
 from .blocks import HybridBlock, ParallelMixer
+from .gla_state import GLAState
 from .mixer_cache import MixerCache
+from .parallel_state import ParallelState
 from .feed_forward import GLUMLP, MoE, upcycle
 from .linear_attention import GatedLinearAttention
 from .rms_norm import RMSNorm
@@ -30,6 +32,7 @@ from .report import (
 )
 
 __all__ = [
+    "GLAState",
     "GLUMLP",
     "GatedLinearAttention",
     "HybridBlock",
@@ -37,6 +40,7 @@ __all__ = [
     "MixerCache",
     "MoE",
     "ParallelMixer",
+    "ParallelState",
     "RMSNorm",
     "RollingKVCache",
     "SinkTokens",

@@ -8,8 +8,8 @@
 Block: ``h = x + mixer(attn_norm(x))``; ``out = h + mlp(mlp_norm(h))`` (release names ``attn_norm``,
 ``attn``, ``mlp_norm``, ``mlp``). Every mixer and block follows one protocol,
 ``forward(hidden_states, attention_mask, cache) -> hidden_states`` (:mod:`sb_layers.mixer_cache`): the
-streaming state of each layer (a GLA state tensor, a :class:`RollingKVCache`, or a ``(gla_state,
-kv_cache)`` pair for a parallel mixer) lives in one :class:`MixerCache`, at the mixer's ``layer_idx``.
+streaming state of each layer (a :class:`GLAState`, a :class:`RollingKVCache`, or a :class:`ParallelState`
+pair of the two for a parallel mixer) lives in one :class:`MixerCache`, at the mixer's ``layer_idx``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from torch import nn
 from ._checks import check_hidden_states
 from .linear_attention import GatedLinearAttention
 from .kv_cache import RollingKVCache
-from .mixer_cache import MixerCache, check_cache, check_layer_idx, check_mixer
+from .mixer_cache import MixerCache, check_cache, check_layer_idx, check_mixer, mix_on_cache
+from .parallel_state import ParallelState
 from .rms_norm import RMSNorm
 from .sliding_window import SlidingWindowAttention
 
@@ -29,9 +30,9 @@ class ParallelMixer(nn.Module):
     """``norm_linear(linear_attn(x)) + norm_softmax(softmax_attn(x))`` (the 76B intra-layer hybrid).
 
     ``softmax_attn`` is a :class:`SlidingWindowAttention` (``window=None`` for the full-attention layers).
-    In a :class:`MixerCache` its entry is the pair ``(gla_state, kv_cache)``: the two mixers share this
-    mixer's ``layer_idx`` and own parts 0 and 1 (``cache_part``). ``layer_idx`` (default: the linear
-    attention's) is set on both.
+    In a :class:`MixerCache` its entry ``layer_idx`` is a :class:`ParallelState`: ``linear`` (the linear
+    attention's :class:`GLAState`) and ``softmax`` (the softmax attention's :class:`RollingKVCache`), which
+    each call replaces by a new pair. ``layer_idx`` (default: the linear attention's) is set on both mixers.
     """
 
     def __init__(
@@ -50,7 +51,6 @@ class ParallelMixer(nn.Module):
         self.hidden_size = linear_attn.hidden_size
         self.linear_norm = RMSNorm(linear_attn.hidden_size, norm_eps, device=ref.device, dtype=ref.dtype)
         self.softmax_norm = RMSNorm(linear_attn.hidden_size, norm_eps, device=ref.device, dtype=ref.dtype)
-        linear_attn.cache_part, softmax_attn.cache_part = 0, 1
         self.layer_idx = linear_attn.layer_idx if layer_idx is None else layer_idx
 
     @property
@@ -62,12 +62,20 @@ class ParallelMixer(nn.Module):
         self.linear_attn.layer_idx = self.softmax_attn.layer_idx = check_layer_idx(value)
 
     def forward(self, hidden_states, attention_mask=None, cache: MixerCache | None = None):
-        """``output [B, L, hidden]``; each of the two mixers reads and updates its part of ``cache`` (None: a
-        zero state, nothing kept)."""
-        check_cache(type(self).__name__, cache)
-        linear_out = self.linear_attn(hidden_states, attention_mask, cache)
-        softmax_out = self.softmax_attn(hidden_states, attention_mask, cache)
-        return self.linear_norm(linear_out) + self.softmax_norm(softmax_out)
+        """``output [B, L, hidden]``; the :class:`ParallelState` at entry ``layer_idx`` of ``cache`` is read and
+        replaced by the new pair (None: a zero state, nothing kept)."""
+        return mix_on_cache(self, hidden_states, attention_mask, cache)
+
+    def _mix(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, state: ParallelState | None,
+    ) -> tuple[torch.Tensor, ParallelState]:
+        """The mixer as a function of its state: ``(output, a new ParallelState)``, each part from its mixer."""
+        if state is not None and not isinstance(state, ParallelState):
+            raise TypeError(f"the cache entry of parallel layer {self.layer_idx} must be a ParallelState, got {type(state).__name__}")
+        linear_out, linear_state = self.linear_attn._mix(hidden_states, attention_mask, None if state is None else state.linear)
+        softmax_out, window = self.softmax_attn._mix(hidden_states, attention_mask, None if state is None else state.softmax)
+        out = self.linear_norm(linear_out) + self.softmax_norm(softmax_out)
+        return out, ParallelState(linear=linear_state, softmax=window)
 
 
 class HybridBlock(nn.Module):

@@ -2,18 +2,25 @@
 
 It owns its tensors and every write to them: appending a call's entries (and evicting the oldest), the
 in-place ring write of a decode step onto a full window, batch selection, and filling the window with
-masked placeholders for fixed shapes. It is a cache entry of :mod:`sb_layers.mixer_cache`.
+masked placeholders for fixed shapes. It is a cache entry of :mod:`sb_layers.mixer_cache`, and a
+capturable one when its window is bounded and it holds no sinks. Unlike a :class:`sb_layers.GLAState`, the
+layer updates it in place (appending to a window is cheaper than copying it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from sb_kernels import rotate_and_write_ring
-from sb_neurons.validation import check_int
+from sb_neurons.validation import check_int, describe
+
+from .mixer_cache import check_batch_index
+
+# The tensors a decode step onto a full window reads and writes (write_ring), in step_tensors' order.
+_STEP_SLOTS = ("keys", "values", "key_mask", "key_index", "seen_tokens")
 
 
 @dataclass
@@ -174,7 +181,9 @@ class RollingKVCache:
                 yield tensor
 
     def select_batch(self, index: torch.Tensor) -> RollingKVCache:
-        """A new cache of batch rows ``index`` (kept and reordered)."""
+        """A new cache of batch rows ``index`` (``[n]`` int64; kept and reordered): every per-row tensor
+        indexed by ``index`` along its first dimension, ``key_index`` copied, the counters kept."""
+        check_batch_index(index)
         pick = lambda t: None if t is None else t.index_select(0, index.to(t.device))  # noqa: E731
         return RollingKVCache(
             window=self.window, keys=pick(self.keys), values=pick(self.values), key_mask=pick(self.key_mask),
@@ -189,6 +198,43 @@ class RollingKVCache:
         """:meth:`fill_window` if the window is bounded (full attention, ``window=None``, stays as it is)."""
         if self.window is not None:
             self.fill_window()
+
+    # --- captured decode steps (sb_layers.mixer_cache.CapturableEntry) ---------------------------------
+
+    def step_tensors(self) -> tuple[torch.Tensor, ...]:
+        """``(keys, values, key_mask, key_index, seen_tokens)``: what a decode step onto a full window reads
+        and writes (:meth:`write_ring` writes the first four in place and replaces the row counts); their
+        shapes are fixed after :meth:`fill_window`. Raises ``ValueError`` for an unbounded window (it grows
+        every step), sinks (entries beside the window) or an empty cache (nothing to fill yet)."""
+        if self.window is None:
+            raise ValueError("window=None keeps every token, so the cache grows every step (captured steps need bounded sliding windows)")
+        if self.sink_keys is not None:
+            raise ValueError("the cache holds sink tokens beside its window (captured steps need bounded sliding windows without sinks)")
+        if self.keys is None or self.seen_tokens is None:
+            raise ValueError("the cache holds no token yet (capture the decode steps after the prefill)")
+        return tuple(getattr(self, name) for name in _STEP_SLOTS)
+
+    def use_step_tensors(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Hold ``tensors`` (the shapes and dtypes of :meth:`step_tensors`, in its order) as keys, values,
+        key mask, key indices and row counts: the static storage of a captured step."""
+        current = self.step_tensors()
+        if len(tensors) != len(current):
+            raise ValueError(f"tensors must hold the {len(current)} tensors of step_tensors(), got {len(tensors)}")
+        for position, (name, old, new) in enumerate(zip(_STEP_SLOTS, current, tensors)):
+            if not isinstance(new, torch.Tensor) or new.shape != old.shape or new.dtype != old.dtype:
+                raise ValueError(f"tensors[{position}] ({name}) must be a {describe(old)}, got {describe(new)}")
+        for name, new in zip(_STEP_SLOTS, tensors):
+            setattr(self, name, new)
+
+    def count_decode_steps(self, steps: int) -> None:
+        """``length`` grows by ``steps`` (a negative ``steps`` takes them back), and after a step forward the
+        entries are in ring order, as :meth:`write_ring` leaves them."""
+        check_int(steps, "steps")
+        if self.length + steps < 0:
+            raise ValueError(f"steps={steps} would take length={self.length} below 0")
+        self.length += steps
+        if steps > 0:
+            self.in_ring_order = True
 
 
 __all__ = ["RollingKVCache"]

@@ -21,10 +21,11 @@ from torch import nn
 
 from sb_kernels.gla import fla_available, gla_chunked, gla_decode_step, gla_event_driven, gla_fla, gla_recurrent
 from sb_neurons import spike_count
-from sb_neurons.validation import check_int, check_positive, check_tensor
+from sb_neurons.validation import check_int, check_positive
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
 from ._merged import merged_linear_outputs
+from .gla_state import GLAState
 from .mixer_cache import MixerCache, check_layer_idx, mix_on_cache
 from .rms_norm import RMSNorm
 from .spiking_linear import SpikeCoding, make_linear
@@ -71,7 +72,8 @@ class GatedLinearAttention(nn.Module):
 
     ``forward(hidden_states [B, L, hidden], attention_mask [B, L] | None, cache: MixerCache | None)``
     returns ``output [B, L, hidden]`` (the mixer protocol, :mod:`sb_layers.mixer_cache`): the recurrent
-    state ``[B, H, Dk, Dv]`` is entry ``layer_idx`` of ``cache``, updated in place. ``attention_mask`` (1 keep, 0 pad) zeroes the padded
+    state is entry ``layer_idx`` of ``cache``, a :class:`sb_layers.GLAState` (``recurrent [B, H, Dk, Dv]``,
+    float32 or float64), which each call replaces by a new one. ``attention_mask`` (1 keep, 0 pad) zeroes the padded
     values before the recurrence, as the release does, and also their log decays: a padded step leaves
     the state unchanged, so the real tokens' outputs and the final state equal those of the unpadded
     sequence (left padding, or padding anywhere). Padded positions' outputs are meaningless.
@@ -98,7 +100,6 @@ class GatedLinearAttention(nn.Module):
     ) -> None:
         super().__init__()
         self.layer_idx = check_layer_idx(layer_idx)
-        self.cache_part: int | None = None  # set by a ParallelMixer holding this layer
         num_kv_heads, head_dim = check_head_layout(hidden_size, num_heads, num_kv_heads, head_dim)
         check_int(gate_low_rank_dim, "gate_low_rank_dim", minimum=1)
         check_positive(gate_logit_normalizer, "gate_logit_normalizer")
@@ -176,33 +177,40 @@ class GatedLinearAttention(nn.Module):
 
         ``attention_mask`` ``[B, L]`` covers this call's tokens only (a wrapper holding HuggingFace's
         ``[B, past + L]`` mask passes its last L columns). ``cache``: a :class:`sb_layers.MixerCache` whose
-        entry ``layer_idx`` is this layer's recurrent state ``[B, H, Dk, Dv]`` (None before the first call:
-        a zero state), replaced by the new state; ``None``: a zero state, nothing kept.
+        entry ``layer_idx`` is this layer's :class:`sb_layers.GLAState` (None before the first call: a zero
+        state), replaced by a new GLAState (the old one is left as it was); ``None``: a zero state, nothing kept.
         """
         return mix_on_cache(self, hidden_states, attention_mask, cache)
 
     def _mix(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, state: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The layer as a function of its state: ``(output [B, L, hidden], new_state [B, H, Dk, Dv])``."""
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, state: GLAState | None,
+    ) -> tuple[torch.Tensor, GLAState]:
+        """The layer as a function of its state: ``(output [B, L, hidden], a new GLAState)``; ``state`` is
+        only read, so that a saved entry can be replayed (gradient checkpointing)."""
         self._check_call(hidden_states, attention_mask, state)
+        initial = None if state is None else state.recurrent
         kernel = self.kernel_for(hidden_states)
         q_flat, k_flat, v_flat = self._projections(hidden_states)
         if kernel == "decode":
-            return self._decode_step(hidden_states, q_flat, k_flat, v_flat, attention_mask, state)
+            out, new_state = self._decode_step(hidden_states, q_flat, k_flat, v_flat, attention_mask, initial)
+            return out, GLAState(new_state)
         inputs = self._recurrence_inputs(hidden_states, q_flat, k_flat, v_flat, attention_mask)
-        o, new_state = self._recurrence(kernel, inputs, state)
-        return self._output(o, hidden_states), new_state
+        o, new_state = self._recurrence(kernel, inputs, initial)
+        return self._output(o, hidden_states), GLAState(new_state)
 
-    def _check_call(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, state: torch.Tensor | None) -> None:
+    def _check_call(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, state: GLAState | None) -> None:
         check_hidden_states(hidden_states, self.hidden_size)
         batch, length, _ = hidden_states.shape
         check_attention_mask(attention_mask, batch, length)
+        if state is None:
+            return
+        if not isinstance(state, GLAState):
+            raise TypeError(f"the cache entry of GLA layer {self.layer_idx} must be a GLAState, got {type(state).__name__}")
         expected_state = (batch, self.num_heads, self.head_dim, self.head_dim)
-        if state is not None:
-            check_tensor(state, "state")
-            if tuple(state.shape) != expected_state:
-                raise ValueError(f"state must have shape (B, H, Dk, Dv) = {expected_state}, got {tuple(state.shape)}")
+        if tuple(state.recurrent.shape) != expected_state:
+            raise ValueError(
+                f"the GLA state (GLAState.recurrent) must have shape (B, H, Dk, Dv) = {expected_state}, got {tuple(state.recurrent.shape)}"
+            )
 
     def _projections(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(q, k, v)`` projections ``[B, L, heads * D]`` (k and v through one merged matmul when possible)."""

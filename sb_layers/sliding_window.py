@@ -94,7 +94,6 @@ class SlidingWindowAttention(nn.Module):
     ) -> None:
         super().__init__()
         self.layer_idx = check_layer_idx(layer_idx)
-        self.cache_part: int | None = None  # set by a ParallelMixer holding this layer
         if spike_query_k is not None:
             check_positive(spike_query_k, "spike_query_k")
         self.spike_query_k = None if spike_query_k is None else float(spike_query_k)
@@ -149,7 +148,7 @@ class SlidingWindowAttention(nn.Module):
         if cache is None:
             cache = RollingKVCache(self.window)
         elif not isinstance(cache, RollingKVCache):
-            raise TypeError(f"cache must be a RollingKVCache, got {type(cache).__name__}")
+            raise TypeError(f"the cache entry of SWA layer {self.layer_idx} must be a RollingKVCache, got {type(cache).__name__}")
         elif cache.window != self.window:
             raise ValueError(f"cache window {cache.window} differs from the layer's window {self.window}")
         cache.begin_call(batch, device)

@@ -65,14 +65,12 @@ def assert_left_padding_is_invisible(model, samples: list[torch.Tensor], atol: f
 
 def mixer_with_state(mixer, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, state=None):
     """One protocol call ``mixer(hidden_states, attention_mask, cache)`` of a mixer or block, ``state`` (None,
-    a GLA state, a RollingKVCache, a ParallelMixer's pair) being its entry of a fresh MixerCache:
+    a GLAState, a RollingKVCache, a ParallelState) being its entry of a fresh MixerCache:
     ``(output, the entry after the call)``, for tests about the state a call starts from and leaves."""
     from sb_layers import MixerCache
-    from sb_layers.mixer_cache import cache_key
 
-    key = cache_key(mixer)
-    cache = MixerCache((key[0] if isinstance(key, tuple) else key) + 1)
+    cache = MixerCache(mixer.layer_idx + 1)
     if state is not None:
-        cache.update_layer_state(key, state)
+        cache.update_layer_state(mixer.layer_idx, state)
     out = mixer(hidden_states, attention_mask, cache)
-    return out, cache.layer_state(key)
+    return out, cache.layer_state(mixer.layer_idx)

@@ -276,6 +276,10 @@ ENTRIES += [
           lambda: dict(num_experts=3, top_k=1), (), {"num_experts": "count", "top_k": "count"}),
     Entry("sb_layers.RollingKVCache", lambda window: L.RollingKVCache(window).window, lambda: dict(window=4), (), {"window": "count"}),
     Entry("sb_layers.MixerCache", lambda num_layers: len(L.MixerCache(num_layers)), lambda: dict(num_layers=2), (), {"num_layers": "count"}),
+    # A state is held, not computed: no finiteness check (a host read per layer and step, impossible inside a
+    # captured CUDA graph); the layer's recurrence propagates a NaN visibly.
+    Entry("sb_layers.GLAState", lambda recurrent: L.GLAState(recurrent).recurrent, lambda: dict(recurrent=rand(2, 2, 3, 3)), ("recurrent",),
+          allow={("recurrent", "nan"): "returns", ("recurrent", "inf"): "returns"}),
 ]
 
 # Names without an Entry, reviewed: why no bad-input case applies (or where their cases live).
@@ -293,6 +297,7 @@ EXEMPT = {
     "sb_neurons.get_codec": "cases in SPECIAL",
     "sb_neurons.resolve_clamp": "cases in SPECIAL",
     "sb_layers.LayerReport": "result dataclass of the spike report",
+    "sb_layers.ParallelState": "pair of cache entries, no tensor or number argument (its type checks: tests/layers/test_cache_entries.py)",
     "sb_layers.WeightCodeStats": "result dataclass of weight_code_stats",
     "sb_layers.SpikeRecorder": "takes a model (ValueError without spiking layers, TypeError for per_call: tests/layers/test_recorder.py); no tensor argument",
     "sb_layers.reset_spike_stats": "takes a model (TypeError naming model, as spiking_layers); no tensor argument",

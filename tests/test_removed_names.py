@@ -30,8 +30,14 @@ REMOVED = [
      lambda: importlib.import_module("sb_layers.models.spikingbrain").GLASwaForCausalLM),
     ("sb_layers.models.spikingbrain.w8aspike", "SpikeReport", lambda: sb_layers.SpikingReport),
     ("sb_layers.models.spikingbrain.w8aspike", "spiking_linears", lambda: sb_layers.spiking_layers),
-    ("sb_layers.models.spikingbrain.cache", "_tensors_of", lambda: importlib.import_module("sb_layers.mixer_cache").tensors_of),
-    ("sb_layers.models.spikingbrain.cache", "_select_batch", lambda: importlib.import_module("sb_layers.mixer_cache").select_batch),
+    ("sb_layers.models.spikingbrain.cache", "_tensors_of", lambda: sb_layers.mixer_cache.CacheEntry.tensors),
+    ("sb_layers.models.spikingbrain.cache", "_select_batch", lambda: sb_layers.MixerCache.select_batch),
+    # The entries answer for themselves (issue "One shape, second step", item 2): no type switches in the cache.
+    ("sb_layers.mixer_cache", "tensors_of", lambda: sb_layers.mixer_cache.CacheEntry.tensors),
+    ("sb_layers.mixer_cache", "select_batch", lambda: sb_layers.MixerCache.select_batch),
+    ("sb_layers.mixer_cache", "fill_windows", lambda: sb_layers.MixerCache.fill_windows),
+    ("sb_layers.mixer_cache", "cache_key", lambda: sb_layers.mixer_cache.mix_on_cache),  # the entry is at the mixer's layer_idx
+    ("sb_layers.mixer_cache", "LayerKey", lambda: sb_layers.MixerCache.layer_state),
 ]
 COST_MODEL_NAMES = [
     "DEFAULT_CONTEXTS", "PHASES", "RUN_MODELS", "Estimate", "ModelShape", "RunComparison", "active_from_sparsity",

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import sb_layers.linear_attention as linear_attention
 from sb_kernels import gla_chunked, gla_event_driven, gla_fla, gla_recurrent
-from sb_layers import GatedLinearAttention, MixerCache, SpikeCoding
+from sb_layers import GLAState, GatedLinearAttention, MixerCache, SpikeCoding
 from sb_neurons import CODEC_NAMES
 from strategies import mixer_with_state, names
 
@@ -67,7 +67,7 @@ def test_gla_layer_in_pieces_equals_one_call(options, seed, cuts):
     cache = MixerCache(1)
     outs = [layer(x[:, a:b], None, cache) for a, b in zip(bounds, bounds[1:])]
     torch.testing.assert_close(torch.cat(outs, 1), whole)
-    torch.testing.assert_close(cache.layer_state(0), final)
+    torch.testing.assert_close(cache.layer_state(0).recurrent, final.recurrent)
     layer.mode = "recurrent"
     torch.testing.assert_close(layer(x, None, MixerCache(1)), whole)
 
@@ -126,13 +126,13 @@ def test_spiking_gla_spike_mode_equals_count_mode(codec, monkeypatch):
     spike = make_gla(coding=SpikeCoding(mode="spike", codec=codec, weight_bits=8, group_size=8), spike_qk=True)
     spike.load_state_dict(count.state_dict())
     x = torch.randn(2, 7, 24)
-    state = torch.randn(2, 4, 6, 6)
+    state = GLAState(torch.randn(2, 4, 6, 6))
     mask = torch.ones(2, 7)
     mask[1, :3] = 0  # left padding: padded keys spike too, but write nothing (v and the decay are masked)
     (out_count, state_count), (out_spike, state_spike) = mixer_with_state(count, x, mask, state), mixer_with_state(spike, x, mask, state)
     assert calls == [codec], "spike mode with spike_qk must run the event-driven recurrence"
     torch.testing.assert_close(out_spike, out_count, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(state_spike, state_count, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(state_spike.recurrent, state_count.recurrent, rtol=1e-10, atol=1e-10)
 
 
 def test_spiking_gla_approaches_dense_gla_as_k_grows():
@@ -155,7 +155,7 @@ def test_gla_padding_leaves_state_and_real_tokens_unchanged(seed, pad, start):
     layer = make_gla(chunk_size=3)
     g = torch.Generator().manual_seed(seed)
     real = torch.randn(1, 8, 24, generator=g)
-    state = torch.randn(1, 4, 6, 6, generator=g).abs()
+    state = GLAState(torch.randn(1, 4, 6, 6, generator=g).abs())
     padded = torch.cat([real[:, :start], torch.randn(1, pad, 24, generator=g), real[:, start:]], dim=1)
     mask = torch.ones(1, 8 + pad)
     mask[:, start : start + pad] = 0
@@ -163,7 +163,7 @@ def test_gla_padding_leaves_state_and_real_tokens_unchanged(seed, pad, start):
     alone, final_alone = mixer_with_state(layer, real, state=state)
     keep = mask[0].bool()
     torch.testing.assert_close(out[:, keep], alone)
-    torch.testing.assert_close(final, final_alone)
+    torch.testing.assert_close(final.recurrent, final_alone.recurrent)
 
 
 def test_tied_key_gate_is_one_minus_key():
@@ -171,11 +171,11 @@ def test_tied_key_gate_is_one_minus_key():
     layer = make_gla(gate="tied_key", feature_map="sigmoid")
     x = torch.randn(1, 1, 24)
     state = torch.rand(1, 4, 6, 6)
-    _, new_state = mixer_with_state(layer, x, state=state)
+    _, new_state = mixer_with_state(layer, x, state=GLAState(state))
     k = torch.sigmoid(layer.k_proj(x)).view(1, 2, 6).repeat_interleave(2, dim=1)  # [B, H, Dk]
     v = layer.v_proj(x).view(1, 2, 6).repeat_interleave(2, dim=1)
     expected = state * (1 - k).unsqueeze(-1) + k.unsqueeze(-1) * v.unsqueeze(-2)
-    torch.testing.assert_close(new_state, expected)
+    torch.testing.assert_close(new_state.recurrent, expected)
 
 
 DECODE_OPTIONS = [dict(), dict(gate="merged"), dict(gate="tied_key", feature_map="sigmoid"), dict(feature_map="sigmoid"),
@@ -195,9 +195,9 @@ def test_one_token_decode_step_equals_the_chunked_layer(options, seed, prompt, p
     token = x[:, prompt:]
     want, want_state = mixer_with_state(layer, token, mask, state)
     q, k, v = layer.q_proj(token), layer.k_proj(token), layer.v_proj(token)
-    got, got_state = layer._decode_step(token, q, k, v, mask, state)
+    got, got_state = layer._decode_step(token, q, k, v, mask, None if state is None else state.recurrent)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(got_state, want_state, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got_state, want_state.recurrent, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.gpu
@@ -213,9 +213,9 @@ def test_auto_mode_decodes_one_token_like_the_recurrent_form_on_the_gpu(options)
         want, want_state = mixer_with_state(layer, x[:, 39:], state=state)
         layer.mode = "auto"
         got, got_state = mixer_with_state(layer, x[:, 39:], state=state)
-    assert got_state.dtype == torch.float32
+    assert got_state.recurrent.dtype == torch.float32
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(got_state, want_state, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_state.recurrent, want_state.recurrent, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.gpu
@@ -263,7 +263,9 @@ def test_fla_mode_on_cpu_is_a_clear_error():
         (lambda: make_gla()(torch.randn(1, 3, 23), None, MixerCache(1)), "hidden_states"),
         (lambda: make_gla()(torch.randn(1, 3, 24), torch.ones(1, 4), MixerCache(1)), "attention_mask"),
         (lambda: make_gla()(torch.randn(1, 3, 24), torch.full((1, 3), 2.0), MixerCache(1)), "attention_mask"),
-        (lambda: mixer_with_state(make_gla(), torch.randn(1, 3, 24), state=torch.zeros(1, 4, 6, 5)), "state"),
+        (lambda: mixer_with_state(make_gla(), torch.randn(1, 3, 24), state=GLAState(torch.zeros(1, 4, 6, 5))), "GLA state"),
+        (lambda: mixer_with_state(make_gla(), torch.randn(1, 3, 24), state=torch.zeros(1, 4, 6, 6)), "state must be a cache entry"),
+        (lambda: GLAState(torch.zeros(4, 6, 6)), "recurrent"),
         (lambda: gla_chunked(*random_gla_inputs(0, 1, 1, 3, 2, 2)[:4], 1.0, chunk_size=0), "chunk_size"),
         (lambda: gla_recurrent(*random_gla_inputs(0, 1, 1, 3, 2, 2)[:4], 1.0, torch.zeros(1, 1, 3, 2)), "initial_state"),
         (lambda: gla_recurrent(*(torch.ones(1, 1, 3, 2, dtype=torch.int64),) * 4, 1.0), "q"),

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sb_layers import (
+    GLAState,
     GLUMLP,
     GatedLinearAttention,
     HybridBlock,
@@ -81,6 +82,7 @@ def test_block_parameter_names_follow_the_release():
         (lambda: HybridBlock(8, GatedLinearAttention(16, 2), GLUMLP(16, 8)), "hidden_size"),
         (lambda: ParallelMixer(GatedLinearAttention(16, 2), SlidingWindowAttention(8, 2)), "hidden_size"),
         (lambda: mixer_with_state(build_block("gla"), torch.randn(1, 3, 16, dtype=torch.float64), state=torch.zeros(1, 4, 3, 3)), "state"),
+        (lambda: mixer_with_state(build_block("gla"), torch.randn(1, 3, 16, dtype=torch.float64), state=GLAState(torch.zeros(1, 4, 3, 3))), "GLA state"),
     ],
 )
 def test_bad_input_names_the_argument(call, match):

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sb_layers import (
+    GLAState,
     GLUMLP,
     SpikeCoding,
     GatedLinearAttention,
@@ -88,10 +89,10 @@ def test_gla_layer_equals_the_released_architecture(seed, layout, batch, length,
     g = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(batch, length, hidden, generator=g)
     state = torch.randn(batch, h, d, d, generator=g) if with_state else None
-    out, final = mixer_with_state(layer, x, state=state)
+    out, final = mixer_with_state(layer, x, state=None if state is None else GLAState(state))
     ref_out, ref_final = gla_reference(layer, x, state)
     torch.testing.assert_close(out, ref_out, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(final, ref_final, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(final.recurrent, ref_final, rtol=1e-9, atol=1e-9)
 
 
 def swa_reference(layer: SlidingWindowAttention, x: torch.Tensor, mask: torch.Tensor, sinks: int) -> torch.Tensor:
@@ -229,7 +230,7 @@ def test_spiking_blocks_spike_mode_equals_count_mode(kind, codec):
     with torch.no_grad():
         (out_count, state_count), (out_spike, state_spike) = mixer_with_state(count, x), mixer_with_state(spike, x)
     torch.testing.assert_close(out_spike, out_count, rtol=1e-9, atol=1e-9)
-    gla_count = state_count if kind == "gla" else (state_count[0] if kind == "parallel" else None)
-    gla_spike = state_spike if kind == "gla" else (state_spike[0] if kind == "parallel" else None)
+    gla_count = state_count if kind == "gla" else (state_count.linear if kind == "parallel" else None)
+    gla_spike = state_spike if kind == "gla" else (state_spike.linear if kind == "parallel" else None)
     if gla_count is not None:
-        torch.testing.assert_close(gla_spike, gla_count, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(gla_spike.recurrent, gla_count.recurrent, rtol=1e-9, atol=1e-9)

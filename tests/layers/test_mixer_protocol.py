@@ -49,12 +49,12 @@ def test_protocol_streaming_equals_the_whole_sequence(kind):
     torch.testing.assert_close(alone, whole, rtol=0, atol=0)
     entry = cache.layer_state(2)
     if kind in ("gla", "block"):
-        torch.testing.assert_close(entry, state, rtol=1e-12, atol=1e-12)
+        assert isinstance(entry, L.GLAState)
+        torch.testing.assert_close(entry.recurrent, state.recurrent, rtol=1e-12, atol=1e-12)
     elif kind == "parallel":
-        assert isinstance(entry, tuple) and len(entry) == 2
-        torch.testing.assert_close(entry[0], state[0], rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(entry[1].keys, state[1].keys, rtol=1e-12, atol=1e-12)
-        assert cache.layer_state((2, 0)) is entry[0] and cache.layer_state((2, 1)) is entry[1]
+        assert isinstance(entry, L.ParallelState)
+        torch.testing.assert_close(entry.linear.recurrent, state.linear.recurrent, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(entry.softmax.keys, state.softmax.keys, rtol=1e-12, atol=1e-12)
     else:
         torch.testing.assert_close(entry.keys, state.keys, rtol=1e-12, atol=1e-12)
 
@@ -74,8 +74,8 @@ def test_calls_without_a_cache_return_the_output_alone_and_carried_state_streams
     out = swa(x[:, 3:], cache=cache)
     assert cache.layer_state(0) is kv and out.shape == (1, 3, 16)  # the RollingKVCache updated in place
     assert isinstance(swa(x), torch.Tensor) and isinstance(parallel(x), torch.Tensor)
-    _, (gla_state, kv_cache) = mixer_with_state(parallel, x)
-    assert gla_state.shape == (1, 4, 4, 4) and kv_cache.num_entries == 4
+    _, pair = mixer_with_state(parallel, x)
+    assert pair.linear.recurrent.shape == (1, 4, 4, 4) and pair.softmax.num_entries == 4
 
 
 @pytest.mark.parametrize("kind", ["gla", "swa", "parallel", "block"])
@@ -124,8 +124,8 @@ def test_model_layers_know_their_index_and_use_the_protocol():
     torch.testing.assert_close(pieces.logits, logits)
     assert output_cache(plain) is None
     for mine, theirs in zip(cache.states, output_cache(pieces).states):
-        if isinstance(mine, torch.Tensor):
-            torch.testing.assert_close(mine, theirs)
+        if isinstance(mine, L.GLAState):
+            torch.testing.assert_close(mine.recurrent, theirs.recurrent)
         else:  # the last piece of one token wrote over the oldest entry in place (ring order)
             mine.sort(), theirs.sort()
             torch.testing.assert_close(mine.keys, theirs.keys)

@@ -1,5 +1,6 @@
 """GraphedDecoder: its steps (eagerly on the CPU, replayed CUDA graphs on the GPU) equal plain model calls
-on a copy of the cache, leave no trace of the warm-up, and refuse caches whose shapes would change."""
+on a copy of the cache, leave no trace of the warm-up, and refuse caches whose shapes would change (asked
+of the cache entries through sb_layers.mixer_cache.CapturableEntry, never by their types)."""
 
 from __future__ import annotations
 
@@ -87,10 +88,31 @@ def test_each_step_equals_a_model_call_on_a_copy_of_the_cache(model, length, ste
 
 
 def _state_tensors(cache: SpikingBrainCache) -> list[torch.Tensor]:
-    out = [cache.real_tokens]
-    for state in cache.states:
-        out += [state] if isinstance(state, torch.Tensor) else [state.keys, state.values, state.key_mask, state.key_index, state.seen_tokens]
-    return out
+    return [cache.real_tokens] + [tensor for entry in cache.states for tensor in entry.step_tensors()]
+
+
+@settings(max_examples=4)
+@given(length=st.integers(1, WINDOW + 3), steps=st.integers(1, 5), warmup=st.integers(0, 2), seed=st.integers(0, 2**16))
+def test_intra_layer_pairs_decode_like_their_model_calls(length, steps, warmup, seed):
+    """The 76B-style layers without sinks or full attention keep fixed shapes: their ParallelState answers
+    for both parts, so the decoder captures them like the 7B layout's GLA states and windows."""
+    model = _intra_model()
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (2, length), generator=gen)
+    fed = [torch.randint(3, VOCAB, (2, 1), generator=gen) for _ in range(steps)]
+    cache, _ = prompt(model, ids)
+    twin = copy.deepcopy(cache)
+    decoder = GraphedDecoder(model, cache, fed[0], use_cuda_graph=False, warmup=warmup)
+    static = [t.data_ptr() for t in _state_tensors(cache)]
+    got = [decoder.step(token).clone() for token in fed]
+    for g, w in zip(got, eager_steps(model, twin, fed)):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
+    assert [t.data_ptr() for t in _state_tensors(cache)] == static
+    assert [entry.softmax.length for entry in cache.states] == [entry.softmax.length for entry in twin.states]
+
+
+def _intra_model(**overrides) -> SpikingBrainForCausalLM:
+    return tiny_model(**{"variant": "intra_layer", "num_sink_tokens": 0, "full_attn_layers": [], **overrides})
 
 
 def test_w8aspike_model_decodes_like_its_model_calls():
@@ -134,19 +156,45 @@ def test_an_eager_call_on_the_owned_cache_is_detected(model):
 
 
 def test_refuses_caches_whose_shapes_would_change():
-    common = dict(variant="intra_layer", num_sink_tokens=0, full_attn_layers=[])
-    intra = tiny_model(**common)
-    cache, first = prompt(intra, torch.tensor([[5, 6, 7]]))
-    with pytest.raises(TypeError, match="layer 0: .*intra-layer"):
-        GraphedDecoder(intra, cache, first, use_cuda_graph=False)
     unbounded = tiny_model(sliding_window=None)  # full attention: the cache grows every step
     cache, first = prompt(unbounded, torch.tensor([[5, 6, 7]]))
+    before = [t.clone() for t in cache.states[1].tensors()]
     with pytest.raises(TypeError, match="layer 1: .*bounded sliding windows"):
         GraphedDecoder(unbounded, cache, first, use_cuda_graph=False)
-    with_sinks = tiny_model(**{**common, "num_sink_tokens": 2})
+    assert all(torch.equal(a, b) for a, b in zip(cache.states[1].tensors(), before))  # refused before any change
+    with_sinks = _intra_model(num_sink_tokens=2)
     cache, first = prompt(with_sinks, torch.tensor([[5, 6, 7]]))
-    with pytest.raises(TypeError, match="layer 0"):
+    with pytest.raises(TypeError, match="layer 0: .*without sinks"):
         GraphedDecoder(with_sinks, cache, first, use_cuda_graph=False)
+    full = _intra_model(full_attn_layers=[1])
+    cache, first = prompt(full, torch.tensor([[5, 6, 7]]))
+    with pytest.raises(TypeError, match="layer 1: .*grows every step"):
+        GraphedDecoder(full, cache, first, use_cuda_graph=False)
+
+
+class _PlainEntry:
+    """A cache entry without the capture methods (CacheEntry only)."""
+
+    def tensors(self):
+        return iter(())
+
+    def select_batch(self, index):
+        return _PlainEntry()
+
+    def fill_windows(self):
+        pass
+
+
+def test_refuses_entries_that_cannot_be_captured(model):
+    cache, first = prompt(model, torch.tensor([[5, 6, 7]]))
+    plain = copy.deepcopy(cache)
+    plain.states[2] = _PlainEntry()
+    with pytest.raises(TypeError, match="layer 2: .*_PlainEntry, does not support captured decode steps"):
+        GraphedDecoder(model, plain, first, use_cuda_graph=False)
+    empty = copy.deepcopy(cache)
+    empty.states[3] = None
+    with pytest.raises(TypeError, match="layer 3: .*has not run"):
+        GraphedDecoder(model, empty, first, use_cuda_graph=False)
 
 
 def test_rejects_bad_arguments(model):

@@ -344,6 +344,44 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         torch.testing.assert_close(param.grad, plain[name], msg=name)
 
 
+@pytest.mark.parametrize("variant", ["inter_layer", "intra_layer"])
+def test_gradient_checkpointing_continuing_a_cache_gives_the_same_gradients(variant):
+    """The recomputation in backward replays each layer from the entry its forward found: a GLA state is
+    replaced by the call, a window appended to in place, so each run starts from a copy (select_batch)."""
+    model = tiny_model(seed=1, variant=variant, num_sink_tokens=0).train()
+    ids = torch.randint(3, VOCAB, (2, 9), generator=torch.Generator().manual_seed(13))
+    grads = []
+    for checkpointing in (False, True):
+        model.zero_grad()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        cache = SpikingBrainCache(model.config.num_hidden_layers)
+        with torch.no_grad():
+            model(ids[:, :5], cache=cache, use_cache=True)
+        model(ids[:, 5:], labels=ids[:, 5:], cache=cache, use_cache=True).loss.backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, msg=name)
+
+
+@pytest.mark.parametrize("variant", ["inter_layer", "intra_layer"])
+def test_beam_search_reorders_every_entry_through_the_cache(variant, monkeypatch):
+    """generate(num_beams=...) reorders the cache's rows between steps (transformers calls reorder_cache):
+    every entry selects its own rows, and the beams equal those of generating without a cache."""
+    model = tiny_model(variant=variant, num_sink_tokens=0)
+    reorders = []
+    original = SpikingBrainCache.reorder_cache
+    monkeypatch.setattr(SpikingBrainCache, "reorder_cache", lambda self, beam_idx: reorders.append(1) or original(self, beam_idx))
+    ids = torch.randint(3, VOCAB, (2, 5), generator=torch.Generator().manual_seed(14))
+    common = dict(max_new_tokens=5, min_new_tokens=5, num_beams=3, do_sample=False, pad_token_id=0)
+    with_cache = model.generate(ids, use_cache=True, **common)
+    assert reorders, "beam search did not reorder the cache"
+    assert torch.equal(with_cache, model.generate(ids, use_cache=False, **common))
+    with pytest.raises(TypeError, match="beam_idx"):
+        SpikingBrainCache(2).reorder_cache([0, 1])
+
+
 def test_save_and_load_round_trip(tmp_path, model):
     model.save_pretrained(tmp_path)
     loaded = SpikingBrainForCausalLM.from_pretrained(tmp_path, dtype=torch.float64)

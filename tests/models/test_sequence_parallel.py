@@ -19,6 +19,7 @@ import torch.multiprocessing as mp
 
 from sb_layers.models.spikingbrain import SpikingBrainCache, SpikingBrainForCausalLM, to_w8aspike
 from sb_layers.models.spikingbrain.sequence_parallel import sequence_parallel_prefill, shard_bounds
+from sb_layers.gla_state import GLAState
 from sb_layers.kv_cache import RollingKVCache
 from model_testing import tiny_spikingbrain
 
@@ -38,9 +39,9 @@ def _assert_same_cache(mine: SpikingBrainCache, ref: SpikingBrainCache) -> None:
     assert torch.equal(mine.real_tokens, ref.real_tokens)
     for index, (a, b) in enumerate(zip(mine.states, ref.states)):
         assert type(a) is type(b), index
-        if isinstance(b, torch.Tensor):
-            assert a.dtype == b.dtype
-            torch.testing.assert_close(a, b, **TOL)
+        if isinstance(b, GLAState):
+            assert a.recurrent.dtype == b.recurrent.dtype
+            torch.testing.assert_close(a.recurrent, b.recurrent, **TOL)
             continue
         assert isinstance(b, RollingKVCache)
         for name in ("keys", "values"):

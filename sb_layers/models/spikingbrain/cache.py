@@ -1,11 +1,12 @@
 """SpikingBrainCache: the streaming state of a whole model, one entry per layer.
 
-It is the model's :class:`sb_layers.MixerCache`: every mixer reads and updates its own entry (at its
-``layer_idx``) in place, the mixer protocol of :mod:`sb_layers.mixer_cache`. Each entry is a GLA recurrent state tensor
-``[B, H, Dk, Dv]`` (constant size), a :class:`sb_layers.RollingKVCache` (at most ``sliding_window``
-keys/values plus sinks), or a ``(gla_state, kv_cache)`` pair for the intra-layer hybrid. Memory
-therefore stops growing once the window is full, except for full-attention layers (76B style), whose
-cache holds every token by definition.
+It is the model's :class:`sb_layers.MixerCache`: every mixer reads and replaces its own entry (at its
+``layer_idx``), the mixer protocol of :mod:`sb_layers.mixer_cache`. Each entry is a cache entry that
+answers for its own tensors: a :class:`sb_layers.GLAState` (``[B, H, Dk, Dv]``, constant size), a
+:class:`sb_layers.RollingKVCache` (at most ``sliding_window`` keys/values plus sinks), or a
+:class:`sb_layers.ParallelState` (the pair of both) for the intra-layer hybrid. Memory therefore stops
+growing once the window is full, except for full-attention layers (76B style), whose cache holds every
+token by definition.
 
 It subclasses ``transformers.Cache`` so that ``generate()`` accepts and returns it, but it holds none of
 transformers' per-layer KV objects: the layers own their state formats. Recurrent state cannot be rolled
@@ -17,7 +18,7 @@ from __future__ import annotations
 import torch
 from transformers import Cache
 
-from sb_layers.mixer_cache import MixerCache
+from sb_layers.mixer_cache import MixerCache, check_batch_index
 
 
 class SpikingBrainCache(Cache, MixerCache):
@@ -85,7 +86,9 @@ class SpikingBrainCache(Cache, MixerCache):
         MixerCache.fill_windows(self)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        """Reorder the batch rows (beam search)."""
+        """Keep (and reorder to) the batch rows ``beam_idx`` (``[n]`` int64; beam search): every entry's
+        :meth:`~sb_layers.mixer_cache.CacheEntry.select_batch` and the per-row token counts."""
+        check_batch_index(beam_idx, "beam_idx")
         self.select_batch(beam_idx)
         if self.real_tokens is not None:
             self.real_tokens = self.real_tokens.index_select(0, beam_idx.to(self.real_tokens.device))

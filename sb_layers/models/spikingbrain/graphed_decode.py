@@ -5,10 +5,12 @@ spends several times longer launching them than the GPU spends running them. Eve
 shape once the sliding windows are full (:meth:`SpikingBrainCache.fill_windows`), so the whole step can
 be captured once and replayed per token (the figures: ``docs/performance.md``).
 
-The decoder owns the cache from construction on: its tensors become the graph's static buffers. Each
-step reads them, computes the next state and writes it back into the same storage, so the cache stays
-a valid :class:`SpikingBrainCache` (readable, e.g. ``memory_bytes``) but must not be advanced by an
-eager call while the decoder uses it (detected: :meth:`GraphedDecoder.step` raises).
+The decoder owns the cache from construction on: the tensors its entries name as a step's
+(:meth:`sb_layers.mixer_cache.CapturableEntry.step_tensors`) become the graph's static buffers. Each step
+reads them, computes the next state and writes it back into the same storage, so the cache stays a valid
+:class:`SpikingBrainCache` (readable, e.g. ``memory_bytes``) but must not be advanced by an eager call
+while the decoder uses it (detected: :meth:`GraphedDecoder.step` raises). The decoder asks the entries,
+never their types: any entry following :class:`sb_layers.mixer_cache.CapturableEntry` can be captured.
 """
 
 from __future__ import annotations
@@ -18,22 +20,19 @@ from typing import Any
 
 import torch
 
-from sb_layers.kv_cache import RollingKVCache
+from sb_layers.mixer_cache import is_capturable
 from sb_neurons.validation import describe
 
 from .cache import SpikingBrainCache
-
-# The tensors of a rolling-window state that a decode step rewrites (sinks are refused, see below).
-_WINDOW_SLOTS = ("keys", "values", "key_mask", "key_index", "seen_tokens")
 
 
 class GraphedDecoder:
     """Greedy or caller-driven one-token decode steps of a :class:`SpikingBrainForCausalLM` over a cache.
 
     Args:
-        model: a :class:`SpikingBrainForCausalLM` in eval mode whose layers are GLA or sliding-window
-            attention (the 7B layout, bf16 or W8ASpike); full-attention, intra-layer-hybrid and
-            attention-sink layers keep growing state and are refused.
+        model: a :class:`SpikingBrainForCausalLM` in eval mode whose cache entries keep fixed shapes: GLA
+            states, bounded sliding windows and their intra-layer pairs (the 7B layout, bf16 or W8ASpike, is
+            the one measured); full-attention layers (a window that grows) and attention sinks are refused.
         cache: the :class:`SpikingBrainCache` after the prompt (``seen_tokens >= 1``) on ``model``'s
             device. Its windows are filled (same outputs, fixed shapes) and its tensors become static.
         input_ids: ``[B, 1]`` int64, the next token of every row (usually the prompt's greedy token).
@@ -74,25 +73,22 @@ class GraphedDecoder:
 
         self.model, self.cache, self.use_cuda_graph = model, cache, use_cuda_graph
         cache.fill_windows()
-        self.windows = [state for state in cache.states if isinstance(state, RollingKVCache)]
-        for window in self.windows:
-            # Ring order is the state after any decode step; the captured step must take that path.
-            window.in_ring_order = True
-        self._slots = _state_slots(cache)
-        self._buffers = [_get(slot) for slot in self._slots]
+        # One static storage per tensor a step reads: the cache's own tensors after the prompt.
+        self._real_tokens = cache.real_tokens
+        self._buffers = [entry.step_tensors() for entry in cache.states]
         self.next_tokens = input_ids.detach().clone()
         self.logits: torch.Tensor | None = None
         self._graph: torch.cuda.CUDAGraph | None = None
 
-        snapshot = [buffer.clone() for buffer in self._buffers]
-        counters = self._counters()
+        snapshot = [buffer.clone() for buffer in self._all_buffers()]
+        seen = cache.seen_tokens
         stream = torch.cuda.Stream(device) if use_cuda_graph else None
         if stream is not None:
             stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream) if stream is not None else nullcontext(), torch.inference_mode():
             for _ in range(warmup):
                 self._decode_once()
-            for buffer, saved in zip(self._buffers, snapshot):
+            for buffer, saved in zip(self._all_buffers(), snapshot):
                 buffer.copy_(saved)
             self.next_tokens.copy_(input_ids)
             if stream is not None:
@@ -103,7 +99,13 @@ class GraphedDecoder:
                     self.logits = self._decode_once()
         if stream is not None:
             torch.cuda.current_stream(device).wait_stream(stream)
-        self._set_counters(counters)
+        # The warm-up's tensor effects were undone and a capture computes nothing, but the Python of those
+        # steps advanced the host-side counters: take them back.
+        python_steps = warmup + (stream is not None)
+        cache.seen_tokens = seen
+        for entry in cache.states:
+            entry.count_decode_steps(-python_steps)
+        self._expected_seen = cache.seen_tokens
 
     @classmethod
     def from_prompt(
@@ -139,16 +141,15 @@ class GraphedDecoder:
         if input_ids is not None:
             _check_tokens(input_ids, tuple(self.next_tokens.shape))
             self.next_tokens.copy_(input_ids)
-        counters = self._counters()
         if self._graph is not None:
             self._graph.replay()
+            # The replay repeated the step's kernels only: its Python-side counting is done here.
+            self.cache.seen_tokens += 1
+            for entry in self.cache.states:
+                entry.count_decode_steps(1)
         else:
             with torch.inference_mode():
                 self.logits = self._decode_once()
-        self._set_counters(counters)
-        self.cache.seen_tokens += 1
-        for window in self.windows:
-            window.length += 1
         self._expected_seen = self.cache.seen_tokens
         return self.logits
 
@@ -166,25 +167,26 @@ class GraphedDecoder:
 
     # --- internals --------------------------------------------------------------------------------------
 
+    def _all_buffers(self) -> list[torch.Tensor]:
+        return [self._real_tokens] + [buffer for buffers in self._buffers for buffer in buffers]
+
     def _decode_once(self) -> torch.Tensor:
         """One eager step that leaves the state in the static buffers and the greedy token in next_tokens."""
         logits = self.model(self.next_tokens, cache=self.cache, use_cache=True).logits
-        for slot, buffer in zip(self._slots, self._buffers):
-            current = _get(slot)
-            if current is not buffer:  # GLA states and token counts are new tensors; windows are written in place
-                buffer.copy_(current)
-                _set(slot, buffer)
+        # A step may return new tensors (a GLA layer a new GLAState, the row counts new tensors) or write
+        # in place (a window's ring): either way the results go back into the storage the graph reads.
+        if self.cache.real_tokens is not self._real_tokens:
+            self._real_tokens.copy_(self.cache.real_tokens)
+            self.cache.real_tokens = self._real_tokens
+        for entry, buffers in zip(self.cache.states, self._buffers):
+            current = entry.step_tensors()
+            moved = [(buffer, tensor) for buffer, tensor in zip(buffers, current) if tensor is not buffer]
+            if moved:
+                for buffer, tensor in moved:
+                    buffer.copy_(tensor)
+                entry.use_step_tensors(buffers)
         self.next_tokens.copy_(logits[:, -1:].argmax(-1))
         return logits
-
-    def _counters(self) -> tuple[int, list[int]]:
-        return self.cache.seen_tokens, [window.length for window in self.windows]
-
-    def _set_counters(self, counters: tuple[int, list[int]]) -> None:
-        self.cache.seen_tokens, lengths = counters
-        for window, length in zip(self.windows, lengths):
-            window.length = length
-        self._expected_seen = self.cache.seen_tokens
 
 
 def _check_tokens(input_ids: object, shape: tuple[int, int]) -> None:
@@ -193,44 +195,20 @@ def _check_tokens(input_ids: object, shape: tuple[int, int]) -> None:
 
 
 def _check_layer_states(cache: SpikingBrainCache) -> None:
-    for index, state in enumerate(cache.states):
-        if isinstance(state, torch.Tensor):
-            continue
-        if isinstance(state, RollingKVCache):
-            if state.window is None or state.sink_keys is not None or state.keys is None:
-                raise TypeError(
-                    f"layer {index}: GraphedDecoder needs bounded sliding windows without sinks (this cache "
-                    "grows or holds sink tokens, so a step's shapes change)"
-                )
-            continue
-        raise TypeError(
-            f"layer {index}: GraphedDecoder handles GLA-state and sliding-window layers only, got "
-            f"{type(state).__name__} (intra-layer hybrid or not yet run)"
-        )
-
-
-def _state_slots(cache: SpikingBrainCache) -> list[tuple[Any, Any]]:
-    """Where each state tensor lives: ``(list, index)`` or ``(object, attribute)``."""
-    slots: list[tuple[Any, Any]] = [(cache, "real_tokens")]
-    for index, state in enumerate(cache.states):
-        if isinstance(state, torch.Tensor):
-            slots.append((cache.states, index))
-        else:
-            slots += [(state, name) for name in _WINDOW_SLOTS]
-    return slots
-
-
-def _get(slot: tuple[Any, Any]) -> torch.Tensor:
-    owner, key = slot
-    return owner[key] if isinstance(owner, list) else getattr(owner, key)
-
-
-def _set(slot: tuple[Any, Any], value: torch.Tensor) -> None:
-    owner, key = slot
-    if isinstance(owner, list):
-        owner[key] = value
-    else:
-        setattr(owner, key, value)
+    """Every entry can be captured (it follows CapturableEntry and its step shapes can be fixed), checked
+    before anything in the cache changes."""
+    for index, entry in enumerate(cache.states):
+        if entry is None:
+            raise TypeError(f"layer {index}: the cache holds no entry for it (the layer has not run)")
+        if not is_capturable(entry):
+            raise TypeError(
+                f"layer {index}: its cache entry, a {type(entry).__name__}, does not support captured decode steps "
+                "(sb_layers.mixer_cache.CapturableEntry: step_tensors, use_step_tensors, count_decode_steps)"
+            )
+        try:
+            entry.step_tensors()
+        except ValueError as error:
+            raise TypeError(f"layer {index}: GraphedDecoder needs a cache whose step shapes stay fixed: {error}") from None
 
 
 __all__ = ["GraphedDecoder"]

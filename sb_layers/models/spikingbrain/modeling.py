@@ -403,12 +403,17 @@ def _concat(parts: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _from_state(layer: nn.Module, cache: SpikingBrainCache, index: int):
-    """``layer`` on ``cache`` for gradient checkpointing: the recomputation in backward starts from the
-    entry the forward found (a GLA state is replaced by the call), not from the one it left."""
+    """``layer`` on ``cache`` for gradient checkpointing: the forward and its recomputation in backward both
+    start from the entry the forward found, not from the one it left. A GLA layer replaces its entry, but a
+    sliding window is appended to in place, so each run starts from its own copy of the saved entry
+    (``select_batch`` of every row, which shares no tensor with it)."""
     before = cache.states[index]
 
     def run(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        cache.states[index] = before
+        if before is not None:
+            cache.states[index] = before.select_batch(torch.arange(hidden.shape[0], device=hidden.device))
+        else:
+            cache.states[index] = None
         return layer(hidden, mask, cache)
 
     return run

@@ -40,6 +40,7 @@ from typing import Literal
 import torch
 import torch.distributed as dist
 
+from sb_layers.gla_state import GLAState
 from sb_layers.linear_attention import GatedLinearAttention
 from sb_layers.kv_cache import RollingKVCache
 from sb_layers.sliding_window import SlidingWindowAttention
@@ -79,8 +80,9 @@ def _all_gather(tensor: torch.Tensor, group) -> list[torch.Tensor]:
     return parts
 
 
-def _gla_layer(layer: GatedLinearAttention, x: torch.Tensor, mask: torch.Tensor | None, group) -> tuple[torch.Tensor, torch.Tensor]:
-    """One GLA layer on this rank's shard ``x``: ``(output [B, L_r, hidden], final state of the sequence)``."""
+def _gla_layer(layer: GatedLinearAttention, x: torch.Tensor, mask: torch.Tensor | None, group) -> tuple[torch.Tensor, GLAState]:
+    """One GLA layer on this rank's shard ``x``: ``(output [B, L_r, hidden], the state after the whole
+    sequence)``, the same on every rank."""
     layer._check_call(x, mask, None)
     inputs = layer._recurrence_inputs(x, *layer._projections(x), mask)
     o, local_state = layer._recurrence(layer.kernel_for(x, decode=False), inputs, None)  # a recurrence, with its inputs
@@ -98,7 +100,7 @@ def _gla_layer(layer: GatedLinearAttention, x: torch.Tensor, mask: torch.Tensor 
         # The incoming state's contribution: o_t += (scale q_t * exp(b_t)) S_in, b_t inclusive.
         q = inputs["q"].to(compute) * layer.scale * log_decay.cumsum(dim=2).exp()
         o = (o.to(compute) + torch.einsum("bhtk,bhkv->bhtv", q, incoming)).to(o.dtype)
-    return layer._output(o, x), final
+    return layer._output(o, x), GLAState(final)
 
 
 def _swa_layer(
@@ -188,12 +190,14 @@ def sequence_parallel_prefill(
 
     hidden = base.embeddings(input_ids[:, start:stop].to(device))
     cache = SpikingBrainCache(len(base.layers))
+    windows: dict[int, SlidingWindowAttention] = {}  # the layers whose entry ends on the last rank
     for index, block in enumerate(base.layers):
         mixer, x = block.attn, block.attn_norm(hidden)
         if isinstance(mixer, GatedLinearAttention):
             mixed, state = _gla_layer(mixer, x, mask, group)
         elif isinstance(mixer, SlidingWindowAttention):
             mixed, state = _swa_layer(mixer, x, mask, full_mask, bounds, group)
+            windows[index] = mixer
         else:
             raise TypeError(f"layer {index}: unsupported mixer {type(mixer).__name__}")
         cache.states[index] = state
@@ -209,9 +213,8 @@ def sequence_parallel_prefill(
             out = _gather_sequence(out, bounds, group)
 
     # The windows end on the last rank; the GLA states are already everywhere.
-    for index, state in enumerate(cache.states):
-        if isinstance(state, RollingKVCache):
-            cache.states[index] = _window_to(state, full_mask, length, last, cache_on, group, base.layers[index].attn)
+    for index, layer in windows.items():
+        cache.states[index] = _window_to(cache.states[index], full_mask, length, last, cache_on, group, layer)
     if cache_on == "rank0" and rank != 0:
         return out, None
     cache.advance(full_mask)
