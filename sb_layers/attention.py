@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from sb_kernels import decode_attention, merge_attention_into
 from sb_kernels.dispatch import needs_grad
+from sb_neurons.validation import check_int
 
 AttentionBackend = Literal["sdpa", "flex"]
 
@@ -174,8 +175,7 @@ def windowed_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
     once per process; the pieces whose shapes follow the input's length (the last partial block, the
     rectangle against a short cache) run on flash, so a new length costs no new plan.
     """
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(f"window must be an int >= 1, got {window!r}")
+    check_int(window, "window", minimum=1)
     if q.ndim != 4 or keys.ndim != 4 or values.shape[:3] != keys.shape[:3] or q.shape[0] != keys.shape[0]:
         raise ValueError(f"q must be [B, H, Lq, D] and keys/values [B, Hkv, N, D], got {tuple(q.shape)}, {tuple(keys.shape)}, {tuple(values.shape)}")
     batch, heads, q_len, dim = q.shape

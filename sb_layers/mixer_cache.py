@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from sb_neurons.validation import describe
+from sb_neurons.validation import check_int, describe
 
 _ENTRY_METHODS = ("tensors", "select_batch", "fill_windows")
 _CAPTURE_METHODS = ("step_tensors", "use_step_tensors", "count_decode_steps")
@@ -130,8 +130,7 @@ class MixerCache:
     """
 
     def __init__(self, num_layers: int) -> None:
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"num_layers must be an int >= 1, got {num_layers!r}")
+        check_int(num_layers, "num_layers", minimum=1)
         self.states: list[CacheEntry | None] = [None] * num_layers
 
     def __len__(self) -> int:
@@ -141,10 +140,7 @@ class MixerCache:
         return f"{type(self).__name__}(num_layers={len(self.states)}, bytes={self.memory_bytes()})"
 
     def _check_layer(self, layer_idx: object) -> int:
-        if isinstance(layer_idx, bool) or not isinstance(layer_idx, int) or not 0 <= layer_idx < len(self.states):
-            count = len(self.states)
-            raise ValueError(f"layer_idx must be an int in [0, {count}) for this cache of {count} layers, got {layer_idx!r}")
-        return layer_idx
+        return check_int(layer_idx, f"layer_idx (this cache holds {len(self.states)} layers)", minimum=0, maximum=len(self.states) - 1)
 
     def layer_state(self, layer_idx: int) -> CacheEntry | None:
         """The entry of layer ``layer_idx``, None before its first call."""
@@ -178,9 +174,7 @@ class MixerCache:
 
 
 def check_layer_idx(layer_idx: Any) -> int:
-    if isinstance(layer_idx, bool) or not isinstance(layer_idx, int) or layer_idx < 0:
-        raise ValueError(f"layer_idx must be an int >= 0, got {layer_idx!r}")
-    return layer_idx
+    return check_int(layer_idx, "layer_idx", minimum=0)
 
 
 def check_cache(owner: str, cache: Any) -> MixerCache | None:

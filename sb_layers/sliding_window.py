@@ -21,7 +21,7 @@ from torch import nn
 
 from sb_kernels import int8_fake_quantize, spike_fake_quantize
 from sb_kernels.dispatch import needs_grad
-from sb_neurons.validation import check_positive
+from sb_neurons.validation import check_int, check_positive
 
 from ._checks import check_attention_mask, check_head_layout, check_hidden_states
 from ._merged import merged_linear_outputs
@@ -99,20 +99,17 @@ class SlidingWindowAttention(nn.Module):
         self.spike_query_k = None if spike_query_k is None else float(spike_query_k)
         if attention_backend not in ("sdpa", "flex"):
             raise ValueError(f"attention_backend must be 'sdpa' or 'flex', got {attention_backend!r}")
-        if query_chunk_size is not None and (
-            isinstance(query_chunk_size, bool) or not isinstance(query_chunk_size, int) or query_chunk_size < 1
-        ):
-            raise ValueError(f"query_chunk_size must be None or an int >= 1, got {query_chunk_size!r}")
+        if query_chunk_size is not None:
+            check_int(query_chunk_size, "query_chunk_size (None: one chunk)", minimum=1)
         self.attention_backend = attention_backend
         self.query_chunk_size = query_chunk_size
         num_kv_heads, head_dim = check_head_layout(hidden_size, num_heads, num_kv_heads, head_dim)
         check_positive(rope_theta, "rope_theta")
         if head_dim % 2:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {head_dim}")
-        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
-            raise ValueError(f"window must be None or an int >= 1, got {window!r}")
-        if isinstance(num_sinks, bool) or not isinstance(num_sinks, int) or num_sinks < 0:
-            raise ValueError(f"num_sinks must be an int >= 0, got {num_sinks!r}")
+        if window is not None:
+            check_int(window, "window (None: full attention)", minimum=1)
+        check_int(num_sinks, "num_sinks", minimum=0)
         self.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim = hidden_size, num_heads, num_kv_heads, head_dim
         self.window, self.rope_theta, self.num_sinks = window, float(rope_theta), num_sinks
         factory = dict(device=device, dtype=dtype)

@@ -208,8 +208,8 @@ def test_rejects_bad_arguments(model):
     for bad in (first.to(torch.int32), first[:, :0], torch.cat([first, first]), [[5]]):
         with pytest.raises(ValueError, match="input_ids must be an int64 tensor of shape"):
             GraphedDecoder(model, cache, bad, use_cuda_graph=False)
-    for warmup in (-1, 1.0, True):
-        with pytest.raises(ValueError, match="warmup must be an int >= 0"):
+    for warmup, error in ((-1, ValueError), (1.0, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="warmup must be an int >= 0"):
             GraphedDecoder(model, cache, first, use_cuda_graph=False, warmup=warmup)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="use_cuda_graph=True needs a CUDA model"):
@@ -223,8 +223,8 @@ def test_rejects_bad_arguments(model):
     decoder = GraphedDecoder(model, cache, first, use_cuda_graph=False, warmup=0)
     with pytest.raises(ValueError, match="input_ids must be an int64 tensor of shape \\(1, 1\\)"):
         decoder.step(torch.tensor([[1, 2]]))
-    for bad in (0, -3, 2.0, False):
-        with pytest.raises(ValueError, match="max_new_tokens must be an int >= 1"):
+    for bad, error in ((0, ValueError), (-3, ValueError), (2.0, TypeError), (False, TypeError)):
+        with pytest.raises(error, match="max_new_tokens must be an int >= 1"):
             decoder.generate(bad)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from sb_layers.mixer_cache import is_capturable
-from sb_neurons.validation import describe
+from sb_neurons.validation import check_int, describe
 
 from .cache import SpikingBrainCache
 
@@ -60,8 +60,7 @@ class GraphedDecoder:
             raise ValueError(f"cache has {len(cache)} layers, the model {model.config.num_hidden_layers}")
         batch = int(cache.real_tokens.shape[0])
         _check_tokens(input_ids, (batch, 1))
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-            raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+        check_int(warmup, "warmup", minimum=0)
         if model.training:
             raise ValueError("model must be in eval mode (model.eval()): dropout and autograd cannot be captured")
         device = cache.real_tokens.device
@@ -156,8 +155,7 @@ class GraphedDecoder:
     def generate(self, max_new_tokens: int) -> torch.Tensor:
         """Greedy decoding of ``max_new_tokens`` steps: ``[B, max_new_tokens]`` int64, starting with the
         token fed first (no end-of-sequence stop: stopping would read the device every step)."""
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+        check_int(max_new_tokens, "max_new_tokens", minimum=1)
         out = torch.empty(self.next_tokens.shape[0], max_new_tokens, dtype=torch.int64, device=self.next_tokens.device)
         for index in range(max_new_tokens):
             out[:, index : index + 1].copy_(self.next_tokens)

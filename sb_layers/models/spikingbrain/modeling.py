@@ -39,6 +39,7 @@ from sb_layers.sinks import SinkTokens
 from sb_layers.report import format_weight_code_stats, weight_code_stats
 from sb_layers.sliding_window import SlidingWindowAttention
 from sb_layers.spiking_linear import SpikingLinear
+from sb_neurons.validation import check_int
 
 from .cache import SpikingBrainCache
 from .cache_names import CACHE_NAMES, GENERATE_CACHE_KEY, OUTPUT_CACHE_FIELD, output_cache, resolve_cache
@@ -306,11 +307,10 @@ class SpikingBrainModel(SpikingBrainPreTrainedModel):
             raise ValueError(f"input_ids must be an integer tensor [B, L], got {input_ids.dtype} {tuple(input_ids.shape)}")
         if inputs_embeds is not None and (inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != self.config.hidden_size):
             raise ValueError(f"inputs_embeds must be [B, L, {self.config.hidden_size}], got {tuple(inputs_embeds.shape)}")
-        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 0:
-            raise ValueError(f"keep_last must be an int >= 0, got {keep_last!r}")
+        check_int(keep_last, "keep_last", minimum=0)
         piece = self.config.prefill_chunk_size if prefill_chunk_size is None else prefill_chunk_size
-        if piece is not None and (isinstance(piece, bool) or not isinstance(piece, int) or piece < 1):
-            raise ValueError(f"prefill_chunk_size must be None or an int >= 1, got {piece!r}")
+        if piece is not None:
+            check_int(piece, "prefill_chunk_size (None: one piece)", minimum=1)
         source = input_ids if input_ids is not None else inputs_embeds
         batch, length = source.shape[:2]
         in_pieces = piece is not None and length > piece and not self.training

@@ -44,6 +44,7 @@ from sb_layers.gla_state import GLAState
 from sb_layers.linear_attention import GatedLinearAttention
 from sb_layers.kv_cache import RollingKVCache
 from sb_layers.sliding_window import SlidingWindowAttention
+from sb_neurons.validation import check_int
 
 from .cache import SpikingBrainCache
 from .modeling import SpikingBrainForCausalLM
@@ -55,10 +56,8 @@ CacheOn = Literal["all", "rank0"]
 def shard_bounds(length: int, world_size: int) -> list[tuple[int, int]]:
     """``[(start, stop)]`` of each rank's contiguous shard of ``length`` positions: the first ``length %
     world_size`` ranks hold one more position."""
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ValueError(f"length must be an int >= 1, got {length!r}")
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size must be an int >= 1, got {world_size!r}")
+    check_int(length, "length", minimum=1)
+    check_int(world_size, "world_size", minimum=1)
     if length < world_size:
         raise ValueError(f"the sequence ({length} positions) must have at least one position per rank ({world_size} ranks)")
     base, extra = divmod(length, world_size)
