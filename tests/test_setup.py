@@ -43,7 +43,18 @@ def test_readme_has_exactly_two_setup_commands_demo_then_tests():
     for command in (demo, tests):
         assert command.startswith("bash scripts/install.sh && "), command
     assert demo.endswith("spikingbrain demo"), demo
-    assert re.search(r"-m pytest$", tests), tests
+    assert tests.endswith("bash scripts/test.sh"), tests
+
+
+def test_the_test_script_runs_the_main_suite_and_the_vllm_tests_in_two_pytest_processes():
+    """scripts/test.sh: the main suite in .venv, then tests/vllm_plugin in .venv-vllm, required (never skipped)."""
+    commands = [line.strip() for line in (ROOT / "scripts" / "test.sh").read_text().splitlines() if line.strip() and not line.strip().startswith("#")]
+    main = [line for line in commands if line.startswith(".venv/bin/python -m pytest")]
+    vllm = [line for line in commands if ".venv-vllm/bin/python -m pytest tests/vllm_plugin" in line]
+    assert len(main) == 1 and len(vllm) == 1, commands
+    assert "SB_REQUIRE_VLLM=1" in vllm[0] and " -n " not in vllm[0], vllm[0]
+    assert commands.index(main[0]) < commands.index(vllm[0])
+    assert commands[-1] == 'exit "$status"', "a failure of either run must fail the script"
 
 
 def test_ci_runs_the_readmes_test_command():
