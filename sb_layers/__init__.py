@@ -17,6 +17,7 @@ from .sinks import SinkTokens
 from .kv_cache import RollingKVCache
 from .sliding_window import SlidingWindowAttention
 from .spiking_linear import SpikeCoding, SpikingLinear, WeightQuantizer, make_linear, resolve_linear_backend
+from .int8_linear import Int8SpikingLinear
 from .report import (
     LayerReport,
     SpikeRecorder,
@@ -49,6 +50,7 @@ __all__ = [
     "SlidingWindowAttention",
     "SpikeCoding",
     "SpikingLinear",
+    "Int8SpikingLinear",
     "SpikingReport",
     "WeightCodeStats",
     "WeightQuantizer",

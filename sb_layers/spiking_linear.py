@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sb_kernels.dispatch import needs_grad
+from sb_kernels.dispatch import needs_grad, reference_forced
 from sb_kernels.w8aspike.residual import ResidualCodes, code_statistics, split_weight_codes
 from sb_neurons import SpikeStats, get_codec, resolve_clamp, spike_count, spike_train_matmul
 from sb_neurons.stats import CountTally
-from sb_neurons.validation import check_int
+from sb_neurons.validation import check_int, check_positive
 from sb_neurons.spike import ClampSpec, compute_dtype
 
 Backend = Literal["torch", "triton", "auto"]
@@ -55,7 +55,8 @@ class SpikeCoding:
         mode: ``"count"`` (single step) or ``"spike"`` (expanded train).
         weight_bits: ``None`` (float weights) or the bit width of symmetric weight quantization (2..8).
         group_size: input features per weight scale; ``None`` for one scale per output channel.
-        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (Triton on CUDA when available).
+        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (Triton on CUDA when available, the integer CPU
+            path of ``sb_kernels.w8aspike_linear_cpu`` on CPU tensors; :func:`resolve_linear_backend`).
         weight_clip: ``False`` (the release's rule): every weight code ``round(w / scale)`` is kept, codes
             past int8 included; ``True``: codes are clamped to ``[-qmax, qmax]``, which clip-ratio scales
             (``sb_adapters.calibrate``) rely on.
@@ -73,20 +74,15 @@ class SpikeCoding:
     def __post_init__(self) -> None:
         if isinstance(self.clamp, list):
             object.__setattr__(self, "clamp", tuple(self.clamp))  # JSON has no tuples
-        if isinstance(self.k, bool) or not isinstance(self.k, (int, float)) or not 0 < self.k < float("inf"):
-            raise ValueError(f"k must be a finite number > 0, got {self.k!r}")
+        check_positive(self.k, "k")
         resolve_clamp(self.clamp)
         get_codec(self.codec)
         if self.mode not in ("count", "spike"):
             raise ValueError(f"mode must be 'count' or 'spike', got {self.mode!r}")
-        if self.weight_bits is not None and (
-            isinstance(self.weight_bits, bool) or not isinstance(self.weight_bits, int) or not 2 <= self.weight_bits <= 8
-        ):
-            raise ValueError(f"weight_bits must be None or an int in [2, 8], got {self.weight_bits!r}")
-        if self.group_size is not None and (
-            isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or self.group_size < 1
-        ):
-            raise ValueError(f"group_size must be None or an int >= 1, got {self.group_size!r}")
+        if self.weight_bits is not None:
+            check_int(self.weight_bits, "weight_bits (None: float weights)", minimum=2, maximum=8)
+        if self.group_size is not None:
+            check_int(self.group_size, "group_size (None: one scale per output channel)", minimum=1)
         if not isinstance(self.weight_clip, bool):
             raise TypeError(f"weight_clip must be a bool, got {self.weight_clip!r}")
         if self.backend not in ("torch", "triton", "auto"):
@@ -218,19 +214,24 @@ class WeightQuantizer(nn.Module):
 
 
 def _needs_grad(x: torch.Tensor, layer: nn.Linear) -> bool:
-    return needs_grad(x, layer.weight, layer.bias)
+    # An Int8SpikingLinear has no float weight: its codes are buffers, nothing of it learns but the bias.
+    return needs_grad(x, getattr(layer, "weight", None), layer.bias)
 
 
 def resolve_linear_backend(coding: SpikeCoding, x: torch.Tensor, layer: SpikingLinear) -> str:
-    """The backend one forward of the :class:`SpikingLinear` ``layer`` on ``x`` runs: ``"torch"`` or ``"triton"``
-    (:func:`sb_kernels.resolve_backend` is a kernel op's choice).
+    """The backend one forward of the :class:`SpikingLinear` ``layer`` on ``x`` runs: ``"torch"``, ``"triton"``
+    or ``"cpu"`` (:func:`sb_kernels.resolve_backend` is a kernel op's choice).
 
     ``"torch"`` always runs PyTorch. ``"triton"`` always runs ``sb_kernels.w8aspike_linear`` with its
     Triton backend (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``) and raises ``RuntimeError``
     when the kernel cannot run on these tensors, or a gradient is needed (the kernel is
     forward-only): it never falls back. ``"auto"`` runs the kernel only where it computes the same
     function and applies: count mode, int8 weights, a float16/bfloat16/float32 CUDA input whose width and
-    group size are multiples of 32, and no gradient needed; PyTorch everywhere else.
+    group size are multiples of 32, and no gradient needed; on the CPU the integer path
+    ``sb_kernels.w8aspike_linear_cpu`` (``"cpu"``: int8 products exact, ``torch._int_mm`` where it runs)
+    under the same conditions (any width and group size, float64 input too), except inside
+    :func:`sb_kernels.use_reference`; PyTorch everywhere else. ``"torch"`` forces the PyTorch path
+    (for an :class:`Int8SpikingLinear`: the release's fake quantization, its weight dequantized per call).
 
     Non-finite input: the PyTorch path raises ``ValueError``; the kernel path reads nothing back to the
     host (so a decode step can be captured in a CUDA graph) and returns a NaN output row for each row of
@@ -252,6 +253,16 @@ def resolve_linear_backend(coding: SpikeCoding, x: torch.Tensor, layer: SpikingL
             )
         return "triton"
     quantizer = layer.weight_quantizer
+    if (
+        coding.mode == "count"
+        and quantizer is not None
+        and x.device.type == "cpu"
+        and quantizer.scales.device.type == "cpu"
+        and x.is_floating_point()
+        and not _needs_grad(x, layer)
+        and not reference_forced()
+    ):
+        return "cpu"
     usable = (
         coding.mode == "count"
         and quantizer is not None
@@ -452,8 +463,11 @@ class SpikingLinear(nn.Linear):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input's last dimension must be in_features={self.in_features}, got shape {tuple(x.shape)}")
         coding = self.coding
-        if resolve_linear_backend(coding, x, self) == "triton":
+        backend = resolve_linear_backend(coding, x, self)
+        if backend == "triton":
             return self._forward_triton(x)
+        if backend == "cpu":
+            return self._forward_cpu(x)
         counts, v_th = spike_count(x, coding.k, -1, coding.clamp)
         if self.record_stats:
             self._record(counts)
@@ -479,6 +493,16 @@ class SpikingLinear(nn.Linear):
             x, q, self.weight_quantizer.scales, bias, k=self.coding.k, clamp=self.coding.clamp, backend="triton",
             residual=residual,
         )
+
+    def _forward_cpu(self, x: torch.Tensor) -> torch.Tensor:
+        from sb_kernels import w8aspike_linear_cpu
+
+        if self.record_stats:
+            self._record(spike_count(x, self.coding.k, -1, self.coding.clamp).counts)
+        q, residual = self.int8_codes()
+        bias = None if self.bias is None else self.bias.detach()
+        return w8aspike_linear_cpu(x, q, self.weight_quantizer.scales, bias, k=self.coding.k, clamp=self.coding.clamp,
+                                   residual=residual)
 
     def _event_driven(self, counts: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``sum_t w_t (s_t @ W^T)`` over the codec's train of ``counts`` ``[..., in]``: ``counts @ W^T``.

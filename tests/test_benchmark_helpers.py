@@ -31,14 +31,15 @@ def test_chunked_qwen_mlp_is_the_same_function():
 
 def test_per_layer_guard_finds_a_wrong_spiking_linear():
     # The W8ASpike guard compares every spiking linear's fast output with its PyTorch count form on the
-    # same input. On the CPU both are PyTorch (error 0); a layer whose output is corrupted must be named.
+    # same input. On the CPU the fast path is the integer one (sb_kernels.w8aspike_linear_cpu: exact integer
+    # sums, float32 scaling), so the two agree to float32 rounding; a layer whose output is corrupted must be named.
     from sb_layers.models.spikingbrain import to_w8aspike
 
     torch.manual_seed(0)
     config = lc.spikingbrain_config(True, 64, 32)
     model = to_w8aspike(lc.build_spikingbrain(config, torch.device("cpu"), torch.float32))
     clean = lc.per_layer_guard(model, 80, 1e-3)
-    assert clean["passed"] and clean["rel_l2_error"] == 0.0 and clean["layers_checked"] > 4
+    assert clean["passed"] and clean["rel_l2_error"] <= 1e-5 and clean["layers_checked"] > 4
     name = "model.layers.1.mlp.up_proj"
     target = dict(model.named_modules())[name]
     # A fault of the fast backend alone (the guard's reference call runs the same module on "torch").

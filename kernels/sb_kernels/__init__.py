@@ -32,9 +32,11 @@ from .w8aspike import (
     code_statistics,
     dequantize_weight,
     int8_matmul_int32,
+    int_mm_available,
     split_int8_digits,
     split_weight_codes,
     w8aspike_linear,
+    w8aspike_linear_cpu,
     w8aspike_linear_reference,
     weight_codes,
 )
@@ -63,6 +65,7 @@ __all__ = [
     "int8_fake_quantize",
     "int8_fake_quantize_reference",
     "int8_matmul_int32",
+    "int_mm_available",
     "interpreter_enabled",
     "merge_attention_into",
     "merge_attention_reference",
@@ -82,6 +85,7 @@ __all__ = [
     "split_weight_codes",
     "use_reference",
     "w8aspike_linear",
+    "w8aspike_linear_cpu",
     "w8aspike_linear_reference",
     "weight_codes",
 ]

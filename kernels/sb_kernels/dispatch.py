@@ -45,6 +45,12 @@ def use_reference() -> Iterator[None]:
         _AUTO_IS_TORCH.reset(token)
 
 
+def reference_forced() -> bool:
+    """Whether the caller is inside :func:`use_reference` (where ``"auto"`` means the PyTorch reference):
+    for layers that choose a fast path of their own on ``"auto"`` (``sb_layers.resolve_linear_backend``)."""
+    return _AUTO_IS_TORCH.get()
+
+
 @cache
 def triton_importable() -> bool:
     """Whether ``import triton`` works in this environment."""

@@ -54,11 +54,14 @@ Modules: :mod:`~sb_kernels.w8aspike.reference` (the PyTorch reference, checks, d
 :mod:`~sb_kernels.w8aspike.decode` (one token, one launch, split-K), :mod:`~sb_kernels.w8aspike.hopper`
 (the CuTe DSL GEMM of ``backend="cutlass"``, optional), :mod:`~sb_kernels.w8aspike.tiles`
 (tile and split heuristics), :mod:`~sb_kernels.w8aspike.accumulate` (device functions they share),
-:mod:`~sb_kernels.w8aspike.residual` (weight codes past int8), and :mod:`~sb_kernels.w8aspike.linear`: the
+:mod:`~sb_kernels.w8aspike.residual` (weight codes past int8), :mod:`~sb_kernels.w8aspike.cpu` (the
+integer path on CPUs: ``torch._int_mm`` per weight group, ``backend="cpu"``, what ``"auto"`` takes on CPU
+tensors), and :mod:`~sb_kernels.w8aspike.linear`: the
 op itself, :func:`w8aspike_linear`, which checks its arguments and picks among them. This package only
 re-exports the public names; the private helpers are imported from the modules that define them.
 """
 
+from .cpu import int_mm_available, w8aspike_linear_cpu
 from .gemm import int8_matmul_int32
 from .linear import w8aspike_linear
 from .reference import dequantize_weight, split_int8_digits, w8aspike_linear_reference
@@ -69,9 +72,11 @@ __all__ = [
     "code_statistics",
     "dequantize_weight",
     "int8_matmul_int32",
+    "int_mm_available",
     "split_int8_digits",
     "split_weight_codes",
     "w8aspike_linear",
+    "w8aspike_linear_cpu",
     "w8aspike_linear_reference",
     "weight_codes",
 ]

@@ -1,7 +1,8 @@
 """The op :func:`w8aspike_linear`: checks its arguments and picks among the torch reference
 (:mod:`~sb_kernels.w8aspike.reference`), the one-launch decode kernel (:mod:`~sb_kernels.w8aspike.decode`),
 the several-row path (:mod:`~sb_kernels.w8aspike.gemm`) and, with ``backend="cutlass"``, the CuTe DSL GEMM
-(:mod:`~sb_kernels.w8aspike.hopper`). The algorithm is described in :mod:`sb_kernels.w8aspike`.
+(:mod:`~sb_kernels.w8aspike.hopper`) and, on CPU tensors, the integer path of :mod:`~sb_kernels.w8aspike.cpu`.
+The algorithm is described in :mod:`sb_kernels.w8aspike`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import torch
 from sb_neurons.spike import ClampSpec, resolve_clamp
 from sb_neurons.validation import check_float_tensor, check_positive, check_same_device
 
-from ..dispatch import Backend, resolve_backend
+from ..dispatch import _AUTO_IS_TORCH, Backend, resolve_backend
 from ..spike_quant import TRITON_INPUT_DTYPES
+from .cpu import w8aspike_linear_cpu
 from .decode import _linear_fused
 from .gemm import _linear_two_pass
 from .reference import MAX_K, _check_bias, _check_weight_and_scales, _raise_if_flagged, _torch_linear, check_residual
@@ -30,7 +32,7 @@ def w8aspike_linear(
     *,
     k: float = 3.0,
     clamp: ClampSpec = None,
-    backend: Backend | Literal["cutlass"] = "auto",
+    backend: Backend | Literal["cutlass", "cpu"] = "auto",
     check: bool = False,
     residual: ResidualCodes | None = None,
 ) -> torch.Tensor:
@@ -48,7 +50,11 @@ def w8aspike_linear(
         bias: ``[N]`` or None.
         k: ``k > 0`` of the adaptive threshold ``mean|x| / k``.
         clamp: ``None`` (counts unbounded and handled exactly), a signed bit width or a ``(low, high)`` range.
-        backend: ``"torch"``, ``"triton"``, ``"auto"`` or ``"cutlass"``. The Triton path needs ``K``
+        backend: ``"torch"``, ``"triton"``, ``"auto"``, ``"cutlass"`` or ``"cpu"``. ``"cpu"``: the integer
+            path of :func:`~sb_kernels.w8aspike.cpu.w8aspike_linear_cpu` (CPU tensors; ``torch._int_mm``
+            where it runs, an exact float fallback elsewhere), which ``"auto"`` takes when every tensor
+            is on the CPU (outside :func:`sb_kernels.use_reference`; ``"torch"`` forces the reference).
+            The Triton path needs ``K``
             divisible by 32 (at most 131071) and the group size divisible by 32. ``"cutlass"`` (sm_90 GPUs,
             extra ``gpu``): the Triton path with its several-row GEMM replaced by the warp-specialized
             CuTe DSL kernel of :mod:`~sb_kernels.w8aspike.hopper` (groups of 128, ``N % 128 == 0``);
@@ -75,6 +81,8 @@ def w8aspike_linear(
         raise TypeError(f"check must be a bool, got {type(check).__name__}")
     if x.ndim == 0:
         raise ValueError("x must have shape [..., K]")
+    if backend == "cpu" or (backend == "auto" and _on_cpu(x, weight_int8, scales, bias) and not _AUTO_IS_TORCH.get()):
+        return w8aspike_linear_cpu(x, weight_int8, scales, bias, k=k, clamp=clamp, residual=residual, check=check)
     gemm = "triton"
     if backend == "cutlass":
         _check_cutlass(x, weight_int8, scales)
@@ -114,6 +122,11 @@ def w8aspike_linear(
     if check:
         _raise_if_flagged(float(row_max.max()))
     return out.reshape(*x.shape[:-1], cols)
+
+
+def _on_cpu(*tensors: object) -> bool:
+    """Whether every given tensor is a CPU tensor (None skipped; a non-tensor is left to the checks)."""
+    return all(t is None or (isinstance(t, torch.Tensor) and t.device.type == "cpu") for t in tensors)
 
 
 def _check_cutlass(x: torch.Tensor, weight_int8: torch.Tensor, scales: torch.Tensor) -> None:

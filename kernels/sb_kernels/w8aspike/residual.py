@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sb_neurons.validation import check_tensor
+from sb_neurons.validation import check_int, check_tensor
 
 INT8_CODE_MAX = 127  # base codes are symmetric: -128 is never used, so negation stays in int8
 
@@ -55,8 +55,7 @@ class ResidualCodes:
             tensor = check_tensor(getattr(self, name), f"residual.{name}")
             if tensor.dtype != dtype or tensor.ndim != 1:
                 raise TypeError(f"residual.{name} must be a 1-d {dtype} tensor, got {tensor.dtype} of shape {tuple(tensor.shape)}")
-        if isinstance(self.in_features, bool) or not isinstance(self.in_features, int) or self.in_features < 1:
-            raise ValueError(f"residual.in_features must be an int >= 1, got {self.in_features!r}")
+        check_int(self.in_features, "residual.in_features", minimum=1)
         devices = {t.device for t in (self.row_ptr, self.columns, self.values)}
         if len(devices) != 1:
             raise ValueError(f"residual tensors must be on one device, got {sorted(map(str, devices))}")

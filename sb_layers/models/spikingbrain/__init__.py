@@ -20,7 +20,7 @@ from .sequence_parallel import sequence_parallel_prefill, shard_bounds
 from .modeling import GLASwaForCausalLM, SpikingBrainForCausalLM, SpikingBrainModel, SpikingBrainPreTrainedModel
 from sb_layers.report import SpikingReport, spiking_layers
 
-from .w8aspike import plot_spike_report, repack_per_channel, to_w8aspike
+from .w8aspike import pack_int8, plot_spike_report, repack_per_channel, resident_bytes, to_w8aspike
 
 for _model_class in (SpikingBrainForCausalLM, GLASwaForCausalLM):
     AutoConfig.register(_model_class.config_class.model_type, _model_class.config_class, exist_ok=True)
@@ -47,8 +47,10 @@ __all__ = [
     "cost_ratio",
     "estimate",
     "load_run",
+    "pack_int8",
     "plot_spike_report",
     "repack_per_channel",
+    "resident_bytes",
     "save_released_checkpoint",
     "sequence_parallel_prefill",
     "shard_bounds",

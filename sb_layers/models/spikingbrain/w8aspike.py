@@ -16,6 +16,11 @@
 128 text samples) and reports its spike statistics as a :class:`sb_layers.SpikingReport` (its
 ``by_projection``: the statistics of the report's Fig. 9); :func:`plot_spike_report` draws them beside the
 report's own 7B figures (the ``FIG9_*`` constants).
+
+:func:`pack_int8` turns a W8ASpike model's spiking projections into :class:`sb_layers.Int8SpikingLinear`
+layers that hold int8 codes (and the residual of the codes past int8) instead of float weights: on a CPU
+they run the integer path of ``sb_kernels.w8aspike_linear_cpu``. :func:`resident_bytes` counts what a
+model holds (parameters and buffers, by dtype), also for a model built on the meta device.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ import re
 import torch
 
 from sb_layers.report import SpikingReport, projection_kind, spiking_layers
-from sb_layers.spiking_linear import WeightQuantizer
+from sb_layers.int8_linear import Int8SpikingLinear
+from sb_layers.spiking_linear import WeightQuantizer, coding_with
+from sb_neurons.validation import check_int
 
 from .configuration import SpikingBrainConfig
 from .modeling import SpikingBrainForCausalLM
@@ -159,6 +166,57 @@ def repack_per_channel(model: SpikingBrainForCausalLM) -> SpikingBrainForCausalL
     return repacked
 
 
+@torch.no_grad()
+def pack_int8(model: SpikingBrainForCausalLM, *, backend: str = "auto") -> SpikingBrainForCausalLM:
+    """Replace, in place, every weight-quantized spiking projection of ``model`` by its
+    :class:`sb_layers.Int8SpikingLinear` (int8 codes, residual, scales, bias; the float weight is dropped)
+    and return ``model``.
+
+    The packed model computes the same function: the codes are each layer's ``int8_codes()``, exactly.
+    ``backend`` becomes every packed layer's ``coding.backend`` and the config's: ``"auto"`` (the
+    default) runs the integer CPU path on CPU tensors and the Triton kernel on CUDA; ``"torch"`` keeps
+    the release's fake quantization (weights dequantized per call). Other layers (embeddings, norms, the
+    unspiked ``down_proj``, ``lm_head``) keep their float weights. A model built on the meta device packs
+    to meta int8 codes without residual entries (shapes only: what :func:`resident_bytes` counts).
+    """
+    if not isinstance(model, SpikingBrainForCausalLM):
+        raise TypeError(f"model must be a SpikingBrainForCausalLM, got {type(model).__name__}")
+    if backend not in ("torch", "triton", "auto"):
+        raise ValueError(f"backend must be 'torch', 'triton' or 'auto', got {backend!r}")
+    layers = {name: layer for name, layer in spiking_layers(model).items() if layer.weight_quantizer is not None}
+    if not model.config.spiking or not layers:
+        raise ValueError("model must be a W8ASpike model (to_w8aspike or the release's checkpoint) with int8 weights")
+    for name, layer in layers.items():
+        packed = layer if isinstance(layer, Int8SpikingLinear) else Int8SpikingLinear.from_spiking_linear(layer)
+        packed.coding = dataclasses.replace(packed.coding, backend=backend)
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, packed)
+    model.config.coding = coding_with(model.config.coding, {"backend": backend})
+    return model
+
+
+def resident_bytes(model: torch.nn.Module) -> dict[str, int]:
+    """Bytes of every parameter and buffer of ``model`` (each storage counted once, shared ones too),
+    by dtype name (``"int8"``, ``"bfloat16"``, ...) and in all (``"total"``). Meta tensors count as
+    their shape and dtype would on a device, so a model built on ``"meta"`` is measured without memory.
+    Python-side caches (int8 copies a :class:`sb_layers.SpikingLinear` keeps) are not counted."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    seen: set[tuple] = set()
+    sizes: dict[str, int] = {}
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        # Tied weights (lm_head / embeddings) are one tensor; views of one storage count once.
+        key = (id(tensor),) if tensor.is_meta else (tensor.untyped_storage().data_ptr(), tensor.device)
+        if key in seen:
+            continue
+        seen.add(key)
+        name = str(tensor.dtype).removeprefix("torch.")
+        nbytes = tensor.numel() * tensor.element_size() if tensor.is_meta else tensor.untyped_storage().nbytes()
+        sizes[name] = sizes.get(name, 0) + nbytes
+    sizes["total"] = sum(sizes.values())
+    return sizes
+
+
 # The report's Fig. 9 figures for SpikingBrain-7B under bitwise-ternary spike coding (arXiv 2509.05276,
 # "SpikingBrain: Spiking Brain-inspired Large Models", Fig. 9 and its text), drawn by plot_spike_report
 # beside ours. They are published figures of the real 7B, not targets: a small or random model spikes
@@ -184,8 +242,7 @@ def plot_spike_report(report: SpikingReport, max_count: int = 16):
     """
     if not isinstance(report, SpikingReport):
         raise TypeError(f"report must be a SpikingReport, got {type(report).__name__}")
-    if isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 1:
-        raise ValueError(f"max_count must be an int >= 1, got {max_count!r}")
+    check_int(max_count, "max_count", minimum=1)
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -239,9 +296,11 @@ __all__ = [
     "FIG9_WITHIN_7",
     "SpikingReport",
     "merge_low_rank_gates",
+    "pack_int8",
     "plot_spike_report",
     "projection_kind",
     "repack_per_channel",
+    "resident_bytes",
     "spiking_layers",
     "to_w8aspike",
     "w8aspike_config",
