@@ -151,9 +151,9 @@ def test_demo_draws_the_library_figure_and_states_the_same_figures(report):
     )
 
 
-@pytest.mark.parametrize("max_count", [0, -1, True, 16.0, "16"])
-def test_spike_report_rejects_bad_max_count(report, max_count):
-    with pytest.raises(ValueError, match="max_count"):
+@pytest.mark.parametrize("max_count, error", [(0, ValueError), (-1, ValueError), (True, TypeError), (16.0, TypeError), ("16", TypeError)])
+def test_spike_report_rejects_bad_max_count(report, max_count, error):
+    with pytest.raises(error, match="max_count must be an int >= 1"):
         plot_spike_report(report, max_count=max_count)
 
 
