@@ -24,7 +24,7 @@ from sb_layers.report import run_batch
 from sb_neurons.validation import check_real
 
 from .config import SpikingConfig
-from .injector import get_injection, inject_spiking, model_layer_indices, unload_spiking
+from .injector import check_dense_model, get_injection, inject_spiking, model_layer_indices, unload_spiking
 from .matching import layer_index
 from .sweep import _agreement, output_tensor
 
@@ -113,13 +113,7 @@ def choose_dense_layers(
         ValueError: a bound out of range or none given, an injected model, no batch, a model with no
             numbered layer among the modules ``config`` selects, or top-1 asked of a non-logit output.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if get_injection(model) is not None:
-        raise ValueError("choose_dense_layers compares against the dense model: pass it before inject_spiking")
-    config = SpikingConfig() if config is None else config
-    if not isinstance(config, SpikingConfig):
-        raise TypeError(f"config must be a SpikingConfig, got {type(config).__name__}")
+    config = check_dense_model(model, config, "choose_dense_layers")
     _check_bounds(max_relative_error, min_top1_agreement)
     batches = list(batches)
     if not batches:

@@ -111,6 +111,19 @@ def _check_model(model: object) -> nn.Module:
     return model
 
 
+def check_dense_model(model: object, config: object, caller: str) -> SpikingConfig:
+    """For the functions that compare a model with its injected self (``sweep_k``, ``choose_dense_layers``):
+    ``model`` must be a module not injected yet, ``config`` None (the default :class:`SpikingConfig`) or a
+    SpikingConfig, which is returned. ``caller`` names the function in the error."""
+    _check_model(model)
+    if get_injection(model) is not None:
+        raise ValueError(f"{caller} compares against the dense model: pass it before inject_spiking (or unload_spiking first)")
+    config = SpikingConfig() if config is None else config
+    if not isinstance(config, SpikingConfig):
+        raise TypeError(f"config must be a SpikingConfig, got {type(config).__name__}")
+    return config
+
+
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child_name = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model

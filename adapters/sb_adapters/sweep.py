@@ -35,7 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import SpikingConfig
-from .injector import get_injection, inject_spiking, unload_spiking
+from .injector import check_dense_model, inject_spiking, unload_spiking
 from sb_layers.report import record_spikes, run_batch
 from sb_neurons.validation import check_positive
 
@@ -248,13 +248,7 @@ def sweep_k(
         TypeError: ``model`` not a module, ``config`` not a :class:`SpikingConfig`, or no output tensor found.
         ValueError: ``model`` already injected, bad ``ks``, no batch, or the config matches nothing.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if get_injection(model) is not None:
-        raise ValueError("sweep_k compares against the dense model: pass it before inject_spiking (or unload_spiking first)")
-    config = SpikingConfig() if config is None else config
-    if not isinstance(config, SpikingConfig):
-        raise TypeError(f"config must be a SpikingConfig, got {type(config).__name__}")
+    config = check_dense_model(model, config, "sweep_k")
     ks = _check_ks(ks)
     batches = list(batches)
     if not batches:
